@@ -1,0 +1,192 @@
+//! Loading a directory of unit files: which files are units, reading them
+//! safely (no hang on a FIFO, no unbounded read of a huge or endless file),
+//! and the checks that need the whole set. One bad file never hides the good
+//! ones: the result is the valid units plus every error.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use super::diag::{Diagnostic, Source};
+use super::graph;
+use super::hash::Hashes;
+use super::model::Unit;
+use super::parse::{ParseInput, UnitSpans, parse_unit};
+use super::values::names::check_dns_label;
+
+/// Unit files (and env files) larger than this are refused unread.
+pub const MAX_FILE_SIZE: u64 = 1 << 20;
+
+/// A valid unit with where it came from and its identity.
+#[derive(Debug, Clone, Serialize)]
+pub struct LoadedUnit {
+    #[serde(flatten)]
+    pub unit: Unit,
+    pub file: PathBuf,
+    /// `hashes.unit`, repeated for scripts.
+    pub hash: String,
+    pub hashes: Hashes,
+    #[serde(skip)]
+    pub spans: UnitSpans,
+}
+
+/// The result of loading a set of unit files.
+#[derive(Debug, Clone, Default)]
+pub struct UnitSet {
+    /// Valid units, sorted by name.
+    pub units: Vec<LoadedUnit>,
+    /// Every problem, sorted by file and position.
+    pub errors: Vec<Diagnostic>,
+    /// Every unit name that has a file, valid or not, with its file.
+    pub files: BTreeMap<String, PathBuf>,
+}
+
+impl UnitSet {
+    pub fn get(&self, name: &str) -> Option<&LoadedUnit> {
+        self.units.iter().find(|u| u.unit.name == name)
+    }
+}
+
+/// Whether a directory entry is a unit file: `NAME.toml`, not hidden. This
+/// also ignores editor files: `.#x.toml` (Emacs lock), `.x.toml.swp` (vim),
+/// `x.toml~` (backups) and vim's `4913` write test.
+pub fn is_unit_file_name(name: &str) -> bool {
+    name.len() > ".toml".len() && name.ends_with(".toml") && !name.starts_with('.')
+}
+
+/// Lists the unit files of `dir`, sorted. Fails only when the directory
+/// itself cannot be read.
+pub fn list_unit_files(dir: &Path) -> io::Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let keep = match name.to_str() {
+            Some(n) => is_unit_file_name(n),
+            // A non-UTF-8 name that still looks like a unit is reported.
+            None => name.as_encoded_bytes().ends_with(b".toml") && !name.as_encoded_bytes().starts_with(b"."),
+        };
+        if keep {
+            files.push(entry.path());
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// Loads every unit file of `dir` and runs the cross-unit checks.
+pub fn load_dir(dir: &Path) -> io::Result<UnitSet> {
+    Ok(load_files(&list_unit_files(dir)?))
+}
+
+/// Loads the given unit files as one set.
+pub fn load_files(paths: &[PathBuf]) -> UnitSet {
+    let mut set = UnitSet::default();
+    let mut texts: BTreeMap<String, (PathBuf, String)> = BTreeMap::new();
+    for path in paths {
+        let name = match unit_name(path) {
+            Ok(n) => n,
+            Err(e) => {
+                set.errors.push(Diagnostic::whole_file(path, e));
+                continue;
+            }
+        };
+        if let Some(first) = set.files.get(&name) {
+            let msg = format!("unit {name:?} is also defined by {}", first.display());
+            set.errors.push(Diagnostic::whole_file(path, msg));
+            continue;
+        }
+        set.files.insert(name.clone(), path.clone());
+        let text = match read_text(path) {
+            Ok(t) => t,
+            Err(d) => {
+                set.errors.push(*d);
+                continue;
+            }
+        };
+        let base = path.parent().unwrap_or(Path::new("."));
+        let input = ParseInput {
+            name: &name,
+            source: Source { path, text: &text },
+            base_dir: base,
+            read_file: &|p| read_text(p).map_err(|d| d.message),
+        };
+        match parse_unit(&input) {
+            Ok(parsed) => {
+                let hashes = Hashes::of(&parsed.unit);
+                set.units.push(LoadedUnit {
+                    unit: parsed.unit,
+                    file: path.clone(),
+                    hash: hashes.unit.clone(),
+                    hashes,
+                    spans: parsed.spans,
+                });
+            }
+            Err(errs) => set.errors.extend(errs.into_iter().map(|mut d| {
+                d.unit_file = Some(path.clone());
+                d
+            })),
+        }
+        texts.insert(name, (path.clone(), text));
+    }
+    let source_of = |name: &str| texts.get(name).map(|(p, t)| Source { path: p, text: t });
+    let (cross, invalid) = graph::cross_check(&set.units, &set.files, &source_of);
+    set.errors.extend(cross);
+    for d in &mut set.errors {
+        if d.unit_file.is_none() {
+            d.unit_file = Some(d.file.clone());
+        }
+    }
+    set.units.retain(|u| !invalid.contains(&u.unit.name));
+    set.errors.sort_by(|a, b| (&a.file, a.line, a.column).cmp(&(&b.file, b.line, b.column)));
+    set
+}
+
+/// The unit name of a file: its stem, which must be a DNS label.
+pub fn unit_name(path: &Path) -> Result<String, String> {
+    let file_name = path.file_name().ok_or("not a file name")?;
+    let file_name = file_name.to_str().ok_or("the file name is not valid UTF-8")?;
+    let stem = file_name.strip_suffix(".toml").unwrap_or(file_name);
+    check_dns_label(stem).map_err(|e| format!("the unit name (the file name without .toml) {e}"))?;
+    Ok(stem.to_string())
+}
+
+/// Reads a small regular file as UTF-8, refusing what is not one.
+pub fn read_text(path: &Path) -> Result<String, Box<Diagnostic>> {
+    let fail = |m: String| Box::new(Diagnostic::whole_file(path, m));
+    // Checking the type first means a FIFO or a device is never opened,
+    // so reading can neither block nor run forever.
+    let meta = fs::metadata(path).map_err(|e| {
+        let dangling = e.kind() == io::ErrorKind::NotFound && fs::symlink_metadata(path).is_ok();
+        fail(match e.raw_os_error() {
+            Some(libc::ELOOP) => "cannot read: symbolic link loop".to_string(),
+            _ if dangling => {
+                let target = fs::read_link(path).map(|t| t.display().to_string()).unwrap_or_default();
+                format!("cannot read: dangling symbolic link to {target:?}")
+            }
+            _ => format!("cannot read: {e}"),
+        })
+    })?;
+    if !meta.is_file() {
+        return Err(fail("cannot read: not a regular file".into()));
+    }
+    if meta.len() > MAX_FILE_SIZE {
+        return Err(fail(format!("file is too large ({} bytes; the limit is {MAX_FILE_SIZE})", meta.len())));
+    }
+    let mut bytes = Vec::new();
+    fs::File::open(path)
+        .and_then(|f| f.take(MAX_FILE_SIZE + 1).read_to_end(&mut bytes))
+        .map_err(|e| fail(format!("cannot read: {e}")))?;
+    if bytes.len() as u64 > MAX_FILE_SIZE {
+        return Err(fail(format!("file is too large (over {MAX_FILE_SIZE} bytes)")));
+    }
+    String::from_utf8(bytes).map_err(|e| {
+        let valid = e.utf8_error().valid_up_to();
+        let prefix = String::from_utf8_lossy(&e.as_bytes()[..valid]).into_owned();
+        let src = Source { path, text: &prefix };
+        Box::new(src.diagnostic(valid..valid, "the file is not valid UTF-8 (TOML files must be UTF-8)"))
+    })
+}
