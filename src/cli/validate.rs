@@ -60,7 +60,7 @@ pub fn run(paths: &[PathBuf], json: bool) -> ExitCode {
             Ok(s) => println!("{s}"),
             Err(e) => eprintln!("supervisorctl: cannot write JSON: {e}"),
         }
-    } else if !units.is_empty() || invalid_files == 0 {
+    } else if !units.is_empty() || (invalid_files == 0 && status == VALID) {
         let names: Vec<&str> = units.iter().map(|u| u.unit.name.as_str()).collect();
         println!(
             "{} valid unit{}{}",

@@ -82,7 +82,7 @@ pub fn cross_check<'s>(
             if let Some((other, q)) = clash {
                 let span = u.spans.ports.get(i).cloned().unwrap_or(0..0);
                 let msg = format!(
-                    "host port of {p} is already published by unit {:?} ({q} in {})",
+                    "{p}: the host port is already published by unit {:?} ({q} in {})",
                     other.unit.name,
                     other.file.display()
                 );

@@ -85,7 +85,9 @@ pub fn parse_unit(input: &ParseInput<'_>) -> Result<Parsed, Vec<Diagnostic>> {
 
     let mut spans = UnitSpans::default();
     let unit = parse_unit_section(&mut cx, &sec("unit"), &mut spans);
-    let container = parse_container(&mut cx, &sec("container"), input, &mut spans, doc.span());
+    // A non-table `container` was reported by check_top_level already.
+    let container_misplaced = root.iter().any(|(k, _)| k.get_ref() == "container");
+    let container = parse_container(&mut cx, &sec("container"), input, &mut spans, doc.span(), container_misplaced);
     let resources = parse_resources(&mut cx, &sec("resources"));
     let restart = parse_restart(&mut cx, &sec("restart"));
     let stop = parse_stop(&mut cx, &sec("stop"));
@@ -394,8 +396,12 @@ fn parse_container(
     input: &ParseInput<'_>,
     spans: &mut UnitSpans,
     doc_span: Span,
+    misplaced: bool,
 ) -> Option<Container> {
     if !s.present() {
+        if misplaced {
+            return None;
+        }
         cx.error(doc_span.start..doc_span.start, "missing section [container]: a unit needs at least image = \"...\"");
         return None;
     }

@@ -1,0 +1,132 @@
+//! The unit file format as a user meets it: a corpus of invalid files with
+//! the exact message and location each must produce, sets of files with
+//! cross-unit errors, and files that are broken in every way a file can be.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use supervisor::units::{Diagnostic, load_dir, load_files};
+
+fn short(d: &Diagnostic) -> String {
+    let name = d.file.file_name().unwrap().to_string_lossy();
+    match (d.line, d.column) {
+        (Some(l), Some(c)) => format!("{name}:{l}:{c}: {}", d.message),
+        _ => format!("{name}: {}", d.message),
+    }
+}
+
+fn corpus(dir: &str) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    files.sort();
+    assert!(files.len() > 40, "the corpus in {dir} is missing");
+    files
+}
+
+/// Each file ends with `# expect: FILE:LINE:COL: MESSAGE` comments: every
+/// error it must produce, in order, and no other.
+#[test]
+fn invalid_corpus_gives_exact_messages_and_locations() {
+    let mut failures = Vec::new();
+    for path in corpus("tests/units/invalid") {
+        let text = fs::read_to_string(&path).unwrap();
+        let expected: Vec<String> =
+            text.lines().filter_map(|l| l.strip_prefix("# expect: ")).map(str::to_string).collect();
+        assert!(!expected.is_empty(), "{} has no expectations", path.display());
+        let set = load_files(std::slice::from_ref(&path));
+        let actual: Vec<String> = set.errors.iter().map(short).collect();
+        if actual != expected {
+            failures.push(format!("{}:\n  expected {expected:#?}\n  actual   {actual:#?}", path.display()));
+        }
+        assert!(set.units.is_empty(), "{} was accepted", path.display());
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn cross_unit_sets_give_exact_errors() {
+    for case in ["cycle", "missing-dependency", "port-conflict", "names-and-ignored", "good"] {
+        let dir = Path::new("tests/units/sets").join(case);
+        let expected: Vec<String> =
+            fs::read_to_string(dir.join("expect.txt")).unwrap().lines().map(str::to_string).collect();
+        let set = load_dir(&dir).unwrap();
+        let actual: Vec<String> = set.errors.iter().map(short).collect();
+        assert_eq!(actual, expected, "{case}");
+    }
+}
+
+#[test]
+fn cross_unit_errors_make_exactly_those_units_invalid() {
+    let names = |case: &str| -> Vec<String> {
+        load_dir(&Path::new("tests/units/sets").join(case)).unwrap().units.iter().map(|u| u.unit.name.clone()).collect()
+    };
+    assert_eq!(names("cycle"), ["d"]);
+    assert_eq!(names("port-conflict"), ["a"]);
+    assert_eq!(names("good"), ["db", "web"]);
+    assert_eq!(names("missing-dependency"), Vec::<String>::new());
+    // Hidden, backup, swap and non-.toml files are not units.
+    assert_eq!(names("names-and-ignored"), ["ok"]);
+}
+
+#[test]
+fn one_bad_file_never_hides_the_good_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("good.toml"), "[container]\nimage = \"busybox\"\n").unwrap();
+    fs::write(dir.path().join("bad.toml"), "[container\n").unwrap();
+    let set = load_dir(dir.path()).unwrap();
+    assert_eq!(set.units.len(), 1);
+    assert_eq!(set.units[0].unit.name, "good");
+    assert_eq!(set.errors.len(), 1);
+    assert!(set.errors[0].file.ends_with("bad.toml"));
+    assert!(set.files.contains_key("bad"), "an invalid unit still exists by name");
+}
+
+/// Files broken in ways no editor makes: each gives an error on that file,
+/// and none panics, hangs or reads without bound.
+#[test]
+fn hostile_files_are_errors_not_crashes() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    fs::write(d.join("garbage.toml"), (0..=255u8).cycle().take(4096).collect::<Vec<u8>>()).unwrap();
+    fs::write(d.join("latin1.toml"), b"[unit]\ndescription = \"caf\xe9\"\n").unwrap();
+    fs::write(d.join("huge.toml"), vec![b'#'; 10 << 20]).unwrap();
+    let nested = format!("[container]\nimage = \"busybox\"\nenv = {{ A = {}{} }}\n", "[".repeat(5000), "]".repeat(5000));
+    fs::write(d.join("nested.toml"), nested).unwrap();
+    let tables: String = (0..5000).map(|i| format!("[t{i}.a.b.c]\n")).collect();
+    fs::write(d.join("tables.toml"), tables).unwrap();
+    std::os::unix::fs::symlink("loop-b.toml", d.join("loop-a.toml")).unwrap();
+    std::os::unix::fs::symlink("loop-a.toml", d.join("loop-b.toml")).unwrap();
+    std::os::unix::fs::symlink("nowhere.toml", d.join("dangling.toml")).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", d.join("zero.toml")).unwrap();
+    fs::create_dir(d.join("adir.toml")).unwrap();
+    let fifo = std::ffi::CString::new(d.join("fifo.toml").into_os_string().into_encoded_bytes()).unwrap();
+    // SAFETY: mkfifo reads a valid NUL-terminated path and nothing else.
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
+
+    let set = load_dir(d).unwrap();
+    assert!(set.units.is_empty());
+    let message = |name: &str| -> String {
+        let errs: Vec<&Diagnostic> = set.errors.iter().filter(|e| e.file.ends_with(name)).collect();
+        assert!(!errs.is_empty(), "no error for {name}: {:#?}", set.errors);
+        errs.iter().map(|e| e.message.as_str()).collect::<Vec<_>>().join("\n")
+    };
+    assert!(message("garbage.toml").contains("not valid UTF-8"));
+    let latin1 = set.errors.iter().find(|e| e.file.ends_with("latin1.toml")).unwrap();
+    assert_eq!((latin1.line, latin1.column), (Some(2), Some(19)), "points at the bad byte");
+    assert!(message("huge.toml").contains("too large"));
+    assert!(message("nested.toml").contains("recursion"));
+    assert!(message("tables.toml").contains("unknown section [t0]"));
+    assert!(message("loop-a.toml").contains("symbolic link loop"));
+    assert!(message("dangling.toml").contains("dangling symbolic link"));
+    assert!(message("zero.toml").contains("not a regular file"));
+    assert!(message("adir.toml").contains("not a regular file"));
+    assert!(message("fifo.toml").contains("not a regular file"));
+}
+
+#[test]
+fn unreadable_directory_is_an_error_of_the_call() {
+    assert!(load_dir(Path::new("/nonexistent/units.d")).is_err());
+}
