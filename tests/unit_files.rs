@@ -93,7 +93,8 @@ fn hostile_files_are_errors_not_crashes() {
     fs::write(d.join("garbage.toml"), (0..=255u8).cycle().take(4096).collect::<Vec<u8>>()).unwrap();
     fs::write(d.join("latin1.toml"), b"[unit]\ndescription = \"caf\xe9\"\n").unwrap();
     fs::write(d.join("huge.toml"), vec![b'#'; 10 << 20]).unwrap();
-    let nested = format!("[container]\nimage = \"busybox\"\nenv = {{ A = {}{} }}\n", "[".repeat(5000), "]".repeat(5000));
+    let nested =
+        format!("[container]\nimage = \"busybox\"\nenv = {{ A = {}{} }}\n", "[".repeat(5000), "]".repeat(5000));
     fs::write(d.join("nested.toml"), nested).unwrap();
     let tables: String = (0..5000).map(|i| format!("[t{i}.a.b.c]\n")).collect();
     fs::write(d.join("tables.toml"), tables).unwrap();

@@ -1,0 +1,53 @@
+//! The test convention for privileged tests (see docs/testing.md).
+//!
+//! - A test that needs root calls [`require_root`] first. As root (as CI
+//!   runs) it proceeds. Otherwise it is skipped with a printed reason, unless
+//!   `SUPERVISOR_TEST_ROOT=1` asks for the privileged tests: then it fails
+//!   loudly instead of passing silently.
+//! - Names of host-global things (bridges, netns, cgroups, ports) come from
+//!   [`unique_name`], so tests can run in parallel.
+//! - A test that changes something host-wide that others read holds
+//!   [`host_lock`] for its duration.
+#![allow(dead_code)]
+
+use std::fs::File;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// True when the calling test may run its privileged part.
+#[must_use]
+pub fn require_root(test: &str) -> bool {
+    if is_root() {
+        return true;
+    }
+    if std::env::var("SUPERVISOR_TEST_ROOT").as_deref() == Ok("1") {
+        panic!("{test}: needs root, and SUPERVISOR_TEST_ROOT=1 asks for the privileged tests: run as root");
+    }
+    eprintln!("skipped {test}: needs root (SUPERVISOR_TEST_ROOT=1 makes this a failure)");
+    false
+}
+
+/// A short name unique to this process and call: `prefix` + pid + counter,
+/// at most 15 bytes so it fits an interface name.
+pub fn unique_name(prefix: &str) -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let name = format!("{prefix}{:x}{n:x}", std::process::id());
+    assert!(name.len() <= 15, "{name} is too long for an interface name");
+    name
+}
+
+/// Serializes tests (across test binaries) that touch a host-global thing.
+pub struct HostLock(File);
+
+pub fn host_lock() -> HostLock {
+    let f = File::create("/tmp/supervisor-tests.lock").expect("create the test lock file");
+    // SAFETY: flock on a file descriptor we own; blocks until granted.
+    let rc = unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&f), libc::LOCK_EX) };
+    assert_eq!(rc, 0, "flock: {}", std::io::Error::last_os_error());
+    HostLock(f)
+}
