@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs what building the example images and running the tests need on a
+# fresh Debian 12 machine (as root). Idempotent: installs only what is
+# missing, and runs apt-get update only then.
+set -euo pipefail
+
+packages=(
+  busybox-static   # the example and fixture images' userland
+  umoci            # writes OCI image layouts independently of our code
+  skopeo           # copies images between layouts, archives and registries
+  file             # checks that busybox is static
+  jq               # reads JSON in scripts
+  util-linux       # setpriv, for tests that drop privileges
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  if [[ $(id -u) != 0 ]]; then
+    echo "install-deps: missing ${missing[*]}; run as root to install them" >&2
+    exit 1
+  fi
+  echo "install-deps: installing ${missing[*]}" >&2
+  apt-get update -q >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+fi
+command -v cargo >/dev/null || { echo "install-deps: cargo is missing (install Rust with rustup)" >&2; exit 1; }
