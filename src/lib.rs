@@ -5,4 +5,5 @@
 //! `supervisord`. See `docs/` for the unit format and the design.
 
 pub mod cli;
+pub mod runtime;
 pub mod units;

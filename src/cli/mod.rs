@@ -5,6 +5,7 @@
 
 pub mod ctl;
 pub mod daemon;
+pub mod images;
 pub mod validate;
 
 use std::io::IsTerminal;

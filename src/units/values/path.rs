@@ -8,8 +8,8 @@ pub fn clean_absolute(s: &str) -> Result<String, String> {
     if !s.starts_with('/') {
         return Err(format!("{s:?} is not an absolute path (it must start with '/')"));
     }
-    if s.contains('\0') {
-        return Err(format!("{s:?} contains a NUL byte"));
+    if s.chars().any(char::is_control) {
+        return Err(format!("{s:?} contains a control character"));
     }
     let mut parts: Vec<&str> = Vec::new();
     for part in s.split('/') {
@@ -55,6 +55,7 @@ mod tests {
         assert!(clean_absolute("a/b").is_err());
         assert!(clean_absolute("").is_err());
         assert!(clean_absolute("/a\0b").is_err());
+        assert!(clean_absolute("/a\u{6}b").is_err());
     }
 
     #[test]

@@ -65,6 +65,10 @@ impl ImageSource {
                 check_tag(t).map_err(|e| format!("{input:?}: {e}"))?;
             }
             let path = host_path(path, base).map_err(|e| format!("{input:?}: {e}"))?;
+            if path.ends_with(':') {
+                // It would read back as an empty tag.
+                return Err(format!("{input:?}: the path must not end with ':'"));
+            }
             Ok((path, tag.map(str::to_string)))
         };
         if let Some(rest) = s.strip_prefix("oci:") {

@@ -1,0 +1,211 @@
+//! `supervisorctl pull|images|rmi|prune|export`, on a store directory.
+//!
+//! These work without a daemon, on `--store DIR` (the daemon's
+//! `--state-dir`, same layout), safely beside a running daemon thanks to
+//! the store's locks: this is how an appliance image is seeded at build
+//! time.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Mutex;
+use std::time::Instant;
+
+use crate::runtime::image::manifest::Descriptor;
+use crate::runtime::image::{Digest, ImageError, Progress, PullOptions, RegistryOptions, Store};
+use crate::units::load_dir;
+use crate::units::values::reference::ImageSource;
+
+/// Where images live and how to reach registries.
+pub struct StoreArgs {
+    pub store: PathBuf,
+    pub authfile: PathBuf,
+    pub insecure: Vec<String>,
+}
+
+fn open(args: &StoreArgs) -> Result<Store, String> {
+    Store::open(&args.store).map_err(|e| e.to_string())
+}
+
+fn source(reference: &str) -> Result<ImageSource, String> {
+    let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
+    ImageSource::parse(reference, &cwd)
+}
+
+fn fail(message: impl std::fmt::Display) -> ExitCode {
+    eprintln!("supervisorctl: {message}");
+    ExitCode::from(1)
+}
+
+pub fn pull(args: &StoreArgs, reference: &str) -> ExitCode {
+    let run = || -> Result<(), String> {
+        let src = source(reference)?;
+        let store = open(args)?;
+        let registry = RegistryOptions { insecure: args.insecure.clone(), ..RegistryOptions::default() }
+            .with_auth_file(&args.authfile)
+            .map_err(|e| e.to_string())?;
+        let options = PullOptions { registry, ..PullOptions::default() };
+        let reporter = Reporter::new(std::io::stderr().is_terminal());
+        let image = store.pull(&src, &options, &reporter).map_err(|e: ImageError| e.to_string())?;
+        reporter.finish();
+        println!("{}", src);
+        println!("digest: {}", image.record.manifest_digest);
+        Ok(())
+    };
+    run().map_or_else(fail, |()| ExitCode::SUCCESS)
+}
+
+pub fn images(args: &StoreArgs, json: bool) -> ExitCode {
+    let run = || -> Result<(), String> {
+        let records = open(args)?.list().map_err(|e| e.to_string())?;
+        if json {
+            println!("{}", serde_json::to_string_pretty(&records).map_err(|e| e.to_string())?);
+            return Ok(());
+        }
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{:<60} {:<19} {:<12} {:>10}", "REFERENCE", "DIGEST", "PLATFORM", "SIZE");
+        for r in records {
+            let short = &r.manifest_digest.as_str()[..19];
+            let _ = writeln!(out, "{:<60} {short:<19} {:<12} {:>10}", r.reference, r.platform, human_size(r.size));
+        }
+        Ok(())
+    };
+    run().map_or_else(fail, |()| ExitCode::SUCCESS)
+}
+
+pub fn rmi(args: &StoreArgs, reference: &str) -> ExitCode {
+    let run = || -> Result<(), String> {
+        let src = source(reference)?;
+        let removed = open(args)?.remove(&src.to_string()).map_err(|e| e.to_string())?;
+        println!("removed {} ({} layers, {} blobs)", src, removed.layers, removed.blobs);
+        Ok(())
+    };
+    run().map_or_else(fail, |()| ExitCode::SUCCESS)
+}
+
+/// Keeps the images that the units in `units` name.
+pub fn prune(args: &StoreArgs, units: &Path) -> ExitCode {
+    let run = || -> Result<(), String> {
+        let set = load_dir(units).map_err(|e| format!("{}: {e}", units.display()))?;
+        if !set.errors.is_empty() {
+            // An invalid file's image cannot be known, and its last good
+            // configuration may still be running from it.
+            return Err(format!(
+                "{} has invalid unit files (see supervisorctl validate); not pruning, since their images cannot be known",
+                units.display()
+            ));
+        }
+        let keep: BTreeSet<String> = set.units.iter().map(|u| u.unit.container.image.to_string()).collect();
+        let removed = open(args)?.prune(&keep).map_err(|e| e.to_string())?;
+        for image in &removed.images {
+            println!("removed {image}");
+        }
+        println!("{} images, {} layers, {} blobs removed", removed.images.len(), removed.layers, removed.blobs);
+        Ok(())
+    };
+    run().map_or_else(fail, |()| ExitCode::SUCCESS)
+}
+
+pub fn export(args: &StoreArgs, reference: &str, dest: &Path) -> ExitCode {
+    let run = || -> Result<(), String> {
+        let src = source(reference)?;
+        open(args)?.export(&src.to_string(), dest).map_err(|e| e.to_string())
+    };
+    run().map_or_else(fail, |()| ExitCode::SUCCESS)
+}
+
+fn human_size(bytes: u64) -> String {
+    let mut v = bytes as f64;
+    for unit in ["B", "kB", "MB", "GB"] {
+        if v < 1000.0 {
+            return format!("{v:.1}{unit}");
+        }
+        v /= 1000.0;
+    }
+    format!("{v:.1}TB")
+}
+
+/// Pull progress: a live line per layer on a terminal, a line per finished
+/// layer otherwise.
+struct Reporter {
+    tty: bool,
+    start: Instant,
+    state: Mutex<BTreeMap<Digest, (u64, u64, &'static str)>>,
+}
+
+impl Reporter {
+    fn new(tty: bool) -> Reporter {
+        Reporter { tty, start: Instant::now(), state: Mutex::new(BTreeMap::new()) }
+    }
+
+    fn draw(&self, state: &BTreeMap<Digest, (u64, u64, &'static str)>, first: bool) {
+        let mut err = std::io::stderr().lock();
+        if !first {
+            let _ = write!(err, "\x1b[{}A", state.len());
+        }
+        for (d, (done, size, status)) in state {
+            let pct = if *size > 0 { done * 100 / size } else { 100 };
+            let bar: String = (0..20).map(|i| if i * 5 < pct { '#' } else { '.' }).collect();
+            let _ = writeln!(
+                err,
+                "\x1b[2K{} [{bar}] {:>9} / {:<9} {status}",
+                &d.hex()[..12],
+                human_size(*done),
+                human_size(*size)
+            );
+        }
+    }
+
+    fn finish(&self) {
+        let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let total: u64 = state.values().map(|s| s.0).sum();
+        eprintln!(
+            "{} layers, {} fetched in {:.1}s",
+            state.len(),
+            human_size(total),
+            self.start.elapsed().as_secs_f64()
+        );
+    }
+}
+
+impl Progress for Reporter {
+    fn resolved(&self, reference: &str, manifest: &Digest, layers: &[Descriptor]) {
+        eprintln!("{reference}: {manifest}, {} layers", layers.len());
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        for l in layers {
+            state.insert(l.digest.clone(), (0, l.size, "waiting"));
+        }
+        if self.tty {
+            self.draw(&state, true);
+        }
+    }
+
+    fn layer_bytes(&self, layer: &Digest, bytes: u64) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(s) = state.get_mut(layer) {
+            s.0 += bytes;
+            s.2 = "pulling";
+        }
+        if self.tty {
+            self.draw(&state, false);
+        }
+    }
+
+    fn layer_done(&self, layer: &Digest, cached: bool) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let status = if cached { "already in the store" } else { "done" };
+        if let Some(s) = state.get_mut(layer) {
+            s.2 = status;
+            if cached {
+                s.0 = 0;
+            }
+        }
+        if self.tty {
+            self.draw(&state, false);
+        } else {
+            let size = state.get(layer).map_or(0, |s| s.1);
+            eprintln!("layer {} ({}): {status}", layer, human_size(size));
+        }
+    }
+}

@@ -1,0 +1,49 @@
+//! Errors of the image code: one variant per failing operation, each naming
+//! what it failed on.
+
+use std::io;
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    #[error("{op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{registry}: {message}")]
+    Registry { registry: String, message: String },
+    #[error("{registry}/{repository}: {what} not found")]
+    NotFound { registry: String, repository: String, what: String },
+    #[error("{registry}/{repository}: access denied ({status}){hint}")]
+    Denied { registry: String, repository: String, status: u16, hint: String },
+    #[error("{what} {expected}: content has digest {actual} (the blob is corrupt or was tampered with)")]
+    DigestMismatch { what: String, expected: String, actual: String },
+    #[error("{what} {digest}: {message}")]
+    Blob { what: String, digest: String, message: String },
+    #[error("layer {layer}: refusing entry {entry:?}: {reason}")]
+    UnsafeEntry { layer: String, entry: String, reason: String },
+    #[error("layer {layer}: {message}")]
+    Layer { layer: String, message: String },
+    #[error("no image for {wanted} in the index; it has: {available}")]
+    NoPlatform { wanted: String, available: String },
+    #[error("{source_name}: {message}")]
+    Source { source_name: String, message: String },
+    #[error("unsupported media type {0:?}")]
+    MediaType(String),
+    #[error("{0}: not in the store (pull it first)")]
+    NotInStore(String),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl ImageError {
+    pub fn io(op: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> ImageError {
+        let path = path.into();
+        move |source| ImageError::Io { op, path, source }
+    }
+}
+
+pub type Result<T, E = ImageError> = std::result::Result<T, E>;

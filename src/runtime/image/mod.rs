@@ -1,0 +1,28 @@
+//! Images: references to verified, unpacked layers in a content-addressed
+//! store.
+//!
+//! `Store::pull` resolves a reference (a registry's, or a local OCI layout,
+//! OCI archive, `docker save` archive, or root filesystem directory),
+//! verifies every manifest and blob against its digest while streaming, and
+//! unpacks each layer into a directory overlayfs can use as a lower layer,
+//! refusing any entry that would write outside it. The store knows nothing
+//! of units: what to keep on `prune` is its caller's input.
+
+pub mod config;
+pub mod digest;
+pub mod error;
+pub mod export;
+pub mod manifest;
+pub mod pull;
+pub mod registry;
+pub mod source;
+pub mod store;
+pub mod tree;
+pub mod unpack;
+
+pub use config::ImageConfig;
+pub use digest::Digest;
+pub use error::ImageError;
+pub use pull::{Progress, PullOptions, Quiet};
+pub use registry::RegistryOptions;
+pub use store::{Image, ImageRecord, Store};

@@ -1,0 +1,379 @@
+//! Pulling an image into the store: resolve the reference to one manifest
+//! (following an index to this host's platform), fetch the config, then make
+//! every layer, several at once.
+//!
+//! Each layer is made in one pass, with no temporary tarball: the blob's
+//! bytes are hashed (and bounded by the descriptor's size) while they are
+//! written to the blob file and decompressed; the decompressed tar is hashed
+//! (its diff ID) while it is unpacked. Only when both digests match are the
+//! blob and the layer directory renamed into the store; a failed or
+//! interrupted layer leaves nothing behind, and a retry starts it afresh.
+
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use flate2::read::MultiGzDecoder;
+
+use super::config::ImageConfig;
+use super::digest::{Digest, HashingReader};
+use super::error::{ImageError, Result};
+use super::manifest::{
+    Compression, Descriptor, Document, Manifest, Platform, layer_compression, parse_document, select_platform,
+};
+use super::registry::{Registry, RegistryOptions};
+use super::source::{DockerArchive, Fetched, Fetcher, OciLayout};
+use super::store::{Image, ImageRecord, LayerRecord, Store, now, unique_name};
+use super::unpack::unpack_layer;
+use crate::units::values::reference::ImageSource;
+
+/// How to pull.
+#[derive(Debug, Clone)]
+pub struct PullOptions {
+    pub registry: RegistryOptions,
+    pub platform: Platform,
+    /// Most bytes of file content one layer may unpack to.
+    pub max_layer_size: u64,
+    /// Layers made at once.
+    pub concurrency: usize,
+}
+
+impl Default for PullOptions {
+    fn default() -> Self {
+        PullOptions {
+            registry: RegistryOptions::default(),
+            platform: Platform::host(),
+            max_layer_size: 64 << 30,
+            concurrency: 4,
+        }
+    }
+}
+
+/// Hears how a pull goes, for progress bars or log lines.
+pub trait Progress: Sync {
+    fn resolved(&self, _reference: &str, _manifest: &Digest, _layers: &[Descriptor]) {}
+    fn layer_bytes(&self, _layer: &Digest, _bytes: u64) {}
+    /// `cached`: the layer was in the store already.
+    fn layer_done(&self, _layer: &Digest, _cached: bool) {}
+}
+
+/// Reports nothing.
+pub struct Quiet;
+impl Progress for Quiet {}
+
+/// Layer attempts before a transient failure is final.
+const LAYER_TRIES: u32 = 3;
+
+impl Store {
+    /// Pulls `source` into the store (or finds it complete there) and
+    /// returns the image. `dir:` sources are used in place.
+    pub fn pull(&self, source: &ImageSource, options: &PullOptions, progress: &dyn Progress) -> Result<Image> {
+        let reference = source.to_string();
+        let fetcher: Box<dyn Fetcher> = match source {
+            ImageSource::Registry(r) => Box::new(Registry::new(r, &options.registry)),
+            ImageSource::OciLayout { path, tag } => Box::new(OciLayout::dir(Path::new(path), tag.as_deref())),
+            ImageSource::OciArchive { path, tag } => Box::new(OciLayout::archive(Path::new(path), tag.as_deref())?),
+            ImageSource::DockerArchive { path, image } => DockerArchive::open(Path::new(path), image.as_deref())?,
+            ImageSource::Dir { path } => return dir_image(&reference, Path::new(path)),
+        };
+        let _shared = self.lock_store(false)?;
+
+        let (manifest_bytes, manifest_digest) = resolve(&*fetcher, &options.platform)?;
+        let manifest: Manifest = match parse_document(&manifest_bytes, None)? {
+            Document::Manifest(m) => m,
+            Document::Index(_) => {
+                return Err(ImageError::Invalid(format!("{reference}: an index points to another index")));
+            }
+        };
+        let config_bytes = match self.read_blob(&manifest.config.digest) {
+            Ok(b) => b,
+            Err(_) => read_verified(&*fetcher, &manifest.config, "config")?,
+        };
+        let config = ImageConfig::parse(&config_bytes)?;
+        if config.rootfs.diff_ids.len() != manifest.layers.len() {
+            return Err(ImageError::Invalid(format!(
+                "{reference}: the manifest has {} layers but the config {} diff IDs",
+                manifest.layers.len(),
+                config.rootfs.diff_ids.len()
+            )));
+        }
+        self.put_blob(&manifest.config.digest, &config_bytes)?;
+        self.put_blob(&manifest_digest, &manifest_bytes)?;
+        progress.resolved(&reference, &manifest_digest, &manifest.layers);
+
+        let layers: Vec<(&Descriptor, &Digest)> = manifest.layers.iter().zip(&config.rootfs.diff_ids).collect();
+        self.make_layers(&*fetcher, &layers, options, progress)?;
+
+        let record = ImageRecord {
+            reference: reference.clone(),
+            manifest_digest,
+            config_digest: manifest.config.digest.clone(),
+            platform: format!("{}/{}", config.os, config.architecture),
+            layers: layers
+                .iter()
+                .map(|(d, diff)| LayerRecord {
+                    digest: d.digest.clone(),
+                    diff_id: (*diff).clone(),
+                    media_type: d.media_type.clone(),
+                    size: d.size,
+                })
+                .collect(),
+            size: manifest.layers.iter().map(|l| l.size).sum(),
+            pulled: now(),
+        };
+        self.put_record(&record)?;
+        let layer_dirs = record.layers.iter().map(|l| self.layer_path(&l.diff_id)).collect();
+        Ok(Image { record, config, layer_dirs })
+    }
+
+    /// Makes the layers on `concurrency` threads; the first error wins.
+    fn make_layers(
+        &self,
+        fetcher: &dyn Fetcher,
+        layers: &[(&Descriptor, &Digest)],
+        options: &PullOptions,
+        progress: &dyn Progress,
+    ) -> Result<()> {
+        let next = AtomicUsize::new(0);
+        let first_error: Mutex<Option<ImageError>> = Mutex::new(None);
+        let workers = options.concurrency.clamp(1, layers.len().max(1));
+        std::thread::scope(|s| {
+            for _ in 0..workers {
+                s.spawn(|| {
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some((desc, diff_id)) = layers.get(i) else { break };
+                        if first_error.lock().unwrap_or_else(|e| e.into_inner()).is_some() {
+                            break;
+                        }
+                        let mut attempt = 1;
+                        let result = loop {
+                            match self.make_layer(fetcher, desc, diff_id, options, progress) {
+                                Err(e) if attempt < LAYER_TRIES && transient(&e) => attempt += 1,
+                                other => break other,
+                            }
+                        };
+                        if let Err(e) = result {
+                            first_error.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert(e);
+                        }
+                    }
+                });
+            }
+        });
+        match first_error.into_inner().unwrap_or_else(|e| e.into_inner()) {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Makes one layer's blob and directory, unless the store has both.
+    fn make_layer(
+        &self,
+        fetcher: &dyn Fetcher,
+        desc: &Descriptor,
+        diff_id: &Digest,
+        options: &PullOptions,
+        progress: &dyn Progress,
+    ) -> Result<()> {
+        let _lock = self.lock_layer(diff_id)?;
+        let blob_path = self.blob_path(&desc.digest);
+        let layer_path = self.layer_path(diff_id);
+        let (have_blob, have_layer) = (blob_path.is_file(), layer_path.is_dir());
+        if have_blob && have_layer {
+            progress.layer_done(&desc.digest, true);
+            return Ok(());
+        }
+        let compression = layer_compression(&desc.media_type)?;
+        // A stored blob (a store seeded without its layers, as an appliance
+        // image is) is unpacked from disk, with the same checks.
+        let reader: Box<dyn Read + Send> = if have_blob {
+            Box::new(File::open(&blob_path).map_err(ImageError::io("open", &blob_path))?)
+        } else {
+            fetcher.blob(desc)?
+        };
+        let mut tmp = TempPaths::default();
+        let tmp_dir = self.tmp_dir();
+        let mut blob_file = if have_blob {
+            None
+        } else {
+            let p = tmp.add(tmp_dir.join(unique_name("blob")));
+            Some(File::create(&p).map_err(ImageError::io("create", &p))?)
+        };
+        let unpack_dir = if have_layer {
+            None
+        } else {
+            let p = tmp.add(tmp_dir.join(unique_name("layer")));
+            fs::create_dir(&p).map_err(ImageError::io("create", &p))?;
+            Some(p)
+        };
+
+        let layer_name = desc.digest.to_string();
+        let mut blob = HashingReader::new(reader, desc.size);
+        let diff_digest = {
+            let mut tee = Tee { inner: &mut blob, copy: blob_file.as_mut(), progress, digest: &desc.digest };
+            let mut tar: Box<dyn Read> = match compression {
+                Compression::None => Box::new(&mut tee),
+                Compression::Gzip => Box::new(MultiGzDecoder::new(&mut tee)),
+                Compression::Zstd => Box::new(zstd::Decoder::new(&mut tee).map_err(|e| layer_error(&layer_name, e))?),
+            };
+            // Tar headers come on top of the content that unpack_layer bounds.
+            let mut diff = HashingReader::new(&mut tar, options.max_layer_size.saturating_mul(2));
+            if let Some(dir) = &unpack_dir {
+                unpack_layer(&mut diff, dir, &layer_name, options.max_layer_size)?;
+            }
+            io::copy(&mut diff, &mut io::sink()).map_err(|e| layer_error(&layer_name, e))?;
+            let (diff_digest, _) = diff.finish();
+            drop(tar);
+            // Whatever follows the compressed stream is part of the blob too.
+            io::copy(&mut tee, &mut io::sink()).map_err(|e| layer_error(&layer_name, e))?;
+            diff_digest
+        };
+        let (digest, size) = blob.finish();
+        if digest != desc.digest || size != desc.size {
+            return Err(ImageError::DigestMismatch {
+                what: "layer".into(),
+                expected: format!("{} ({} bytes)", desc.digest, desc.size),
+                actual: format!("{digest} ({size} bytes)"),
+            });
+        }
+        if diff_digest != *diff_id {
+            return Err(ImageError::DigestMismatch {
+                what: format!("uncompressed layer {}, diff ID", desc.digest),
+                expected: diff_id.to_string(),
+                actual: diff_digest.to_string(),
+            });
+        }
+        if let (Some(file), false) = (blob_file, have_blob) {
+            let tmp_blob = &tmp.0[0];
+            file.sync_all().map_err(ImageError::io("sync", tmp_blob))?;
+            fs::rename(tmp_blob, &blob_path).map_err(ImageError::io("rename", &blob_path))?;
+        }
+        if let Some(dir) = &unpack_dir {
+            fs::rename(dir, &layer_path).map_err(ImageError::io("rename", &layer_path))?;
+        }
+        tmp.0.clear();
+        for d in [self.blob_path(&desc.digest), layer_path] {
+            if let Some(parent) = d.parent() {
+                File::open(parent).and_then(|f| f.sync_all()).map_err(ImageError::io("sync", parent))?;
+            }
+        }
+        progress.layer_done(&desc.digest, false);
+        Ok(())
+    }
+}
+
+/// The manifest `fetcher`'s reference names for `platform`, verified.
+fn resolve(fetcher: &dyn Fetcher, platform: &Platform) -> Result<(Vec<u8>, Digest)> {
+    let top = fetcher.top()?;
+    let top_digest = verify(&top, &fetcher.name())?;
+    match parse_document(&top.bytes, top.content_type.as_deref())? {
+        Document::Manifest(_) => Ok((top.bytes, top_digest)),
+        Document::Index(index) => {
+            let desc = select_platform(&index, platform)?;
+            let fetched = fetcher.manifest(&desc.digest)?;
+            let digest = verify(&fetched, &fetcher.name())?;
+            Ok((fetched.bytes, digest))
+        }
+    }
+}
+
+/// The document's digest, checked against the one it was asked for.
+fn verify(f: &Fetched, name: &str) -> Result<Digest> {
+    let actual = Digest::of(&f.bytes);
+    match &f.digest {
+        Some(expected) if *expected != actual => Err(ImageError::DigestMismatch {
+            what: format!("{name}: manifest"),
+            expected: expected.to_string(),
+            actual: actual.to_string(),
+        }),
+        _ => Ok(actual),
+    }
+}
+
+fn read_verified(fetcher: &dyn Fetcher, desc: &Descriptor, what: &str) -> Result<Vec<u8>> {
+    let mut r = HashingReader::new(fetcher.blob(desc)?, desc.size);
+    let mut bytes = Vec::new();
+    r.read_to_end(&mut bytes).map_err(|e| ImageError::Blob {
+        what: what.into(),
+        digest: desc.digest.to_string(),
+        message: e.to_string(),
+    })?;
+    let (digest, size) = r.finish();
+    if digest != desc.digest || size != desc.size {
+        return Err(ImageError::DigestMismatch {
+            what: what.into(),
+            expected: desc.digest.to_string(),
+            actual: digest.to_string(),
+        });
+    }
+    Ok(bytes)
+}
+
+fn layer_error(layer: &str, e: io::Error) -> ImageError {
+    ImageError::Layer { layer: layer.to_string(), message: format!("reading the layer: {e}") }
+}
+
+/// Failures worth another try: the connection, not the content.
+fn transient(e: &ImageError) -> bool {
+    matches!(e, ImageError::Registry { .. } | ImageError::Io { .. })
+        || matches!(e, ImageError::Layer { message, .. } if message.starts_with("reading the layer"))
+}
+
+/// A `dir:` source: the directory is the one read-only layer.
+fn dir_image(reference: &str, path: &Path) -> Result<Image> {
+    let meta = fs::metadata(path).map_err(ImageError::io("open", path))?;
+    if !meta.is_dir() {
+        return Err(ImageError::Source { source_name: reference.to_string(), message: "not a directory".into() });
+    }
+    let empty = Digest::of(b"");
+    let record = ImageRecord {
+        reference: reference.to_string(),
+        manifest_digest: empty.clone(),
+        config_digest: empty,
+        platform: Platform::host().to_string(),
+        layers: Vec::new(),
+        size: 0,
+        pulled: now(),
+    };
+    Ok(Image { record, config: ImageConfig::default(), layer_dirs: vec![path.to_path_buf()] })
+}
+
+/// Copies what is read to the blob file, and reports progress.
+struct Tee<'a, R> {
+    inner: &'a mut R,
+    copy: Option<&'a mut File>,
+    progress: &'a dyn Progress,
+    digest: &'a Digest,
+}
+
+impl<R: Read> Read for Tee<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if let Some(f) = self.copy.as_mut() {
+            f.write_all(&buf[..n])?;
+        }
+        self.progress.layer_bytes(self.digest, n as u64);
+        Ok(n)
+    }
+}
+
+/// Paths removed when dropped, unless taken out.
+#[derive(Default)]
+struct TempPaths(Vec<PathBuf>);
+
+impl TempPaths {
+    fn add(&mut self, p: PathBuf) -> PathBuf {
+        self.0.push(p.clone());
+        p
+    }
+}
+
+impl Drop for TempPaths {
+    fn drop(&mut self) {
+        for p in &self.0 {
+            let _ = if p.is_dir() { fs::remove_dir_all(p) } else { fs::remove_file(p) };
+        }
+    }
+}

@@ -1,0 +1,318 @@
+//! The content-addressed image store, inside the state directory:
+//!
+//! ```text
+//! images/blobs/sha256/<hex>   blobs as fetched (manifests, configs, layers)
+//! images/layers/<hex>/        one unpacked directory per layer, by diff ID
+//! images/refs/<hex>.json      a record per reference (hex of its name)
+//! images/tmp/                 work in progress
+//! images/locks/               per-layer lock files
+//! images/lock                 the store lock
+//! ```
+//!
+//! Crash safety: everything is made under `tmp/` and renamed into place once
+//! complete and synced (blobs: fsync; layers: one `syncfs`), and a record is
+//! written last, so a record always names complete blobs and layers; what a
+//! killed pull leaves in `tmp/` is removed by the next garbage collection.
+//!
+//! Concurrency, across threads and processes: a pull holds the store lock
+//! shared and each layer's lock exclusively while it makes that layer, so
+//! two pulls of one image do the work once; garbage collection (`rmi`,
+//! `prune`) holds the store lock exclusively and so never removes what a
+//! pull is making.
+
+use std::collections::BTreeSet;
+use std::fs::{self, File};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use super::config::ImageConfig;
+use super::digest::Digest;
+use super::error::{ImageError, Result};
+
+/// A pulled image: what its reference resolved to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageRecord {
+    /// The normalized reference or source, as units name it.
+    pub reference: String,
+    pub manifest_digest: Digest,
+    pub config_digest: Digest,
+    pub platform: String,
+    pub layers: Vec<LayerRecord>,
+    /// Sum of the layers' blob sizes.
+    pub size: u64,
+    /// When it was pulled, in seconds since the epoch.
+    pub pulled: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LayerRecord {
+    pub digest: Digest,
+    pub diff_id: Digest,
+    pub media_type: String,
+    pub size: u64,
+}
+
+/// An image ready to run: its config and its layer directories.
+#[derive(Debug, Clone)]
+pub struct Image {
+    pub record: ImageRecord,
+    pub config: ImageConfig,
+    /// Lower directories, the base layer first.
+    pub layer_dirs: Vec<PathBuf>,
+}
+
+/// What a garbage collection removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Removed {
+    pub images: Vec<String>,
+    pub layers: usize,
+    pub blobs: usize,
+}
+
+/// A held `flock`; released when dropped.
+pub struct Lock(#[allow(dead_code)] File);
+
+fn flock(path: &Path, exclusive: bool) -> Result<Lock> {
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(ImageError::io("open lock", path))?;
+    let op = if exclusive { libc::LOCK_EX } else { libc::LOCK_SH };
+    loop {
+        // SAFETY: flock on a descriptor we own; blocks until granted.
+        if unsafe { libc::flock(file.as_raw_fd(), op) } == 0 {
+            return Ok(Lock(file));
+        }
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::Interrupted {
+            return Err(ImageError::io("lock", path)(e));
+        }
+    }
+}
+
+/// Syncs a directory, so that a rename into it is durable.
+fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir).and_then(|d| d.sync_all()).map_err(ImageError::io("sync", dir))
+}
+
+/// Writes `bytes` to `path` atomically and durably.
+pub(super) fn write_atomic(tmp_dir: &Path, path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = tmp_dir.join(unique_name("w"));
+    let write = || -> std::io::Result<()> {
+        let mut f = File::create(&tmp)?;
+        std::io::Write::write_all(&mut f, bytes)?;
+        f.sync_all()?;
+        fs::rename(&tmp, path)
+    };
+    write().map_err(|e| {
+        let _ = fs::remove_file(&tmp);
+        ImageError::io("write", path)(e)
+    })?;
+    sync_dir(path.parent().unwrap_or(Path::new("/")))
+}
+
+/// A name no other writer uses: pid, thread and a counter.
+pub(super) fn unique_name(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    format!("{prefix}-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+pub fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// The image store of a state directory.
+#[derive(Debug, Clone)]
+pub struct Store {
+    root: PathBuf,
+}
+
+impl Store {
+    /// Opens (and creates) the store in `state_dir`.
+    pub fn open(state_dir: &Path) -> Result<Store> {
+        let root = state_dir.join("images");
+        for d in ["blobs/sha256", "layers", "refs", "tmp", "locks"] {
+            let p = root.join(d);
+            fs::create_dir_all(&p).map_err(ImageError::io("create", &p))?;
+        }
+        Ok(Store { root })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn blob_path(&self, d: &Digest) -> PathBuf {
+        self.root.join("blobs/sha256").join(d.hex())
+    }
+
+    pub fn layer_path(&self, diff_id: &Digest) -> PathBuf {
+        self.root.join("layers").join(diff_id.hex())
+    }
+
+    pub(super) fn tmp_dir(&self) -> PathBuf {
+        self.root.join("tmp")
+    }
+
+    fn record_path(&self, reference: &str) -> PathBuf {
+        self.root.join("refs").join(format!("{}.json", Digest::of(reference.as_bytes()).hex()))
+    }
+
+    /// Shared for pulls, exclusive for garbage collection.
+    pub(super) fn lock_store(&self, exclusive: bool) -> Result<Lock> {
+        flock(&self.root.join("lock"), exclusive)
+    }
+
+    pub(super) fn lock_layer(&self, diff_id: &Digest) -> Result<Lock> {
+        flock(&self.root.join("locks").join(format!("{}.lock", diff_id.hex())), true)
+    }
+
+    /// Stores a small blob (manifest, config) after checking its digest.
+    pub(super) fn put_blob(&self, digest: &Digest, bytes: &[u8]) -> Result<()> {
+        let actual = Digest::of(bytes);
+        if actual != *digest {
+            return Err(ImageError::DigestMismatch {
+                what: "blob".into(),
+                expected: digest.to_string(),
+                actual: actual.to_string(),
+            });
+        }
+        let path = self.blob_path(digest);
+        if path.is_file() {
+            return Ok(());
+        }
+        write_atomic(&self.tmp_dir(), &path, bytes)
+    }
+
+    /// A stored blob, checked against its digest.
+    pub fn read_blob(&self, digest: &Digest) -> Result<Vec<u8>> {
+        let path = self.blob_path(digest);
+        let bytes = fs::read(&path).map_err(ImageError::io("read", &path))?;
+        let actual = Digest::of(&bytes);
+        if actual != *digest {
+            return Err(ImageError::DigestMismatch {
+                what: "stored blob".into(),
+                expected: digest.to_string(),
+                actual: actual.to_string(),
+            });
+        }
+        Ok(bytes)
+    }
+
+    pub(super) fn put_record(&self, record: &ImageRecord) -> Result<()> {
+        let bytes = serde_json::to_vec_pretty(record).map_err(|e| ImageError::Invalid(e.to_string()))?;
+        write_atomic(&self.tmp_dir(), &self.record_path(&record.reference), &bytes)
+    }
+
+    pub fn record(&self, reference: &str) -> Result<Option<ImageRecord>> {
+        let path = self.record_path(reference);
+        match fs::read(&path) {
+            Ok(b) => serde_json::from_slice(&b)
+                .map(Some)
+                .map_err(|e| ImageError::Invalid(format!("{}: {e}", path.display()))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(ImageError::io("read", &path)(e)),
+        }
+    }
+
+    /// The image recorded for `reference`, if it is complete.
+    pub fn image(&self, reference: &str) -> Result<Option<Image>> {
+        let Some(record) = self.record(reference)? else { return Ok(None) };
+        let config = ImageConfig::parse(&self.read_blob(&record.config_digest)?)?;
+        let layer_dirs: Vec<PathBuf> = record.layers.iter().map(|l| self.layer_path(&l.diff_id)).collect();
+        if let Some(missing) = layer_dirs.iter().find(|d| !d.is_dir()) {
+            return Err(ImageError::Invalid(format!(
+                "{reference}: layer {} is missing from the store",
+                missing.display()
+            )));
+        }
+        Ok(Some(Image { record, config, layer_dirs }))
+    }
+
+    /// Every recorded image, sorted by reference.
+    pub fn list(&self) -> Result<Vec<ImageRecord>> {
+        let dir = self.root.join("refs");
+        let mut out = Vec::new();
+        for entry in fs::read_dir(&dir).map_err(ImageError::io("read", &dir))? {
+            let path = entry.map_err(ImageError::io("read", &dir))?.path();
+            if path.extension().is_some_and(|e| e == "json") {
+                let bytes = fs::read(&path).map_err(ImageError::io("read", &path))?;
+                let record: ImageRecord = serde_json::from_slice(&bytes)
+                    .map_err(|e| ImageError::Invalid(format!("{}: {e}", path.display())))?;
+                out.push(record);
+            }
+        }
+        out.sort_by(|a, b| a.reference.cmp(&b.reference));
+        Ok(out)
+    }
+
+    /// Removes the image `reference` and whatever only it used.
+    pub fn remove(&self, reference: &str) -> Result<Removed> {
+        let _lock = self.lock_store(true)?;
+        let path = self.record_path(reference);
+        if !path.exists() {
+            return Err(ImageError::NotInStore(reference.to_string()));
+        }
+        fs::remove_file(&path).map_err(ImageError::io("remove", &path))?;
+        let mut removed = self.collect_garbage()?;
+        removed.images.push(reference.to_string());
+        Ok(removed)
+    }
+
+    /// Removes every image whose reference is not in `keep`, then every
+    /// layer and blob that no remaining image uses, and leftovers of
+    /// interrupted pulls.
+    pub fn prune(&self, keep: &BTreeSet<String>) -> Result<Removed> {
+        let _lock = self.lock_store(true)?;
+        let mut images = Vec::new();
+        for record in self.list()? {
+            if !keep.contains(&record.reference) {
+                let path = self.record_path(&record.reference);
+                fs::remove_file(&path).map_err(ImageError::io("remove", &path))?;
+                images.push(record.reference);
+            }
+        }
+        let mut removed = self.collect_garbage()?;
+        removed.images = images;
+        Ok(removed)
+    }
+
+    /// With the store lock held exclusively: removes unreferenced layers and
+    /// blobs, and everything in `tmp/`.
+    fn collect_garbage(&self) -> Result<Removed> {
+        let mut blobs = BTreeSet::new();
+        let mut layers = BTreeSet::new();
+        for r in self.list()? {
+            blobs.insert(r.manifest_digest.hex().to_string());
+            blobs.insert(r.config_digest.hex().to_string());
+            for l in &r.layers {
+                blobs.insert(l.digest.hex().to_string());
+                layers.insert(l.diff_id.hex().to_string());
+            }
+        }
+        let mut removed = Removed::default();
+        let sweep = |dir: &Path, keep: &BTreeSet<String>, count: &mut usize| -> Result<()> {
+            for entry in fs::read_dir(dir).map_err(ImageError::io("read", dir))? {
+                let entry = entry.map_err(ImageError::io("read", dir))?;
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if !keep.contains(&name) {
+                    let p = entry.path();
+                    let r = if p.is_dir() && !p.is_symlink() { fs::remove_dir_all(&p) } else { fs::remove_file(&p) };
+                    r.map_err(ImageError::io("remove", &p))?;
+                    *count += 1;
+                }
+            }
+            Ok(())
+        };
+        sweep(&self.root.join("blobs/sha256"), &blobs, &mut removed.blobs)?;
+        sweep(&self.root.join("layers"), &layers, &mut removed.layers)?;
+        sweep(&self.root.join("tmp"), &BTreeSet::new(), &mut 0)?;
+        Ok(removed)
+    }
+}

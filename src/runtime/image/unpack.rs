@@ -1,0 +1,158 @@
+//! Unpacking one layer's tar stream into a directory that overlayfs can use
+//! as a lower layer.
+//!
+//! OCI whiteouts become overlayfs ones: `.wh.NAME` a 0/0 character device
+//! named NAME, `.wh..wh..opq` the `trusted.overlay.opaque` xattr on its
+//! directory, so that mounting the layers gives the image's filesystem.
+//! Modes, owners, setuid bits, xattrs, hard links, symlinks, device nodes
+//! and mtimes are kept. Every path goes through [`SafeTree`], which refuses
+//! entries that would leave the layer. The unpacked size is bounded.
+
+use std::io::Read;
+use std::path::Path;
+
+use nix::sys::stat::SFlag;
+use tar::EntryType;
+
+use super::error::{ImageError, Result};
+use super::tree::{Meta, SafeTree, TreeError, components};
+
+const WHITEOUT_PREFIX: &[u8] = b".wh.";
+const OPAQUE_MARKER: &[u8] = b".wh..wh..opq";
+
+/// What one unpack produced.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct UnpackStats {
+    pub entries: u64,
+    /// Bytes of regular file content.
+    pub bytes: u64,
+}
+
+/// Unpacks the (uncompressed) tar stream `input` into the empty directory
+/// `dest`. `layer` names the layer in errors. Stops at the end-of-archive
+/// marker: the caller drains and checks the rest of the stream.
+pub fn unpack_layer(input: &mut dyn Read, dest: &Path, layer: &str, max_bytes: u64) -> Result<UnpackStats> {
+    let mut tree = SafeTree::open(dest).map_err(ImageError::io("open layer directory", dest))?;
+    let mut archive = tar::Archive::new(input);
+    let mut stats = UnpackStats::default();
+    let mut dir_times: Vec<(Vec<Vec<u8>>, i64)> = Vec::new();
+    let read_error =
+        |e: std::io::Error| ImageError::Layer { layer: layer.to_string(), message: format!("reading the layer: {e}") };
+
+    for entry in archive.entries().map_err(read_error)? {
+        let mut entry = entry.map_err(read_error)?;
+        let path = entry.path_bytes().into_owned();
+        let shown = String::from_utf8_lossy(&path).into_owned();
+        let refuse =
+            |reason: String| ImageError::UnsafeEntry { layer: layer.to_string(), entry: shown.clone(), reason };
+        let fail = |e: TreeError| match e {
+            TreeError::Unsafe(reason) => refuse(reason),
+            TreeError::Io(message) => {
+                ImageError::Layer { layer: layer.to_string(), message: format!("{shown}: {message}") }
+            }
+        };
+        let comps = components(&path).map_err(refuse)?;
+        let meta = meta_of(&mut entry).map_err(read_error)?;
+        let kind = entry.header().entry_type();
+        stats.entries += 1;
+
+        // Whiteouts: the name says what they are, whatever the entry type.
+        if let Some(name) = comps.last().filter(|n| n.starts_with(WHITEOUT_PREFIX)) {
+            let parent = &comps[..comps.len() - 1];
+            if *name == OPAQUE_MARKER {
+                tree.opaque(parent).map_err(fail)?;
+            } else {
+                let hidden = &name[WHITEOUT_PREFIX.len()..];
+                if hidden.is_empty() || hidden == b"." || hidden == b".." {
+                    return Err(refuse("malformed whiteout".into()));
+                }
+                let mut target = parent.to_vec();
+                target.push(hidden);
+                tree.whiteout(&target).map_err(fail)?;
+            }
+            continue;
+        }
+        if comps.is_empty() && kind != EntryType::Directory {
+            return Err(refuse("only a directory can be the layer's root".into()));
+        }
+
+        match kind {
+            EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => {
+                let size = entry.size();
+                if stats.bytes.saturating_add(size) > max_bytes {
+                    return Err(ImageError::Layer {
+                        layer: layer.to_string(),
+                        message: format!("unpacked content exceeds the limit of {max_bytes} bytes"),
+                    });
+                }
+                stats.bytes += tree.file(&comps, &meta, &mut entry).map_err(fail)?;
+            }
+            EntryType::Directory => {
+                tree.dir(&comps, &meta).map_err(fail)?;
+                dir_times.push((comps.iter().map(|c| c.to_vec()).collect(), meta.mtime));
+            }
+            EntryType::Symlink => {
+                let target = entry.link_name_bytes().ok_or_else(|| refuse("symbolic link without a target".into()))?;
+                tree.symlink(&comps, &target, &meta).map_err(fail)?;
+            }
+            EntryType::Link => {
+                let target = entry.link_name_bytes().ok_or_else(|| refuse("hard link without a target".into()))?;
+                let target = components(&target).map_err(|r| refuse(format!("hard link target: {r}")))?;
+                tree.hardlink(&comps, &target).map_err(fail)?;
+            }
+            EntryType::Char | EntryType::Block | EntryType::Fifo => {
+                let h = entry.header();
+                let major = h.device_major().ok().flatten().unwrap_or(0).into();
+                let minor = h.device_minor().ok().flatten().unwrap_or(0).into();
+                let sflag = match kind {
+                    EntryType::Char => SFlag::S_IFCHR,
+                    EntryType::Block => SFlag::S_IFBLK,
+                    _ => SFlag::S_IFIFO,
+                };
+                tree.node(&comps, sflag, major, minor, &meta).map_err(fail)?;
+            }
+            // Extension headers are read by the tar crate; anything else
+            // (volume labels, GNU multi-volume parts) carries no file.
+            _ => {}
+        }
+    }
+
+    // A directory's mtime changes while entries are added to it: set them
+    // last, the deepest first.
+    for (comps, mtime) in dir_times.iter().rev() {
+        let comps: Vec<&[u8]> = comps.iter().map(Vec::as_slice).collect();
+        tree.set_mtime(&comps, *mtime)
+            .map_err(|e| ImageError::Layer { layer: layer.to_string(), message: format!("{e:?}") })?;
+    }
+    tree.sync().map_err(ImageError::io("sync layer", dest))?;
+    Ok(stats)
+}
+
+/// Metadata of an entry, with PAX overrides (large ids, xattrs).
+fn meta_of<R: Read>(entry: &mut tar::Entry<'_, R>) -> std::io::Result<Meta> {
+    let h = entry.header();
+    let mut meta = Meta {
+        mode: h.mode()?,
+        uid: h.uid()? as u32,
+        gid: h.gid()? as u32,
+        mtime: h.mtime()? as i64,
+        xattrs: Vec::new(),
+    };
+    if let Some(exts) = entry.pax_extensions()? {
+        for ext in exts {
+            let ext = ext?;
+            let key = ext.key_bytes();
+            if let Some(name) = key.strip_prefix(b"SCHILY.xattr.") {
+                meta.xattrs.push((name.to_vec(), ext.value_bytes().to_vec()));
+            } else if key == b"uid" {
+                meta.uid = std::str::from_utf8(ext.value_bytes()).ok().and_then(|v| v.parse().ok()).unwrap_or(meta.uid);
+            } else if key == b"gid" {
+                meta.gid = std::str::from_utf8(ext.value_bytes()).ok().and_then(|v| v.parse().ok()).unwrap_or(meta.gid);
+            } else if key == b"mtime" {
+                let secs = std::str::from_utf8(ext.value_bytes()).ok().and_then(|v| v.split('.').next()?.parse().ok());
+                meta.mtime = secs.unwrap_or(meta.mtime);
+            }
+        }
+    }
+    Ok(meta)
+}
