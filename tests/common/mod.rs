@@ -51,3 +51,32 @@ pub fn host_lock() -> HostLock {
     assert_eq!(rc, 0, "flock: {}", std::io::Error::last_os_error());
     HostLock(f)
 }
+
+pub mod proxy;
+pub mod registry;
+pub mod trees;
+
+/// The image fixtures of `tests/fixtures/make-images.sh`, built once and
+/// reused while the scripts are unchanged.
+pub fn fixtures() -> std::path::PathBuf {
+    use std::hash::{Hash, Hasher};
+    let here = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for f in ["make-images.sh", "crafted-layer.py"] {
+        std::fs::read(here.join(f)).expect("fixture script").hash(&mut h);
+    }
+    let out = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("image-fixtures-{:x}", h.finish()));
+    let _lock = host_lock();
+    if !out.join(".done").exists() {
+        let status =
+            std::process::Command::new(here.join("make-images.sh")).arg(&out).status().expect("run make-images.sh");
+        assert!(status.success(), "building the image fixtures failed");
+        std::fs::write(out.join(".done"), "").unwrap();
+    }
+    out
+}
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}

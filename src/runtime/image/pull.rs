@@ -87,9 +87,17 @@ impl Store {
                 return Err(ImageError::Invalid(format!("{reference}: an index points to another index")));
             }
         };
-        let config_bytes = match self.read_blob(&manifest.config.digest) {
-            Ok(b) => b,
-            Err(_) => read_verified(&*fetcher, &manifest.config, "config")?,
+        let config_bytes = {
+            // Locked like a layer, so that concurrent pulls fetch it once.
+            let _lock = self.lock_layer(&manifest.config.digest)?;
+            match self.read_blob(&manifest.config.digest) {
+                Ok(b) => b,
+                Err(_) => {
+                    let b = read_verified(&*fetcher, &manifest.config, "config")?;
+                    self.put_blob(&manifest.config.digest, &b)?;
+                    b
+                }
+            }
         };
         let config = ImageConfig::parse(&config_bytes)?;
         if config.rootfs.diff_ids.len() != manifest.layers.len() {
@@ -99,7 +107,6 @@ impl Store {
                 config.rootfs.diff_ids.len()
             )));
         }
-        self.put_blob(&manifest.config.digest, &config_bytes)?;
         self.put_blob(&manifest_digest, &manifest_bytes)?;
         progress.resolved(&reference, &manifest_digest, &manifest.layers);
 

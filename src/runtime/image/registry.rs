@@ -231,7 +231,7 @@ impl Registry {
                 registry: self.registry.clone(),
                 repository: self.repository.clone(),
                 status: 401,
-                hint: " (the registry wants a password; add it to the auth file)".into(),
+                hint: " (no credentials for this registry in the auth file)".into(),
             })?),
             "bearer" => {
                 let realm = params.get("realm").ok_or_else(|| self.error("Bearer challenge without a realm"))?;

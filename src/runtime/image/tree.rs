@@ -222,8 +222,14 @@ impl SafeTree {
         set_meta_fd(fd.as_fd(), meta, false)
     }
 
+    /// Sets a directory's mtime; one that a later entry removed or
+    /// replaced is skipped.
     pub fn set_mtime(&mut self, comps: &[&[u8]], mtime: i64) -> Result<()> {
-        let fd = open_dir_beneath(self.root.as_fd(), &join(comps)).map_err(|e| resolve_error(&join(comps), e))?;
+        let fd = match open_dir_beneath(self.root.as_fd(), &join(comps)) {
+            Ok(fd) => fd,
+            Err(Errno::ENOENT | Errno::ENOTDIR) => return Ok(()),
+            Err(e) => return Err(resolve_error(&join(comps), e)),
+        };
         let t = TimeSpec::new(mtime, 0);
         futimens(fd.as_fd(), &t, &t).map_err(|e| TreeError::io("set times", e))
     }
@@ -280,6 +286,15 @@ impl SafeTree {
         let parent = self.replace(comps)?;
         mknodat(parent, name, kind, Mode::from_bits_truncate(meta.mode & 0o777), makedev(major, minor))
             .map_err(|e| TreeError::io("mknod", e))?;
+        // mknod applies the umask; the image's mode is what counts. The node
+        // was just made in a directory no one else writes: no link to follow.
+        nix::sys::stat::fchmodat(
+            parent,
+            name,
+            Mode::from_bits_truncate(meta.mode & 0o7777),
+            nix::sys::stat::FchmodatFlags::FollowSymlink,
+        )
+        .map_err(|e| TreeError::io("chmod", e))?;
         fchownat(
             parent,
             name,

@@ -65,9 +65,10 @@ impl ImageSource {
                 check_tag(t).map_err(|e| format!("{input:?}: {e}"))?;
             }
             let path = host_path(path, base).map_err(|e| format!("{input:?}: {e}"))?;
-            if path.ends_with(':') {
-                // It would read back as an empty tag.
-                return Err(format!("{input:?}: the path must not end with ':'"));
+            if tag.is_none() && path.rsplit('/').next().is_some_and(|last| last.contains(':')) {
+                // PATH:TAG is split at the last ':', so such a path would
+                // read back as another path and a tag.
+                return Err(format!("{input:?}: name a tag (PATH:TAG) when the file name contains ':'"));
             }
             Ok((path, tag.map(str::to_string)))
         };
