@@ -11,6 +11,10 @@ packages=(
   file             # checks that busybox is static
   jq               # reads JSON in scripts
   util-linux       # setpriv, for tests that drop privileges
+  docker-registry  # the registry the image tests pull from
+  apache2-utils    # htpasswd, for the registry's Basic auth
+  attr             # getfattr, to check overlay xattrs in unpacked layers
+  python3          # writes the crafted fixture layer (tarfile)
 )
 
 missing=()

@@ -122,9 +122,6 @@ impl ImageRef {
         if let Some(t) = tag {
             check_tag(t).map_err(|e| format!("{input:?}: {e}"))?;
         }
-        if name.len() > MAX_NAME {
-            return Err(format!("{input:?}: the name is longer than {MAX_NAME} characters"));
-        }
         let (registry, path) = match name.split_once('/') {
             Some((first, rest))
                 if first.contains('.')
@@ -146,6 +143,10 @@ impl ImageRef {
         } else {
             path.to_string()
         };
+        // As Docker does, the limit applies to the normalized name.
+        if registry.len() + 1 + repository.len() > MAX_NAME {
+            return Err(format!("{input:?}: the name is longer than {MAX_NAME} characters"));
+        }
         let tag = match (tag, &digest) {
             (_, Some(_)) => None,
             (Some(t), None) => Some(t.to_string()),
@@ -332,6 +333,7 @@ mod tests {
             "dir:",
             &format!("nginx:{}", "t".repeat(129)),
             &format!("{}/x", "a".repeat(256)),
+            &"a".repeat(240),
         ] {
             assert!(ImageSource::parse(bad, base).is_err(), "{bad:?} accepted");
         }
