@@ -135,7 +135,7 @@ fn pulls_from_a_registry_and_reuses_layers() {
     registry.push(&format!("oci:{}:layered", fx.join("layout").display()), "test/layered:v1", false);
     registry.push(&format!("oci:{}:multi", fx.join("layout").display()), "test/multi:v1", true);
     registry.push(&format!("oci:{}:layered", fx.join("zstd").display()), "test/zstd:v1", false);
-    let proxy = Proxy::start(registry.port, Options { bearer: None, cut: None });
+    let proxy = Proxy::start(registry.port, Options::plain());
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
     let expected = fx.join("unpacked/layered");
@@ -198,7 +198,8 @@ fn bearer_token_flow_with_token_reuse() {
     let fx = common::fixtures();
     let registry = Registry::start(None);
     registry.push(&format!("oci:{}:layered", fx.join("layout").display()), "team/app:v1", false);
-    let proxy = Proxy::start(registry.port, Options { bearer: Some(("robot".into(), "tok3n".into())), cut: None });
+    let proxy =
+        Proxy::start(registry.port, Options { bearer: Some(("robot".into(), "tok3n".into())), ..Options::plain() });
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&dir.path().join("state")).unwrap();
     let reference = src(&format!("{}/team/app:v1", proxy.host()));
@@ -291,7 +292,7 @@ fn an_interrupted_layer_is_retried_or_leaves_nothing() {
     let dir = tempfile::tempdir().unwrap();
 
     // Cut once mid-layer: the pull starts that layer afresh and succeeds.
-    let proxy = Proxy::start(registry.port, Options { bearer: None, cut: Some((1, 50_000)) });
+    let proxy = Proxy::start(registry.port, Options { cut: Some((1, 50_000)), ..Options::plain() });
     let store = Store::open(&dir.path().join("a")).unwrap();
     let reference = src(&format!("{}/t/app:v1", proxy.host()));
     store.pull(&reference, &PullOptions::default(), &Quiet).unwrap();
@@ -300,7 +301,7 @@ fn an_interrupted_layer_is_retried_or_leaves_nothing() {
     assert_store_clean(&store);
 
     // Cut every time: the pull fails, and nothing half-made stays.
-    let proxy = Proxy::start(registry.port, Options { bearer: None, cut: Some((1000, 50_000)) });
+    let proxy = Proxy::start(registry.port, Options { cut: Some((1000, 50_000)), ..Options::plain() });
     let store = Store::open(&dir.path().join("b")).unwrap();
     let reference = src(&format!("{}/t/app:v1", proxy.host()));
     assert!(store.pull(&reference, &PullOptions::default(), &Quiet).is_err());
@@ -321,7 +322,7 @@ fn concurrent_pulls_do_the_work_once() {
     let fx = common::fixtures();
     let registry = Registry::start(None);
     registry.push(&format!("oci:{}:layered", fx.join("layout").display()), "t/app:v1", false);
-    let proxy = Proxy::start(registry.port, Options { bearer: None, cut: None });
+    let proxy = Proxy::start(registry.port, Options::plain());
     let dir = tempfile::tempdir().unwrap();
     let reference = src(&format!("{}/t/app:v1", proxy.host()));
     std::thread::scope(|s| {
@@ -509,4 +510,44 @@ fn the_cli_pulls_lists_exports_and_prunes() {
     let out = ctl(&["prune", "--units", units.to_str().unwrap()]);
     assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("removed {reference}")));
     assert_eq!(String::from_utf8_lossy(&ctl(&["images", "--json"]).stdout).trim(), "[]");
+}
+
+#[test]
+fn transient_registry_errors_are_retried() {
+    root_only!("transient_registry_errors_are_retried");
+    let fx = common::fixtures();
+    let registry = Registry::start(None);
+    registry.push(&format!("oci:{}:base", fx.join("layout").display()), "t/base:v1", false);
+    let dir = tempfile::tempdir().unwrap();
+    for (status, failures) in [(503u16, 2u32), (429, 1), (500, 1)] {
+        let proxy = Proxy::start(registry.port, Options { fail: Some((failures, status)), ..Options::plain() });
+        let store = Store::open(&dir.path().join(status.to_string())).unwrap();
+        let reference = src(&format!("{}/t/base:v1", proxy.host()));
+        let started = std::time::Instant::now();
+        store.pull(&reference, &PullOptions::default(), &Quiet).unwrap_or_else(|e| panic!("{status}: {e}"));
+        assert_eq!(proxy.stats.manifest_requests.load(Ordering::SeqCst), failures + 1, "{status}");
+        if status == 429 {
+            assert!(started.elapsed() >= std::time::Duration::from_secs(1), "Retry-After was not honoured");
+        }
+    }
+    // A registry that keeps failing is an error naming it, after a few tries.
+    let proxy = Proxy::start(registry.port, Options { fail: Some((100, 503)), ..Options::plain() });
+    let store = Store::open(&dir.path().join("down")).unwrap();
+    let err = store.pull(&src(&format!("{}/t/base:v1", proxy.host())), &PullOptions::default(), &Quiet).unwrap_err();
+    assert!(err.to_string().contains("HTTP 503") && err.to_string().contains(&proxy.host()), "{err}");
+    assert_eq!(proxy.stats.manifest_requests.load(Ordering::SeqCst), 5);
+}
+
+#[test]
+fn unpacked_size_is_bounded() {
+    root_only!("unpacked_size_is_bounded");
+    let fx = common::fixtures();
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    // busybox alone is over a megabyte unpacked.
+    let options = PullOptions { max_layer_size: 1 << 20, ..PullOptions::default() };
+    let err = store.pull(&layout(&fx, "base"), &options, &Quiet).unwrap_err();
+    assert!(err.to_string().contains("exceeds the limit of 1048576 bytes"), "{err}");
+    assert_eq!(count(&store.root().join("layers")), 0);
+    assert_store_clean(&store);
 }

@@ -13,6 +13,8 @@ pub struct Stats {
     pub token_requests: AtomicU32,
     pub blob_requests: AtomicU32,
     pub cuts_left: AtomicU32,
+    pub failures_left: AtomicU32,
+    pub manifest_requests: AtomicU32,
     pub stop: AtomicBool,
 }
 
@@ -27,6 +29,15 @@ pub struct Options {
     pub bearer: Option<(String, String)>,
     /// Cut this many blob responses off after this many body bytes.
     pub cut: Option<(u32, usize)>,
+    /// Answer this many manifest requests with this status (429 comes
+    /// with `Retry-After: 1`).
+    pub fail: Option<(u32, u16)>,
+}
+
+impl Options {
+    pub fn plain() -> Options {
+        Options { bearer: None, cut: None, fail: None }
+    }
 }
 
 impl Proxy {
@@ -36,6 +47,9 @@ impl Proxy {
         let stats = Arc::new(Stats::default());
         if let Some((n, _)) = options.cut {
             stats.cuts_left.store(n, Ordering::SeqCst);
+        }
+        if let Some((n, _)) = options.fail {
+            stats.failures_left.store(n, Ordering::SeqCst);
         }
         let st = stats.clone();
         let options = Arc::new(options);
@@ -114,6 +128,17 @@ fn serve(conn: TcpStream, upstream: u16, port: u16, options: &Options, stats: &S
             let resp = format!(
                 "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Bearer realm=\"http://127.0.0.1:{port}/token\",service=\"test-registry\"{scope}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
             );
+            let _ = conn.write_all(resp.as_bytes());
+            return;
+        }
+    }
+    if path.contains("/manifests/") {
+        stats.manifest_requests.fetch_add(1, Ordering::SeqCst);
+        if let Some((_, status)) = options.fail
+            && stats.failures_left.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok()
+        {
+            let retry = if status == 429 { "Retry-After: 1\r\n" } else { "" };
+            let resp = format!("HTTP/1.1 {status} Failing\r\n{retry}Content-Length: 0\r\nConnection: close\r\n\r\n");
             let _ = conn.write_all(resp.as_bytes());
             return;
         }
