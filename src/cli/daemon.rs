@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 
 use crate::units::graph::start_order;
 use crate::units::load_dir;
@@ -34,9 +34,40 @@ pub struct Args {
     /// Load the units, print the start order or the errors, and exit.
     #[arg(long)]
     pub check: bool,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// The container runtime on its own, as crun and runc are used.
+    #[command(subcommand)]
+    Runtime(RuntimeCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RuntimeCommand {
+    /// Run an OCI bundle (config.json + rootfs) in the foreground and exit
+    /// with the container's exit code (128+N for signal N).
+    Run {
+        /// The bundle directory.
+        #[arg(long, short)]
+        bundle: PathBuf,
+        /// A name for the container (its cgroup's name).
+        id: String,
+    },
 }
 
 pub fn run(args: Args) -> ExitCode {
+    if let Some(Command::Runtime(RuntimeCommand::Run { bundle, id })) = &args.command {
+        return match crate::runtime::container::bundle::run_bundle(bundle, id) {
+            Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
+            Err(e) => {
+                eprintln!("supervisord: {e}");
+                ExitCode::from(e.exit_code())
+            }
+        };
+    }
     if !args.check {
         eprintln!(
             "supervisord: running containers is not implemented yet; use --check to validate {}",

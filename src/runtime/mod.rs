@@ -4,4 +4,6 @@
 //! the supervisor. The pure value grammars of `units::values` (image
 //! references) are the one thing it shares with the unit code.
 
+pub mod cgroups;
+pub mod container;
 pub mod image;

@@ -1,0 +1,378 @@
+//! What the container's first process does between `clone` and `execve`:
+//! mounts, device nodes, `pivot_root`, masked and read-only paths, host
+//! name, limits, user, capabilities, `no_new_privs`, then the program.
+//!
+//! Every path inside the root filesystem is resolved with `openat2(2)` and
+//! `RESOLVE_IN_ROOT`, so a symbolic link in the image resolves inside the
+//! container's root, never to the host's files; mounts then target the
+//! resolved directory through `/proc/self/fd/N`.
+
+use std::ffi::CString;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::fcntl::{OFlag, OpenHow, ResolveFlag, openat, openat2};
+use nix::mount::{MntFlags, MsFlags, mount, umount2};
+use nix::sys::stat::{Mode, SFlag, makedev, mkdirat, mknodat};
+use nix::unistd::{Gid, Uid, chdir, pivot_root, sethostname, setresgid, setresuid};
+
+use super::plan::{MountPlan, Plan};
+
+type Result<T> = std::result::Result<T, String>;
+
+fn err(what: impl std::fmt::Display) -> impl FnOnce(Errno) -> String {
+    move |e| format!("{what}: {}", e.desc())
+}
+
+/// Runs the container's setup and execs its program; returns only with the
+/// reason it could not.
+pub fn run(plan: &Plan, go: OwnedFd) -> String {
+    match setup(plan, go) {
+        Ok(never) => match never {},
+        Err(e) => e,
+    }
+}
+
+enum Never {}
+
+fn setup(plan: &Plan, go: OwnedFd) -> Result<Never> {
+    // Wait until the parent has put us in our cgroup (and networking).
+    let mut byte = [0u8; 1];
+    match nix::unistd::read(go.as_fd(), &mut byte) {
+        Ok(1) => {}
+        _ => return Err("the runtime went away before the container started".into()),
+    }
+    drop(go);
+    if plan.cgroup_namespace {
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP).map_err(err("unshare the cgroup namespace"))?;
+    }
+    if plan.new_session {
+        nix::unistd::setsid().map_err(err("setsid"))?;
+    }
+    // Nothing mounted here may propagate back to the host.
+    mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
+        .map_err(err("make mounts private"))?;
+    // pivot_root needs the new root to be a mount point.
+    mount(Some(&plan.rootfs), &plan.rootfs, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
+        .map_err(err(format!("bind the root filesystem {}", plan.rootfs.display())))?;
+    let root = openat(
+        nix::fcntl::AT_FDCWD,
+        &plan.rootfs,
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(err(format!("open {}", plan.rootfs.display())))?;
+
+    let mut dev_is_tmpfs = false;
+    for m in &plan.mounts {
+        mount_one(root.as_fd(), m)?;
+        dev_is_tmpfs |= m.destination == "/dev" && m.kind == "tmpfs";
+    }
+    if dev_is_tmpfs {
+        make_dev(root.as_fd(), plan)?;
+    }
+
+    chdir(&plan.rootfs).map_err(err("chdir to the root filesystem"))?;
+    // pivot_root(".", "."): the old root ends up on top of the new one and
+    // is detached at once, so nothing of the host stays reachable.
+    pivot_root(".", ".").map_err(err("pivot_root"))?;
+    umount2(".", MntFlags::MNT_DETACH).map_err(err("detach the old root"))?;
+    chdir("/").map_err(err("chdir /"))?;
+
+    for (name, value) in &plan.sysctls {
+        let path = format!("/proc/sys/{}", name.replace('.', "/"));
+        std::fs::write(&path, value).map_err(|e| format!("sysctl {name}: {e}"))?;
+    }
+    for p in &plan.masked {
+        mask(p)?;
+    }
+    for p in &plan.readonly {
+        make_readonly(p)?;
+    }
+    if plan.readonly_root {
+        mount(
+            None::<&str>,
+            "/",
+            None::<&str>,
+            MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY,
+            None::<&str>,
+        )
+        .map_err(err("make the root read-only"))?;
+    }
+    if let Some(h) = &plan.hostname {
+        sethostname(h).map_err(err("sethostname"))?;
+    }
+    for (resource, soft, hard) in &plan.rlimits {
+        let lim = libc::rlimit { rlim_cur: *soft, rlim_max: *hard };
+        // SAFETY: setrlimit reads one rlimit struct we own.
+        if unsafe { libc::setrlimit(*resource as _, &lim) } != 0 {
+            return Err(format!("setrlimit {resource}: {}", std::io::Error::last_os_error()));
+        }
+    }
+    set_user_and_caps(plan)?;
+    if plan.no_new_privileges {
+        // SAFETY: prctl with integer arguments only.
+        if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+            return Err(format!("set no_new_privs: {}", std::io::Error::last_os_error()));
+        }
+    }
+    chdir(plan.cwd.as_str()).map_err(err(format!("chdir to the working directory {:?}", plan.cwd)))?;
+    exec(plan)
+}
+
+/// Opens (making directories, and the last component as a file when
+/// `file`) `path` inside the root, with links resolved inside the root.
+fn open_in_root(root: BorrowedFd<'_>, path: &str, file: bool) -> Result<OwnedFd> {
+    let how = |flags: OFlag| OpenHow::new().flags(flags | OFlag::O_CLOEXEC).resolve(ResolveFlag::RESOLVE_IN_ROOT);
+    let comps: Vec<&str> = path.split('/').filter(|c| !c.is_empty() && *c != ".").collect();
+    let mut cur = openat2(root, ".", how(OFlag::O_PATH | OFlag::O_DIRECTORY)).map_err(err("open the root"))?;
+    for (i, c) in comps.iter().enumerate() {
+        let last = i + 1 == comps.len();
+        let next = openat2(cur.as_fd(), *c, how(OFlag::O_PATH));
+        cur = match next {
+            Ok(fd) => fd,
+            Err(Errno::ENOENT) if last && file => {
+                let fd = openat2(
+                    cur.as_fd(),
+                    *c,
+                    how(OFlag::O_CREAT | OFlag::O_WRONLY).mode(Mode::from_bits_truncate(0o644)),
+                )
+                .map_err(err(format!("create {path}")))?;
+                drop(fd);
+                openat2(cur.as_fd(), *c, how(OFlag::O_PATH)).map_err(err(format!("open {path}")))?
+            }
+            Err(Errno::ENOENT) => {
+                mkdirat(cur.as_fd(), *c, Mode::from_bits_truncate(0o755)).map_err(err(format!("mkdir {path}")))?;
+                openat2(cur.as_fd(), *c, how(OFlag::O_PATH | OFlag::O_DIRECTORY))
+                    .map_err(err(format!("open {path}")))?
+            }
+            Err(e) => return Err(format!("open {path} in the root filesystem: {}", e.desc())),
+        };
+    }
+    Ok(cur)
+}
+
+fn fd_path(fd: &OwnedFd) -> PathBuf {
+    PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+}
+
+fn mount_one(root: BorrowedFd<'_>, m: &MountPlan) -> Result<()> {
+    let is_file = m.bind && std::fs::metadata(&m.source).map(|md| !md.is_dir()).unwrap_or(false);
+    if m.bind && !Path::new(&m.source).exists() {
+        return Err(format!("mount {}: the source {} does not exist", m.destination, m.source));
+    }
+    let target = open_in_root(root, &m.destination, is_file)?;
+    let at = fd_path(&target);
+    let what = format!("mount {} on {}", m.kind, m.destination);
+    if m.kind == "cgroup" || m.kind == "cgroup2" {
+        return mount_cgroups(root, &at, m);
+    }
+    let data = (!m.data.is_empty()).then_some(m.data.as_str());
+    if m.bind {
+        mount(Some(m.source.as_str()), &at, None::<&str>, m.flags & (MsFlags::MS_BIND | MsFlags::MS_REC), None::<&str>)
+            .map_err(err(&what))?;
+        // Bind mounts take flags like ro only on a remount.
+        let extra = m.flags & !(MsFlags::MS_BIND | MsFlags::MS_REC);
+        if !extra.is_empty() {
+            mount(None::<&str>, &at, None::<&str>, MsFlags::MS_REMOUNT | MsFlags::MS_BIND | extra, None::<&str>)
+                .map_err(err(format!("{what} (remount)")))?;
+        }
+    } else {
+        mount(Some(m.source.as_str()), &at, Some(m.kind.as_str()), m.flags, data).map_err(err(&what))?;
+    }
+    if !m.propagation.is_empty() {
+        mount(None::<&str>, &at, None::<&str>, m.propagation, None::<&str>)
+            .map_err(err(format!("{what} (propagation)")))?;
+    }
+    Ok(())
+}
+
+/// `/sys/fs/cgroup` in the container: cgroup2 where the host is unified;
+/// else a tmpfs holding one v1 hierarchy per controller, as runc makes it.
+/// With a cgroup namespace, each shows the container's own cgroup as root.
+fn mount_cgroups(root: BorrowedFd<'_>, at: &Path, m: &MountPlan) -> Result<()> {
+    let flags = m.flags & (MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC | MsFlags::MS_RELATIME);
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").map_err(|e| format!("read mountinfo: {e}"))?;
+    match crate::runtime::cgroups::detect(&mountinfo) {
+        Ok(crate::runtime::cgroups::Layout::Unified { .. }) => {
+            mount(Some("cgroup2"), at, Some("cgroup2"), m.flags, None::<&str>).map_err(err("mount cgroup2"))
+        }
+        Ok(crate::runtime::cgroups::Layout::Legacy { controllers, .. }) => {
+            mount(Some("tmpfs"), at, Some("tmpfs"), flags, Some("mode=755")).map_err(err("mount /sys/fs/cgroup"))?;
+            let mut mounted: Vec<&PathBuf> = Vec::new();
+            for (name, host) in &controllers {
+                if mounted.contains(&host) {
+                    continue;
+                }
+                mounted.push(host);
+                // Resolved again: the path now crosses into the new tmpfs.
+                let sub = format!("{}/{}", m.destination, host.file_name().unwrap_or_default().to_string_lossy());
+                let dir = open_in_root(root, &sub, false)?;
+                let opts: Vec<&str> = controllers.iter().filter(|(_, h)| *h == host).map(|(n, _)| n.as_str()).collect();
+                mount(Some("cgroup"), &fd_path(&dir), Some("cgroup"), m.flags, Some(opts.join(",").as_str()))
+                    .map_err(err(format!("mount the {name} cgroup")))?;
+            }
+            let top = open_in_root(root, &m.destination, false)?;
+            mount(
+                None::<&str>,
+                &fd_path(&top),
+                None::<&str>,
+                MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | flags,
+                Some("mode=755"),
+            )
+            .map_err(err("make /sys/fs/cgroup read-only"))
+        }
+        Err(e) => Err(format!("mount cgroups: {e}")),
+    }
+}
+
+/// The default and requested device nodes, and the standard links.
+fn make_dev(root: BorrowedFd<'_>, plan: &Plan) -> Result<()> {
+    let dev = open_in_root(root, "/dev", false)?;
+    let dev = openat(dev.as_fd(), ".", OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
+        .map_err(err("open /dev"))?;
+    for d in &plan.devices {
+        let rel = d.path.strip_prefix("/dev/").ok_or_else(|| format!("device {} is not under /dev", d.path))?;
+        if let Some((parent, _)) = rel.rsplit_once('/') {
+            open_in_root(root, &format!("/dev/{parent}"), false)?;
+        }
+        let kind = if d.kind == 'b' { SFlag::S_IFBLK } else { SFlag::S_IFCHR };
+        mknodat(dev.as_fd(), rel, kind, Mode::from_bits_truncate(d.mode & 0o777), makedev(d.major, d.minor))
+            .map_err(err(format!("mknod {}", d.path)))?;
+        nix::sys::stat::fchmodat(
+            dev.as_fd(),
+            rel,
+            Mode::from_bits_truncate(d.mode & 0o7777),
+            nix::sys::stat::FchmodatFlags::FollowSymlink,
+        )
+        .map_err(err(format!("chmod {}", d.path)))?;
+        nix::unistd::fchownat(
+            dev.as_fd(),
+            rel,
+            Some(Uid::from_raw(d.uid)),
+            Some(Gid::from_raw(d.gid)),
+            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+        )
+        .map_err(err(format!("chown {}", d.path)))?;
+    }
+    for (link, target) in [
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+        ("ptmx", "pts/ptmx"),
+        ("core", "/proc/kcore"),
+    ] {
+        match nix::unistd::symlinkat(target, dev.as_fd(), link) {
+            Ok(()) | Err(Errno::EEXIST) => {}
+            Err(e) => return Err(format!("symlink /dev/{link}: {}", e.desc())),
+        }
+    }
+    Ok(())
+}
+
+/// Hides `path`: /dev/null over a file, an empty read-only tmpfs over a
+/// directory.
+fn mask(path: &str) -> Result<()> {
+    match std::fs::symlink_metadata(path) {
+        Err(_) => Ok(()),
+        Ok(md) if md.is_dir() => mount(Some("tmpfs"), path, Some("tmpfs"), MsFlags::MS_RDONLY, Some("size=0"))
+            .map_err(err(format!("mask {path}"))),
+        Ok(_) => mount(Some("/dev/null"), path, None::<&str>, MsFlags::MS_BIND, None::<&str>)
+            .map_err(err(format!("mask {path}"))),
+    }
+}
+
+fn make_readonly(path: &str) -> Result<()> {
+    if std::fs::symlink_metadata(path).is_err() {
+        return Ok(());
+    }
+    mount(Some(path), path, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
+        .map_err(err(format!("bind {path}")))?;
+    mount(
+        None::<&str>,
+        path,
+        None::<&str>,
+        MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .map_err(err(format!("make {path} read-only")))
+}
+
+/// Drops the bounding set (which needs CAP_SETPCAP, so first), switches to
+/// the container's user keeping capabilities across the switch, then sets
+/// the other capability sets.
+fn set_user_and_caps(plan: &Plan) -> Result<()> {
+    use caps::CapSet;
+    let to_set = |v: &[caps::Capability]| v.iter().copied().collect::<caps::CapsHashSet>();
+    if let Some(c) = &plan.caps {
+        let keep = to_set(&c.bounding);
+        for cap in caps::all() {
+            if !keep.contains(&cap) {
+                caps::drop(None, CapSet::Bounding, cap)
+                    .map_err(|e| format!("drop {cap} from the bounding set: {e}"))?;
+            }
+        }
+    }
+    // SAFETY: prctl with integer arguments only.
+    unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0) };
+    nix::unistd::setgroups(&plan.additional_gids.iter().map(|g| Gid::from_raw(*g)).collect::<Vec<_>>())
+        .map_err(err("setgroups"))?;
+    let (uid, gid) = (Uid::from_raw(plan.uid), Gid::from_raw(plan.gid));
+    setresgid(gid, gid, gid).map_err(err(format!("setgid {}", plan.gid)))?;
+    setresuid(uid, uid, uid).map_err(err(format!("setuid {}", plan.uid)))?;
+    // SAFETY: as above.
+    unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 0, 0, 0, 0) };
+    if let Some(c) = &plan.caps {
+        // Effective first (a subset of what is permitted now), permitted last.
+        caps::set(None, CapSet::Effective, &to_set(&c.effective))
+            .map_err(|e| format!("set effective capabilities: {e}"))?;
+        caps::set(None, CapSet::Inheritable, &to_set(&c.inheritable))
+            .map_err(|e| format!("set inheritable capabilities: {e}"))?;
+        caps::set(None, CapSet::Permitted, &to_set(&c.permitted))
+            .map_err(|e| format!("set permitted capabilities: {e}"))?;
+        caps::clear(None, CapSet::Ambient).map_err(|e| format!("clear ambient capabilities: {e}"))?;
+        // The kernel keeps ambient within permitted and inheritable; a spec
+        // asking for more (crun's own default spec does) gets what the
+        // kernel allows, as crun and runc give it.
+        for cap in c.ambient.iter().filter(|cap| c.inheritable.contains(cap) && c.permitted.contains(cap)) {
+            caps::raise(None, CapSet::Ambient, *cap).map_err(|e| format!("raise ambient {cap}: {e}"))?;
+        }
+    } else if plan.uid != 0 {
+        caps::clear(None, CapSet::Effective).map_err(|e| format!("clear capabilities: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Finds the program on the container's PATH and executes it.
+fn exec(plan: &Plan) -> Result<Never> {
+    let program = &plan.args[0];
+    let path = if program.contains('/') {
+        PathBuf::from(program)
+    } else {
+        let search = plan
+            .env
+            .iter()
+            .find_map(|e| e.strip_prefix("PATH="))
+            .unwrap_or("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+        search
+            .split(':')
+            .map(|dir| Path::new(dir).join(program))
+            .find(|p| std::fs::metadata(p).is_ok_and(|m| m.is_file()))
+            .ok_or_else(|| format!("exec {program:?}: no such file in the image (searched PATH={search})"))?
+    };
+    let c = |s: &str| CString::new(s).map_err(|_| format!("exec {program:?}: NUL byte in an argument"));
+    let args: Vec<CString> = plan.args.iter().map(|a| c(a)).collect::<Result<_>>()?;
+    let env: Vec<CString> = plan.env.iter().map(|a| c(a)).collect::<Result<_>>()?;
+    let file = c(&path.to_string_lossy())?;
+    // Every descriptor but stdio closes on exec (the error pipe already does).
+    // SAFETY: close_range with constant arguments.
+    unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, libc::CLOSE_RANGE_CLOEXEC) };
+    let e = nix::unistd::execve(&file, &args, &env).unwrap_err();
+    Err(match e {
+        Errno::ENOENT => format!("exec {program:?}: no such file in the image"),
+        Errno::EACCES => format!("exec {program:?}: permission denied"),
+        e => format!("exec {program:?}: {}", e.desc()),
+    })
+}

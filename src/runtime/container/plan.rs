@@ -1,0 +1,427 @@
+//! From an OCI runtime spec to a [`Plan`]: everything the container's first
+//! process does between `clone` and `execve`, decided and checked in the
+//! parent. The child then only makes system calls; nothing is parsed or
+//! looked up after the clone. Pure, tested without root.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use nix::mount::MsFlags;
+use nix::sched::CloneFlags;
+use oci_spec::runtime::{LinuxNamespaceType, Spec};
+
+/// One mount, with its options split into flags and filesystem data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountPlan {
+    /// Absolute path inside the container.
+    pub destination: String,
+    pub kind: String,
+    /// The source: a host path for binds, a name otherwise.
+    pub source: String,
+    pub flags: MsFlags,
+    /// Propagation to set after mounting (`MS_PRIVATE`, `MS_SLAVE`, ...).
+    pub propagation: MsFlags,
+    pub data: String,
+    pub bind: bool,
+}
+
+/// A device node to make in the container's `/dev`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DevicePlan {
+    pub path: String,
+    /// `'c'` or `'b'`.
+    pub kind: char,
+    pub major: u64,
+    pub minor: u64,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// Capabilities by set, as `caps` names them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CapsPlan {
+    pub bounding: Vec<caps::Capability>,
+    pub effective: Vec<caps::Capability>,
+    pub permitted: Vec<caps::Capability>,
+    pub inheritable: Vec<caps::Capability>,
+    pub ambient: Vec<caps::Capability>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    pub rootfs: PathBuf,
+    pub readonly_root: bool,
+    /// Namespaces to create with `clone` (never CLONE_NEWCGROUP: that one is
+    /// unshared after the process is in its cgroup).
+    pub clone_flags: CloneFlags,
+    pub cgroup_namespace: bool,
+    pub hostname: Option<String>,
+    pub mounts: Vec<MountPlan>,
+    pub devices: Vec<DevicePlan>,
+    pub masked: Vec<String>,
+    pub readonly: Vec<String>,
+    pub sysctls: BTreeMap<String, String>,
+    pub rlimits: Vec<(i32, u64, u64)>,
+    pub uid: u32,
+    pub gid: u32,
+    pub additional_gids: Vec<u32>,
+    pub caps: Option<CapsPlan>,
+    pub no_new_privileges: bool,
+    pub cwd: String,
+    pub args: Vec<String>,
+    pub env: Vec<String>,
+    /// Start a new session (containers that are not in the foreground).
+    pub new_session: bool,
+}
+
+/// The devices every container has (the runtime spec's "default devices").
+pub fn default_devices() -> Vec<DevicePlan> {
+    [("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8), ("urandom", 1, 9), ("tty", 5, 0)]
+        .into_iter()
+        .map(|(n, major, minor)| DevicePlan {
+            path: format!("/dev/{n}"),
+            kind: 'c',
+            major,
+            minor,
+            mode: 0o666,
+            uid: 0,
+            gid: 0,
+        })
+        .collect()
+}
+
+/// Splits mount options into flags, propagation and data, as mount(8) does.
+pub fn parse_mount_options(options: &[String]) -> (MsFlags, MsFlags, String, bool) {
+    let mut flags = MsFlags::empty();
+    let mut propagation = MsFlags::empty();
+    let mut data = Vec::new();
+    let mut bind = false;
+    for o in options {
+        let (set, clear) = match o.as_str() {
+            "ro" => (MsFlags::MS_RDONLY, MsFlags::empty()),
+            "rw" => (MsFlags::empty(), MsFlags::MS_RDONLY),
+            "nosuid" => (MsFlags::MS_NOSUID, MsFlags::empty()),
+            "suid" => (MsFlags::empty(), MsFlags::MS_NOSUID),
+            "nodev" => (MsFlags::MS_NODEV, MsFlags::empty()),
+            "dev" => (MsFlags::empty(), MsFlags::MS_NODEV),
+            "noexec" => (MsFlags::MS_NOEXEC, MsFlags::empty()),
+            "exec" => (MsFlags::empty(), MsFlags::MS_NOEXEC),
+            "sync" => (MsFlags::MS_SYNCHRONOUS, MsFlags::empty()),
+            "async" => (MsFlags::empty(), MsFlags::MS_SYNCHRONOUS),
+            "dirsync" => (MsFlags::MS_DIRSYNC, MsFlags::empty()),
+            "noatime" => (MsFlags::MS_NOATIME, MsFlags::empty()),
+            "atime" => (MsFlags::empty(), MsFlags::MS_NOATIME),
+            "nodiratime" => (MsFlags::MS_NODIRATIME, MsFlags::empty()),
+            "diratime" => (MsFlags::empty(), MsFlags::MS_NODIRATIME),
+            "relatime" => (MsFlags::MS_RELATIME, MsFlags::empty()),
+            "norelatime" => (MsFlags::empty(), MsFlags::MS_RELATIME),
+            "strictatime" => (MsFlags::MS_STRICTATIME, MsFlags::empty()),
+            "nostrictatime" => (MsFlags::empty(), MsFlags::MS_STRICTATIME),
+            "bind" => {
+                bind = true;
+                (MsFlags::MS_BIND, MsFlags::empty())
+            }
+            "rbind" => {
+                bind = true;
+                (MsFlags::MS_BIND | MsFlags::MS_REC, MsFlags::empty())
+            }
+            "private" | "rprivate" | "shared" | "rshared" | "slave" | "rslave" | "unbindable" | "runbindable" => {
+                let p = match o.trim_start_matches('r') {
+                    "private" => MsFlags::MS_PRIVATE,
+                    "shared" => MsFlags::MS_SHARED,
+                    "slave" => MsFlags::MS_SLAVE,
+                    _ => MsFlags::MS_UNBINDABLE,
+                };
+                propagation |= p;
+                if o.starts_with('r') {
+                    propagation |= MsFlags::MS_REC;
+                }
+                continue;
+            }
+            other => {
+                data.push(other.to_string());
+                continue;
+            }
+        };
+        flags.insert(set);
+        flags.remove(clear);
+    }
+    (flags, propagation, data.join(","), bind)
+}
+
+fn capabilities(set: &Option<oci_spec::runtime::Capabilities>) -> Result<Vec<caps::Capability>, String> {
+    let mut out: Vec<caps::Capability> = Vec::new();
+    for c in set.iter().flatten() {
+        let name = c.to_string();
+        let name = if name.starts_with("CAP_") { name } else { format!("CAP_{}", name.to_uppercase()) };
+        out.push(name.parse().map_err(|_| format!("unknown capability {name}"))?);
+    }
+    out.sort_by_key(|c| c.index());
+    Ok(out)
+}
+
+fn rlimit_resource(name: &str) -> Option<i32> {
+    Some(match name {
+        "RLIMIT_AS" => libc::RLIMIT_AS,
+        "RLIMIT_CORE" => libc::RLIMIT_CORE,
+        "RLIMIT_CPU" => libc::RLIMIT_CPU,
+        "RLIMIT_DATA" => libc::RLIMIT_DATA,
+        "RLIMIT_FSIZE" => libc::RLIMIT_FSIZE,
+        "RLIMIT_LOCKS" => libc::RLIMIT_LOCKS,
+        "RLIMIT_MEMLOCK" => libc::RLIMIT_MEMLOCK,
+        "RLIMIT_MSGQUEUE" => libc::RLIMIT_MSGQUEUE,
+        "RLIMIT_NICE" => libc::RLIMIT_NICE,
+        "RLIMIT_NOFILE" => libc::RLIMIT_NOFILE,
+        "RLIMIT_NPROC" => libc::RLIMIT_NPROC,
+        "RLIMIT_RSS" => libc::RLIMIT_RSS,
+        "RLIMIT_RTPRIO" => libc::RLIMIT_RTPRIO,
+        "RLIMIT_RTTIME" => libc::RLIMIT_RTTIME,
+        "RLIMIT_SIGPENDING" => libc::RLIMIT_SIGPENDING,
+        "RLIMIT_STACK" => libc::RLIMIT_STACK,
+        _ => return None,
+    } as i32)
+}
+
+/// Builds the plan of a bundle's spec. The spec is the whole truth: none of
+/// our defaults are added (beyond the devices the runtime spec requires),
+/// and a field we do not support is an error, never silently ignored.
+pub fn from_spec(spec: &Spec, bundle: &Path) -> Result<Plan, String> {
+    let unsupported = |what: &str| Err(format!("config.json: {what} is not supported by this runtime"));
+    let version = spec.version();
+    if !(version.starts_with("1.0")
+        || version.starts_with("1.1")
+        || version.starts_with("1.2")
+        || version.starts_with("1.3"))
+    {
+        return Err(format!("config.json: ociVersion {version} is not supported (1.0 to 1.3 are)"));
+    }
+    if spec.hooks().is_some() {
+        return unsupported("hooks");
+    }
+    let process = spec.process().as_ref().ok_or("config.json: no process")?;
+    if process.terminal().unwrap_or(false) {
+        return unsupported("process.terminal = true");
+    }
+    if process.apparmor_profile().is_some() || process.selinux_label().is_some() {
+        return unsupported("an AppArmor profile or SELinux label");
+    }
+    if process.oom_score_adj().is_some() || process.scheduler().is_some() || process.io_priority().is_some() {
+        return unsupported("oomScoreAdj, scheduler or ioPriority");
+    }
+    let args = process.args().clone().unwrap_or_default();
+    if args.is_empty() {
+        return Err("config.json: process.args is empty".into());
+    }
+    let root = spec.root().as_ref().ok_or("config.json: no root")?;
+    let rootfs = if root.path().is_absolute() { root.path().clone() } else { bundle.join(root.path()) };
+    let linux = spec.linux().as_ref().ok_or("config.json: no linux section")?;
+    if linux.uid_mappings().as_ref().is_some_and(|m| !m.is_empty())
+        || linux.gid_mappings().as_ref().is_some_and(|m| !m.is_empty())
+    {
+        return unsupported("a user namespace (uidMappings)");
+    }
+    if linux.seccomp().is_some() {
+        return unsupported("linux.seccomp (a seccomp profile)");
+    }
+    if linux.intel_rdt().is_some() || linux.personality().is_some() || linux.time_offsets().is_some() {
+        return unsupported("intelRdt, personality or timeOffsets");
+    }
+    if linux.mount_label().is_some() {
+        return unsupported("mountLabel");
+    }
+    if let Some(p) = linux.rootfs_propagation()
+        && !p.is_empty()
+        && p != "private"
+        && p != "rprivate"
+    {
+        return unsupported(&format!("rootfsPropagation {p:?}"));
+    }
+
+    let mut clone_flags = CloneFlags::empty();
+    let mut cgroup_namespace = false;
+    for ns in linux.namespaces().iter().flatten() {
+        if ns.path().is_some() {
+            return unsupported("joining a namespace by path");
+        }
+        match ns.typ() {
+            LinuxNamespaceType::Mount => clone_flags |= CloneFlags::CLONE_NEWNS,
+            LinuxNamespaceType::Pid => clone_flags |= CloneFlags::CLONE_NEWPID,
+            LinuxNamespaceType::Uts => clone_flags |= CloneFlags::CLONE_NEWUTS,
+            LinuxNamespaceType::Ipc => clone_flags |= CloneFlags::CLONE_NEWIPC,
+            LinuxNamespaceType::Network => clone_flags |= CloneFlags::CLONE_NEWNET,
+            LinuxNamespaceType::Cgroup => cgroup_namespace = true,
+            other => return unsupported(&format!("the {other:?} namespace")),
+        }
+    }
+    if !clone_flags.contains(CloneFlags::CLONE_NEWNS) {
+        return unsupported("a container without a mount namespace");
+    }
+    let hostname = spec.hostname().clone().filter(|h| !h.is_empty());
+    if hostname.is_some() && !clone_flags.contains(CloneFlags::CLONE_NEWUTS) {
+        return Err("config.json: hostname needs a UTS namespace".into());
+    }
+
+    let mut mounts = Vec::new();
+    for m in spec.mounts().iter().flatten() {
+        let destination = m.destination().to_string_lossy().into_owned();
+        if !destination.starts_with('/') {
+            return Err(format!("config.json: mount destination {destination:?} is not absolute"));
+        }
+        let options = m.options().clone().unwrap_or_default();
+        let (flags, propagation, data, bind_opt) = parse_mount_options(&options);
+        let kind = m.typ().clone().unwrap_or_else(|| if bind_opt { "bind".into() } else { "none".into() });
+        let bind = bind_opt || kind == "bind";
+        let mut source = m.source().as_ref().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| kind.clone());
+        if bind && !source.starts_with('/') {
+            source = bundle.join(&source).to_string_lossy().into_owned();
+        }
+        let known = ["proc", "sysfs", "tmpfs", "devpts", "mqueue", "cgroup", "cgroup2", "bind", "none"];
+        if !bind && !known.contains(&kind.as_str()) {
+            return unsupported(&format!("a mount of type {kind:?}"));
+        }
+        mounts.push(MountPlan {
+            destination,
+            kind,
+            source,
+            flags: if bind { flags | MsFlags::MS_BIND } else { flags },
+            propagation,
+            data,
+            bind,
+        });
+    }
+
+    let mut devices = default_devices();
+    for d in linux.devices().iter().flatten() {
+        let kind = match d.typ() {
+            oci_spec::runtime::LinuxDeviceType::C | oci_spec::runtime::LinuxDeviceType::U => 'c',
+            oci_spec::runtime::LinuxDeviceType::B => 'b',
+            other => return unsupported(&format!("a device of type {other:?}")),
+        };
+        let path = d.path().to_string_lossy().into_owned();
+        devices.retain(|x| x.path != path);
+        devices.push(DevicePlan {
+            path,
+            kind,
+            major: d.major() as u64,
+            minor: d.minor() as u64,
+            mode: d.file_mode().unwrap_or(0o666),
+            uid: d.uid().unwrap_or(0),
+            gid: d.gid().unwrap_or(0),
+        });
+    }
+
+    let mut rlimits = Vec::new();
+    for r in process.rlimits().iter().flatten() {
+        let name = r.typ().to_string();
+        let name = if name.starts_with("RLIMIT_") { name } else { format!("RLIMIT_{}", name.to_uppercase()) };
+        let res = rlimit_resource(&name).ok_or_else(|| format!("config.json: unknown rlimit {name}"))?;
+        rlimits.push((res, r.soft(), r.hard()));
+    }
+
+    let caps = match process.capabilities() {
+        None => None,
+        Some(c) => Some(CapsPlan {
+            bounding: capabilities(c.bounding())?,
+            effective: capabilities(c.effective())?,
+            permitted: capabilities(c.permitted())?,
+            inheritable: capabilities(c.inheritable())?,
+            ambient: capabilities(c.ambient())?,
+        }),
+    };
+    let user = process.user();
+    let cwd = process.cwd().to_string_lossy().into_owned();
+    if !cwd.starts_with('/') {
+        return Err(format!("config.json: process.cwd {cwd:?} is not absolute"));
+    }
+    Ok(Plan {
+        rootfs,
+        readonly_root: root.readonly().unwrap_or(false),
+        clone_flags,
+        cgroup_namespace,
+        hostname,
+        mounts,
+        devices,
+        masked: linux.masked_paths().clone().unwrap_or_default(),
+        readonly: linux.readonly_paths().clone().unwrap_or_default(),
+        sysctls: linux.sysctl().iter().flatten().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        rlimits,
+        uid: user.uid(),
+        gid: user.gid(),
+        additional_gids: user.additional_gids().clone().unwrap_or_default(),
+        caps,
+        no_new_privileges: process.no_new_privileges().unwrap_or(false),
+        cwd,
+        args,
+        env: process.env().clone().unwrap_or_default(),
+        new_session: false,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts(o: &[&str]) -> (MsFlags, MsFlags, String, bool) {
+        parse_mount_options(&o.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn mount_options() {
+        let (f, p, d, b) = opts(&["nosuid", "strictatime", "mode=755", "size=65536k"]);
+        assert_eq!(f, MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME);
+        assert_eq!((p, d.as_str(), b), (MsFlags::empty(), "mode=755,size=65536k", false));
+        let (f, p, _, b) = opts(&["rbind", "ro", "rprivate"]);
+        assert_eq!(f, MsFlags::MS_BIND | MsFlags::MS_REC | MsFlags::MS_RDONLY);
+        assert_eq!(p, MsFlags::MS_PRIVATE | MsFlags::MS_REC);
+        assert!(b);
+        let (f, _, _, _) = opts(&["ro", "rw"]);
+        assert!(!f.contains(MsFlags::MS_RDONLY));
+    }
+
+    #[test]
+    fn a_crun_style_spec() {
+        let json = r#"{
+          "ociVersion": "1.0.0",
+          "process": {"terminal": false, "user": {"uid": 0, "gid": 0}, "args": ["sh"], "env": ["PATH=/bin"], "cwd": "/",
+            "capabilities": {"bounding": ["CAP_CHOWN", "CAP_KILL"], "effective": ["CAP_KILL"], "permitted": ["CAP_CHOWN", "CAP_KILL"]},
+            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}], "noNewPrivileges": true},
+          "root": {"path": "rootfs", "readonly": true},
+          "hostname": "box",
+          "mounts": [{"destination": "/proc", "type": "proc", "source": "proc"},
+                     {"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
+                     {"destination": "/data", "type": "bind", "source": "data", "options": ["rbind", "ro"]}],
+          "linux": {"namespaces": [{"type": "pid"}, {"type": "mount"}, {"type": "uts"}, {"type": "cgroup"}],
+                    "maskedPaths": ["/proc/kcore"], "readonlyPaths": ["/proc/sys"],
+                    "devices": [{"path": "/dev/fuse", "type": "c", "major": 10, "minor": 229}]}
+        }"#;
+        let spec: Spec = serde_json::from_str(json).unwrap();
+        let plan = from_spec(&spec, Path::new("/b")).unwrap();
+        assert_eq!(plan.rootfs, PathBuf::from("/b/rootfs"));
+        assert!(plan.readonly_root && plan.no_new_privileges && plan.cgroup_namespace);
+        assert_eq!(plan.clone_flags, CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS);
+        assert_eq!(plan.mounts[2].source, "/b/data");
+        assert!(plan.mounts[2].bind);
+        assert_eq!(plan.devices.len(), 7);
+        assert_eq!(plan.rlimits, vec![(libc::RLIMIT_NOFILE as i32, 1024, 1024)]);
+        let caps = plan.caps.unwrap();
+        assert_eq!(caps.bounding, vec![caps::Capability::CAP_CHOWN, caps::Capability::CAP_KILL]);
+        assert_eq!(caps.effective, vec![caps::Capability::CAP_KILL]);
+    }
+
+    #[test]
+    fn unsupported_fields_are_errors() {
+        let base = r#"{"ociVersion": "1.0.2", "process": {"user": {"uid": 0, "gid": 0}, "args": ["sh"], "cwd": "/"},
+                       "root": {"path": "rootfs"}, "linux": {"namespaces": [{"type": "mount"}] EXTRA }}"#;
+        for (extra, what) in [
+            (r#", "uidMappings": [{"containerID": 0, "hostID": 1000, "size": 1}]"#, "user namespace"),
+            (r#", "seccomp": {"defaultAction": "SCMP_ACT_ALLOW"}"#, "seccomp"),
+        ] {
+            let spec: Spec = serde_json::from_str(&base.replace("EXTRA", extra)).unwrap();
+            let err = from_spec(&spec, Path::new("/b")).unwrap_err();
+            assert!(err.contains(what) && err.contains("not supported"), "{err}");
+        }
+        let spec: Spec = serde_json::from_str(&base.replace("EXTRA", "").replace("1.0.2", "2.0.0")).unwrap();
+        assert!(from_spec(&spec, Path::new("/b")).unwrap_err().contains("ociVersion"));
+    }
+}

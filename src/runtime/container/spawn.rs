@@ -1,0 +1,85 @@
+//! Creating the container's first process. The parent clones it into its
+//! new namespaces, puts it in its cgroup, and only then lets it continue
+//! (a byte on the `go` pipe). The child reports a failure before `execve`
+//! as a message on a close-on-exec pipe; end-of-file on that pipe means the
+//! program was executed.
+//!
+//! Cloning copies only the calling thread: this must run in a process with
+//! no other threads (the `supervisord runtime` command, or a spawner
+//! process, never a tokio worker). [`spawn`] checks that.
+
+use std::io::Read;
+use std::os::fd::AsFd;
+
+use nix::fcntl::OFlag;
+use nix::sys::wait::{WaitStatus, waitpid};
+use nix::unistd::{Pid, pipe2};
+
+use super::RuntimeError;
+use super::init;
+use super::plan::Plan;
+use crate::runtime::cgroups::Cgroup;
+
+fn threads() -> usize {
+    std::fs::read_dir("/proc/self/task").map_or(1, |d| d.count())
+}
+
+/// Starts the container's first process; returns its pid once its program
+/// runs.
+pub fn spawn(plan: &Plan, cgroup: Option<&Cgroup>) -> Result<Pid, RuntimeError> {
+    if threads() != 1 {
+        return Err(RuntimeError::Setup("containers must be created from a single-threaded process".into()));
+    }
+    let (go_r, go_w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| RuntimeError::Setup(format!("pipe: {e}")))?;
+    let (err_r, err_w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| RuntimeError::Setup(format!("pipe: {e}")))?;
+    let flags = plan.clone_flags.bits() as libc::c_ulong | libc::SIGCHLD as libc::c_ulong;
+    // SAFETY: a raw clone without a new stack behaves like fork(2); the
+    // process is single-threaded (checked above), so the child's copy of
+    // the heap and locks is consistent.
+    let rc = unsafe { libc::syscall(libc::SYS_clone, flags, 0usize, 0usize, 0usize, 0usize) };
+    if rc < 0 {
+        return Err(RuntimeError::Setup(format!("clone: {}", std::io::Error::last_os_error())));
+    }
+    if rc == 0 {
+        drop(go_w);
+        drop(err_r);
+        let message = init::run(plan, go_r);
+        let _ = nix::unistd::write(err_w.as_fd(), message.as_bytes());
+        // SAFETY: _exit ends the child without running the parent's atexit
+        // handlers or destructors on copied state.
+        unsafe { libc::_exit(127) };
+    }
+    let pid = Pid::from_raw(rc as i32);
+    drop(go_r);
+    drop(err_w);
+    let abort = |why: RuntimeError| {
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+        let _ = waitpid(pid, None);
+        why
+    };
+    if let Some(cg) = cgroup {
+        cg.add(pid.as_raw() as u32).map_err(|e| abort(RuntimeError::Cgroup(e)))?;
+    }
+    nix::unistd::write(go_w.as_fd(), &[1])
+        .map_err(|e| abort(RuntimeError::Setup(format!("start the container: {e}"))))?;
+    drop(go_w);
+    let mut message = String::new();
+    let _ = std::fs::File::from(err_r).read_to_string(&mut message);
+    if !message.is_empty() {
+        let _ = waitpid(pid, None);
+        return Err(RuntimeError::Start(message));
+    }
+    Ok(pid)
+}
+
+/// Waits for `pid`; its exit code, or 128 + the signal that killed it.
+pub fn wait_exit(pid: Pid) -> Result<i32, RuntimeError> {
+    loop {
+        match waitpid(pid, None) {
+            Ok(WaitStatus::Exited(_, code)) => return Ok(code),
+            Ok(WaitStatus::Signaled(_, sig, _)) => return Ok(128 + sig as i32),
+            Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(RuntimeError::Setup(format!("wait for the container: {e}"))),
+        }
+    }
+}
