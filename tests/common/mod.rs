@@ -45,7 +45,11 @@ pub fn unique_name(prefix: &str) -> String {
 pub struct HostLock(File);
 
 pub fn host_lock() -> HostLock {
-    let f = File::create("/tmp/supervisor-tests.lock").expect("create the test lock file");
+    lock_file("/tmp/supervisor-tests.lock")
+}
+
+fn lock_file(path: &str) -> HostLock {
+    let f = File::create(path).expect("create the test lock file");
     // SAFETY: flock on a file descriptor we own; blocks until granted.
     let rc = unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&f), libc::LOCK_EX) };
     assert_eq!(rc, 0, "flock: {}", std::io::Error::last_os_error());
@@ -66,7 +70,8 @@ pub fn fixtures() -> std::path::PathBuf {
         std::fs::read(here.join(f)).expect("fixture script").hash(&mut h);
     }
     let out = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("image-fixtures-{:x}", h.finish()));
-    let _lock = host_lock();
+    // A lock of its own: a test may build a bundle while it holds host_lock.
+    let _lock = lock_file("/tmp/supervisor-tests-fixtures.lock");
     if !out.join(".done").exists() {
         let status =
             std::process::Command::new(here.join("make-images.sh")).arg(&out).status().expect("run make-images.sh");

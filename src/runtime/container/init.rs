@@ -172,18 +172,24 @@ fn mount_one(root: BorrowedFd<'_>, m: &MountPlan) -> Result<()> {
     if m.bind {
         mount(Some(m.source.as_str()), &at, None::<&str>, m.flags & (MsFlags::MS_BIND | MsFlags::MS_REC), None::<&str>)
             .map_err(err(&what))?;
-        // Bind mounts take flags like ro only on a remount.
-        let extra = m.flags & !(MsFlags::MS_BIND | MsFlags::MS_REC);
-        if !extra.is_empty() {
-            mount(None::<&str>, &at, None::<&str>, MsFlags::MS_REMOUNT | MsFlags::MS_BIND | extra, None::<&str>)
-                .map_err(err(format!("{what} (remount)")))?;
-        }
     } else {
         mount(Some(m.source.as_str()), &at, Some(m.kind.as_str()), m.flags, data).map_err(err(&what))?;
     }
-    if !m.propagation.is_empty() {
-        mount(None::<&str>, &at, None::<&str>, m.propagation, None::<&str>)
-            .map_err(err(format!("{what} (propagation)")))?;
+    // The descriptor still names the directory under the new mount: what
+    // follows applies to the mount, so resolve the destination again.
+    let extra = m.flags & !(MsFlags::MS_BIND | MsFlags::MS_REC);
+    if (m.bind && !extra.is_empty()) || !m.propagation.is_empty() {
+        let mounted = open_in_root(root, &m.destination, is_file)?;
+        let at = fd_path(&mounted);
+        if m.bind && !extra.is_empty() {
+            // Bind mounts take flags like ro only on a remount.
+            mount(None::<&str>, &at, None::<&str>, MsFlags::MS_REMOUNT | MsFlags::MS_BIND | extra, None::<&str>)
+                .map_err(err(format!("{what} (remount)")))?;
+        }
+        if !m.propagation.is_empty() {
+            mount(None::<&str>, &at, None::<&str>, m.propagation, None::<&str>)
+                .map_err(err(format!("{what} (propagation)")))?;
+        }
     }
     Ok(())
 }
