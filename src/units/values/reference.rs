@@ -54,7 +54,10 @@ impl ImageSource {
     /// Parses an `image` value; relative paths of local sources are resolved
     /// against `base`, the unit file's directory.
     pub fn parse(input: &str, base: &Path) -> Result<ImageSource, String> {
-        let s = input.trim();
+        if input.trim() != input {
+            return Err(format!("{input:?}: remove the spaces around the image"));
+        }
+        let s = input;
         let local = |rest: &str| -> Result<(String, Option<String>), String> {
             // The optional tag follows the last ':' when no '/' comes after it.
             let (path, tag) = match rest.rsplit_once(':') {
