@@ -6,4 +6,5 @@
 
 pub mod cli;
 pub mod runtime;
+pub mod supervisor;
 pub mod units;
