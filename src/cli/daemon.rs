@@ -56,6 +56,13 @@ pub enum RuntimeCommand {
         /// A name for the container (its cgroup's name).
         id: String,
     },
+    /// Run one unit's container in the foreground, as the daemon would
+    /// start it (image from the store, pulled when missing; overlay root
+    /// filesystem), and exit with its exit code.
+    RunUnit {
+        /// The unit file.
+        file: PathBuf,
+    },
 }
 
 pub fn run(args: Args) -> ExitCode {
@@ -65,6 +72,15 @@ pub fn run(args: Args) -> ExitCode {
             Err(e) => {
                 eprintln!("supervisord: {e}");
                 ExitCode::from(e.exit_code())
+            }
+        };
+    }
+    if let Some(Command::Runtime(RuntimeCommand::RunUnit { file })) = &args.command {
+        return match crate::supervisor::run::run_unit(file, &args.state_dir) {
+            Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
+            Err(e) => {
+                eprintln!("supervisord: {e}");
+                ExitCode::from(125)
             }
         };
     }

@@ -2,4 +2,5 @@
 //! turns units into runtime requests (`spec`); the reconcile loop, restart
 //! policy and control socket will live here too.
 
+pub mod run;
 pub mod spec;

@@ -56,7 +56,7 @@ pub fn run_bundle(bundle: &Path, id: &str) -> Result<i32, RuntimeError> {
 }
 
 /// The cgroup limits of the spec; the ones we cannot apply are errors.
-fn resources(spec: &Spec, plan: &Plan) -> Result<Resources, RuntimeError> {
+pub(crate) fn resources(spec: &Spec, plan: &Plan) -> Result<Resources, RuntimeError> {
     let unsupported =
         |w: &str| Err(RuntimeError::Spec(format!("config.json: linux.resources.{w} is not supported by this runtime")));
     let mut r = Resources::default();

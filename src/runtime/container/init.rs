@@ -53,9 +53,15 @@ fn setup(plan: &Plan, go: OwnedFd) -> Result<Never> {
     // Nothing mounted here may propagate back to the host.
     mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
         .map_err(err("make mounts private"))?;
-    // pivot_root needs the new root to be a mount point.
-    mount(Some(&plan.rootfs), &plan.rootfs, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
-        .map_err(err(format!("bind the root filesystem {}", plan.rootfs.display())))?;
+    match &plan.overlay {
+        Some(o) => mount_overlay(&plan.rootfs, o)?,
+        // pivot_root needs the new root to be a mount point.
+        None => mount(Some(&plan.rootfs), &plan.rootfs, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
+            .map_err(err(format!("bind the root filesystem {}", plan.rootfs.display())))?,
+    }
+    if plan.clone_flags.contains(nix::sched::CloneFlags::CLONE_NEWNET) {
+        loopback_up()?;
+    }
     let root = openat(
         nix::fcntl::AT_FDCWD,
         &plan.rootfs,
@@ -119,6 +125,49 @@ fn setup(plan: &Plan, go: OwnedFd) -> Result<Never> {
     }
     chdir(plan.cwd.as_str()).map_err(err(format!("chdir to the working directory {:?}", plan.cwd)))?;
     exec(plan)
+}
+
+/// Mounts the image's layers and the container's writable layer. Each layer
+/// is named as `/proc/self/fd/N` of a descriptor opened here, so that even
+/// a long list fits in the one page of mount options.
+fn mount_overlay(target: &Path, o: &super::plan::OverlayPlan) -> Result<()> {
+    let mut fds = Vec::new();
+    for layer in o.layers.iter().rev() {
+        let fd =
+            openat(nix::fcntl::AT_FDCWD, layer, OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
+                .map_err(err(format!("open layer {}", layer.display())))?;
+        fds.push(fd);
+    }
+    let lower: Vec<String> = fds.iter().map(|fd| fd_path(fd).to_string_lossy().into_owned()).collect();
+    // A single layer still needs an overlay: the writable layer goes on top.
+    let data = format!("lowerdir={},upperdir={},workdir={}", lower.join(":"), o.upper.display(), o.work.display());
+    if data.len() >= 4096 {
+        return Err(format!("the image has too many layers ({}) for one overlay mount", o.layers.len()));
+    }
+    mount(Some("overlay"), target, Some("overlay"), MsFlags::empty(), Some(data.as_str()))
+        .map_err(err(format!("mount the overlay root filesystem on {}", target.display())))
+}
+
+/// Brings up `lo` in the container's new network namespace.
+fn loopback_up() -> Result<()> {
+    // SAFETY: plain socket(2) and ioctl(2) calls on a zeroed ifreq that we
+    // own and whose name we fill in.
+    unsafe {
+        let sock = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        if sock < 0 {
+            return Err(format!("bring up lo: socket: {}", std::io::Error::last_os_error()));
+        }
+        let mut req: libc::ifreq = std::mem::zeroed();
+        req.ifr_name[0] = b'l' as libc::c_char;
+        req.ifr_name[1] = b'o' as libc::c_char;
+        let ok = libc::ioctl(sock, libc::SIOCGIFFLAGS, &mut req) == 0 && {
+            req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+            libc::ioctl(sock, libc::SIOCSIFFLAGS, &req) == 0
+        };
+        let e = std::io::Error::last_os_error();
+        libc::close(sock);
+        if ok { Ok(()) } else { Err(format!("bring up lo: {e}")) }
+    }
 }
 
 /// Opens (making directories, and the last component as a file when

@@ -48,9 +48,23 @@ pub struct CapsPlan {
     pub ambient: Vec<caps::Capability>,
 }
 
+/// An overlay root filesystem, mounted in the container's own mount
+/// namespace: nothing is left on the host if the supervisor dies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OverlayPlan {
+    /// Lower (read-only) layers, the base first.
+    pub layers: Vec<PathBuf>,
+    /// The container's writable layer and overlayfs' work directory, on
+    /// one filesystem.
+    pub upper: PathBuf,
+    pub work: PathBuf,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Plan {
+    /// The root filesystem; with `overlay`, the (empty) mount point.
     pub rootfs: PathBuf,
+    pub overlay: Option<OverlayPlan>,
     pub readonly_root: bool,
     /// Namespaces to create with `clone` (never CLONE_NEWCGROUP: that one is
     /// unshared after the process is in its cgroup).
@@ -336,6 +350,7 @@ pub fn from_spec(spec: &Spec, bundle: &Path) -> Result<Plan, String> {
     }
     Ok(Plan {
         rootfs,
+        overlay: None,
         readonly_root: root.readonly().unwrap_or(false),
         clone_flags,
         cgroup_namespace,

@@ -316,3 +316,65 @@ impl Store {
         Ok(removed)
     }
 }
+
+impl Image {
+    /// A small file of the image's merged filesystem, without mounting it:
+    /// the topmost layer that has `path` wins, a whiteout there hides it,
+    /// and an opaque parent directory hides the layers below. Links are
+    /// resolved inside each layer's root (`RESOLVE_IN_ROOT`), so an
+    /// image's symlink can never make us read a host file.
+    pub fn read_file(&self, path: &str, max: u64) -> Result<Option<Vec<u8>>> {
+        use nix::fcntl::{OFlag, OpenHow, ResolveFlag, openat2};
+        use std::io::Read;
+        use std::os::fd::AsRawFd;
+        let how = || OpenHow::new().flags(OFlag::O_PATH | OFlag::O_CLOEXEC).resolve(ResolveFlag::RESOLVE_IN_ROOT);
+        let rel = path.trim_start_matches('/');
+        let parent = rel.rsplit_once('/').map_or(".", |(p, _)| p);
+        for layer in self.layer_dirs.iter().rev() {
+            let dir = File::open(layer).map_err(ImageError::io("open", layer))?;
+            match openat2(&dir, rel, how()) {
+                Ok(fd) => {
+                    let st =
+                        nix::sys::stat::fstat(&fd).map_err(|e| ImageError::io("stat", layer.join(rel))(e.into()))?;
+                    let kind = st.st_mode & libc::S_IFMT;
+                    if kind == libc::S_IFCHR && st.st_rdev == 0 {
+                        return Ok(None);
+                    }
+                    if kind != libc::S_IFREG {
+                        return Ok(None);
+                    }
+                    let proc_path = PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
+                    let mut bytes = Vec::new();
+                    File::open(&proc_path)
+                        .and_then(|f| f.take(max + 1).read_to_end(&mut bytes))
+                        .map_err(ImageError::io("read", layer.join(rel)))?;
+                    if bytes.len() as u64 > max {
+                        return Err(ImageError::Invalid(format!("{path} in the image is larger than {max} bytes")));
+                    }
+                    return Ok(Some(bytes));
+                }
+                Err(nix::errno::Errno::ENOENT) => {
+                    if let Ok(p) = openat2(&dir, parent, how()) {
+                        let opaque = std::fs::read_link(format!("/proc/self/fd/{}", p.as_raw_fd()))
+                            .ok()
+                            .and_then(|real| xattr_opaque(&real));
+                        if opaque == Some(true) {
+                            return Ok(None);
+                        }
+                    }
+                }
+                Err(_) => continue,
+            }
+        }
+        Ok(None)
+    }
+}
+
+fn xattr_opaque(dir: &Path) -> Option<bool> {
+    let c = std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(dir.as_os_str())).ok()?;
+    let mut buf = [0u8; 4];
+    // SAFETY: NUL-terminated strings and a buffer of buf.len() bytes.
+    let n =
+        unsafe { libc::lgetxattr(c.as_ptr(), c"trusted.overlay.opaque".as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    Some(n == 1 && buf[0] == b'y')
+}

@@ -1,0 +1,141 @@
+//! `supervisord runtime run-unit FILE`: one unit's container in the
+//! foreground, the whole way the daemon will start it: the unit file, the
+//! image from the store (pulled when missing), an overlay root filesystem
+//! with a fresh writable layer, the spec built from unit and image, our
+//! runtime, then cleanup. Like `docker run` for a unit file.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::spec::{SpecContext, build};
+use crate::runtime::cgroups::Manager;
+use crate::runtime::container::bundle::resources;
+use crate::runtime::container::plan::{OverlayPlan, from_spec};
+use crate::runtime::container::spawn::{spawn, wait_exit};
+use crate::runtime::image::{PullOptions, Quiet, Store};
+use crate::units::load_files;
+use crate::units::model::PullPolicy;
+use crate::units::values::limits::ULIMIT_NAMES;
+use crate::units::values::mounts::VolumeSource;
+
+/// Our own hard limits, which no container may exceed.
+fn hard_limits() -> BTreeMap<String, u64> {
+    let resource = |name: &str| -> Option<libc::__rlimit_resource_t> {
+        Some(match name {
+            "as" => libc::RLIMIT_AS,
+            "core" => libc::RLIMIT_CORE,
+            "cpu" => libc::RLIMIT_CPU,
+            "data" => libc::RLIMIT_DATA,
+            "fsize" => libc::RLIMIT_FSIZE,
+            "locks" => libc::RLIMIT_LOCKS,
+            "memlock" => libc::RLIMIT_MEMLOCK,
+            "msgqueue" => libc::RLIMIT_MSGQUEUE,
+            "nice" => libc::RLIMIT_NICE,
+            "nofile" => libc::RLIMIT_NOFILE,
+            "nproc" => libc::RLIMIT_NPROC,
+            "rss" => libc::RLIMIT_RSS,
+            "rtprio" => libc::RLIMIT_RTPRIO,
+            "rttime" => libc::RLIMIT_RTTIME,
+            "sigpending" => libc::RLIMIT_SIGPENDING,
+            "stack" => libc::RLIMIT_STACK,
+            _ => return None,
+        })
+    };
+    let mut out = BTreeMap::new();
+    for name in ULIMIT_NAMES {
+        if let Some(r) = resource(name) {
+            let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+            // SAFETY: getrlimit writes one rlimit struct we own.
+            if unsafe { libc::getrlimit(r, &mut lim) } == 0 && lim.rlim_max != libc::RLIM_INFINITY {
+                out.insert(name.to_string(), lim.rlim_max);
+            }
+        }
+    }
+    out
+}
+
+fn device(path: &str) -> Result<(char, u64, u64), String> {
+    let md = fs::metadata(path).map_err(|e| e.to_string())?;
+    let ft = md.file_type();
+    let kind = if ft.is_char_device() {
+        'c'
+    } else if ft.is_block_device() {
+        'b'
+    } else {
+        return Err("not a device".into());
+    };
+    Ok((kind, libc::major(md.rdev()).into(), libc::minor(md.rdev()).into()))
+}
+
+/// Runs the unit in `file` to completion; its exit code.
+pub fn run_unit(file: &Path, state_dir: &Path) -> Result<i32, String> {
+    let set = load_files(&[file.to_path_buf()]);
+    if let Some(e) = set.errors.iter().find(|e| e.unit_file.as_deref() == Some(file) || e.file == file) {
+        return Err(e.to_string());
+    }
+    let loaded = set.units.first().ok_or_else(|| format!("{}: not a valid unit", file.display()))?;
+    let unit = &loaded.unit;
+    let name = &unit.name;
+
+    let store = Store::open(state_dir).map_err(|e| e.to_string())?;
+    let reference = unit.container.image.to_string();
+    let image = match (unit.container.pull, store.image(&reference).ok().flatten()) {
+        (PullPolicy::Missing | PullPolicy::Never, Some(image)) => image,
+        (PullPolicy::Never, None) => return Err(format!("{reference}: not in the store, and pull = \"never\"")),
+        _ => store.pull(&unit.container.image, &PullOptions::default(), &Quiet).map_err(|e| e.to_string())?,
+    };
+
+    // Every start begins from the image: a fresh writable layer.
+    let dir = state_dir.join("containers").join(name);
+    if dir.exists() {
+        fs::remove_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    let (upper, work, rootfs) = (dir.join("upper"), dir.join("work"), dir.join("rootfs"));
+    for d in [&upper, &work, &rootfs] {
+        fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
+    }
+    let volumes = state_dir.join("volumes");
+    for v in &unit.container.volumes {
+        // Missing sources are made, as docker run -v does.
+        let source = match &v.source {
+            VolumeSource::Bind(p) => PathBuf::from(p),
+            VolumeSource::Named(n) => volumes.join(n).join("_data"),
+        };
+        fs::create_dir_all(&source).map_err(|e| format!("volume {}: {e}", source.display()))?;
+    }
+
+    let text = |p: &str| image.read_file(p, 1 << 20).ok().flatten().map(|b| String::from_utf8_lossy(&b).into_owned());
+    let (passwd, group) = (text("/etc/passwd"), text("/etc/group"));
+    let limits = hard_limits();
+    let ctx = SpecContext {
+        rootfs: &rootfs,
+        passwd: passwd.as_deref(),
+        group: group.as_deref(),
+        volumes: &volumes,
+        hard_limits: &limits,
+        device: &device,
+        join_network: None,
+    };
+    let spec = build(unit, &image.config, &ctx).map_err(|e| format!("{name}: {e}"))?;
+    let mut plan = from_spec(&spec, &dir).map_err(|e| format!("{name}: {e}"))?;
+    plan.overlay = Some(OverlayPlan { layers: image.layer_dirs.clone(), upper, work });
+    let limits = resources(&spec, &plan).map_err(|e| e.to_string())?;
+
+    let cgroup = Manager::for_host("supervisor").and_then(|m| m.create(name)).map_err(|e| e.to_string())?;
+    let result = cgroup.set(&limits).map_err(|e| e.to_string()).and_then(|()| {
+        let pid = spawn(&plan, Some(&cgroup)).map_err(|e| e.to_string())?;
+        wait_exit(pid).map_err(|e| e.to_string())
+    });
+    if cgroup.oom_kills() > 0 {
+        eprintln!(
+            "supervisord: {name}: the kernel's OOM killer killed a process of the container (memory limit reached)"
+        );
+    }
+    let _ = cgroup.kill_all();
+    let _ = cgroup.remove(Duration::from_secs(5));
+    let _ = fs::remove_dir_all(&dir);
+    result
+}

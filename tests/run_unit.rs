@@ -1,0 +1,117 @@
+//! A unit file run the whole way, as root: image from the store, an overlay
+//! root filesystem over its layers, the spec built from unit and image, our
+//! runtime, cleanup (`supervisord runtime run-unit`).
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn run_unit(state: &Path, units: &Path, name: &str, body: &str) -> Output {
+    let file = units.join(format!("{name}.toml"));
+    std::fs::write(&file, body).unwrap();
+    Command::new(env!("CARGO_BIN_EXE_supervisord"))
+        .arg("--state-dir")
+        .arg(state)
+        .args(["runtime", "run-unit"])
+        .arg(&file)
+        .output()
+        .unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+macro_rules! root_only {
+    ($name:expr) => {
+        if !common::require_root($name) {
+            return;
+        }
+    };
+}
+
+#[test]
+fn a_unit_runs_on_the_merged_layers_with_a_fresh_writable_layer() {
+    root_only!("a_unit_runs_on_the_merged_layers_with_a_fresh_writable_layer");
+    let fx = common::fixtures();
+    let dir = tempfile::tempdir().unwrap();
+    let (state, units) = (dir.path().join("state"), dir.path().join("units"));
+    std::fs::create_dir(&units).unwrap();
+    let name = common::unique_name("u");
+    let image = format!("oci:{}:layered", fx.join("layout").display());
+    let body = format!(
+        r#"[container]
+image = "{image}"
+command = ["sh", "-c", "busybox id -u; busybox cat /data/old/new.txt; busybox ls /data/old; echo host=$HOSTNAME; busybox cat /etc/motd 2>/dev/null || echo motd-deleted; test -e /written && echo leftover; busybox touch /written && echo wrote; busybox cat /vol/count 2>/dev/null; echo run >> /vol/count; busybox grep CapEff /proc/self/status"]
+volumes = ["data:/vol"]
+"#
+    );
+    let out = run_unit(&state, &units, &name, &body);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{}", text(&out.stderr));
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines[0], "0");
+    // The upper layer's opaque directory, file and directory deletions hold.
+    assert_eq!(lines[1], "new content");
+    assert_eq!(lines[2], "new.txt");
+    assert_eq!(lines[3], format!("host={name}"));
+    assert_eq!(lines[4], "motd-deleted");
+    assert_eq!(lines[5], "wrote");
+    assert_eq!(lines[6], "CapEff:\t00000000a80425fb", "Docker's default capabilities");
+
+    // Second run: the writable layer is new, the named volume is not.
+    let out = run_unit(&state, &units, &name, &body);
+    let stdout = text(&out.stdout);
+    assert!(!stdout.contains("leftover"), "the writable layer survived a restart: {stdout}");
+    assert!(stdout.contains("\nrun\n"), "the volume lost its data: {stdout}");
+    assert_eq!(std::fs::read_to_string(state.join("volumes/data/_data/count")).unwrap(), "run\nrun\n");
+
+    // Nothing is left: no container directory, no overlay mount, no cgroup.
+    assert!(!state.join("containers").join(&name).exists());
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mountinfo.contains(state.to_str().unwrap()), "a mount leaked");
+    let cg = supervisor::runtime::cgroups::Manager::for_host("supervisor").unwrap().open(&name);
+    assert!(cg.paths().iter().all(|p| !p.exists()), "the cgroup leaked");
+}
+
+#[test]
+fn users_from_the_image_and_the_realistic_redis_image() {
+    root_only!("users_from_the_image_and_the_realistic_redis_image");
+    let fx = common::fixtures();
+    let dir = tempfile::tempdir().unwrap();
+    let (state, units) = (dir.path().join("state"), dir.path().join("units"));
+    std::fs::create_dir(&units).unwrap();
+    let image = format!("oci:{}:layered", fx.join("layout").display());
+    let body = format!(
+        "[container]\nimage = \"{image}\"\nuser = \"app\"\ncommand = [\"sh\", \"-c\", \"busybox id -u; busybox id -g; echo $HOME; busybox grep CapEff /proc/self/status\"]\n"
+    );
+    let out = run_unit(&state, &units, &common::unique_name("u"), &body);
+    assert_eq!(text(&out.stdout), "1000\n1000\n/data\nCapEff:\t0000000000000000\n", "{}", text(&out.stderr));
+
+    let out = run_unit(
+        &state,
+        &units,
+        "nouser",
+        &format!("[container]\nimage = \"{image}\"\nuser = \"nobody\"\ncommand = [\"true\"]\n"),
+    );
+    assert_eq!(out.status.code(), Some(125));
+    assert!(text(&out.stderr).contains("user \"nobody\" is not in the image's /etc/passwd"), "{}", text(&out.stderr));
+
+    // The example database image, built from Debian's packages: no shell,
+    // its own user.
+    let redis = Path::new(env!("CARGO_MANIFEST_DIR")).join("units.example/images/redis");
+    if !redis.join("index.json").exists() {
+        let ok = Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/build-example-images.sh"))
+            .status()
+            .unwrap();
+        assert!(ok.success(), "building the example images failed");
+    }
+    let body = format!(
+        "[container]\nimage = \"oci:{}:latest\"\nuser = \"redis\"\ncommand = [\"--version\"]\n",
+        redis.display()
+    );
+    let out = run_unit(&state, &units, "db", &body);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).starts_with("Redis server v="), "{}", text(&out.stdout));
+}
