@@ -115,3 +115,24 @@ fn users_from_the_image_and_the_realistic_redis_image() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert!(text(&out.stdout).starts_with("Redis server v="), "{}", text(&out.stdout));
 }
+
+#[test]
+fn the_default_seccomp_filter_is_installed_unless_unconfined() {
+    root_only!("the_default_seccomp_filter_is_installed_unless_unconfined");
+    let fx = common::fixtures();
+    let dir = tempfile::tempdir().unwrap();
+    let (state, units) = (dir.path().join("state"), dir.path().join("units"));
+    std::fs::create_dir(&units).unwrap();
+    let image = format!("oci:{}:layered", fx.join("layout").display());
+    let status = "busybox grep -E '^Seccomp:' /proc/self/status | busybox tr -d '\\t'; busybox ls /data > /dev/null && echo works";
+    for (extra, expected) in [
+        ("", "Seccomp:2\nworks\n"),
+        ("no_new_privileges = false\n", "Seccomp:2\nworks\n"),
+        ("seccomp = \"unconfined\"\n", "Seccomp:0\nworks\n"),
+        ("privileged = true\n", "Seccomp:0\nworks\n"),
+    ] {
+        let body = format!("[container]\nimage = \"{image}\"\n{extra}command = [\"sh\", \"-c\", \"{status}\"]\n");
+        let out = run_unit(&state, &units, &common::unique_name("sc"), &body);
+        assert_eq!(text(&out.stdout), expected, "{extra}: {}", text(&out.stderr));
+    }
+}

@@ -7,3 +7,4 @@
 pub mod cgroups;
 pub mod container;
 pub mod image;
+pub mod seccomp;

@@ -16,8 +16,9 @@ use crate::runtime::container::bundle::resources;
 use crate::runtime::container::plan::{OverlayPlan, from_spec};
 use crate::runtime::container::spawn::{spawn, wait_exit};
 use crate::runtime::image::{PullOptions, Quiet, Store};
+use crate::runtime::seccomp::default_filter;
 use crate::units::load_files;
-use crate::units::model::PullPolicy;
+use crate::units::model::{PullPolicy, Seccomp};
 use crate::units::values::limits::ULIMIT_NAMES;
 use crate::units::values::mounts::VolumeSource;
 
@@ -110,6 +111,11 @@ pub fn run_unit(file: &Path, state_dir: &Path) -> Result<i32, String> {
     let text = |p: &str| image.read_file(p, 1 << 20).ok().flatten().map(|b| String::from_utf8_lossy(&b).into_owned());
     let (passwd, group) = (text("/etc/passwd"), text("/etc/group"));
     let limits = hard_limits();
+    let own_caps: Vec<String> = caps::read(None, caps::CapSet::Permitted)
+        .map_err(|e| format!("read our capabilities: {e}"))?
+        .iter()
+        .map(|c| c.to_string())
+        .collect();
     let ctx = SpecContext {
         rootfs: &rootfs,
         passwd: passwd.as_deref(),
@@ -118,10 +124,15 @@ pub fn run_unit(file: &Path, state_dir: &Path) -> Result<i32, String> {
         hard_limits: &limits,
         device: &device,
         join_network: None,
+        own_caps: Some(&own_caps),
     };
     let spec = build(unit, &image.config, &ctx).map_err(|e| format!("{name}: {e}"))?;
     let mut plan = from_spec(&spec, &dir).map_err(|e| format!("{name}: {e}"))?;
     plan.overlay = Some(OverlayPlan { layers: image.layer_dirs.clone(), upper, work });
+    if unit.container.seccomp == Seccomp::Default && !unit.container.privileged {
+        let caps: Vec<String> = plan.caps.iter().flat_map(|c| c.bounding.iter().map(|b| b.to_string())).collect();
+        plan.seccomp = Some(default_filter(&caps).iter().map(|i| (i.code, i.jt, i.jf, i.k)).collect());
+    }
     let limits = resources(&spec, &plan).map_err(|e| e.to_string())?;
 
     let cgroup = Manager::for_host("supervisor").and_then(|m| m.create(name)).map_err(|e| e.to_string())?;

@@ -39,6 +39,10 @@ pub struct SpecContext<'a> {
     pub device: DeviceLookup<'a>,
     /// The network namespace to join (`network = "unit:NAME"`).
     pub join_network: Option<&'a Path>,
+    /// The capabilities the supervisor holds (`None`: all). A container
+    /// can get no others: `privileged` and `cap_add = ["ALL"]` mean all of
+    /// these, as Docker gives "all the daemon has".
+    pub own_caps: Option<&'a [String]>,
 }
 
 /// Docker's default capabilities.
@@ -193,10 +197,14 @@ pub fn environment(unit: &Unit, image: &ImageConfig, home: &str) -> Vec<String> 
     order.iter().map(|k| format!("{k}={}", env[k])).collect()
 }
 
-fn capabilities(unit: &Unit) -> Vec<String> {
+fn capabilities(unit: &Unit, own: Option<&[String]>) -> Result<Vec<String>, String> {
     let c = &unit.container;
+    let held = |cap: &str| own.is_none_or(|o| o.iter().any(|x| x == cap));
     if c.privileged || c.cap_add.iter().any(|x| x == "ALL") {
-        return ALL_CAPABILITIES.iter().map(|s| s.to_string()).collect();
+        return Ok(ALL_CAPABILITIES.iter().filter(|c| held(c)).map(|s| s.to_string()).collect());
+    }
+    if let Some(missing) = c.cap_add.iter().find(|cap| !held(cap)) {
+        return Err(format!("cap_add {missing}: the supervisor itself does not have it, so no container can"));
     }
     let mut caps: Vec<String> = if c.cap_drop.iter().any(|x| x == "ALL") {
         Vec::new()
@@ -209,8 +217,9 @@ fn capabilities(unit: &Unit) -> Vec<String> {
             caps.push(a.clone());
         }
     }
+    caps.retain(|cap| held(cap));
     caps.sort_by_key(|c| ALL_CAPABILITIES.iter().position(|a| a == c));
-    caps
+    Ok(caps)
 }
 
 fn rlimit_name(ulimit: &str) -> String {
@@ -231,7 +240,7 @@ pub fn build(unit: &Unit, image: &ImageConfig, ctx: &SpecContext<'_>) -> Result<
         .or_else(|| image.config.working_dir.clone().filter(|w| !w.is_empty()))
         .unwrap_or_else(|| "/".into());
 
-    let caps = capabilities(unit);
+    let caps = capabilities(unit, ctx.own_caps)?;
     // Since Docker 23, a non-root user gets no effective or permitted
     // capabilities; the bounding set still limits what setuid can give.
     let (effective, permitted) = if user.uid == 0 { (caps.clone(), caps.clone()) } else { (Vec::new(), Vec::new()) };
@@ -388,6 +397,7 @@ mod tests {
             hard_limits: limits,
             device: &no_device,
             join_network: None,
+            own_caps: None,
         };
         build(&unit(unit_text), &image(image_json), &ctx).map(|s| serde_json::to_value(s).unwrap())
     }
@@ -484,5 +494,34 @@ mod tests {
         .unwrap();
         assert_eq!(s["process"]["capabilities"]["bounding"].as_array().unwrap().len(), ALL_CAPABILITIES.len());
         assert_eq!(s["linux"]["maskedPaths"], json!([]));
+    }
+
+    #[test]
+    fn containers_get_only_capabilities_we_hold() {
+        let limits = BTreeMap::new();
+        let own: Vec<String> =
+            ALL_CAPABILITIES.iter().filter(|c| **c != "CAP_SYS_RESOURCE").map(|s| s.to_string()).collect();
+        let no_device = |_: &str| Err("none".to_string());
+        let build_with = |text: &str| {
+            let ctx = SpecContext {
+                rootfs: Path::new("/r"),
+                passwd: None,
+                group: None,
+                volumes: Path::new("/v"),
+                hard_limits: &limits,
+                device: &no_device,
+                join_network: None,
+                own_caps: Some(&own),
+            };
+            build(&unit(text), &image(r#"{"rootfs":{"type":"layers","diff_ids":[]}}"#), &ctx)
+                .map(|s| serde_json::to_value(s).unwrap())
+        };
+        let s = build_with("[container]\nimage = \"x\"\ncommand = [\"sh\"]\nprivileged = true\n").unwrap();
+        let bounding = s["process"]["capabilities"]["bounding"].as_array().unwrap().clone();
+        assert_eq!(bounding.len(), ALL_CAPABILITIES.len() - 1);
+        assert!(!bounding.contains(&json!("CAP_SYS_RESOURCE")));
+        let err =
+            build_with("[container]\nimage = \"x\"\ncommand = [\"sh\"]\ncap_add = [\"SYS_RESOURCE\"]\n").unwrap_err();
+        assert!(err.contains("cap_add CAP_SYS_RESOURCE: the supervisor itself does not have it"), "{err}");
     }
 }

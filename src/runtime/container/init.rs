@@ -116,11 +116,24 @@ fn setup(plan: &Plan, go: OwnedFd) -> Result<Never> {
             return Err(format!("setrlimit {resource}: {}", std::io::Error::last_os_error()));
         }
     }
+    // Installing a filter needs no_new_privs or CAP_SYS_ADMIN: without
+    // no_new_privs it goes in while we are still privileged (it allows what
+    // the rest of the setup calls), else last.
+    let filter: Option<Vec<libc::sock_filter>> = plan
+        .seccomp
+        .as_ref()
+        .map(|p| p.iter().map(|&(code, jt, jf, k)| libc::sock_filter { code, jt, jf, k }).collect());
+    if let (Some(f), false) = (&filter, plan.no_new_privileges) {
+        crate::runtime::seccomp::install(f)?;
+    }
     set_user_and_caps(plan)?;
     if plan.no_new_privileges {
         // SAFETY: prctl with integer arguments only.
         if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
             return Err(format!("set no_new_privs: {}", std::io::Error::last_os_error()));
+        }
+        if let Some(f) = &filter {
+            crate::runtime::seccomp::install(f)?;
         }
     }
     chdir(plan.cwd.as_str()).map_err(err(format!("chdir to the working directory {:?}", plan.cwd)))?;

@@ -82,6 +82,8 @@ pub struct Plan {
     pub additional_gids: Vec<u32>,
     pub caps: Option<CapsPlan>,
     pub no_new_privileges: bool,
+    /// A seccomp filter (classic BPF: code, jt, jf, k), or none.
+    pub seccomp: Option<Vec<(u16, u8, u8, u32)>>,
     pub cwd: String,
     pub args: Vec<String>,
     pub env: Vec<String>,
@@ -366,6 +368,7 @@ pub fn from_spec(spec: &Spec, bundle: &Path) -> Result<Plan, String> {
         additional_gids: user.additional_gids().clone().unwrap_or_default(),
         caps,
         no_new_privileges: process.no_new_privileges().unwrap_or(false),
+        seccomp: None,
         cwd,
         args,
         env: process.env().clone().unwrap_or_default(),

@@ -1,0 +1,234 @@
+//! The default seccomp filter, with the intent of Docker's default profile:
+//! the system calls that would let a container reach the kernel or other
+//! processes fail with EPERM (module loading, kexec, keyrings, bpf, ptrace
+//! of others, mounts and namespaces, clocks, swap, reboot, ...), unless the
+//! container holds the capability that guards them, as Docker relaxes its
+//! profile for `--cap-add`. Everything else the filter knows is allowed.
+//!
+//! `clone3`, and any system call newer than this filter's table, fail with
+//! ENOSYS rather than EPERM: glibc (2.34 and later) then falls back to
+//! `clone`, instead of failing `pthread_create` outright.
+//!
+//! The filter is classic BPF written here, a few dozen instructions: an
+//! architecture check, the ENOSYS ranges, one test per denied call.
+
+mod syscalls_x86_64;
+
+pub use syscalls_x86_64::SYSCALLS;
+
+/// `struct sock_filter`.
+pub type Instruction = libc::sock_filter;
+
+const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
+const X32_SYSCALL_BIT: u32 = 0x4000_0000;
+const SECCOMP_RET_KILL_PROCESS: u32 = 0x8000_0000;
+const SECCOMP_RET_ERRNO: u32 = 0x0005_0000;
+const SECCOMP_RET_ALLOW: u32 = 0x7fff_0000;
+
+/// Denied system calls, and the capability that lifts the denial (`None`:
+/// always denied).
+const DENIED: &[(&str, Option<&str>)] = &[
+    ("kexec_load", Some("CAP_SYS_BOOT")),
+    ("kexec_file_load", Some("CAP_SYS_BOOT")),
+    ("reboot", Some("CAP_SYS_BOOT")),
+    ("init_module", Some("CAP_SYS_MODULE")),
+    ("finit_module", Some("CAP_SYS_MODULE")),
+    ("delete_module", Some("CAP_SYS_MODULE")),
+    ("create_module", None),
+    ("get_kernel_syms", None),
+    ("query_module", None),
+    ("nfsservctl", None),
+    ("uselib", None),
+    ("_sysctl", None),
+    ("lookup_dcookie", Some("CAP_SYS_ADMIN")),
+    ("keyctl", None),
+    ("add_key", None),
+    ("request_key", None),
+    ("bpf", Some("CAP_BPF")),
+    ("perf_event_open", Some("CAP_PERFMON")),
+    ("userfaultfd", Some("CAP_SYS_PTRACE")),
+    ("ptrace", Some("CAP_SYS_PTRACE")),
+    ("process_vm_readv", Some("CAP_SYS_PTRACE")),
+    ("process_vm_writev", Some("CAP_SYS_PTRACE")),
+    ("kcmp", Some("CAP_SYS_PTRACE")),
+    ("mount", Some("CAP_SYS_ADMIN")),
+    ("umount2", Some("CAP_SYS_ADMIN")),
+    ("pivot_root", Some("CAP_SYS_ADMIN")),
+    ("unshare", Some("CAP_SYS_ADMIN")),
+    ("setns", Some("CAP_SYS_ADMIN")),
+    ("open_tree", Some("CAP_SYS_ADMIN")),
+    ("move_mount", Some("CAP_SYS_ADMIN")),
+    ("fsopen", Some("CAP_SYS_ADMIN")),
+    ("fsconfig", Some("CAP_SYS_ADMIN")),
+    ("fsmount", Some("CAP_SYS_ADMIN")),
+    ("fspick", Some("CAP_SYS_ADMIN")),
+    ("mount_setattr", Some("CAP_SYS_ADMIN")),
+    ("quotactl", Some("CAP_SYS_ADMIN")),
+    ("quotactl_fd", Some("CAP_SYS_ADMIN")),
+    ("fanotify_init", Some("CAP_SYS_ADMIN")),
+    ("name_to_handle_at", Some("CAP_SYS_ADMIN")),
+    ("open_by_handle_at", Some("CAP_DAC_READ_SEARCH")),
+    ("swapon", Some("CAP_SYS_ADMIN")),
+    ("swapoff", Some("CAP_SYS_ADMIN")),
+    ("acct", Some("CAP_SYS_PACCT")),
+    ("settimeofday", Some("CAP_SYS_TIME")),
+    ("clock_settime", Some("CAP_SYS_TIME")),
+    ("adjtimex", Some("CAP_SYS_TIME")),
+    ("clock_adjtime", Some("CAP_SYS_TIME")),
+    ("syslog", Some("CAP_SYSLOG")),
+    ("iopl", Some("CAP_SYS_RAWIO")),
+    ("ioperm", Some("CAP_SYS_RAWIO")),
+    ("vhangup", Some("CAP_SYS_TTY_CONFIG")),
+    ("set_mempolicy", Some("CAP_SYS_NICE")),
+    ("mbind", Some("CAP_SYS_NICE")),
+    ("move_pages", Some("CAP_SYS_NICE")),
+    ("migrate_pages", Some("CAP_SYS_NICE")),
+];
+
+/// Calls that must fail with ENOSYS so that libc falls back.
+const ENOSYS_CALLS: &[&str] = &["clone3"];
+
+fn stmt(code: u32, k: u32) -> Instruction {
+    Instruction { code: code as u16, jt: 0, jf: 0, k }
+}
+
+fn jump(code: u32, k: u32, jt: u8, jf: u8) -> Instruction {
+    Instruction { code: code as u16, jt, jf, k }
+}
+
+const LD_W_ABS: u32 = (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u32;
+const JEQ_K: u32 = (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u32;
+const JGE_K: u32 = (libc::BPF_JMP | libc::BPF_JGE | libc::BPF_K) as u32;
+const RET_K: u32 = (libc::BPF_RET | libc::BPF_K) as u32;
+
+fn number(name: &str) -> Option<u32> {
+    SYSCALLS.iter().find(|(n, _)| *n == name).map(|(_, nr)| *nr)
+}
+
+/// The default filter for a container with the capabilities `caps` (names
+/// like `CAP_SYS_ADMIN`).
+pub fn default_filter(caps: &[String]) -> Vec<Instruction> {
+    let eperm = SECCOMP_RET_ERRNO | libc::EPERM as u32;
+    let enosys = SECCOMP_RET_ERRNO | libc::ENOSYS as u32;
+    let max = SYSCALLS.iter().map(|(_, n)| *n).max().unwrap_or(0);
+    let mut p = vec![
+        // seccomp_data.arch: anything but x86-64 is killed (no i386 or x32
+        // entry points around the filter).
+        stmt(LD_W_ABS, 4),
+        jump(JEQ_K, AUDIT_ARCH_X86_64, 1, 0),
+        stmt(RET_K, SECCOMP_RET_KILL_PROCESS),
+        // seccomp_data.nr
+        stmt(LD_W_ABS, 0),
+        jump(JGE_K, X32_SYSCALL_BIT, 0, 1),
+        stmt(RET_K, enosys),
+        jump(JGE_K, max + 1, 0, 1),
+        stmt(RET_K, enosys),
+    ];
+    // Numbers below the highest known one that the table does not have.
+    let known: std::collections::BTreeSet<u32> = SYSCALLS.iter().map(|(_, n)| *n).collect();
+    let mut nr = 0;
+    while nr <= max {
+        if known.contains(&nr) {
+            nr += 1;
+            continue;
+        }
+        let start = nr;
+        while nr <= max && !known.contains(&nr) {
+            nr += 1;
+        }
+        // start <= x < nr: ENOSYS.
+        p.push(jump(JGE_K, start, 0, 2));
+        p.push(jump(JGE_K, nr, 1, 0));
+        p.push(stmt(RET_K, enosys));
+    }
+    for name in ENOSYS_CALLS {
+        if let Some(n) = number(name) {
+            p.push(jump(JEQ_K, n, 0, 1));
+            p.push(stmt(RET_K, enosys));
+        }
+    }
+    for (name, cap) in DENIED {
+        if cap.is_some_and(|c| caps.iter().any(|have| have == c)) {
+            continue;
+        }
+        if let Some(n) = number(name) {
+            p.push(jump(JEQ_K, n, 0, 1));
+            p.push(stmt(RET_K, eperm));
+        }
+    }
+    p.push(stmt(RET_K, SECCOMP_RET_ALLOW));
+    p
+}
+
+/// Installs `program` on the calling thread. Needs `no_new_privs` or
+/// CAP_SYS_ADMIN.
+pub fn install(program: &[Instruction]) -> Result<(), String> {
+    let prog = libc::sock_fprog { len: program.len() as u16, filter: program.as_ptr() as *mut Instruction };
+    // SAFETY: prog points to `len` valid instructions for the call's
+    // duration; the kernel copies them.
+    let rc = unsafe { libc::prctl(libc::PR_SET_SECCOMP, libc::SECCOMP_MODE_FILTER, &prog as *const libc::sock_fprog) };
+    if rc == 0 { Ok(()) } else { Err(format!("install the seccomp filter: {}", std::io::Error::last_os_error())) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs `p` on (arch, nr) with a tiny interpreter of the instructions
+    /// the filter uses.
+    fn eval(p: &[Instruction], arch: u32, nr: u32) -> u32 {
+        let (mut pc, mut a) = (0usize, 0u32);
+        loop {
+            let i = p[pc];
+            match i.code as u32 {
+                LD_W_ABS => a = if i.k == 4 { arch } else { nr },
+                JEQ_K => pc += if a == i.k { i.jt as usize } else { i.jf as usize },
+                JGE_K => pc += if a >= i.k { i.jt as usize } else { i.jf as usize },
+                RET_K => return i.k,
+                other => panic!("unexpected instruction {other:#x}"),
+            }
+            pc += 1;
+        }
+    }
+
+    fn nr(name: &str) -> u32 {
+        number(name).unwrap()
+    }
+
+    const EPERM: u32 = SECCOMP_RET_ERRNO | libc::EPERM as u32;
+    const ENOSYS: u32 = SECCOMP_RET_ERRNO | libc::ENOSYS as u32;
+
+    #[test]
+    fn the_default_filter() {
+        let p = default_filter(&[]);
+        assert!(p.len() < 300, "{} instructions", p.len());
+        let x = AUDIT_ARCH_X86_64;
+        for allowed in
+            ["read", "write", "openat", "clone", "execve", "futex", "setuid", "capset", "prctl", "exit_group"]
+        {
+            assert_eq!(eval(&p, x, nr(allowed)), SECCOMP_RET_ALLOW, "{allowed}");
+        }
+        for denied in
+            ["kexec_load", "init_module", "keyctl", "bpf", "ptrace", "mount", "unshare", "setns", "reboot", "swapon"]
+        {
+            assert_eq!(eval(&p, x, nr(denied)), EPERM, "{denied}");
+        }
+        assert_eq!(eval(&p, x, nr("clone3")), ENOSYS);
+        assert_eq!(eval(&p, x, 451), ENOSYS, "newer than the table");
+        assert_eq!(eval(&p, x, 400), ENOSYS, "a gap in the table");
+        assert_eq!(eval(&p, x, 334), SECCOMP_RET_ALLOW, "rseq, the last before the gap");
+        assert_eq!(eval(&p, x, 424), SECCOMP_RET_ALLOW, "pidfd_send_signal, the first after it");
+        assert_eq!(eval(&p, x, X32_SYSCALL_BIT | 1), ENOSYS, "x32");
+        assert_eq!(eval(&p, 0x4000_0003, nr("read")), SECCOMP_RET_KILL_PROCESS, "i386");
+    }
+
+    #[test]
+    fn capabilities_lift_their_denials() {
+        let p = default_filter(&["CAP_SYS_ADMIN".to_string(), "CAP_SYS_PTRACE".to_string()]);
+        let x = AUDIT_ARCH_X86_64;
+        assert_eq!(eval(&p, x, nr("mount")), SECCOMP_RET_ALLOW);
+        assert_eq!(eval(&p, x, nr("ptrace")), SECCOMP_RET_ALLOW);
+        assert_eq!(eval(&p, x, nr("keyctl")), EPERM, "never allowed");
+        assert_eq!(eval(&p, x, nr("kexec_load")), EPERM);
+    }
+}
