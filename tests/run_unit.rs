@@ -136,3 +136,23 @@ fn the_default_seccomp_filter_is_installed_unless_unconfined() {
         assert_eq!(text(&out.stdout), expected, "{extra}: {}", text(&out.stderr));
     }
 }
+
+#[test]
+fn a_new_named_volume_is_seeded_from_the_image() {
+    root_only!("a_new_named_volume_is_seeded_from_the_image");
+    let fx = common::fixtures();
+    let dir = tempfile::tempdir().unwrap();
+    let (state, units) = (dir.path().join("state"), dir.path().join("units"));
+    std::fs::create_dir(&units).unwrap();
+    let image = format!("oci:{}:layered", fx.join("layout").display());
+    let body = format!(
+        "[container]\nimage = \"{image}\"\nvolumes = [\"seeded:/data\"]\ncommand = [\"sh\", \"-c\", \"busybox ls /data | busybox tr '\\\\n' ' '; echo; busybox rm /data/keep.txt\"]\n"
+    );
+    let out = run_unit(&state, &units, &common::unique_name("vs"), &body);
+    // /data of the merged image: keep.txt and the opaque old/ (gone/ deleted).
+    assert_eq!(text(&out.stdout), "keep.txt old \n", "{}", text(&out.stderr));
+    assert_eq!(std::fs::read_to_string(state.join("volumes/seeded/_data/old/new.txt")).unwrap(), "new content\n");
+    // Not seeded again: the volume is no longer new.
+    let out = run_unit(&state, &units, &common::unique_name("vs"), &body);
+    assert_eq!(text(&out.stdout), "old \n", "{}", text(&out.stderr));
+}

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use super::spec::{SpecContext, build};
@@ -15,6 +15,7 @@ use crate::runtime::cgroups::Manager;
 use crate::runtime::container::bundle::resources;
 use crate::runtime::container::plan::{OverlayPlan, from_spec};
 use crate::runtime::container::spawn::{spawn, wait_exit};
+use crate::runtime::image::export::seed_from_layers;
 use crate::runtime::image::{PullOptions, Quiet, Store};
 use crate::runtime::seccomp::default_filter;
 use crate::units::load_files;
@@ -100,12 +101,20 @@ pub fn run_unit(file: &Path, state_dir: &Path) -> Result<i32, String> {
     }
     let volumes = state_dir.join("volumes");
     for v in &unit.container.volumes {
-        // Missing sources are made, as docker run -v does.
-        let source = match &v.source {
-            VolumeSource::Bind(p) => PathBuf::from(p),
-            VolumeSource::Named(n) => volumes.join(n).join("_data"),
-        };
-        fs::create_dir_all(&source).map_err(|e| format!("volume {}: {e}", source.display()))?;
+        match &v.source {
+            // Missing sources are made, as docker run -v does.
+            VolumeSource::Bind(p) => fs::create_dir_all(p).map_err(|e| format!("volume {p}: {e}"))?,
+            // A new named volume starts with the image's content at its
+            // mount point, as Docker's do.
+            VolumeSource::Named(n) => {
+                let data = volumes.join(n).join("_data");
+                let new = !data.exists();
+                fs::create_dir_all(&data).map_err(|e| format!("volume {n}: {e}"))?;
+                if new {
+                    seed_from_layers(&image.layer_dirs, &v.target, &data).map_err(|e| format!("volume {n}: {e}"))?;
+                }
+            }
+        }
     }
 
     let text = |p: &str| image.read_file(p, 1 << 20).ok().flatten().map(|b| String::from_utf8_lossy(&b).into_owned());

@@ -164,3 +164,40 @@ fn get_xattr(path: &Path, name: &[u8]) -> Option<Vec<u8>> {
     let len = unsafe { libc::lgetxattr(c.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
     (len >= 0).then(|| buf[..len as usize].to_vec())
 }
+
+/// Copies what the image has at `path` (merged over its layers) into
+/// `dest`, as Docker seeds a new named volume: only real directories are
+/// followed down the path in each layer (never a link), and a whiteout of
+/// the path in an upper layer empties what the lower ones gave. Returns
+/// whether the image had anything there.
+pub fn seed_from_layers(layers: &[PathBuf], path: &str, dest: &Path) -> Result<bool> {
+    let comps: Vec<&str> = path.split('/').filter(|c| !c.is_empty() && *c != ".").collect();
+    let mut tree = SafeTree::open(dest).map_err(ImageError::io("open", dest))?;
+    let mut dir_times: Vec<(Vec<Vec<u8>>, i64)> = Vec::new();
+    let mut found = false;
+    'layers: for layer in layers {
+        let mut at = layer.clone();
+        for c in &comps {
+            at.push(c);
+            match fs::symlink_metadata(&at) {
+                Ok(md) if md.file_type().is_dir() => {}
+                Ok(md) if md.file_type().is_char_device() && md.rdev() == 0 => {
+                    tree.clear_dir(&[]).map_err(|e| tree_error(dest, e))?;
+                    found = false;
+                    continue 'layers;
+                }
+                _ => continue 'layers,
+            }
+        }
+        if get_xattr(&at, OPAQUE_XATTR).as_deref() == Some(b"y") {
+            tree.clear_dir(&[]).map_err(|e| tree_error(dest, e))?;
+        }
+        copy_layer(&at, &mut tree, &mut dir_times)?;
+        found = true;
+    }
+    for (c, mtime) in dir_times.iter().rev() {
+        let refs: Vec<&[u8]> = c.iter().map(Vec::as_slice).collect();
+        tree.set_mtime(&refs, *mtime).map_err(|e| tree_error(dest, e))?;
+    }
+    Ok(found)
+}
