@@ -81,6 +81,12 @@ pub fn run_unit(file: &Path, state_dir: &Path) -> Result<i32, String> {
     let loaded = set.units.first().ok_or_else(|| format!("{}: not a valid unit", file.display()))?;
     let unit = &loaded.unit;
     let name = &unit.name;
+    if let Some(p) = unit.container.ports.first() {
+        return Err(format!(
+            "{}: ports = [\"{p}\"]: published ports need the bridge network, which is not built yet",
+            file.display()
+        ));
+    }
 
     let store = Store::open(state_dir).map_err(|e| e.to_string())?;
     let reference = unit.container.image.to_string();
