@@ -156,3 +156,56 @@ fn a_new_named_volume_is_seeded_from_the_image() {
     let out = run_unit(&state, &units, &common::unique_name("vs"), &body);
     assert_eq!(text(&out.stdout), "old \n", "{}", text(&out.stderr));
 }
+
+#[test]
+fn exec_runs_in_the_container_as_its_process_does() {
+    root_only!("exec_runs_in_the_container_as_its_process_does");
+    let fx = common::fixtures();
+    let dir = tempfile::tempdir().unwrap();
+    let (state, units, run) = (dir.path().join("state"), dir.path().join("units"), dir.path().join("run"));
+    std::fs::create_dir(&units).unwrap();
+    let name = common::unique_name("ex");
+    let file = units.join(format!("{name}.toml"));
+    let image = format!("oci:{}:layered", fx.join("layout").display());
+    std::fs::write(
+        &file,
+        format!("[container]\nimage = \"{image}\"\nuser = \"app\"\nworkdir = \"/data\"\nenv = {{ GREETING = \"hi\" }}\ncommand = [\"busybox\", \"sleep\", \"60\"]\n[stop]\ntimeout = \"1s\"\n"),
+    )
+    .unwrap();
+    let daemon = || {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_supervisord"));
+        c.arg("--state-dir").arg(&state).arg("--run-dir").arg(&run);
+        c
+    };
+    let mut container = daemon().args(["runtime", "run-unit"]).arg(&file).spawn().unwrap();
+    let record = run.join("containers").join(format!("{name}.json"));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !record.exists() {
+        assert!(std::time::Instant::now() < deadline, "the container did not start");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let exec = |cmd: &[&str]| daemon().args(["runtime", "exec", &name, "--"]).args(cmd).output().unwrap();
+    let script = "busybox id -u; pwd; echo $GREETING; busybox hostname; busybox ps -o args | busybox sed -n 2p; \
+                  busybox grep -E '^(Seccomp|NoNewPrivs):' /proc/self/status | busybox tr -d '\\t'; exit 5";
+    let out = exec(&["sh", "-c", script]);
+    assert_eq!(out.status.code(), Some(5), "{}", text(&out.stderr));
+    // ps: the container's own first process is PID 1 of what exec sees.
+    assert_eq!(text(&out.stdout), format!("1000\n/data\nhi\n{name}\nbusybox sleep 60\nNoNewPrivs:1\nSeccomp:2\n"));
+    let out = exec(&["nope"]);
+    assert_eq!(out.status.code(), Some(127));
+    assert!(text(&out.stderr).contains("no such file in the image"));
+    // SIGTERM to run-unit stops the container as the daemon will: sleep, as
+    // PID 1 without a handler, ignores SIGTERM, so SIGKILL follows after
+    // stop.timeout (1 s here).
+    let started = std::time::Instant::now();
+    // SAFETY: kill(2) on our child.
+    unsafe { libc::kill(container.id() as i32, libc::SIGTERM) };
+    let status = container.wait().unwrap();
+    let took = started.elapsed();
+    assert_eq!(status.code(), Some(137), "killed by SIGKILL after the stop timeout");
+    assert!(took >= std::time::Duration::from_secs(1) && took < std::time::Duration::from_secs(3), "{took:?}");
+    assert!(!record.exists(), "the state record outlived the container");
+    let out = exec(&["true"]);
+    assert_eq!(out.status.code(), Some(125), "exec into a container that is gone");
+    assert!(text(&out.stderr).contains("is not running"));
+}

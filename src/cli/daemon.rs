@@ -63,6 +63,15 @@ pub enum RuntimeCommand {
         /// The unit file.
         file: PathBuf,
     },
+    /// Run a command in a running container (started by run-unit) and exit
+    /// with its code: 126 when it cannot be run, 127 when it is not there.
+    Exec {
+        /// The container (unit) name.
+        name: String,
+        /// The command and its arguments.
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
 }
 
 pub fn run(args: Args) -> ExitCode {
@@ -76,11 +85,24 @@ pub fn run(args: Args) -> ExitCode {
         };
     }
     if let Some(Command::Runtime(RuntimeCommand::RunUnit { file })) = &args.command {
-        return match crate::supervisor::run::run_unit(file, &args.state_dir) {
+        return match crate::supervisor::run::run_unit(file, &args.state_dir, &args.run_dir) {
             Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
             Err(e) => {
                 eprintln!("supervisord: {e}");
                 ExitCode::from(125)
+            }
+        };
+    }
+    if let Some(Command::Runtime(RuntimeCommand::Exec { name, command })) = &args.command {
+        use crate::runtime::container::{exec::exec, state::ContainerState};
+        let result = ContainerState::load(&args.run_dir, name)
+            .map_err(crate::runtime::container::RuntimeError::Setup)
+            .and_then(|state| exec(&state, command.clone()));
+        return match result {
+            Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
+            Err(e) => {
+                eprintln!("supervisord: {e}");
+                ExitCode::from(e.exit_code())
             }
         };
     }

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::time::Duration;
 
 use super::spec::{SpecContext, build};
@@ -15,6 +16,7 @@ use crate::runtime::cgroups::Manager;
 use crate::runtime::container::bundle::resources;
 use crate::runtime::container::plan::{OverlayPlan, from_spec};
 use crate::runtime::container::spawn::{spawn, wait_exit};
+use crate::runtime::container::state::{ContainerState, ProcessState, start_time};
 use crate::runtime::image::export::seed_from_layers;
 use crate::runtime::image::{PullOptions, Quiet, Store};
 use crate::runtime::seccomp::default_filter;
@@ -73,7 +75,7 @@ fn device(path: &str) -> Result<(char, u64, u64), String> {
 }
 
 /// Runs the unit in `file` to completion; its exit code.
-pub fn run_unit(file: &Path, state_dir: &Path) -> Result<i32, String> {
+pub fn run_unit(file: &Path, state_dir: &Path, run_dir: &Path) -> Result<i32, String> {
     let set = load_files(&[file.to_path_buf()]);
     if let Some(e) = set.errors.iter().find(|e| e.unit_file.as_deref() == Some(file) || e.file == file) {
         return Err(e.to_string());
@@ -145,16 +147,39 @@ pub fn run_unit(file: &Path, state_dir: &Path) -> Result<i32, String> {
     let mut plan = from_spec(&spec, &dir).map_err(|e| format!("{name}: {e}"))?;
     plan.overlay = Some(OverlayPlan { layers: image.layer_dirs.clone(), upper, work });
     if unit.container.seccomp == Seccomp::Default && !unit.container.privileged {
-        let caps: Vec<String> = plan.caps.iter().flat_map(|c| c.bounding.iter().map(|b| b.to_string())).collect();
-        plan.seccomp = Some(default_filter(&caps).iter().map(|i| (i.code, i.jt, i.jf, i.k)).collect());
+        let caps: Vec<String> =
+            plan.process.caps.iter().flat_map(|c| c.bounding.iter().map(|b| b.to_string())).collect();
+        plan.process.seccomp = Some(default_filter(&caps).iter().map(|i| (i.code, i.jt, i.jf, i.k)).collect());
     }
     let limits = resources(&spec, &plan).map_err(|e| e.to_string())?;
 
     let cgroup = Manager::for_host("supervisor").and_then(|m| m.create(name)).map_err(|e| e.to_string())?;
     let result = cgroup.set(&limits).map_err(|e| e.to_string()).and_then(|()| {
         let pid = spawn(&plan, Some(&cgroup)).map_err(|e| e.to_string())?;
-        wait_exit(pid).map_err(|e| e.to_string())
+        let state = ContainerState {
+            name: name.clone(),
+            pid: pid.as_raw(),
+            start_time: start_time(pid.as_raw()).unwrap_or(0),
+            cgroups: cgroup.paths(),
+            dir: dir.clone(),
+            process: ProcessState::of(&plan.process),
+        };
+        if let Err(e) = state.save(run_dir) {
+            eprintln!("supervisord: {name}: cannot record the container's state: {e}");
+        }
+        let stop_signal = unit.stop.signal.map_or(libc::SIGTERM, |s| s.number());
+        let stopper = Stopper::install(pid.as_raw(), stop_signal);
+        std::thread::scope(|s| {
+            // Stop semantics: the stop signal goes to the container's first
+            // process at once (the handler); after the timeout, SIGKILL to
+            // every process of the container.
+            s.spawn(|| stopper.escalate_after(unit.stop.timeout, &cgroup));
+            let code = wait_exit(pid).map_err(|e| e.to_string());
+            stopper.done();
+            code
+        })
     });
+    ContainerState::remove(run_dir, name);
     if cgroup.oom_kills() > 0 {
         eprintln!(
             "supervisord: {name}: the kernel's OOM killer killed a process of the container (memory limit reached)"
@@ -164,4 +189,57 @@ pub fn run_unit(file: &Path, state_dir: &Path) -> Result<i32, String> {
     let _ = cgroup.remove(Duration::from_secs(5));
     let _ = fs::remove_dir_all(&dir);
     result
+}
+
+static CONTAINER_PID: AtomicI32 = AtomicI32::new(0);
+static STOP_SIGNAL: AtomicI32 = AtomicI32::new(libc::SIGTERM);
+static STOP_REQUESTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_stop(_: libc::c_int) {
+    STOP_REQUESTED.store(true, Ordering::SeqCst);
+    let pid = CONTAINER_PID.load(Ordering::SeqCst);
+    if pid > 0 {
+        // SAFETY: kill(2) is async-signal-safe.
+        unsafe { libc::kill(pid, STOP_SIGNAL.load(Ordering::SeqCst)) };
+    }
+}
+
+/// SIGTERM or SIGINT to `run-unit` stops the container as the daemon
+/// will: its stop signal, then SIGKILL to all of it after the timeout.
+struct Stopper {
+    finished: AtomicBool,
+}
+
+impl Stopper {
+    fn install(pid: i32, stop_signal: i32) -> Stopper {
+        CONTAINER_PID.store(pid, Ordering::SeqCst);
+        STOP_SIGNAL.store(stop_signal, Ordering::SeqCst);
+        for sig in [libc::SIGTERM, libc::SIGINT] {
+            // SAFETY: the handler only stores atomics and calls kill(2).
+            unsafe { libc::signal(sig, on_stop as *const () as libc::sighandler_t) };
+        }
+        Stopper { finished: AtomicBool::new(false) }
+    }
+
+    fn escalate_after(&self, timeout: Duration, cgroup: &crate::runtime::cgroups::Cgroup) {
+        let tick = Duration::from_millis(20);
+        while !STOP_REQUESTED.load(Ordering::SeqCst) {
+            if self.finished.load(Ordering::SeqCst) {
+                return;
+            }
+            std::thread::sleep(tick);
+        }
+        let deadline = std::time::Instant::now() + timeout;
+        while std::time::Instant::now() < deadline {
+            if self.finished.load(Ordering::SeqCst) {
+                return;
+            }
+            std::thread::sleep(tick);
+        }
+        let _ = cgroup.kill_all();
+    }
+
+    fn done(&self) {
+        self.finished.store(true, Ordering::SeqCst);
+    }
 }

@@ -17,7 +17,7 @@ use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use nix::sys::stat::{Mode, SFlag, makedev, mkdirat, mknodat};
 use nix::unistd::{Gid, Uid, chdir, pivot_root, sethostname, setresgid, setresuid};
 
-use super::plan::{MountPlan, Plan};
+use super::plan::{MountPlan, Plan, ProcessPlan};
 
 type Result<T> = std::result::Result<T, String>;
 
@@ -34,7 +34,7 @@ pub fn run(plan: &Plan, go: OwnedFd) -> String {
     }
 }
 
-enum Never {}
+pub enum Never {}
 
 fn setup(plan: &Plan, go: OwnedFd) -> Result<Never> {
     // Wait until the parent has put us in our cgroup (and networking).
@@ -116,18 +116,24 @@ fn setup(plan: &Plan, go: OwnedFd) -> Result<Never> {
             return Err(format!("setrlimit {resource}: {}", std::io::Error::last_os_error()));
         }
     }
+    let never = process(&plan.process)?;
+    match never {}
+}
+
+/// Becomes the process `p` describes: user and capabilities, no_new_privs
+/// and seccomp, working directory, then `execve`. The container's first
+/// process ends its setup here, and `exec` runs only this.
+pub fn process(p: &ProcessPlan) -> Result<Never> {
     // Installing a filter needs no_new_privs or CAP_SYS_ADMIN: without
     // no_new_privs it goes in while we are still privileged (it allows what
     // the rest of the setup calls), else last.
-    let filter: Option<Vec<libc::sock_filter>> = plan
-        .seccomp
-        .as_ref()
-        .map(|p| p.iter().map(|&(code, jt, jf, k)| libc::sock_filter { code, jt, jf, k }).collect());
-    if let (Some(f), false) = (&filter, plan.no_new_privileges) {
+    let filter: Option<Vec<libc::sock_filter>> =
+        p.seccomp.as_ref().map(|f| f.iter().map(|&(code, jt, jf, k)| libc::sock_filter { code, jt, jf, k }).collect());
+    if let (Some(f), false) = (&filter, p.no_new_privileges) {
         crate::runtime::seccomp::install(f)?;
     }
-    set_user_and_caps(plan)?;
-    if plan.no_new_privileges {
+    set_user_and_caps(p)?;
+    if p.no_new_privileges {
         // SAFETY: prctl with integer arguments only.
         if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
             return Err(format!("set no_new_privs: {}", std::io::Error::last_os_error()));
@@ -136,8 +142,8 @@ fn setup(plan: &Plan, go: OwnedFd) -> Result<Never> {
             crate::runtime::seccomp::install(f)?;
         }
     }
-    chdir(plan.cwd.as_str()).map_err(err(format!("chdir to the working directory {:?}", plan.cwd)))?;
-    exec(plan)
+    chdir(p.cwd.as_str()).map_err(err(format!("chdir to the working directory {:?}", p.cwd)))?;
+    exec(p)
 }
 
 /// Mounts the image's layers and the container's writable layer. Each layer
@@ -371,7 +377,7 @@ fn make_readonly(path: &str) -> Result<()> {
 /// Drops the bounding set (which needs CAP_SETPCAP, so first), switches to
 /// the container's user keeping capabilities across the switch, then sets
 /// the other capability sets.
-fn set_user_and_caps(plan: &Plan) -> Result<()> {
+fn set_user_and_caps(plan: &ProcessPlan) -> Result<()> {
     use caps::CapSet;
     let to_set = |v: &[caps::Capability]| v.iter().copied().collect::<caps::CapsHashSet>();
     if let Some(c) = &plan.caps {
@@ -414,7 +420,7 @@ fn set_user_and_caps(plan: &Plan) -> Result<()> {
 }
 
 /// Finds the program on the container's PATH and executes it.
-fn exec(plan: &Plan) -> Result<Never> {
+fn exec(plan: &ProcessPlan) -> Result<Never> {
     let program = &plan.args[0];
     let path = if program.contains('/') {
         PathBuf::from(program)

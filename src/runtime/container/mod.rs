@@ -7,9 +7,11 @@
 //! `bundle` runs an OCI bundle in the foreground.
 
 pub mod bundle;
+pub mod exec;
 pub mod init;
 pub mod plan;
 pub mod spawn;
+pub mod state;
 
 use crate::runtime::cgroups::CgroupError;
 

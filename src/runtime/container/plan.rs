@@ -77,6 +77,15 @@ pub struct Plan {
     pub readonly: Vec<String>,
     pub sysctls: BTreeMap<String, String>,
     pub rlimits: Vec<(i32, u64, u64)>,
+    pub process: ProcessPlan,
+    /// Start a new session (containers that are not in the foreground).
+    pub new_session: bool,
+}
+
+/// What a process in the container runs as and runs: the container's first
+/// process, and every process `exec` starts in it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcessPlan {
     pub uid: u32,
     pub gid: u32,
     pub additional_gids: Vec<u32>,
@@ -87,8 +96,6 @@ pub struct Plan {
     pub cwd: String,
     pub args: Vec<String>,
     pub env: Vec<String>,
-    /// Start a new session (containers that are not in the foreground).
-    pub new_session: bool,
 }
 
 /// The devices every container has (the runtime spec's "default devices").
@@ -363,15 +370,17 @@ pub fn from_spec(spec: &Spec, bundle: &Path) -> Result<Plan, String> {
         readonly: linux.readonly_paths().clone().unwrap_or_default(),
         sysctls: linux.sysctl().iter().flatten().map(|(k, v)| (k.clone(), v.clone())).collect(),
         rlimits,
-        uid: user.uid(),
-        gid: user.gid(),
-        additional_gids: user.additional_gids().clone().unwrap_or_default(),
-        caps,
-        no_new_privileges: process.no_new_privileges().unwrap_or(false),
-        seccomp: None,
-        cwd,
-        args,
-        env: process.env().clone().unwrap_or_default(),
+        process: ProcessPlan {
+            uid: user.uid(),
+            gid: user.gid(),
+            additional_gids: user.additional_gids().clone().unwrap_or_default(),
+            caps,
+            no_new_privileges: process.no_new_privileges().unwrap_or(false),
+            seccomp: None,
+            cwd,
+            args,
+            env: process.env().clone().unwrap_or_default(),
+        },
         new_session: false,
     })
 }
@@ -416,13 +425,13 @@ mod tests {
         let spec: Spec = serde_json::from_str(json).unwrap();
         let plan = from_spec(&spec, Path::new("/b")).unwrap();
         assert_eq!(plan.rootfs, PathBuf::from("/b/rootfs"));
-        assert!(plan.readonly_root && plan.no_new_privileges && plan.cgroup_namespace);
+        assert!(plan.readonly_root && plan.process.no_new_privileges && plan.cgroup_namespace);
         assert_eq!(plan.clone_flags, CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS);
         assert_eq!(plan.mounts[2].source, "/b/data");
         assert!(plan.mounts[2].bind);
         assert_eq!(plan.devices.len(), 7);
         assert_eq!(plan.rlimits, vec![(libc::RLIMIT_NOFILE as i32, 1024, 1024)]);
-        let caps = plan.caps.unwrap();
+        let caps = plan.process.caps.unwrap();
         assert_eq!(caps.bounding, vec![caps::Capability::CAP_CHOWN, caps::Capability::CAP_KILL]);
         assert_eq!(caps.effective, vec![caps::Capability::CAP_KILL]);
     }

@@ -1,0 +1,167 @@
+//! What a running container leaves in the run directory
+//! (`<run>/containers/<name>.json`): its first process (pid and start time,
+//! so a reused pid is never mistaken for it), its cgroups and directories,
+//! and how its processes run, for `exec` and for cleaning up after a
+//! supervisor that died.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::plan::{CapsPlan, ProcessPlan};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerState {
+    pub name: String,
+    pub pid: i32,
+    /// The process's start time in clock ticks since boot (`/proc/PID/stat`).
+    pub start_time: u64,
+    pub cgroups: Vec<PathBuf>,
+    /// The container's directory (writable layer, mount point).
+    pub dir: PathBuf,
+    pub process: ProcessState,
+}
+
+/// [`ProcessPlan`] in a form that survives a restart of the supervisor.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessState {
+    pub uid: u32,
+    pub gid: u32,
+    pub additional_gids: Vec<u32>,
+    /// bounding, effective, permitted, inheritable, ambient.
+    pub caps: Option<[Vec<String>; 5]>,
+    pub no_new_privileges: bool,
+    pub seccomp: Option<Vec<(u16, u8, u8, u32)>>,
+    pub cwd: String,
+    pub env: Vec<String>,
+}
+
+fn names(v: &[caps::Capability]) -> Vec<String> {
+    v.iter().map(|c| c.to_string()).collect()
+}
+
+fn parse(v: &[String]) -> Result<Vec<caps::Capability>, String> {
+    v.iter().map(|c| c.parse().map_err(|_| format!("unknown capability {c}"))).collect()
+}
+
+impl ProcessState {
+    pub fn of(p: &ProcessPlan) -> ProcessState {
+        ProcessState {
+            uid: p.uid,
+            gid: p.gid,
+            additional_gids: p.additional_gids.clone(),
+            caps: p.caps.as_ref().map(|c| {
+                [names(&c.bounding), names(&c.effective), names(&c.permitted), names(&c.inheritable), names(&c.ambient)]
+            }),
+            no_new_privileges: p.no_new_privileges,
+            seccomp: p.seccomp.clone(),
+            cwd: p.cwd.clone(),
+            env: p.env.clone(),
+        }
+    }
+
+    /// The plan of a process running `args` like the container's own.
+    pub fn plan(&self, args: Vec<String>) -> Result<ProcessPlan, String> {
+        let caps = match &self.caps {
+            None => None,
+            Some([b, e, p, i, a]) => Some(CapsPlan {
+                bounding: parse(b)?,
+                effective: parse(e)?,
+                permitted: parse(p)?,
+                inheritable: parse(i)?,
+                ambient: parse(a)?,
+            }),
+        };
+        Ok(ProcessPlan {
+            uid: self.uid,
+            gid: self.gid,
+            additional_gids: self.additional_gids.clone(),
+            caps,
+            no_new_privileges: self.no_new_privileges,
+            seccomp: self.seccomp.clone(),
+            cwd: self.cwd.clone(),
+            args,
+            env: self.env.clone(),
+        })
+    }
+}
+
+/// The start time of `pid` (field 22 of `/proc/PID/stat`), if it runs.
+pub fn start_time(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces and parentheses: count
+    // from the last ')'.
+    let after = &stat[stat.rfind(')')? + 1..];
+    after.split_whitespace().nth(19)?.parse().ok()
+}
+
+impl ContainerState {
+    pub fn path(run_dir: &Path, name: &str) -> PathBuf {
+        run_dir.join("containers").join(format!("{name}.json"))
+    }
+
+    pub fn save(&self, run_dir: &Path) -> std::io::Result<()> {
+        let path = Self::path(run_dir, &self.name);
+        std::fs::create_dir_all(path.parent().unwrap_or(run_dir))?;
+        let tmp = path.with_extension("json.tmp");
+        std::fs::write(&tmp, serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?)?;
+        std::fs::rename(tmp, path)
+    }
+
+    pub fn load(run_dir: &Path, name: &str) -> Result<ContainerState, String> {
+        let path = Self::path(run_dir, name);
+        let bytes = std::fs::read(&path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => format!("container {name:?} is not running"),
+            _ => format!("{}: {e}", path.display()),
+        })?;
+        serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    pub fn remove(run_dir: &Path, name: &str) {
+        let _ = std::fs::remove_file(Self::path(run_dir, name));
+    }
+
+    /// Whether the recorded first process still runs (and is that process).
+    pub fn alive(&self) -> bool {
+        start_time(self.pid) == Some(self.start_time)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn start_times_and_round_trip() {
+        let me = std::process::id() as i32;
+        assert!(start_time(me).is_some());
+        assert_eq!(start_time(i32::MAX), None);
+        let p = ProcessPlan {
+            uid: 1,
+            gid: 2,
+            additional_gids: vec![3],
+            caps: Some(CapsPlan { bounding: vec![caps::Capability::CAP_KILL], ..CapsPlan::default() }),
+            no_new_privileges: true,
+            seccomp: Some(vec![(6, 0, 0, 0x7fff_0000)]),
+            cwd: "/".into(),
+            args: vec!["sh".into()],
+            env: vec!["A=1".into()],
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let state = ContainerState {
+            name: "web".into(),
+            pid: me,
+            start_time: start_time(me).unwrap(),
+            cgroups: vec![],
+            dir: "/x".into(),
+            process: ProcessState::of(&p),
+        };
+        state.save(dir.path()).unwrap();
+        let loaded = ContainerState::load(dir.path(), "web").unwrap();
+        assert_eq!(loaded, state);
+        assert!(loaded.alive());
+        assert_eq!(loaded.process.plan(vec!["sh".into()]).unwrap(), p);
+        ContainerState::remove(dir.path(), "web");
+        assert!(ContainerState::load(dir.path(), "web").unwrap_err().contains("not running"));
+    }
+}
