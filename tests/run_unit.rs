@@ -209,3 +209,53 @@ fn exec_runs_in_the_container_as_its_process_does() {
     assert_eq!(out.status.code(), Some(125), "exec into a container that is gone");
     assert!(text(&out.stderr).contains("is not running"));
 }
+
+#[test]
+fn what_a_dead_supervisor_left_is_cleaned_up() {
+    root_only!("what_a_dead_supervisor_left_is_cleaned_up");
+    let fx = common::fixtures();
+    let dir = tempfile::tempdir().unwrap();
+    let (state, units, run) = (dir.path().join("state"), dir.path().join("units"), dir.path().join("run"));
+    std::fs::create_dir(&units).unwrap();
+    let name = common::unique_name("orph");
+    let file = units.join(format!("{name}.toml"));
+    let image = format!("oci:{}:layered", fx.join("layout").display());
+    std::fs::write(
+        &file,
+        format!(
+            "[container]\nimage = \"{image}\"\ncommand = [\"sh\", \"-c\", \"busybox sleep 300 & busybox sleep 300\"]\n"
+        ),
+    )
+    .unwrap();
+    let daemon = || {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_supervisord"));
+        c.arg("--state-dir").arg(&state).arg("--run-dir").arg(&run);
+        c
+    };
+    let mut runner = daemon().args(["runtime", "run-unit"]).arg(&file).spawn().unwrap();
+    let record = run.join("containers").join(format!("{name}.json"));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !record.exists() {
+        assert!(std::time::Instant::now() < deadline, "the container did not start");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    // The runner dies without a chance to clean up: the container is orphaned.
+    runner.kill().unwrap();
+    runner.wait().unwrap();
+    let cg = supervisor::runtime::cgroups::Manager::for_host("supervisor").unwrap().open(&name);
+    let orphans = cg.procs().unwrap();
+    assert!(orphans.len() >= 2, "expected the orphaned processes in the cgroup: {orphans:?}");
+
+    let out = daemon().args(["runtime", "cleanup"]).output().unwrap();
+    assert_eq!(text(&out.stdout), format!("removed {name}\n"));
+    for pid in orphans {
+        let gone = (0..100).any(|_| {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |s| s.contains(") Z "))
+        });
+        assert!(gone, "process {pid} survived the cleanup");
+    }
+    assert!(cg.paths().iter().all(|p| !p.exists()), "the cgroup survived the cleanup");
+    assert!(!record.exists() && !state.join("containers").join(&name).exists());
+}

@@ -63,6 +63,10 @@ pub enum RuntimeCommand {
         /// The unit file.
         file: PathBuf,
     },
+    /// Remove what containers recorded in the run directory left: kill what
+    /// still runs of them, remove their cgroups, directories and records
+    /// (what a supervisor does at start after an earlier one died).
+    Cleanup,
     /// Run a command in a running container (started by run-unit) and exit
     /// with its code: 126 when it cannot be run, 127 when it is not there.
     Exec {
@@ -92,6 +96,12 @@ pub fn run(args: Args) -> ExitCode {
                 ExitCode::from(125)
             }
         };
+    }
+    if let Some(Command::Runtime(RuntimeCommand::Cleanup)) = &args.command {
+        for name in crate::runtime::container::state::clean_up(&args.run_dir).containers {
+            println!("removed {name}");
+        }
+        return ExitCode::SUCCESS;
     }
     if let Some(Command::Runtime(RuntimeCommand::Exec { name, command })) = &args.command {
         use crate::runtime::container::{exec::exec, state::ContainerState};

@@ -160,7 +160,7 @@ pub fn run_unit(file: &Path, state_dir: &Path, run_dir: &Path) -> Result<i32, St
             name: name.clone(),
             pid: pid.as_raw(),
             start_time: start_time(pid.as_raw()).unwrap_or(0),
-            cgroups: cgroup.paths(),
+            cgroup: cgroup.clone(),
             dir: dir.clone(),
             process: ProcessState::of(&plan.process),
         };

@@ -196,7 +196,7 @@ fn enable_controllers(dir: &Path) -> Result<()> {
 }
 
 /// One container's cgroup.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Cgroup {
     V1(BTreeMap<String, PathBuf>),
     V2(PathBuf),

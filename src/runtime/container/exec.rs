@@ -53,7 +53,7 @@ pub fn exec(state: &ContainerState, args: Vec<String>) -> Result<i32, RuntimeErr
             .map_err(|e| RuntimeError::Setup(format!("open {path}: {e}")))?;
         namespaces.push((name, flag, fd));
     }
-    for cg in &state.cgroups {
+    for cg in state.cgroup.paths() {
         std::fs::write(cg.join("cgroup.procs"), std::process::id().to_string())
             .map_err(|e| RuntimeError::Setup(format!("join the cgroup {}: {e}", cg.display())))?;
     }

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::plan::{CapsPlan, ProcessPlan};
+use crate::runtime::cgroups::Cgroup;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ContainerState {
@@ -16,7 +17,7 @@ pub struct ContainerState {
     pub pid: i32,
     /// The process's start time in clock ticks since boot (`/proc/PID/stat`).
     pub start_time: u64,
-    pub cgroups: Vec<PathBuf>,
+    pub cgroup: Cgroup,
     /// The container's directory (writable layer, mount point).
     pub dir: PathBuf,
     pub process: ProcessState,
@@ -152,7 +153,7 @@ mod tests {
             name: "web".into(),
             pid: me,
             start_time: start_time(me).unwrap(),
-            cgroups: vec![],
+            cgroup: Cgroup::V2("/sys/fs/cgroup/x".into()),
             dir: "/x".into(),
             process: ProcessState::of(&p),
         };
@@ -164,4 +165,41 @@ mod tests {
         ContainerState::remove(dir.path(), "web");
         assert!(ContainerState::load(dir.path(), "web").unwrap_err().contains("not running"));
     }
+}
+
+/// What [`clean_up`] removed.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Cleaned {
+    pub containers: Vec<String>,
+}
+
+/// Removes every container recorded in `run_dir`: whatever still runs of
+/// it is killed (SIGKILL to its whole cgroup), then its cgroups, its
+/// directory and its record go. A supervisor calls this at start, before
+/// any unit starts, for what an earlier one that died left behind.
+pub fn clean_up(run_dir: &Path) -> Cleaned {
+    let mut cleaned = Cleaned::default();
+    let Ok(entries) = std::fs::read_dir(run_dir.join("containers")) else { return cleaned };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let Some(name) = path.file_stem().and_then(|s| s.to_str()).map(String::from) else { continue };
+        if path.extension().is_none_or(|e| e != "json") {
+            continue;
+        }
+        if let Ok(state) = ContainerState::load(run_dir, &name) {
+            let cgroup = &state.cgroup;
+            let _ = cgroup.kill_all();
+            if state.alive() {
+                // Not in its cgroup any more, or no cgroup: kill it directly.
+                // SAFETY: kill(2) of the recorded, verified first process.
+                unsafe { libc::kill(state.pid, libc::SIGKILL) };
+            }
+            let _ = cgroup.remove(std::time::Duration::from_secs(5));
+            let _ = std::fs::remove_dir_all(&state.dir);
+        }
+        ContainerState::remove(run_dir, &name);
+        cleaned.containers.push(name);
+    }
+    cleaned.containers.sort();
+    cleaned
 }
