@@ -14,6 +14,7 @@
 //! supervisor first moves itself into a leaf (`supervisord`) of its own
 //! cgroup and creates containers beside it.
 
+pub mod devices;
 pub mod layout;
 
 use std::collections::BTreeMap;
@@ -248,8 +249,9 @@ impl Cgroup {
                 if dir.join("pids.max").exists() {
                     write(&dir.join("pids.max"), &max(r.pids))?;
                 }
-                // Device rules on v2 need an eBPF program attached to the
-                // cgroup, which this module does not load yet.
+                if let Some(rules) = &r.devices {
+                    devices::attach(dir, rules)?;
+                }
                 Ok(())
             }
             Cgroup::V1(_) => {
