@@ -259,3 +259,53 @@ fn what_a_dead_supervisor_left_is_cleaned_up() {
     assert!(cg.paths().iter().all(|p| !p.exists()), "the cgroup survived the cleanup");
     assert!(!record.exists() && !state.join("containers").join(&name).exists());
 }
+
+#[test]
+fn the_example_database_serves_and_answers_through_exec() {
+    root_only!("the_example_database_serves_and_answers_through_exec");
+    let redis = Path::new(env!("CARGO_MANIFEST_DIR")).join("units.example/images/redis");
+    if !redis.join("index.json").exists() {
+        let ok = Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/build-example-images.sh"))
+            .status()
+            .unwrap();
+        assert!(ok.success(), "building the example images failed");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (state, units, run) = (dir.path().join("state"), dir.path().join("units"), dir.path().join("run"));
+    std::fs::create_dir(&units).unwrap();
+    // units.example/db.toml, with its image path made absolute.
+    let example = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("units.example/db.toml")).unwrap();
+    let name = common::unique_name("db");
+    let body = example.replace("oci:images/redis:latest", &format!("oci:{}:latest", redis.display()));
+    let file = units.join(format!("{name}.toml"));
+    std::fs::write(&file, body).unwrap();
+    let daemon = || {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_supervisord"));
+        c.arg("--state-dir").arg(&state).arg("--run-dir").arg(&run);
+        c
+    };
+    let mut server =
+        daemon().args(["runtime", "run-unit"]).arg(&file).stdout(std::process::Stdio::null()).spawn().unwrap();
+    let exec = |cmd: &[&str]| daemon().args(["runtime", "exec", &name, "--"]).args(cmd).output().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let out = exec(&["redis-cli", "ping"]);
+        if text(&out.stdout) == "PONG\n" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "redis never answered: {}", text(&out.stderr));
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(text(&exec(&["redis-cli", "set", "k", "v"]).stdout), "OK\n");
+    assert_eq!(text(&exec(&["redis-cli", "get", "k"]).stdout), "v\n");
+    // It runs as the image's redis user, under the unit's 256M limit.
+    assert_eq!(text(&exec(&["redis-cli", "config", "get", "dir"]).stdout), "dir\n/data\n");
+    let cg = supervisor::runtime::cgroups::Manager::for_host("supervisor").unwrap().open(&name);
+    let status = std::fs::read_to_string(format!("/proc/{}/status", cg.procs().unwrap()[0])).unwrap();
+    assert!(status.lines().any(|l| l.starts_with("Uid:") && l.contains("999")), "{status}");
+    // redis saves its data set on SIGTERM (the unit's stop signal) and exits 0.
+    // SAFETY: kill(2) on our child.
+    unsafe { libc::kill(server.id() as i32, libc::SIGTERM) };
+    assert_eq!(server.wait().unwrap().code(), Some(0));
+    assert!(state.join("volumes/db-data/_data/appendonlydir").exists(), "no data in the named volume");
+}
