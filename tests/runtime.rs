@@ -247,3 +247,29 @@ fn many_runs_leave_nothing_behind() {
     let ours: Vec<_> = cgroups.iter().filter(|p| p.ends_with(&id)).collect();
     assert!(ours.is_empty(), "cgroups leaked: {ours:?}");
 }
+
+#[test]
+fn a_bundles_seccomp_profile_is_honoured() {
+    root_only!("a_bundles_seccomp_profile_is_honoured");
+    let script = "busybox mkdir /tmp/x 2>&1 || echo mkdir-refused; \
+                  busybox sleep 30 & kill -0 $! && echo signal-0-ok; kill -9 $! 2>/dev/null || echo kill-9-refused; \
+                  busybox grep -E '^Seccomp:' /proc/self/status | busybox tr -d '\\t'";
+    let b = bundle(script, |s| {
+        s["root"]["readonly"] = json!(false);
+        s["linux"]["seccomp"] = json!({
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86"],
+            "syscalls": [
+                {"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1},
+                {"names": ["kill"], "action": "SCMP_ACT_ERRNO", "errnoRet": 13,
+                 "args": [{"index": 1, "value": 9, "op": "SCMP_CMP_EQ"}]},
+                {"names": ["no_such_call_here"], "action": "SCMP_ACT_ERRNO"}
+            ]
+        });
+    });
+    let out = run(&b, &common::unique_name("scp"));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("Operation not permitted") && stdout.contains("mkdir-refused"), "{stdout}");
+    assert!(stdout.contains("signal-0-ok") && stdout.contains("kill-9-refused"), "{stdout}");
+    assert!(stdout.contains("Seccomp:2"), "{stdout}");
+}

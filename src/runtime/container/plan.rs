@@ -206,6 +206,55 @@ fn rlimit_resource(name: &str) -> Option<i32> {
     } as i32)
 }
 
+/// An OCI seccomp profile as a filter. Calls this architecture does not
+/// have are skipped (as libseccomp does); other architectures' calls are
+/// refused outright (the filter kills them).
+fn seccomp_profile(profile: &oci_spec::runtime::LinuxSeccomp) -> Result<Vec<(u16, u8, u8, u32)>, String> {
+    use crate::runtime::seccomp::{ArgCmp, ArgOp, Rule, action, profile_filter, syscall_number};
+    let name = |v: serde_json::Result<serde_json::Value>| {
+        v.ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()
+    };
+    if profile.flags().as_ref().is_some_and(|f| !f.is_empty()) || profile.listener_path().is_some() {
+        return Err("config.json: seccomp flags and listenerPath are not supported by this runtime".into());
+    }
+    if let Some(archs) = profile.architectures()
+        && !archs.is_empty()
+        && !archs.iter().any(|a| name(serde_json::to_value(a)) == "SCMP_ARCH_X86_64")
+    {
+        return Err("config.json: the seccomp profile does not cover SCMP_ARCH_X86_64".into());
+    }
+    let default = action(&name(serde_json::to_value(profile.default_action())), profile.default_errno_ret())
+        .map_err(|e| format!("config.json: {e}"))?;
+    let mut rules = Vec::new();
+    for call in profile.syscalls().iter().flatten() {
+        let act = action(&name(serde_json::to_value(call.action())), call.errno_ret())
+            .map_err(|e| format!("config.json: {e}"))?;
+        let mut args = Vec::new();
+        for a in call.args().iter().flatten() {
+            let op = match name(serde_json::to_value(a.op())).as_str() {
+                "SCMP_CMP_EQ" => ArgOp::Eq,
+                "SCMP_CMP_NE" => ArgOp::Ne,
+                "SCMP_CMP_LT" => ArgOp::Lt,
+                "SCMP_CMP_LE" => ArgOp::Le,
+                "SCMP_CMP_GT" => ArgOp::Gt,
+                "SCMP_CMP_GE" => ArgOp::Ge,
+                "SCMP_CMP_MASKED_EQ" => ArgOp::MaskedEq,
+                other => return Err(format!("config.json: the seccomp operator {other:?} is not supported")),
+            };
+            let index =
+                u8::try_from(a.index()).map_err(|_| format!("config.json: seccomp argument index {}", a.index()))?;
+            args.push(ArgCmp { index, op, value: a.value(), value_two: a.value_two().unwrap_or(0) });
+        }
+        for n in call.names() {
+            if let Some(nr) = syscall_number(n) {
+                rules.push(Rule { nr, args: args.clone(), action: act });
+            }
+        }
+    }
+    let program = profile_filter(&rules, default).map_err(|e| format!("config.json: {e}"))?;
+    Ok(program.iter().map(|i| (i.code, i.jt, i.jf, i.k)).collect())
+}
+
 /// Builds the plan of a bundle's spec. The spec is the whole truth: none of
 /// our defaults are added (beyond the devices the runtime spec requires),
 /// and a field we do not support is an error, never silently ignored.
@@ -243,9 +292,6 @@ pub fn from_spec(spec: &Spec, bundle: &Path) -> Result<Plan, String> {
         || linux.gid_mappings().as_ref().is_some_and(|m| !m.is_empty())
     {
         return unsupported("a user namespace (uidMappings)");
-    }
-    if linux.seccomp().is_some() {
-        return unsupported("linux.seccomp (a seccomp profile)");
     }
     if linux.intel_rdt().is_some() || linux.personality().is_some() || linux.time_offsets().is_some() {
         return unsupported("intelRdt, personality or timeOffsets");
@@ -352,6 +398,10 @@ pub fn from_spec(spec: &Spec, bundle: &Path) -> Result<Plan, String> {
             ambient: capabilities(c.ambient())?,
         }),
     };
+    let seccomp = match linux.seccomp() {
+        None => None,
+        Some(profile) => Some(seccomp_profile(profile)?),
+    };
     let user = process.user();
     let cwd = process.cwd().to_string_lossy().into_owned();
     if !cwd.starts_with('/') {
@@ -376,7 +426,7 @@ pub fn from_spec(spec: &Spec, bundle: &Path) -> Result<Plan, String> {
             additional_gids: user.additional_gids().clone().unwrap_or_default(),
             caps,
             no_new_privileges: process.no_new_privileges().unwrap_or(false),
-            seccomp: None,
+            seccomp,
             cwd,
             args,
             env: process.env().clone().unwrap_or_default(),
@@ -442,11 +492,12 @@ mod tests {
                        "root": {"path": "rootfs"}, "linux": {"namespaces": [{"type": "mount"}] EXTRA }}"#;
         for (extra, what) in [
             (r#", "uidMappings": [{"containerID": 0, "hostID": 1000, "size": 1}]"#, "user namespace"),
-            (r#", "seccomp": {"defaultAction": "SCMP_ACT_ALLOW"}"#, "seccomp"),
+            (r#", "seccomp": {"defaultAction": "SCMP_ACT_NOTIFY"}"#, "SCMP_ACT_NOTIFY"),
+            (r#", "personality": {"domain": "LINUX32"}"#, "personality"),
         ] {
             let spec: Spec = serde_json::from_str(&base.replace("EXTRA", extra)).unwrap();
             let err = from_spec(&spec, Path::new("/b")).unwrap_err();
-            assert!(err.contains(what) && err.contains("not supported"), "{err}");
+            assert!(err.contains(what) && err.contains("not supported"), "{what}: {err}");
         }
         let spec: Spec = serde_json::from_str(&base.replace("EXTRA", "").replace("1.0.2", "2.0.0")).unwrap();
         assert!(from_spec(&spec, Path::new("/b")).unwrap_err().contains("ociVersion"));

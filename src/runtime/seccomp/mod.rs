@@ -99,6 +99,7 @@ fn jump(code: u32, k: u32, jt: u8, jf: u8) -> Instruction {
 const LD_W_ABS: u32 = libc::BPF_LD | libc::BPF_W | libc::BPF_ABS;
 const JEQ_K: u32 = libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K;
 const JGE_K: u32 = libc::BPF_JMP | libc::BPF_JGE | libc::BPF_K;
+const JGT_K: u32 = libc::BPF_JMP | libc::BPF_JGT | libc::BPF_K;
 const RET_K: u32 = libc::BPF_RET | libc::BPF_K;
 
 fn number(name: &str) -> Option<u32> {
@@ -170,6 +171,178 @@ pub fn install(program: &[Instruction]) -> Result<(), String> {
     if rc == 0 { Ok(()) } else { Err(format!("install the seccomp filter: {}", std::io::Error::last_os_error())) }
 }
 
+/// A comparison of one argument of a call, as OCI profiles write them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArgOp {
+    Eq,
+    Ne,
+    Lt,
+    Le,
+    Gt,
+    Ge,
+    /// `(arg & value) == value_two`.
+    MaskedEq,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ArgCmp {
+    pub index: u8,
+    pub op: ArgOp,
+    pub value: u64,
+    pub value_two: u64,
+}
+
+/// One rule of a profile: the call, its argument conditions (all must
+/// hold), and the filter's return value (action and data).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rule {
+    pub nr: u32,
+    pub args: Vec<ArgCmp>,
+    pub action: u32,
+}
+
+/// The return values of the OCI actions (`SCMP_ACT_*`), with `errno` for
+/// ERRNO and TRACE.
+pub fn action(name: &str, errno: Option<u32>) -> Result<u32, String> {
+    Ok(match name {
+        "SCMP_ACT_ALLOW" => SECCOMP_RET_ALLOW,
+        "SCMP_ACT_ERRNO" => SECCOMP_RET_ERRNO | (errno.unwrap_or(libc::EPERM as u32) & 0xffff),
+        "SCMP_ACT_KILL" | "SCMP_ACT_KILL_THREAD" => 0,
+        "SCMP_ACT_KILL_PROCESS" => SECCOMP_RET_KILL_PROCESS,
+        "SCMP_ACT_TRAP" => 0x0003_0000,
+        "SCMP_ACT_LOG" => 0x7ffc_0000,
+        "SCMP_ACT_TRACE" => 0x7ff0_0000 | (errno.unwrap_or(0) & 0xffff),
+        other => return Err(format!("the seccomp action {other} is not supported")),
+    })
+}
+
+/// Where a jump goes: a number of instructions ahead, the end of the
+/// current argument condition, or past the current rule.
+#[derive(Clone, Copy)]
+enum To {
+    Next,
+    CondEnd,
+    RuleEnd,
+}
+
+struct Jump {
+    code: u32,
+    k: u32,
+    jt: To,
+    jf: To,
+}
+
+enum Op {
+    Plain(Instruction),
+    Jump(Jump),
+}
+
+fn arg_word(index: u8, high: bool) -> u32 {
+    // seccomp_data: nr (4), arch (4), instruction_pointer (8), args[6] (8 each).
+    16 + 8 * u32::from(index) + if high { 4 } else { 0 }
+}
+
+/// The instructions of one condition; fall through when it holds.
+fn condition(c: &ArgCmp) -> Vec<Op> {
+    let (hi, lo) = ((c.value >> 32) as u32, c.value as u32);
+    let ld = |high| Op::Plain(stmt(LD_W_ABS, arg_word(c.index, high)));
+    let j = |code, k, jt, jf| Op::Jump(Jump { code, k, jt, jf });
+    match c.op {
+        ArgOp::Eq => {
+            vec![ld(true), j(JEQ_K, hi, To::Next, To::RuleEnd), ld(false), j(JEQ_K, lo, To::Next, To::RuleEnd)]
+        }
+        ArgOp::Ne => {
+            vec![ld(true), j(JEQ_K, hi, To::Next, To::CondEnd), ld(false), j(JEQ_K, lo, To::RuleEnd, To::Next)]
+        }
+        ArgOp::MaskedEq => {
+            let (mhi, mlo) = ((c.value >> 32) as u32, c.value as u32);
+            let (dhi, dlo) = ((c.value_two >> 32) as u32, c.value_two as u32);
+            let and = |k| Op::Plain(stmt(libc::BPF_ALU | libc::BPF_AND | libc::BPF_K, k));
+            vec![
+                ld(true),
+                and(mhi),
+                j(JEQ_K, dhi, To::Next, To::RuleEnd),
+                ld(false),
+                and(mlo),
+                j(JEQ_K, dlo, To::Next, To::RuleEnd),
+            ]
+        }
+        // Unsigned 64-bit order: the high words decide unless equal.
+        ArgOp::Gt | ArgOp::Ge => {
+            let last = if c.op == ArgOp::Gt { JGT_K } else { JGE_K };
+            vec![
+                ld(true),
+                j(JGT_K, hi, To::CondEnd, To::Next),
+                j(JEQ_K, hi, To::Next, To::RuleEnd),
+                ld(false),
+                j(last, lo, To::Next, To::RuleEnd),
+            ]
+        }
+        ArgOp::Lt | ArgOp::Le => {
+            // a < v: not (a >= v); a <= v: not (a > v).
+            let last = if c.op == ArgOp::Lt { JGE_K } else { JGT_K };
+            vec![
+                ld(true),
+                j(JGT_K, hi, To::RuleEnd, To::Next),
+                j(JEQ_K, hi, To::Next, To::CondEnd),
+                ld(false),
+                j(last, lo, To::RuleEnd, To::Next),
+            ]
+        }
+    }
+}
+
+/// A filter from an OCI profile's rules, tried in order: the first rule
+/// whose call and conditions match decides; otherwise `default`.
+pub fn profile_filter(rules: &[Rule], default: u32) -> Result<Vec<Instruction>, String> {
+    let mut p = vec![stmt(LD_W_ABS, 4), jump(JEQ_K, AUDIT_ARCH_X86_64, 1, 0), stmt(RET_K, SECCOMP_RET_KILL_PROCESS)];
+    for rule in rules {
+        // The rule's block: its call, its conditions, its verdict.
+        let mut ops = vec![
+            Op::Plain(stmt(LD_W_ABS, 0)),
+            Op::Jump(Jump { code: JEQ_K, k: rule.nr, jt: To::Next, jf: To::RuleEnd }),
+        ];
+        let mut conds: Vec<(usize, usize)> = Vec::new();
+        for c in &rule.args {
+            if c.index > 5 {
+                return Err(format!("seccomp: argument index {} (at most 5)", c.index));
+            }
+            let start = ops.len();
+            ops.extend(condition(c));
+            conds.push((start, ops.len()));
+        }
+        ops.push(Op::Plain(stmt(RET_K, rule.action)));
+        let end = ops.len();
+        for (i, op) in ops.iter().enumerate() {
+            match op {
+                Op::Plain(ins) => p.push(*ins),
+                Op::Jump(j) => {
+                    let cond_end = conds.iter().find(|(s, e)| (*s..*e).contains(&i)).map_or(end, |(_, e)| *e);
+                    let off = |to: To| -> Result<u8, String> {
+                        let target = match to {
+                            To::Next => i + 1,
+                            To::CondEnd => cond_end,
+                            To::RuleEnd => end,
+                        };
+                        u8::try_from(target - i - 1).map_err(|_| "seccomp: a rule is too long".to_string())
+                    };
+                    p.push(jump(j.code, j.k, off(j.jt)?, off(j.jf)?));
+                }
+            }
+        }
+    }
+    p.push(stmt(RET_K, default));
+    if p.len() > 4096 {
+        return Err(format!("seccomp: the profile needs {} instructions, more than the kernel's 4096", p.len()));
+    }
+    Ok(p)
+}
+
+/// The number of a system call on this architecture.
+pub fn syscall_number(name: &str) -> Option<u32> {
+    number(name)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -177,18 +350,82 @@ mod tests {
     /// Runs `p` on (arch, nr) with a tiny interpreter of the instructions
     /// the filter uses.
     fn eval(p: &[Instruction], arch: u32, nr: u32) -> u32 {
+        eval_args(p, arch, nr, [0; 6])
+    }
+
+    fn eval_args(p: &[Instruction], arch: u32, nr: u32, args: [u64; 6]) -> u32 {
         let (mut pc, mut a) = (0usize, 0u32);
         loop {
             let i = p[pc];
             match i.code as u32 {
-                LD_W_ABS => a = if i.k == 4 { arch } else { nr },
+                LD_W_ABS => {
+                    a = match i.k {
+                        0 => nr,
+                        4 => arch,
+                        k => {
+                            let arg = args[((k - 16) / 8) as usize];
+                            if (k - 16) % 8 == 4 { (arg >> 32) as u32 } else { arg as u32 }
+                        }
+                    }
+                }
+                c if c == libc::BPF_ALU | libc::BPF_AND | libc::BPF_K => a &= i.k,
                 JEQ_K => pc += if a == i.k { i.jt as usize } else { i.jf as usize },
                 JGE_K => pc += if a >= i.k { i.jt as usize } else { i.jf as usize },
+                JGT_K => pc += if a > i.k { i.jt as usize } else { i.jf as usize },
                 RET_K => return i.k,
                 other => panic!("unexpected instruction {other:#x}"),
             }
             pc += 1;
         }
+    }
+
+    #[test]
+    fn profiles_with_argument_conditions() {
+        let x = AUDIT_ARCH_X86_64;
+        let cmp = |index, op, value| ArgCmp { index, op, value, value_two: 0 };
+        let deny = action("SCMP_ACT_ERRNO", Some(libc::EACCES as u32)).unwrap();
+        let rules = vec![
+            Rule { nr: nr("kill"), args: vec![cmp(1, ArgOp::Eq, 9)], action: deny },
+            Rule { nr: nr("mkdir"), args: vec![], action: EPERM },
+            Rule { nr: nr("write"), args: vec![cmp(2, ArgOp::Gt, 1 << 33)], action: deny },
+            Rule { nr: nr("read"), args: vec![cmp(2, ArgOp::Lt, 10), cmp(0, ArgOp::Ne, 3)], action: deny },
+            Rule {
+                nr: nr("personality"),
+                args: vec![ArgCmp { index: 0, op: ArgOp::MaskedEq, value: 0xff, value_two: 0x08 }],
+                action: deny,
+            },
+        ];
+        let p = profile_filter(&rules, SECCOMP_RET_ALLOW).unwrap();
+        let run = |name: &str, args: [u64; 6]| eval_args(&p, x, nr(name), args);
+        assert_eq!(run("kill", [1, 9, 0, 0, 0, 0]), deny);
+        assert_eq!(run("kill", [1, 15, 0, 0, 0, 0]), SECCOMP_RET_ALLOW);
+        assert_eq!(run("kill", [1, 9 | (1 << 32), 0, 0, 0, 0]), SECCOMP_RET_ALLOW, "64-bit comparison");
+        assert_eq!(run("mkdir", [0; 6]), EPERM);
+        assert_eq!(run("write", [1, 0, (1 << 33) + 1, 0, 0, 0]), deny);
+        assert_eq!(run("write", [1, 0, 1 << 33, 0, 0, 0]), SECCOMP_RET_ALLOW);
+        assert_eq!(run("write", [1, 0, (1 << 34) + 0, 0, 0, 0]), deny, "high word decides");
+        assert_eq!(run("read", [4, 0, 5, 0, 0, 0]), deny);
+        assert_eq!(run("read", [3, 0, 5, 0, 0, 0]), SECCOMP_RET_ALLOW, "the second condition fails");
+        assert_eq!(run("read", [4, 0, 10, 0, 0, 0]), SECCOMP_RET_ALLOW, "10 is not < 10");
+        assert_eq!(run("read", [4, 0, 1 << 32, 0, 0, 0]), SECCOMP_RET_ALLOW);
+        assert_eq!(run("personality", [0x1208, 0, 0, 0, 0, 0]), deny);
+        assert_eq!(run("personality", [0x1209, 0, 0, 0, 0, 0]), SECCOMP_RET_ALLOW);
+        assert_eq!(run("open", [0; 6]), SECCOMP_RET_ALLOW);
+        let le = profile_filter(
+            &[Rule { nr: nr("read"), args: vec![cmp(0, ArgOp::Le, 5)], action: deny }],
+            SECCOMP_RET_ALLOW,
+        )
+        .unwrap();
+        assert_eq!(eval_args(&le, x, nr("read"), [5, 0, 0, 0, 0, 0]), deny);
+        assert_eq!(eval_args(&le, x, nr("read"), [6, 0, 0, 0, 0, 0]), SECCOMP_RET_ALLOW);
+        let ge = profile_filter(
+            &[Rule { nr: nr("read"), args: vec![cmp(0, ArgOp::Ge, 5)], action: deny }],
+            SECCOMP_RET_ALLOW,
+        )
+        .unwrap();
+        assert_eq!(eval_args(&ge, x, nr("read"), [5, 0, 0, 0, 0, 0]), deny);
+        assert_eq!(eval_args(&ge, x, nr("read"), [4, 0, 0, 0, 0, 0]), SECCOMP_RET_ALLOW);
+        assert_eq!(eval_args(&p, 0x4000_0003, nr("read"), [0; 6]), SECCOMP_RET_KILL_PROCESS);
     }
 
     fn nr(name: &str) -> u32 {
