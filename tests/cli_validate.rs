@@ -3,15 +3,13 @@
 
 mod common;
 
+use common::text;
+
 use std::fs;
 use std::process::{Command, Output};
 
 fn ctl(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_supervisorctl")).args(args).output().unwrap()
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
 }
 
 #[test]

@@ -44,14 +44,6 @@ fn count(dir: &Path) -> usize {
     fs::read_dir(dir).map_or(0, |d| d.count())
 }
 
-macro_rules! root_only {
-    ($name:expr) => {
-        if !common::require_root($name) {
-            return;
-        }
-    };
-}
-
 #[test]
 fn local_layout_equals_umoci_unpack() {
     root_only!("local_layout_equals_umoci_unpack");

@@ -4,8 +4,27 @@
 
 mod common;
 
+use common::text;
+
 use std::path::Path;
 use std::process::{Command, Output};
+
+/// `supervisord` with a test's own state and run directories.
+fn daemon(state: &Path, run: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_supervisord"));
+    c.arg("--state-dir").arg(state).arg("--run-dir").arg(run);
+    c
+}
+
+/// Waits until the container `name` is recorded as running.
+fn wait_running(run: &Path, name: &str) {
+    let record = run.join("containers").join(format!("{name}.json"));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !record.exists() {
+        assert!(std::time::Instant::now() < deadline, "the container {name} did not start");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
 
 fn run_unit(state: &Path, units: &Path, name: &str, body: &str) -> Output {
     let file = units.join(format!("{name}.toml"));
@@ -17,18 +36,6 @@ fn run_unit(state: &Path, units: &Path, name: &str, body: &str) -> Output {
         .arg(&file)
         .output()
         .unwrap()
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-macro_rules! root_only {
-    ($name:expr) => {
-        if !common::require_root($name) {
-            return;
-        }
-    };
 }
 
 #[test]
@@ -172,18 +179,10 @@ fn exec_runs_in_the_container_as_its_process_does() {
         format!("[container]\nimage = \"{image}\"\nuser = \"app\"\nworkdir = \"/data\"\nenv = {{ GREETING = \"hi\" }}\ncommand = [\"busybox\", \"sleep\", \"60\"]\n[stop]\ntimeout = \"1s\"\n"),
     )
     .unwrap();
-    let daemon = || {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_supervisord"));
-        c.arg("--state-dir").arg(&state).arg("--run-dir").arg(&run);
-        c
-    };
+    let daemon = || daemon(&state, &run);
     let mut container = daemon().args(["runtime", "run-unit"]).arg(&file).spawn().unwrap();
+    wait_running(&run, &name);
     let record = run.join("containers").join(format!("{name}.json"));
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while !record.exists() {
-        assert!(std::time::Instant::now() < deadline, "the container did not start");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
     let exec = |cmd: &[&str]| daemon().args(["runtime", "exec", &name, "--"]).args(cmd).output().unwrap();
     let script = "busybox id -u; pwd; echo $GREETING; busybox hostname; busybox ps -o args | busybox sed -n 2p; \
                   busybox grep -E '^(Seccomp|NoNewPrivs):' /proc/self/status | busybox tr -d '\\t'; exit 5";
@@ -227,18 +226,10 @@ fn what_a_dead_supervisor_left_is_cleaned_up() {
         ),
     )
     .unwrap();
-    let daemon = || {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_supervisord"));
-        c.arg("--state-dir").arg(&state).arg("--run-dir").arg(&run);
-        c
-    };
+    let daemon = || daemon(&state, &run);
     let mut runner = daemon().args(["runtime", "run-unit"]).arg(&file).spawn().unwrap();
+    wait_running(&run, &name);
     let record = run.join("containers").join(format!("{name}.json"));
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while !record.exists() {
-        assert!(std::time::Instant::now() < deadline, "the container did not start");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
     std::thread::sleep(std::time::Duration::from_millis(200));
     // The runner dies without a chance to clean up: the container is orphaned.
     runner.kill().unwrap();
@@ -279,11 +270,7 @@ fn the_example_database_serves_and_answers_through_exec() {
     let body = example.replace("oci:images/redis:latest", &format!("oci:{}:latest", redis.display()));
     let file = units.join(format!("{name}.toml"));
     std::fs::write(&file, body).unwrap();
-    let daemon = || {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_supervisord"));
-        c.arg("--state-dir").arg(&state).arg("--run-dir").arg(&run);
-        c
-    };
+    let daemon = || daemon(&state, &run);
     let mut server =
         daemon().args(["runtime", "run-unit"]).arg(&file).stdout(std::process::Stdio::null()).spawn().unwrap();
     let exec = |cmd: &[&str]| daemon().args(["runtime", "exec", &name, "--"]).args(cmd).output().unwrap();

@@ -5,6 +5,8 @@
 
 mod common;
 
+use common::text;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -45,18 +47,6 @@ fn runtime(bundle: &Path, id: &str) -> Command {
 
 fn run(b: &Bundle, id: &str) -> Output {
     runtime(&b.path, id).output().unwrap()
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-macro_rules! root_only {
-    ($name:expr) => {
-        if !common::require_root($name) {
-            return;
-        }
-    };
 }
 
 #[test]

@@ -13,6 +13,22 @@
 use std::fs::File;
 use std::sync::atomic::{AtomicU32, Ordering};
 
+/// Output bytes as text.
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Returns from the calling test unless it may run its privileged part
+/// (see [`require_root`]).
+#[macro_export]
+macro_rules! root_only {
+    ($name:expr) => {
+        if !common::require_root($name) {
+            return;
+        }
+    };
+}
+
 pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions and cannot fail.
     unsafe { libc::geteuid() == 0 }

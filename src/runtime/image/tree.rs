@@ -243,17 +243,7 @@ impl SafeTree {
         // The target is stored, never followed here: a link may point
         // anywhere, since it is resolved inside the container's root.
         symlinkat(os(target), parent, name).map_err(|e| TreeError::io("symlink", e))?;
-        fchownat(
-            parent,
-            name,
-            Some(Uid::from_raw(meta.uid)),
-            Some(Gid::from_raw(meta.gid)),
-            AtFlags::AT_SYMLINK_NOFOLLOW,
-        )
-        .map_err(owner_error)?;
-        let t = TimeSpec::new(meta.mtime, 0);
-        utimensat(parent, name, &t, &t, nix::sys::stat::UtimensatFlags::NoFollowSymlink)
-            .map_err(|e| TreeError::io("set times", e))
+        set_owner_and_time_at(parent, name, meta)
     }
 
     /// A hard link to `target`, an entry already in this tree.
@@ -295,17 +285,7 @@ impl SafeTree {
             nix::sys::stat::FchmodatFlags::FollowSymlink,
         )
         .map_err(|e| TreeError::io("chmod", e))?;
-        fchownat(
-            parent,
-            name,
-            Some(Uid::from_raw(meta.uid)),
-            Some(Gid::from_raw(meta.gid)),
-            AtFlags::AT_SYMLINK_NOFOLLOW,
-        )
-        .map_err(owner_error)?;
-        let t = TimeSpec::new(meta.mtime, 0);
-        utimensat(parent, name, &t, &t, nix::sys::stat::UtimensatFlags::NoFollowSymlink)
-            .map_err(|e| TreeError::io("set times", e))
+        set_owner_and_time_at(parent, name, meta)
     }
 
     /// An overlayfs whiteout (a 0/0 character device) hiding `comps` in
@@ -344,6 +324,16 @@ fn owner_error(e: Errno) -> TreeError {
     } else {
         TreeError::io("chown", e)
     }
+}
+
+/// Owner and time of `name` in `parent`, without following it (links and
+/// device nodes, which cannot be opened to set them).
+fn set_owner_and_time_at(parent: BorrowedFd<'_>, name: &Path, meta: &Meta) -> Result<()> {
+    let (uid, gid) = (Some(Uid::from_raw(meta.uid)), Some(Gid::from_raw(meta.gid)));
+    fchownat(parent, name, uid, gid, AtFlags::AT_SYMLINK_NOFOLLOW).map_err(owner_error)?;
+    let t = TimeSpec::new(meta.mtime, 0);
+    utimensat(parent, name, &t, &t, nix::sys::stat::UtimensatFlags::NoFollowSymlink)
+        .map_err(|e| TreeError::io("set times", e))
 }
 
 /// Owner, then mode (chown clears setuid bits), then xattrs and time.
