@@ -180,7 +180,9 @@ fn half_a_cpu_is_half_a_cpu() {
     // SAFETY: kill(2) on our child.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     assert_eq!(child.wait().unwrap().code(), Some(0));
-    assert!((0.4..=0.6).contains(&share), "CPU share {share:.2}, expected about 0.5");
+    // The quota is the ceiling; the floor only shows the loop ran, since the
+    // other tests running beside this one on two cores may take CPU from it.
+    assert!((0.25..=0.6).contains(&share), "CPU share {share:.2}, expected at most about 0.5");
 }
 
 #[test]

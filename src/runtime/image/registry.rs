@@ -98,6 +98,7 @@ fn is_loopback(host: &str) -> bool {
 }
 
 const TRIES: u32 = 5;
+const NO_CREDENTIALS: &str = " (no credentials for this registry in the auth file)";
 
 enum Auth {
     None,
@@ -146,6 +147,15 @@ impl Registry {
         ImageError::Registry { registry: self.registry.clone(), message: message.into() }
     }
 
+    fn denied(&self, status: u16, hint: &str) -> ImageError {
+        ImageError::Denied {
+            registry: self.registry.clone(),
+            repository: self.repository.clone(),
+            status,
+            hint: hint.to_string(),
+        }
+    }
+
     fn auth_header(&self) -> Option<String> {
         match &*self.auth.lock().unwrap_or_else(|e| e.into_inner()) {
             Auth::None => None,
@@ -185,17 +195,9 @@ impl Registry {
                         continue;
                     }
                     s @ (401 | 403) => {
-                        let hint = if self.credentials.is_none() {
-                            " (no credentials for this registry in the auth file)".to_string()
-                        } else {
-                            " (the credentials were refused)".to_string()
-                        };
-                        return Err(ImageError::Denied {
-                            registry: self.registry.clone(),
-                            repository: self.repository.clone(),
-                            status: s,
-                            hint,
-                        });
+                        let hint =
+                            if self.credentials.is_none() { NO_CREDENTIALS } else { " (the credentials were refused)" };
+                        return Err(self.denied(s, hint));
                     }
                     404 => {
                         return Err(ImageError::NotFound {
@@ -227,12 +229,7 @@ impl Registry {
             .as_ref()
             .map(|(u, p)| format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"))));
         let new = match scheme.to_ascii_lowercase().as_str() {
-            "basic" => Auth::Basic(basic.ok_or_else(|| ImageError::Denied {
-                registry: self.registry.clone(),
-                repository: self.repository.clone(),
-                status: 401,
-                hint: " (no credentials for this registry in the auth file)".into(),
-            })?),
+            "basic" => Auth::Basic(basic.ok_or_else(|| self.denied(401, NO_CREDENTIALS))?),
             "bearer" => {
                 let realm = params.get("realm").ok_or_else(|| self.error("Bearer challenge without a realm"))?;
                 let mut req = self.agent.get(realm);
@@ -248,12 +245,7 @@ impl Registry {
                 let mut resp = req.call().map_err(|e| self.error(format!("token service {realm}: {e}")))?;
                 let status = resp.status().as_u16();
                 if status == 401 || status == 403 {
-                    return Err(ImageError::Denied {
-                        registry: self.registry.clone(),
-                        repository: self.repository.clone(),
-                        status,
-                        hint: " (by the token service)".into(),
-                    });
+                    return Err(self.denied(status, " (by the token service)"));
                 }
                 if !(200..300).contains(&status) {
                     return Err(self.error(format!("token service {realm}: HTTP {status}")));
