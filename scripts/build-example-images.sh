@@ -120,6 +120,9 @@ build_redis() {
 }
 
 mkdir -p "$out"
+# One build at a time per output directory (tests may ask concurrently).
+exec 9>"$out/.lock"
+flock 9
 for image in busybox redis; do
   if [[ -f $out/$image/index.json && -z ${FORCE:-} ]]; then
     log "$image: exists (FORCE=1 rebuilds)"

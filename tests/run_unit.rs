@@ -107,13 +107,7 @@ fn users_from_the_image_and_the_realistic_redis_image() {
 
     // The example database image, built from Debian's packages: no shell,
     // its own user.
-    let redis = Path::new(env!("CARGO_MANIFEST_DIR")).join("units.example/images/redis");
-    if !redis.join("index.json").exists() {
-        let ok = Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/build-example-images.sh"))
-            .status()
-            .unwrap();
-        assert!(ok.success(), "building the example images failed");
-    }
+    let redis = common::example_redis();
     let body = format!(
         "[container]\nimage = \"oci:{}:latest\"\nuser = \"redis\"\ncommand = [\"--version\"]\n",
         redis.display()
@@ -254,13 +248,7 @@ fn what_a_dead_supervisor_left_is_cleaned_up() {
 #[test]
 fn the_example_database_serves_and_answers_through_exec() {
     root_only!("the_example_database_serves_and_answers_through_exec");
-    let redis = Path::new(env!("CARGO_MANIFEST_DIR")).join("units.example/images/redis");
-    if !redis.join("index.json").exists() {
-        let ok = Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/build-example-images.sh"))
-            .status()
-            .unwrap();
-        assert!(ok.success(), "building the example images failed");
-    }
+    let redis = common::example_redis();
     let dir = tempfile::tempdir().unwrap();
     let (state, units, run) = (dir.path().join("state"), dir.path().join("units"), dir.path().join("run"));
     std::fs::create_dir(&units).unwrap();

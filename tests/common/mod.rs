@@ -97,6 +97,18 @@ pub fn fixtures() -> std::path::PathBuf {
     out
 }
 
+/// The example images of units.example (built by the project's script
+/// when missing); the redis layout's path.
+pub fn example_redis() -> std::path::PathBuf {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let redis = root.join("units.example/images/redis");
+    if !redis.join("index.json").exists() {
+        let ok = std::process::Command::new(root.join("scripts/build-example-images.sh")).status().unwrap();
+        assert!(ok.success(), "building the example images failed");
+    }
+    redis
+}
+
 /// A free TCP port on 127.0.0.1.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
