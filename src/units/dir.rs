@@ -44,12 +44,6 @@ pub struct UnitSet {
     pub files: BTreeMap<String, PathBuf>,
 }
 
-impl UnitSet {
-    pub fn get(&self, name: &str) -> Option<&LoadedUnit> {
-        self.units.iter().find(|u| u.unit.name == name)
-    }
-}
-
 /// Whether a directory entry is a unit file: `NAME.toml`, not hidden. This
 /// also ignores editor files: `.#x.toml` (Emacs lock), `.x.toml.swp` (vim),
 /// `x.toml~` (backups) and vim's `4913` write test.
