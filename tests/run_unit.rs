@@ -184,6 +184,14 @@ fn exec_runs_in_the_container_as_its_process_does() {
     assert_eq!(out.status.code(), Some(5), "{}", text(&out.stderr));
     // ps: the container's own first process is PID 1 of what exec sees.
     assert_eq!(text(&out.stdout), format!("1000\n/data\nhi\n{name}\nbusybox sleep 60\nNoNewPrivs:1\nSeccomp:2\n"));
+    // The joining process runs from a sealed in-memory copy of our binary,
+    // never from the host's file, and says nothing of it to the command.
+    let mut joiner = daemon().args(["runtime", "exec", &name, "--", "busybox", "sleep", "2"]).spawn().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let exe = std::fs::read_link(format!("/proc/{}/exe", joiner.id())).unwrap();
+    assert!(exe.to_string_lossy().starts_with("/memfd:supervisord"), "{exe:?}");
+    assert_eq!(joiner.wait().unwrap().code(), Some(0));
+    assert_eq!(text(&exec(&["sh", "-c", "env | busybox grep -c SEALED"]).stdout), "0\n");
     let out = exec(&["nope"]);
     assert_eq!(out.status.code(), Some(127));
     assert!(text(&out.stderr).contains("no such file in the image"));

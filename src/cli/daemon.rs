@@ -104,10 +104,14 @@ pub fn run(args: Args) -> ExitCode {
         return ExitCode::SUCCESS;
     }
     if let Some(Command::Runtime(RuntimeCommand::Exec { name, command })) = &args.command {
-        use crate::runtime::container::{exec::exec, state::ContainerState};
+        use crate::runtime::container::exec::{exec, reexec_from_sealed_copy};
+        use crate::runtime::container::state::ContainerState;
         let result = ContainerState::load(&args.run_dir, name)
             .map_err(crate::runtime::container::RuntimeError::Setup)
-            .and_then(|state| exec(&state, command.clone()));
+            .and_then(|state| {
+                reexec_from_sealed_copy()?;
+                exec(&state, command.clone())
+            });
         return match result {
             Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
             Err(e) => {

@@ -88,3 +88,50 @@ pub fn exec(state: &ContainerState, args: Vec<String>) -> Result<i32, RuntimeErr
     }
     wait_exit(pid)
 }
+
+/// The environment variable that tells a re-executed program it already
+/// runs from a sealed copy.
+const SEALED: &str = "_SUPERVISOR_SEALED_COPY";
+
+/// Re-executes this program from a sealed in-memory copy of itself, unless
+/// it already runs from one. `exec` calls this before it joins a container:
+/// its forked child runs this program inside the container's pid namespace
+/// until its own `execve`, and a container process allowed to trace it
+/// could otherwise open `/proc/PID/exe` and reach the host's binary (the
+/// CVE-2019-5736 class). A sealed memfd cannot be written, grown or shrunk.
+pub fn reexec_from_sealed_copy() -> Result<(), RuntimeError> {
+    use std::ffi::CString;
+    use std::os::fd::{AsRawFd, FromRawFd};
+    use std::os::unix::ffi::OsStrExt;
+    if std::env::var_os(SEALED).is_some() {
+        return Ok(());
+    }
+    let fail = |what: &str, e: std::io::Error| RuntimeError::Setup(format!("{what}: {e}"));
+    // SAFETY: memfd_create with a constant NUL-terminated name.
+    let fd = unsafe { libc::memfd_create(c"supervisord".as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) };
+    if fd < 0 {
+        return Err(fail("memfd_create", std::io::Error::last_os_error()));
+    }
+    // SAFETY: the kernel gave us this new descriptor.
+    let mut copy = unsafe { std::fs::File::from_raw_fd(fd) };
+    let mut me = std::fs::File::open("/proc/self/exe").map_err(|e| fail("open /proc/self/exe", e))?;
+    std::io::copy(&mut me, &mut copy).map_err(|e| fail("copy the binary", e))?;
+    let seals = libc::F_SEAL_SEAL | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE;
+    // SAFETY: fcntl on our descriptor with integer arguments.
+    if unsafe { libc::fcntl(copy.as_raw_fd(), libc::F_ADD_SEALS, seals) } != 0 {
+        return Err(fail("seal the copy", std::io::Error::last_os_error()));
+    }
+    let c = |b: &[u8]| CString::new(b).map_err(|_| RuntimeError::Setup("NUL byte in an argument".into()));
+    let args: Vec<CString> = std::env::args_os().map(|a| c(a.as_bytes())).collect::<Result<_, _>>()?;
+    let mut env: Vec<CString> =
+        std::env::vars_os().map(|(k, v)| c(&[k.as_bytes(), b"=", v.as_bytes()].concat())).collect::<Result<_, _>>()?;
+    env.push(c(format!("{SEALED}=1").as_bytes())?);
+    let mut argv: Vec<*const libc::c_char> = args.iter().map(|a| a.as_ptr()).collect();
+    argv.push(std::ptr::null());
+    let mut envp: Vec<*const libc::c_char> = env.iter().map(|e| e.as_ptr()).collect();
+    envp.push(std::ptr::null());
+    // SAFETY: argv and envp are NULL-terminated arrays of valid C strings
+    // that outlive the call; fexecve only returns on failure.
+    unsafe { libc::fexecve(copy.as_raw_fd(), argv.as_ptr(), envp.as_ptr()) };
+    Err(fail("re-execute from the sealed copy", std::io::Error::last_os_error()))
+}
