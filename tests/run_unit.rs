@@ -192,6 +192,17 @@ fn exec_runs_in_the_container_as_its_process_does() {
     assert!(exe.to_string_lossy().starts_with("/memfd:supervisord"), "{exe:?}");
     assert_eq!(joiner.wait().unwrap().code(), Some(0));
     assert_eq!(text(&exec(&["sh", "-c", "env | busybox grep -c SEALED"]).stdout), "0\n");
+    // With -t the command gets a terminal, and what we type reaches it.
+    let mut shell = daemon()
+        .args(["runtime", "exec", "-t", &name, "--", "sh"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(shell.stdin.as_mut().unwrap(), b"[ -t 0 ] && echo term-$((6*7)); exit 4\n").unwrap();
+    let out = shell.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(4));
+    assert!(text(&out.stdout).contains("term-42\r\n"), "{:?}", text(&out.stdout));
     let out = exec(&["nope"]);
     assert_eq!(out.status.code(), Some(127));
     assert!(text(&out.stderr).contains("no such file in the image"));

@@ -70,6 +70,9 @@ pub enum RuntimeCommand {
     /// Run a command in a running container (started by run-unit) and exit
     /// with its code: 126 when it cannot be run, 127 when it is not there.
     Exec {
+        /// Give the command a pseudo-terminal (as `docker exec -t`).
+        #[arg(short, long)]
+        tty: bool,
         /// The container (unit) name.
         name: String,
         /// The command and its arguments.
@@ -103,14 +106,14 @@ pub fn run(args: Args) -> ExitCode {
         }
         return ExitCode::SUCCESS;
     }
-    if let Some(Command::Runtime(RuntimeCommand::Exec { name, command })) = &args.command {
+    if let Some(Command::Runtime(RuntimeCommand::Exec { tty, name, command })) = &args.command {
         use crate::runtime::container::exec::{exec, reexec_from_sealed_copy};
         use crate::runtime::container::state::ContainerState;
         let result = ContainerState::load(&args.run_dir, name)
             .map_err(crate::runtime::container::RuntimeError::Setup)
             .and_then(|state| {
                 reexec_from_sealed_copy()?;
-                exec(&state, command.clone())
+                exec(&state, command.clone(), *tty)
             });
         return match result {
             Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),

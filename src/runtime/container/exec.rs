@@ -8,7 +8,7 @@
 //! class); it replaces itself with the command right after.
 
 use std::io::Read;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, OwnedFd};
 
 use nix::fcntl::{OFlag, open};
 use nix::sched::{CloneFlags, setns};
@@ -20,8 +20,109 @@ use super::init;
 use super::spawn::wait_exit;
 use super::state::ContainerState;
 
-/// Runs `args` in the container `state` describes; its exit code.
-pub fn exec(state: &ContainerState, args: Vec<String>) -> Result<i32, RuntimeError> {
+/// A pseudo-terminal: the master stays with us, the slave becomes the
+/// command's controlling terminal and stdio.
+struct Pty {
+    master: std::os::fd::OwnedFd,
+    slave: std::os::fd::OwnedFd,
+}
+
+fn open_pty() -> Result<Pty, RuntimeError> {
+    use std::os::fd::FromRawFd;
+    let (mut master, mut slave) = (-1, -1);
+    // Our own terminal's size, when we have one.
+    let mut size: libc::winsize = unsafe { std::mem::zeroed() };
+    // SAFETY: TIOCGWINSZ writes one winsize we own; failure leaves it zero.
+    let have_size = unsafe { libc::ioctl(0, libc::TIOCGWINSZ, &mut size) } == 0;
+    let size_ptr = if have_size { &size as *const libc::winsize } else { std::ptr::null() };
+    // SAFETY: openpty writes two descriptors; the name buffer may be null.
+    let rc = unsafe { libc::openpty(&mut master, &mut slave, std::ptr::null_mut(), std::ptr::null(), size_ptr) };
+    if rc != 0 {
+        return Err(RuntimeError::Setup(format!("openpty: {}", std::io::Error::last_os_error())));
+    }
+    // SAFETY: openpty gave us these new descriptors.
+    let (master, slave) = unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
+    for fd in [&master, &slave] {
+        // SAFETY: fcntl on our descriptors.
+        unsafe { libc::fcntl(std::os::fd::AsRawFd::as_raw_fd(fd), libc::F_SETFD, libc::FD_CLOEXEC) };
+    }
+    Ok(Pty { master, slave })
+}
+
+/// Our terminal in raw mode while it lives (keys go to the command as
+/// typed); restored when dropped.
+struct RawMode(Option<libc::termios>);
+
+impl RawMode {
+    fn enter() -> RawMode {
+        // SAFETY: tcgetattr/tcsetattr on fd 0 with termios structs we own.
+        unsafe {
+            if libc::isatty(0) == 0 {
+                return RawMode(None);
+            }
+            let mut saved: libc::termios = std::mem::zeroed();
+            if libc::tcgetattr(0, &mut saved) != 0 {
+                return RawMode(None);
+            }
+            let mut raw = saved;
+            libc::cfmakeraw(&mut raw);
+            libc::tcsetattr(0, libc::TCSANOW, &raw);
+            RawMode(Some(saved))
+        }
+    }
+}
+
+impl Drop for RawMode {
+    fn drop(&mut self) {
+        if let Some(saved) = &self.0 {
+            // SAFETY: restores the settings read in enter().
+            unsafe { libc::tcsetattr(0, libc::TCSANOW, saved) };
+        }
+    }
+}
+
+/// Copies our stdin to the pty and the pty to our stdout until the command
+/// closes its side. One thread with poll(2): after entering the container's
+/// pid namespace this process may not create threads.
+fn relay(master: &OwnedFd) {
+    use std::io::Write;
+    use std::os::fd::AsRawFd;
+    let m = master.as_raw_fd();
+    let mut stdin_open = true;
+    let mut out = std::io::stdout().lock();
+    let mut buf = [0u8; 4096];
+    loop {
+        let mut fds = [
+            libc::pollfd { fd: if stdin_open { 0 } else { -1 }, events: libc::POLLIN, revents: 0 },
+            libc::pollfd { fd: m, events: libc::POLLIN, revents: 0 },
+        ];
+        // SAFETY: poll(2) on an array we own.
+        if unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) } < 0 {
+            if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return;
+        }
+        if fds[0].revents != 0 {
+            // SAFETY: read(2)/write(2) into and from a buffer we own.
+            let n = unsafe { libc::read(0, buf.as_mut_ptr().cast(), buf.len()) };
+            if n <= 0 || unsafe { libc::write(m, buf.as_ptr().cast(), n as usize) } < 0 {
+                stdin_open = false;
+            }
+        }
+        if fds[1].revents != 0 {
+            // SAFETY: as above; EIO once the command has closed the slave.
+            let n = unsafe { libc::read(m, buf.as_mut_ptr().cast(), buf.len()) };
+            if n <= 0 || out.write_all(&buf[..n as usize]).and_then(|()| out.flush()).is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// Runs `args` in the container `state` describes, on a new pseudo-terminal
+/// when `tty`; its exit code.
+pub fn exec(state: &ContainerState, args: Vec<String>, tty: bool) -> Result<i32, RuntimeError> {
     if !state.alive() {
         return Err(RuntimeError::Setup(format!("container {:?} is not running", state.name)));
     }
@@ -29,6 +130,8 @@ pub fn exec(state: &ContainerState, args: Vec<String>) -> Result<i32, RuntimeErr
         return Err(RuntimeError::Setup("exec: no command".into()));
     }
     let plan = state.process.plan(args).map_err(RuntimeError::Setup)?;
+    // The pty comes from the host's devpts, before we enter the container.
+    let pty = if tty { Some(open_pty()?) } else { None };
     // SAFETY: prctl with integer arguments only.
     unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
     // Open every namespace first: once in the mount namespace, the host's
@@ -70,6 +173,19 @@ pub fn exec(state: &ContainerState, args: Vec<String>) -> Result<i32, RuntimeErr
     }
     if rc == 0 {
         drop(err_r);
+        if let Some(p) = &pty {
+            use std::os::fd::AsRawFd;
+            let slave = p.slave.as_raw_fd();
+            // SAFETY: setsid, ioctl and dup2 on our own descriptors: the
+            // slave becomes the controlling terminal and stdio.
+            unsafe {
+                libc::setsid();
+                libc::ioctl(slave, libc::TIOCSCTTY, 0);
+                for target in 0..3 {
+                    libc::dup2(slave, target);
+                }
+            }
+        }
         let message = match init::process(&plan) {
             Ok(never) => match never {},
             Err(e) => e,
@@ -85,6 +201,12 @@ pub fn exec(state: &ContainerState, args: Vec<String>) -> Result<i32, RuntimeErr
     if !message.is_empty() {
         let _ = wait_exit(pid);
         return Err(RuntimeError::Start(message));
+    }
+    if let Some(Pty { master, slave }) = pty {
+        // Only the command holds the slave now: its exit ends the relay.
+        drop(slave);
+        let _raw = RawMode::enter();
+        relay(&master);
     }
     wait_exit(pid)
 }
