@@ -303,3 +303,25 @@ fn the_example_database_serves_and_answers_through_exec() {
     assert_eq!(server.wait().unwrap().code(), Some(0));
     assert!(state.join("volumes/db-data/_data/appendonlydir").exists(), "no data in the named volume");
 }
+
+#[test]
+fn the_containers_output_can_go_to_the_caller_as_streams() {
+    root_only!("the_containers_output_can_go_to_the_caller_as_streams");
+    let fx = common::fixtures();
+    let dir = tempfile::tempdir().unwrap();
+    let (state, run) = (dir.path().join("state"), dir.path().join("run"));
+    let file = dir.path().join("logged.toml");
+    let image = format!("oci:{}:layered", fx.join("layout").display());
+    std::fs::write(
+        &file,
+        format!("[container]\nimage = \"{image}\"\ncommand = [\"sh\", \"-c\", \"echo out1; echo err1 >&2; read x || echo no-stdin; exit 2\"]\n"),
+    )
+    .unwrap();
+    let log = dir.path().join("container.log");
+    let out = daemon(&state, &run).args(["runtime", "run-unit", "--log"]).arg(&log).arg(&file).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(text(&out.stdout), "", "the container's output went to the log, not to us");
+    let mut lines: Vec<String> = std::fs::read_to_string(&log).unwrap().lines().map(String::from).collect();
+    lines.sort();
+    assert_eq!(lines, ["stderr err1", "stdout no-stdin", "stdout out1"]);
+}

@@ -60,6 +60,10 @@ pub enum RuntimeCommand {
     /// start it (image from the store, pulled when missing; overlay root
     /// filesystem), and exit with its exit code.
     RunUnit {
+        /// Write the container's stdout and stderr lines to this file, each
+        /// tagged with its stream, instead of passing them through.
+        #[arg(long, value_name = "FILE")]
+        log: Option<PathBuf>,
         /// The unit file.
         file: PathBuf,
     },
@@ -91,8 +95,8 @@ pub fn run(args: Args) -> ExitCode {
             }
         };
     }
-    if let Some(Command::Runtime(RuntimeCommand::RunUnit { file })) = &args.command {
-        return match crate::supervisor::run::run_unit(file, &args.state_dir, &args.run_dir) {
+    if let Some(Command::Runtime(RuntimeCommand::RunUnit { log, file })) = &args.command {
+        return match crate::supervisor::run::run_unit(file, &args.state_dir, &args.run_dir, log.as_deref()) {
             Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
             Err(e) => {
                 eprintln!("supervisord: {e}");

@@ -15,7 +15,7 @@ use super::spec::{SpecContext, build};
 use crate::runtime::cgroups::Manager;
 use crate::runtime::container::bundle::resources;
 use crate::runtime::container::plan::{OverlayPlan, from_spec};
-use crate::runtime::container::spawn::{spawn, wait_exit};
+use crate::runtime::container::spawn::{Stdio, spawn, wait_exit};
 use crate::runtime::container::state::{ContainerState, ProcessState, start_time};
 use crate::runtime::image::export::seed_from_layers;
 use crate::runtime::image::{PullOptions, Quiet, Store};
@@ -74,8 +74,10 @@ fn device(path: &str) -> Result<(char, u64, u64), String> {
     Ok((kind, libc::major(md.rdev()).into(), libc::minor(md.rdev()).into()))
 }
 
-/// Runs the unit in `file` to completion; its exit code.
-pub fn run_unit(file: &Path, state_dir: &Path, run_dir: &Path) -> Result<i32, String> {
+/// Runs the unit in `file` to completion; its exit code. With `log`, the
+/// container's stdout and stderr lines go there, each tagged with its
+/// stream, instead of to ours.
+pub fn run_unit(file: &Path, state_dir: &Path, run_dir: &Path, log: Option<&Path>) -> Result<i32, String> {
     let set = load_files(&[file.to_path_buf()]);
     if let Some(e) = set.errors.iter().find(|e| e.unit_file.as_deref() == Some(file) || e.file == file) {
         return Err(e.to_string());
@@ -155,7 +157,20 @@ pub fn run_unit(file: &Path, state_dir: &Path, run_dir: &Path) -> Result<i32, St
 
     let cgroup = Manager::for_host("supervisor").and_then(|m| m.create(name)).map_err(|e| e.to_string())?;
     let result = cgroup.set(&limits).map_err(|e| e.to_string()).and_then(|()| {
-        let pid = spawn(&plan, Some(&cgroup)).map_err(|e| e.to_string())?;
+        let log_file = match log {
+            Some(p) => Some(
+                fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(p)
+                    .map_err(|e| format!("{}: {e}", p.display()))?,
+            ),
+            None => None,
+        };
+        let stdio = if log_file.is_some() { Stdio::Pipes } else { Stdio::Inherit };
+        let spawned = spawn(&plan, Some(&cgroup), stdio).map_err(|e| e.to_string())?;
+        let pid = spawned.pid;
+        let log_file = log_file.map(std::sync::Mutex::new);
         let state = ContainerState {
             name: name.clone(),
             pid: pid.as_raw(),
@@ -174,6 +189,13 @@ pub fn run_unit(file: &Path, state_dir: &Path, run_dir: &Path) -> Result<i32, St
             // process at once (the handler); after the timeout, SIGKILL to
             // every process of the container.
             s.spawn(|| stopper.escalate_after(unit.stop.timeout, &cgroup));
+            if let Some(out) = &log_file {
+                for (tag, stream) in [("stdout", spawned.stdout), ("stderr", spawned.stderr)] {
+                    if let Some(stream) = stream {
+                        s.spawn(move || copy_lines(stream, tag, out));
+                    }
+                }
+            }
             let code = wait_exit(pid).map_err(|e| e.to_string());
             stopper.done();
             code
@@ -241,5 +263,16 @@ impl Stopper {
 
     fn done(&self) {
         self.finished.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Copies a container's stream into the log, a line at a time, each line
+/// tagged with its stream.
+fn copy_lines(stream: fs::File, tag: &str, out: &std::sync::Mutex<fs::File>) {
+    use std::io::{BufRead, Write};
+    for line in std::io::BufReader::new(stream).split(b'\n') {
+        let Ok(line) = line else { return };
+        let mut f = out.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = f.write_all(&[tag.as_bytes(), b" ", &line, b"\n"].concat());
     }
 }

@@ -10,7 +10,7 @@ use oci_spec::runtime::{LinuxDeviceType, Spec};
 
 use super::RuntimeError;
 use super::plan::{Plan, from_spec};
-use super::spawn::{spawn, wait_exit};
+use super::spawn::{Stdio, spawn, wait_exit};
 use crate::runtime::cgroups::{DeviceRule, Manager, Resources};
 
 /// The container's pid, for the signal handlers that forward to it.
@@ -35,7 +35,7 @@ pub fn run_bundle(bundle: &Path, id: &str) -> Result<i32, RuntimeError> {
     let cgroup = Manager::for_host("supervisor-runtime").and_then(|m| m.create(id)).map_err(RuntimeError::Cgroup)?;
     let result = (|| {
         cgroup.set(&resources).map_err(RuntimeError::Cgroup)?;
-        let pid = spawn(&plan, Some(&cgroup))?;
+        let pid = spawn(&plan, Some(&cgroup), Stdio::Inherit)?.pid;
         CONTAINER.store(pid.as_raw(), Ordering::SeqCst);
         for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGQUIT, libc::SIGUSR1, libc::SIGUSR2] {
             // SAFETY: installs a handler that only calls kill(2).

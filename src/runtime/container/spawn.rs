@@ -24,12 +24,37 @@ fn threads() -> usize {
     std::fs::read_dir("/proc/self/task").map_or(1, |d| d.count())
 }
 
-/// Starts the container's first process; returns its pid once its program
-/// runs.
-pub fn spawn(plan: &Plan, cgroup: Option<&Cgroup>) -> Result<Pid, RuntimeError> {
+/// Where the container's stdio goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stdio {
+    /// Ours: a foreground run.
+    Inherit,
+    /// stdin from /dev/null; stdout and stderr to pipes the caller reads.
+    Pipes,
+}
+
+/// A started container: its first process, and its output when piped.
+#[derive(Debug)]
+pub struct Spawned {
+    pub pid: Pid,
+    pub stdout: Option<std::fs::File>,
+    pub stderr: Option<std::fs::File>,
+}
+
+/// Starts the container's first process; returns once its program runs.
+pub fn spawn(plan: &Plan, cgroup: Option<&Cgroup>, stdio: Stdio) -> Result<Spawned, RuntimeError> {
     if threads() != 1 {
         return Err(RuntimeError::Setup("containers must be created from a single-threaded process".into()));
     }
+    let pipes = match stdio {
+        Stdio::Inherit => None,
+        Stdio::Pipes => {
+            let p = |what| pipe2(OFlag::O_CLOEXEC).map_err(|e| RuntimeError::Setup(format!("{what} pipe: {e}")));
+            let null =
+                std::fs::File::open("/dev/null").map_err(|e| RuntimeError::Setup(format!("open /dev/null: {e}")))?;
+            Some((null, p("stdout")?, p("stderr")?))
+        }
+    };
     let (go_r, go_w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| RuntimeError::Setup(format!("pipe: {e}")))?;
     let (err_r, err_w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| RuntimeError::Setup(format!("pipe: {e}")))?;
     let flags = plan.clone_flags.bits() as libc::c_ulong | libc::SIGCHLD as libc::c_ulong;
@@ -43,6 +68,16 @@ pub fn spawn(plan: &Plan, cgroup: Option<&Cgroup>) -> Result<Pid, RuntimeError> 
     if rc == 0 {
         drop(go_w);
         drop(err_r);
+        if let Some((null, (_, out_w), (_, err_pipe_w))) = &pipes {
+            use std::os::fd::AsRawFd;
+            // SAFETY: dup2 onto stdio of descriptors we hold; the copies
+            // do not close on exec.
+            unsafe {
+                libc::dup2(null.as_raw_fd(), 0);
+                libc::dup2(out_w.as_raw_fd(), 1);
+                libc::dup2(err_pipe_w.as_raw_fd(), 2);
+            }
+        }
         let message = init::run(plan, go_r);
         let _ = nix::unistd::write(err_w.as_fd(), message.as_bytes());
         // SAFETY: _exit ends the child without running the parent's atexit
@@ -52,6 +87,13 @@ pub fn spawn(plan: &Plan, cgroup: Option<&Cgroup>) -> Result<Pid, RuntimeError> 
     let pid = Pid::from_raw(rc as i32);
     drop(go_r);
     drop(err_w);
+    // Keep only the read ends: the container's exit then ends the streams.
+    let (stdout, stderr) = match pipes {
+        Some((_, (out_r, _), (err_pipe_r, _))) => {
+            (Some(std::fs::File::from(out_r)), Some(std::fs::File::from(err_pipe_r)))
+        }
+        None => (None, None),
+    };
     let abort = |why: RuntimeError| {
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
         let _ = waitpid(pid, None);
@@ -69,7 +111,7 @@ pub fn spawn(plan: &Plan, cgroup: Option<&Cgroup>) -> Result<Pid, RuntimeError> 
         let _ = waitpid(pid, None);
         return Err(RuntimeError::Start(message));
     }
-    Ok(pid)
+    Ok(Spawned { pid, stdout, stderr })
 }
 
 /// Waits for `pid`; its exit code, or 128 + the signal that killed it.
