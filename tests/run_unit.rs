@@ -325,3 +325,52 @@ fn the_containers_output_can_go_to_the_caller_as_streams() {
     lines.sort();
     assert_eq!(lines, ["stderr err1", "stdout no-stdin", "stdout out1"]);
 }
+
+#[test]
+fn a_host_disk_made_with_mknod_cannot_be_read() {
+    root_only!("a_host_disk_made_with_mknod_cannot_be_read");
+    let fx = common::fixtures();
+    let dir = tempfile::tempdir().unwrap();
+    let (state, run) = (dir.path().join("state"), dir.path().join("run"));
+    // The block device that holds this test's files: a real host disk.
+    use std::os::unix::fs::MetadataExt;
+    let dev = std::fs::metadata(dir.path()).unwrap().dev();
+    let (major, minor) = (libc::major(dev), libc::minor(dev));
+    let file = dir.path().join("disk.toml");
+    let image = format!("oci:{}:layered", fx.join("layout").display());
+    // CAP_MKNOD is among the defaults: making the node works, using it must not.
+    let script = format!(
+        "busybox mknod /tmp/disk b {major} {minor} && echo made; busybox head -c 1 /tmp/disk > /dev/null 2>&1 && echo read || echo refused"
+    );
+    std::fs::write(&file, format!("[container]\nimage = \"{image}\"\ncommand = [\"sh\", \"-c\", \"{script}\"]\n"))
+        .unwrap();
+    let out = daemon(&state, &run).args(["runtime", "run-unit"]).arg(&file).output().unwrap();
+    assert_eq!(text(&out.stdout), "made\nrefused\n", "{}", text(&out.stderr));
+}
+
+#[test]
+fn many_unit_runs_leave_nothing_behind() {
+    root_only!("many_unit_runs_leave_nothing_behind");
+    let fx = common::fixtures();
+    let dir = tempfile::tempdir().unwrap();
+    let (state, run) = (dir.path().join("state"), dir.path().join("run"));
+    let name = common::unique_name("cy");
+    let file = dir.path().join(format!("{name}.toml"));
+    let image = format!("oci:{}:layered", fx.join("layout").display());
+    std::fs::write(
+        &file,
+        format!("[container]\nimage = \"{image}\"\ncommand = [\"sh\", \"-c\", \"echo x > /written\"]\n"),
+    )
+    .unwrap();
+    let mounts = || std::fs::read_to_string("/proc/self/mountinfo").unwrap().lines().count();
+    let before = mounts();
+    for i in 0..300 {
+        let out = daemon(&state, &run).args(["runtime", "run-unit"]).arg(&file).output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "run {i}: {}", text(&out.stderr));
+    }
+    assert_eq!(mounts(), before, "mounts leaked");
+    assert!(!state.join("containers").join(&name).exists(), "the container directory leaked");
+    assert!(std::fs::read_dir(run.join("containers")).map_or(true, |mut d| d.next().is_none()), "state records leaked");
+    let cg = supervisor::runtime::cgroups::Manager::for_host("supervisor").unwrap().open(&name);
+    assert!(cg.paths().iter().all(|p| !p.exists()), "the cgroup leaked");
+}

@@ -308,7 +308,13 @@ pub fn build(unit: &Unit, image: &ImageConfig, ctx: &SpecContext<'_>) -> Result<
     }
 
     let mut devices = Vec::new();
-    let mut device_rules = vec![json!({"allow": false, "access": "rwm"})];
+    // As Docker's defaults: making any device node is allowed, using one
+    // is not, but for the standard ones and those the unit names.
+    let mut device_rules = vec![
+        json!({"allow": false, "access": "rwm"}),
+        json!({"allow": true, "type": "c", "access": "m"}),
+        json!({"allow": true, "type": "b", "access": "m"}),
+    ];
     for d in &c.devices {
         let (kind, major, minor) = (ctx.device)(&d.host).map_err(|e| format!("device {}: {e}", d.host))?;
         devices.push(json!({"path": d.container, "type": kind.to_string(), "major": major, "minor": minor, "fileMode": 0o666, "uid": 0, "gid": 0}));
