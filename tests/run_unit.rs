@@ -374,3 +374,29 @@ fn many_unit_runs_leave_nothing_behind() {
     let cg = supervisor::runtime::cgroups::Manager::for_host("supervisor").unwrap().open(&name);
     assert!(cg.paths().iter().all(|p| !p.exists()), "the cgroup leaked");
 }
+
+#[test]
+fn namespaced_sysctls_apply_to_the_container_only() {
+    root_only!("namespaced_sysctls_apply_to_the_container_only");
+    let fx = common::fixtures();
+    let dir = tempfile::tempdir().unwrap();
+    let (state, run) = (dir.path().join("state"), dir.path().join("run"));
+    let file = dir.path().join("sysctl.toml");
+    let image = format!("oci:{}:layered", fx.join("layout").display());
+    let host_before = std::fs::read_to_string("/proc/sys/net/core/somaxconn").unwrap();
+    std::fs::write(
+        &file,
+        format!(
+            "[container]\nimage = \"{image}\"\nsysctls = {{ \"net.core.somaxconn\" = \"1234\", \"kernel.shmmni\" = 2048 }}\n\
+             command = [\"sh\", \"-c\", \"busybox cat /proc/sys/net/core/somaxconn /proc/sys/kernel/shmmni; echo 5 > /proc/sys/net/core/somaxconn 2>/dev/null || echo read-only\"]\n"
+        ),
+    )
+    .unwrap();
+    let out = daemon(&state, &run).args(["runtime", "run-unit"]).arg(&file).output().unwrap();
+    assert_eq!(text(&out.stdout), "1234\n2048\nread-only\n", "{}", text(&out.stderr));
+    assert_eq!(
+        std::fs::read_to_string("/proc/sys/net/core/somaxconn").unwrap(),
+        host_before,
+        "the host's value changed"
+    );
+}
