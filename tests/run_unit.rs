@@ -9,6 +9,11 @@ use common::text;
 use std::path::Path;
 use std::process::{Command, Output};
 
+/// The fixture image with every kind of layer entry (see tests/fixtures).
+fn layered_image() -> String {
+    format!("oci:{}:layered", common::fixtures().join("layout").display())
+}
+
 /// `supervisord` with a test's own state and run directories.
 fn daemon(state: &Path, run: &Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_supervisord"));
@@ -41,12 +46,11 @@ fn run_unit(state: &Path, units: &Path, name: &str, body: &str) -> Output {
 #[test]
 fn a_unit_runs_on_the_merged_layers_with_a_fresh_writable_layer() {
     root_only!("a_unit_runs_on_the_merged_layers_with_a_fresh_writable_layer");
-    let fx = common::fixtures();
     let dir = tempfile::tempdir().unwrap();
     let (state, units) = (dir.path().join("state"), dir.path().join("units"));
     std::fs::create_dir(&units).unwrap();
     let name = common::unique_name("u");
-    let image = format!("oci:{}:layered", fx.join("layout").display());
+    let image = layered_image();
     let body = format!(
         r#"[container]
 image = "{image}"
@@ -85,11 +89,10 @@ volumes = ["data:/vol"]
 #[test]
 fn users_from_the_image_and_the_realistic_redis_image() {
     root_only!("users_from_the_image_and_the_realistic_redis_image");
-    let fx = common::fixtures();
     let dir = tempfile::tempdir().unwrap();
     let (state, units) = (dir.path().join("state"), dir.path().join("units"));
     std::fs::create_dir(&units).unwrap();
-    let image = format!("oci:{}:layered", fx.join("layout").display());
+    let image = layered_image();
     let body = format!(
         "[container]\nimage = \"{image}\"\nuser = \"app\"\ncommand = [\"sh\", \"-c\", \"busybox id -u; busybox id -g; echo $HOME; busybox grep CapEff /proc/self/status\"]\n"
     );
@@ -120,11 +123,10 @@ fn users_from_the_image_and_the_realistic_redis_image() {
 #[test]
 fn the_default_seccomp_filter_is_installed_unless_unconfined() {
     root_only!("the_default_seccomp_filter_is_installed_unless_unconfined");
-    let fx = common::fixtures();
     let dir = tempfile::tempdir().unwrap();
     let (state, units) = (dir.path().join("state"), dir.path().join("units"));
     std::fs::create_dir(&units).unwrap();
-    let image = format!("oci:{}:layered", fx.join("layout").display());
+    let image = layered_image();
     let status = "busybox grep -E '^Seccomp:' /proc/self/status | busybox tr -d '\\t'; busybox ls /data > /dev/null && echo works";
     for (extra, expected) in [
         ("", "Seccomp:2\nworks\n"),
@@ -141,11 +143,10 @@ fn the_default_seccomp_filter_is_installed_unless_unconfined() {
 #[test]
 fn a_new_named_volume_is_seeded_from_the_image() {
     root_only!("a_new_named_volume_is_seeded_from_the_image");
-    let fx = common::fixtures();
     let dir = tempfile::tempdir().unwrap();
     let (state, units) = (dir.path().join("state"), dir.path().join("units"));
     std::fs::create_dir(&units).unwrap();
-    let image = format!("oci:{}:layered", fx.join("layout").display());
+    let image = layered_image();
     let body = format!(
         "[container]\nimage = \"{image}\"\nvolumes = [\"seeded:/data\"]\ncommand = [\"sh\", \"-c\", \"busybox ls /data | busybox tr '\\\\n' ' '; echo; busybox rm /data/keep.txt\"]\n"
     );
@@ -161,13 +162,12 @@ fn a_new_named_volume_is_seeded_from_the_image() {
 #[test]
 fn exec_runs_in_the_container_as_its_process_does() {
     root_only!("exec_runs_in_the_container_as_its_process_does");
-    let fx = common::fixtures();
     let dir = tempfile::tempdir().unwrap();
     let (state, units, run) = (dir.path().join("state"), dir.path().join("units"), dir.path().join("run"));
     std::fs::create_dir(&units).unwrap();
     let name = common::unique_name("ex");
     let file = units.join(format!("{name}.toml"));
-    let image = format!("oci:{}:layered", fx.join("layout").display());
+    let image = layered_image();
     std::fs::write(
         &file,
         format!("[container]\nimage = \"{image}\"\nuser = \"app\"\nworkdir = \"/data\"\nenv = {{ GREETING = \"hi\" }}\ncommand = [\"busybox\", \"sleep\", \"60\"]\n[stop]\ntimeout = \"1s\"\n"),
@@ -225,13 +225,12 @@ fn exec_runs_in_the_container_as_its_process_does() {
 #[test]
 fn what_a_dead_supervisor_left_is_cleaned_up() {
     root_only!("what_a_dead_supervisor_left_is_cleaned_up");
-    let fx = common::fixtures();
     let dir = tempfile::tempdir().unwrap();
     let (state, units, run) = (dir.path().join("state"), dir.path().join("units"), dir.path().join("run"));
     std::fs::create_dir(&units).unwrap();
     let name = common::unique_name("orph");
     let file = units.join(format!("{name}.toml"));
-    let image = format!("oci:{}:layered", fx.join("layout").display());
+    let image = layered_image();
     std::fs::write(
         &file,
         format!(
@@ -307,11 +306,10 @@ fn the_example_database_serves_and_answers_through_exec() {
 #[test]
 fn the_containers_output_can_go_to_the_caller_as_streams() {
     root_only!("the_containers_output_can_go_to_the_caller_as_streams");
-    let fx = common::fixtures();
     let dir = tempfile::tempdir().unwrap();
     let (state, run) = (dir.path().join("state"), dir.path().join("run"));
     let file = dir.path().join("logged.toml");
-    let image = format!("oci:{}:layered", fx.join("layout").display());
+    let image = layered_image();
     std::fs::write(
         &file,
         format!("[container]\nimage = \"{image}\"\ncommand = [\"sh\", \"-c\", \"echo out1; echo err1 >&2; read x || echo no-stdin; exit 2\"]\n"),
@@ -329,7 +327,6 @@ fn the_containers_output_can_go_to_the_caller_as_streams() {
 #[test]
 fn a_host_disk_made_with_mknod_cannot_be_read() {
     root_only!("a_host_disk_made_with_mknod_cannot_be_read");
-    let fx = common::fixtures();
     let dir = tempfile::tempdir().unwrap();
     let (state, run) = (dir.path().join("state"), dir.path().join("run"));
     // The block device that holds this test's files: a real host disk.
@@ -337,7 +334,7 @@ fn a_host_disk_made_with_mknod_cannot_be_read() {
     let dev = std::fs::metadata(dir.path()).unwrap().dev();
     let (major, minor) = (libc::major(dev), libc::minor(dev));
     let file = dir.path().join("disk.toml");
-    let image = format!("oci:{}:layered", fx.join("layout").display());
+    let image = layered_image();
     // CAP_MKNOD is among the defaults: making the node works, using it must not.
     let script = format!(
         "busybox mknod /tmp/disk b {major} {minor} && echo made; busybox head -c 1 /tmp/disk > /dev/null 2>&1 && echo read || echo refused"
@@ -351,12 +348,11 @@ fn a_host_disk_made_with_mknod_cannot_be_read() {
 #[test]
 fn many_unit_runs_leave_nothing_behind() {
     root_only!("many_unit_runs_leave_nothing_behind");
-    let fx = common::fixtures();
     let dir = tempfile::tempdir().unwrap();
     let (state, run) = (dir.path().join("state"), dir.path().join("run"));
     let name = common::unique_name("cy");
     let file = dir.path().join(format!("{name}.toml"));
-    let image = format!("oci:{}:layered", fx.join("layout").display());
+    let image = layered_image();
     std::fs::write(
         &file,
         format!("[container]\nimage = \"{image}\"\ncommand = [\"sh\", \"-c\", \"echo x > /written\"]\n"),
@@ -378,11 +374,10 @@ fn many_unit_runs_leave_nothing_behind() {
 #[test]
 fn namespaced_sysctls_apply_to_the_container_only() {
     root_only!("namespaced_sysctls_apply_to_the_container_only");
-    let fx = common::fixtures();
     let dir = tempfile::tempdir().unwrap();
     let (state, run) = (dir.path().join("state"), dir.path().join("run"));
     let file = dir.path().join("sysctl.toml");
-    let image = format!("oci:{}:layered", fx.join("layout").display());
+    let image = layered_image();
     let host_before = std::fs::read_to_string("/proc/sys/net/core/somaxconn").unwrap();
     std::fs::write(
         &file,
