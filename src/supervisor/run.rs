@@ -168,8 +168,13 @@ pub fn run_unit(file: &Path, state_dir: &Path, run_dir: &Path, log: Option<&Path
             None => None,
         };
         let stdio = if log_file.is_some() { Stdio::Pipes } else { Stdio::Inherit };
+        // Stop handling is in place before the container starts, so that a
+        // SIGTERM while it starts neither kills us nor is lost.
+        let stop_signal = unit.stop.signal.map_or(libc::SIGTERM, |s| s.number());
+        let stopper = Stopper::install(stop_signal);
         let spawned = spawn(&plan, Some(&cgroup), stdio).map_err(|e| e.to_string())?;
         let pid = spawned.pid;
+        stopper.started(pid.as_raw());
         let log_file = log_file.map(std::sync::Mutex::new);
         let state = ContainerState {
             name: name.clone(),
@@ -182,8 +187,6 @@ pub fn run_unit(file: &Path, state_dir: &Path, run_dir: &Path, log: Option<&Path
         if let Err(e) = state.save(run_dir) {
             eprintln!("supervisord: {name}: cannot record the container's state: {e}");
         }
-        let stop_signal = unit.stop.signal.map_or(libc::SIGTERM, |s| s.number());
-        let stopper = Stopper::install(pid.as_raw(), stop_signal);
         std::thread::scope(|s| {
             // Stop semantics: the stop signal goes to the container's first
             // process at once (the handler); after the timeout, SIGKILL to
@@ -233,14 +236,22 @@ struct Stopper {
 }
 
 impl Stopper {
-    fn install(pid: i32, stop_signal: i32) -> Stopper {
-        CONTAINER_PID.store(pid, Ordering::SeqCst);
+    fn install(stop_signal: i32) -> Stopper {
         STOP_SIGNAL.store(stop_signal, Ordering::SeqCst);
         for sig in [libc::SIGTERM, libc::SIGINT] {
             // SAFETY: the handler only stores atomics and calls kill(2).
             unsafe { libc::signal(sig, on_stop as *const () as libc::sighandler_t) };
         }
         Stopper { finished: AtomicBool::new(false) }
+    }
+
+    /// The container runs: a stop asked for while it started goes to it now.
+    fn started(&self, pid: i32) {
+        CONTAINER_PID.store(pid, Ordering::SeqCst);
+        if STOP_REQUESTED.load(Ordering::SeqCst) {
+            // SAFETY: kill(2) of the container we just started.
+            unsafe { libc::kill(pid, STOP_SIGNAL.load(Ordering::SeqCst)) };
+        }
     }
 
     fn escalate_after(&self, timeout: Duration, cgroup: &crate::runtime::cgroups::Cgroup) {

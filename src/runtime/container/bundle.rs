@@ -15,12 +15,16 @@ use crate::runtime::cgroups::{DeviceRule, Manager, Resources};
 
 /// The container's pid, for the signal handlers that forward to it.
 static CONTAINER: AtomicI32 = AtomicI32::new(0);
+/// A signal that came before the container's pid was known.
+static PENDING: AtomicI32 = AtomicI32::new(0);
 
 extern "C" fn forward(sig: libc::c_int) {
     let pid = CONTAINER.load(Ordering::SeqCst);
     if pid > 0 {
         // SAFETY: kill(2) is async-signal-safe.
         unsafe { libc::kill(pid, sig) };
+    } else {
+        PENDING.store(sig, Ordering::SeqCst);
     }
 }
 
@@ -35,11 +39,19 @@ pub fn run_bundle(bundle: &Path, id: &str) -> Result<i32, RuntimeError> {
     let cgroup = Manager::for_host("supervisor-runtime").and_then(|m| m.create(id)).map_err(RuntimeError::Cgroup)?;
     let result = (|| {
         cgroup.set(&resources).map_err(RuntimeError::Cgroup)?;
+        // The handlers go in before the container starts: a signal that
+        // comes while it starts must neither kill us (orphaning it) nor be
+        // lost; one that comes before its pid is known is sent after.
+        for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGQUIT, libc::SIGUSR1, libc::SIGUSR2] {
+            // SAFETY: installs a handler that only touches atomics and calls kill(2).
+            unsafe { libc::signal(sig, forward as *const () as libc::sighandler_t) };
+        }
         let pid = spawn(&plan, Some(&cgroup), Stdio::Inherit)?.pid;
         CONTAINER.store(pid.as_raw(), Ordering::SeqCst);
-        for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGQUIT, libc::SIGUSR1, libc::SIGUSR2] {
-            // SAFETY: installs a handler that only calls kill(2).
-            unsafe { libc::signal(sig, forward as *const () as libc::sighandler_t) };
+        let early = PENDING.swap(0, Ordering::SeqCst);
+        if early != 0 {
+            // SAFETY: kill(2) of the container we just started.
+            unsafe { libc::kill(pid.as_raw(), early) };
         }
         wait_exit(pid)
     })();
