@@ -187,8 +187,15 @@ fn exec_runs_in_the_container_as_its_process_does() {
     // The joining process runs from a sealed in-memory copy of our binary,
     // never from the host's file, and says nothing of it to the command.
     let mut joiner = daemon().args(["runtime", "exec", &name, "--", "busybox", "sleep", "2"]).spawn().unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(500));
-    let exe = std::fs::read_link(format!("/proc/{}/exe", joiner.id())).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(1800);
+    let mut exe = std::path::PathBuf::new();
+    while std::time::Instant::now() < deadline {
+        exe = std::fs::read_link(format!("/proc/{}/exe", joiner.id())).unwrap_or_default();
+        if exe.to_string_lossy().starts_with("/memfd:supervisord") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     assert!(exe.to_string_lossy().starts_with("/memfd:supervisord"), "{exe:?}");
     assert_eq!(joiner.wait().unwrap().code(), Some(0));
     assert_eq!(text(&exec(&["sh", "-c", "env | busybox grep -c SEALED"]).stdout), "0\n");
