@@ -11,10 +11,10 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::time::Duration;
 
-use super::spec::{SpecContext, build};
+use super::spec::{SpecContext, build, rlimit_name};
 use crate::runtime::cgroups::Manager;
 use crate::runtime::container::bundle::resources;
-use crate::runtime::container::plan::{OverlayPlan, from_spec};
+use crate::runtime::container::plan::{OverlayPlan, from_spec, rlimit_resource};
 use crate::runtime::container::spawn::{Stdio, spawn, wait_exit};
 use crate::runtime::container::state::{ContainerState, ProcessState, start_time};
 use crate::runtime::image::export::seed_from_layers;
@@ -27,33 +27,12 @@ use crate::units::values::mounts::VolumeSource;
 
 /// Our own hard limits, which no container may exceed.
 fn hard_limits() -> BTreeMap<String, u64> {
-    let resource = |name: &str| -> Option<libc::__rlimit_resource_t> {
-        Some(match name {
-            "as" => libc::RLIMIT_AS,
-            "core" => libc::RLIMIT_CORE,
-            "cpu" => libc::RLIMIT_CPU,
-            "data" => libc::RLIMIT_DATA,
-            "fsize" => libc::RLIMIT_FSIZE,
-            "locks" => libc::RLIMIT_LOCKS,
-            "memlock" => libc::RLIMIT_MEMLOCK,
-            "msgqueue" => libc::RLIMIT_MSGQUEUE,
-            "nice" => libc::RLIMIT_NICE,
-            "nofile" => libc::RLIMIT_NOFILE,
-            "nproc" => libc::RLIMIT_NPROC,
-            "rss" => libc::RLIMIT_RSS,
-            "rtprio" => libc::RLIMIT_RTPRIO,
-            "rttime" => libc::RLIMIT_RTTIME,
-            "sigpending" => libc::RLIMIT_SIGPENDING,
-            "stack" => libc::RLIMIT_STACK,
-            _ => return None,
-        })
-    };
     let mut out = BTreeMap::new();
     for name in ULIMIT_NAMES {
-        if let Some(r) = resource(name) {
+        if let Some(r) = rlimit_resource(&rlimit_name(name)) {
             let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
             // SAFETY: getrlimit writes one rlimit struct we own.
-            if unsafe { libc::getrlimit(r, &mut lim) } == 0 && lim.rlim_max != libc::RLIM_INFINITY {
+            if unsafe { libc::getrlimit(r as _, &mut lim) } == 0 && lim.rlim_max != libc::RLIM_INFINITY {
                 out.insert(name.to_string(), lim.rlim_max);
             }
         }

@@ -222,7 +222,8 @@ fn capabilities(unit: &Unit, own: Option<&[String]>) -> Result<Vec<String>, Stri
     Ok(caps)
 }
 
-fn rlimit_name(ulimit: &str) -> String {
+/// The runtime spec's name of a ulimit (`nofile` is `RLIMIT_NOFILE`).
+pub fn rlimit_name(ulimit: &str) -> String {
     format!("RLIMIT_{}", ulimit.to_uppercase())
 }
 

@@ -184,7 +184,9 @@ fn capabilities(set: &Option<oci_spec::runtime::Capabilities>) -> Result<Vec<cap
     Ok(out)
 }
 
-fn rlimit_resource(name: &str) -> Option<i32> {
+/// The resource number of an rlimit named as the runtime spec names it
+/// (`RLIMIT_NOFILE`).
+pub fn rlimit_resource(name: &str) -> Option<i32> {
     Some(match name {
         "RLIMIT_AS" => libc::RLIMIT_AS,
         "RLIMIT_CORE" => libc::RLIMIT_CORE,

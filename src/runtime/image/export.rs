@@ -156,7 +156,8 @@ fn list_xattrs(path: &Path) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
     Ok(out)
 }
 
-fn get_xattr(path: &Path, name: &[u8]) -> Option<Vec<u8>> {
+/// The value of the xattr `name` of `path` (not following a link).
+pub(super) fn get_xattr(path: &Path, name: &[u8]) -> Option<Vec<u8>> {
     let c = cpath(path).ok()?;
     let n = CString::new(name).ok()?;
     let mut buf = vec![0u8; 65536];

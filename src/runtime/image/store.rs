@@ -357,8 +357,8 @@ impl Image {
                     if let Ok(p) = openat2(&dir, parent, how()) {
                         let opaque = std::fs::read_link(format!("/proc/self/fd/{}", p.as_raw_fd()))
                             .ok()
-                            .and_then(|real| xattr_opaque(&real));
-                        if opaque == Some(true) {
+                            .and_then(|real| super::export::get_xattr(&real, super::tree::OPAQUE_XATTR));
+                        if opaque.as_deref() == Some(b"y") {
                             return Ok(None);
                         }
                     }
@@ -368,13 +368,4 @@ impl Image {
         }
         Ok(None)
     }
-}
-
-fn xattr_opaque(dir: &Path) -> Option<bool> {
-    let c = std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(dir.as_os_str())).ok()?;
-    let mut buf = [0u8; 4];
-    // SAFETY: NUL-terminated strings and a buffer of buf.len() bytes.
-    let n =
-        unsafe { libc::lgetxattr(c.as_ptr(), c"trusted.overlay.opaque".as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
-    Some(n == 1 && buf[0] == b'y')
 }
