@@ -402,3 +402,75 @@ fn namespaced_sysctls_apply_to_the_container_only() {
         "the host's value changed"
     );
 }
+
+/// An OCI layout: the fixture's busybox layer, then `extra` layers of one
+/// small file each (`/l0`, `/l1`, ...), written here (what is tested is the
+/// overlay mount, not the image's origin).
+fn many_layer_layout(dir: &Path, extra: usize) -> std::path::PathBuf {
+    use supervisor::runtime::image::Digest;
+    let fx = common::fixtures().join("layout");
+    let read = |d: &str| std::fs::read(fx.join("blobs/sha256").join(d.trim_start_matches("sha256:"))).unwrap();
+    let index: serde_json::Value = serde_json::from_slice(&std::fs::read(fx.join("index.json")).unwrap()).unwrap();
+    let base = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == "base")
+        .unwrap();
+    let manifest: serde_json::Value = serde_json::from_slice(&read(base["digest"].as_str().unwrap())).unwrap();
+    let mut config: serde_json::Value =
+        serde_json::from_slice(&read(manifest["config"]["digest"].as_str().unwrap())).unwrap();
+    let out = dir.join("many");
+    std::fs::create_dir_all(out.join("blobs/sha256")).unwrap();
+    let put = |bytes: &[u8]| {
+        let d = Digest::of(bytes);
+        std::fs::write(out.join("blobs/sha256").join(d.hex()), bytes).unwrap();
+        (d.to_string(), bytes.len())
+    };
+    let base_layer = &manifest["layers"][0];
+    put(&read(base_layer["digest"].as_str().unwrap()));
+    let mut layers = vec![base_layer.clone()];
+    for i in 0..extra {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(2);
+        h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        h.set_cksum();
+        b.append_data(&mut h, format!("l{i}"), &b"x\n"[..]).unwrap();
+        let (d, size) = put(&b.into_inner().unwrap());
+        config["rootfs"]["diff_ids"].as_array_mut().unwrap().push(serde_json::json!(d));
+        layers.push(
+            serde_json::json!({"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": d, "size": size}),
+        );
+    }
+    let (cd, cs) = put(&serde_json::to_vec(&config).unwrap());
+    let m = serde_json::json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": cs}, "layers": layers});
+    let (md, ms) = put(&serde_json::to_vec(&m).unwrap());
+    std::fs::write(out.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    let idx = serde_json::json!({"schemaVersion": 2, "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "digest": md, "size": ms, "annotations": {"org.opencontainers.image.ref.name": "many"}}]});
+    std::fs::write(out.join("index.json"), serde_json::to_vec(&idx).unwrap()).unwrap();
+    out
+}
+
+#[test]
+fn an_image_of_many_layers_mounts() {
+    root_only!("an_image_of_many_layers_mounts");
+    let dir = tempfile::tempdir().unwrap();
+    let (state, run) = (dir.path().join("state"), dir.path().join("run"));
+    let layout = many_layer_layout(dir.path(), 120);
+    // 121 layer paths of about 100 bytes: far more than the one page of
+    // mount options a plain lowerdir list could use.
+    let file = dir.path().join("many.toml");
+    std::fs::write(
+        &file,
+        format!("[container]\nimage = \"oci:{}:many\"\ncommand = [\"sh\", \"-c\", \"busybox ls / | busybox grep -c '^l[0-9]'; busybox cat /l119\"]\n", layout.display()),
+    )
+    .unwrap();
+    let out = daemon(&state, &run).args(["runtime", "run-unit"]).arg(&file).output().unwrap();
+    assert_eq!(text(&out.stdout), "120\nx\n", "{}", text(&out.stderr));
+}
