@@ -5,6 +5,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use super::client::Client;
+use super::control;
 use super::images::{self, StoreArgs};
 use super::validate;
 
@@ -12,10 +14,20 @@ use super::validate;
 #[derive(Debug, Parser)]
 #[command(name = "supervisorctl", version, about, propagate_version = true)]
 pub struct Cli {
-    /// Work on this state directory (images, volumes) directly, without a
-    /// daemon; the same layout as supervisord's --state-dir.
-    #[arg(long, global = true, value_name = "DIR", default_value = "/var/lib/supervisor", env = "SUPERVISOR_STORE")]
-    pub store: PathBuf,
+    /// The control socket of supervisord.
+    #[arg(
+        long,
+        global = true,
+        value_name = "PATH",
+        env = "SUPERVISOR_SOCKET",
+        default_value = "/run/supervisor/control.sock"
+    )]
+    pub socket: PathBuf,
+    /// Work on this state directory (images) directly, without a daemon;
+    /// the same layout as supervisord's --state-dir. Without it, image
+    /// verbs go to a running supervisord, or else to /var/lib/supervisor.
+    #[arg(long, global = true, value_name = "DIR", env = "SUPERVISOR_STORE")]
+    pub store: Option<PathBuf>,
     /// Registry credentials, as auth.json ({"auths": {"HOST": {"auth": base64(user:pass)}}}).
     #[arg(long, global = true, value_name = "PATH", default_value = "/etc/supervisor/auth.json")]
     pub authfile: PathBuf,
@@ -60,16 +72,141 @@ pub enum Command {
     },
     /// Write an image's merged root filesystem into DIR (new or empty).
     Export { reference: String, dir: PathBuf },
+    /// One line per unit (or the named ones); exit 0 when all run, 3 when
+    /// any does not.
+    Status {
+        units: Vec<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Start units (also ones an operator stopped) and wait until they run.
+    Start {
+        #[arg(required = true)]
+        units: Vec<String>,
+        /// Do not wait for the outcome.
+        #[arg(long)]
+        no_block: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop units and hold them stopped (across reloads) until `start`.
+    Stop {
+        #[arg(required = true)]
+        units: Vec<String>,
+        #[arg(long)]
+        no_block: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop units and start them anew.
+    Restart {
+        #[arg(required = true)]
+        units: Vec<String>,
+        #[arg(long)]
+        no_block: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Read the unit directory again and apply the difference (or, with
+    /// --dry-run, print what would be done). Exit 1 if any file is invalid.
+    Reload {
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Send a signal to a unit's main process (no restart is counted).
+    Kill {
+        #[arg(short, long, default_value = "SIGTERM")]
+        signal: String,
+        unit: String,
+    },
+    /// A unit's output, `TIME STREAM TEXT` per line.
+    Logs {
+        /// Keep printing new lines.
+        #[arg(short, long)]
+        follow: bool,
+        /// Only the last N lines.
+        #[arg(short = 'n', long = "tail", value_name = "N")]
+        tail: Option<usize>,
+        /// Only lines since a time (RFC 3339) or a duration ago (10m).
+        #[arg(long, value_name = "T")]
+        since: Option<String>,
+        unit: String,
+    },
+    /// Run a command in a unit's container; exit with its code (126 when
+    /// it cannot be run, 127 when it is not found).
+    Exec {
+        /// Keep stdin open.
+        #[arg(short, long)]
+        interactive: bool,
+        /// Allocate a pseudo-terminal.
+        #[arg(short, long)]
+        tty: bool,
+        unit: String,
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+    /// The unit's normalized config, state, resource usage and last exits (JSON).
+    Inspect { unit: String },
+    /// A live stream of state changes.
+    Events {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Named volumes and the units that use them.
+    Volumes {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Named volume commands.
+    #[command(subcommand)]
+    Volume(VolumeCommand),
+    /// Stop every unit and power off (supervisord as PID 1 only).
+    Poweroff,
+    /// Stop every unit and reboot (supervisord as PID 1 only).
+    Reboot,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum VolumeCommand {
+    /// Remove a named volume (refused while a unit uses it).
+    Rm { name: String },
 }
 
 pub fn run(cli: Cli) -> ExitCode {
-    let store = StoreArgs { store: cli.store, authfile: cli.authfile, insecure: cli.insecure_registry };
+    let client = Client { socket: cli.socket.clone() };
+    // Image verbs go to the daemon when one runs and no store is named.
+    let daemon = cli.store.is_none() && std::os::unix::net::UnixStream::connect(&cli.socket).is_ok();
+    let store = StoreArgs {
+        store: cli.store.unwrap_or_else(|| PathBuf::from("/var/lib/supervisor")),
+        authfile: cli.authfile,
+        insecure: cli.insecure_registry,
+    };
     match cli.command {
         Command::Validate { paths, json } => validate::run(&paths, json),
+        Command::Pull { reference } if daemon => images::pull_via(&client, &reference),
         Command::Pull { reference } => images::pull(&store, &reference),
+        Command::Images { json } if daemon => images::images_via(&client, json),
         Command::Images { json } => images::images(&store, json),
+        Command::Rmi { reference } if daemon => images::rmi_via(&client, &reference),
         Command::Rmi { reference } => images::rmi(&store, &reference),
+        Command::Prune { .. } if daemon => images::prune_via(&client),
         Command::Prune { units } => images::prune(&store, &units),
         Command::Export { reference, dir } => images::export(&store, &reference, &dir),
+        Command::Status { units, json } => control::status(&client, &units, json),
+        Command::Start { units, no_block, json } => control::op(&client, "start", &units, no_block, json),
+        Command::Stop { units, no_block, json } => control::op(&client, "stop", &units, no_block, json),
+        Command::Restart { units, no_block, json } => control::op(&client, "restart", &units, no_block, json),
+        Command::Reload { dry_run, json } => control::reload(&client, dry_run, json),
+        Command::Kill { signal, unit } => control::kill(&client, &signal, &unit),
+        Command::Logs { follow, tail, since, unit } => control::logs(&client, &unit, follow, tail, since.as_deref()),
+        Command::Exec { interactive, tty, unit, command } => control::exec(&client, &unit, interactive, tty, command),
+        Command::Inspect { unit } => control::inspect(&client, &unit),
+        Command::Events { json } => control::events(&client, json),
+        Command::Volumes { json } => control::volumes(&client, json),
+        Command::Volume(VolumeCommand::Rm { name }) => control::volume_rm(&client, &name),
+        Command::Poweroff => control::power(&client, "poweroff"),
+        Command::Reboot => control::power(&client, "reboot"),
     }
 }

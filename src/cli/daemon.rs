@@ -1,14 +1,15 @@
-//! `supervisord`: the daemon's command line.
-//!
-//! The reconcile loop that runs containers is not built yet; what works is
-//! `--check`: load the unit directory as the daemon would and print the
-//! start order, or every error (like `nginx -t`).
+//! `supervisord`: the daemon's command line. Without a subcommand it runs
+//! the daemon (`supervisor::daemon`); `--check` loads the unit directory
+//! as the daemon would and prints the start order or every error (like
+//! `nginx -t`); `runtime ...` is the container runtime on its own.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use crate::supervisor::config::Config;
+use crate::supervisor::daemon::{Options, Paths};
 use crate::units::graph::start_order;
 use crate::units::load_dir;
 
@@ -16,21 +17,21 @@ use crate::units::load_dir;
 #[derive(Debug, Parser)]
 #[command(name = "supervisord", version, about)]
 pub struct Args {
-    /// Directory of unit files.
-    #[arg(long, default_value = "/etc/units.d", env = "SUPERVISOR_UNITS")]
-    pub units: PathBuf,
-    /// Images, volumes and container layers.
-    #[arg(long, default_value = "/var/lib/supervisor")]
-    pub state_dir: PathBuf,
-    /// Control socket and runtime state.
-    #[arg(long, default_value = "/run/supervisor")]
-    pub run_dir: PathBuf,
-    /// Unit logs.
-    #[arg(long, default_value = "/var/log/supervisor")]
-    pub log_dir: PathBuf,
-    /// Global configuration file.
-    #[arg(long, default_value = "/etc/supervisor/supervisord.toml")]
-    pub config: PathBuf,
+    /// Directory of unit files [default: /etc/units.d].
+    #[arg(long, env = "SUPERVISOR_UNITS")]
+    pub units: Option<PathBuf>,
+    /// Images, volumes and container layers [default: /var/lib/supervisor].
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
+    /// Control socket and runtime state [default: /run/supervisor].
+    #[arg(long)]
+    pub run_dir: Option<PathBuf>,
+    /// Unit logs [default: /var/log/supervisor].
+    #[arg(long)]
+    pub log_dir: Option<PathBuf>,
+    /// Global configuration file [default: /etc/supervisor/supervisord.toml].
+    #[arg(long)]
+    pub config: Option<PathBuf>,
     /// Load the units, print the start order or the errors, and exit.
     #[arg(long)]
     pub check: bool,
@@ -71,6 +72,10 @@ pub enum RuntimeCommand {
     /// still runs of them, remove their cgroups, directories and records
     /// (what a supervisor does at start after an earlier one died).
     Cleanup,
+    /// Create one container for a supervisor (the spawn helper; its
+    /// protocol is on stdin).
+    #[command(hide = true)]
+    Spawn,
     /// Run a command in a running container (started by run-unit) and exit
     /// with its code: 126 when it cannot be run, 127 when it is not there.
     Exec {
@@ -86,6 +91,30 @@ pub enum RuntimeCommand {
 }
 
 pub fn run(args: Args) -> ExitCode {
+    if let Some(Command::Runtime(RuntimeCommand::Spawn)) = &args.command {
+        return ExitCode::from(crate::runtime::container::helper::serve());
+    }
+    let default_config = PathBuf::from("/etc/supervisor/supervisord.toml");
+    let config = match Config::load(args.config.as_ref().unwrap_or(&default_config), args.config.is_some()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("supervisord: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let pick = |flag: &Option<PathBuf>, conf: &Option<PathBuf>, default: &str| {
+        flag.clone().or_else(|| conf.clone()).unwrap_or_else(|| PathBuf::from(default))
+    };
+    let paths = Paths {
+        units: pick(&args.units, &config.units, "/etc/units.d"),
+        state_dir: pick(&args.state_dir, &config.state_dir, "/var/lib/supervisor"),
+        run_dir: pick(&args.run_dir, &config.run_dir, "/run/supervisor"),
+        log_dir: pick(&args.log_dir, &config.log_dir, "/var/log/supervisor"),
+    };
+    run_with(args, paths, config)
+}
+
+fn run_with(args: Args, paths: Paths, config: Config) -> ExitCode {
     if let Some(Command::Runtime(RuntimeCommand::Run { bundle, id })) = &args.command {
         return match crate::runtime::container::bundle::run_bundle(bundle, id) {
             Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
@@ -96,7 +125,7 @@ pub fn run(args: Args) -> ExitCode {
         };
     }
     if let Some(Command::Runtime(RuntimeCommand::RunUnit { log, file })) = &args.command {
-        return match crate::supervisor::run::run_unit(file, &args.state_dir, &args.run_dir, log.as_deref()) {
+        return match crate::supervisor::run::run_unit(file, &paths.state_dir, &paths.run_dir, log.as_deref()) {
             Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
             Err(e) => {
                 eprintln!("supervisord: {e}");
@@ -105,7 +134,7 @@ pub fn run(args: Args) -> ExitCode {
         };
     }
     if let Some(Command::Runtime(RuntimeCommand::Cleanup)) = &args.command {
-        for name in crate::runtime::container::state::clean_up(&args.run_dir).containers {
+        for name in crate::runtime::container::state::clean_up(&paths.run_dir).containers {
             println!("removed {name}");
         }
         return ExitCode::SUCCESS;
@@ -113,7 +142,7 @@ pub fn run(args: Args) -> ExitCode {
     if let Some(Command::Runtime(RuntimeCommand::Exec { tty, name, command })) = &args.command {
         use crate::runtime::container::exec::{exec, reexec_from_sealed_copy};
         use crate::runtime::container::state::ContainerState;
-        let result = ContainerState::load(&args.run_dir, name)
+        let result = ContainerState::load(&paths.run_dir, name)
             .map_err(crate::runtime::container::RuntimeError::Setup)
             .and_then(|state| {
                 reexec_from_sealed_copy()?;
@@ -128,16 +157,25 @@ pub fn run(args: Args) -> ExitCode {
         };
     }
     if !args.check {
-        eprintln!(
-            "supervisord: running containers is not implemented yet; use --check to validate {}",
-            args.units.display()
-        );
-        return ExitCode::from(2);
+        let socket_group = match config.socket_gid() {
+            Ok(g) => g,
+            Err(e) => {
+                eprintln!("supervisord: {e}");
+                return ExitCode::from(2);
+            }
+        };
+        let options = Options {
+            paths,
+            insecure_registries: config.insecure_registries.clone(),
+            authfile: config.authfile.clone().unwrap_or_else(|| PathBuf::from("/etc/supervisor/auth.json")),
+            socket_group,
+        };
+        return ExitCode::from(crate::supervisor::daemon::run(options));
     }
-    let set = match load_dir(&args.units) {
+    let set = match load_dir(&paths.units) {
         Ok(set) => set,
         Err(e) => {
-            eprintln!("supervisord: {}: {e}", args.units.display());
+            eprintln!("supervisord: {}: {e}", paths.units.display());
             return ExitCode::from(2);
         }
     };

@@ -12,8 +12,9 @@ use std::process::ExitCode;
 use std::sync::Mutex;
 use std::time::Instant;
 
+use super::client::{Client, encode};
 use crate::runtime::image::manifest::Descriptor;
-use crate::runtime::image::{Digest, ImageError, Progress, PullOptions, RegistryOptions, Store};
+use crate::runtime::image::{Digest, ImageError, ImageRecord, Progress, PullOptions, RegistryOptions, Store};
 use crate::units::load_dir;
 use crate::units::values::reference::ImageSource;
 
@@ -63,12 +64,84 @@ pub fn images(args: &StoreArgs, json: bool) -> ExitCode {
             println!("{}", serde_json::to_string_pretty(&records).map_err(|e| e.to_string())?);
             return Ok(());
         }
-        let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "{:<60} {:<19} {:<12} {:>10}", "REFERENCE", "DIGEST", "PLATFORM", "SIZE");
-        for r in records {
-            let short = &r.manifest_digest.as_str()[..19];
-            let _ = writeln!(out, "{:<60} {short:<19} {:<12} {:>10}", r.reference, r.platform, human_size(r.size));
+        print_records(&records);
+        Ok(())
+    };
+    run().map_or_else(fail, |()| ExitCode::SUCCESS)
+}
+
+fn print_records(records: &[ImageRecord]) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{:<60} {:<19} {:<12} {:>10}", "REFERENCE", "DIGEST", "PLATFORM", "SIZE");
+    for r in records {
+        let short = &r.manifest_digest.as_str()[..19];
+        let _ = writeln!(out, "{:<60} {short:<19} {:<12} {:>10}", r.reference, r.platform, human_size(r.size));
+    }
+}
+
+/// `images`, as the running supervisord serves it.
+pub fn images_via(client: &Client, json: bool) -> ExitCode {
+    let run = || -> Result<(), String> {
+        let r = client.request("GET", "/v1/images")?;
+        if r.status != 200 {
+            return Err(r.error());
         }
+        if json {
+            print!("{}", String::from_utf8_lossy(&r.body));
+            return Ok(());
+        }
+        let records: Vec<ImageRecord> =
+            serde_json::from_slice(&r.body).map_err(|e| format!("bad answer from supervisord: {e}"))?;
+        print_records(&records);
+        Ok(())
+    };
+    run().map_or_else(fail, |()| ExitCode::SUCCESS)
+}
+
+/// `pull` by the running supervisord (into its store).
+pub fn pull_via(client: &Client, reference: &str) -> ExitCode {
+    let run = || -> Result<(), String> {
+        let src = source(reference)?;
+        let r = client.request("POST", &format!("/v1/images/pull?reference={}", encode(&src.to_string())))?;
+        if r.status != 200 {
+            return Err(r.error());
+        }
+        let v = r.json()?;
+        println!("{src}");
+        println!("digest: {}", v["manifest_digest"].as_str().unwrap_or("?"));
+        Ok(())
+    };
+    run().map_or_else(fail, |()| ExitCode::SUCCESS)
+}
+
+pub fn rmi_via(client: &Client, reference: &str) -> ExitCode {
+    let run = || -> Result<(), String> {
+        let src = source(reference)?;
+        let r = client.request("DELETE", &format!("/v1/images/{}", encode(&src.to_string())))?;
+        if r.status != 200 {
+            return Err(r.error());
+        }
+        let v = r.json()?;
+        println!("removed {} ({} layers, {} blobs)", src, v["layers"], v["blobs"]);
+        Ok(())
+    };
+    run().map_or_else(fail, |()| ExitCode::SUCCESS)
+}
+
+/// `prune` by the running supervisord: it keeps the images of every unit
+/// it knows (the last good config of an invalid file included).
+pub fn prune_via(client: &Client) -> ExitCode {
+    let run = || -> Result<(), String> {
+        let r = client.request("POST", "/v1/images/prune")?;
+        if r.status != 200 {
+            return Err(r.error());
+        }
+        let v = r.json()?;
+        let images: Vec<&str> = v["images"].as_array().into_iter().flatten().filter_map(|i| i.as_str()).collect();
+        for image in &images {
+            println!("removed {image}");
+        }
+        println!("{} images, {} layers, {} blobs removed", images.len(), v["layers"], v["blobs"]);
         Ok(())
     };
     run().map_or_else(fail, |()| ExitCode::SUCCESS)

@@ -3,6 +3,8 @@
 //! them; the binaries only parse arguments and call [`ctl::run`] or
 //! [`daemon::run`].
 
+pub mod client;
+pub mod control;
 pub mod ctl;
 pub mod daemon;
 pub mod images;

@@ -1,6 +1,34 @@
 //! Policy: the one place that knows both unit files and the runtime. It
-//! turns units into runtime requests (`spec`); the reconcile loop, restart
-//! policy and control socket will live here too.
+//! turns units into runtime requests (`spec`, `prepare`), and runs the
+//! daemon: the reconcile loop, restart policy, logs and control socket.
 
+pub mod config;
+pub mod control;
+pub mod daemon;
+pub mod engine;
+pub mod lifecycle;
+pub mod logs;
+pub mod pid1;
+pub mod prepare;
+pub mod reaper;
+pub mod reload;
 pub mod run;
 pub mod spec;
+pub mod starter;
+pub mod watch;
+
+/// The daemon's own log: to stderr (the console as PID 1), level from
+/// `SUPERVISOR_LOG` (default `info`).
+pub fn init_logging() {
+    use tracing_subscriber::fmt;
+    let level = std::env::var("SUPERVISOR_LOG")
+        .ok()
+        .and_then(|l| l.parse::<tracing::Level>().ok())
+        .unwrap_or(tracing::Level::INFO);
+    let _ = fmt()
+        .with_max_level(level)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_target(false)
+        .try_init();
+}

@@ -4,54 +4,17 @@
 //! with a fresh writable layer, the spec built from unit and image, our
 //! runtime, then cleanup. Like `docker run` for a unit file.
 
-use std::collections::BTreeMap;
 use std::fs;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::time::Duration;
 
-use super::spec::{SpecContext, build, rlimit_name};
+use super::prepare::{image, prepare};
 use crate::runtime::cgroups::Manager;
-use crate::runtime::container::bundle::resources;
-use crate::runtime::container::plan::{OverlayPlan, from_spec, rlimit_resource};
 use crate::runtime::container::spawn::{Stdio, spawn, wait_exit};
 use crate::runtime::container::state::{ContainerState, ProcessState, start_time};
-use crate::runtime::image::export::seed_from_layers;
 use crate::runtime::image::{PullOptions, Quiet, Store};
-use crate::runtime::seccomp::default_filter;
 use crate::units::load_files;
-use crate::units::model::{PullPolicy, Seccomp};
-use crate::units::values::limits::ULIMIT_NAMES;
-use crate::units::values::mounts::VolumeSource;
-
-/// Our own hard limits, which no container may exceed.
-fn hard_limits() -> BTreeMap<String, u64> {
-    let mut out = BTreeMap::new();
-    for name in ULIMIT_NAMES {
-        if let Some(r) = rlimit_resource(&rlimit_name(name)) {
-            let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-            // SAFETY: getrlimit writes one rlimit struct we own.
-            if unsafe { libc::getrlimit(r as _, &mut lim) } == 0 && lim.rlim_max != libc::RLIM_INFINITY {
-                out.insert(name.to_string(), lim.rlim_max);
-            }
-        }
-    }
-    out
-}
-
-fn device(path: &str) -> Result<(char, u64, u64), String> {
-    let md = fs::metadata(path).map_err(|e| e.to_string())?;
-    let ft = md.file_type();
-    let kind = if ft.is_char_device() {
-        'c'
-    } else if ft.is_block_device() {
-        'b'
-    } else {
-        return Err("not a device".into());
-    };
-    Ok((kind, libc::major(md.rdev()).into(), libc::minor(md.rdev()).into()))
-}
 
 /// Runs the unit in `file` to completion; its exit code. With `log`, the
 /// container's stdout and stderr lines go there, each tagged with its
@@ -64,78 +27,13 @@ pub fn run_unit(file: &Path, state_dir: &Path, run_dir: &Path, log: Option<&Path
     let loaded = set.units.first().ok_or_else(|| format!("{}: not a valid unit", file.display()))?;
     let unit = &loaded.unit;
     let name = &unit.name;
-    if let Some(p) = unit.container.ports.first() {
-        return Err(format!(
-            "{}: ports = [\"{p}\"]: published ports need the bridge network, which is not built yet",
-            file.display()
-        ));
-    }
-
     let store = Store::open(state_dir).map_err(|e| e.to_string())?;
-    let reference = unit.container.image.to_string();
-    let image = match (unit.container.pull, store.image(&reference).ok().flatten()) {
-        (PullPolicy::Missing | PullPolicy::Never, Some(image)) => image,
-        (PullPolicy::Never, None) => return Err(format!("{reference}: not in the store, and pull = \"never\"")),
-        _ => store.pull(&unit.container.image, &PullOptions::default(), &Quiet).map_err(|e| e.to_string())?,
-    };
-
-    // Every start begins from the image: a fresh writable layer.
-    let dir = state_dir.join("containers").join(name);
-    if dir.exists() {
-        fs::remove_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    }
-    let (upper, work, rootfs) = (dir.join("upper"), dir.join("work"), dir.join("rootfs"));
-    for d in [&upper, &work, &rootfs] {
-        fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
-    }
-    let volumes = state_dir.join("volumes");
-    for v in &unit.container.volumes {
-        match &v.source {
-            // Missing sources are made, as docker run -v does.
-            VolumeSource::Bind(p) => fs::create_dir_all(p).map_err(|e| format!("volume {p}: {e}"))?,
-            // A new named volume starts with the image's content at its
-            // mount point, as Docker's do.
-            VolumeSource::Named(n) => {
-                let data = volumes.join(n).join("_data");
-                let new = !data.exists();
-                fs::create_dir_all(&data).map_err(|e| format!("volume {n}: {e}"))?;
-                if new {
-                    seed_from_layers(&image.layer_dirs, &v.target, &data).map_err(|e| format!("volume {n}: {e}"))?;
-                }
-            }
-        }
-    }
-
-    let text = |p: &str| image.read_file(p, 1 << 20).ok().flatten().map(|b| String::from_utf8_lossy(&b).into_owned());
-    let (passwd, group) = (text("/etc/passwd"), text("/etc/group"));
-    let limits = hard_limits();
-    let own_caps: Vec<String> = caps::read(None, caps::CapSet::Permitted)
-        .map_err(|e| format!("read our capabilities: {e}"))?
-        .iter()
-        .map(|c| c.to_string())
-        .collect();
-    let ctx = SpecContext {
-        rootfs: &rootfs,
-        passwd: passwd.as_deref(),
-        group: group.as_deref(),
-        volumes: &volumes,
-        hard_limits: &limits,
-        device: &device,
-        join_network: None,
-        own_caps: Some(&own_caps),
-    };
-    let spec = build(unit, &image.config, &ctx).map_err(|e| format!("{name}: {e}"))?;
-    let mut plan = from_spec(&spec, &dir).map_err(|e| format!("{name}: {e}"))?;
-    plan.overlay = Some(OverlayPlan { layers: image.layer_dirs.clone(), upper, work });
-    if unit.container.seccomp == Seccomp::Default && !unit.container.privileged {
-        let caps: Vec<String> =
-            plan.process.caps.iter().flat_map(|c| c.bounding.iter().map(|b| b.to_string())).collect();
-        plan.process.seccomp = Some(default_filter(&caps).iter().map(|i| (i.code, i.jt, i.jf, i.k)).collect());
-    }
-    let limits = resources(&spec, &plan).map_err(|e| e.to_string())?;
+    let image = image(unit, &store, &PullOptions::default(), &Quiet)?;
+    let prepared = prepare(unit, &image, state_dir).map_err(|e| format!("{}: {e}", file.display()))?;
+    let (plan, dir) = (prepared.plan, prepared.request.dir);
 
     let cgroup = Manager::for_host("supervisor").and_then(|m| m.create(name)).map_err(|e| e.to_string())?;
-    let result = cgroup.set(&limits).map_err(|e| e.to_string()).and_then(|()| {
+    let result = cgroup.set(&prepared.resources).map_err(|e| e.to_string()).and_then(|()| {
         let log_file = match log {
             Some(p) => Some(
                 fs::OpenOptions::new()
@@ -149,8 +47,7 @@ pub fn run_unit(file: &Path, state_dir: &Path, run_dir: &Path, log: Option<&Path
         let stdio = if log_file.is_some() { Stdio::Pipes } else { Stdio::Inherit };
         // Stop handling is in place before the container starts, so that a
         // SIGTERM while it starts neither kills us nor is lost.
-        let stop_signal = unit.stop.signal.map_or(libc::SIGTERM, |s| s.number());
-        let stopper = Stopper::install(stop_signal);
+        let stopper = Stopper::install(prepared.stop_signal);
         let spawned = spawn(&plan, Some(&cgroup), stdio).map_err(|e| e.to_string())?;
         let pid = spawned.pid;
         stopper.started(pid.as_raw());

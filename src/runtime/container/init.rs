@@ -168,7 +168,7 @@ fn mount_overlay(target: &Path, o: &super::plan::OverlayPlan) -> Result<()> {
 }
 
 /// Brings up `lo` in the container's new network namespace.
-fn loopback_up() -> Result<()> {
+pub(crate) fn loopback_up() -> Result<()> {
     // SAFETY: plain socket(2) and ioctl(2) calls on a zeroed ifreq that we
     // own and whose name we fill in.
     unsafe {

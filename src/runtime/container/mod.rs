@@ -8,6 +8,7 @@
 
 pub mod bundle;
 pub mod exec;
+pub mod helper;
 pub mod init;
 pub mod plan;
 pub mod spawn;

@@ -43,6 +43,29 @@ pub struct Spawned {
 
 /// Starts the container's first process; returns once its program runs.
 pub fn spawn(plan: &Plan, cgroup: Option<&Cgroup>, stdio: Stdio) -> Result<Spawned, RuntimeError> {
+    spawn_with(plan, cgroup, stdio, &Options::default())
+}
+
+/// How [`spawn_with`] makes the process.
+#[derive(Default)]
+pub struct Options<'a> {
+    /// Make the container our parent's child (`CLONE_PARENT`), not ours:
+    /// a helper started by the supervisor creates it, and the supervisor's
+    /// reaper then owns its exit.
+    pub sibling: bool,
+    /// Called with the new process's pid after it is in its cgroup and
+    /// before it continues: the supervisor registers the pid with its
+    /// reaper here, so that not even an early death goes unseen.
+    pub on_cloned: Option<&'a dyn Fn(Pid) -> Result<(), RuntimeError>>,
+}
+
+/// [`spawn`], with [`Options`].
+pub fn spawn_with(
+    plan: &Plan,
+    cgroup: Option<&Cgroup>,
+    stdio: Stdio,
+    options: &Options,
+) -> Result<Spawned, RuntimeError> {
     if threads() != 1 {
         return Err(RuntimeError::Setup("containers must be created from a single-threaded process".into()));
     }
@@ -57,7 +80,10 @@ pub fn spawn(plan: &Plan, cgroup: Option<&Cgroup>, stdio: Stdio) -> Result<Spawn
     };
     let (go_r, go_w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| RuntimeError::Setup(format!("pipe: {e}")))?;
     let (err_r, err_w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| RuntimeError::Setup(format!("pipe: {e}")))?;
-    let flags = plan.clone_flags.bits() as libc::c_ulong | libc::SIGCHLD as libc::c_ulong;
+    let mut flags = plan.clone_flags.bits() as libc::c_ulong | libc::SIGCHLD as libc::c_ulong;
+    if options.sibling {
+        flags |= libc::CLONE_PARENT as libc::c_ulong;
+    }
     // SAFETY: a raw clone without a new stack behaves like fork(2); the
     // process is single-threaded (checked above), so the child's copy of
     // the heap and locks is consistent.
@@ -101,6 +127,9 @@ pub fn spawn(plan: &Plan, cgroup: Option<&Cgroup>, stdio: Stdio) -> Result<Spawn
     };
     if let Some(cg) = cgroup {
         cg.add(pid.as_raw() as u32).map_err(|e| abort(RuntimeError::Cgroup(e)))?;
+    }
+    if let Some(hook) = options.on_cloned {
+        hook(pid).map_err(abort)?;
     }
     nix::unistd::write(go_w.as_fd(), &[1])
         .map_err(|e| abort(RuntimeError::Setup(format!("start the container: {e}"))))?;

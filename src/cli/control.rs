@@ -1,0 +1,378 @@
+//! `supervisorctl` verbs that talk to a running supervisord.
+
+use std::io::{IsTerminal, Write};
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime};
+
+use serde_json::Value;
+
+use super::client::{Client, encode};
+
+fn fail(message: impl std::fmt::Display) -> ExitCode {
+    eprintln!("supervisorctl: {message}");
+    ExitCode::from(1)
+}
+
+fn print_json(v: &Value) {
+    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+}
+
+fn paint(text: &str, state: &str, color: bool) -> String {
+    if !color {
+        return text.to_string();
+    }
+    let code = match state {
+        "running" => "32",
+        "failed" | "invalid" | "backoff" => "31",
+        "inactive" | "exited" => "2",
+        _ => "33",
+    };
+    format!("\x1b[{code}m{text}\x1b[0m")
+}
+
+fn clock(d: Duration) -> String {
+    let s = d.as_secs();
+    format!("{}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
+}
+
+fn time_of(v: &Value) -> Option<SystemTime> {
+    v.as_str().and_then(|s| humantime::parse_rfc3339_weak(s).ok())
+}
+
+/// One line of `status` for a unit's status object.
+pub fn status_line(u: &Value, width: usize, now: SystemTime, color: bool) -> String {
+    let name = u["name"].as_str().unwrap_or("?");
+    let state = u["state"].as_str().unwrap_or("?");
+    let since = time_of(&u["since"]).and_then(|t| now.duration_since(t).ok()).unwrap_or_default();
+    let reason = u["reason"].as_str();
+    let mut detail = match state {
+        "running" => {
+            let uptime = time_of(&u["started_at"]).and_then(|t| now.duration_since(t).ok()).unwrap_or_default();
+            let mut d = format!("pid {}, uptime {}", u["pid"], clock(uptime));
+            if let Some(h) = u["health"].as_str() {
+                d.push_str(&format!(", {h}"));
+            }
+            d
+        }
+        "backoff" => {
+            let retry = time_of(&u["next_retry"]).and_then(|t| t.duration_since(now).ok()).unwrap_or_default();
+            format!("{}, retry in {:.1}s", reason.unwrap_or("exited"), retry.as_secs_f64())
+        }
+        "invalid" => u["error"].as_str().unwrap_or("invalid").to_string(),
+        _ => {
+            let mut d = reason.map(String::from).unwrap_or_default();
+            if let Some(e) = u["error"].as_str() {
+                d = if d.is_empty() || d.contains(e) { e.to_string() } else { format!("{d}; {e}") };
+            }
+            if !d.is_empty() {
+                d.push_str(", ");
+            }
+            d.push_str(&format!("since {} ago", clock(since)));
+            d
+        }
+    };
+    // A running unit whose file went bad still says so.
+    if let (Some(e), "running") = (u["error"].as_str(), state) {
+        detail.push_str(&format!("; file error: {e}"));
+    }
+    let restarts = u["restarts"].as_u64().unwrap_or(0);
+    if restarts > 0 {
+        detail.push_str(&format!(", restarts {restarts}"));
+    }
+    if let Some(image) = u["image"].as_str() {
+        detail.push_str(&format!(", image {image}"));
+    }
+    let tag = state.to_uppercase();
+    format!("{name:<width$}  {}  {detail}", paint(&format!("{tag:<8}"), state, color))
+}
+
+pub fn status(client: &Client, units: &[String], json: bool) -> ExitCode {
+    let r = match client.request("GET", "/v1/units") {
+        Ok(r) if r.status == 200 => r,
+        Ok(r) => return fail(r.error()),
+        Err(e) => return fail(e),
+    };
+    let Ok(Value::Array(all)) = r.json() else { return fail("bad answer from supervisord") };
+    for u in units {
+        if !all.iter().any(|v| v["name"] == u.as_str()) {
+            eprintln!("supervisorctl: no unit named {u:?}");
+            return ExitCode::from(4);
+        }
+    }
+    let list: Vec<&Value> =
+        all.iter().filter(|v| units.is_empty() || units.iter().any(|u| v["name"] == u.as_str())).collect();
+    if json {
+        print_json(&Value::Array(list.iter().map(|v| (*v).clone()).collect()));
+    } else {
+        let width = list.iter().filter_map(|v| v["name"].as_str()).map(str::len).max().unwrap_or(4);
+        let color = std::io::stdout().is_terminal();
+        let now = SystemTime::now();
+        for u in &list {
+            println!("{}", status_line(u, width, now, color));
+        }
+    }
+    if list.iter().all(|v| v["state"] == "running") { ExitCode::SUCCESS } else { ExitCode::from(3) }
+}
+
+pub fn op(client: &Client, verb: &str, units: &[String], no_block: bool, json: bool) -> ExitCode {
+    let mut code = ExitCode::SUCCESS;
+    let mut out = Vec::new();
+    for u in units {
+        let target = format!("/v1/units/{}/{verb}{}", encode(u), if no_block { "?no_block=1" } else { "" });
+        let r = match client.request("POST", &target) {
+            Ok(r) => r,
+            Err(e) => return fail(e),
+        };
+        let v = r.json().unwrap_or(Value::Null);
+        if r.status == 404 || r.status >= 500 {
+            eprintln!("supervisorctl: {}", r.error());
+            code = ExitCode::from(1);
+            continue;
+        }
+        if r.status != 200 {
+            code = ExitCode::from(1);
+        }
+        if json {
+            out.push(v);
+        } else {
+            let state = v["state"].as_str().unwrap_or("?");
+            let mut line = format!("{u}: {state}");
+            if let Some(reason) = v["reason"].as_str().or(v["error"].as_str()) {
+                if state != "running" {
+                    line.push_str(&format!(" ({reason})"));
+                }
+            }
+            if r.status == 200 { println!("{line}") } else { eprintln!("supervisorctl: {line}") }
+        }
+    }
+    if json {
+        print_json(&Value::Array(out));
+    }
+    code
+}
+
+pub fn reload(client: &Client, dry_run: bool, json: bool) -> ExitCode {
+    let target = if dry_run { "/v1/reload?dry_run=1" } else { "/v1/reload" };
+    let r = match client.request("POST", target) {
+        Ok(r) => r,
+        Err(e) => return fail(e),
+    };
+    let Ok(v) = r.json() else { return fail("bad answer from supervisord") };
+    if r.status != 200 && r.status != 422 {
+        return fail(r.error());
+    }
+    if json {
+        print_json(&v);
+    } else {
+        for step in v["plan"].as_array().into_iter().flatten() {
+            let unit = step["unit"].as_str().unwrap_or("?");
+            let action = step["action"].as_str().unwrap_or("?");
+            let mut line = format!("{unit}: {action}");
+            if let Some(s) = step["state"].as_str() {
+                line.push_str(&format!(" -> {s}"));
+            }
+            if let Some(e) = step["error"].as_str() {
+                line.push_str(&format!("\n  {e}"));
+            }
+            println!("{line}");
+        }
+    }
+    if r.status == 422 { ExitCode::from(1) } else { ExitCode::SUCCESS }
+}
+
+pub fn kill(client: &Client, signal: &str, unit: &str) -> ExitCode {
+    match client.request("POST", &format!("/v1/units/{}/kill?signal={}", encode(unit), encode(signal))) {
+        Ok(r) if r.status == 200 => ExitCode::SUCCESS,
+        Ok(r) => fail(r.error()),
+        Err(e) => fail(e),
+    }
+}
+
+pub fn inspect(client: &Client, unit: &str) -> ExitCode {
+    match client.request("GET", &format!("/v1/units/{}", encode(unit))) {
+        Ok(r) if r.status == 200 => match r.json() {
+            Ok(v) => {
+                print_json(&v);
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(e),
+        },
+        Ok(r) => fail(r.error()),
+        Err(e) => fail(e),
+    }
+}
+
+pub fn logs(client: &Client, unit: &str, follow: bool, tail: Option<usize>, since: Option<&str>) -> ExitCode {
+    let mut target = format!("/v1/units/{}/logs?", encode(unit));
+    if follow {
+        target.push_str("follow=1&");
+    }
+    if let Some(n) = tail {
+        target.push_str(&format!("tail={n}&"));
+    }
+    if let Some(s) = since {
+        target.push_str(&format!("since={}&", encode(s)));
+    }
+    let mut out = std::io::stdout().lock();
+    let mut broken = false;
+    let r = client.stream(&target, &mut |chunk| {
+        if !broken && (out.write_all(chunk).is_err() || out.flush().is_err()) {
+            broken = true;
+        }
+    });
+    match r {
+        Ok(None) => ExitCode::SUCCESS,
+        Ok(Some(resp)) => fail(resp.error()),
+        Err(e) => fail(e),
+    }
+}
+
+pub fn events(client: &Client, json: bool) -> ExitCode {
+    let mut pending = Vec::new();
+    let mut out = std::io::stdout().lock();
+    let r = client.stream("/v1/events", &mut |chunk| {
+        pending.extend_from_slice(chunk);
+        while let Some(i) = pending.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = pending.drain(..=i).collect();
+            let text = if json {
+                String::from_utf8_lossy(&line).into_owned()
+            } else {
+                match serde_json::from_slice::<Value>(&line) {
+                    Ok(v) => format!(
+                        "{} {} {} -> {}{}\n",
+                        v["time"].as_str().unwrap_or(""),
+                        v["unit"].as_str().unwrap_or("?"),
+                        v["old"].as_str().unwrap_or("?"),
+                        v["new"].as_str().unwrap_or("?"),
+                        v["reason"].as_str().map(|r| format!(" ({r})")).unwrap_or_default()
+                    ),
+                    Err(_) => continue,
+                }
+            };
+            let _ = out.write_all(text.as_bytes());
+            let _ = out.flush();
+        }
+    });
+    match r {
+        Ok(None) => ExitCode::SUCCESS,
+        Ok(Some(resp)) => fail(resp.error()),
+        Err(e) => fail(e),
+    }
+}
+
+pub fn volumes(client: &Client, json: bool) -> ExitCode {
+    let r = match client.request("GET", "/v1/volumes") {
+        Ok(r) if r.status == 200 => r,
+        Ok(r) => return fail(r.error()),
+        Err(e) => return fail(e),
+    };
+    let Ok(v) = r.json() else { return fail("bad answer from supervisord") };
+    if json {
+        print_json(&v);
+        return ExitCode::SUCCESS;
+    }
+    println!("{:<24} {:<24} PATH", "NAME", "USED BY");
+    for vol in v.as_array().into_iter().flatten() {
+        let users: Vec<&str> = vol["used_by"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+        println!(
+            "{:<24} {:<24} {}",
+            vol["name"].as_str().unwrap_or("?"),
+            if users.is_empty() { "-".to_string() } else { users.join(",") },
+            vol["path"].as_str().unwrap_or("")
+        );
+    }
+    ExitCode::SUCCESS
+}
+
+pub fn volume_rm(client: &Client, name: &str) -> ExitCode {
+    match client.request("DELETE", &format!("/v1/volumes/{}", encode(name))) {
+        Ok(r) if r.status == 200 => {
+            println!("removed {name}");
+            ExitCode::SUCCESS
+        }
+        Ok(r) => fail(r.error()),
+        Err(e) => fail(e),
+    }
+}
+
+pub fn power(client: &Client, verb: &str) -> ExitCode {
+    match client.request("POST", &format!("/v1/{verb}")) {
+        Ok(r) if r.status == 200 => ExitCode::SUCCESS,
+        Ok(r) => fail(r.error()),
+        Err(e) => fail(e),
+    }
+}
+
+/// `exec`: the command runs in the unit's container, entered from this
+/// process (root, like the socket) with the state supervisord recorded in
+/// its run directory. Exits with the command's code; 126/127 when it
+/// cannot be run.
+pub fn exec(client: &Client, unit: &str, interactive: bool, tty: bool, command: Vec<String>) -> ExitCode {
+    use crate::runtime::container::exec::{exec, reexec_from_sealed_copy};
+    use crate::runtime::container::state::ContainerState;
+    match client.request("GET", &format!("/v1/units/{}", encode(unit))) {
+        Ok(r) if r.status == 200 => {
+            let v = r.json().unwrap_or(Value::Null);
+            if v["status"]["state"] != "running" {
+                eprintln!("supervisorctl: {unit} is {}, not running", v["status"]["state"].as_str().unwrap_or("?"));
+                return ExitCode::from(126);
+            }
+        }
+        Ok(r) => {
+            eprintln!("supervisorctl: {}", r.error());
+            return ExitCode::from(126);
+        }
+        Err(e) => {
+            eprintln!("supervisorctl: {e}");
+            return ExitCode::from(126);
+        }
+    }
+    if !interactive && !tty {
+        // Without -i the command gets no input, as with docker exec.
+        if let Ok(null) = std::fs::File::open("/dev/null") {
+            use std::os::fd::AsRawFd;
+            // SAFETY: dup2 of a descriptor we hold onto stdin.
+            unsafe { libc::dup2(null.as_raw_fd(), 0) };
+        }
+    }
+    let run_dir = super::client::run_dir(&client.socket);
+    let result = ContainerState::load(&run_dir, unit).map_err(crate::runtime::container::RuntimeError::Setup).and_then(
+        |state| {
+            reexec_from_sealed_copy()?;
+            exec(&state, command, tty)
+        },
+    );
+    match result {
+        Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
+        Err(e) => {
+            eprintln!("supervisorctl: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn status_lines_read_like_supervisorctl() {
+        let now = humantime::parse_rfc3339("2026-11-23T10:00:00Z").unwrap();
+        let running = json!({"name": "web", "state": "running", "pid": 123, "started_at": "2026-11-23T09:58:57Z",
+            "since": "2026-11-23T09:58:57Z", "restarts": 0, "image": "docker.io/library/nginx:latest", "health": null});
+        assert_eq!(
+            status_line(&running, 5, now, false),
+            "web    RUNNING   pid 123, uptime 0:01:03, image docker.io/library/nginx:latest"
+        );
+        let backoff = json!({"name": "db", "state": "backoff", "reason": "exited 137 (oom-killed)",
+            "next_retry": "2026-11-23T10:00:03.2Z", "since": "2026-11-23T09:59:59Z", "restarts": 2, "image": null});
+        assert_eq!(
+            status_line(&backoff, 2, now, false),
+            "db  BACKOFF   exited 137 (oom-killed), retry in 3.2s, restarts 2"
+        );
+        let invalid = json!({"name": "x", "state": "invalid", "error": "/etc/units.d/x.toml:3:1: unknown key",
+            "since": "2026-11-23T09:59:59Z", "restarts": 0});
+        assert_eq!(status_line(&invalid, 1, now, false), "x  INVALID   /etc/units.d/x.toml:3:1: unknown key");
+    }
+}

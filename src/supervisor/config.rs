@@ -1,0 +1,95 @@
+//! The global configuration file (`/etc/supervisor/supervisord.toml`).
+//! Every key is optional; command-line flags override it. A missing file
+//! at the default path means the defaults; a missing file named by
+//! `--config`, an unknown key or a bad value is an error naming the file,
+//! line and key.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Directory of unit files.
+    pub units: Option<PathBuf>,
+    /// Images, volumes and container layers.
+    pub state_dir: Option<PathBuf>,
+    /// Control socket and runtime state.
+    pub run_dir: Option<PathBuf>,
+    /// Unit logs.
+    pub log_dir: Option<PathBuf>,
+    /// Registries (HOST[:PORT]) reached over plain HTTP.
+    #[serde(default)]
+    pub insecure_registries: Vec<String>,
+    /// Registry credentials (auth.json).
+    pub authfile: Option<PathBuf>,
+    /// A group (name or number) whose members may use the control socket
+    /// (mode 0660); without it the socket is root's alone (0600).
+    pub socket_group: Option<String>,
+    /// The bridge network (used by the network code).
+    #[serde(default)]
+    pub network: Network,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Network {
+    pub bridge: Option<String>,
+    pub subnet: Option<String>,
+}
+
+impl Config {
+    /// Reads `path`; `explicit` when the operator named it.
+    pub fn load(path: &Path, explicit: bool) -> Result<Config, String> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => return Ok(Config::default()),
+            Err(e) => return Err(format!("{}: {e}", path.display())),
+        };
+        toml::from_str(&text).map_err(|e| {
+            let (line, col) = e.span().map_or((0, 0), |s| line_col(&text, s.start));
+            format!("{}:{line}:{col}: {}", path.display(), e.message())
+        })
+    }
+
+    /// The socket group's id.
+    pub fn socket_gid(&self) -> Result<Option<u32>, String> {
+        let Some(g) = &self.socket_group else { return Ok(None) };
+        if let Ok(n) = g.parse::<u32>() {
+            return Ok(Some(n));
+        }
+        match nix::unistd::Group::from_name(g) {
+            Ok(Some(group)) => Ok(Some(group.gid.as_raw())),
+            _ => Err(format!("socket_group: no group named {g:?}")),
+        }
+    }
+}
+
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, col)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_keys_are_named_with_their_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("s.toml");
+        std::fs::write(&p, "units = \"/u\"\ninsecure_registry = [\"x\"]\n").unwrap();
+        let e = Config::load(&p, true).unwrap_err();
+        assert!(e.contains("s.toml:2:1") && e.contains("insecure_registry"), "{e}");
+        std::fs::write(&p, "units = \"/u\"\ninsecure_registries = [\"h:5000\"]\n[network]\nsubnet = \"10.1.0.0/16\"\n")
+            .unwrap();
+        let c = Config::load(&p, true).unwrap();
+        assert_eq!(c.units.as_deref(), Some(Path::new("/u")));
+        assert_eq!(c.insecure_registries, ["h:5000"]);
+        assert!(Config::load(&dir.path().join("none.toml"), false).is_ok());
+        assert!(Config::load(&dir.path().join("none.toml"), true).is_err());
+    }
+}

@@ -1,0 +1,423 @@
+//! The control socket: HTTP/1.1 and JSON over a unix socket
+//! (`<run-dir>/control.sock`), root only (or a configured group), peer
+//! credentials checked. The protocol is documented in docs/api.md.
+
+pub mod http;
+
+use std::collections::BTreeSet;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+use self::http::Request;
+use super::engine::{Command, Event, Op, StateEvent, UnitStatus};
+use super::lifecycle::State;
+use super::logs::{Hub, tail};
+use crate::runtime::image::{PullOptions, Quiet, Store};
+use crate::units::values::reference::ImageSource;
+use crate::units::values::signal::Signal;
+
+/// What the power verbs ask of PID 1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Power {
+    Off,
+    Reboot,
+}
+
+/// Everything a connection may need.
+pub struct Control {
+    pub tx: mpsc::UnboundedSender<Event>,
+    pub events: broadcast::Sender<StateEvent>,
+    pub hub: Hub,
+    pub log_dir: PathBuf,
+    pub state_dir: PathBuf,
+    pub store: Store,
+    pub pull: PullOptions,
+    /// Set when we are PID 1: where power requests go.
+    pub power: Option<mpsc::UnboundedSender<Power>>,
+    /// A group whose members may connect too.
+    pub group: Option<u32>,
+}
+
+/// Binds the socket: mode 0600, or 0660 owned by `group`.
+pub fn bind(path: &Path, group: Option<u32>) -> std::io::Result<UnixListener> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    // Bound with a umask that leaves nobody a moment of access.
+    // SAFETY: umask only changes this process's file creation mask.
+    let old = unsafe { libc::umask(0o177) };
+    let listener = UnixListener::bind(path);
+    // SAFETY: as above, restoring it.
+    unsafe { libc::umask(old) };
+    let listener = listener?;
+    if let Some(gid) = group {
+        std::os::unix::fs::chown(path, Some(0), Some(gid))?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
+    }
+    Ok(listener)
+}
+
+/// Serves connections until the listener fails.
+pub async fn serve(listener: UnixListener, control: Arc<Control>) {
+    loop {
+        let (stream, _) = match listener.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!("control socket: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let control = control.clone();
+        tokio::spawn(async move {
+            let mut stream = stream;
+            if let Err(e) = connection(&mut stream, &control).await {
+                tracing::debug!("control connection: {e}");
+            }
+        });
+    }
+}
+
+async fn connection(stream: &mut UnixStream, control: &Control) -> std::io::Result<()> {
+    let cred = stream.peer_cred()?;
+    let allowed = cred.uid() == 0 || control.group.is_some_and(|g| cred.gid() == g || in_group(cred.pid(), g));
+    if !allowed {
+        return http::error(stream, 403, "only root (or the control group) may use the control socket").await;
+    }
+    let req = match http::read_request(stream).await {
+        Ok(r) => r,
+        Err(e) => return http::error(stream, 400, &e).await,
+    };
+    route(stream, control, req).await
+}
+
+/// Whether process `pid` has `gid` among its supplementary groups.
+fn in_group(pid: Option<i32>, gid: u32) -> bool {
+    let Some(pid) = pid else { return false };
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else { return false };
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Groups:"))
+        .is_some_and(|g| g.split_whitespace().any(|x| x.parse() == Ok(gid)))
+}
+
+async fn ask<T>(control: &Control, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Option<T> {
+    let (tx, rx) = oneshot::channel();
+    control.tx.send(Event::Command(make(tx))).ok()?;
+    rx.await.ok()
+}
+
+async fn route(stream: &mut UnixStream, control: &Control, req: Request) -> std::io::Result<()> {
+    let path: Vec<&str> = req.path.iter().map(String::as_str).collect();
+    let shutting = || "the supervisor is shutting down";
+    match (req.method.as_str(), path.as_slice()) {
+        ("GET", ["v1", "version"]) => {
+            http::json(stream, 200, &serde_json::json!({"version": env!("CARGO_PKG_VERSION")})).await
+        }
+        ("GET", ["v1", "units"]) => match ask(control, Command::Status).await {
+            Some(list) => http::json(stream, 200, &list).await,
+            None => http::error(stream, 500, shutting()).await,
+        },
+        ("GET", ["v1", "units", name]) => match ask(control, |tx| Command::Inspect(name.to_string(), tx)).await {
+            Some(Some(v)) => http::json(stream, 200, &v).await,
+            Some(None) => http::error(stream, 404, &format!("no unit named {name:?}")).await,
+            None => http::error(stream, 500, shutting()).await,
+        },
+        ("POST", ["v1", "units", name, op @ ("start" | "stop" | "restart")]) => {
+            let op = match *op {
+                "start" => Op::Start,
+                "stop" => Op::Stop,
+                _ => Op::Restart,
+            };
+            unit_op(stream, control, name, op, !req.flag("no_block")).await
+        }
+        ("POST", ["v1", "units", name, "kill"]) => {
+            let signal = match Signal::parse(req.query.get("signal").map_or("SIGTERM", String::as_str)) {
+                Ok(s) => s,
+                Err(e) => return http::error(stream, 400, &e).await,
+            };
+            match ask(control, |tx| Command::Kill(name.to_string(), signal.number(), tx)).await {
+                Some(Ok(())) => http::json(stream, 200, &serde_json::json!({"unit": name, "signal": signal})).await,
+                Some(Err(e)) => http::error(stream, 409, &e).await,
+                None => http::error(stream, 500, shutting()).await,
+            }
+        }
+        ("GET", ["v1", "units", name, "logs"]) => logs(stream, control, name, &req).await,
+        ("POST", ["v1", "reload"]) => reload(stream, control, req.flag("dry_run")).await,
+        ("GET", ["v1", "events"]) => events(stream, control).await,
+        ("GET", ["v1", "volumes"]) => volumes(stream, control, None).await,
+        ("DELETE", ["v1", "volumes", name]) => volumes(stream, control, Some(name)).await,
+        ("GET", ["v1", "images"]) => {
+            let store = control.store.clone();
+            match tokio::task::spawn_blocking(move || store.list()).await {
+                Ok(Ok(list)) => http::json(stream, 200, &list).await,
+                Ok(Err(e)) => http::error(stream, 500, &e.to_string()).await,
+                Err(e) => http::error(stream, 500, &e.to_string()).await,
+            }
+        }
+        ("POST", ["v1", "images", "pull"]) => {
+            let Some(reference) = req.query.get("reference").cloned() else {
+                return http::error(stream, 400, "pull needs ?reference=").await;
+            };
+            let source = match ImageSource::parse(&reference, Path::new("/")) {
+                Ok(s) => s,
+                Err(e) => return http::error(stream, 400, &format!("{reference}: {e}")).await,
+            };
+            let (store, options) = (control.store.clone(), control.pull.clone());
+            match tokio::task::spawn_blocking(move || store.pull(&source, &options, &Quiet)).await {
+                Ok(Ok(image)) => http::json(stream, 200, &image.record).await,
+                Ok(Err(e)) => http::error(stream, 500, &e.to_string()).await,
+                Err(e) => http::error(stream, 500, &e.to_string()).await,
+            }
+        }
+        ("DELETE", ["v1", "images", reference]) => {
+            let (store, reference) = (control.store.clone(), reference.to_string());
+            match tokio::task::spawn_blocking(move || store.remove(&reference)).await {
+                Ok(Ok(removed)) => http::json(stream, 200, &removed).await,
+                Ok(Err(e)) => http::error(stream, 404, &e.to_string()).await,
+                Err(e) => http::error(stream, 500, &e.to_string()).await,
+            }
+        }
+        ("POST", ["v1", "images", "prune"]) => {
+            // Every image a known unit names is kept, running or not.
+            let Some(list) = ask(control, Command::Status).await else {
+                return http::error(stream, 500, shutting()).await;
+            };
+            let keep: BTreeSet<String> = list.into_iter().filter_map(|u| u.image).collect();
+            let store = control.store.clone();
+            match tokio::task::spawn_blocking(move || store.prune(&keep)).await {
+                Ok(Ok(removed)) => http::json(stream, 200, &removed).await,
+                Ok(Err(e)) => http::error(stream, 500, &e.to_string()).await,
+                Err(e) => http::error(stream, 500, &e.to_string()).await,
+            }
+        }
+        ("POST", ["v1", verb @ ("poweroff" | "reboot")]) => match &control.power {
+            Some(power) => {
+                let _ = power.send(if *verb == "poweroff" { Power::Off } else { Power::Reboot });
+                http::json(stream, 200, &serde_json::json!({"accepted": verb})).await
+            }
+            None => http::error(stream, 409, &format!("{verb}: only when supervisord is PID 1")).await,
+        },
+        (_, ["v1", ..]) => {
+            http::error(stream, 404, &format!("no such endpoint: {} /{}", req.method, path.join("/"))).await
+        }
+        _ => http::error(stream, 404, "the API is under /v1/").await,
+    }
+}
+
+/// Start, stop or restart a unit, and (unless `no_block`) wait for the
+/// outcome: the unit's status, with 200 when reached and 409 when not.
+async fn unit_op(stream: &mut UnixStream, control: &Control, name: &str, op: Op, wait: bool) -> std::io::Result<()> {
+    // Listen before asking, so no change is missed.
+    let mut rx = control.events.subscribe();
+    let before = match ask(control, |tx| Command::Op(op, vec![name.to_string()], tx)).await {
+        Some(Ok(g)) => g.first().map_or(0, |(_, g)| *g),
+        Some(Err(e)) => return http::error(stream, 404, &e).await,
+        None => return http::error(stream, 500, "the supervisor is shutting down").await,
+    };
+    let outcome = |u: &UnitStatus| -> Option<bool> {
+        match op {
+            Op::Stop => {
+                matches!(u.state, State::Inactive | State::Invalid | State::Exited | State::Failed).then_some(true)
+            }
+            Op::Start if u.state == State::Running => Some(true),
+            Op::Restart if u.state == State::Running && u.generation > before => Some(true),
+            // A start that ended: failed, exited, back off.
+            Op::Start | Op::Restart => {
+                (u.state.settled() && u.state != State::Running && u.generation > before).then_some(false)
+            }
+        }
+    };
+    if !wait {
+        return match unit_status(control, name).await {
+            Some(u) => http::json(stream, 200, &u).await,
+            None => http::error(stream, 404, &format!("no unit named {name:?}")).await,
+        };
+    }
+    // A unit waiting for its dependencies may wait long; past this the
+    // answer is its state then.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(300);
+    loop {
+        let Some(u) = unit_status(control, name).await else {
+            return http::error(stream, 404, &format!("no unit named {name:?}")).await;
+        };
+        match outcome(&u) {
+            Some(true) => return http::json(stream, 200, &u).await,
+            Some(false) => return http::json(stream, 409, &u).await,
+            None => {}
+        }
+        loop {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Err(_) => return http::json(stream, 409, &u).await,
+                Ok(Ok(ev)) if ev.unit != name => continue,
+                Ok(Ok(_)) | Ok(Err(broadcast::error::RecvError::Lagged(_))) => break,
+                Ok(Err(broadcast::error::RecvError::Closed)) => {
+                    return http::error(stream, 500, "the supervisor is shutting down").await;
+                }
+            }
+        }
+    }
+}
+
+async fn unit_status(control: &Control, name: &str) -> Option<UnitStatus> {
+    ask(control, Command::Status).await.and_then(|l| l.into_iter().find(|u| u.name == name))
+}
+
+async fn reload(stream: &mut UnixStream, control: &Control, dry_run: bool) -> std::io::Result<()> {
+    let mut rx = control.events.subscribe();
+    let steps = match ask(control, |tx| Command::Reload(dry_run, tx)).await {
+        Some(Ok(steps)) => steps,
+        Some(Err(e)) => return http::error(stream, 500, &e).await,
+        None => return http::error(stream, 500, "the supervisor is shutting down").await,
+    };
+    let invalid = steps.values().any(|s| matches!(s, super::reload::Step::Invalid(_)));
+    let mut states = serde_json::Map::new();
+    if !dry_run {
+        // The outcome: wait (a while) for the units the plan touched to
+        // settle, then report their states.
+        let touched: BTreeSet<&String> = steps
+            .iter()
+            .filter(|(_, s)| !matches!(s, super::reload::Step::Keep | super::reload::Step::Invalid(_)))
+            .map(|(n, _)| n)
+            .collect();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+        loop {
+            let list = ask(control, Command::Status).await.unwrap_or_default();
+            let open = list.iter().any(|u| touched.contains(&u.name) && !u.state.settled());
+            if !open || tokio::time::timeout_at(deadline, rx.recv()).await.is_err() {
+                for u in list.into_iter().filter(|u| touched.contains(&u.name)) {
+                    states.insert(u.name.clone(), serde_json::to_value(u.state).unwrap_or_default());
+                }
+                break;
+            }
+        }
+        for (name, step) in &steps {
+            if *step == super::reload::Step::Remove && !states.contains_key(name) {
+                states.insert(name.clone(), serde_json::json!("removed"));
+            }
+        }
+    }
+    let plan: Vec<serde_json::Value> = steps
+        .iter()
+        .map(|(name, step)| {
+            let mut v = serde_json::json!({"unit": name, "action": step.name()});
+            if let super::reload::Step::Invalid(e) = step {
+                v["error"] = serde_json::json!(e);
+            }
+            if let Some(s) = states.get(name) {
+                v["state"] = s.clone();
+            }
+            v
+        })
+        .collect();
+    let status = if invalid { 422 } else { 200 };
+    http::json(stream, status, &serde_json::json!({"dry_run": dry_run, "plan": plan})).await
+}
+
+async fn events(stream: &mut UnixStream, control: &Control) -> std::io::Result<()> {
+    let mut rx = control.events.subscribe();
+    http::stream_head(stream, "application/x-ndjson").await?;
+    loop {
+        match rx.recv().await {
+            Ok(ev) => {
+                let mut line = serde_json::to_vec(&ev).unwrap_or_default();
+                line.push(b'\n');
+                stream.write_all(&line).await?;
+            }
+            Err(broadcast::error::RecvError::Lagged(n)) => {
+                let line = format!("{{\"lagged\": {n}}}\n");
+                stream.write_all(line.as_bytes()).await?;
+            }
+            Err(broadcast::error::RecvError::Closed) => return Ok(()),
+        }
+    }
+}
+
+async fn logs(stream: &mut UnixStream, control: &Control, name: &str, req: &Request) -> std::io::Result<()> {
+    let Some(Some(files)) = ask(control, |tx| Command::LogFiles(name.to_string(), tx)).await else {
+        return http::error(stream, 404, &format!("no unit named {name:?}")).await;
+    };
+    let n = match req.query.get("tail").map(|t| t.parse::<usize>()) {
+        None => None,
+        Some(Ok(n)) => Some(n),
+        Some(Err(_)) => return http::error(stream, 400, "tail must be a number").await,
+    };
+    let since = match req.query.get("since") {
+        None => None,
+        Some(s) => match parse_since(s) {
+            Ok(t) => Some(t),
+            Err(e) => return http::error(stream, 400, &e).await,
+        },
+    };
+    // Subscribe first: no line between the read of the file and the
+    // follow is lost (one may show twice).
+    let follow = req.flag("follow").then(|| control.hub.subscribe(name));
+    let (dir, unit) = (control.log_dir.clone(), name.to_string());
+    let lines = tokio::task::spawn_blocking(move || tail(&dir, &unit, n, since, files)).await.unwrap_or_default();
+    http::stream_head(stream, "text/plain; charset=utf-8").await?;
+    for l in lines {
+        stream.write_all(&l).await?;
+    }
+    let Some(mut rx) = follow else { return stream.shutdown().await };
+    loop {
+        match rx.recv().await {
+            Ok(line) => stream.write_all(&line).await?,
+            Err(broadcast::error::RecvError::Lagged(_)) => continue,
+            Err(broadcast::error::RecvError::Closed) => return Ok(()),
+        }
+    }
+}
+
+/// `--since`: an RFC 3339 time, or a duration ago (`10m`).
+pub fn parse_since(s: &str) -> Result<SystemTime, String> {
+    if let Ok(t) = humantime::parse_rfc3339_weak(s) {
+        return Ok(t);
+    }
+    humantime::parse_duration(s)
+        .map(|d| SystemTime::now() - d)
+        .map_err(|_| format!("since: {s:?} is neither a time (2026-11-23T07:00:00Z) nor a duration (10m)"))
+}
+
+async fn volumes(stream: &mut UnixStream, control: &Control, remove: Option<&str>) -> std::io::Result<()> {
+    let Some(used) = ask(control, Command::Volumes).await else {
+        return http::error(stream, 500, "the supervisor is shutting down").await;
+    };
+    let dir = control.state_dir.join("volumes");
+    if let Some(name) = remove {
+        let users: Vec<&String> = used.iter().filter(|(_, v)| v.iter().any(|n| n == name)).map(|(u, _)| u).collect();
+        if !users.is_empty() {
+            let list: Vec<&str> = users.iter().map(|s| s.as_str()).collect();
+            return http::error(stream, 409, &format!("volume {name} is used by {}", list.join(", "))).await;
+        }
+        let path = dir.join(name);
+        if crate::units::values::names::check_volume_name(name).is_err() || !path.is_dir() {
+            return http::error(stream, 404, &format!("no volume named {name:?}")).await;
+        }
+        return match tokio::task::spawn_blocking(move || std::fs::remove_dir_all(path)).await {
+            Ok(Ok(())) => http::json(stream, 200, &serde_json::json!({"removed": name})).await,
+            Ok(Err(e)) => http::error(stream, 500, &e.to_string()).await,
+            Err(e) => http::error(stream, 500, &e.to_string()).await,
+        };
+    }
+    let mut list = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(&dir) {
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let users: Vec<&String> =
+                used.iter().filter(|(_, v)| v.contains(&name)).map(|(u, _)| u).collect();
+            list.push(serde_json::json!({"name": name, "path": e.path().join("_data"), "used_by": users}));
+        }
+    }
+    list.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
+    http::json(stream, 200, &list).await
+}

@@ -1,0 +1,277 @@
+//! `supervisord` itself: set up (PID 1 duties, limits, crash recovery),
+//! then run the engine, the watcher and the control socket on tokio until
+//! a shutdown signal, and stop every unit in reverse order on the way out.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+
+use super::control::{self, Control, Power};
+use super::engine::{Engine, Event};
+use super::logs::Hub;
+use super::reaper::Reaper;
+use super::starter::Env;
+use super::{pid1, watch as watcher};
+use crate::runtime::cgroups::Manager;
+use crate::runtime::container::state::clean_up;
+use crate::runtime::image::{PullOptions, RegistryOptions, Store};
+
+/// Where things are, after flags and the config file.
+#[derive(Debug, Clone)]
+pub struct Paths {
+    pub units: PathBuf,
+    pub state_dir: PathBuf,
+    pub run_dir: PathBuf,
+    pub log_dir: PathBuf,
+}
+
+pub struct Options {
+    pub paths: Paths,
+    pub insecure_registries: Vec<String>,
+    pub authfile: PathBuf,
+    pub socket_group: Option<u32>,
+}
+
+/// Raises our soft NOFILE limit to the hard one: hundreds of containers
+/// mean thousands of descriptors (pipes, sockets, cgroup files).
+fn raise_nofile() {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit on a struct we own.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}
+
+fn notify(states: &[sd_notify::NotifyState]) {
+    if std::env::var_os("NOTIFY_SOCKET").is_some() {
+        let _ = sd_notify::notify(states);
+    }
+}
+
+/// Runs the daemon; its exit code. As PID 1 it never returns.
+pub fn run(options: Options) -> u8 {
+    let pid1 = pid1::is_pid1();
+    if pid1 {
+        pid1::mount_basics();
+        pid1::console();
+    }
+    super::init_logging();
+    if pid1 {
+        pid1::host_setup();
+        // A panic in PID 1 is a kernel panic: log it and keep going (the
+        // task that panicked ends; the loop below starts a new engine).
+        std::panic::set_hook(Box::new(|info| tracing::error!("panic: {info}")));
+    } else {
+        // Orphans of our containers' helpers and execs are ours to reap.
+        // SAFETY: prctl(PR_SET_CHILD_SUBREAPER) changes only our process.
+        unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    }
+    raise_nofile();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!("cannot start the async runtime: {e}");
+            return 1;
+        }
+    };
+    loop {
+        match runtime.block_on(daemon(&options, pid1)) {
+            Ok(Some(power)) if pid1 => {
+                pid1::power(power);
+                // reboot(2) failed: nothing else to do but go on.
+            }
+            Ok(_) if !pid1 => return 0,
+            Ok(_) => {}
+            Err(e) if !pid1 => {
+                tracing::error!("{e}");
+                return 1;
+            }
+            Err(e) => tracing::error!("{e}; starting again"),
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+/// One life of the daemon: until shutdown (`Ok(power)` as PID 1) or a
+/// setup error.
+async fn daemon(options: &Options, pid1: bool) -> Result<Option<Power>, String> {
+    let paths = &options.paths;
+    // The reaper comes first: no child's exit may be missed.
+    let reaper = Reaper::start().map_err(|e| format!("SIGCHLD handler: {e}"))?;
+    for d in [&paths.state_dir, &paths.run_dir, &paths.log_dir] {
+        std::fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
+    }
+    // One supervisor per run directory: a second one would take the
+    // first's containers for leftovers.
+    let lock_path = paths.run_dir.join("supervisord.lock");
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| format!("{}: {e}", lock_path.display()))?;
+    let _lock = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(|(_, e)| {
+        format!("another supervisord runs with the run directory {} ({e})", paths.run_dir.display())
+    })?;
+    // What an earlier supervisor that died left behind goes first.
+    let cleaned = clean_up(&paths.run_dir);
+    for name in &cleaned.containers {
+        tracing::info!("{name}: removed the container an earlier supervisor left");
+    }
+    let cgroups = Manager::for_host("supervisor").map_err(|e| format!("cgroups: {e}"))?;
+    let store = Store::open(&paths.state_dir).map_err(|e| e.to_string())?;
+    let registry = RegistryOptions { insecure: options.insecure_registries.clone(), ..RegistryOptions::default() }
+        .with_auth_file(&options.authfile)
+        .map_err(|e| e.to_string())?;
+    let pull = PullOptions { registry, ..PullOptions::default() };
+    let env = Arc::new(Env {
+        state_dir: paths.state_dir.clone(),
+        run_dir: paths.run_dir.clone(),
+        store: store.clone(),
+        pull: pull.clone(),
+        cgroups,
+        reaper,
+        helper: std::fs::read_link("/proc/self/exe").unwrap_or_else(|_| PathBuf::from("/proc/self/exe")),
+    });
+    let (tx, rx) = mpsc::unbounded_channel();
+    let (events, _) = broadcast::channel(4096);
+    let hub = Hub::default();
+    let (env_files, env_files_rx) = watch::channel(BTreeSet::new());
+    let engine = Engine::new(
+        paths.units.clone(),
+        paths.log_dir.clone(),
+        env,
+        hub.clone(),
+        tx.clone(),
+        events.clone(),
+        env_files,
+    );
+
+    let (power_tx, mut power_rx) = mpsc::unbounded_channel();
+    let control = Arc::new(Control {
+        tx: tx.clone(),
+        events: events.clone(),
+        hub,
+        log_dir: paths.log_dir.clone(),
+        state_dir: paths.state_dir.clone(),
+        store,
+        pull,
+        power: pid1.then_some(power_tx.clone()),
+        group: options.socket_group,
+    });
+    let socket = paths.run_dir.join("control.sock");
+    let listener = control::bind(&socket, options.socket_group).map_err(|e| format!("{}: {e}", socket.display()))?;
+    let server = tokio::spawn(control::serve(listener, control));
+
+    let (rescan_tx, mut rescan_rx) = mpsc::unbounded_channel();
+    let watch_task = tokio::spawn(watcher::run(paths.units.clone(), env_files_rx, rescan_tx));
+    let forward = {
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            while rescan_rx.recv().await.is_some() {
+                let _ = tx.send(Event::Rescan);
+            }
+        })
+    };
+
+    let (ready_tx, ready_rx) = oneshot::channel();
+    let mut engine_task = tokio::spawn(engine.run(rx, ready_tx));
+    let signals = tokio::spawn(signals(tx.clone(), pid1, power_tx));
+    if ready_rx.await.is_ok() {
+        tracing::info!("supervising the units of {}", paths.units.display());
+        notify(&[sd_notify::NotifyState::Ready]);
+    }
+    let status = tokio::spawn(systemd_status(events.subscribe(), tx.clone()));
+
+    // Shutdown: a signal (or a power verb) asks the engine to stop every
+    // unit; the engine task ends when all are stopped.
+    let mut power = None;
+    let outcome = tokio::select! {
+        r = &mut engine_task => r,
+        p = power_rx.recv() => {
+            power = p;
+            notify(&[sd_notify::NotifyState::Stopping]);
+            let (done_tx, _done_rx) = oneshot::channel();
+            let _ = tx.send(Event::Shutdown(done_tx));
+            engine_task.await
+        }
+    };
+    for t in [server, watch_task, forward, signals, status] {
+        t.abort();
+    }
+    let _ = std::fs::remove_file(&socket);
+    match outcome {
+        Ok(()) => {
+            tracing::info!("every unit is stopped");
+            Ok(power)
+        }
+        Err(e) => Err(format!("the engine ended: {e}")),
+    }
+}
+
+/// SIGTERM/SIGINT: shut down (as PID 1: SIGTERM and SIGUSR2 power off,
+/// SIGINT reboots); SIGHUP: reload.
+async fn signals(tx: mpsc::UnboundedSender<Event>, pid1: bool, power: mpsc::UnboundedSender<Power>) {
+    let make = |k| signal(k).map_err(|e| tracing::error!("signal handler: {e}")).ok();
+    let (Some(mut term), Some(mut int), Some(mut hup), Some(mut usr2)) = (
+        make(SignalKind::terminate()),
+        make(SignalKind::interrupt()),
+        make(SignalKind::hangup()),
+        make(SignalKind::user_defined2()),
+    ) else {
+        return;
+    };
+    loop {
+        let what = tokio::select! {
+            _ = term.recv() => Some(Power::Off),
+            _ = usr2.recv() => if pid1 { Some(Power::Off) } else { None },
+            _ = int.recv() => Some(if pid1 { Power::Reboot } else { Power::Off }),
+            _ = hup.recv() => {
+                tracing::info!("SIGHUP: reading the unit directory again");
+                let _ = tx.send(Event::Rescan);
+                None
+            }
+        };
+        if let Some(p) = what {
+            tracing::info!("stopping every unit ({})", if pid1 { format!("{p:?}") } else { "shutdown".into() });
+            let _ = power.send(p);
+        }
+    }
+}
+
+/// systemd's STATUS= line (and watchdog pings when asked for) under
+/// systemd; nothing otherwise.
+async fn systemd_status(mut events: broadcast::Receiver<super::engine::StateEvent>, tx: mpsc::UnboundedSender<Event>) {
+    if std::env::var_os("NOTIFY_SOCKET").is_none() {
+        return;
+    }
+    let watchdog = sd_notify::watchdog_enabled();
+    let mut ping = tokio::time::interval(watchdog.map_or(Duration::from_secs(3600), |w| w / 2));
+    loop {
+        tokio::select! {
+            ev = events.recv() => {
+                if matches!(ev, Err(broadcast::error::RecvError::Closed)) {
+                    return;
+                }
+                let (reply, rx) = oneshot::channel();
+                if tx.send(Event::Command(super::engine::Command::Status(reply))).is_err() {
+                    return;
+                }
+                if let Ok(list) = rx.await {
+                    let running = list.iter().filter(|u| u.state == super::lifecycle::State::Running).count();
+                    let failed = list.iter().filter(|u| u.state == super::lifecycle::State::Failed).count();
+                    let line = format!("{running} running, {failed} failed, {} units", list.len());
+                    notify(&[sd_notify::NotifyState::Status(&line)]);
+                }
+            }
+            _ = ping.tick(), if watchdog.is_some() => notify(&[sd_notify::NotifyState::Watchdog]),
+        }
+    }
+}

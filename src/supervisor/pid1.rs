@@ -1,0 +1,119 @@
+//! What an init must do that a service need not: the basic filesystems,
+//! loopback, the hostname, a console for our log, and the way out
+//! (stop everything, sync, unmount, `reboot(2)`).
+
+use std::path::Path;
+
+use nix::mount::{MntFlags, MsFlags, mount, umount2};
+
+use super::control::Power;
+
+pub fn is_pid1() -> bool {
+    std::process::id() == 1
+}
+
+/// Whether `path` is a mount point (by /proc/self/mountinfo).
+fn mounted(path: &str) -> bool {
+    std::fs::read_to_string("/proc/self/mountinfo").is_ok_and(|m| m.lines().any(|l| l.split(' ').nth(4) == Some(path)))
+}
+
+/// Mounts what is missing of /proc, /sys, /dev, /dev/pts, /run, /tmp and
+/// the cgroup filesystem; errors are logged, never fatal.
+pub fn mount_basics() {
+    let try_mount = |src: &str, target: &str, fstype: &str, flags: MsFlags, data: Option<&str>| {
+        let _ = std::fs::create_dir_all(target);
+        if let Err(e) = mount(Some(src), target, Some(fstype), flags, data) {
+            tracing::warn!("mount {fstype} on {target}: {e}");
+        }
+    };
+    let base = MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC | MsFlags::MS_NODEV;
+    if !Path::new("/proc/self").exists() {
+        try_mount("proc", "/proc", "proc", base, None);
+    }
+    if !mounted("/sys") {
+        try_mount("sysfs", "/sys", "sysfs", base, None);
+    }
+    if !mounted("/dev") {
+        try_mount("devtmpfs", "/dev", "devtmpfs", MsFlags::MS_NOSUID, Some("mode=0755"));
+    }
+    if !mounted("/dev/pts") {
+        try_mount(
+            "devpts",
+            "/dev/pts",
+            "devpts",
+            MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+            Some("newinstance,ptmxmode=0666,mode=0620"),
+        );
+    }
+    // Only over empty directories: a PID 1 of a pid namespace on a full
+    // system must not hide the host's.
+    let empty = |p: &str| std::fs::read_dir(p).map_or(true, |mut d| d.next().is_none());
+    for (target, mode) in [("/run", "0755"), ("/tmp", "1777")] {
+        if !mounted(target) && empty(target) {
+            try_mount("tmpfs", target, "tmpfs", MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some(&format!("mode={mode}")));
+        }
+    }
+    if !mounted("/sys/fs/cgroup") {
+        // A pure v2 host: the appliance's kernel is.
+        try_mount("cgroup2", "/sys/fs/cgroup", "cgroup2", base, Some("nsdelegate"));
+    }
+}
+
+/// Our stderr goes to /dev/console when it is not open (the kernel gives
+/// init no descriptors when the initramfs has no /dev/console).
+pub fn console() {
+    // SAFETY: fcntl(F_GETFD) only asks whether descriptor 2 is open.
+    if unsafe { libc::fcntl(2, libc::F_GETFD) } >= 0 {
+        return;
+    }
+    if let Ok(c) = std::fs::OpenOptions::new().read(true).write(true).open("/dev/console") {
+        use std::os::fd::AsRawFd;
+        // SAFETY: dup2 of a descriptor we hold onto 0, 1 and 2.
+        unsafe {
+            for fd in 0..3 {
+                libc::dup2(c.as_raw_fd(), fd);
+            }
+        }
+    }
+}
+
+/// The hostname from /etc/hostname, and `lo` up.
+pub fn host_setup() {
+    if let Ok(name) = std::fs::read_to_string("/etc/hostname") {
+        let name = name.trim();
+        if !name.is_empty() {
+            if let Err(e) = nix::unistd::sethostname(name) {
+                tracing::warn!("set the hostname to {name:?}: {e}");
+            }
+        }
+    }
+    if let Err(e) = crate::runtime::container::init::loopback_up() {
+        tracing::warn!("{e}");
+    }
+    // Ctrl-Alt-Del sends us SIGINT instead of an immediate reboot.
+    if let Err(e) = nix::sys::reboot::set_cad_enabled(false) {
+        tracing::warn!("disable ctrl-alt-del: {e}");
+    }
+}
+
+/// Syncs, unmounts what can be, and powers off or reboots. Returns only
+/// if `reboot(2)` fails.
+pub fn power(what: Power) {
+    nix::unistd::sync();
+    if let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") {
+        let points: Vec<&str> = info.lines().filter_map(|l| l.split(' ').nth(4)).collect();
+        for p in points.iter().rev() {
+            if *p != "/" {
+                let _ = umount2(*p, MntFlags::MNT_DETACH);
+            }
+        }
+    }
+    let _ = mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY, None::<&str>);
+    nix::unistd::sync();
+    let how = match what {
+        Power::Off => nix::sys::reboot::RebootMode::RB_POWER_OFF,
+        Power::Reboot => nix::sys::reboot::RebootMode::RB_AUTOBOOT,
+    };
+    let Err(e) = nix::sys::reboot::reboot(how);
+    tracing::error!("reboot(2): {e}");
+}

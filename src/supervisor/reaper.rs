@@ -1,0 +1,82 @@
+//! The one reaper: a single `waitpid(-1)` loop owns every child's exit
+//! (containers, helpers, and, as PID 1 or subreaper, every orphan) and
+//! hands it to whoever registered the pid. Nothing else may wait for
+//! children: two waiters race, and the loser sees ECHILD or, worse, a
+//! recycled pid.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::Pid;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::oneshot;
+
+/// How a process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    Code(i32),
+    Signal(i32),
+}
+
+impl Exit {
+    /// The shell's view: the code, or 128 + the signal.
+    pub fn status(self) -> i32 {
+        match self {
+            Exit::Code(c) => c,
+            Exit::Signal(s) => 128 + s,
+        }
+    }
+}
+
+#[derive(Clone, Default)]
+pub struct Reaper {
+    waiting: Arc<Mutex<HashMap<i32, oneshot::Sender<Exit>>>>,
+}
+
+impl Reaper {
+    /// Starts reaping on the current tokio runtime. Must be called before
+    /// the first child is made, so that no SIGCHLD is missed.
+    pub fn start() -> std::io::Result<Reaper> {
+        let mut sigchld = signal(SignalKind::child())?;
+        let reaper = Reaper::default();
+        let r = reaper.clone();
+        tokio::spawn(async move {
+            loop {
+                r.reap();
+                if sigchld.recv().await.is_none() {
+                    return;
+                }
+            }
+        });
+        Ok(reaper)
+    }
+
+    /// Registers `pid`: its exit is sent to the receiver. Register before
+    /// the process can run (see the spawn helper's protocol).
+    pub fn watch(&self, pid: i32) -> oneshot::Receiver<Exit> {
+        let (tx, rx) = oneshot::channel();
+        self.waiting.lock().unwrap_or_else(|e| e.into_inner()).insert(pid, tx);
+        rx
+    }
+
+    /// Reaps every child that has ended.
+    fn reap(&self) {
+        loop {
+            let (pid, exit) = match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(pid, code)) => (pid, Exit::Code(code)),
+                Ok(WaitStatus::Signaled(pid, sig, _)) => (pid, Exit::Signal(sig as i32)),
+                Ok(WaitStatus::StillAlive) | Err(nix::errno::Errno::ECHILD) => return,
+                Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => {
+                    tracing::error!("waitpid: {e}");
+                    return;
+                }
+            };
+            let waiter = self.waiting.lock().unwrap_or_else(|e| e.into_inner()).remove(&pid.as_raw());
+            if let Some(tx) = waiter {
+                let _ = tx.send(exit);
+            }
+        }
+    }
+}

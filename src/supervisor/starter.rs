@@ -1,0 +1,188 @@
+//! Starting and cleaning up one unit's container for the daemon. Blocking
+//! code, run on tokio's blocking pool: the image (pulled if needed), the
+//! prepared spec, the cgroup, then the spawn helper (`supervisord runtime
+//! spawn`, see `runtime::container::helper`), which makes the container a
+//! child of ours. Its pid is registered with the reaper before the
+//! container may run.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use nix::fcntl::OFlag;
+use nix::unistd::pipe2;
+use tokio::sync::oneshot;
+
+use super::prepare::{container_dir, image, needs_pull, prepare};
+use super::reaper::{Exit, Reaper};
+use crate::runtime::cgroups::{Cgroup, Manager, Resources};
+use crate::runtime::container::helper::{Go, Reply};
+use crate::runtime::container::state::{ContainerState, ProcessState, start_time};
+use crate::runtime::image::{PullOptions, Quiet, Store};
+use crate::units::Unit;
+
+/// What starting needs, shared by every start.
+pub struct Env {
+    pub state_dir: PathBuf,
+    pub run_dir: PathBuf,
+    pub store: Store,
+    pub pull: PullOptions,
+    pub cgroups: Manager,
+    pub reaper: Reaper,
+    /// The program that serves `runtime spawn` (ourselves).
+    pub helper: PathBuf,
+}
+
+/// A running container.
+pub struct Started {
+    pub pid: i32,
+    pub cgroup: Cgroup,
+    pub stop_signal: i32,
+    pub image_digest: String,
+    pub exit: oneshot::Receiver<Exit>,
+    pub stdout: std::fs::File,
+    pub stderr: std::fs::File,
+}
+
+/// Starts `unit`'s container. `pulling` is called first when the image
+/// must be fetched, `starting` once it is there.
+pub fn start(env: &Env, unit: &Unit, pulling: &dyn Fn(), starting: &dyn Fn()) -> Result<Started, String> {
+    if needs_pull(unit, &env.store) {
+        pulling();
+    }
+    let image = image(unit, &env.store, &env.pull, &Quiet)?;
+    starting();
+    let name = &unit.name;
+    let prepared = prepare(unit, &image, &env.state_dir)?;
+    let cgroup = env.cgroups.create(name).map_err(|e| e.to_string())?;
+    let result = cgroup
+        .set(&prepared.resources)
+        .map_err(|e| e.to_string())
+        .and_then(|()| spawn(env, &prepared.request, &cgroup));
+    match result {
+        Ok((pid, exit, stdout, stderr)) => {
+            let state = ContainerState {
+                name: name.clone(),
+                pid,
+                start_time: start_time(pid).unwrap_or(0),
+                cgroup: cgroup.clone(),
+                dir: prepared.request.dir.clone(),
+                process: ProcessState::of(&prepared.plan.process),
+            };
+            if let Err(e) = state.save(&env.run_dir) {
+                tracing::warn!("{name}: cannot record the container's state: {e}");
+            }
+            Ok(Started {
+                pid,
+                cgroup,
+                stop_signal: prepared.stop_signal,
+                image_digest: prepared.image_digest,
+                exit,
+                stdout,
+                stderr,
+            })
+        }
+        Err(e) => {
+            clean_up(env, name, &cgroup);
+            Err(e)
+        }
+    }
+}
+
+type Spawned = (i32, oneshot::Receiver<Exit>, std::fs::File, std::fs::File);
+
+fn spawn(
+    env: &Env,
+    request: &crate::runtime::container::helper::SpawnRequest,
+    cgroup: &Cgroup,
+) -> Result<Spawned, String> {
+    let io = |what: &str, e: std::io::Error| format!("spawn helper: {what}: {e}");
+    let (ours, theirs) = UnixStream::pair().map_err(|e| io("socketpair", e))?;
+    let pipe = || pipe2(OFlag::O_CLOEXEC).map_err(|e| io("pipe", e.into()));
+    let (out_r, out_w) = pipe()?;
+    let (err_r, err_w) = pipe()?;
+    let mut req = serde_json::to_value(request).map_err(|e| e.to_string())?;
+    req["cgroup"] = serde_json::to_value(cgroup).map_err(|e| e.to_string())?;
+    let mut line = serde_json::to_vec(&req).map_err(|e| e.to_string())?;
+    line.push(b'\n');
+    // The helper is reaped by the reaper (nobody waits for it); its
+    // outcome comes over the socket.
+    let _helper = Command::new(&env.helper)
+        .args(["runtime", "spawn"])
+        .stdin(std::process::Stdio::from(std::os::fd::OwnedFd::from(theirs)))
+        .stdout(std::process::Stdio::from(out_w))
+        .stderr(std::process::Stdio::from(err_w))
+        .env_clear()
+        .spawn()
+        .map_err(|e| io(&env.helper.display().to_string(), e))?;
+    let mut writer = ours.try_clone().map_err(|e| io("socket", e))?;
+    ours.set_read_timeout(Some(Duration::from_secs(60))).map_err(|e| io("socket", e))?;
+    let mut reader = BufReader::new(ours);
+    writer.write_all(&line).map_err(|e| io("send", e))?;
+    let read = |reader: &mut BufReader<UnixStream>| -> Result<Reply, String> {
+        let mut line = String::new();
+        reader.read_line(&mut line).map_err(|e| io("receive", e))?;
+        if line.is_empty() {
+            return Err("spawn helper: ended without an answer".into());
+        }
+        serde_json::from_str(&line).map_err(|e| format!("spawn helper: bad answer {line:?}: {e}"))
+    };
+    let reply = read(&mut reader)?;
+    let pid = match (reply.pid, reply.error) {
+        (Some(pid), _) => pid,
+        (None, Some(e)) => return Err(e),
+        _ => return Err("spawn helper: no pid".into()),
+    };
+    let exit = env.reaper.watch(pid);
+    let mut go = serde_json::to_vec(&Go { go: true }).map_err(|e| e.to_string())?;
+    go.push(b'\n');
+    writer.write_all(&go).map_err(|e| io("send", e))?;
+    let reply = read(&mut reader)?;
+    if let Some(e) = reply.error {
+        return Err(e);
+    }
+    Ok((pid, exit, std::fs::File::from(out_r), std::fs::File::from(err_r)))
+}
+
+/// After the container's first process ended: whether the OOM killer
+/// struck, then nothing of it left: processes, cgroup, writable layer,
+/// state record.
+pub fn finish(env: &Env, name: &str, cgroup: &Cgroup) -> bool {
+    let oom = cgroup.oom_kills() > 0;
+    clean_up(env, name, cgroup);
+    oom
+}
+
+fn clean_up(env: &Env, name: &str, cgroup: &Cgroup) {
+    let _ = cgroup.kill_all();
+    if let Err(e) = cgroup.remove(Duration::from_secs(10)) {
+        tracing::warn!("{name}: cannot remove its cgroup: {e}");
+    }
+    let dir = container_dir(&env.state_dir, name);
+    if let Err(e) = remove_container_dir(&dir) {
+        tracing::warn!("{name}: cannot remove {}: {e}", dir.display());
+    }
+    ContainerState::remove(&env.run_dir, name);
+}
+
+fn remove_container_dir(dir: &Path) -> std::io::Result<()> {
+    match std::fs::remove_dir_all(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        r => r,
+    }
+}
+
+/// The limits a `[resources]` edit writes to a running container (device
+/// rules are left as they are).
+pub fn live_resources(unit: &Unit) -> Resources {
+    let period: u64 = 100_000;
+    Resources {
+        memory: unit.resources.memory,
+        cpu_quota: unit.resources.nano_cpus.map(|n| n * period / 1_000_000_000),
+        cpu_period: unit.resources.nano_cpus.map(|_| period),
+        pids: unit.resources.pids,
+        devices: None,
+    }
+}
