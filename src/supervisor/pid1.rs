@@ -96,7 +96,8 @@ pub fn host_setup() {
     }
 }
 
-/// Syncs, unmounts what can be, and powers off or reboots. Returns only
+/// Syncs, unmounts what can be (PID 1 owns its mount namespace), and
+/// powers off or reboots (in a pid namespace: ends it). Returns only
 /// if `reboot(2)` fails.
 pub fn power(what: Power) {
     nix::unistd::sync();
@@ -108,7 +109,9 @@ pub fn power(what: Power) {
             }
         }
     }
-    let _ = mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY, None::<&str>);
+    // "/" itself is left alone: on an appliance it is the initramfs, and a
+    // read-only remount would reach the filesystem's superblock, which a
+    // PID 1 of a pid namespace shares with its host.
     nix::unistd::sync();
     let how = match what {
         Power::Off => nix::sys::reboot::RebootMode::RB_POWER_OFF,

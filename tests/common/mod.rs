@@ -72,6 +72,7 @@ fn lock_file(path: &str) -> HostLock {
     HostLock(f)
 }
 
+pub mod daemon;
 pub mod proxy;
 pub mod registry;
 pub mod trees;

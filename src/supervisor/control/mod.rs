@@ -413,8 +413,7 @@ async fn volumes(stream: &mut UnixStream, control: &Control, remove: Option<&str
     if let Ok(rd) = std::fs::read_dir(&dir) {
         for e in rd.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
-            let users: Vec<&String> =
-                used.iter().filter(|(_, v)| v.contains(&name)).map(|(u, _)| u).collect();
+            let users: Vec<&String> = used.iter().filter(|(_, v)| v.contains(&name)).map(|(u, _)| u).collect();
             list.push(serde_json::json!({"name": name, "path": e.path().join("_data"), "used_by": users}));
         }
     }

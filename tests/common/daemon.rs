@@ -1,0 +1,195 @@
+//! A real supervisord for a test: its own unit, state, run and log
+//! directories; driven through the real supervisorctl.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// The busybox image of units.example (built offline when missing).
+pub fn busybox() -> String {
+    let redis = super::example_redis();
+    format!("oci:{}:latest", redis.parent().unwrap().join("busybox").display())
+}
+
+pub struct Daemon {
+    pub dir: tempfile::TempDir,
+    pub child: Option<Child>,
+}
+
+impl Daemon {
+    pub fn start() -> Daemon {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("units")).unwrap();
+        let mut d = Daemon { dir, child: None };
+        d.spawn();
+        d
+    }
+
+    pub fn command(&self) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_supervisord"));
+        let p = self.dir.path();
+        c.arg("--units")
+            .arg(p.join("units"))
+            .arg("--state-dir")
+            .arg(p.join("state"))
+            .arg("--run-dir")
+            .arg(p.join("run"))
+            .arg("--log-dir")
+            .arg(p.join("log"))
+            .arg("--config")
+            .arg(p.join("supervisord.toml"));
+        c
+    }
+
+    /// Starts (again) the daemon and waits for its socket.
+    pub fn spawn(&mut self) {
+        std::fs::write(self.dir.path().join("supervisord.toml"), "").unwrap();
+        let log = std::fs::File::create(self.dir.path().join("supervisord.log")).unwrap();
+        let child = self.command().stderr(log).spawn().unwrap();
+        self.child = Some(child);
+        self.wait_socket();
+    }
+
+    pub fn wait_socket(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::os::unix::net::UnixStream::connect(self.socket()).is_err() {
+            assert!(Instant::now() < deadline, "supervisord did not come up:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    pub fn units(&self) -> PathBuf {
+        self.dir.path().join("units")
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.dir.path().join("run/control.sock")
+    }
+
+    pub fn log_dir(&self) -> PathBuf {
+        self.dir.path().join("log")
+    }
+
+    /// The daemon's own log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("supervisord.log")).unwrap_or_default()
+    }
+
+    pub fn write_unit(&self, name: &str, body: &str) -> PathBuf {
+        let p = self.units().join(format!("{name}.toml"));
+        std::fs::write(&p, body).unwrap();
+        p
+    }
+
+    pub fn ctl(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_supervisorctl"))
+            .arg("--socket")
+            .arg(self.socket())
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    pub fn status(&self) -> Vec<Value> {
+        let out = self.ctl(&["status", "--json"]);
+        serde_json::from_slice::<Value>(&out.stdout)
+            .unwrap_or_else(|e| panic!("status --json: {e}: {}", super::text(&out.stderr)))
+            .as_array()
+            .unwrap()
+            .clone()
+    }
+
+    pub fn unit(&self, name: &str) -> Option<Value> {
+        self.status().into_iter().find(|u| u["name"] == name)
+    }
+
+    /// Waits until `pred` holds for the unit's status (None: no such unit).
+    pub fn wait_for(&self, name: &str, what: &str, secs: u64, pred: impl Fn(Option<&Value>) -> bool) -> Option<Value> {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let u = self.unit(name);
+            if pred(u.as_ref()) {
+                return u;
+            }
+            assert!(Instant::now() < deadline, "{name}: not {what} after {secs}s: {u:?}\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn wait_state(&self, name: &str, state: &str) -> Value {
+        self.wait_for(name, state, 30, |u| u.is_some_and(|u| u["state"] == state)).unwrap()
+    }
+
+    /// The cgroup directories of a unit's container (from inspect).
+    pub fn cgroup_dirs(&self, name: &str) -> Vec<PathBuf> {
+        let out = self.ctl(&["inspect", name]);
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        match &v["cgroup"] {
+            Value::Object(m) => m
+                .values()
+                .flat_map(|x| match x {
+                    Value::Object(inner) => inner.values().filter_map(|p| p.as_str().map(PathBuf::from)).collect(),
+                    Value::String(p) => vec![PathBuf::from(p)],
+                    _ => vec![],
+                })
+                .collect(),
+            _ => vec![],
+        }
+    }
+
+    /// SIGTERM, and the exit status (waits at most `secs`).
+    pub fn terminate(&mut self, secs: u64) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("running");
+        // SAFETY: kill(2) of our child.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                return st;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("supervisord did not exit within {secs}s of SIGTERM:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // SAFETY: kill(2) of our child.
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        // Whatever is left (a test that failed midway).
+        let _ = Command::new(env!("CARGO_BIN_EXE_supervisord"))
+            .arg("--run-dir")
+            .arg(self.dir.path().join("run"))
+            .args(["runtime", "cleanup"])
+            .output();
+    }
+}
+
+/// Whether a process exists (and is not a zombie).
+pub fn alive(pid: i64) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| s.rsplit(')').next().and_then(|r| r.split_whitespace().next()) != Some("Z"))
+        .unwrap_or(false)
+}
+
+/// Whether anything is mounted under `path`.
+pub fn mounted_under(path: &Path) -> bool {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let p = path.to_string_lossy();
+    info.lines().any(|l| l.split(' ').nth(4).is_some_and(|m| m.starts_with(p.as_ref())))
+}

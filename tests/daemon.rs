@@ -1,0 +1,504 @@
+//! supervisord end to end, as root: a real daemon on its own directories,
+//! real containers (busybox, built offline), driven by editing unit files
+//! and by supervisorctl.
+
+mod common;
+
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use common::daemon::{Daemon, alive, busybox, mounted_under};
+use common::text;
+use serde_json::Value;
+
+/// A unit that runs `script` under sh, stopping at once on SIGTERM.
+fn unit(script: &str) -> String {
+    format!(
+        "[container]\nimage = \"{}\"\ncommand = [\"sh\", \"-c\", {:?}]\n",
+        busybox(),
+        format!("trap 'exit 0' TERM; {script}")
+    )
+}
+
+fn sleeper() -> String {
+    unit("sleep 100000 & wait")
+}
+
+fn pid(u: &Value) -> i64 {
+    u["pid"].as_i64().unwrap_or_else(|| panic!("no pid: {u}"))
+}
+
+#[test]
+fn edits_are_applied_unit_by_unit() {
+    root_only!("edits_are_applied_unit_by_unit");
+    let d = Daemon::start();
+    let (a, b) = (common::unique_name("ea"), common::unique_name("eb"));
+    // Dropping a file starts the unit.
+    d.write_unit(&a, &sleeper());
+    let file_b = d.write_unit(&b, &sleeper());
+    let ua = d.wait_state(&a, "running");
+    let ub = d.wait_state(&b, "running");
+    assert!(alive(pid(&ua)) && alive(pid(&ub)));
+
+    // An edit restarts that unit with the new config; the sibling keeps
+    // its container.
+    d.write_unit(&b, &unit("echo second-config; sleep 100000 & wait"));
+    let nb = d
+        .wait_for(&b, "restarted", 30, |u| u.is_some_and(|u| u["state"] == "running" && u["pid"] != ub["pid"]))
+        .unwrap();
+    assert!(!alive(pid(&ub)), "the old container of {b} is still there");
+    assert_eq!(d.unit(&a).unwrap()["pid"], ua["pid"], "{a} was touched by an edit of {b}");
+    let logs = d.ctl(&["logs", &b]);
+    assert!(text(&logs.stdout).contains("stdout second-config"), "{}", text(&logs.stdout));
+
+    // An invalid edit keeps the container running and shows where.
+    std::fs::write(&file_b, format!("{}\nmemroy = \"1G\"\n", unit("sleep 100000 & wait"))).unwrap();
+    let bad = d.wait_for(&b, "showing its error", 10, |u| u.is_some_and(|u| !u["error"].is_null())).unwrap();
+    assert_eq!(bad["state"], "running");
+    assert_eq!(bad["pid"], nb["pid"]);
+    let err = bad["error"].as_str().unwrap();
+    assert!(err.contains(&format!("{}:5:1", file_b.display())) && err.contains("memroy"), "{err}");
+    let human = d.ctl(&["status", &b]);
+    assert!(text(&human.stdout).contains(":5:1"), "{}", text(&human.stdout));
+
+    // Deleting the file stops it and leaves nothing behind.
+    let cgroups = d.cgroup_dirs(&b);
+    assert!(!cgroups.is_empty());
+    std::fs::remove_file(&file_b).unwrap();
+    d.wait_for(&b, "removed", 30, |u| u.is_none());
+    assert!(!alive(pid(&nb)), "the container of a removed unit still runs");
+    for cg in &cgroups {
+        assert!(!cg.exists(), "{} is left", cg.display());
+    }
+    assert!(!mounted_under(&d.dir.path().join("state/containers").join(&b)), "a mount is left");
+    assert!(!d.dir.path().join("state/containers").join(&b).exists());
+    assert_eq!(d.unit(&a).unwrap()["pid"], ua["pid"]);
+}
+
+#[test]
+fn editors_renames_and_half_written_files() {
+    root_only!("editors_renames_and_half_written_files");
+    let d = Daemon::start();
+    let name = common::unique_name("ed");
+    // vim-like: write a swap file, then rename it over the unit file.
+    let tmp = d.units().join(format!(".{name}.toml.swp"));
+    std::fs::write(&tmp, unit("echo renamed-in; sleep 100000 & wait")).unwrap();
+    std::fs::rename(&tmp, d.units().join(format!("{name}.toml"))).unwrap();
+    d.wait_state(&name, "running");
+    let out = text(&d.ctl(&["logs", &name]).stdout);
+    assert!(out.contains("renamed-in"), "{out}");
+
+    // A file written in two parts, with a pause longer than the settle
+    // time: the first half alone (a valid unit without its command) must
+    // never be started.
+    let half = common::unique_name("hf");
+    let mut f = std::fs::File::create(d.units().join(format!("{half}.toml"))).unwrap();
+    f.write_all(format!("[container]\nimage = \"{}\"\n", busybox()).as_bytes()).unwrap();
+    f.flush().unwrap();
+    std::thread::sleep(Duration::from_millis(400));
+    f.write_all(b"command = [\"sh\", \"-c\", \"trap 'exit 0' TERM; echo whole-file; sleep 100000 & wait\"]\n").unwrap();
+    drop(f);
+    let u = d.wait_state(&half, "running");
+    assert_eq!(u["generation"], 1, "the half-written file was started: {u}");
+    assert_eq!(u["restarts"], 0);
+    let out = text(&d.ctl(&["logs", &half]).stdout);
+    assert!(out.contains("whole-file"), "{out}");
+}
+
+#[test]
+fn a_container_that_ignores_sigterm_is_killed_at_its_timeout_with_its_children() {
+    root_only!("a_container_that_ignores_sigterm_is_killed_at_its_timeout_with_its_children");
+    let d = Daemon::start();
+    let name = common::unique_name("st");
+    let body = format!(
+        "[container]\nimage = \"{}\"\ncommand = [\"sh\", \"-c\", \"trap '' TERM; sleep 100000 & sleep 100000 & wait; wait\"]\n[stop]\ntimeout = \"2s\"\n",
+        busybox()
+    );
+    d.write_unit(&name, &body);
+    let u = d.wait_state(&name, "running");
+    let cgroups = d.cgroup_dirs(&name);
+    let procs: Vec<i64> = cgroups
+        .iter()
+        .filter_map(|c| std::fs::read_to_string(c.join("cgroup.procs")).ok())
+        .flat_map(|s| s.lines().filter_map(|l| l.parse().ok()).collect::<Vec<i64>>())
+        .collect();
+    assert!(procs.len() >= 3, "the shell and its two children: {procs:?}");
+    let t = Instant::now();
+    let out = d.ctl(&["stop", &name]);
+    let took = t.elapsed();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(took >= Duration::from_millis(1900), "stopped before its timeout: {took:?}");
+    assert!(took < Duration::from_millis(3500), "stop took {took:?}");
+    assert!(!alive(pid(&u)));
+    for p in procs {
+        assert!(!alive(p), "process {p} of the container survived its stop");
+    }
+    assert_eq!(d.unit(&name).unwrap()["state"], "inactive");
+}
+
+#[test]
+fn restart_policies_and_backoff() {
+    root_only!("restart_policies_and_backoff");
+    let d = Daemon::start();
+    let always = common::unique_name("ra");
+    d.write_unit(
+        &always,
+        &format!("{}[restart]\npolicy = \"always\"\ndelay = \"200ms\"\nmax_delay = \"5s\"\n", sleeper()),
+    );
+    let mut u = d.wait_state(&always, "running");
+    // Killed three times: it comes back each time, later each time.
+    let mut delays = Vec::new();
+    for n in 1..=3 {
+        let killed = Instant::now();
+        // SAFETY: kill(2) of a container process of the test's daemon.
+        unsafe { libc::kill(pid(&u) as i32, libc::SIGKILL) };
+        let before = u["pid"].clone();
+        u = d
+            .wait_for(&always, "back", 30, |x| x.is_some_and(|x| x["state"] == "running" && x["pid"] != before))
+            .unwrap();
+        delays.push(killed.elapsed());
+        assert_eq!(u["restarts"], n);
+        assert_eq!(u["signal"], "SIGKILL");
+        assert!(u["exit_code"].is_null());
+    }
+    assert!(delays[0] >= Duration::from_millis(200), "{delays:?}");
+    assert!(delays[1] >= Duration::from_millis(400), "{delays:?}");
+    assert!(delays[2] >= Duration::from_millis(800), "{delays:?}");
+    assert!(delays[2] > delays[0], "{delays:?}");
+
+    // on-failure: exit 0 stays down; exit 3 is restarted.
+    let clean = common::unique_name("rc");
+    d.write_unit(
+        &clean,
+        &format!("{}[restart]\npolicy = \"on-failure\"\ndelay = \"100ms\"\n", unit("sleep 0.3; exit 0")),
+    );
+    let u = d.wait_state(&clean, "exited");
+    assert_eq!(u["exit_code"], 0);
+    std::thread::sleep(Duration::from_millis(800));
+    let u = d.unit(&clean).unwrap();
+    assert_eq!((u["state"].as_str(), u["restarts"].as_u64()), (Some("exited"), Some(0)));
+    let failing = common::unique_name("rf");
+    d.write_unit(
+        &failing,
+        &format!("{}[restart]\npolicy = \"on-failure\"\ndelay = \"100ms\"\nlimit = 2\n", unit("sleep 0.2; exit 3")),
+    );
+    let u = d.wait_state(&failing, "failed");
+    assert_eq!(u["restarts"], 2, "{u}");
+    assert_eq!(u["exit_code"], 3);
+    assert!(u["reason"].as_str().unwrap().contains("restart limit"), "{u}");
+}
+
+#[test]
+fn dependencies_order_start_and_reverse_stop() {
+    root_only!("dependencies_order_start_and_reverse_stop");
+    let d = Daemon::start();
+    let (db, app, web) = (common::unique_name("db"), common::unique_name("ap"), common::unique_name("wb"));
+    // Written dependents first: the order must come from the graph.
+    d.write_unit(&web, &format!("[unit]\nrequires = [\"{app}\"]\n{}", sleeper()));
+    d.write_unit(&app, &format!("[unit]\nrequires = [\"{db}\"]\n{}", sleeper()));
+    d.write_unit(&db, &sleeper());
+    let started: Vec<String> = [&db, &app, &web]
+        .iter()
+        .map(|n| d.wait_state(n, "running")["started_at"].as_str().unwrap().to_string())
+        .collect();
+    assert!(started[0] < started[1] && started[1] < started[2], "start order: {started:?}");
+
+    // Stopping a required unit stops its dependents first...
+    let out = d.ctl(&["stop", &db]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let events = d.log();
+    let pos = |what: &str| events.find(what).unwrap_or_else(|| panic!("{what} not in the log:\n{events}"));
+    let stop_web = pos(&format!("{web}: stopping -> waiting"));
+    let stop_app = pos(&format!("{app}: stopping -> waiting"));
+    let stop_db = pos(&format!("{db}: stopping -> inactive"));
+    assert!(stop_web < stop_app && stop_app < stop_db, "stop order is not reversed:\n{events}");
+    let w = d.unit(&web).unwrap();
+    assert_eq!(w["state"], "waiting");
+    assert!(w["reason"].as_str().unwrap().contains(&app), "{w}");
+    // ...which start again when it is back.
+    assert!(d.ctl(&["start", &db]).status.success());
+    d.wait_state(&web, "running");
+}
+
+#[test]
+fn sigterm_stops_everything_and_the_daemon_exits_0() {
+    root_only!("sigterm_stops_everything_and_the_daemon_exits_0");
+    let mut d = Daemon::start();
+    let names: Vec<String> = (0..3).map(|_| common::unique_name("sd")).collect();
+    for n in &names {
+        d.write_unit(n, &sleeper());
+    }
+    let pids: Vec<i64> = names.iter().map(|n| pid(&d.wait_state(n, "running"))).collect();
+    let status = d.terminate(30);
+    assert!(status.success(), "supervisord exited with {status}:\n{}", d.log());
+    for p in pids {
+        assert!(!alive(p), "container process {p} outlived the daemon");
+    }
+    assert!(!d.socket().exists());
+    let left: Vec<_> = std::fs::read_dir(d.dir.path().join("run/containers")).unwrap().collect();
+    assert!(left.is_empty(), "state records left: {left:?}");
+}
+
+#[test]
+fn a_crashed_daemon_leaves_nothing_its_successor_does_not_clean() {
+    root_only!("a_crashed_daemon_leaves_nothing_its_successor_does_not_clean");
+    let mut d = Daemon::start();
+    let name = common::unique_name("cr");
+    d.write_unit(&name, &sleeper());
+    let old = d.wait_state(&name, "running");
+    let cgroups = d.cgroup_dirs(&name);
+    let mut child = d.child.take().unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // The container outlives a SIGKILLed supervisor...
+    assert!(alive(pid(&old)));
+    d.spawn();
+    // ...and the next one removes it before starting the unit anew.
+    let new = d.wait_state(&name, "running");
+    assert_ne!(new["pid"], old["pid"]);
+    assert!(!alive(pid(&old)), "the old container survived the new supervisor's start");
+    assert!(d.log().contains("removed the container an earlier supervisor left"), "{}", d.log());
+    assert_eq!(d.cgroup_dirs(&name), cgroups);
+}
+
+#[test]
+fn resources_change_live_without_a_restart() {
+    root_only!("resources_change_live_without_a_restart");
+    let d = Daemon::start();
+    let name = common::unique_name("lv");
+    d.write_unit(&name, &format!("{}[resources]\nmemory = \"64M\"\n", sleeper()));
+    let u = d.wait_state(&name, "running");
+    let mem = d
+        .cgroup_dirs(&name)
+        .into_iter()
+        .map(|c| c.join("memory.limit_in_bytes"))
+        .chain(d.cgroup_dirs(&name).into_iter().map(|c| c.join("memory.max")))
+        .find(|p| p.exists())
+        .expect("a memory limit file");
+    assert_eq!(std::fs::read_to_string(&mem).unwrap().trim(), (64u64 << 20).to_string());
+    let plan = d.ctl(&["reload", "--dry-run"]);
+    assert!(text(&plan.stdout).contains(&format!("{name}: keep")), "{}", text(&plan.stdout));
+    std::fs::write(d.units().join(format!("{name}.toml")), format!("{}[resources]\nmemory = \"96M\"\n", sleeper()))
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::fs::read_to_string(&mem).unwrap().trim() != (96u64 << 20).to_string() {
+        assert!(Instant::now() < deadline, "the new limit was not written:\n{}", d.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let after = d.unit(&name).unwrap();
+    assert_eq!(after["pid"], u["pid"]);
+    assert_eq!(after["generation"], u["generation"]);
+}
+
+#[test]
+fn reload_dry_run_prints_the_plan_and_reload_carries_it_out() {
+    root_only!("reload_dry_run_prints_the_plan_and_reload_carries_it_out");
+    let d = Daemon::start();
+    let (keep, change, bad) = (common::unique_name("rk"), common::unique_name("rr"), common::unique_name("ri"));
+    d.write_unit(&keep, &sleeper());
+    d.write_unit(&change, &sleeper());
+    d.wait_state(&keep, "running");
+    let old = d.wait_state(&change, "running");
+    // Edits the watcher has not applied yet are what reload sees: stop
+    // the watcher's view by asking at once after the writes.
+    d.write_unit(&change, &unit("echo v2; sleep 100000 & wait"));
+    d.write_unit(&bad, "[container]\nimage = 1\n");
+    let out = d.ctl(&["reload", "--json"]);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let action = |n: &str| {
+        v["plan"].as_array().unwrap().iter().find(|s| s["unit"] == n).map(|s| s["action"].as_str().unwrap().to_string())
+    };
+    assert_eq!(out.status.code(), Some(1), "an invalid file makes reload exit 1");
+    assert_eq!(action(&keep).as_deref(), Some("keep"));
+    assert_eq!(action(&bad).as_deref(), Some("invalid"));
+    // The watcher may have carried out the restart already; either way it
+    // is done once, and the unit runs its new config.
+    let now = d
+        .wait_for(&change, "restarted", 30, |u| u.is_some_and(|u| u["state"] == "running" && u["pid"] != old["pid"]))
+        .unwrap();
+    assert_eq!(now["generation"], 2);
+}
+
+#[test]
+fn logs_rotate_without_losing_lines() {
+    root_only!("logs_rotate_without_losing_lines");
+    let d = Daemon::start();
+    let name = common::unique_name("lg");
+    let body = format!(
+        "{}[restart]\npolicy = \"no\"\n[logs]\nmax_size = \"1M\"\nmax_files = 3\n",
+        unit("i=0; while [ $i -lt 20000 ]; do echo line-$i-padding-padding-padding-padding; i=$((i+1)); done")
+    );
+    d.write_unit(&name, &body);
+    d.wait_state(&name, "exited");
+    let dir = d.log_dir();
+    let mut numbers = Vec::new();
+    for f in [format!("{name}.log.2"), format!("{name}.log.1"), format!("{name}.log")] {
+        let p = dir.join(&f);
+        let Ok(text) = std::fs::read_to_string(&p) else { continue };
+        assert!(text.len() as u64 <= 1 << 20, "{f} is {} bytes", text.len());
+        for l in text.lines() {
+            let fields: Vec<&str> = l.splitn(3, ' ').collect();
+            assert_eq!(fields.len(), 3, "{l}");
+            assert_eq!(fields[1], "stdout");
+            let n: u64 = fields[2].strip_prefix("line-").and_then(|r| r.split('-').next()).unwrap().parse().unwrap();
+            assert!(fields[2].ends_with("padding"), "a split line: {l}");
+            numbers.push(n);
+        }
+    }
+    assert!(dir.join(format!("{name}.log.1")).exists(), "no rotation happened");
+    assert!(!dir.join(format!("{name}.log.3")).exists());
+    assert_eq!(*numbers.last().unwrap(), 19999);
+    assert!(numbers.windows(2).all(|w| w[1] == w[0] + 1), "lines lost between files");
+    let tail = d.ctl(&["logs", "-n", "2", &name]);
+    let lines: Vec<String> = text(&tail.stdout).lines().map(String::from).collect();
+    assert_eq!(lines.len(), 2);
+    assert!(lines[1].contains("line-19999-"), "{lines:?}");
+}
+
+#[test]
+fn kill_exec_inspect_and_events() {
+    root_only!("kill_exec_inspect_and_events");
+    let d = Daemon::start();
+    let name = common::unique_name("kx");
+    d.write_unit(&name, &unit("trap 'echo got-hup' HUP; while true; do sleep 0.1; done"));
+    let u = d.wait_state(&name, "running");
+    assert!(d.ctl(&["kill", "-s", "HUP", &name]).status.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !text(&d.ctl(&["logs", &name]).stdout).contains("got-hup") {
+        assert!(Instant::now() < deadline, "SIGHUP did not reach the service");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let after = d.unit(&name).unwrap();
+    assert_eq!((after["pid"].clone(), after["restarts"].clone()), (u["pid"].clone(), 0.into()));
+
+    let out = d.ctl(&["exec", &name, "--", "sh", "-c", "echo in-$HOSTNAME; exit 7"]);
+    assert_eq!(out.status.code(), Some(7));
+    assert_eq!(text(&out.stdout).trim(), format!("in-{name}"));
+    assert_eq!(d.ctl(&["exec", &name, "--", "no-such-program"]).status.code(), Some(127));
+
+    let v: Value = serde_json::from_slice(&d.ctl(&["inspect", &name]).stdout).unwrap();
+    assert_eq!(v["status"]["state"], "running");
+    assert_eq!(v["unit"]["name"], name.as_str());
+    assert!(v["usage"]["memory"].as_u64().is_some(), "{v}");
+
+    // events: a live stream of state changes.
+    let mut ev = std::process::Command::new(env!("CARGO_BIN_EXE_supervisorctl"))
+        .arg("--socket")
+        .arg(d.socket())
+        .args(["events", "--json"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(d.ctl(&["restart", &name]).status.success());
+    std::thread::sleep(Duration::from_millis(200));
+    ev.kill().unwrap();
+    let out = ev.wait_with_output().unwrap();
+    let states: Vec<(String, String)> = text(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["unit"] == name.as_str())
+        .map(|v| (v["old"].as_str().unwrap().to_string(), v["new"].as_str().unwrap().to_string()))
+        .collect();
+    let pairs: Vec<(&str, &str)> = states.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+    assert_eq!(pairs.first(), Some(&("running", "stopping")), "{pairs:?}");
+    assert_eq!(pairs.last(), Some(&("starting", "running")), "{pairs:?}");
+}
+
+#[test]
+fn the_socket_refuses_other_users() {
+    root_only!("the_socket_refuses_other_users");
+    let d = Daemon::start();
+    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(d.socket()).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600);
+    // A non-root process that can reach the socket file (we open the
+    // directory's permissions to make the point of the peer check).
+    let sock = d.socket();
+    std::fs::set_permissions(&sock, std::os::unix::fs::PermissionsExt::from_mode(0o666)).unwrap();
+    let mut dir = sock.parent();
+    while let Some(p) = dir {
+        let _ = std::fs::set_permissions(p, std::os::unix::fs::PermissionsExt::from_mode(0o755));
+        if p == d.dir.path().parent().unwrap() {
+            break;
+        }
+        dir = p.parent();
+    }
+    let out = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(env!("CARGO_BIN_EXE_supervisorctl"))
+        .arg("--socket")
+        .arg(&sock)
+        .args(["status"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("only root"), "{}", text(&out.stderr));
+}
+
+#[test]
+fn as_pid_1_of_a_pid_namespace_it_reaps_orphans() {
+    root_only!("as_pid_1_of_a_pid_namespace_it_reaps_orphans");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("units")).unwrap();
+    let p = dir.path();
+    let mut child = std::process::Command::new("unshare")
+        .args(["--pid", "--fork", "--mount", "--mount-proc", "--uts", "--"])
+        .arg(env!("CARGO_BIN_EXE_supervisord"))
+        .arg("--units")
+        .arg(p.join("units"))
+        .arg("--state-dir")
+        .arg(p.join("state"))
+        .arg("--run-dir")
+        .arg(p.join("run"))
+        .arg("--log-dir")
+        .arg(p.join("log"))
+        .arg("--config")
+        .arg(p.join("none.toml"))
+        .stderr(std::fs::File::create(p.join("d.log")).unwrap())
+        .spawn()
+        .unwrap();
+    std::fs::write(p.join("none.toml"), "").unwrap();
+    let sock = p.join("run/control.sock");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::os::unix::net::UnixStream::connect(&sock).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "no socket: {}",
+            std::fs::read_to_string(p.join("d.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The daemon: the child of unshare's fork.
+    let init: i32 = std::fs::read_to_string(format!("/proc/{}/task/{}/children", child.id(), child.id()))
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    // Orphans in its namespace: a shell that leaves three short-lived
+    // background processes behind and exits.
+    let st = std::process::Command::new("nsenter")
+        .args(["-t", &init.to_string(), "-p", "--", "sh", "-c", "sleep 0.2 & sleep 0.2 & sleep 0.2 & exit 0"])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    std::thread::sleep(Duration::from_millis(1200));
+    let children = std::fs::read_to_string(format!("/proc/{init}/task/{init}/children")).unwrap_or_default();
+    let zombies: Vec<&str> = children
+        .split_whitespace()
+        .filter(|c| std::fs::read_to_string(format!("/proc/{c}/stat")).is_ok_and(|s| s.contains(") Z ")))
+        .collect();
+    assert!(zombies.is_empty(), "zombies under supervisord as PID 1: {zombies:?}");
+    // SIGTERM: as PID 1 it stops everything and powers off (here: ends
+    // its pid namespace).
+    // SAFETY: kill(2) of a process we started.
+    unsafe { libc::kill(init, libc::SIGTERM) };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "PID 1 did not end on SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let log = std::fs::read_to_string(p.join("d.log")).unwrap_or_default();
+    assert!(log.contains("every unit is stopped"), "{log}");
+}
