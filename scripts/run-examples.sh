@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Sets up and runs the supervisor on units.example/ from a fresh checkout:
 # installs the tools, builds the example images offline, builds the
-# binaries, checks the units the way supervisord loads them, and runs the
-# example database in a container of our own runtime.
+# binaries, checks the units, and starts supervisord on them (state, run
+# and log directories of its own under /var/tmp, so nothing of the host's
+# /etc or /var is touched). It then shows `supervisorctl status`, asks the
+# database PING through `supervisorctl exec`, and, on a terminal, keeps
+# running until Ctrl-C (which stops every unit in reverse order).
 #
-# The daemon that keeps every unit running is not built yet (issue 5): the
-# units are checked with `supervisord --check`, and the database runs with
-# `supervisord runtime run-unit` (one unit, in the foreground) and answers
-# through `supervisord runtime exec`. web and worker need the bridge network
-# (issue 6) for their published port and for reaching db by name.
+# web publishes a port and worker reaches db by name: both need the bridge
+# network (issue 6); until then web shows the published-ports error and
+# worker backs off.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,20 +20,36 @@ bin=$PWD/target/release
 $bin/supervisorctl validate units.example
 $bin/supervisord --check --units units.example
 
-state=$(mktemp -d /var/tmp/supervisor-example.XXXXXX)
-run=$state/run
-trap '$bin/supervisord --run-dir "$run" runtime cleanup >/dev/null; rm -rf "$state"' EXIT
-echo "== starting db (redis) from units.example/db.toml"
-$bin/supervisord --state-dir "$state" --run-dir "$run" runtime run-unit units.example/db.toml >/dev/null &
-db=$!
-for _ in $(seq 100); do
-  answer=$($bin/supervisord --run-dir "$run" runtime exec db -- redis-cli ping 2>/dev/null || true)
-  [[ $answer == PONG ]] && break
+work=$(mktemp -d /var/tmp/supervisor-example.XXXXXX)
+export SUPERVISOR_SOCKET=$work/run/control.sock
+ctl=$bin/supervisorctl
+$bin/supervisord --units units.example --state-dir "$work/state" --run-dir "$work/run" \
+  --log-dir "$work/log" --config "$work/supervisord.toml" 2> "$work/supervisord.log" &
+daemon=$!
+: > "$work/supervisord.toml"
+stop() {
+  kill -TERM "$daemon" 2>/dev/null || true
+  wait "$daemon" && echo "supervisord stopped every unit and exited"
+  rm -rf "$work"
+}
+trap stop EXIT
+
+for _ in $(seq 300); do
+  [[ $($ctl status --json 2>/dev/null | jq -r '.[] | select(.name=="db") | .state') == running ]] && break
   sleep 0.1
 done
+$ctl status || true
+answer=$($ctl exec db -- redis-cli ping || true)
 echo "db answers: ${answer:-nothing}"
-$bin/supervisord --run-dir "$run" runtime exec db -- redis-cli incr visits
-echo "== stopping db (SIGTERM: redis saves, then exits)"
-kill -TERM "$db"
-wait "$db" && echo "db stopped cleanly"
+$ctl exec db -- redis-cli incr visits
+echo "== supervisord's log so far"
+cat "$work/supervisord.log"
+if [[ -t 0 ]]; then
+  echo
+  echo "supervisord runs on units.example; in another shell, try:"
+  echo "  SUPERVISOR_SOCKET=$SUPERVISOR_SOCKET $ctl status"
+  echo "  SUPERVISOR_SOCKET=$SUPERVISOR_SOCKET $ctl logs -f db"
+  echo "Ctrl-C stops it."
+  wait "$daemon" || true
+fi
 [[ $answer == PONG ]]

@@ -375,6 +375,10 @@ fn kill_exec_inspect_and_events() {
     assert_eq!(out.status.code(), Some(7));
     assert_eq!(text(&out.stdout).trim(), format!("in-{name}"));
     assert_eq!(d.ctl(&["exec", &name, "--", "no-such-program"]).status.code(), Some(127));
+    // The container's first process and an exec'd one both run under the
+    // default seccomp filter.
+    let out = d.ctl(&["exec", &name, "--", "grep", "-h", "^Seccomp:", "/proc/1/status", "/proc/self/status"]);
+    assert_eq!(text(&out.stdout).split_whitespace().collect::<Vec<_>>(), ["Seccomp:", "2", "Seccomp:", "2"]);
 
     let v: Value = serde_json::from_slice(&d.ctl(&["inspect", &name]).stdout).unwrap();
     assert_eq!(v["status"]["state"], "running");

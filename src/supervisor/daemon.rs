@@ -99,12 +99,22 @@ pub fn run(options: Options) -> u8 {
     }
 }
 
+/// Ends the reaper with the life of the daemon that started it.
+struct ReaperGuard(Reaper);
+
+impl Drop for ReaperGuard {
+    fn drop(&mut self) {
+        self.0.stop();
+    }
+}
+
 /// One life of the daemon: until shutdown (`Ok(power)` as PID 1) or a
 /// setup error.
 async fn daemon(options: &Options, pid1: bool) -> Result<Option<Power>, String> {
     let paths = &options.paths;
     // The reaper comes first: no child's exit may be missed.
     let reaper = Reaper::start().map_err(|e| format!("SIGCHLD handler: {e}"))?;
+    let _reaper_guard = ReaperGuard(reaper.clone());
     for d in [&paths.state_dir, &paths.run_dir, &paths.log_dir] {
         std::fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
     }

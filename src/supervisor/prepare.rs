@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use super::spec::{SpecContext, build, rlimit_name};
 use crate::runtime::cgroups::Resources;
 use crate::runtime::container::bundle::resources;
-use crate::runtime::container::helper::SpawnRequest;
+use crate::runtime::container::helper::{SpawnRequest, apply_default_seccomp};
 use crate::runtime::container::plan::{OverlayPlan, Plan, from_spec, rlimit_resource};
 use crate::runtime::image::export::seed_from_layers;
 use crate::runtime::image::{Image, Progress, PullOptions, Store};
@@ -114,6 +114,9 @@ pub fn prepare(unit: &Unit, image: &Image, state_dir: &Path) -> Result<Prepared,
     let mut plan = from_spec(&spec, &dir)?;
     plan.overlay = Some(OverlayPlan { layers: image.layer_dirs.clone(), upper: upper.clone(), work: work.clone() });
     let default_seccomp = unit.container.seccomp == Seccomp::Default && !unit.container.privileged;
+    if default_seccomp {
+        apply_default_seccomp(&mut plan);
+    }
     let resources = resources(&spec, &plan).map_err(|e| e.to_string())?;
     let image_signal = image.config.config.stop_signal.as_deref().and_then(|s| Signal::parse(s).ok());
     let stop_signal = unit.stop.signal.or(image_signal).unwrap_or(Signal::TERM).number();

@@ -32,6 +32,7 @@ impl Exit {
 #[derive(Clone, Default)]
 pub struct Reaper {
     waiting: Arc<Mutex<HashMap<i32, oneshot::Sender<Exit>>>>,
+    task: Option<Arc<tokio::task::AbortHandle>>,
 }
 
 impl Reaper {
@@ -39,9 +40,9 @@ impl Reaper {
     /// the first child is made, so that no SIGCHLD is missed.
     pub fn start() -> std::io::Result<Reaper> {
         let mut sigchld = signal(SignalKind::child())?;
-        let reaper = Reaper::default();
+        let mut reaper = Reaper::default();
         let r = reaper.clone();
-        tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             loop {
                 r.reap();
                 if sigchld.recv().await.is_none() {
@@ -49,7 +50,15 @@ impl Reaper {
                 }
             }
         });
+        reaper.task = Some(Arc::new(task.abort_handle()));
         Ok(reaper)
+    }
+
+    /// Stops reaping (a new reaper takes over).
+    pub fn stop(&self) {
+        if let Some(t) = &self.task {
+            t.abort();
+        }
     }
 
     /// Registers `pid`: its exit is sent to the receiver. Register before

@@ -61,6 +61,13 @@ pub struct Reply {
     pub code: Option<u8>,
 }
 
+/// Gives the plan's process the default seccomp filter for its
+/// capabilities.
+pub fn apply_default_seccomp(plan: &mut super::plan::Plan) {
+    let caps: Vec<String> = plan.process.caps.iter().flat_map(|c| c.bounding.iter().map(|b| b.to_string())).collect();
+    plan.process.seccomp = Some(default_filter(&caps).iter().map(|i| (i.code, i.jt, i.jf, i.k)).collect());
+}
+
 /// The caller's go-ahead.
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub struct Go {
@@ -115,9 +122,7 @@ fn run(input: &mut BufReader<UnixStream>, out: &mut UnixStream) -> Result<(), Ru
     // the terminal that runs the supervisor is not for it.
     plan.new_session = true;
     if req.default_seccomp {
-        let caps: Vec<String> =
-            plan.process.caps.iter().flat_map(|c| c.bounding.iter().map(|b| b.to_string())).collect();
-        plan.process.seccomp = Some(default_filter(&caps).iter().map(|i| (i.code, i.jt, i.jf, i.k)).collect());
+        apply_default_seccomp(&mut plan);
     }
     let out_cell = std::cell::RefCell::new(out.try_clone().map_err(io)?);
     let input_cell = std::cell::RefCell::new(input);
