@@ -506,3 +506,20 @@ fn as_pid_1_of_a_pid_namespace_it_reaps_orphans() {
     let log = std::fs::read_to_string(p.join("d.log")).unwrap_or_default();
     assert!(log.contains("every unit is stopped"), "{log}");
 }
+
+#[test]
+fn a_unit_with_published_ports_fails_clearly_until_the_network_exists() {
+    root_only!("a_unit_with_published_ports_fails_clearly_until_the_network_exists");
+    let d = Daemon::start();
+    let (web, ok) = (common::unique_name("pp"), common::unique_name("po"));
+    d.write_unit(&web, &format!("{}ports = [\"18080:80\"]\n", sleeper()));
+    d.write_unit(&ok, &sleeper());
+    d.wait_state(&ok, "running");
+    let u = d.wait_state(&web, "failed");
+    assert!(u["error"].as_str().unwrap().contains("published ports need the bridge network"), "{u}");
+    assert_eq!(u["restarts"], 0, "a start that cannot work is not retried: {u}");
+    let out = d.ctl(&["status"]);
+    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(d.ctl(&["status", &ok]).status.code(), Some(0));
+    assert_eq!(d.ctl(&["status", "no-such-unit"]).status.code(), Some(4));
+}

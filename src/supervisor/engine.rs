@@ -640,6 +640,13 @@ impl Engine {
     fn start(&mut self, name: &str) {
         let e = self.entries.get_mut(name).expect("known");
         let loaded = e.unit.clone().expect("wanted units have a config");
+        if let Err(err) = super::prepare::unsupported(&loaded.unit) {
+            tracing::error!("{name}: {err}");
+            e.failed = true;
+            e.reason = Some(format!("start failed: {err}"));
+            e.start_error = Some(err);
+            return;
+        }
         e.generation += 1;
         e.reason = None;
         let generation = e.generation;

@@ -56,14 +56,22 @@ pub fn container_dir(state_dir: &Path, name: &str) -> PathBuf {
     state_dir.join("containers").join(name)
 }
 
-/// Prepares `unit`'s container on `image`.
-pub fn prepare(unit: &Unit, image: &Image, state_dir: &Path) -> Result<Prepared, String> {
+/// What no retry can mend: a unit asking for what is not built. Checked
+/// before any start, so that such a unit is `failed` at once instead of
+/// retried by its restart policy.
+pub fn unsupported(unit: &Unit) -> Result<(), String> {
     if let Some(p) = unit.container.ports.first() {
         return Err(format!("ports = [\"{p}\"]: published ports need the bridge network, which is not built yet"));
     }
     if let Network::Unit(_) = unit.container.network {
         return Err("network = \"unit:...\" is not built yet".into());
     }
+    Ok(())
+}
+
+/// Prepares `unit`'s container on `image`.
+pub fn prepare(unit: &Unit, image: &Image, state_dir: &Path) -> Result<Prepared, String> {
+    unsupported(unit)?;
     let name = &unit.name;
     // Every start begins from the image: a fresh writable layer.
     let dir = container_dir(state_dir, name);
