@@ -523,3 +523,106 @@ fn a_unit_with_published_ports_fails_clearly_until_the_network_exists() {
     assert_eq!(d.ctl(&["status", &ok]).status.code(), Some(0));
     assert_eq!(d.ctl(&["status", "no-such-unit"]).status.code(), Some(4));
 }
+
+#[test]
+fn a_configmap_style_swap_and_a_replaced_directory_are_followed() {
+    root_only!("a_configmap_style_swap_and_a_replaced_directory_are_followed");
+    let d = Daemon::start();
+    let units = d.units();
+    let name = common::unique_name("cm");
+    // Kubernetes' layout: NAME.toml -> ..data/NAME.toml, ..data -> ..v1.
+    let version = |v: &str, script: &str| {
+        let dir = units.join(format!("..{v}"));
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(dir.join(format!("{name}.toml")), unit(script)).unwrap();
+    };
+    version("v1", "echo config-v1; sleep 100000 & wait");
+    std::os::unix::fs::symlink("..v1", units.join("..data")).unwrap();
+    std::os::unix::fs::symlink(format!("..data/{name}.toml"), units.join(format!("{name}.toml"))).unwrap();
+    let first = d.wait_state(&name, "running");
+    // The atomic swap: a new version, a new ..data link renamed over the old.
+    version("v2", "echo config-v2; sleep 100000 & wait");
+    std::os::unix::fs::symlink("..v2", units.join("..data_tmp")).unwrap();
+    std::fs::rename(units.join("..data_tmp"), units.join("..data")).unwrap();
+    d.wait_for(&name, "restarted", 30, |u| u.is_some_and(|u| u["state"] == "running" && u["pid"] != first["pid"]));
+    assert!(text(&d.ctl(&["logs", &name]).stdout).contains("config-v2"));
+
+    // The directory itself replaced by another one (renamed over it).
+    let other = common::unique_name("rp");
+    let fresh = d.dir.path().join("units.new");
+    std::fs::create_dir(&fresh).unwrap();
+    std::fs::write(fresh.join(format!("{other}.toml")), sleeper()).unwrap();
+    std::fs::rename(&units, d.dir.path().join("units.old")).unwrap();
+    std::fs::rename(&fresh, &units).unwrap();
+    d.wait_state(&other, "running");
+    d.wait_for(&name, "removed", 30, |u| u.is_none());
+    // And the new directory is watched in turn.
+    let third = common::unique_name("th");
+    std::fs::write(units.join(format!("{third}.toml")), sleeper()).unwrap();
+    d.wait_state(&third, "running");
+}
+
+#[test]
+fn a_changed_env_file_restarts_its_unit_and_an_operator_stop_holds_across_reloads() {
+    root_only!("a_changed_env_file_restarts_its_unit_and_an_operator_stop_holds_across_reloads");
+    let d = Daemon::start();
+    let env_dir = d.dir.path().join("env");
+    std::fs::create_dir(&env_dir).unwrap();
+    let env = env_dir.join("app.env");
+    std::fs::write(&env, "GREETING=one\n").unwrap();
+    let name = common::unique_name("ev");
+    d.write_unit(
+        &name,
+        &format!(
+            "[container]\nimage = \"{}\"\nenv_file = \"{}\"\ncommand = [\"sh\", \"-c\", \"trap 'exit 0' TERM; echo greeting=$GREETING; sleep 100000 & wait\"]\n",
+            busybox(),
+            env.display()
+        ),
+    );
+    let first = d.wait_state(&name, "running");
+    std::fs::write(&env, "GREETING=two\n").unwrap();
+    d.wait_for(&name, "restarted", 30, |u| u.is_some_and(|u| u["state"] == "running" && u["pid"] != first["pid"]));
+    assert!(text(&d.ctl(&["logs", &name]).stdout).contains("greeting=two"));
+
+    // stop holds: an edit that would restart it, and a reload, leave it stopped.
+    assert!(d.ctl(&["stop", &name]).status.success());
+    std::fs::write(&env, "GREETING=three\n").unwrap();
+    assert!(d.ctl(&["reload"]).status.success());
+    std::thread::sleep(Duration::from_millis(300));
+    let u = d.unit(&name).unwrap();
+    assert_eq!((u["state"].as_str(), u["held"].as_bool()), (Some("inactive"), Some(true)), "{u}");
+    let out = d.ctl(&["start", &name]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&d.ctl(&["logs", "-n", "1", &name]).stdout).contains("greeting=three"));
+}
+
+#[test]
+fn systemd_hears_ready_status_and_stopping() {
+    root_only!("systemd_hears_ready_status_and_stopping");
+    let sock_dir = tempfile::tempdir().unwrap();
+    let path = sock_dir.path().join("notify");
+    let sock = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut d = Daemon::start_with(|c| {
+        c.env("NOTIFY_SOCKET", &path);
+    });
+    let name = common::unique_name("sy");
+    d.write_unit(&name, &sleeper());
+    let mut seen = String::new();
+    let mut buf = [0u8; 4096];
+    while !seen.contains("STATUS=1 running") {
+        let n = sock.recv(&mut buf).unwrap_or_else(|e| panic!("{e}; so far: {seen}"));
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+        seen.push('\n');
+    }
+    assert!(seen.starts_with("READY=1"), "{seen}");
+    assert!(d.terminate(30).success());
+    let mut rest = String::new();
+    while let Ok(n) = sock.recv(&mut buf) {
+        rest.push_str(&String::from_utf8_lossy(&buf[..n]));
+        if rest.contains("STOPPING=1") {
+            break;
+        }
+    }
+    assert!(rest.contains("STOPPING=1"), "{rest}");
+}

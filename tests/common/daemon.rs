@@ -20,10 +20,15 @@ pub struct Daemon {
 
 impl Daemon {
     pub fn start() -> Daemon {
+        Daemon::start_with(|_| {})
+    }
+
+    /// Starts it with something more on its command (an environment).
+    pub fn start_with(f: impl FnOnce(&mut Command)) -> Daemon {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("units")).unwrap();
         let mut d = Daemon { dir, child: None };
-        d.spawn();
+        d.spawn_with(f);
         d
     }
 
@@ -45,9 +50,15 @@ impl Daemon {
 
     /// Starts (again) the daemon and waits for its socket.
     pub fn spawn(&mut self) {
+        self.spawn_with(|_| {});
+    }
+
+    pub fn spawn_with(&mut self, f: impl FnOnce(&mut Command)) {
         std::fs::write(self.dir.path().join("supervisord.toml"), "").unwrap();
         let log = std::fs::File::create(self.dir.path().join("supervisord.log")).unwrap();
-        let child = self.command().stderr(log).spawn().unwrap();
+        let mut command = self.command();
+        f(&mut command);
+        let child = command.stderr(log).spawn().unwrap();
         self.child = Some(child);
         self.wait_socket();
     }
