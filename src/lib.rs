@@ -5,6 +5,8 @@
 //! `supervisord`. See `docs/` for the unit format and the design.
 
 pub mod cli;
+pub mod health;
 pub mod runtime;
 pub mod supervisor;
+pub mod timefmt;
 pub mod units;

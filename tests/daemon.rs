@@ -626,3 +626,17 @@ fn systemd_hears_ready_status_and_stopping() {
     }
     assert!(rest.contains("STOPPING=1"), "{rest}");
 }
+
+#[test]
+fn many_units_start_together() {
+    root_only!("many_units_start_together");
+    let d = Daemon::start();
+    // More than the starts that run at once.
+    let names: Vec<String> = (0..20).map(|_| common::unique_name("mu")).collect();
+    for n in &names {
+        d.write_unit(n, &sleeper());
+    }
+    for n in &names {
+        d.wait_state(n, "running");
+    }
+}

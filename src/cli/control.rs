@@ -339,7 +339,7 @@ pub fn exec(client: &Client, unit: &str, interactive: bool, tty: bool, command: 
     let result = ContainerState::load(&run_dir, unit).map_err(crate::runtime::container::RuntimeError::Setup).and_then(
         |state| {
             reexec_from_sealed_copy()?;
-            exec(&state, command, tty)
+            exec(&state, command, tty, None)
         },
     );
     match result {

@@ -82,6 +82,10 @@ pub enum RuntimeCommand {
         /// Give the command a pseudo-terminal (as `docker exec -t`).
         #[arg(short, long)]
         tty: bool,
+        /// Kill the command (its whole process group) after this long and
+        /// exit 124.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        timeout: Option<std::time::Duration>,
         /// The container (unit) name.
         name: String,
         /// The command and its arguments.
@@ -139,14 +143,14 @@ fn run_with(args: Args, paths: Paths, config: Config) -> ExitCode {
         }
         return ExitCode::SUCCESS;
     }
-    if let Some(Command::Runtime(RuntimeCommand::Exec { tty, name, command })) = &args.command {
+    if let Some(Command::Runtime(RuntimeCommand::Exec { tty, timeout, name, command })) = &args.command {
         use crate::runtime::container::exec::{exec, reexec_from_sealed_copy};
         use crate::runtime::container::state::ContainerState;
         let result = ContainerState::load(&paths.run_dir, name)
             .map_err(crate::runtime::container::RuntimeError::Setup)
             .and_then(|state| {
                 reexec_from_sealed_copy()?;
-                exec(&state, command.clone(), *tty)
+                exec(&state, command.clone(), *tty, *timeout)
             });
         return match result {
             Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),

@@ -7,4 +7,5 @@
 pub mod cgroups;
 pub mod container;
 pub mod image;
+pub mod reaper;
 pub mod seccomp;

@@ -13,12 +13,12 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use super::control::{self, Control, Power};
 use super::engine::{Engine, Event};
 use super::logs::Hub;
-use super::reaper::Reaper;
 use super::starter::Env;
 use super::{pid1, watch as watcher};
 use crate::runtime::cgroups::Manager;
 use crate::runtime::container::state::clean_up;
 use crate::runtime::image::{PullOptions, RegistryOptions, Store};
+use crate::runtime::reaper::Reaper;
 
 /// Where things are, after flags and the config file.
 #[derive(Debug, Clone)]

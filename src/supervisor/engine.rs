@@ -18,10 +18,10 @@ use tokio::sync::{Semaphore, broadcast, mpsc, oneshot, watch};
 
 use super::lifecycle::{AfterExit, ExitInfo, State, after_exit, opt_rfc3339, rfc3339};
 use super::logs::{self, Hub, Limits};
-use super::reaper::Exit;
 use super::reload::{Step, plan};
 use super::starter::{self, Env, Started};
 use crate::runtime::cgroups::{Cgroup, Usage};
+use crate::runtime::reaper::Exit;
 use crate::units::graph::{dependencies, start_order};
 use crate::units::{LoadedUnit, UnitSet, load_dir};
 
@@ -668,7 +668,7 @@ impl Engine {
         let (hub, log_path) = (self.hub.clone(), logs::log_path(&self.log_dir, name));
         let name = name.to_string();
         tokio::spawn(async move {
-            let _permit = starts.acquire_owned().await;
+            let permit = starts.acquire_owned().await;
             let unit = loaded.unit;
             let (n, t) = (name.clone(), tx.clone());
             let result = tokio::task::spawn_blocking(move || {
@@ -680,6 +680,8 @@ impl Engine {
             })
             .await
             .unwrap_or_else(|e| Err(format!("start task failed: {e}")));
+            // The next start may go; this task goes on to wait for the exit.
+            drop(permit);
             let (started, env) = match result {
                 Ok((s, env, _unit)) => (s, env),
                 Err(e) => {

@@ -5,6 +5,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
+pub use crate::timefmt::{opt_rfc3339, rfc3339};
 use crate::units::model::{Restart, RestartPolicy};
 use crate::units::values::signal::Signal;
 
@@ -145,17 +146,6 @@ pub fn after_exit(policy: &Restart, in_row: u32, ran_for: Duration, exit: &ExitI
 pub fn backoff(policy: &Restart, n: u32) -> Duration {
     let factor = 1u32.checked_shl(n.saturating_sub(1).min(31)).unwrap_or(u32::MAX);
     policy.delay.saturating_mul(factor).min(policy.max_delay.max(policy.delay))
-}
-
-pub fn rfc3339<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
-    s.collect_str(&humantime::format_rfc3339_millis(*t))
-}
-
-pub fn opt_rfc3339<S: serde::Serializer>(t: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
-    match t {
-        Some(t) => rfc3339(t, s),
-        None => s.serialize_none(),
-    }
 }
 
 #[cfg(test)]

@@ -10,7 +10,6 @@ pub mod lifecycle;
 pub mod logs;
 pub mod pid1;
 pub mod prepare;
-pub mod reaper;
 pub mod reload;
 pub mod run;
 pub mod spec;

@@ -16,11 +16,11 @@ use nix::unistd::pipe2;
 use tokio::sync::oneshot;
 
 use super::prepare::{container_dir, image, needs_pull, prepare};
-use super::reaper::{Exit, Reaper};
 use crate::runtime::cgroups::{Cgroup, Manager, Resources};
 use crate::runtime::container::helper::{Go, Reply};
 use crate::runtime::container::state::{ContainerState, ProcessState, start_time};
 use crate::runtime::image::{PullOptions, Quiet, Store};
+use crate::runtime::reaper::{Exit, Reaper};
 use crate::units::Unit;
 
 /// What starting needs, shared by every start.

@@ -122,7 +122,15 @@ fn relay(master: &OwnedFd) {
 
 /// Runs `args` in the container `state` describes, on a new pseudo-terminal
 /// when `tty`; its exit code.
-pub fn exec(state: &ContainerState, args: Vec<String>, tty: bool) -> Result<i32, RuntimeError> {
+/// With `timeout`, the command runs in a process group of its own, which
+/// is killed whole (SIGKILL) when the timeout passes; the exit code is then
+/// 124, as timeout(1) reports.
+pub fn exec(
+    state: &ContainerState,
+    args: Vec<String>,
+    tty: bool,
+    timeout: Option<std::time::Duration>,
+) -> Result<i32, RuntimeError> {
     if !state.alive() {
         return Err(RuntimeError::Setup(format!("container {:?} is not running", state.name)));
     }
@@ -173,6 +181,11 @@ pub fn exec(state: &ContainerState, args: Vec<String>, tty: bool) -> Result<i32,
     }
     if rc == 0 {
         drop(err_r);
+        if timeout.is_some() && pty.is_none() {
+            // SAFETY: setpgid(0, 0) only moves this new process into a
+            // process group of its own.
+            unsafe { libc::setpgid(0, 0) };
+        }
         if let Some(p) = &pty {
             use std::os::fd::AsRawFd;
             let slave = p.slave.as_raw_fd();
@@ -208,7 +221,39 @@ pub fn exec(state: &ContainerState, args: Vec<String>, tty: bool) -> Result<i32,
         let _raw = RawMode::enter();
         relay(&master);
     }
-    wait_exit(pid)
+    match timeout {
+        Some(t) => wait_or_kill_group(pid, t),
+        None => wait_exit(pid),
+    }
+}
+
+/// Waits for `pid` at most `timeout`; then kills its process group and
+/// reports 124.
+fn wait_or_kill_group(pid: nix::unistd::Pid, timeout: std::time::Duration) -> Result<i32, RuntimeError> {
+    // SAFETY: pidfd_open(2) of our child; the result is checked.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0) };
+    if fd >= 0 {
+        // SAFETY: a new descriptor nothing else owns.
+        let fd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as i32) };
+        let mut pfd = libc::pollfd { fd: std::os::fd::AsRawFd::as_raw_fd(&fd), events: libc::POLLIN, revents: 0 };
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            // SAFETY: poll(2) on one pollfd we own.
+            let n = unsafe { libc::poll(&mut pfd, 1, left.as_millis().min(i32::MAX as u128) as i32) };
+            if n > 0 {
+                return wait_exit(pid);
+            }
+            if n == 0 || left.is_zero() {
+                break;
+            }
+        }
+    }
+    // SAFETY: kill(2) of the process group our child leads.
+    unsafe { libc::kill(-pid.as_raw(), libc::SIGKILL) };
+    let _ = wait_exit(pid);
+    eprintln!("timed out after {}", humantime::format_duration(timeout));
+    Ok(124)
 }
 
 /// The environment variable that tells a re-executed program it already

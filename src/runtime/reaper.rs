@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
@@ -29,9 +30,20 @@ impl Exit {
     }
 }
 
+/// How long an exit nobody waited for is kept for a late watcher.
+const UNCLAIMED_FOR: Duration = Duration::from_secs(2);
+
+#[derive(Default)]
+struct Table {
+    waiting: HashMap<i32, oneshot::Sender<Exit>>,
+    /// Exits reaped before their pid was watched (a process started with
+    /// `std::process::Command` may end before `watch` is called), briefly.
+    unclaimed: HashMap<i32, (Exit, Instant)>,
+}
+
 #[derive(Clone, Default)]
 pub struct Reaper {
-    waiting: Arc<Mutex<HashMap<i32, oneshot::Sender<Exit>>>>,
+    table: Arc<Mutex<Table>>,
     task: Option<Arc<tokio::task::AbortHandle>>,
 }
 
@@ -61,11 +73,20 @@ impl Reaper {
         }
     }
 
-    /// Registers `pid`: its exit is sent to the receiver. Register before
-    /// the process can run (see the spawn helper's protocol).
+    /// Registers `pid`: its exit is sent to the receiver. Register right
+    /// after the process is made: an exit reaped up to a moment before is
+    /// still handed over (pids are not reused that fast).
     pub fn watch(&self, pid: i32) -> oneshot::Receiver<Exit> {
         let (tx, rx) = oneshot::channel();
-        self.waiting.lock().unwrap_or_else(|e| e.into_inner()).insert(pid, tx);
+        let mut t = self.table.lock().unwrap_or_else(|e| e.into_inner());
+        match t.unclaimed.remove(&pid) {
+            Some((exit, _)) => {
+                let _ = tx.send(exit);
+            }
+            None => {
+                t.waiting.insert(pid, tx);
+            }
+        }
         rx
     }
 
@@ -82,9 +103,16 @@ impl Reaper {
                     return;
                 }
             };
-            let waiter = self.waiting.lock().unwrap_or_else(|e| e.into_inner()).remove(&pid.as_raw());
-            if let Some(tx) = waiter {
-                let _ = tx.send(exit);
+            let mut t = self.table.lock().unwrap_or_else(|e| e.into_inner());
+            match t.waiting.remove(&pid.as_raw()) {
+                Some(tx) => {
+                    let _ = tx.send(exit);
+                }
+                None => {
+                    let now = Instant::now();
+                    t.unclaimed.retain(|_, (_, at)| now.duration_since(*at) < UNCLAIMED_FOR);
+                    t.unclaimed.insert(pid.as_raw(), (exit, now));
+                }
             }
         }
     }
