@@ -10,7 +10,9 @@ packages=(
   skopeo           # copies images between layouts, archives and registries
   file             # checks that busybox is static
   jq               # reads JSON in scripts
-  util-linux       # setpriv, for tests that drop privileges
+  util-linux       # setpriv, unshare, nsenter: tests that drop privileges or make namespaces
+  gcc              # cc -static: the small notify client a health test puts in a container
+  libc6-dev        # the static C library for it
   docker-registry  # the registry the image tests pull from
   apache2-utils    # htpasswd, for the registry's Basic auth
   attr             # getfattr, to check overlay xattrs in unpacked layers

@@ -141,6 +141,12 @@ async fn daemon(options: &Options, pid1: bool) -> Result<Option<Power>, String> 
         .with_auth_file(&options.authfile)
         .map_err(|e| e.to_string())?;
     let pull = PullOptions { registry, ..PullOptions::default() };
+    let probes = Arc::new(crate::health::probe::Env {
+        helper: std::fs::read_link("/proc/self/exe").unwrap_or_else(|_| PathBuf::from("/proc/self/exe")),
+        run_dir: paths.run_dir.clone(),
+        reaper: reaper.clone(),
+        sockets: crate::health::netns::Factory::start().map_err(|e| format!("probe socket thread: {e}"))?,
+    });
     let env = Arc::new(Env {
         state_dir: paths.state_dir.clone(),
         run_dir: paths.run_dir.clone(),
@@ -151,13 +157,14 @@ async fn daemon(options: &Options, pid1: bool) -> Result<Option<Power>, String> 
         helper: std::fs::read_link("/proc/self/exe").unwrap_or_else(|_| PathBuf::from("/proc/self/exe")),
     });
     let (tx, rx) = mpsc::unbounded_channel();
-    let (events, _) = broadcast::channel(4096);
+    let (events, _) = broadcast::channel(1024);
     let hub = Hub::default();
     let (env_files, env_files_rx) = watch::channel(BTreeSet::new());
     let engine = Engine::new(
         paths.units.clone(),
         paths.log_dir.clone(),
         env,
+        probes,
         hub.clone(),
         tx.clone(),
         events.clone(),

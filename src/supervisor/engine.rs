@@ -18,12 +18,17 @@ use tokio::sync::{Semaphore, broadcast, mpsc, oneshot, watch};
 
 use super::lifecycle::{AfterExit, ExitInfo, State, after_exit, opt_rfc3339, rfc3339};
 use super::logs::{self, Hub, Limits};
+use super::notify;
 use super::reload::{Step, plan};
 use super::starter::{self, Env, Started};
+use crate::health::{self, Check, Health, ProbeResult, Tracker, probe};
 use crate::runtime::cgroups::{Cgroup, Usage};
+use crate::runtime::image::config::Healthcheck;
 use crate::runtime::reaper::Exit;
 use crate::units::graph::{dependencies, start_order};
+use crate::units::model::{OnUnhealthy, RestartPolicy};
 use crate::units::{LoadedUnit, UnitSet, load_dir};
+use tokio::task::AbortHandle;
 
 /// Starts (pull, prepare, spawn) at once; more wait their turn.
 const PARALLEL_STARTS: usize = 8;
@@ -33,6 +38,23 @@ const HISTORY: usize = 5;
 pub enum Event {
     /// Read the unit directory again (a settled file event, SIGHUP).
     Rescan,
+    /// A health probe's result.
+    Probe {
+        name: String,
+        generation: u64,
+        result: ProbeResult,
+    },
+    /// A message on a notify unit's socket.
+    Notify {
+        name: String,
+        generation: u64,
+        ready: bool,
+        status: Option<String>,
+    },
+    /// A unit has waited for its dependencies for its `ready_timeout`.
+    WaitTimeout {
+        name: String,
+    },
     Phase {
         name: String,
         generation: u64,
@@ -67,6 +89,10 @@ pub struct RunInfo {
     pub cgroup: Cgroup,
     pub stop_signal: i32,
     pub image_digest: String,
+    /// The image's HEALTHCHECK.
+    pub image_health: Option<Healthcheck>,
+    /// The listener of a notify unit's socket.
+    pub notify_task: Option<AbortHandle>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,6 +134,8 @@ pub struct UnitStatus {
     pub pid: Option<i32>,
     /// `starting`, `healthy`, `unhealthy`; null without a probe.
     pub health: Option<String>,
+    /// The last `STATUS=` text of a notify unit.
+    pub notify_status: Option<String>,
     pub restarts: u32,
     pub exit_code: Option<i32>,
     pub signal: Option<String>,
@@ -158,6 +186,25 @@ struct Run {
     /// An operator's restart: stop it, then start anew.
     restart: bool,
     log_limits: Arc<Limits>,
+    image_health: Option<Healthcheck>,
+    /// The health check and its state, when there is one.
+    health: Option<(Check, Tracker)>,
+    /// Stopped for being unhealthy: what `on_unhealthy` said.
+    unhealthy: Option<OnUnhealthy>,
+    /// `notify = true`: READY=1 seen, and the last STATUS= text.
+    notify: Option<(bool, Option<String>)>,
+    /// The probe loop.
+    probe: Option<AbortHandle>,
+    /// Tasks that live as long as the container (the notify socket).
+    tasks: Vec<AbortHandle>,
+}
+
+impl Run {
+    fn end_tasks(&mut self) {
+        for t in self.probe.take().into_iter().chain(self.tasks.drain(..)) {
+            t.abort();
+        }
+    }
 }
 
 struct Entry {
@@ -183,6 +230,8 @@ struct Entry {
     reason: Option<String>,
     reported: State,
     since: SystemTime,
+    /// Since when it waits for its dependencies.
+    waiting_since: Option<Instant>,
 }
 
 impl Entry {
@@ -206,6 +255,7 @@ impl Entry {
             reason: None,
             reported: State::Inactive,
             since: SystemTime::now(),
+            waiting_since: None,
         }
     }
 
@@ -215,6 +265,7 @@ impl Entry {
                 (true, _) => State::Stopping,
                 (false, Phase::Pulling) => State::Pulling,
                 (false, Phase::Starting) => State::Starting,
+                (false, Phase::Running) if run.notify.as_ref().is_some_and(|(ready, _)| !ready) => State::Starting,
                 (false, Phase::Running) => State::Running,
             };
         }
@@ -248,6 +299,34 @@ impl Entry {
         self.run.as_ref().is_some_and(|r| r.phase == Phase::Running && !r.stopping)
     }
 
+    /// Running, healthy if it has a health check, and notified ready if
+    /// it is a notify unit: what its dependents wait for.
+    fn ready(&self) -> bool {
+        self.running()
+            && self.run.as_ref().is_some_and(|r| {
+                r.health.as_ref().is_none_or(|(_, t)| t.status == Health::Healthy)
+                    && r.notify.as_ref().is_none_or(|(ready, _)| *ready)
+            })
+    }
+
+    /// Its state as a dependent's reason shows it: `running, health
+    /// starting (last probe: connection refused)`.
+    fn describe(&self, shutting_down: bool) -> String {
+        let mut out = self.state(shutting_down).to_string();
+        if let Some(run) = &self.run {
+            if let Some((_, t)) = &run.health {
+                out.push_str(&format!(", health {}", t.status.name()));
+                if let Some(last) = t.results.back().filter(|r| !r.healthy) {
+                    out.push_str(&format!(" (last probe: {})", last.output));
+                }
+            }
+            if run.notify.as_ref().is_some_and(|(ready, _)| !ready) {
+                out.push_str(", no READY=1 yet");
+            }
+        }
+        out
+    }
+
     /// Whether its container (if any) may keep running: wanted, started
     /// from the current config, not asked to restart.
     fn current(&self, shutting_down: bool) -> bool {
@@ -266,7 +345,8 @@ impl Entry {
             state: self.state(shutting_down),
             since: self.since,
             pid: run.and_then(|r| r.pid),
-            health: None,
+            health: run.and_then(|r| r.health.as_ref()).map(|(_, t)| t.status.name().to_string()),
+            notify_status: run.and_then(|r| r.notify.as_ref()).and_then(|(_, s)| s.clone()),
             restarts: self.restarts,
             exit_code: last.and_then(|e| e.exit_code),
             signal: last.and_then(|e| e.signal.clone()),
@@ -288,6 +368,7 @@ pub struct Engine {
     units_dir: PathBuf,
     log_dir: PathBuf,
     env: Arc<Env>,
+    probes: Arc<probe::Env>,
     hub: Hub,
     entries: BTreeMap<String, Entry>,
     /// Names in start order (dependencies first).
@@ -301,10 +382,12 @@ pub struct Engine {
 }
 
 impl Engine {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         units_dir: PathBuf,
         log_dir: PathBuf,
         env: Arc<Env>,
+        probes: Arc<probe::Env>,
         hub: Hub,
         tx: mpsc::UnboundedSender<Event>,
         events: broadcast::Sender<StateEvent>,
@@ -314,6 +397,7 @@ impl Engine {
             units_dir,
             log_dir,
             env,
+            probes,
             hub,
             entries: BTreeMap::new(),
             order: Vec::new(),
@@ -374,6 +458,31 @@ impl Engine {
                     }
                 }
             }
+            Event::Probe { name, generation, result } => self.probed(&name, generation, result),
+            Event::Notify { name, generation, ready, status } => {
+                if let Some(run) = self.run_of(&name, generation) {
+                    if let Some(n) = run.notify.as_mut() {
+                        if ready && !n.0 {
+                            tracing::info!("{name}: READY=1");
+                        }
+                        n.0 |= ready;
+                        if status.is_some() {
+                            n.1 = status;
+                        }
+                    }
+                }
+            }
+            Event::WaitTimeout { name } => {
+                if let Some(e) = self.entries.get(&name) {
+                    let timeout = e.unit.as_ref().map_or(Duration::MAX, |u| u.unit.unit.ready_timeout);
+                    if e.run.is_none() && e.waiting_since.is_some_and(|t| t.elapsed() >= timeout) {
+                        let why = e.reason.clone().unwrap_or_default();
+                        let msg = format!("not started after {}: {why}", humantime::format_duration(timeout));
+                        tracing::warn!("{name}: {msg}");
+                        self.entries.get_mut(&name).expect("known").start_error = Some(msg);
+                    }
+                }
+            }
             Event::StopTimeout { name, generation } => {
                 if let Some(run) = self.run_of(&name, generation) {
                     if let Some(cg) = run.cgroup.clone() {
@@ -421,6 +530,8 @@ impl Engine {
 
     fn apply(&mut self, steps: &BTreeMap<String, Step>, mut set: UnitSet) {
         let mut loaded: BTreeMap<String, LoadedUnit> = set.units.drain(..).map(|u| (u.unit.name.clone(), u)).collect();
+        // Running units whose [health] changed: their probes start anew.
+        let mut reprobe: Vec<String> = Vec::new();
         for (name, step) in steps {
             let new = loaded.remove(name);
             let e = self.entries.entry(name.clone()).or_insert_with(|| Entry::new(name));
@@ -445,6 +556,9 @@ impl Engine {
                             }
                         }
                     }
+                    if e.unit.as_ref().is_none_or(|old| old.unit.health != new.unit.health) && e.running() {
+                        reprobe.push(name.clone());
+                    }
                     e.unit = Some(new);
                     e.file_error = None;
                 }
@@ -465,6 +579,9 @@ impl Engine {
                     e.file_error = Some(err.clone());
                 }
             }
+        }
+        for name in reprobe {
+            self.start_probes(&name);
         }
         let units: Vec<&crate::units::Unit> =
             self.entries.values().filter_map(|e| e.unit.as_ref().map(|u| &u.unit)).collect();
@@ -539,9 +656,9 @@ impl Engine {
             let mut waiting_for = None;
             for d in &requires {
                 match self.entries.get(d) {
-                    Some(dep) if dep.running() && keep.get(d).copied().unwrap_or(false) => {}
+                    Some(dep) if dep.ready() && keep.get(d).copied().unwrap_or(false) => {}
                     Some(dep) => {
-                        waiting_for = Some(format!("requires {d} ({})", dep.state(down)));
+                        waiting_for = Some(format!("requires {d} ({})", dep.describe(down)));
                         break;
                     }
                     None => {
@@ -553,16 +670,31 @@ impl Engine {
             if waiting_for.is_none() {
                 for d in &after {
                     if let Some(dep) = self.entries.get(d) {
-                        if dep.wants(down) && !dep.running() {
-                            waiting_for = Some(format!("after {d} ({})", dep.state(down)));
+                        if dep.wants(down) && !dep.ready() {
+                            waiting_for = Some(format!("after {d} ({})", dep.describe(down)));
                             break;
                         }
                     }
                 }
             }
             match waiting_for {
-                Some(w) => self.entries.get_mut(&name).expect("known").reason = Some(w),
-                None => self.start(&name),
+                Some(w) => {
+                    let e = self.entries.get_mut(&name).expect("known");
+                    e.reason = Some(w);
+                    if e.waiting_since.is_none() {
+                        e.waiting_since = Some(Instant::now());
+                        let timeout = e.unit.as_ref().map_or(Duration::MAX, |u| u.unit.unit.ready_timeout);
+                        let (tx, name) = (self.tx.clone(), name.clone());
+                        tokio::spawn(async move {
+                            tokio::time::sleep(timeout).await;
+                            let _ = tx.send(Event::WaitTimeout { name });
+                        });
+                    }
+                }
+                None => {
+                    self.entries.get_mut(&name).expect("known").waiting_since = None;
+                    self.start(&name);
+                }
             }
         }
         // Units whose file is gone and whose container is gone are done.
@@ -663,6 +795,12 @@ impl Engine {
             stopping: false,
             restart: false,
             log_limits: limits.clone(),
+            image_health: None,
+            health: None,
+            unhealthy: None,
+            notify: loaded.unit.container.notify.then_some((false, None)),
+            probe: None,
+            tasks: Vec::new(),
         });
         let (env, tx, starts) = (self.env.clone(), self.tx.clone(), self.starts.clone());
         let (hub, log_path) = (self.hub.clone(), logs::log_path(&self.log_dir, name));
@@ -670,13 +808,27 @@ impl Engine {
         tokio::spawn(async move {
             let permit = starts.acquire_owned().await;
             let unit = loaded.unit;
+            // A notify unit's socket exists before its container does.
+            let notify = match unit.container.notify {
+                true => match notify::bind(&env.run_dir, &name) {
+                    Ok(n) => Some(n),
+                    Err(e) => {
+                        let _ = tx.send(Event::Started { name, generation, result: Err(e) });
+                        return;
+                    }
+                },
+                false => None,
+            };
+            let notify_dir = notify.as_ref().map(|(dir, _)| dir.clone());
             let (n, t) = (name.clone(), tx.clone());
             let result = tokio::task::spawn_blocking(move || {
                 let phase = |phase| {
                     let _ = t.send(Event::Phase { name: n.clone(), generation, phase });
                 };
-                starter::start(&env, &unit, &|| phase(Phase::Pulling), &|| phase(Phase::Starting))
-                    .map(|s| (s, env, unit))
+                starter::start(&env, &unit, notify_dir.as_deref(), &|| phase(Phase::Pulling), &|| {
+                    phase(Phase::Starting)
+                })
+                .map(|s| (s, env, unit))
             })
             .await
             .unwrap_or_else(|e| Err(format!("start task failed: {e}")));
@@ -685,23 +837,40 @@ impl Engine {
             let (started, env) = match result {
                 Ok((s, env, _unit)) => (s, env),
                 Err(e) => {
+                    if let Some((dir, _)) = &notify {
+                        notify::remove(dir);
+                    }
                     let _ = tx.send(Event::Started { name, generation, result: Err(e) });
                     return;
                 }
             };
-            let Started { pid, cgroup, stop_signal, image_digest, exit, stdout, stderr } = started;
+            let Started { pid, cgroup, stop_signal, image_digest, image_health, exit, stdout, stderr } = started;
+            let notify_task = notify.as_ref().map(|(_, socket)| {
+                let (tx, name) = (tx.clone(), name.clone());
+                let socket = socket.clone();
+                tokio::spawn(async move {
+                    notify::listen(&socket, |ready, status| {
+                        let _ = tx.send(Event::Notify { name: name.clone(), generation, ready, status });
+                    })
+                    .await
+                })
+                .abort_handle()
+            });
             match logs::Writer::open(log_path.clone(), limits) {
                 Ok(w) => {
                     tokio::spawn(logs::copy(name.clone(), stdout, stderr, w, hub));
                 }
                 Err(e) => tracing::error!("{name}: cannot open {}: {e}", log_path.display()),
             }
-            let info = RunInfo { pid, cgroup: cgroup.clone(), stop_signal, image_digest };
+            let info = RunInfo { pid, cgroup: cgroup.clone(), stop_signal, image_digest, image_health, notify_task };
             let _ = tx.send(Event::Started { name: name.clone(), generation, result: Ok(info) });
             // The exit, then nothing of the container left.
             let status = exit.await.unwrap_or(Exit::Signal(libc::SIGKILL));
             let n = name.clone();
             let oom = tokio::task::spawn_blocking(move || starter::finish(&env, &n, &cgroup)).await.unwrap_or(false);
+            if let Some((dir, _)) = &notify {
+                notify::remove(dir);
+            }
             let exit = match status {
                 Exit::Code(c) => ExitInfo::code(c, oom),
                 Exit::Signal(s) => ExitInfo::signal(s, oom),
@@ -719,15 +888,18 @@ impl Engine {
                 run.cgroup = Some(s.cgroup);
                 run.stop_signal = s.stop_signal;
                 run.image_digest = Some(s.image_digest);
+                run.image_health = s.image_health;
+                run.tasks.extend(s.notify_task);
                 run.phase = Phase::Running;
                 run.started_at = Some((Instant::now(), SystemTime::now()));
                 e.start_error = None;
-                e.reason = None;
+                let why = e.reason.take();
                 if run.stopping {
                     // Asked to stop while it started.
-                    let why = e.reason.clone().unwrap_or_else(|| "stopped".into());
                     run.stopping = false;
-                    self.stop(name, why);
+                    self.stop(name, why.unwrap_or_else(|| "stopped".into()));
+                } else {
+                    self.start_probes(name);
                 }
             }
             Err(err) => {
@@ -745,8 +917,29 @@ impl Engine {
         if e.run.as_ref().is_none_or(|r| r.generation != generation) {
             return;
         }
-        let run = e.run.take().expect("checked");
+        let mut run = e.run.take().expect("checked");
+        run.end_tasks();
         let ran_for = run.started_at.map_or(Duration::ZERO, |(t, _)| t.elapsed());
+        match run.unhealthy {
+            Some(OnUnhealthy::Restart) => {
+                // Counts as a failure for the backoff, whatever the policy.
+                let exit = ExitInfo { unhealthy: true, ..exit };
+                tracing::info!("{name}: {}", exit.describe());
+                self.after_exit(name, exit, ran_for, false);
+                return;
+            }
+            Some(OnUnhealthy::Stop) => {
+                let exit = ExitInfo { unhealthy: true, ..exit };
+                e.reason = Some(format!("{}; on_unhealthy = \"stop\"", exit.describe()));
+                e.failed = true;
+                e.history.push_back(exit);
+                if e.history.len() > HISTORY {
+                    e.history.pop_front();
+                }
+                return;
+            }
+            _ => {}
+        }
         if run.stopping {
             e.reason = Some(exit.describe());
             e.history.push_back(exit);
@@ -763,7 +956,11 @@ impl Engine {
     fn after_exit(&mut self, name: &str, exit: ExitInfo, ran_for: Duration, start_failed: bool) {
         let e = self.entries.get_mut(name).expect("known");
         let Some(unit) = e.unit.as_ref() else { return };
-        let policy = unit.unit.restart.clone();
+        let mut policy = unit.unit.restart.clone();
+        if exit.unhealthy && policy.policy == RestartPolicy::No {
+            // on_unhealthy = "restart" asks for it.
+            policy.policy = RestartPolicy::OnFailure;
+        }
         let (decision, in_row) = after_exit(&policy, e.in_row, ran_for, &exit);
         e.in_row = in_row;
         e.reason = Some(exit.describe());
@@ -793,6 +990,64 @@ impl Engine {
         }
     }
 
+    /// (Re)starts the health probe loop of a running unit, when it has a
+    /// check (its own, or its image's).
+    fn start_probes(&mut self, name: &str) {
+        let Some(e) = self.entries.get_mut(name) else { return };
+        let Some(unit) = e.unit.as_ref() else { return };
+        let hostname = unit.unit.container.hostname.clone();
+        let Some(run) = e.run.as_mut() else { return };
+        if let Some(t) = run.probe.take() {
+            t.abort();
+        }
+        let (Some(pid), Some(check)) = (run.pid, health::effective(&unit.unit.health, run.image_health.as_ref()))
+        else {
+            run.health = None;
+            return;
+        };
+        let started = run.started_at.map_or_else(Instant::now, |(t, _)| t);
+        let tracker = Tracker::new(started, check.start_period, check.retries);
+        let (env, tx, generation) = (self.probes.clone(), self.tx.clone(), run.generation);
+        let (name, c) = (name.to_string(), check.clone());
+        let task = tokio::spawn(async move {
+            // Spread the first probes of many units over up to a second
+            // (or the interval), instead of a burst.
+            let spread = c.interval.min(Duration::from_secs(1));
+            let h = name.bytes().fold(0xcbf29ce484222325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100000001b3));
+            tokio::time::sleep(spread.mul_f64((h % 1000) as f64 / 1000.0)).await;
+            loop {
+                let target = probe::Target { name: &name, pid, hostname: &hostname };
+                let result = probe::run(&env, &target, &c.probe, c.timeout).await;
+                if tx.send(Event::Probe { name: name.clone(), generation, result }).is_err() {
+                    return;
+                }
+                tokio::time::sleep(c.interval).await;
+            }
+        });
+        run.probe = Some(task.abort_handle());
+        run.health = Some((check, tracker));
+    }
+
+    fn probed(&mut self, name: &str, generation: u64, result: ProbeResult) {
+        let Some(run) = self.run_of(name, generation) else { return };
+        if run.stopping {
+            return;
+        }
+        let Some((check, tracker)) = run.health.as_mut() else { return };
+        let output = result.output.clone();
+        let Some(now) = tracker.record(result, Instant::now()) else { return };
+        tracing::info!("{name}: health {} ({output})", now.name());
+        if now != Health::Unhealthy {
+            return;
+        }
+        let action = check.on_unhealthy;
+        if action == OnUnhealthy::None {
+            return;
+        }
+        run.unhealthy = Some(action);
+        self.stop(name, format!("unhealthy: {output}"));
+    }
+
     fn stop(&mut self, name: &str, why: String) {
         let e = self.entries.get_mut(name).expect("known");
         let Some(unit) = e.unit.as_ref() else { return };
@@ -800,6 +1055,7 @@ impl Engine {
         e.reason = Some(why);
         let Some(run) = e.run.as_mut() else { return };
         run.stopping = true;
+        run.end_tasks();
         let Some(pid) = run.pid else {
             // Still starting: stopped as soon as it is started.
             return;
@@ -898,6 +1154,12 @@ impl Engine {
             "usage": usage,
             "last_exits": e.history,
             "cgroup": e.run.as_ref().and_then(|r| r.cgroup.as_ref()),
+            "health": e.run.as_ref().and_then(|r| r.health.as_ref()).map(|(check, t)| serde_json::json!({
+                "status": t.status,
+                "failing_streak": t.failures(),
+                "check": check,
+                "results": t.results,
+            })),
         })
     }
 }

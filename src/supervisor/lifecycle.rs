@@ -68,6 +68,8 @@ pub struct ExitInfo {
     /// The signal's name.
     pub signal: Option<String>,
     pub oom_killed: bool,
+    /// Stopped for failing its health check.
+    pub unhealthy: bool,
     /// The start failed: no program ran.
     pub error: Option<String>,
     #[serde(serialize_with = "rfc3339")]
@@ -76,7 +78,14 @@ pub struct ExitInfo {
 
 impl ExitInfo {
     pub fn code(code: i32, oom_killed: bool) -> ExitInfo {
-        ExitInfo { exit_code: Some(code), signal: None, oom_killed, error: None, time: SystemTime::now() }
+        ExitInfo {
+            exit_code: Some(code),
+            signal: None,
+            oom_killed,
+            unhealthy: false,
+            error: None,
+            time: SystemTime::now(),
+        }
     }
 
     pub fn signal(signal: i32, oom_killed: bool) -> ExitInfo {
@@ -84,16 +93,30 @@ impl ExitInfo {
             .ok()
             .and_then(|n| Signal::from_number(n.into()))
             .map_or_else(|| signal.to_string(), |s| s.to_string());
-        ExitInfo { exit_code: None, signal: Some(name), oom_killed, error: None, time: SystemTime::now() }
+        ExitInfo {
+            exit_code: None,
+            signal: Some(name),
+            oom_killed,
+            unhealthy: false,
+            error: None,
+            time: SystemTime::now(),
+        }
     }
 
     pub fn start_error(error: String) -> ExitInfo {
-        ExitInfo { exit_code: None, signal: None, oom_killed: false, error: Some(error), time: SystemTime::now() }
+        ExitInfo {
+            exit_code: None,
+            signal: None,
+            oom_killed: false,
+            unhealthy: false,
+            error: Some(error),
+            time: SystemTime::now(),
+        }
     }
 
     /// Whether `on-failure` counts it as a failure: anything but exit 0.
     pub fn is_failure(&self) -> bool {
-        self.exit_code != Some(0) || self.oom_killed
+        self.exit_code != Some(0) || self.oom_killed || self.unhealthy
     }
 
     /// `exited 0`, `exited 137 (oom-killed)`, `killed by SIGKILL`,
@@ -105,7 +128,8 @@ impl ExitInfo {
             (None, Some(s), _) => format!("killed by {s}"),
             (None, None, None) => "ended".to_string(),
         };
-        if self.oom_killed { format!("{base} (oom-killed)") } else { base }
+        let base = if self.oom_killed { format!("{base} (oom-killed)") } else { base };
+        if self.unhealthy { format!("unhealthy, then {base}") } else { base }
     }
 }
 

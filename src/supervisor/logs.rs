@@ -155,19 +155,33 @@ impl<R: tokio::io::AsyncRead + Unpin> Lines<R> {
             if let Some(i) = self.buf.iter().position(|b| *b == b'\n') {
                 let mut line: Vec<u8> = self.buf.drain(..=i).collect();
                 line.pop();
+                self.release();
                 return Some(line);
             }
             if self.buf.len() >= MAX_LINE {
-                return Some(self.buf.drain(..MAX_LINE).collect());
+                let piece = self.buf.drain(..MAX_LINE).collect();
+                self.release();
+                return Some(piece);
             }
             if self.eof {
                 return (!self.buf.is_empty()).then(|| std::mem::take(&mut self.buf));
             }
-            let mut chunk = [0u8; 4096];
-            match self.reader.read(&mut chunk).await {
-                Ok(0) | Err(_) => self.eof = true,
-                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+            // Read into the buffer itself: no chunk array lives in the
+            // future while it waits (hundreds of idle containers).
+            if self.buf.capacity() - self.buf.len() < 512 {
+                self.buf.reserve(2048);
             }
+            match self.reader.read_buf(&mut self.buf).await {
+                Ok(0) | Err(_) => self.eof = true,
+                Ok(_) => {}
+            }
+        }
+    }
+
+    /// An idle stream holds no buffer.
+    fn release(&mut self) {
+        if self.buf.is_empty() && self.buf.capacity() > 0 {
+            self.buf = Vec::new();
         }
     }
 }

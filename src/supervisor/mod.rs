@@ -8,6 +8,7 @@ pub mod daemon;
 pub mod engine;
 pub mod lifecycle;
 pub mod logs;
+pub mod notify;
 pub mod pid1;
 pub mod prepare;
 pub mod reload;

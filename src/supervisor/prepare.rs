@@ -69,8 +69,9 @@ pub fn unsupported(unit: &Unit) -> Result<(), String> {
     Ok(())
 }
 
-/// Prepares `unit`'s container on `image`.
-pub fn prepare(unit: &Unit, image: &Image, state_dir: &Path) -> Result<Prepared, String> {
+/// Prepares `unit`'s container on `image`. `notify_dir`: the directory of
+/// a notify unit's socket, mounted into the container.
+pub fn prepare(unit: &Unit, image: &Image, state_dir: &Path, notify_dir: Option<&Path>) -> Result<Prepared, String> {
     unsupported(unit)?;
     let name = &unit.name;
     // Every start begins from the image: a fresh writable layer.
@@ -118,7 +119,10 @@ pub fn prepare(unit: &Unit, image: &Image, state_dir: &Path) -> Result<Prepared,
         join_network: None,
         own_caps: Some(&own_caps),
     };
-    let spec = build(unit, &image.config, &ctx)?;
+    let mut spec = build(unit, &image.config, &ctx)?;
+    if let Some(dir) = notify_dir {
+        add_notify_socket(&mut spec, dir)?;
+    }
     let mut plan = from_spec(&spec, &dir)?;
     plan.overlay = Some(OverlayPlan { layers: image.layer_dirs.clone(), upper: upper.clone(), work: work.clone() });
     let default_seccomp = unit.container.seccomp == Seccomp::Default && !unit.container.privileged;
@@ -141,6 +145,29 @@ pub fn prepare(unit: &Unit, image: &Image, state_dir: &Path) -> Result<Prepared,
         stop_signal,
         image_digest: image.record.manifest_digest.to_string(),
     })
+}
+
+/// The notify socket's directory mounted at `/run/notify`, and
+/// `NOTIFY_SOCKET` naming the socket in it.
+fn add_notify_socket(spec: &mut oci_spec::runtime::Spec, dir: &Path) -> Result<(), String> {
+    use oci_spec::runtime::MountBuilder;
+    let mount = MountBuilder::default()
+        .destination(super::notify::MOUNT)
+        .typ("bind")
+        .source(dir)
+        .options(vec!["rbind".to_string(), "nosuid".into(), "nodev".into(), "noexec".into()])
+        .build()
+        .map_err(|e| e.to_string())?;
+    let mut mounts = spec.mounts().clone().unwrap_or_default();
+    mounts.push(mount);
+    spec.set_mounts(Some(mounts));
+    if let Some(process) = spec.process_mut() {
+        let mut env = process.env().clone().unwrap_or_default();
+        env.retain(|e| !e.starts_with("NOTIFY_SOCKET="));
+        env.push(format!("NOTIFY_SOCKET={}", super::notify::SOCKET));
+        process.set_env(Some(env));
+    }
+    Ok(())
 }
 
 /// Our own hard limits, which no container may exceed.

@@ -19,6 +19,7 @@ use super::prepare::{container_dir, image, needs_pull, prepare};
 use crate::runtime::cgroups::{Cgroup, Manager, Resources};
 use crate::runtime::container::helper::{Go, Reply};
 use crate::runtime::container::state::{ContainerState, ProcessState, start_time};
+use crate::runtime::image::config::Healthcheck;
 use crate::runtime::image::{PullOptions, Quiet, Store};
 use crate::runtime::reaper::{Exit, Reaper};
 use crate::units::Unit;
@@ -41,6 +42,7 @@ pub struct Started {
     pub cgroup: Cgroup,
     pub stop_signal: i32,
     pub image_digest: String,
+    pub image_health: Option<Healthcheck>,
     pub exit: oneshot::Receiver<Exit>,
     pub stdout: std::fs::File,
     pub stderr: std::fs::File,
@@ -48,14 +50,20 @@ pub struct Started {
 
 /// Starts `unit`'s container. `pulling` is called first when the image
 /// must be fetched, `starting` once it is there.
-pub fn start(env: &Env, unit: &Unit, pulling: &dyn Fn(), starting: &dyn Fn()) -> Result<Started, String> {
+pub fn start(
+    env: &Env,
+    unit: &Unit,
+    notify_dir: Option<&Path>,
+    pulling: &dyn Fn(),
+    starting: &dyn Fn(),
+) -> Result<Started, String> {
     if needs_pull(unit, &env.store) {
         pulling();
     }
     let image = image(unit, &env.store, &env.pull, &Quiet)?;
     starting();
     let name = &unit.name;
-    let prepared = prepare(unit, &image, &env.state_dir)?;
+    let prepared = prepare(unit, &image, &env.state_dir, notify_dir)?;
     let cgroup = env.cgroups.create(name).map_err(|e| e.to_string())?;
     let result = cgroup
         .set(&prepared.resources)
@@ -79,6 +87,7 @@ pub fn start(env: &Env, unit: &Unit, pulling: &dyn Fn(), starting: &dyn Fn()) ->
                 cgroup,
                 stop_signal: prepared.stop_signal,
                 image_digest: prepared.image_digest,
+                image_health: image.config.config.healthcheck.clone(),
                 exit,
                 stdout,
                 stderr,

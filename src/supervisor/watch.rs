@@ -22,7 +22,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 /// Quiet time after the last event before the directory is read.
-pub const SETTLE: Duration = Duration::from_millis(50);
+pub const SETTLE: Duration = Duration::from_millis(25);
 /// The longest a file still open for writing delays a rescan.
 pub const MAX_SETTLE: Duration = Duration::from_secs(2);
 

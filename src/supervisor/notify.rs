@@ -1,0 +1,81 @@
+//! `notify = true`: the service says when it is ready, as systemd's
+//! `Type=notify` services do. Each such container gets a datagram socket
+//! of its own, `<run-dir>/notify/<unit>/notify.sock`, its directory
+//! bind-mounted at [`MOUNT`] and `NOTIFY_SOCKET` pointing there. A
+//! datagram holds newline-separated `KEY=VALUE` lines; `READY=1` makes the
+//! unit ready and `STATUS=...` is shown in `status`.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tokio::net::UnixDatagram;
+
+/// Where the socket's directory appears in the container.
+pub const MOUNT: &str = "/run/notify";
+/// `NOTIFY_SOCKET` in the container.
+pub const SOCKET: &str = "/run/notify/notify.sock";
+
+/// Makes the unit's socket; its directory and the socket.
+pub fn bind(run_dir: &Path, unit: &str) -> Result<(PathBuf, Arc<UnixDatagram>), String> {
+    let dir = run_dir.join("notify").join(unit);
+    remove(&dir);
+    let err = |e: std::io::Error| format!("notify socket {}: {e}", dir.display());
+    std::fs::create_dir_all(&dir).map_err(err)?;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).map_err(err)?;
+    let path = dir.join("notify.sock");
+    let socket = UnixDatagram::bind(&path).map_err(err)?;
+    // The service may run as any user of its image.
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).map_err(err)?;
+    Ok((dir, Arc::new(socket)))
+}
+
+pub fn remove(dir: &Path) {
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Parses one datagram: whether it says READY=1, and its STATUS= text.
+pub fn parse(datagram: &[u8]) -> (bool, Option<String>) {
+    let text = String::from_utf8_lossy(datagram);
+    let mut ready = false;
+    let mut status = None;
+    for line in text.lines() {
+        if line == "READY=1" {
+            ready = true;
+        } else if let Some(s) = line.strip_prefix("STATUS=") {
+            status = Some(s.chars().take(256).collect());
+        }
+    }
+    (ready, status)
+}
+
+/// Reads datagrams until the task is ended, handing each one's meaning on.
+pub async fn listen(socket: &UnixDatagram, mut each: impl FnMut(bool, Option<String>)) {
+    let mut buf = vec![0u8; 4096];
+    loop {
+        match socket.recv(&mut buf).await {
+            Ok(n) => {
+                let (ready, status) = parse(&buf[..n]);
+                if ready || status.is_some() {
+                    each(ready, status);
+                }
+            }
+            Err(e) => {
+                tracing::warn!("notify socket: {e}");
+                return;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse;
+
+    #[test]
+    fn datagrams_are_read_as_systemd_reads_them() {
+        assert_eq!(parse(b"READY=1\nSTATUS=serving 3 clients\n"), (true, Some("serving 3 clients".into())));
+        assert_eq!(parse(b"STATUS=loading"), (false, Some("loading".into())));
+        assert_eq!(parse(b"READY=0\nWATCHDOG=1"), (false, None));
+    }
+}
