@@ -640,3 +640,88 @@ fn many_units_start_together() {
         d.wait_state(n, "running");
     }
 }
+
+#[test]
+fn a_socket_group_may_connect_and_others_may_not() {
+    root_only!("a_socket_group_may_connect_and_others_may_not");
+    let d = Daemon::start_configured("socket_group = \"65534\"\n", |_| {});
+    let md = std::fs::metadata(d.socket()).unwrap();
+    assert_eq!(std::os::unix::fs::PermissionsExt::mode(&md.permissions()) & 0o777, 0o660);
+    assert_eq!(std::os::unix::fs::MetadataExt::gid(&md), 65534);
+    let mut dir = d.socket().parent().map(std::path::Path::to_path_buf);
+    while let Some(p) = dir {
+        let _ = std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o755));
+        if p == d.dir.path().parent().unwrap() {
+            break;
+        }
+        dir = p.parent().map(std::path::Path::to_path_buf);
+    }
+    let as_user = |gid: &str| {
+        std::process::Command::new("setpriv")
+            .args(["--reuid=65534", &format!("--regid={gid}"), "--clear-groups", "--"])
+            .arg(env!("CARGO_BIN_EXE_supervisorctl"))
+            .arg("--socket")
+            .arg(d.socket())
+            .args(["status", "--json"])
+            .output()
+            .unwrap()
+    };
+    let member = as_user("65534");
+    assert!(member.status.success(), "{}", text(&member.stderr));
+    assert_eq!(text(&member.stdout).trim(), "[]");
+    // Another group cannot even open the socket file.
+    let other = as_user("65533");
+    assert!(!other.status.success());
+}
+
+#[test]
+fn named_volumes_are_listed_and_removed_only_when_unused() {
+    root_only!("named_volumes_are_listed_and_removed_only_when_unused");
+    let d = Daemon::start();
+    let name = common::unique_name("vo");
+    let vol = format!("{name}-data");
+    let file = d.write_unit(&name, &format!("{}volumes = [\"{vol}:/data\"]\n", unit("echo kept > /data/f; sleep 100000 & wait")));
+    d.wait_state(&name, "running");
+    let v: Value = serde_json::from_slice(&d.ctl(&["volumes", "--json"]).stdout).unwrap();
+    let entry = v.as_array().unwrap().iter().find(|x| x["name"] == vol.as_str()).expect("listed").clone();
+    assert_eq!(entry["used_by"], serde_json::json!([name]));
+    let refused = d.ctl(&["volume", "rm", &vol]);
+    assert!(!refused.status.success());
+    assert!(text(&refused.stderr).contains(&format!("used by {name}")), "{}", text(&refused.stderr));
+    // The unit goes; the volume stays, with its data, until removed.
+    std::fs::remove_file(file).unwrap();
+    d.wait_for(&name, "removed", 30, |u| u.is_none());
+    let data = std::path::PathBuf::from(entry["path"].as_str().unwrap()).join("f");
+    assert_eq!(std::fs::read_to_string(&data).unwrap(), "kept\n");
+    assert!(d.ctl(&["volume", "rm", &vol]).status.success());
+    assert!(!data.exists());
+}
+
+#[test]
+fn logs_follow_shows_new_lines_as_they_come() {
+    root_only!("logs_follow_shows_new_lines_as_they_come");
+    use std::io::BufRead;
+    let d = Daemon::start();
+    let name = common::unique_name("lf");
+    d.write_unit(&name, &unit("echo first; trap 'echo got-usr1' USR1; while true; do sleep 0.1; done"));
+    d.wait_state(&name, "running");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !text(&d.ctl(&["logs", &name]).stdout).contains("first") {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut follow = std::process::Command::new(env!("CARGO_BIN_EXE_supervisorctl"))
+        .arg("--socket")
+        .arg(d.socket())
+        .args(["logs", "-f", "-n", "1", &name])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(follow.stdout.take().unwrap()).lines();
+    assert!(lines.next().unwrap().unwrap().ends_with("stdout first"));
+    assert!(d.ctl(&["kill", "-s", "USR1", &name]).status.success());
+    let next = lines.next().unwrap().unwrap();
+    assert!(next.ends_with("stdout got-usr1"), "{next}");
+    follow.kill().unwrap();
+    follow.wait().unwrap();
+}

@@ -629,17 +629,24 @@ impl Engine {
         }
         // Stops, dependents first: a unit stops once nothing that depends
         // on it and is going down still has a container.
+        let mut dependents: HashMap<String, Vec<String>> = HashMap::new();
+        for v in self.entries.values().filter(|v| v.run.is_some()) {
+            for d in v.unit.iter().flat_map(|u| dependencies(&u.unit)) {
+                dependents.entry(d.to_string()).or_default().push(v.name.clone());
+            }
+        }
         for name in self.order.clone().iter().rev() {
             let e = &self.entries[name];
             let Some(run) = &e.run else { continue };
             if run.stopping || keep[name] {
                 continue;
             }
-            let blocked = self.entries.values().any(|v| {
-                v.run.is_some()
-                    && v.name != *name
-                    && !keep.get(&v.name).copied().unwrap_or(false)
-                    && v.unit.as_ref().is_some_and(|u| dependencies(&u.unit).contains(name.as_str()))
+            let blocked = dependents.get(name).is_some_and(|vs| {
+                vs.iter().any(|v| {
+                    *v != *name
+                        && !keep.get(v).copied().unwrap_or(false)
+                        && self.entries.get(v).is_some_and(|x| x.run.is_some())
+                })
             });
             if !blocked {
                 let why = self.stop_reason(name);

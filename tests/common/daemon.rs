@@ -25,8 +25,14 @@ impl Daemon {
 
     /// Starts it with something more on its command (an environment).
     pub fn start_with(f: impl FnOnce(&mut Command)) -> Daemon {
+        Daemon::start_configured("", f)
+    }
+
+    /// Starts it with this global config file.
+    pub fn start_configured(config: &str, f: impl FnOnce(&mut Command)) -> Daemon {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("units")).unwrap();
+        std::fs::write(dir.path().join("supervisord.toml"), config).unwrap();
         let mut d = Daemon { dir, child: None };
         d.spawn_with(f);
         d
@@ -54,7 +60,10 @@ impl Daemon {
     }
 
     pub fn spawn_with(&mut self, f: impl FnOnce(&mut Command)) {
-        std::fs::write(self.dir.path().join("supervisord.toml"), "").unwrap();
+        let config = self.dir.path().join("supervisord.toml");
+        if !config.exists() {
+            std::fs::write(&config, "").unwrap();
+        }
         let log = std::fs::File::create(self.dir.path().join("supervisord.log")).unwrap();
         let mut command = self.command();
         f(&mut command);
