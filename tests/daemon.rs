@@ -680,7 +680,10 @@ fn named_volumes_are_listed_and_removed_only_when_unused() {
     let d = Daemon::start();
     let name = common::unique_name("vo");
     let vol = format!("{name}-data");
-    let file = d.write_unit(&name, &format!("{}volumes = [\"{vol}:/data\"]\n", unit("echo kept > /data/f; sleep 100000 & wait")));
+    let file = d.write_unit(
+        &name,
+        &format!("{}volumes = [\"{vol}:/data\"]\n", unit("echo kept > /data/f; sleep 100000 & wait")),
+    );
     d.wait_state(&name, "running");
     let v: Value = serde_json::from_slice(&d.ctl(&["volumes", "--json"]).stdout).unwrap();
     let entry = v.as_array().unwrap().iter().find(|x| x["name"] == vol.as_str()).expect("listed").clone();
