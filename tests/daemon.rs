@@ -728,3 +728,35 @@ fn logs_follow_shows_new_lines_as_they_come() {
     follow.kill().unwrap();
     follow.wait().unwrap();
 }
+
+#[test]
+fn image_verbs_are_served_by_the_running_daemon() {
+    root_only!("image_verbs_are_served_by_the_running_daemon");
+    let d = Daemon::start();
+    let name = common::unique_name("iv");
+    d.write_unit(&name, &sleeper());
+    d.wait_state(&name, "running");
+    // No --store: the daemon's store answers.
+    let images: Value = serde_json::from_slice(&d.ctl(&["images", "--json"]).stdout).unwrap();
+    let reference = busybox();
+    assert!(images.as_array().unwrap().iter().any(|i| i["reference"] == reference.as_str()), "{images}");
+    let refused = d.ctl(&["rmi", &reference]);
+    assert!(!refused.status.success());
+    assert!(text(&refused.stderr).contains(&format!("used by {name}")), "{}", text(&refused.stderr));
+
+    // A pull through the daemon, on a terminal: per-layer progress bars.
+    let other = format!("oci:{}:layered", common::fixtures().join("layout").display());
+    let cmd = format!("{} --socket {} pull {other}", env!("CARGO_BIN_EXE_supervisorctl"), d.socket().display());
+    let out = std::process::Command::new("script").args(["-qec", &cmd, "/dev/null"]).output().unwrap();
+    let shown = text(&out.stdout);
+    assert!(out.status.success(), "{shown}");
+    assert!(shown.contains("\x1b[2K") && shown.contains("[####################]"), "no progress bars: {shown:?}");
+    assert!(shown.contains("digest: sha256:"), "{shown}");
+    let images: Value = serde_json::from_slice(&d.ctl(&["images", "--json"]).stdout).unwrap();
+    assert!(images.as_array().unwrap().iter().any(|i| i["reference"] == other.as_str()), "{images}");
+    // Without a terminal: plain lines.
+    let plain = d.ctl(&["pull", &other]);
+    assert!(plain.status.success());
+    assert!(!text(&plain.stderr).contains('\x1b') && text(&plain.stderr).contains("already in the store"));
+    assert!(d.ctl(&["rmi", &other]).status.success());
+}

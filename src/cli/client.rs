@@ -105,7 +105,17 @@ impl Client {
     /// A streamed answer: `each` gets the body as it comes, until the
     /// stream ends. An error answer is returned whole instead.
     pub fn stream(&self, target: &str, each: &mut dyn FnMut(&[u8])) -> Result<Option<Response>, String> {
-        let mut s = self.connect("GET", target)?;
+        self.stream_request("GET", target, each)
+    }
+
+    /// [`Client::stream`] with another method.
+    pub fn stream_request(
+        &self,
+        method: &str,
+        target: &str,
+        each: &mut dyn FnMut(&[u8]),
+    ) -> Result<Option<Response>, String> {
+        let mut s = self.connect(method, target)?;
         let (status, first, length) = self.head(&mut s)?;
         if status != 200 || length.is_some() {
             let mut body = first;

@@ -52,6 +52,9 @@ pub fn status_line(u: &Value, width: usize, now: SystemTime, color: bool) -> Str
             if let Some(h) = u["health"].as_str() {
                 d.push_str(&format!(", {h}"));
             }
+            if let Some(s) = u["notify_status"].as_str() {
+                d.push_str(&format!(", status {s:?}"));
+            }
             d
         }
         "backoff" => {
@@ -61,6 +64,9 @@ pub fn status_line(u: &Value, width: usize, now: SystemTime, color: bool) -> Str
         "invalid" => u["error"].as_str().unwrap_or("invalid").to_string(),
         _ => {
             let mut d = reason.map(String::from).unwrap_or_default();
+            if let Some(s) = u["notify_status"].as_str() {
+                d = if d.is_empty() { format!("status {s:?}") } else { format!("{d}, status {s:?}") };
+            }
             if let Some(e) = u["error"].as_str() {
                 d = if d.is_empty() || d.contains(e) { e.to_string() } else { format!("{d}; {e}") };
             }

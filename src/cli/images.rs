@@ -98,17 +98,48 @@ pub fn images_via(client: &Client, json: bool) -> ExitCode {
     run().map_or_else(fail, |()| ExitCode::SUCCESS)
 }
 
-/// `pull` by the running supervisord (into its store).
+/// `pull` by the running supervisord (into its store), with the same
+/// progress as an offline pull.
 pub fn pull_via(client: &Client, reference: &str) -> ExitCode {
     let run = || -> Result<(), String> {
         let src = source(reference)?;
-        let r = client.request("POST", &format!("/v1/images/pull?reference={}", encode(&src.to_string())))?;
-        if r.status != 200 {
+        let reporter = Reporter::new(std::io::stderr().is_terminal());
+        let mut pending = Vec::new();
+        let mut outcome: Option<Result<serde_json::Value, String>> = None;
+        let target = format!("/v1/images/pull?reference={}", encode(&src.to_string()));
+        let mut each = |chunk: &[u8]| {
+            pending.extend_from_slice(chunk);
+            while let Some(i) = pending.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = pending.drain(..=i).collect();
+                let Ok(v) = serde_json::from_slice::<serde_json::Value>(&line) else { continue };
+                let digest = |x: &serde_json::Value| Digest::parse(x["digest"].as_str().unwrap_or(""));
+                if let Some(r) = v.get("resolved") {
+                    let layers: Vec<Descriptor> = serde_json::from_value(r["layers"].clone()).unwrap_or_default();
+                    if let Ok(m) = Digest::parse(r["manifest"].as_str().unwrap_or("")) {
+                        reporter.resolved(r["reference"].as_str().unwrap_or(""), &m, &layers);
+                    }
+                } else if let Some(b) = v.get("layer_bytes") {
+                    if let Ok(d) = digest(b) {
+                        reporter.layer_bytes(&d, b["bytes"].as_u64().unwrap_or(0));
+                    }
+                } else if let Some(l) = v.get("layer_done") {
+                    if let Ok(d) = digest(l) {
+                        reporter.layer_done(&d, l["cached"].as_bool().unwrap_or(false));
+                    }
+                } else if let Some(image) = v.get("image") {
+                    outcome = Some(Ok(image.clone()));
+                } else if let Some(e) = v.get("error") {
+                    outcome = Some(Err(e.as_str().unwrap_or("pull failed").to_string()));
+                }
+            }
+        };
+        if let Some(r) = client.stream_request("POST", &target, &mut each)? {
             return Err(r.error());
         }
-        let v = r.json()?;
+        let image = outcome.ok_or("supervisord ended the pull without an outcome")??;
+        reporter.finish();
         println!("{src}");
-        println!("digest: {}", v["manifest_digest"].as_str().unwrap_or("?"));
+        println!("digest: {}", image["manifest_digest"].as_str().unwrap_or("?"));
         Ok(())
     };
     run().map_or_else(fail, |()| ExitCode::SUCCESS)

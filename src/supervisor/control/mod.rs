@@ -18,7 +18,8 @@ use self::http::Request;
 use super::engine::{Command, Event, Op, StateEvent, UnitStatus};
 use super::lifecycle::State;
 use super::logs::{Hub, tail};
-use crate::runtime::image::{PullOptions, Quiet, Store};
+use crate::runtime::image::manifest::Descriptor;
+use crate::runtime::image::{Digest, Progress, PullOptions, Store};
 use crate::units::values::reference::ImageSource;
 use crate::units::values::signal::Signal;
 
@@ -169,18 +170,18 @@ async fn route(stream: &mut UnixStream, control: &Control, req: Request) -> std:
             let Some(reference) = req.query.get("reference").cloned() else {
                 return http::error(stream, 400, "pull needs ?reference=").await;
             };
-            let source = match ImageSource::parse(&reference, Path::new("/")) {
-                Ok(s) => s,
-                Err(e) => return http::error(stream, 400, &format!("{reference}: {e}")).await,
-            };
-            let (store, options) = (control.store.clone(), control.pull.clone());
-            match tokio::task::spawn_blocking(move || store.pull(&source, &options, &Quiet)).await {
-                Ok(Ok(image)) => http::json(stream, 200, &image.record).await,
-                Ok(Err(e)) => http::error(stream, 500, &e.to_string()).await,
-                Err(e) => http::error(stream, 500, &e.to_string()).await,
-            }
+            pull(stream, control, &reference).await
         }
         ("DELETE", ["v1", "images", reference]) => {
+            // An image a unit names stays (as Docker keeps a container's).
+            let Some(list) = ask(control, Command::Status).await else {
+                return http::error(stream, 500, shutting()).await;
+            };
+            let users: Vec<String> =
+                list.into_iter().filter(|u| u.image.as_deref() == Some(*reference)).map(|u| u.name).collect();
+            if !users.is_empty() {
+                return http::error(stream, 409, &format!("{reference} is used by {}", users.join(", "))).await;
+            }
             let (store, reference) = (control.store.clone(), reference.to_string());
             match tokio::task::spawn_blocking(move || store.remove(&reference)).await {
                 Ok(Ok(removed)) => http::json(stream, 200, &removed).await,
@@ -267,6 +268,50 @@ async fn unit_op(stream: &mut UnixStream, control: &Control, name: &str, op: Op,
             }
         }
     }
+}
+
+/// Pull progress as JSON lines for the client's bars.
+struct StreamProgress(mpsc::UnboundedSender<serde_json::Value>);
+
+impl Progress for StreamProgress {
+    fn resolved(&self, reference: &str, manifest: &Digest, layers: &[Descriptor]) {
+        let _ = self
+            .0
+            .send(serde_json::json!({"resolved": {"reference": reference, "manifest": manifest, "layers": layers}}));
+    }
+    fn layer_bytes(&self, layer: &Digest, bytes: u64) {
+        let _ = self.0.send(serde_json::json!({"layer_bytes": {"digest": layer, "bytes": bytes}}));
+    }
+    fn layer_done(&self, layer: &Digest, cached: bool) {
+        let _ = self.0.send(serde_json::json!({"layer_done": {"digest": layer, "cached": cached}}));
+    }
+}
+
+/// A pull into the daemon's store, its progress streamed as JSON lines
+/// and its outcome as the last line (`{"image": ...}` or `{"error": ...}`).
+async fn pull(stream: &mut UnixStream, control: &Control, reference: &str) -> std::io::Result<()> {
+    let source = match ImageSource::parse(reference, Path::new("/")) {
+        Ok(s) => s,
+        Err(e) => return http::error(stream, 400, &format!("{reference}: {e}")).await,
+    };
+    http::stream_head(stream, "application/x-ndjson").await?;
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let (store, options) = (control.store.clone(), control.pull.clone());
+    let task = tokio::task::spawn_blocking(move || store.pull(&source, &options, &StreamProgress(tx)));
+    while let Some(v) = rx.recv().await {
+        let mut line = serde_json::to_vec(&v).unwrap_or_default();
+        line.push(b'\n');
+        stream.write_all(&line).await?;
+    }
+    let last = match task.await {
+        Ok(Ok(image)) => serde_json::json!({"image": image.record}),
+        Ok(Err(e)) => serde_json::json!({"error": e.to_string()}),
+        Err(e) => serde_json::json!({"error": e.to_string()}),
+    };
+    let mut line = serde_json::to_vec(&last).unwrap_or_default();
+    line.push(b'\n');
+    stream.write_all(&line).await?;
+    stream.shutdown().await
 }
 
 async fn unit_status(control: &Control, name: &str) -> Option<UnitStatus> {
