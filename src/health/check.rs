@@ -5,23 +5,14 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::runtime::image::config::{HealthTest, Healthcheck};
-use crate::units::model::{Health as UnitHealth, OnUnhealthy, Probe as UnitProbe};
+/// The probes are the unit file's: an image's check becomes an `exec` one.
+pub use crate::units::model::Probe;
+use crate::units::model::{Health as UnitHealth, OnUnhealthy};
 
 /// Docker's defaults.
 pub const INTERVAL: Duration = Duration::from_secs(30);
 pub const TIMEOUT: Duration = Duration::from_secs(30);
 pub const RETRIES: u32 = 3;
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Probe {
-    /// A command run in the container; exit 0 is healthy.
-    Exec(Vec<String>),
-    /// GET of this URL from inside the container's network namespace.
-    Http(String),
-    /// A TCP connect to this port of the container.
-    Tcp(u16),
-}
 
 /// A health check as it runs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -52,9 +43,7 @@ pub fn effective(unit: &UnitHealth, image: Option<&Healthcheck>) -> Option<Check
         return None;
     }
     let (probe, from_image, img) = match &unit.probe {
-        Some(UnitProbe::Exec(argv)) => (Probe::Exec(argv.clone()), false, None),
-        Some(UnitProbe::Http(url)) => (Probe::Http(url.clone()), false, None),
-        Some(UnitProbe::Tcp(port)) => (Probe::Tcp(*port), false, None),
+        Some(p) => (p.clone(), false, None),
         None => {
             let hc = image?;
             let probe = match hc.test()? {
@@ -80,7 +69,7 @@ pub fn effective(unit: &UnitHealth, image: Option<&Healthcheck>) -> Option<Check
 mod tests {
     use super::*;
 
-    fn unit(probe: Option<UnitProbe>, on: OnUnhealthy) -> UnitHealth {
+    fn unit(probe: Option<Probe>, on: OnUnhealthy) -> UnitHealth {
         UnitHealth {
             probe,
             disable: false,
@@ -104,8 +93,7 @@ mod tests {
 
     #[test]
     fn the_units_probe_wins_with_dockers_defaults() {
-        let c =
-            effective(&unit(Some(UnitProbe::Tcp(5432)), OnUnhealthy::Restart), Some(&image(&["CMD", "x"]))).unwrap();
+        let c = effective(&unit(Some(Probe::Tcp(5432)), OnUnhealthy::Restart), Some(&image(&["CMD", "x"]))).unwrap();
         assert_eq!(c.probe, Probe::Tcp(5432));
         assert_eq!((c.interval, c.timeout, c.retries, c.start_period), (INTERVAL, TIMEOUT, 3, Duration::ZERO));
         assert!(!c.from_image);

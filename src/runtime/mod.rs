@@ -7,5 +7,6 @@
 pub mod cgroups;
 pub mod container;
 pub mod image;
+pub mod network;
 pub mod reaper;
 pub mod seccomp;

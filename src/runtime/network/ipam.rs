@@ -1,0 +1,188 @@
+//! Addresses for containers on the bridge: a subnet, its first address for
+//! the bridge (the containers' gateway), the rest handed out one per
+//! container and never twice at once. Freed addresses are not reused at
+//! once: the next one is searched from after the last one handed out, so
+//! a peer's stale ARP entry or conntrack state for a stopped container
+//! does not reach its successor (as Docker's IPAM does). The pool is
+//! plain data, persisted by the caller, so that it survives a supervisor
+//! restart and what a crashed supervisor held can be reclaimed.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+
+use serde::{Deserialize, Serialize};
+
+/// An IPv4 subnet, `10.213.0.0/16`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Subnet {
+    pub network: Ipv4Addr,
+    pub prefix: u8,
+}
+
+impl Subnet {
+    pub fn parse(s: &str) -> Result<Subnet, String> {
+        let (addr, prefix) = s.split_once('/').ok_or_else(|| format!("{s:?}: a subnet is ADDRESS/PREFIX"))?;
+        let addr: Ipv4Addr = addr.parse().map_err(|_| format!("{s:?}: {addr:?} is not an IPv4 address"))?;
+        let prefix: u8 = prefix.parse().ok().filter(|p| (8..=30).contains(p)).ok_or_else(|| {
+            format!("{s:?}: the prefix must be 8 to 30 (a bridge needs room for a gateway and containers)")
+        })?;
+        let net = Subnet { network: Ipv4Addr::from(u32::from(addr) & mask(prefix)), prefix };
+        if net.network != addr {
+            return Err(format!("{s:?}: host bits are set (the subnet is {net})"));
+        }
+        Ok(net)
+    }
+
+    fn base(&self) -> u32 {
+        u32::from(self.network)
+    }
+
+    fn size(&self) -> u32 {
+        1u32 << (32 - self.prefix)
+    }
+
+    /// The bridge's address.
+    pub fn gateway(&self) -> Ipv4Addr {
+        Ipv4Addr::from(self.base() + 1)
+    }
+
+    pub fn contains(&self, ip: Ipv4Addr) -> bool {
+        u32::from(ip) & mask(self.prefix) == self.base()
+    }
+
+    /// Whether the two share any address.
+    pub fn overlaps(&self, other: &Subnet) -> bool {
+        let p = self.prefix.min(other.prefix);
+        self.base() & mask(p) == other.base() & mask(p)
+    }
+
+    /// Addresses for containers: after the gateway, before broadcast.
+    pub fn capacity(&self) -> u32 {
+        self.size() - 3
+    }
+}
+
+impl std::fmt::Display for Subnet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.network, self.prefix)
+    }
+}
+
+impl TryFrom<String> for Subnet {
+    type Error = String;
+    fn try_from(s: String) -> Result<Subnet, String> {
+        Subnet::parse(&s)
+    }
+}
+
+impl From<Subnet> for String {
+    fn from(s: Subnet) -> String {
+        s.to_string()
+    }
+}
+
+pub fn mask(prefix: u8) -> u32 {
+    if prefix == 0 { 0 } else { u32::MAX << (32 - prefix) }
+}
+
+/// The addresses of one bridge.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pool {
+    pub subnet: Subnet,
+    /// Who holds each address (a container's name).
+    pub used: BTreeMap<Ipv4Addr, String>,
+    /// The last address handed out.
+    pub last: Option<Ipv4Addr>,
+}
+
+impl Pool {
+    pub fn new(subnet: Subnet) -> Pool {
+        Pool { subnet, used: BTreeMap::new(), last: None }
+    }
+
+    /// An address for `holder`: the next free one after the last handed
+    /// out, wrapping around.
+    pub fn allocate(&mut self, holder: &str) -> Result<Ipv4Addr, String> {
+        let (first, count) = (self.subnet.base() + 2, self.subnet.capacity());
+        let start = self.last.map_or(0, |l| (u32::from(l) - first + 1) % count);
+        for i in 0..count {
+            let ip = Ipv4Addr::from(first + (start + i) % count);
+            if !self.used.contains_key(&ip) {
+                self.used.insert(ip, holder.to_string());
+                self.last = Some(ip);
+                return Ok(ip);
+            }
+        }
+        Err(format!("no address left in {} ({} in use)", self.subnet, self.used.len()))
+    }
+
+    /// Frees what `holder` held.
+    pub fn release(&mut self, holder: &str) {
+        self.used.retain(|_, h| h != holder);
+    }
+
+    /// Frees every address whose holder `alive` does not know (what a
+    /// supervisor that died left); what was freed.
+    pub fn reclaim(&mut self, alive: impl Fn(&str) -> bool) -> Vec<(Ipv4Addr, String)> {
+        let gone: Vec<(Ipv4Addr, String)> =
+            self.used.iter().filter(|(_, h)| !alive(h)).map(|(ip, h)| (*ip, h.clone())).collect();
+        for (ip, _) in &gone {
+            self.used.remove(ip);
+        }
+        gone
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subnets_are_checked() {
+        let s = Subnet::parse("10.213.0.0/16").unwrap();
+        assert_eq!(s.gateway(), Ipv4Addr::new(10, 213, 0, 1));
+        assert_eq!(s.capacity(), 65533);
+        assert!(Subnet::parse("10.213.0.1/16").unwrap_err().contains("host bits"));
+        assert!(Subnet::parse("10.213.0.0/31").is_err());
+        assert!(Subnet::parse("10.213.0.0").is_err());
+        assert!(s.overlaps(&Subnet::parse("10.213.7.0/24").unwrap()));
+        assert!(!s.overlaps(&Subnet::parse("10.88.0.0/16").unwrap()));
+        assert!(!s.overlaps(&Subnet::parse("172.17.0.0/16").unwrap()));
+        assert!(s.contains(Ipv4Addr::new(10, 213, 255, 254)));
+    }
+
+    #[test]
+    fn addresses_are_never_given_twice_and_not_reused_at_once() {
+        let mut p = Pool::new(Subnet::parse("192.168.50.0/29").unwrap());
+        // .2 to .6: five addresses.
+        let ips: Vec<Ipv4Addr> = (0..5).map(|i| p.allocate(&format!("c{i}")).unwrap()).collect();
+        assert_eq!(ips.first(), Some(&Ipv4Addr::new(192, 168, 50, 2)));
+        assert_eq!(ips.last(), Some(&Ipv4Addr::new(192, 168, 50, 6)));
+        assert!(p.allocate("c5").unwrap_err().contains("no address left"));
+        p.release("c1");
+        p.release("c3");
+        // After .6 comes .3 (the first free one, wrapping), then .5.
+        assert_eq!(p.allocate("x").unwrap(), Ipv4Addr::new(192, 168, 50, 3));
+        assert_eq!(p.allocate("y").unwrap(), Ipv4Addr::new(192, 168, 50, 5));
+        let mut again: Vec<_> = p.used.keys().collect();
+        again.dedup();
+        assert_eq!(again.len(), 5);
+    }
+
+    #[test]
+    fn a_pool_survives_a_round_trip_and_reclaims_the_dead() {
+        let mut p = Pool::new(Subnet::parse("10.213.0.0/16").unwrap());
+        p.allocate("web").unwrap();
+        let db = p.allocate("db").unwrap();
+        let text = serde_json::to_string(&p).unwrap();
+        let mut back: Pool = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, p);
+        let freed = back.reclaim(|h| h == "db");
+        assert_eq!(freed.len(), 1);
+        assert_eq!(back.used.values().collect::<Vec<_>>(), ["db"]);
+        assert_eq!(back.used.keys().next(), Some(&db));
+        // The cursor survives: the next address is after db's.
+        assert_eq!(back.allocate("n").unwrap(), Ipv4Addr::new(10, 213, 0, 4));
+    }
+}
