@@ -108,8 +108,8 @@ impl Pool {
         let start = self.last.map_or(0, |l| (u32::from(l) - first + 1) % count);
         for i in 0..count {
             let ip = Ipv4Addr::from(first + (start + i) % count);
-            if !self.used.contains_key(&ip) {
-                self.used.insert(ip, holder.to_string());
+            if let std::collections::btree_map::Entry::Vacant(slot) = self.used.entry(ip) {
+                slot.insert(holder.to_string());
                 self.last = Some(ip);
                 return Ok(ip);
             }
