@@ -11,6 +11,8 @@ packages=(
   file             # checks that busybox is static
   jq               # reads JSON in scripts
   util-linux       # setpriv, unshare, nsenter: tests that drop privileges or make namespaces
+  nftables         # nft: the bridge network's masquerading (one table of our own)
+  iproute2         # ip: tests that make network namespaces and read links
   gcc              # cc -static: the small notify client a health test puts in a container
   libc6-dev        # the static C library for it
   docker-registry  # the registry the image tests pull from

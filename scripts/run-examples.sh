@@ -7,9 +7,9 @@
 # database PING through `supervisorctl exec`, and, on a terminal, keeps
 # running until Ctrl-C (which stops every unit in reverse order).
 #
-# web publishes a port and worker reaches db by name: both need the bridge
-# network (issue 6); until then web shows the published-ports error and
-# worker backs off.
+# worker reaches db by name on the bridge network (sv0, 10.213.0.0/16 by
+# default; removed again when supervisord stops); web publishes a port,
+# which is not built yet (issue 6): it shows that error.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -35,7 +35,7 @@ stop() {
 trap stop EXIT
 
 for _ in $(seq 300); do
-  [[ $($ctl status --json 2>/dev/null | jq -r '.[] | select(.name=="db") | .state') == running ]] && break
+  [[ $($ctl status --json 2>/dev/null | jq -r '[.[] | select(.name=="db" or .name=="worker") | .state] | join(",")') == running,running ]] && break
   sleep 0.1
 done
 $ctl status || true

@@ -446,7 +446,7 @@ fn as_pid_1_of_a_pid_namespace_it_reaps_orphans() {
     std::fs::create_dir(dir.path().join("units")).unwrap();
     let p = dir.path();
     let mut child = std::process::Command::new("unshare")
-        .args(["--pid", "--fork", "--mount", "--mount-proc", "--uts", "--"])
+        .args(["--pid", "--fork", "--mount", "--mount-proc", "--uts", "--net", "--"])
         .arg(env!("CARGO_BIN_EXE_supervisord"))
         .arg("--units")
         .arg(p.join("units"))
@@ -516,7 +516,7 @@ fn a_unit_with_published_ports_fails_clearly_until_the_network_exists() {
     d.write_unit(&ok, &sleeper());
     d.wait_state(&ok, "running");
     let u = d.wait_state(&web, "failed");
-    assert!(u["error"].as_str().unwrap().contains("published ports need the bridge network"), "{u}");
+    assert!(u["error"].as_str().unwrap().contains("published ports are not built yet"), "{u}");
     assert_eq!(u["restarts"], 0, "a start that cannot work is not retried: {u}");
     let out = d.ctl(&["status"]);
     assert_eq!(out.status.code(), Some(3));

@@ -168,8 +168,22 @@ fn run_with(args: Args, paths: Paths, config: Config) -> ExitCode {
                 return ExitCode::from(2);
             }
         };
+        let subnet = config.network.subnet.as_deref().unwrap_or(crate::runtime::network::DEFAULT_SUBNET);
+        let subnet = match crate::runtime::network::ipam::Subnet::parse(subnet) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("supervisord: [network] subnet: {e}");
+                return ExitCode::from(2);
+            }
+        };
+        let bridge = config.network.bridge.clone().unwrap_or_else(|| "sv0".to_string());
+        if bridge.is_empty() || bridge.len() > 15 || bridge.contains(['/', ' ']) {
+            eprintln!("supervisord: [network] bridge: {bridge:?} is not an interface name (1-15 characters)");
+            return ExitCode::from(2);
+        }
         let options = Options {
             paths,
+            bridge: Some(crate::runtime::network::bridge::Config { name: bridge, subnet }),
             insecure_registries: config.insecure_registries.clone(),
             authfile: config.authfile.clone().unwrap_or_else(|| PathBuf::from("/etc/supervisor/auth.json")),
             socket_group,

@@ -18,6 +18,7 @@ use super::{pid1, watch as watcher};
 use crate::runtime::cgroups::Manager;
 use crate::runtime::container::state::clean_up;
 use crate::runtime::image::{PullOptions, RegistryOptions, Store};
+use crate::runtime::network::bridge::{Bridge, Config as BridgeConfig};
 use crate::runtime::reaper::Reaper;
 
 /// Where things are, after flags and the config file.
@@ -31,6 +32,8 @@ pub struct Paths {
 
 pub struct Options {
     pub paths: Paths,
+    /// The bridge network; none: bridge units get loopback only.
+    pub bridge: Option<BridgeConfig>,
     pub insecure_registries: Vec<String>,
     pub authfile: PathBuf,
     pub socket_group: Option<u32>,
@@ -152,6 +155,14 @@ async fn daemon(options: &Options, pid1: bool) -> Result<Option<Power>, String> 
         reaper: reaper.clone(),
         sockets: crate::health::netns::Factory::start().map_err(|e| format!("probe socket thread: {e}"))?,
     });
+    let bridge = match &options.bridge {
+        Some(config) => Some(Arc::new(
+            Bridge::setup(config.clone(), &paths.state_dir, &paths.run_dir, reaper.clone())
+                .await
+                .map_err(|e| format!("bridge network {}: {e}", config.name))?,
+        )),
+        None => None,
+    };
     let env = Arc::new(Env {
         state_dir: paths.state_dir.clone(),
         run_dir: paths.run_dir.clone(),
@@ -160,6 +171,7 @@ async fn daemon(options: &Options, pid1: bool) -> Result<Option<Power>, String> 
         cgroups,
         reaper,
         helper: std::fs::read_link("/proc/self/exe").unwrap_or_else(|_| PathBuf::from("/proc/self/exe")),
+        bridge: bridge.clone(),
     });
     let (tx, rx) = mpsc::unbounded_channel();
     let (events, _) = broadcast::channel(1024);
@@ -229,6 +241,13 @@ async fn daemon(options: &Options, pid1: bool) -> Result<Option<Power>, String> 
         t.abort();
     }
     let _ = std::fs::remove_file(&socket);
+    if let Some(b) = &bridge {
+        // Everything is stopped (or the engine died: the next life cleans
+        // up and takes the bridge over).
+        if outcome.is_ok() {
+            b.teardown().await;
+        }
+    }
     match outcome {
         Ok(()) => {
             tracing::info!("every unit is stopped");

@@ -93,6 +93,8 @@ pub struct RunInfo {
     pub image_health: Option<Healthcheck>,
     /// The listener of a notify unit's socket.
     pub notify_task: Option<AbortHandle>,
+    /// Its address on the bridge.
+    pub address: Option<std::net::Ipv4Addr>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -147,6 +149,8 @@ pub struct UnitStatus {
     pub reason: Option<String>,
     pub image: Option<String>,
     pub image_digest: Option<String>,
+    /// Its address on the bridge network.
+    pub address: Option<String>,
     #[serde(serialize_with = "opt_rfc3339")]
     pub started_at: Option<SystemTime>,
     pub file: Option<PathBuf>,
@@ -187,6 +191,7 @@ struct Run {
     restart: bool,
     log_limits: Arc<Limits>,
     image_health: Option<Healthcheck>,
+    address: Option<std::net::Ipv4Addr>,
     /// The health check and its state, when there is one.
     health: Option<(Check, Tracker)>,
     /// Stopped for being unhealthy: what `on_unhealthy` said.
@@ -356,6 +361,7 @@ impl Entry {
             reason: self.reason.clone(),
             image: self.unit.as_ref().map(|u| u.unit.container.image.to_string()),
             image_digest: run.and_then(|r| r.image_digest.clone()),
+            address: run.and_then(|r| r.address).map(|a| a.to_string()),
             started_at: run.and_then(|r| r.started_at.map(|(_, t)| t)),
             file: self.file.clone(),
             held: self.held,
@@ -803,6 +809,7 @@ impl Engine {
             restart: false,
             log_limits: limits.clone(),
             image_health: None,
+            address: None,
             health: None,
             unhealthy: None,
             notify: loaded.unit.container.notify.then_some((false, None)),
@@ -851,7 +858,8 @@ impl Engine {
                     return;
                 }
             };
-            let Started { pid, cgroup, stop_signal, image_digest, image_health, exit, stdout, stderr } = started;
+            let Started { pid, cgroup, stop_signal, image_digest, image_health, exit, stdout, stderr, veth, address } =
+                started;
             let notify_task = notify.as_ref().map(|(_, socket)| {
                 let (tx, name) = (tx.clone(), name.clone());
                 let socket = socket.clone();
@@ -869,12 +877,15 @@ impl Engine {
                 }
                 Err(e) => tracing::error!("{name}: cannot open {}: {e}", log_path.display()),
             }
-            let info = RunInfo { pid, cgroup: cgroup.clone(), stop_signal, image_digest, image_health, notify_task };
+            let info =
+                RunInfo { pid, cgroup: cgroup.clone(), stop_signal, image_digest, image_health, notify_task, address };
             let _ = tx.send(Event::Started { name: name.clone(), generation, result: Ok(info) });
             // The exit, then nothing of the container left.
             let status = exit.await.unwrap_or(Exit::Signal(libc::SIGKILL));
             let n = name.clone();
-            let oom = tokio::task::spawn_blocking(move || starter::finish(&env, &n, &cgroup)).await.unwrap_or(false);
+            let oom = tokio::task::spawn_blocking(move || starter::finish(&env, &n, &cgroup, veth.as_deref()))
+                .await
+                .unwrap_or(false);
             if let Some((dir, _)) = &notify {
                 notify::remove(dir);
             }
@@ -896,6 +907,7 @@ impl Engine {
                 run.stop_signal = s.stop_signal;
                 run.image_digest = Some(s.image_digest);
                 run.image_health = s.image_health;
+                run.address = s.address;
                 run.tasks.extend(s.notify_task);
                 run.phase = Phase::Running;
                 run.started_at = Some((Instant::now(), SystemTime::now()));

@@ -61,7 +61,7 @@ pub fn container_dir(state_dir: &Path, name: &str) -> PathBuf {
 /// retried by its restart policy.
 pub fn unsupported(unit: &Unit) -> Result<(), String> {
     if let Some(p) = unit.container.ports.first() {
-        return Err(format!("ports = [\"{p}\"]: published ports need the bridge network, which is not built yet"));
+        return Err(format!("ports = [\"{p}\"]: published ports are not built yet (issue 6)"));
     }
     if let Network::Unit(_) = unit.container.network {
         return Err("network = \"unit:...\" is not built yet".into());
@@ -69,9 +69,19 @@ pub fn unsupported(unit: &Unit) -> Result<(), String> {
     Ok(())
 }
 
+/// Host files a container gets read-only: `(source, destination)`.
+pub type HostFiles<'a> = &'a [(PathBuf, &'static str)];
+
 /// Prepares `unit`'s container on `image`. `notify_dir`: the directory of
-/// a notify unit's socket, mounted into the container.
-pub fn prepare(unit: &Unit, image: &Image, state_dir: &Path, notify_dir: Option<&Path>) -> Result<Prepared, String> {
+/// a notify unit's socket, mounted into the container; `files`: host
+/// files mounted read-only (the bridge's hosts and resolv.conf).
+pub fn prepare(
+    unit: &Unit,
+    image: &Image,
+    state_dir: &Path,
+    notify_dir: Option<&Path>,
+    files: HostFiles,
+) -> Result<Prepared, String> {
     unsupported(unit)?;
     let name = &unit.name;
     // Every start begins from the image: a fresh writable layer.
@@ -123,6 +133,9 @@ pub fn prepare(unit: &Unit, image: &Image, state_dir: &Path, notify_dir: Option<
     if let Some(dir) = notify_dir {
         add_notify_socket(&mut spec, dir)?;
     }
+    for (source, dest) in files {
+        add_bind(&mut spec, source, dest, &["rbind", "ro", "nosuid", "nodev", "noexec"])?;
+    }
     let mut plan = from_spec(&spec, &dir)?;
     plan.overlay = Some(OverlayPlan { layers: image.layer_dirs.clone(), upper: upper.clone(), work: work.clone() });
     let default_seccomp = unit.container.seccomp == Seccomp::Default && !unit.container.privileged;
@@ -139,6 +152,7 @@ pub fn prepare(unit: &Unit, image: &Image, state_dir: &Path, notify_dir: Option<
             overlay: Some((image.layer_dirs.clone(), upper, work)),
             default_seccomp,
             cgroup: None,
+            network: None,
         },
         plan,
         resources,
@@ -150,23 +164,33 @@ pub fn prepare(unit: &Unit, image: &Image, state_dir: &Path, notify_dir: Option<
 /// The notify socket's directory mounted at `/run/notify`, and
 /// `NOTIFY_SOCKET` naming the socket in it.
 fn add_notify_socket(spec: &mut oci_spec::runtime::Spec, dir: &Path) -> Result<(), String> {
-    use oci_spec::runtime::MountBuilder;
-    let mount = MountBuilder::default()
-        .destination(super::notify::MOUNT)
-        .typ("bind")
-        .source(dir)
-        .options(vec!["rbind".to_string(), "nosuid".into(), "nodev".into(), "noexec".into()])
-        .build()
-        .map_err(|e| e.to_string())?;
-    let mut mounts = spec.mounts().clone().unwrap_or_default();
-    mounts.push(mount);
-    spec.set_mounts(Some(mounts));
+    add_bind(spec, dir, super::notify::MOUNT, &["rbind", "nosuid", "nodev", "noexec"])?;
     if let Some(process) = spec.process_mut() {
         let mut env = process.env().clone().unwrap_or_default();
         env.retain(|e| !e.starts_with("NOTIFY_SOCKET="));
         env.push(format!("NOTIFY_SOCKET={}", super::notify::SOCKET));
         process.set_env(Some(env));
     }
+    Ok(())
+}
+
+/// A bind mount of the host's `source` at `dest`, unless the unit mounts
+/// something there itself.
+fn add_bind(spec: &mut oci_spec::runtime::Spec, source: &Path, dest: &str, options: &[&str]) -> Result<(), String> {
+    use oci_spec::runtime::MountBuilder;
+    let mut mounts = spec.mounts().clone().unwrap_or_default();
+    if mounts.iter().any(|m| m.destination() == Path::new(dest)) {
+        return Ok(());
+    }
+    let mount = MountBuilder::default()
+        .destination(dest)
+        .typ("bind")
+        .source(source)
+        .options(options.iter().map(|o| o.to_string()).collect::<Vec<_>>())
+        .build()
+        .map_err(|e| e.to_string())?;
+    mounts.push(mount);
+    spec.set_mounts(Some(mounts));
     Ok(())
 }
 

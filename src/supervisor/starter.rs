@@ -19,10 +19,14 @@ use super::prepare::{container_dir, image, needs_pull, prepare};
 use crate::runtime::cgroups::{Cgroup, Manager, Resources};
 use crate::runtime::container::helper::{Go, Reply};
 use crate::runtime::container::state::{ContainerState, ProcessState, start_time};
+use std::sync::Arc;
+
 use crate::runtime::image::config::Healthcheck;
 use crate::runtime::image::{PullOptions, Quiet, Store};
+use crate::runtime::network::bridge::Bridge;
 use crate::runtime::reaper::{Exit, Reaper};
 use crate::units::Unit;
+use crate::units::model::Network;
 
 /// What starting needs, shared by every start.
 pub struct Env {
@@ -34,6 +38,8 @@ pub struct Env {
     pub reaper: Reaper,
     /// The program that serves `runtime spawn` (ourselves).
     pub helper: PathBuf,
+    /// The bridge network, for units on it.
+    pub bridge: Option<Arc<Bridge>>,
 }
 
 /// A running container.
@@ -46,6 +52,10 @@ pub struct Started {
     pub exit: oneshot::Receiver<Exit>,
     pub stdout: std::fs::File,
     pub stderr: std::fs::File,
+    /// The host end of its veth pair, on the bridge.
+    pub veth: Option<String>,
+    /// Its address there.
+    pub address: Option<std::net::Ipv4Addr>,
 }
 
 /// Starts `unit`'s container. `pulling` is called first when the image
@@ -63,12 +73,31 @@ pub fn start(
     let image = image(unit, &env.store, &env.pull, &Quiet)?;
     starting();
     let name = &unit.name;
-    let prepared = prepare(unit, &image, &env.state_dir, notify_dir)?;
-    let cgroup = env.cgroups.create(name).map_err(|e| e.to_string())?;
+    let bridge = env.bridge.as_deref().filter(|_| unit.container.network == Network::Bridge);
+    let files: Vec<(PathBuf, &'static str)> =
+        bridge.map(|b| vec![(b.hosts_path(), "/etc/hosts"), (b.resolv_path(), "/etc/resolv.conf")]).unwrap_or_default();
+    let mut prepared = prepare(unit, &image, &env.state_dir, notify_dir, &files)?;
+    if let Some(b) = bridge {
+        prepared.request.network = Some(b.reserve(name)?);
+    }
+    let mut aliases = unit.container.aliases.clone();
+    if unit.container.hostname != unit.name {
+        aliases.push(unit.container.hostname.clone());
+    }
+    let cgroup = match env.cgroups.create(name) {
+        Ok(c) => c,
+        Err(e) => {
+            if let Some(b) = bridge {
+                b.unreserve(name);
+            }
+            return Err(e.to_string());
+        }
+    };
+    let mut veth = None;
     let result = cgroup
         .set(&prepared.resources)
         .map_err(|e| e.to_string())
-        .and_then(|()| spawn(env, &prepared.request, &cgroup));
+        .and_then(|()| spawn(env, &prepared.request, &cgroup, bridge.map(|b| (b, &aliases[..])), name, &mut veth));
     match result {
         Ok((pid, exit, stdout, stderr)) => {
             let state = ContainerState {
@@ -91,10 +120,12 @@ pub fn start(
                 exit,
                 stdout,
                 stderr,
+                veth,
+                address: prepared.request.network.as_ref().map(|n| n.address),
             })
         }
         Err(e) => {
-            clean_up(env, name, &cgroup);
+            clean_up(env, name, &cgroup, veth.as_deref());
             Err(e)
         }
     }
@@ -106,6 +137,9 @@ fn spawn(
     env: &Env,
     request: &crate::runtime::container::helper::SpawnRequest,
     cgroup: &Cgroup,
+    bridge: Option<(&Bridge, &[String])>,
+    name: &str,
+    veth: &mut Option<String>,
 ) -> Result<Spawned, String> {
     let io = |what: &str, e: std::io::Error| format!("spawn helper: {what}: {e}");
     let (ours, theirs) = UnixStream::pair().map_err(|e| io("socketpair", e))?;
@@ -145,6 +179,12 @@ fn spawn(
         _ => return Err("spawn helper: no pid".into()),
     };
     let exit = env.reaper.watch(pid);
+    // On the bridge before it runs: its interface is there for its init
+    // to configure.
+    if let (Some((b, aliases)), Some(plan)) = (bridge, &request.network) {
+        let attached = tokio::runtime::Handle::current().block_on(b.attach(name, aliases, pid as u32, plan))?;
+        *veth = Some(attached);
+    }
     let mut go = serde_json::to_vec(&Go { go: true }).map_err(|e| e.to_string())?;
     go.push(b'\n');
     writer.write_all(&go).map_err(|e| io("send", e))?;
@@ -158,13 +198,17 @@ fn spawn(
 /// After the container's first process ended: whether the OOM killer
 /// struck, then nothing of it left: processes, cgroup, writable layer,
 /// state record.
-pub fn finish(env: &Env, name: &str, cgroup: &Cgroup) -> bool {
+pub fn finish(env: &Env, name: &str, cgroup: &Cgroup, veth: Option<&str>) -> bool {
     let oom = cgroup.oom_kills() > 0;
-    clean_up(env, name, cgroup);
+    clean_up(env, name, cgroup, veth);
     oom
 }
 
-fn clean_up(env: &Env, name: &str, cgroup: &Cgroup) {
+fn clean_up(env: &Env, name: &str, cgroup: &Cgroup, veth: Option<&str>) {
+    if let Some(b) = &env.bridge {
+        // Off the bridge (if it was on it): name, address, veth.
+        tokio::runtime::Handle::current().block_on(b.detach(name, veth));
+    }
     let _ = cgroup.kill_all();
     if let Err(e) = cgroup.remove(Duration::from_secs(10)) {
         tracing::warn!("{name}: cannot remove its cgroup: {e}");

@@ -28,10 +28,13 @@ impl Daemon {
         Daemon::start_configured("", f)
     }
 
-    /// Starts it with this global config file.
+    /// Starts it with this global config file (and, unless it says
+    /// otherwise, a bridge and subnet of its own).
     pub fn start_configured(config: &str, f: impl FnOnce(&mut Command)) -> Daemon {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("units")).unwrap();
+        let config =
+            if config.contains("[network]") { config.to_string() } else { format!("{config}{}", network_config()) };
         std::fs::write(dir.path().join("supervisord.toml"), config).unwrap();
         let mut d = Daemon { dir, child: None };
         d.spawn_with(f);
@@ -198,6 +201,34 @@ impl Drop for Daemon {
             .args(["runtime", "cleanup"])
             .output();
     }
+}
+
+/// A bridge name and a /24 of 10.214.0.0/15 no other test daemon (of any
+/// test process) uses at the same time: a host-wide counter under a lock.
+pub fn network_config() -> String {
+    use std::io::{Read, Seek, Write};
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open("/tmp/supervisor-tests-subnets")
+        .unwrap();
+    // SAFETY: flock on a descriptor we own; blocks until granted.
+    assert_eq!(unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&f), libc::LOCK_EX) }, 0);
+    let mut text = String::new();
+    f.read_to_string(&mut text).unwrap();
+    let n: u32 = text.trim().parse().unwrap_or(0);
+    f.set_len(0).unwrap();
+    f.rewind().unwrap();
+    write!(f, "{}", n.wrapping_add(1)).unwrap();
+    let n = n % 512;
+    format!(
+        "[network]\nbridge = \"{}\"\nsubnet = \"10.{}.{}.0/24\"\n",
+        super::unique_name("tb"),
+        214 + n / 256,
+        n % 256
+    )
 }
 
 /// Whether a process exists (and is not a zombie).

@@ -45,6 +45,10 @@ pub struct SpawnRequest {
     /// Apply the default seccomp filter (derived from the capabilities).
     pub default_seccomp: bool,
     pub cgroup: Option<Cgroup>,
+    /// The interface the caller puts in the container's network namespace
+    /// before it lets the container go, and its configuration.
+    #[serde(default)]
+    pub network: Option<crate::runtime::network::NetPlan>,
 }
 
 /// One message from the helper.
@@ -118,6 +122,7 @@ fn run(input: &mut BufReader<UnixStream>, out: &mut UnixStream) -> Result<(), Ru
         serde_json::from_str(&line).map_err(|e| RuntimeError::Spec(format!("bad spawn request: {e}")))?;
     let mut plan = from_spec(&req.spec, &req.dir).map_err(RuntimeError::Spec)?;
     plan.overlay = req.overlay.map(|(layers, upper, work)| OverlayPlan { layers, upper, work });
+    plan.network = req.network;
     // A supervised container is never in our caller's session: a ^C at
     // the terminal that runs the supervisor is not for it.
     plan.new_session = true;

@@ -80,6 +80,9 @@ pub struct Plan {
     pub process: ProcessPlan,
     /// Start a new session (containers that are not in the foreground).
     pub new_session: bool,
+    /// The interface the runtime put in the new network namespace, to
+    /// configure before the program runs (bridge networking).
+    pub network: Option<crate::runtime::network::NetPlan>,
 }
 
 /// What a process in the container runs as and runs: the container's first
@@ -434,6 +437,7 @@ pub fn from_spec(spec: &Spec, bundle: &Path) -> Result<Plan, String> {
             env: process.env().clone().unwrap_or_default(),
         },
         new_session: false,
+        network: None,
     })
 }
 

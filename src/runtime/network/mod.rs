@@ -1,10 +1,25 @@
-//! Container networking (mechanism): the bridge's subnet and addresses.
-//! The bridge, veth pairs, nftables rules and published ports are built
-//! on these (issue 6, in progress: see the issue's note).
+//! Container networking (mechanism): the bridge, its addresses and names
+//! (`bridge`, `ipam`), through netlink (`netlink`) and one nftables table
+//! of our own. Published ports are next (issue 6).
 
+pub mod bridge;
 pub mod ipam;
+pub mod netlink;
+
+use std::net::Ipv4Addr;
 
 use ipam::{Subnet, mask};
+use serde::{Deserialize, Serialize};
+
+/// What a container configures on the interface the runtime gives it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetPlan {
+    /// Its name in the container (`eth0`).
+    pub interface: String,
+    pub address: Ipv4Addr,
+    pub prefix: u8,
+    pub gateway: Ipv4Addr,
+}
 
 /// The default bridge subnet: room for 65533 containers, and apart from
 /// Docker's 172.17.0.0/16, Podman's 10.88.0.0/16 and the 10.89.x.0/24

@@ -1,0 +1,320 @@
+//! The bridge network: one host bridge whose address is the containers'
+//! gateway, a veth pair per container (its peer made directly inside the
+//! container's network namespace as `eth0`), addresses from the persisted
+//! pool, outbound traffic masqueraded by one nftables table of our own,
+//! and names: one hosts file for every container on the bridge, rewritten
+//! in place when a container comes or goes (one write per change, not one
+//! per container), bind-mounted read-only as `/etc/hosts`.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use super::NetPlan;
+use super::ipam::{Pool, Subnet};
+use super::netlink::{Netlink, index};
+use crate::runtime::reaper::{Exit, Reaper};
+
+/// The bridge's name and subnet.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub name: String,
+    pub subnet: Subnet,
+}
+
+pub struct Bridge {
+    config: Config,
+    index: u32,
+    netlink: Netlink,
+    pool: Mutex<Pool>,
+    pool_path: PathBuf,
+    dir: PathBuf,
+    /// Name -> (address, aliases) of every attached container.
+    names: Mutex<BTreeMap<String, (Ipv4Addr, Vec<String>)>>,
+    next_veth: AtomicU32,
+    /// `net.ipv4.ip_forward` as we found it.
+    forward_was: Option<String>,
+    reaper: Reaper,
+}
+
+const FORWARD: &str = "/proc/sys/net/ipv4/ip_forward";
+
+fn table(bridge: &str) -> String {
+    format!("supervisor_{bridge}")
+}
+
+/// Our nftables table: masquerade what leaves the subnet through any
+/// other interface.
+pub fn ruleset(config: &Config) -> String {
+    let (t, b, s) = (table(&config.name), &config.name, config.subnet);
+    format!(
+        "table ip {t}\ndelete table ip {t}\ntable ip {t} {{\n\tchain postrouting {{\n\t\ttype nat hook postrouting priority srcnat; policy accept;\n\t\tip saddr {s} oifname != \"{b}\" masquerade\n\t}}\n}}\n"
+    )
+}
+
+/// Runs `nft -f -` on `script`. Its exit comes from the reaper: a wait
+/// of our own would race it.
+async fn nft(reaper: &Reaper, script: &str) -> Result<(), String> {
+    let err_file = tempfile_in_memory().map_err(|e| format!("nft: {e}"))?;
+    let mut child = std::process::Command::new("nft")
+        .args(["-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(err_file.try_clone().map_err(|e| format!("nft: {e}"))?)
+        .spawn()
+        .map_err(|e| format!("nft: {e} (install Debian's nftables)"))?;
+    let exit = reaper.watch(child.id() as i32);
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(script.as_bytes()).map_err(|e| format!("nft: {e}"))?;
+    }
+    drop(child);
+    match exit.await {
+        Ok(Exit::Code(0)) => Ok(()),
+        other => {
+            use std::io::{Read, Seek};
+            let mut f = err_file;
+            let mut text = String::new();
+            let _ = f.rewind().and_then(|()| f.read_to_string(&mut text));
+            Err(format!("nft: {} ({other:?})", text.trim()))
+        }
+    }
+}
+
+/// An anonymous file for a child's stderr.
+fn tempfile_in_memory() -> std::io::Result<std::fs::File> {
+    let name = std::ffi::CString::new("nft-stderr").map_err(std::io::Error::other)?;
+    // SAFETY: memfd_create with a NUL-terminated name we own.
+    let fd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: a new descriptor nothing else owns.
+    Ok(unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fd) })
+}
+
+/// `/etc/resolv.conf` for containers: the host's, without the loopback
+/// resolvers a container cannot reach.
+pub fn resolv_conf(host: &str) -> String {
+    let mut out = String::new();
+    for line in host.lines() {
+        let mut words = line.split_whitespace();
+        if words.next() == Some("nameserver") {
+            let loopback =
+                words.next().and_then(|a| a.parse::<std::net::IpAddr>().ok()).is_some_and(|a| a.is_loopback());
+            if loopback {
+                continue;
+            }
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
+/// The hosts file for `names`.
+pub fn hosts(names: &BTreeMap<String, (Ipv4Addr, Vec<String>)>) -> String {
+    let mut out = String::from("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n");
+    for (name, (ip, aliases)) in names {
+        out.push_str(&format!("{ip}\t{name}"));
+        for a in aliases {
+            out.push(' ');
+            out.push_str(a);
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// A MAC address from the container's IPv4 address (locally administered,
+/// as Docker does): a new container on an old address does not fight a
+/// stale ARP entry with a new MAC.
+pub fn mac(ip: Ipv4Addr) -> [u8; 6] {
+    let o = ip.octets();
+    [0x02, 0x53, o[0], o[1], o[2], o[3]]
+}
+
+/// Writes `text` over `path` in place: the bind mounts in running
+/// containers keep seeing the same file.
+fn write_in_place(path: &Path, text: &str) -> std::io::Result<()> {
+    let mut f = std::fs::OpenOptions::new().create(true).write(true).truncate(false).open(path)?;
+    f.write_all(text.as_bytes())?;
+    f.set_len(text.len() as u64)
+}
+
+impl Bridge {
+    /// Sets the bridge up (or takes over the one an earlier run left).
+    /// Nothing runs on it yet: every address is free.
+    pub async fn setup(config: Config, state_dir: &Path, run_dir: &Path, reaper: Reaper) -> Result<Bridge, String> {
+        let routes = std::fs::read_to_string("/proc/net/route").unwrap_or_default();
+        let clash = super::route_conflicts(&routes, &config.subnet, &config.name);
+        if !clash.is_empty() {
+            return Err(format!(
+                "the bridge subnet {} overlaps the host's route {}: choose another [network] subnet",
+                config.subnet,
+                clash.join(", ")
+            ));
+        }
+        let netlink = Netlink::open()?;
+        let index = netlink.bridge(&config.name, config.subnet.gateway(), config.subnet.prefix).await?;
+        let forward_was = std::fs::read_to_string(FORWARD).ok();
+        if forward_was.as_deref().map(str::trim) != Some("1") {
+            std::fs::write(FORWARD, "1").map_err(|e| format!("{FORWARD}: {e}"))?;
+        }
+        nft(&reaper, &ruleset(&config)).await?;
+        let pool_dir = state_dir.join("network");
+        std::fs::create_dir_all(&pool_dir).map_err(|e| format!("{}: {e}", pool_dir.display()))?;
+        let pool_path = pool_dir.join(format!("{}.json", config.name));
+        let mut pool = std::fs::read(&pool_path)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Pool>(&b).ok())
+            .filter(|p| p.subnet == config.subnet)
+            .unwrap_or_else(|| Pool::new(config.subnet));
+        // What an earlier supervisor held is free: its containers are gone.
+        for (ip, holder) in pool.reclaim(|_| false) {
+            tracing::info!("network: reclaimed {ip} of {holder}");
+        }
+        let dir = run_dir.join("network").join(&config.name);
+        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let resolv = resolv_conf(&std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default());
+        std::fs::write(dir.join("resolv.conf"), resolv).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let bridge = Bridge {
+            config,
+            index,
+            netlink,
+            pool: Mutex::new(pool),
+            pool_path,
+            dir,
+            names: Mutex::new(BTreeMap::new()),
+            next_veth: AtomicU32::new(0),
+            forward_was,
+            reaper,
+        };
+        bridge.save_pool();
+        bridge.write_hosts();
+        Ok(bridge)
+    }
+
+    pub fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    /// The hosts file every container on the bridge mounts.
+    pub fn hosts_path(&self) -> PathBuf {
+        self.dir.join("hosts")
+    }
+
+    pub fn resolv_path(&self) -> PathBuf {
+        self.dir.join("resolv.conf")
+    }
+
+    fn save_pool(&self) {
+        let pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
+        let tmp = self.pool_path.with_extension("json.tmp");
+        let ok = serde_json::to_vec(&*pool)
+            .map_err(std::io::Error::other)
+            .and_then(|b| std::fs::write(&tmp, b))
+            .and_then(|()| std::fs::rename(&tmp, &self.pool_path));
+        if let Err(e) = ok {
+            tracing::warn!("network: cannot save {}: {e}", self.pool_path.display());
+        }
+    }
+
+    fn write_hosts(&self) {
+        let text = hosts(&self.names.lock().unwrap_or_else(|e| e.into_inner()));
+        if let Err(e) = write_in_place(&self.hosts_path(), &text) {
+            tracing::warn!("network: cannot write {}: {e}", self.hosts_path().display());
+        }
+    }
+
+    /// An address for `holder`, and what its container will configure.
+    pub fn reserve(&self, holder: &str) -> Result<NetPlan, String> {
+        let ip = self.pool.lock().unwrap_or_else(|e| e.into_inner()).allocate(holder)?;
+        self.save_pool();
+        Ok(NetPlan {
+            interface: "eth0".into(),
+            address: ip,
+            prefix: self.config.subnet.prefix,
+            gateway: self.config.subnet.gateway(),
+        })
+    }
+
+    /// Frees what `holder` reserved, without an attachment.
+    pub fn unreserve(&self, holder: &str) {
+        self.pool.lock().unwrap_or_else(|e| e.into_inner()).release(holder);
+        self.save_pool();
+    }
+
+    /// Puts the container `pid` on the bridge with `plan`'s address and
+    /// names it (and its aliases) in the hosts file; the host end's name.
+    pub async fn attach(&self, holder: &str, aliases: &[String], pid: u32, plan: &NetPlan) -> Result<String, String> {
+        let n = self.next_veth.fetch_add(1, Ordering::Relaxed);
+        let host = format!("sv{:x}{n:x}", std::process::id() & 0xffff);
+        self.netlink.veth_into(&host, self.index, pid, &plan.interface, mac(plan.address)).await?;
+        self.names
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(holder.to_string(), (plan.address, aliases.to_vec()));
+        self.write_hosts();
+        Ok(host)
+    }
+
+    /// Takes `holder` off the bridge: its name, its address, its veth.
+    pub async fn detach(&self, holder: &str, host_veth: Option<&str>) {
+        self.names.lock().unwrap_or_else(|e| e.into_inner()).remove(holder);
+        self.write_hosts();
+        if let Some(v) = host_veth {
+            // Usually gone with the container's namespace already.
+            if let Err(e) = self.netlink.delete(v).await {
+                tracing::warn!("network: {e}");
+            }
+        }
+        self.unreserve(holder);
+    }
+
+    /// Removes the bridge and our nft table, and puts ip_forward back.
+    pub async fn teardown(&self) {
+        if let Err(e) = self.netlink.delete(&self.config.name).await {
+            tracing::warn!("network: {e}");
+        }
+        let t = table(&self.config.name);
+        if let Err(e) = nft(&self.reaper, &format!("table ip {t}\ndelete table ip {t}\n")).await {
+            tracing::warn!("network: {e}");
+        }
+        if let Some(was) = &self.forward_was {
+            if was.trim() != "1" {
+                let _ = std::fs::write(FORWARD, was.trim());
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+        if index(&self.config.name).is_some() {
+            tracing::warn!("network: the bridge {} is still there", self.config.name);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolv_conf_drops_loopback_resolvers() {
+        let host = "# generated\nnameserver 127.0.0.53\nnameserver 10.0.0.2\nnameserver ::1\nsearch lan\n";
+        assert_eq!(resolv_conf(host), "# generated\nnameserver 10.0.0.2\nsearch lan\n");
+    }
+
+    #[test]
+    fn hosts_names_every_container_and_its_aliases() {
+        let mut names = BTreeMap::new();
+        names.insert("db".to_string(), (Ipv4Addr::new(10, 213, 0, 2), vec!["database".to_string()]));
+        names.insert("web".to_string(), (Ipv4Addr::new(10, 213, 0, 3), vec![]));
+        let text = hosts(&names);
+        assert!(text.starts_with("127.0.0.1\tlocalhost\n"));
+        assert!(text.contains("10.213.0.2\tdb database\n10.213.0.3\tweb\n"), "{text}");
+        assert_eq!(mac(Ipv4Addr::new(10, 213, 0, 2)), [2, 0x53, 10, 213, 0, 2]);
+        let cfg = Config { name: "sv0".into(), subnet: Subnet::parse("10.213.0.0/16").unwrap() };
+        assert!(ruleset(&cfg).contains("ip saddr 10.213.0.0/16 oifname != \"sv0\" masquerade"));
+    }
+}

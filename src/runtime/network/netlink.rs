@@ -1,0 +1,86 @@
+//! The netlink edge (rtnetlink, pinned: its API changes often). Every
+//! call is a narrow function; nothing here knows about containers.
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use rtnetlink::packet_route::link::{InfoData, InfoVeth};
+use rtnetlink::{Handle, LinkBridge, LinkMessageBuilder, LinkUnspec, LinkVeth};
+
+/// A netlink connection whose socket lives in our network namespace.
+#[derive(Clone)]
+pub struct Netlink {
+    handle: Handle,
+}
+
+fn err(what: &str) -> impl Fn(rtnetlink::Error) -> String + '_ {
+    move |e| format!("{what}: {e}")
+}
+
+/// An interface's index in our network namespace (if_nametoindex asks a
+/// socket of ours; /sys/class/net shows the namespace sysfs was mounted
+/// in, which need not be ours).
+pub fn index(name: &str) -> Option<u32> {
+    let c = std::ffi::CString::new(name).ok()?;
+    // SAFETY: if_nametoindex reads a NUL-terminated string we own.
+    let i = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    (i != 0).then_some(i)
+}
+
+impl Netlink {
+    /// Opens the connection; its task runs on the current tokio runtime.
+    pub fn open() -> Result<Netlink, String> {
+        let (connection, handle, _) = rtnetlink::new_connection().map_err(|e| format!("netlink: {e}"))?;
+        tokio::spawn(connection);
+        Ok(Netlink { handle })
+    }
+
+    /// Makes the bridge `name` (or keeps it), with `address/prefix`, up.
+    pub async fn bridge(&self, name: &str, address: Ipv4Addr, prefix: u8) -> Result<u32, String> {
+        if index(name).is_none() {
+            self.handle
+                .link()
+                .add(LinkBridge::new(name).build())
+                .execute()
+                .await
+                .map_err(err(&format!("create the bridge {name}")))?;
+        }
+        let idx = index(name).ok_or_else(|| format!("the bridge {name} did not appear"))?;
+        match self.handle.address().add(idx, IpAddr::V4(address), prefix).execute().await {
+            Ok(()) => {}
+            // Kept from an earlier run.
+            Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::EEXIST => {}
+            Err(e) => return Err(format!("address {address}/{prefix} on {name}: {e}")),
+        }
+        self.handle
+            .link()
+            .set(LinkUnspec::new_with_index(idx).up().build())
+            .execute()
+            .await
+            .map_err(err(&format!("bring up {name}")))?;
+        Ok(idx)
+    }
+
+    /// A veth pair: `host` on the bridge `bridge` (up), and its peer
+    /// created directly in the network namespace of `pid` as `peer` with
+    /// the MAC address `mac` (down: the container configures it).
+    pub async fn veth_into(&self, host: &str, bridge: u32, pid: u32, peer: &str, mac: [u8; 6]) -> Result<(), String> {
+        let peer_msg =
+            LinkMessageBuilder::<LinkUnspec>::new().name(peer).address(mac.to_vec()).setns_by_pid(pid).build();
+        let msg = LinkVeth::new(host, peer)
+            .set_info_data(InfoData::Veth(InfoVeth::Peer(peer_msg)))
+            .controller(bridge)
+            .up()
+            .build();
+        self.handle.link().add(msg).execute().await.map_err(err(&format!("create the veth pair {host}")))
+    }
+
+    /// Deletes the interface `name`, if there.
+    pub async fn delete(&self, name: &str) -> Result<(), String> {
+        let Some(idx) = index(name) else { return Ok(()) };
+        match self.handle.link().del(idx).execute().await {
+            Ok(()) => Ok(()),
+            Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::ENODEV => Ok(()),
+            Err(e) => Err(format!("delete {name}: {e}")),
+        }
+    }
+}

@@ -1,0 +1,189 @@
+//! The bridge network, as root: real bridges, veths, addresses, names and
+//! nftables masquerading, each test daemon on a bridge and /24 of its own.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::daemon::{Daemon, busybox};
+use common::text;
+use serde_json::Value;
+
+/// A unit running `script` under sh (stopping at once on SIGTERM), with
+/// extra `[container]` lines.
+fn unit(script: &str, extra: &str) -> String {
+    format!(
+        "[container]\nimage = \"{}\"\ncommand = [\"sh\", \"-c\", {:?}]\n{extra}",
+        busybox(),
+        format!("trap 'exit 0' TERM; {script}")
+    )
+}
+
+fn sh(d: &Daemon, name: &str, script: &str) -> std::process::Output {
+    d.ctl(&["exec", name, "--", "sh", "-c", script])
+}
+
+fn bridge_of(d: &Daemon) -> String {
+    let conf = std::fs::read_to_string(d.dir.path().join("supervisord.toml")).unwrap();
+    conf.lines().find_map(|l| l.strip_prefix("bridge = ")).unwrap().trim_matches('"').to_string()
+}
+
+#[test]
+fn containers_get_an_address_and_find_each_other_by_name_across_restarts() {
+    root_only!("containers_get_an_address_and_find_each_other_by_name_across_restarts");
+    let d = Daemon::start();
+    let (a, b) = (common::unique_name("na"), common::unique_name("nb"));
+    d.write_unit(
+        &a,
+        &unit(
+            "mkdir -p /www; echo hello-from-$HOSTNAME > /www/index.html; httpd -p 8080 -h /www; sleep 100000 & wait",
+            "aliases = [\"web\"]\n",
+        ),
+    );
+    d.write_unit(&b, &unit("sleep 100000 & wait", ""));
+    let ua = d.wait_state(&a, "running");
+    d.wait_state(&b, "running");
+    let addr = ua["address"].as_str().expect("an address").to_string();
+
+    // eth0 with the address, a default route through the bridge.
+    let out = text(&sh(&d, &a, "ip -4 -o addr show eth0; ip route; ls /sys/class/net").stdout);
+    assert!(out.contains(&format!("inet {addr}/24")), "{out}");
+    assert!(out.contains("default via "), "{out}");
+    assert!(out.contains("eth0") && out.contains("lo"), "{out}");
+
+    // b reaches a by name and by alias.
+    let fetch = |host: &str| {
+        let mut last = String::new();
+        for _ in 0..50 {
+            let o = sh(&d, &b, &format!("wget -q -O - http://{host}:8080/"));
+            last = format!("{}{}", text(&o.stdout), text(&o.stderr));
+            if o.status.success() {
+                return text(&o.stdout);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("{host}: {last}");
+    };
+    assert_eq!(fetch(&a).trim(), format!("hello-from-{a}"));
+    assert_eq!(fetch("web").trim(), format!("hello-from-{a}"));
+
+    // a restarts with a new address; the name follows it.
+    assert!(d.ctl(&["restart", &a]).status.success());
+    let again = d.wait_state(&a, "running");
+    assert_ne!(again["address"], ua["address"], "a new address was expected after a restart");
+    assert_eq!(fetch(&a).trim(), format!("hello-from-{a}"));
+}
+
+#[test]
+fn none_has_only_loopback_and_host_shares_the_hosts_interfaces() {
+    root_only!("none_has_only_loopback_and_host_shares_the_hosts_interfaces");
+    let d = Daemon::start();
+    let (none, host) = (common::unique_name("nn"), common::unique_name("nh"));
+    d.write_unit(&none, &unit("sleep 100000 & wait", "network = \"none\"\n"));
+    d.write_unit(&host, &unit("sleep 100000 & wait", "network = \"host\"\n"));
+    let u = d.wait_state(&none, "running");
+    assert!(u["address"].is_null());
+    d.wait_state(&host, "running");
+    assert_eq!(text(&sh(&d, &none, "ls /sys/class/net").stdout).split_whitespace().collect::<Vec<_>>(), ["lo"]);
+    let seen = text(&sh(&d, &host, "ls /sys/class/net").stdout);
+    assert!(seen.split_whitespace().any(|i| i == bridge_of(&d)), "host network sees the host's links: {seen}");
+}
+
+/// A network namespace acting as another machine, linked to the host by a
+/// veth pair: its address, and the host's on that link.
+struct Outside {
+    ns: String,
+    link: String,
+}
+
+impl Outside {
+    fn new(n: u8) -> (Outside, String, String) {
+        let ns = common::unique_name("to");
+        let link = common::unique_name("tv");
+        let (host, peer) = (format!("10.251.{n}.1"), format!("10.251.{n}.2"));
+        let run = |args: &[&str]| {
+            let st = Command::new("ip").args(args).status().unwrap();
+            assert!(st.success(), "ip {args:?}");
+        };
+        run(&["netns", "add", &ns]);
+        run(&["link", "add", &link, "type", "veth", "peer", "name", "eth0", "netns", &ns]);
+        run(&["addr", "add", &format!("{host}/30"), "dev", &link]);
+        run(&["link", "set", &link, "up"]);
+        run(&["-n", &ns, "addr", "add", &format!("{peer}/30"), "dev", "eth0"]);
+        run(&["-n", &ns, "link", "set", "eth0", "up"]);
+        run(&["-n", &ns, "link", "set", "lo", "up"]);
+        (Outside { ns, link }, host, peer)
+    }
+}
+
+impl Drop for Outside {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["link", "del", &self.link]).status();
+        let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
+    }
+}
+
+#[test]
+fn outbound_traffic_is_masqueraded_and_nothing_is_left_behind() {
+    root_only!("outbound_traffic_is_masqueraded_and_nothing_is_left_behind");
+    let _lock = common::host_lock();
+    let (outside, host_addr, peer) = Outside::new((std::process::id() % 200) as u8);
+    // A server on the other machine that answers with who is asking.
+    let server = "import socket\ns=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\ns.bind(('0.0.0.0', 9000)); s.listen(8)\nwhile True:\n    c, a = s.accept(); c.recv(1024); c.sendall(('HTTP/1.0 200 OK\\r\\n\\r\\n' + a[0] + '\\n').encode()); c.close()\n";
+    let mut srv = Command::new("ip").args(["netns", "exec", &outside.ns, "python3", "-c", server]).spawn().unwrap();
+
+    let mut d = Daemon::start();
+    let bridge = bridge_of(&d);
+    let name = common::unique_name("nm");
+    d.write_unit(&name, &unit("sleep 100000 & wait", ""));
+    let u = d.wait_state(&name, "running");
+    let mut seen = String::new();
+    for _ in 0..50 {
+        let o = sh(&d, &name, &format!("wget -q -O - http://{peer}:9000/"));
+        seen = text(&o.stdout);
+        if o.status.success() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    srv.kill().unwrap();
+    srv.wait().unwrap();
+    assert_eq!(seen.trim(), host_addr, "the container ({}) was not masqueraded", u["address"]);
+
+    // Start/stop cycles leave no veth on the bridge; shutdown removes the
+    // bridge and our table.
+    for _ in 0..3 {
+        assert!(d.ctl(&["restart", &name]).status.success());
+    }
+    assert!(d.ctl(&["stop", &name]).status.success());
+    let ports = text(&Command::new("ip").args(["-o", "link", "show", "master", &bridge]).output().unwrap().stdout);
+    assert!(ports.trim().is_empty(), "veths left on {bridge}: {ports}");
+    assert!(d.terminate(30).success());
+    let links = text(&Command::new("ip").args(["-o", "link"]).output().unwrap().stdout);
+    assert!(!links.contains(&format!(": {bridge}:")), "the bridge {bridge} is left");
+    let tables = text(&Command::new("nft").args(["list", "tables"]).output().unwrap().stdout);
+    assert!(!tables.contains(&format!("supervisor_{bridge}")), "{tables}");
+    drop(outside);
+}
+
+#[test]
+fn the_hosts_and_resolv_files_are_the_bridges() {
+    root_only!("the_hosts_and_resolv_files_are_the_bridges");
+    let d = Daemon::start();
+    let name = common::unique_name("nr");
+    d.write_unit(&name, &unit("sleep 100000 & wait", ""));
+    let u = d.wait_state(&name, "running");
+    let hosts = text(&sh(&d, &name, "cat /etc/hosts").stdout);
+    assert!(hosts.contains(&format!("{}\t{name}", u["address"].as_str().unwrap())), "{hosts}");
+    let resolv = text(&sh(&d, &name, "cat /etc/resolv.conf").stdout);
+    let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    for line in resolv.lines() {
+        assert!(host_resolv.contains(line), "{line:?} is not the host's");
+        assert!(!line.contains("127.0.0."), "a loopback resolver reached the container: {resolv}");
+    }
+    // Read-only in the container.
+    assert!(!sh(&d, &name, "echo x >> /etc/hosts").status.success());
+    let v: Value = serde_json::from_slice(&d.ctl(&["status", "--json", &name]).stdout).unwrap();
+    assert_eq!(v[0]["address"], u["address"]);
+}
