@@ -54,7 +54,14 @@ impl Client {
             format!("{}: {e}{hint}", self.socket.display())
         })?;
         let req = format!("{method} {target} HTTP/1.1\r\nHost: supervisord\r\nContent-Length: 0\r\n\r\n");
-        s.write_all(req.as_bytes()).map_err(|e| format!("{}: {e}", self.socket.display()))?;
+        // A server that answers before reading (a refusal) closes early:
+        // its answer is still there to read.
+        match s.write_all(req.as_bytes()) {
+            Err(e) if !matches!(e.kind(), std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset) => {
+                return Err(format!("{}: {e}", self.socket.display()));
+            }
+            _ => {}
+        }
         Ok(s)
     }
 

@@ -92,10 +92,14 @@ pub async fn serve(listener: UnixListener, control: Arc<Control>) {
 async fn connection(stream: &mut UnixStream, control: &Control) -> std::io::Result<()> {
     let cred = stream.peer_cred()?;
     let allowed = cred.uid() == 0 || control.group.is_some_and(|g| cred.gid() == g || in_group(cred.pid(), g));
+    // The request is read (bounded) even from a peer that is refused: an
+    // answer sent before it would meet a client still writing, which
+    // would see a broken pipe instead of the refusal.
+    let req = http::read_request(stream).await;
     if !allowed {
         return http::error(stream, 403, "only root (or the control group) may use the control socket").await;
     }
-    let req = match http::read_request(stream).await {
+    let req = match req {
         Ok(r) => r,
         Err(e) => return http::error(stream, 400, &e).await,
     };
