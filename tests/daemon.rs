@@ -508,20 +508,27 @@ fn as_pid_1_of_a_pid_namespace_it_reaps_orphans() {
 }
 
 #[test]
-fn a_unit_with_published_ports_fails_clearly_until_the_network_exists() {
-    root_only!("a_unit_with_published_ports_fails_clearly_until_the_network_exists");
+fn a_host_port_taken_by_another_program_is_a_clear_error() {
+    root_only!("a_host_port_taken_by_another_program_is_a_clear_error");
     let d = Daemon::start();
+    let taken = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
     let (web, ok) = (common::unique_name("pp"), common::unique_name("po"));
-    d.write_unit(&web, &format!("{}ports = [\"18080:80\"]\n", sleeper()));
+    d.write_unit(&web, &format!("{}ports = [\"{port}:80\"]\n[restart]\nmax_delay = \"1s\"\n", sleeper()));
     d.write_unit(&ok, &sleeper());
     d.wait_state(&ok, "running");
-    let u = d.wait_state(&web, "failed");
-    assert!(u["error"].as_str().unwrap().contains("published ports are not built yet"), "{u}");
-    assert_eq!(u["restarts"], 0, "a start that cannot work is not retried: {u}");
+    let u = d.wait_for(&web, "refused", 30, |u| u.is_some_and(|u| !u["error"].is_null())).unwrap();
+    let err = u["error"].as_str().unwrap();
+    assert!(err.contains(&format!("host port 0.0.0.0:{port}/tcp is already in use")), "{u}");
+    assert!(u["pid"].is_null(), "{u}");
     let out = d.ctl(&["status"]);
     assert_eq!(out.status.code(), Some(3));
     assert_eq!(d.ctl(&["status", &ok]).status.code(), Some(0));
     assert_eq!(d.ctl(&["status", "no-such-unit"]).status.code(), Some(4));
+    // Once the port is free, the next retry takes it.
+    drop(taken);
+    let u = d.wait_state(&web, "running");
+    assert_eq!(u["ports"], serde_json::json!([format!("0.0.0.0:{port}->80/tcp")]));
 }
 
 #[test]

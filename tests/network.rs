@@ -131,7 +131,11 @@ fn outbound_traffic_is_masqueraded_and_nothing_is_left_behind() {
     let (outside, host_addr, peer) = Outside::new((std::process::id() % 200) as u8);
     // A server on the other machine that answers with who is asking.
     let server = "import socket\ns=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\ns.bind(('0.0.0.0', 9000)); s.listen(8)\nwhile True:\n    c, a = s.accept(); c.recv(1024); c.sendall(('HTTP/1.0 200 OK\\r\\n\\r\\n' + a[0] + '\\n').encode()); c.close()\n";
-    let mut srv = Command::new("ip").args(["netns", "exec", &outside.ns, "python3", "-c", server]).spawn().unwrap();
+    let mut srv = Command::new("nsenter")
+        .arg(format!("--net=/run/netns/{}", outside.ns))
+        .args(["python3", "-c", server])
+        .spawn()
+        .unwrap();
 
     let mut d = Daemon::start();
     let bridge = bridge_of(&d);
@@ -186,4 +190,111 @@ fn the_hosts_and_resolv_files_are_the_bridges() {
     assert!(!sh(&d, &name, "echo x >> /etc/hosts").status.success());
     let v: Value = serde_json::from_slice(&d.ctl(&["status", "--json", &name]).stdout).unwrap();
     assert_eq!(v[0]["address"], u["address"]);
+}
+
+/// A static program from C source, for a container (busybox has no UDP
+/// server).
+fn compile(dir: &std::path::Path, name: &str, source: &str) -> std::path::PathBuf {
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let src = dir.join(format!("{name}.c"));
+    std::fs::write(&src, source).unwrap();
+    let st = Command::new("cc").args(["-static", "-Os", "-o"]).arg(bin.join(name)).arg(&src).status();
+    assert!(st.is_ok_and(|s| s.success()), "cc -static (gcc and libc6-dev) is needed for this test");
+    bin
+}
+
+const UDP_ECHO: &str = r#"#include <netinet/in.h>
+#include <sys/socket.h>
+int main(void) {
+    int s = socket(AF_INET, SOCK_DGRAM, 0);
+    struct sockaddr_in a = {0};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(53);
+    if (bind(s, (struct sockaddr *)&a, sizeof a) < 0) return 1;
+    for (;;) {
+        char buf[512];
+        struct sockaddr_in from;
+        socklen_t len = sizeof from;
+        int n = recvfrom(s, buf, sizeof buf, 0, (struct sockaddr *)&from, &len);
+        if (n > 0) sendto(s, buf, n, 0, (struct sockaddr *)&from, len);
+    }
+}
+"#;
+
+#[test]
+fn published_ports_answer_from_outside_from_the_host_and_from_containers() {
+    root_only!("published_ports_answer_from_outside_from_the_host_and_from_containers");
+    let _lock = common::host_lock();
+    let (outside, host_addr, _peer) = Outside::new((std::process::id() % 200) as u8 + 1);
+    let d = Daemon::start();
+    let bin = compile(d.dir.path(), "udpecho", UDP_ECHO);
+    let (tcp, udp) = (common::free_port(), common::free_port());
+    let (web, client) = (common::unique_name("pw"), common::unique_name("pc"));
+    d.write_unit(
+        &web,
+        &unit(
+            "mkdir -p /www; echo published > /www/index.html; httpd -p 80 -h /www; /opt/bin/udpecho & wait",
+            &format!("ports = [\"{tcp}:80\", \"{udp}:53/udp\"]\nvolumes = [\"{}:/opt/bin:ro\"]\n", bin.display()),
+        ),
+    );
+    d.write_unit(&client, &unit("sleep 100000 & wait", ""));
+    let u = d.wait_state(&web, "running");
+    d.wait_state(&client, "running");
+    let mut shown: Vec<&str> = u["ports"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
+    shown.sort();
+    let mut want = [format!("0.0.0.0:{tcp}->80/tcp"), format!("0.0.0.0:{udp}->53/udp")];
+    want.sort();
+    assert_eq!(shown, want);
+
+    let get = |cmd: &mut Command| {
+        let mut last = String::new();
+        for _ in 0..50 {
+            let o = cmd.output().unwrap();
+            last = format!("{}{}", text(&o.stdout), text(&o.stderr));
+            if o.status.success() && text(&o.stdout).contains("published") {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("{cmd:?}: {last}");
+    };
+    let url = |host: &str| format!("http://{host}:{tcp}/");
+    // From another machine (a network namespace routed to the host).
+    get(Command::new("ip").args(["netns", "exec", &outside.ns, "busybox", "wget", "-q", "-O", "-", &url(&host_addr)]));
+    // From the host, at 127.0.0.1 and at its own address.
+    get(Command::new("busybox").args(["wget", "-q", "-O", "-", &url("127.0.0.1")]));
+    get(Command::new("busybox").args(["wget", "-q", "-O", "-", &url(&host_addr)]));
+    // From a container, through the host's address (hairpin).
+    get(Command::new(env!("CARGO_BIN_EXE_supervisorctl")).arg("--socket").arg(d.socket()).args([
+        "exec",
+        &client,
+        "--",
+        "wget",
+        "-q",
+        "-O",
+        "-",
+        &url(&host_addr),
+    ]));
+    // UDP through the published port.
+    let echo = "import socket,sys\ns=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(1)\nfor i in range(20):\n    s.sendto(b'ping', ('127.0.0.1', int(sys.argv[1])))\n    try:\n        print(s.recvfrom(64)[0].decode()); break\n    except OSError: pass\n";
+    let o = Command::new("python3").args(["-c", echo, &udp.to_string()]).output().unwrap();
+    assert_eq!(text(&o.stdout).trim(), "ping", "{}", text(&o.stderr));
+
+    // Stopping it removes its rules and frees its ports; start/stop
+    // cycles never duplicate a rule.
+    let bridge = bridge_of(&d);
+    let rules = || {
+        let o = Command::new("nft").args(["list", "table", "ip", &format!("supervisor_{bridge}")]).output().unwrap();
+        text(&o.stdout).matches("dnat to").count()
+    };
+    assert_eq!(rules(), 4);
+    for _ in 0..3 {
+        assert!(d.ctl(&["restart", &web]).status.success());
+    }
+    assert_eq!(rules(), 4);
+    assert!(d.ctl(&["stop", &web]).status.success());
+    assert_eq!(rules(), 0);
+    std::net::TcpListener::bind(("0.0.0.0", tcp)).expect("the published port is free again");
+    std::net::UdpSocket::bind(("0.0.0.0", udp)).expect("the published UDP port is free again");
 }

@@ -95,6 +95,7 @@ pub struct RunInfo {
     pub notify_task: Option<AbortHandle>,
     /// Its address on the bridge.
     pub address: Option<std::net::Ipv4Addr>,
+    pub ports: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -151,6 +152,8 @@ pub struct UnitStatus {
     pub image_digest: Option<String>,
     /// Its address on the bridge network.
     pub address: Option<String>,
+    /// Its published ports, `0.0.0.0:8080->80/tcp`.
+    pub ports: Vec<String>,
     #[serde(serialize_with = "opt_rfc3339")]
     pub started_at: Option<SystemTime>,
     pub file: Option<PathBuf>,
@@ -192,6 +195,7 @@ struct Run {
     log_limits: Arc<Limits>,
     image_health: Option<Healthcheck>,
     address: Option<std::net::Ipv4Addr>,
+    ports: Vec<String>,
     /// The health check and its state, when there is one.
     health: Option<(Check, Tracker)>,
     /// Stopped for being unhealthy: what `on_unhealthy` said.
@@ -362,6 +366,7 @@ impl Entry {
             image: self.unit.as_ref().map(|u| u.unit.container.image.to_string()),
             image_digest: run.and_then(|r| r.image_digest.clone()),
             address: run.and_then(|r| r.address).map(|a| a.to_string()),
+            ports: run.map(|r| r.ports.clone()).unwrap_or_default(),
             started_at: run.and_then(|r| r.started_at.map(|(_, t)| t)),
             file: self.file.clone(),
             held: self.held,
@@ -810,6 +815,7 @@ impl Engine {
             log_limits: limits.clone(),
             image_health: None,
             address: None,
+            ports: Vec::new(),
             health: None,
             unhealthy: None,
             notify: loaded.unit.container.notify.then_some((false, None)),
@@ -858,8 +864,19 @@ impl Engine {
                     return;
                 }
             };
-            let Started { pid, cgroup, stop_signal, image_digest, image_health, exit, stdout, stderr, veth, address } =
-                started;
+            let Started {
+                pid,
+                cgroup,
+                stop_signal,
+                image_digest,
+                image_health,
+                exit,
+                stdout,
+                stderr,
+                veth,
+                address,
+                ports,
+            } = started;
             let notify_task = notify.as_ref().map(|(_, socket)| {
                 let (tx, name) = (tx.clone(), name.clone());
                 let socket = socket.clone();
@@ -877,8 +894,16 @@ impl Engine {
                 }
                 Err(e) => tracing::error!("{name}: cannot open {}: {e}", log_path.display()),
             }
-            let info =
-                RunInfo { pid, cgroup: cgroup.clone(), stop_signal, image_digest, image_health, notify_task, address };
+            let info = RunInfo {
+                pid,
+                cgroup: cgroup.clone(),
+                stop_signal,
+                image_digest,
+                image_health,
+                notify_task,
+                address,
+                ports,
+            };
             let _ = tx.send(Event::Started { name: name.clone(), generation, result: Ok(info) });
             // The exit, then nothing of the container left.
             let status = exit.await.unwrap_or(Exit::Signal(libc::SIGKILL));
@@ -908,6 +933,7 @@ impl Engine {
                 run.image_digest = Some(s.image_digest);
                 run.image_health = s.image_health;
                 run.address = s.address;
+                run.ports = s.ports;
                 run.tasks.extend(s.notify_task);
                 run.phase = Phase::Running;
                 run.started_at = Some((Instant::now(), SystemTime::now()));

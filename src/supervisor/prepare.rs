@@ -60,8 +60,8 @@ pub fn container_dir(state_dir: &Path, name: &str) -> PathBuf {
 /// before any start, so that such a unit is `failed` at once instead of
 /// retried by its restart policy.
 pub fn unsupported(unit: &Unit) -> Result<(), String> {
-    if let Some(p) = unit.container.ports.first() {
-        return Err(format!("ports = [\"{p}\"]: published ports are not built yet (issue 6)"));
+    if let (Some(p), false) = (unit.container.ports.first(), unit.container.network == Network::Bridge) {
+        return Err(format!("ports = [\"{p}\"]: ports are published on the bridge network only"));
     }
     if let Network::Unit(_) = unit.container.network {
         return Err("network = \"unit:...\" is not built yet".into());

@@ -27,6 +27,12 @@ pub fn run_unit(file: &Path, state_dir: &Path, run_dir: &Path, log: Option<&Path
     let loaded = set.units.first().ok_or_else(|| format!("{}: not a valid unit", file.display()))?;
     let unit = &loaded.unit;
     let name = &unit.name;
+    if let Some(p) = unit.container.ports.first() {
+        return Err(format!(
+            "{}: ports = [\"{p}\"]: run-unit has no bridge network; published ports need supervisord",
+            file.display()
+        ));
+    }
     let store = Store::open(state_dir).map_err(|e| e.to_string())?;
     let image = image(unit, &store, &PullOptions::default(), &Quiet)?;
     let prepared = prepare(unit, &image, state_dir, None, &[]).map_err(|e| format!("{}: {e}", file.display()))?;

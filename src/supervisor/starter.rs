@@ -24,6 +24,7 @@ use std::sync::Arc;
 use crate::runtime::image::config::Healthcheck;
 use crate::runtime::image::{PullOptions, Quiet, Store};
 use crate::runtime::network::bridge::Bridge;
+use crate::runtime::network::ports::Publish;
 use crate::runtime::reaper::{Exit, Reaper};
 use crate::units::Unit;
 use crate::units::model::Network;
@@ -56,6 +57,8 @@ pub struct Started {
     pub veth: Option<String>,
     /// Its address there.
     pub address: Option<std::net::Ipv4Addr>,
+    /// Its published ports, `0.0.0.0:8080->80/tcp`.
+    pub ports: Vec<String>,
 }
 
 /// Starts `unit`'s container. `pulling` is called first when the image
@@ -77,8 +80,12 @@ pub fn start(
     let files: Vec<(PathBuf, &'static str)> =
         bridge.map(|b| vec![(b.hosts_path(), "/etc/hosts"), (b.resolv_path(), "/etc/resolv.conf")]).unwrap_or_default();
     let mut prepared = prepare(unit, &image, &env.state_dir, notify_dir, &files)?;
+    let mut ports = Vec::new();
     if let Some(b) = bridge {
-        prepared.request.network = Some(b.reserve(name)?);
+        let publish = publishes(unit)?;
+        let (plan, described) = tokio::runtime::Handle::current().block_on(b.reserve(name, &publish))?;
+        prepared.request.network = Some(plan);
+        ports = described;
     }
     let mut aliases = unit.container.aliases.clone();
     if unit.container.hostname != unit.name {
@@ -88,7 +95,7 @@ pub fn start(
         Ok(c) => c,
         Err(e) => {
             if let Some(b) = bridge {
-                b.unreserve(name);
+                tokio::runtime::Handle::current().block_on(b.unreserve(name));
             }
             return Err(e.to_string());
         }
@@ -122,6 +129,7 @@ pub fn start(
                 stderr,
                 veth,
                 address: prepared.request.network.as_ref().map(|n| n.address),
+                ports,
             })
         }
         Err(e) => {
@@ -225,6 +233,29 @@ fn remove_container_dir(dir: &Path) -> std::io::Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         r => r,
     }
+}
+
+/// The unit's `ports`, one [`Publish`] per port (ranges expanded).
+pub fn publishes(unit: &Unit) -> Result<Vec<Publish>, String> {
+    let mut out = Vec::new();
+    for m in &unit.container.ports {
+        let host_ip = match m.host_ip {
+            None => None,
+            Some(std::net::IpAddr::V4(ip)) => Some(ip),
+            Some(ip) => return Err(format!("ports: {ip}: the bridge network is IPv4 only")),
+        };
+        let udp = m.protocol == crate::units::values::port::Protocol::Udp;
+        for i in 0..m.container_port.count() {
+            let offset = i as u16;
+            out.push(Publish {
+                host_ip,
+                host_port: m.host_port.map_or(0, |h| h.start + offset),
+                container_port: m.container_port.start + offset,
+                udp,
+            });
+        }
+    }
+    Ok(out)
 }
 
 /// The limits a `[resources]` edit writes to a running container (device

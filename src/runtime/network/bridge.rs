@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use super::NetPlan;
 use super::ipam::{Pool, Subnet};
 use super::netlink::{Netlink, index};
+use super::ports::{self, Publish, Published};
 use crate::runtime::reaper::{Exit, Reaper};
 
 /// The bridge's name and subnet.
@@ -34,6 +35,8 @@ pub struct Bridge {
     dir: PathBuf,
     /// Name -> (address, aliases) of every attached container.
     names: Mutex<BTreeMap<String, (Ipv4Addr, Vec<String>)>>,
+    /// Holder -> its published ports (with the sockets that hold them).
+    published: Mutex<BTreeMap<String, Vec<Published>>>,
     next_veth: AtomicU32,
     /// `net.ipv4.ip_forward` as we found it.
     forward_was: Option<String>,
@@ -44,15 +47,6 @@ const FORWARD: &str = "/proc/sys/net/ipv4/ip_forward";
 
 fn table(bridge: &str) -> String {
     format!("supervisor_{bridge}")
-}
-
-/// Our nftables table: masquerade what leaves the subnet through any
-/// other interface.
-pub fn ruleset(config: &Config) -> String {
-    let (t, b, s) = (table(&config.name), &config.name, config.subnet);
-    format!(
-        "table ip {t}\ndelete table ip {t}\ntable ip {t} {{\n\tchain postrouting {{\n\t\ttype nat hook postrouting priority srcnat; policy accept;\n\t\tip saddr {s} oifname != \"{b}\" masquerade\n\t}}\n}}\n"
-    )
 }
 
 /// Runs `nft -f -` on `script`. Its exit comes from the reaper: a wait
@@ -163,7 +157,11 @@ impl Bridge {
         if forward_was.as_deref().map(str::trim) != Some("1") {
             std::fs::write(FORWARD, "1").map_err(|e| format!("{FORWARD}: {e}"))?;
         }
-        nft(&reaper, &ruleset(&config)).await?;
+        nft(&reaper, &ports::ruleset(&table(&config.name), &config.name, config.subnet, &[])).await?;
+        // Connections from the host to 127.0.0.1 of a published port are
+        // routed out of the bridge (then masqueraded).
+        let localnet = format!("/proc/sys/net/ipv4/conf/{}/route_localnet", config.name);
+        std::fs::write(&localnet, "1").map_err(|e| format!("{localnet}: {e}"))?;
         let pool_dir = state_dir.join("network");
         std::fs::create_dir_all(&pool_dir).map_err(|e| format!("{}: {e}", pool_dir.display()))?;
         let pool_path = pool_dir.join(format!("{}.json", config.name));
@@ -188,6 +186,7 @@ impl Bridge {
             pool_path,
             dir,
             names: Mutex::new(BTreeMap::new()),
+            published: Mutex::new(BTreeMap::new()),
             next_veth: AtomicU32::new(0),
             forward_was,
             reaper,
@@ -229,20 +228,64 @@ impl Bridge {
         }
     }
 
-    /// An address for `holder`, and what its container will configure.
-    pub fn reserve(&self, holder: &str) -> Result<NetPlan, String> {
+    /// An address for `holder` and its published ports (held from now
+    /// on, and in the table), and what its container will configure.
+    pub async fn reserve(&self, holder: &str, publish: &[Publish]) -> Result<(NetPlan, Vec<String>), String> {
         let ip = self.pool.lock().unwrap_or_else(|e| e.into_inner()).allocate(holder)?;
         self.save_pool();
-        Ok(NetPlan {
+        let mut held = Vec::new();
+        for p in publish {
+            match ports::hold(p) {
+                Ok((socket, port)) => held.push(Published {
+                    host_ip: p.host_ip,
+                    host_port: port,
+                    container_ip: ip,
+                    container_port: p.container_port,
+                    protocol: if p.udp { "udp" } else { "tcp" },
+                    held: Some(socket),
+                }),
+                Err(e) => {
+                    self.unreserve(holder).await;
+                    return Err(e);
+                }
+            }
+        }
+        let described = held.iter().map(Published::describe).collect();
+        if !held.is_empty() {
+            self.published.lock().unwrap_or_else(|e| e.into_inner()).insert(holder.to_string(), held);
+            if let Err(e) = self.apply_rules().await {
+                self.unreserve(holder).await;
+                return Err(e);
+            }
+        }
+        let plan = NetPlan {
             interface: "eth0".into(),
             address: ip,
             prefix: self.config.subnet.prefix,
             gateway: self.config.subnet.gateway(),
-        })
+        };
+        Ok((plan, described))
     }
 
-    /// Frees what `holder` reserved, without an attachment.
-    pub fn unreserve(&self, holder: &str) {
+    /// Our table as the published ports now say.
+    async fn apply_rules(&self) -> Result<(), String> {
+        let text = {
+            let published = self.published.lock().unwrap_or_else(|e| e.into_inner());
+            let all: Vec<&Published> = published.values().flatten().collect();
+            ports::ruleset(&table(&self.config.name), &self.config.name, self.config.subnet, &all)
+        };
+        nft(&self.reaper, &text).await
+    }
+
+    /// Frees what `holder` reserved: its ports (rules and sockets) and its
+    /// address.
+    pub async fn unreserve(&self, holder: &str) {
+        let had_ports = self.published.lock().unwrap_or_else(|e| e.into_inner()).remove(holder).is_some();
+        if had_ports {
+            if let Err(e) = self.apply_rules().await {
+                tracing::error!("network: {e}");
+            }
+        }
         self.pool.lock().unwrap_or_else(|e| e.into_inner()).release(holder);
         self.save_pool();
     }
@@ -253,6 +296,11 @@ impl Bridge {
         let n = self.next_veth.fetch_add(1, Ordering::Relaxed);
         let host = format!("sv{:x}{n:x}", std::process::id() & 0xffff);
         self.netlink.veth_into(&host, self.index, pid, &plan.interface, mac(plan.address)).await?;
+        // A container may reach its own published port through the host.
+        let hairpin = format!("/sys/class/net/{host}/brport/hairpin_mode");
+        if let Err(e) = std::fs::write(&hairpin, "1") {
+            tracing::debug!("network: {hairpin}: {e}");
+        }
         self.names
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -271,7 +319,7 @@ impl Bridge {
                 tracing::warn!("network: {e}");
             }
         }
-        self.unreserve(holder);
+        self.unreserve(holder).await;
     }
 
     /// Removes the bridge and our nft table, and puts ip_forward back.
@@ -314,7 +362,7 @@ mod tests {
         assert!(text.starts_with("127.0.0.1\tlocalhost\n"));
         assert!(text.contains("10.213.0.2\tdb database\n10.213.0.3\tweb\n"), "{text}");
         assert_eq!(mac(Ipv4Addr::new(10, 213, 0, 2)), [2, 0x53, 10, 213, 0, 2]);
-        let cfg = Config { name: "sv0".into(), subnet: Subnet::parse("10.213.0.0/16").unwrap() };
-        assert!(ruleset(&cfg).contains("ip saddr 10.213.0.0/16 oifname != \"sv0\" masquerade"));
+        let text = ports::ruleset(&table("sv0"), "sv0", Subnet::parse("10.213.0.0/16").unwrap(), &[]);
+        assert!(text.contains("ip saddr 10.213.0.0/16 oifname != \"sv0\" masquerade"));
     }
 }

@@ -5,6 +5,7 @@
 pub mod bridge;
 pub mod ipam;
 pub mod netlink;
+pub mod ports;
 
 use std::net::Ipv4Addr;
 
