@@ -298,3 +298,40 @@ fn published_ports_answer_from_outside_from_the_host_and_from_containers() {
     std::net::TcpListener::bind(("0.0.0.0", tcp)).expect("the published port is free again");
     std::net::UdpSocket::bind(("0.0.0.0", udp)).expect("the published UDP port is free again");
 }
+
+#[test]
+fn a_unit_can_join_another_units_network_like_a_pod() {
+    root_only!("a_unit_can_join_another_units_network_like_a_pod");
+    let d = Daemon::start();
+    let (a, side, c) = (common::unique_name("pa"), common::unique_name("ps"), common::unique_name("pq"));
+    d.write_unit(
+        &a,
+        &unit("mkdir -p /www; echo from-a > /www/index.html; httpd -p 8080 -h /www; sleep 100000 & wait", ""),
+    );
+    d.write_unit(&side, &unit("sleep 100000 & wait", &format!("network = \"unit:{a}\"\n")));
+    d.write_unit(&c, &unit("sleep 100000 & wait", ""));
+    let ua = d.wait_state(&a, "running");
+    let us = d.wait_state(&side, "running");
+    d.wait_state(&c, "running");
+    assert!(time_after(&us, &ua), "the joining unit started before the one it joins");
+    let addr = ua["address"].as_str().unwrap();
+    // The sidecar sees a's interface and reaches a's server on localhost.
+    let out = text(&sh(&d, &side, "ip -4 -o addr show eth0; wget -q -O - http://localhost:8080/").stdout);
+    assert!(out.contains(&format!("inet {addr}/")) && out.contains("from-a"), "{out}");
+    // Others find the sidecar by its name, at the shared address.
+    let hosts = text(&sh(&d, &c, "cat /etc/hosts").stdout);
+    assert!(hosts.contains(&format!("{addr}\t{side}")), "{hosts}");
+    // When a restarts, the sidecar (in a's old namespace) restarts with it.
+    assert!(d.ctl(&["restart", &a]).status.success());
+    let again = d
+        .wait_for(&side, "restarted", 30, |u| u.is_some_and(|u| u["state"] == "running" && u["pid"] != us["pid"]))
+        .unwrap();
+    let new_addr = d.unit(&a).unwrap()["address"].as_str().unwrap().to_string();
+    let out = text(&sh(&d, &side, "ip -4 -o addr show eth0").stdout);
+    assert!(out.contains(&format!("inet {new_addr}/")), "{out} {again}");
+}
+
+fn time_after(later: &Value, earlier: &Value) -> bool {
+    let t = |v: &Value| humantime::parse_rfc3339_weak(v["started_at"].as_str().unwrap()).unwrap();
+    t(later) >= t(earlier)
+}

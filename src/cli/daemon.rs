@@ -106,8 +106,11 @@ pub fn run(args: Args) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // Absolute: paths in unit files are relative to the unit's directory,
+    // and a relative one would be read from wherever a container is made.
     let pick = |flag: &Option<PathBuf>, conf: &Option<PathBuf>, default: &str| {
-        flag.clone().or_else(|| conf.clone()).unwrap_or_else(|| PathBuf::from(default))
+        let p = flag.clone().or_else(|| conf.clone()).unwrap_or_else(|| PathBuf::from(default));
+        std::path::absolute(&p).unwrap_or(p)
     };
     let paths = Paths {
         units: pick(&args.units, &config.units, "/etc/units.d"),

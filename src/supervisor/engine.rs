@@ -616,9 +616,19 @@ impl Engine {
         });
     }
 
+    /// What a unit requires (the owner of a network it joins included:
+    /// it lives in that container's namespace) and what it starts after.
     fn deps(&self, name: &str) -> (Vec<String>, Vec<String>) {
         match self.entries.get(name).and_then(|e| e.unit.as_ref()) {
-            Some(u) => (u.unit.unit.requires.clone(), u.unit.unit.after.clone()),
+            Some(u) => {
+                let mut requires = u.unit.unit.requires.clone();
+                if let crate::units::model::Network::Unit(owner) = &u.unit.container.network {
+                    if !requires.contains(owner) {
+                        requires.push(owner.clone());
+                    }
+                }
+                (requires, u.unit.unit.after.clone())
+            }
             None => (Vec::new(), Vec::new()),
         }
     }
@@ -822,6 +832,15 @@ impl Engine {
             probe: None,
             tasks: Vec::new(),
         });
+        // The container whose network it joins (running: it is required).
+        let join = match &loaded.unit.container.network {
+            crate::units::model::Network::Unit(owner) => self
+                .entries
+                .get(owner)
+                .and_then(|o| o.run.as_ref())
+                .and_then(|r| r.pid.map(|pid| starter::Join { pid, address: r.address })),
+            _ => None,
+        };
         let (env, tx, starts) = (self.env.clone(), self.tx.clone(), self.starts.clone());
         let (hub, log_path) = (self.hub.clone(), logs::log_path(&self.log_dir, name));
         let name = name.to_string();
@@ -845,7 +864,7 @@ impl Engine {
                 let phase = |phase| {
                     let _ = t.send(Event::Phase { name: n.clone(), generation, phase });
                 };
-                starter::start(&env, &unit, notify_dir.as_deref(), &|| phase(Phase::Pulling), &|| {
+                starter::start(&env, &unit, notify_dir.as_deref(), join, &|| phase(Phase::Pulling), &|| {
                     phase(Phase::Starting)
                 })
                 .map(|s| (s, env, unit))

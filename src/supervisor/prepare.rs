@@ -63,9 +63,6 @@ pub fn unsupported(unit: &Unit) -> Result<(), String> {
     if let (Some(p), false) = (unit.container.ports.first(), unit.container.network == Network::Bridge) {
         return Err(format!("ports = [\"{p}\"]: ports are published on the bridge network only"));
     }
-    if let Network::Unit(_) = unit.container.network {
-        return Err("network = \"unit:...\" is not built yet".into());
-    }
     Ok(())
 }
 
@@ -81,6 +78,7 @@ pub fn prepare(
     state_dir: &Path,
     notify_dir: Option<&Path>,
     files: HostFiles,
+    join_network: Option<&Path>,
 ) -> Result<Prepared, String> {
     unsupported(unit)?;
     let name = &unit.name;
@@ -126,7 +124,7 @@ pub fn prepare(
         volumes: &volumes,
         hard_limits: &limits,
         device: &device,
-        join_network: None,
+        join_network,
         own_caps: Some(&own_caps),
     };
     let mut spec = build(unit, &image.config, &ctx)?;

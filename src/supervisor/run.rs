@@ -35,7 +35,7 @@ pub fn run_unit(file: &Path, state_dir: &Path, run_dir: &Path, log: Option<&Path
     }
     let store = Store::open(state_dir).map_err(|e| e.to_string())?;
     let image = image(unit, &store, &PullOptions::default(), &Quiet)?;
-    let prepared = prepare(unit, &image, state_dir, None, &[]).map_err(|e| format!("{}: {e}", file.display()))?;
+    let prepared = prepare(unit, &image, state_dir, None, &[], None).map_err(|e| format!("{}: {e}", file.display()))?;
     let (plan, dir) = (prepared.plan, prepared.request.dir);
 
     let cgroup = Manager::for_host("supervisor").and_then(|m| m.create(name)).map_err(|e| e.to_string())?;

@@ -63,10 +63,19 @@ pub struct Started {
 
 /// Starts `unit`'s container. `pulling` is called first when the image
 /// must be fetched, `starting` once it is there.
+/// The network of another unit's container that a `network = "unit:..."`
+/// unit joins: its first process, and its address on the bridge.
+#[derive(Debug, Clone, Copy)]
+pub struct Join {
+    pub pid: i32,
+    pub address: Option<std::net::Ipv4Addr>,
+}
+
 pub fn start(
     env: &Env,
     unit: &Unit,
     notify_dir: Option<&Path>,
+    join: Option<Join>,
     pulling: &dyn Fn(),
     starting: &dyn Fn(),
 ) -> Result<Started, String> {
@@ -77,9 +86,14 @@ pub fn start(
     starting();
     let name = &unit.name;
     let bridge = env.bridge.as_deref().filter(|_| unit.container.network == Network::Bridge);
-    let files: Vec<(PathBuf, &'static str)> =
-        bridge.map(|b| vec![(b.hosts_path(), "/etc/hosts"), (b.resolv_path(), "/etc/resolv.conf")]).unwrap_or_default();
-    let mut prepared = prepare(unit, &image, &env.state_dir, notify_dir, &files)?;
+    // A unit joining another's network is on the bridge if that one is.
+    let joined = env.bridge.as_deref().filter(|_| join.is_some_and(|j| j.address.is_some()));
+    let files: Vec<(PathBuf, &'static str)> = bridge
+        .or(joined)
+        .map(|b| vec![(b.hosts_path(), "/etc/hosts"), (b.resolv_path(), "/etc/resolv.conf")])
+        .unwrap_or_default();
+    let netns = join.map(|j| PathBuf::from(format!("/proc/{}/ns/net", j.pid)));
+    let mut prepared = prepare(unit, &image, &env.state_dir, notify_dir, &files, netns.as_deref())?;
     let mut ports = Vec::new();
     if let Some(b) = bridge {
         let publish = publishes(unit)?;
@@ -107,6 +121,10 @@ pub fn start(
         .and_then(|()| spawn(env, &prepared.request, &cgroup, bridge.map(|b| (b, &aliases[..])), name, &mut veth));
     match result {
         Ok((pid, exit, stdout, stderr)) => {
+            if let (Some(b), Some(addr)) = (joined, join.and_then(|j| j.address)) {
+                // Its name (and aliases) resolve to the address it shares.
+                b.add_name(name, addr, &aliases);
+            }
             let state = ContainerState {
                 name: name.clone(),
                 pid,

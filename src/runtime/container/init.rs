@@ -44,6 +44,13 @@ fn setup(plan: &Plan, go: OwnedFd) -> Result<Never> {
         _ => return Err("the runtime went away before the container started".into()),
     }
     drop(go);
+    if let Some(path) = &plan.join_network {
+        // Opened before the root changes: the path is the host's.
+        let fd = nix::fcntl::open(path, OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty())
+            .map_err(err(format!("open {}", path.display())))?;
+        nix::sched::setns(fd, nix::sched::CloneFlags::CLONE_NEWNET)
+            .map_err(err(format!("join the network namespace {}", path.display())))?;
+    }
     if plan.cgroup_namespace {
         nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP).map_err(err("unshare the cgroup namespace"))?;
     }

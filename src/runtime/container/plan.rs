@@ -83,6 +83,9 @@ pub struct Plan {
     /// The interface the runtime put in the new network namespace, to
     /// configure before the program runs (bridge networking).
     pub network: Option<crate::runtime::network::NetPlan>,
+    /// Enter this network namespace (another container's) instead of a
+    /// new one.
+    pub join_network: Option<PathBuf>,
 }
 
 /// What a process in the container runs as and runs: the container's first
@@ -314,9 +317,16 @@ pub fn from_spec(spec: &Spec, bundle: &Path) -> Result<Plan, String> {
 
     let mut clone_flags = CloneFlags::empty();
     let mut cgroup_namespace = false;
+    let mut join_network = None;
     for ns in linux.namespaces().iter().flatten() {
-        if ns.path().is_some() {
-            return unsupported("joining a namespace by path");
+        if let Some(path) = ns.path() {
+            // Another container's network (a pod): the only namespace
+            // joined by path so far.
+            if ns.typ() != LinuxNamespaceType::Network {
+                return unsupported("joining a namespace other than the network by path");
+            }
+            join_network = Some(path.clone());
+            continue;
         }
         match ns.typ() {
             LinuxNamespaceType::Mount => clone_flags |= CloneFlags::CLONE_NEWNS,
@@ -438,6 +448,7 @@ pub fn from_spec(spec: &Spec, bundle: &Path) -> Result<Plan, String> {
         },
         new_session: false,
         network: None,
+        join_network,
     })
 }
 

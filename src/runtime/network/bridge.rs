@@ -309,6 +309,13 @@ impl Bridge {
         Ok(host)
     }
 
+    /// Names `holder` (and its aliases) at `address` in the hosts file:
+    /// a container that shares another's network.
+    pub fn add_name(&self, holder: &str, address: Ipv4Addr, aliases: &[String]) {
+        self.names.lock().unwrap_or_else(|e| e.into_inner()).insert(holder.to_string(), (address, aliases.to_vec()));
+        self.write_hosts();
+    }
+
     /// Takes `holder` off the bridge: its name, its address, its veth.
     pub async fn detach(&self, holder: &str, host_veth: Option<&str>) {
         self.names.lock().unwrap_or_else(|e| e.into_inner()).remove(holder);
