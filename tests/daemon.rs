@@ -767,3 +767,28 @@ fn image_verbs_are_served_by_the_running_daemon() {
     assert!(!text(&plain.stderr).contains('\x1b') && text(&plain.stderr).contains("already in the store"));
     assert!(d.ctl(&["rmi", &other]).status.success());
 }
+
+#[test]
+fn relative_directories_and_dot_binds_work() {
+    root_only!("relative_directories_and_dot_binds_work");
+    let d = Daemon::start_with(|c| {
+        // The same daemon, its unit directory named relative to its
+        // working directory, as a user in a checkout would.
+        let args: Vec<std::ffi::OsString> = c.get_args().map(|a| a.to_os_string()).collect();
+        let dir = std::path::Path::new(&args[1]).parent().unwrap().to_path_buf();
+        c.current_dir(&dir);
+        let mut fresh = std::process::Command::new(c.get_program());
+        fresh.arg("--units").arg("units").args(&args[2..]).current_dir(&dir);
+        *c = fresh;
+    });
+    let name = common::unique_name("rl");
+    std::fs::create_dir(d.units().join("www")).unwrap();
+    std::fs::write(d.units().join("www/page"), "relative-bind\n").unwrap();
+    d.write_unit(&name, &format!("{}volumes = [\"./www:/www:ro\"]\n", unit("cat /www/page; sleep 100000 & wait")));
+    d.wait_state(&name, "running");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !text(&d.ctl(&["logs", &name]).stdout).contains("relative-bind") {
+        assert!(Instant::now() < deadline, "{}", d.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
