@@ -335,3 +335,25 @@ fn time_after(later: &Value, earlier: &Value) -> bool {
     let t = |v: &Value| humantime::parse_rfc3339_weak(v["started_at"].as_str().unwrap()).unwrap();
     t(later) >= t(earlier)
 }
+
+#[test]
+fn units_publishing_ports_at_once_all_get_their_rules() {
+    root_only!("units_publishing_ports_at_once_all_get_their_rules");
+    let d = Daemon::start();
+    let names: Vec<String> = (0..6).map(|_| common::unique_name("pr")).collect();
+    // Six different free ports: held while they are picked.
+    let picked: Vec<std::net::TcpListener> =
+        (0..6).map(|_| std::net::TcpListener::bind("0.0.0.0:0").unwrap()).collect();
+    let ports: Vec<u16> = picked.iter().map(|l| l.local_addr().unwrap().port()).collect();
+    drop(picked);
+    for (n, port) in names.iter().zip(&ports) {
+        d.write_unit(n, &unit("sleep 100000 & wait", &format!("ports = [\"{port}:80\"]\n")));
+    }
+    for n in &names {
+        d.wait_state(n, "running");
+    }
+    let table = format!("supervisor_{}", bridge_of(&d));
+    let listed = text(&Command::new("nft").args(["list", "table", "ip", &table]).output().unwrap().stdout);
+    // Each port twice: from outside (prerouting) and from the host (output).
+    assert_eq!(listed.matches("dnat to").count(), 12, "{listed}");
+}

@@ -37,6 +37,7 @@ pub struct Bridge {
     names: Mutex<BTreeMap<String, (Ipv4Addr, Vec<String>)>>,
     /// Holder -> its published ports (with the sockets that hold them).
     published: Mutex<BTreeMap<String, Vec<Published>>>,
+    rules_lock: tokio::sync::Mutex<()>,
     next_veth: AtomicU32,
     /// `net.ipv4.ip_forward` as we found it.
     forward_was: Option<String>,
@@ -187,6 +188,7 @@ impl Bridge {
             dir,
             names: Mutex::new(BTreeMap::new()),
             published: Mutex::new(BTreeMap::new()),
+            rules_lock: tokio::sync::Mutex::new(()),
             next_veth: AtomicU32::new(0),
             forward_was,
             reaper,
@@ -222,8 +224,9 @@ impl Bridge {
     }
 
     fn write_hosts(&self) {
-        let text = hosts(&self.names.lock().unwrap_or_else(|e| e.into_inner()));
-        if let Err(e) = write_in_place(&self.hosts_path(), &text) {
+        // Written under the lock: two writers in place would mix.
+        let names = self.names.lock().unwrap_or_else(|e| e.into_inner());
+        if let Err(e) = write_in_place(&self.hosts_path(), &hosts(&names)) {
             tracing::warn!("network: cannot write {}: {e}", self.hosts_path().display());
         }
     }
@@ -267,8 +270,11 @@ impl Bridge {
         Ok((plan, described))
     }
 
-    /// Our table as the published ports now say.
+    /// Our table as the published ports now say. One change at a time:
+    /// each nft run replaces the whole table, so a text made before
+    /// another change must not be applied after it.
     async fn apply_rules(&self) -> Result<(), String> {
+        let _one = self.rules_lock.lock().await;
         let text = {
             let published = self.published.lock().unwrap_or_else(|e| e.into_inner());
             let all: Vec<&Published> = published.values().flatten().collect();
