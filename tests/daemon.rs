@@ -445,23 +445,14 @@ fn as_pid_1_of_a_pid_namespace_it_reaps_orphans() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("units")).unwrap();
     let p = dir.path();
+    std::fs::write(p.join("supervisord.toml"), "").unwrap();
     let mut child = std::process::Command::new("unshare")
         .args(["--pid", "--fork", "--mount", "--mount-proc", "--uts", "--net", "--"])
         .arg(env!("CARGO_BIN_EXE_supervisord"))
-        .arg("--units")
-        .arg(p.join("units"))
-        .arg("--state-dir")
-        .arg(p.join("state"))
-        .arg("--run-dir")
-        .arg(p.join("run"))
-        .arg("--log-dir")
-        .arg(p.join("log"))
-        .arg("--config")
-        .arg(p.join("none.toml"))
+        .args(common::daemon::args(p))
         .stderr(std::fs::File::create(p.join("d.log")).unwrap())
         .spawn()
         .unwrap();
-    std::fs::write(p.join("none.toml"), "").unwrap();
     let sock = p.join("run/control.sock");
     let deadline = Instant::now() + Duration::from_secs(20);
     while std::os::unix::net::UnixStream::connect(&sock).is_err() {

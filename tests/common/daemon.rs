@@ -43,17 +43,7 @@ impl Daemon {
 
     pub fn command(&self) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_supervisord"));
-        let p = self.dir.path();
-        c.arg("--units")
-            .arg(p.join("units"))
-            .arg("--state-dir")
-            .arg(p.join("state"))
-            .arg("--run-dir")
-            .arg(p.join("run"))
-            .arg("--log-dir")
-            .arg(p.join("log"))
-            .arg("--config")
-            .arg(p.join("supervisord.toml"));
+        c.args(args(self.dir.path()));
         c
     }
 
@@ -201,6 +191,23 @@ impl Drop for Daemon {
             .args(["runtime", "cleanup"])
             .output();
     }
+}
+
+/// supervisord's directory flags for a test directory `p` (units, state,
+/// run and log directories, and `supervisord.toml`, below it).
+pub fn args(p: &Path) -> Vec<std::ffi::OsString> {
+    let mut out = Vec::new();
+    for (flag, rel) in [
+        ("--units", "units"),
+        ("--state-dir", "state"),
+        ("--run-dir", "run"),
+        ("--log-dir", "log"),
+        ("--config", "supervisord.toml"),
+    ] {
+        out.push(flag.into());
+        out.push(p.join(rel).into_os_string());
+    }
+    out
 }
 
 /// A bridge name and a /24 of 10.214.0.0/15 no other test daemon (of any
