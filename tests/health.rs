@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
 
 use common::daemon::{Daemon, busybox};
@@ -220,11 +220,7 @@ fn a_dependent_starts_only_after_its_dependency_is_healthy() {
 }
 
 /// A static program that sends its argument to $NOTIFY_SOCKET.
-fn notifier(dir: &Path) -> PathBuf {
-    let src = dir.join("notify.c");
-    std::fs::write(
-        &src,
-        r#"#include <stdlib.h>
+const NOTIFY: &str = r#"#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -237,21 +233,13 @@ int main(int argc, char **argv) {
     strncpy(a.sun_path, path, sizeof a.sun_path - 1);
     return sendto(s, argv[1], strlen(argv[1]), 0, (struct sockaddr *)&a, sizeof a) < 0;
 }
-"#,
-    )
-    .unwrap();
-    let bin = dir.join("bin");
-    std::fs::create_dir_all(&bin).unwrap();
-    let st = std::process::Command::new("cc").args(["-static", "-Os", "-o"]).arg(bin.join("notify")).arg(&src).status();
-    assert!(st.is_ok_and(|s| s.success()), "cc -static (gcc and libc6-dev) is needed for this test");
-    bin
-}
+"#;
 
 #[test]
 fn a_notify_unit_is_ready_only_when_it_says_so() {
     root_only!("a_notify_unit_is_ready_only_when_it_says_so");
     let d = Daemon::start();
-    let bin = notifier(d.dir.path());
+    let bin = common::compile_static(d.dir.path(), "notify", NOTIFY);
     let (svc, dep) = (common::unique_name("nt"), common::unique_name("nd"));
     d.write_unit(
         &svc,

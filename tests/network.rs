@@ -192,18 +192,6 @@ fn the_hosts_and_resolv_files_are_the_bridges() {
     assert_eq!(v[0]["address"], u["address"]);
 }
 
-/// A static program from C source, for a container (busybox has no UDP
-/// server).
-fn compile(dir: &std::path::Path, name: &str, source: &str) -> std::path::PathBuf {
-    let bin = dir.join("bin");
-    std::fs::create_dir_all(&bin).unwrap();
-    let src = dir.join(format!("{name}.c"));
-    std::fs::write(&src, source).unwrap();
-    let st = Command::new("cc").args(["-static", "-Os", "-o"]).arg(bin.join(name)).arg(&src).status();
-    assert!(st.is_ok_and(|s| s.success()), "cc -static (gcc and libc6-dev) is needed for this test");
-    bin
-}
-
 const UDP_ECHO: &str = r#"#include <netinet/in.h>
 #include <sys/socket.h>
 int main(void) {
@@ -228,7 +216,7 @@ fn published_ports_answer_from_outside_from_the_host_and_from_containers() {
     let _lock = common::host_lock();
     let (outside, host_addr, _peer) = Outside::new((std::process::id() % 200) as u8 + 1);
     let d = Daemon::start();
-    let bin = compile(d.dir.path(), "udpecho", UDP_ECHO);
+    let bin = common::compile_static(d.dir.path(), "udpecho", UDP_ECHO);
     let (tcp, udp) = (common::free_port(), common::free_port());
     let (web, client) = (common::unique_name("pw"), common::unique_name("pc"));
     d.write_unit(

@@ -149,8 +149,10 @@ async fn daemon(options: &Options, pid1: bool) -> Result<Option<Power>, String> 
         .with_auth_file(&options.authfile)
         .map_err(|e| e.to_string())?;
     let pull = PullOptions { registry, ..PullOptions::default() };
+    // Our own program serves `runtime spawn` and `runtime exec`.
+    let helper = std::fs::read_link("/proc/self/exe").unwrap_or_else(|_| PathBuf::from("/proc/self/exe"));
     let probes = Arc::new(crate::health::probe::Env {
-        helper: std::fs::read_link("/proc/self/exe").unwrap_or_else(|_| PathBuf::from("/proc/self/exe")),
+        helper: helper.clone(),
         run_dir: paths.run_dir.clone(),
         reaper: reaper.clone(),
         sockets: crate::health::netns::Factory::start().map_err(|e| format!("probe socket thread: {e}"))?,
@@ -170,7 +172,7 @@ async fn daemon(options: &Options, pid1: bool) -> Result<Option<Power>, String> 
         pull: pull.clone(),
         cgroups,
         reaper,
-        helper: std::fs::read_link("/proc/self/exe").unwrap_or_else(|_| PathBuf::from("/proc/self/exe")),
+        helper,
         bridge: bridge.clone(),
     });
     let (tx, rx) = mpsc::unbounded_channel();
@@ -302,13 +304,14 @@ async fn systemd_status(mut events: broadcast::Receiver<super::engine::StateEven
                     return;
                 }
                 let (reply, rx) = oneshot::channel();
-                if tx.send(Event::Command(super::engine::Command::Status(reply))).is_err() {
+                if tx.send(Event::Command(super::engine::Command::Counts(reply))).is_err() {
                     return;
                 }
-                if let Ok(list) = rx.await {
-                    let running = list.iter().filter(|u| u.state == super::lifecycle::State::Running).count();
-                    let failed = list.iter().filter(|u| u.state == super::lifecycle::State::Failed).count();
-                    let line = format!("{running} running, {failed} failed, {} units", list.len());
+                if let Ok(counts) = rx.await {
+                    use super::lifecycle::State;
+                    let of = |s| counts.get(&s).copied().unwrap_or(0);
+                    let all: usize = counts.values().sum();
+                    let line = format!("{} running, {} failed, {all} units", of(State::Running), of(State::Failed));
                     notify(&[sd_notify::NotifyState::Status(&line)]);
                 }
             }

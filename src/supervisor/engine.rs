@@ -118,6 +118,8 @@ pub enum Command {
     Volumes(oneshot::Sender<BTreeMap<String, Vec<String>>>),
     /// A unit's log directory record limits (for `logs`).
     LogFiles(String, oneshot::Sender<Option<u32>>),
+    /// How many units are in each state (systemd's STATUS= line).
+    Counts(oneshot::Sender<BTreeMap<State, usize>>),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -304,6 +306,14 @@ impl Entry {
             && self.backoff.is_none()
     }
 
+    /// Keeps `exit` among the last [`HISTORY`] for `inspect`.
+    fn record(&mut self, exit: ExitInfo) {
+        self.history.push_back(exit);
+        if self.history.len() > HISTORY {
+            self.history.pop_front();
+        }
+    }
+
     fn running(&self) -> bool {
         self.run.as_ref().is_some_and(|r| r.phase == Phase::Running && !r.stopping)
     }
@@ -422,7 +432,7 @@ impl Engine {
     }
 
     /// Counts of units by state, for systemd's STATUS=.
-    pub fn counts(&self) -> BTreeMap<State, usize> {
+    fn counts(&self) -> BTreeMap<State, usize> {
         let mut out = BTreeMap::new();
         for e in self.entries.values() {
             *out.entry(e.state(self.shutting_down)).or_insert(0) += 1;
@@ -508,6 +518,16 @@ impl Engine {
                 self.shutdown_waiters.push(done);
             }
         }
+    }
+
+    /// Sends `event` to ourselves after `delay` (the timers: backoff,
+    /// stop timeout, ready timeout).
+    fn later(&self, delay: Duration, event: Event) {
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let _ = tx.send(event);
+        });
     }
 
     fn run_of(&mut self, name: &str, generation: u64) -> Option<&mut Run> {
@@ -712,11 +732,7 @@ impl Engine {
                     if e.waiting_since.is_none() {
                         e.waiting_since = Some(Instant::now());
                         let timeout = e.unit.as_ref().map_or(Duration::MAX, |u| u.unit.unit.ready_timeout);
-                        let (tx, name) = (self.tx.clone(), name.clone());
-                        tokio::spawn(async move {
-                            tokio::time::sleep(timeout).await;
-                            let _ = tx.send(Event::WaitTimeout { name });
-                        });
+                        self.later(timeout, Event::WaitTimeout { name: name.clone() });
                     }
                 }
                 None => {
@@ -996,20 +1012,14 @@ impl Engine {
                 let exit = ExitInfo { unhealthy: true, ..exit };
                 e.reason = Some(format!("{}; on_unhealthy = \"stop\"", exit.describe()));
                 e.failed = true;
-                e.history.push_back(exit);
-                if e.history.len() > HISTORY {
-                    e.history.pop_front();
-                }
+                e.record(exit);
                 return;
             }
             _ => {}
         }
         if run.stopping {
             e.reason = Some(exit.describe());
-            e.history.push_back(exit);
-            if e.history.len() > HISTORY {
-                e.history.pop_front();
-            }
+            e.record(exit);
             return;
         }
         tracing::info!("{name}: {}", exit.describe());
@@ -1028,20 +1038,13 @@ impl Engine {
         let (decision, in_row) = after_exit(&policy, e.in_row, ran_for, &exit);
         e.in_row = in_row;
         e.reason = Some(exit.describe());
-        e.history.push_back(exit);
-        if e.history.len() > HISTORY {
-            e.history.pop_front();
-        }
+        e.record(exit);
         match decision {
             AfterExit::Restart(delay) => {
                 e.restarts += 1;
                 let generation = e.generation;
                 e.backoff = Some((generation, SystemTime::now() + delay));
-                let (tx, name) = (self.tx.clone(), name.to_string());
-                tokio::spawn(async move {
-                    tokio::time::sleep(delay).await;
-                    let _ = tx.send(Event::BackoffOver { name, generation });
-                });
+                self.later(delay, Event::BackoffOver { name: name.to_string(), generation });
             }
             // A start that failed with no policy to retry it is failed,
             // not a clean exit.
@@ -1127,11 +1130,8 @@ impl Engine {
         // SAFETY: kill(2) of our own child (not yet reaped: its exit
         // would have ended `run`).
         unsafe { libc::kill(pid, run.stop_signal) };
-        let (tx, name, generation) = (self.tx.clone(), name.to_string(), run.generation);
-        tokio::spawn(async move {
-            tokio::time::sleep(timeout).await;
-            let _ = tx.send(Event::StopTimeout { name, generation });
-        });
+        let generation = run.generation;
+        self.later(timeout, Event::StopTimeout { name: name.to_string(), generation });
     }
 
     fn command(&mut self, c: Command) {
@@ -1202,6 +1202,9 @@ impl Engine {
                     }
                 }
                 let _ = reply.send(out);
+            }
+            Command::Counts(reply) => {
+                let _ = reply.send(self.counts());
             }
             Command::LogFiles(name, reply) => {
                 let files = self.entries.get(&name).map(|e| e.unit.as_ref().map_or(1, |u| u.unit.logs.max_files));

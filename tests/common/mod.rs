@@ -114,3 +114,16 @@ pub fn example_redis() -> std::path::PathBuf {
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
+
+/// A static program compiled from C `source` into `dir/bin/name`, for a
+/// busybox container (which has no compiler, UDP server or notify client);
+/// the `bin` directory, to mount.
+pub fn compile_static(dir: &std::path::Path, name: &str, source: &str) -> std::path::PathBuf {
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let src = dir.join(format!("{name}.c"));
+    std::fs::write(&src, source).unwrap();
+    let st = std::process::Command::new("cc").args(["-static", "-Os", "-o"]).arg(bin.join(name)).arg(&src).status();
+    assert!(st.is_ok_and(|s| s.success()), "cc -static (gcc and libc6-dev) is needed for this test");
+    bin
+}

@@ -4,7 +4,7 @@
 
 pub mod http;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -164,11 +164,7 @@ async fn route(stream: &mut UnixStream, control: &Control, req: Request) -> std:
         ("DELETE", ["v1", "volumes", name]) => volumes(stream, control, Some(name)).await,
         ("GET", ["v1", "images"]) => {
             let store = control.store.clone();
-            match tokio::task::spawn_blocking(move || store.list()).await {
-                Ok(Ok(list)) => http::json(stream, 200, &list).await,
-                Ok(Err(e)) => http::error(stream, 500, &e.to_string()).await,
-                Err(e) => http::error(stream, 500, &e.to_string()).await,
-            }
+            blocking(stream, 500, move || store.list()).await
         }
         ("POST", ["v1", "images", "pull"]) => {
             let Some(reference) = req.query.get("reference").cloned() else {
@@ -187,11 +183,7 @@ async fn route(stream: &mut UnixStream, control: &Control, req: Request) -> std:
                 return http::error(stream, 409, &format!("{reference} is used by {}", users.join(", "))).await;
             }
             let (store, reference) = (control.store.clone(), reference.to_string());
-            match tokio::task::spawn_blocking(move || store.remove(&reference)).await {
-                Ok(Ok(removed)) => http::json(stream, 200, &removed).await,
-                Ok(Err(e)) => http::error(stream, 404, &e.to_string()).await,
-                Err(e) => http::error(stream, 500, &e.to_string()).await,
-            }
+            blocking(stream, 404, move || store.remove(&reference)).await
         }
         ("POST", ["v1", "images", "prune"]) => {
             // Every image a known unit names is kept, running or not.
@@ -200,11 +192,7 @@ async fn route(stream: &mut UnixStream, control: &Control, req: Request) -> std:
             };
             let keep: BTreeSet<String> = list.into_iter().filter_map(|u| u.image).collect();
             let store = control.store.clone();
-            match tokio::task::spawn_blocking(move || store.prune(&keep)).await {
-                Ok(Ok(removed)) => http::json(stream, 200, &removed).await,
-                Ok(Err(e)) => http::error(stream, 500, &e.to_string()).await,
-                Err(e) => http::error(stream, 500, &e.to_string()).await,
-            }
+            blocking(stream, 500, move || store.prune(&keep)).await
         }
         ("POST", ["v1", verb @ ("poweroff" | "reboot")]) => match &control.power {
             Some(power) => {
@@ -303,19 +291,45 @@ async fn pull(stream: &mut UnixStream, control: &Control, reference: &str) -> st
     let (store, options) = (control.store.clone(), control.pull.clone());
     let task = tokio::task::spawn_blocking(move || store.pull(&source, &options, &StreamProgress(tx)));
     while let Some(v) = rx.recv().await {
-        let mut line = serde_json::to_vec(&v).unwrap_or_default();
-        line.push(b'\n');
-        stream.write_all(&line).await?;
+        json_line(stream, &v).await?;
     }
     let last = match task.await {
         Ok(Ok(image)) => serde_json::json!({"image": image.record}),
         Ok(Err(e)) => serde_json::json!({"error": e.to_string()}),
         Err(e) => serde_json::json!({"error": e.to_string()}),
     };
-    let mut line = serde_json::to_vec(&last).unwrap_or_default();
-    line.push(b'\n');
-    stream.write_all(&line).await?;
+    json_line(stream, &last).await?;
     stream.shutdown().await
+}
+
+/// The units that name volume `name`.
+fn users_of<'a>(used: &'a BTreeMap<String, Vec<String>>, name: &str) -> Vec<&'a str> {
+    used.iter().filter(|(_, v)| v.iter().any(|n| n == name)).map(|(u, _)| u.as_str()).collect()
+}
+
+/// One JSON object and a newline, on a streamed answer.
+async fn json_line(stream: &mut UnixStream, value: &impl serde::Serialize) -> std::io::Result<()> {
+    let mut line = serde_json::to_vec(value).unwrap_or_default();
+    line.push(b'\n');
+    stream.write_all(&line).await
+}
+
+/// Runs blocking `work` off the event loop and answers with its value
+/// (200) or its error (`status`).
+async fn blocking<T, E>(
+    stream: &mut UnixStream,
+    status: u16,
+    work: impl FnOnce() -> Result<T, E> + Send + 'static,
+) -> std::io::Result<()>
+where
+    T: serde::Serialize + Send + 'static,
+    E: std::fmt::Display + Send + 'static,
+{
+    match tokio::task::spawn_blocking(work).await {
+        Ok(Ok(v)) => http::json(stream, 200, &v).await,
+        Ok(Err(e)) => http::error(stream, status, &e.to_string()).await,
+        Err(e) => http::error(stream, 500, &e.to_string()).await,
+    }
 }
 
 async fn unit_status(control: &Control, name: &str) -> Option<UnitStatus> {
@@ -379,9 +393,7 @@ async fn events(stream: &mut UnixStream, control: &Control) -> std::io::Result<(
     loop {
         match rx.recv().await {
             Ok(ev) => {
-                let mut line = serde_json::to_vec(&ev).unwrap_or_default();
-                line.push(b'\n');
-                stream.write_all(&line).await?;
+                json_line(stream, &ev).await?;
             }
             Err(broadcast::error::RecvError::Lagged(n)) => {
                 let line = format!("{{\"lagged\": {n}}}\n");
@@ -443,26 +455,22 @@ async fn volumes(stream: &mut UnixStream, control: &Control, remove: Option<&str
     };
     let dir = control.state_dir.join("volumes");
     if let Some(name) = remove {
-        let users: Vec<&String> = used.iter().filter(|(_, v)| v.iter().any(|n| n == name)).map(|(u, _)| u).collect();
+        let users = users_of(&used, name);
         if !users.is_empty() {
-            let list: Vec<&str> = users.iter().map(|s| s.as_str()).collect();
-            return http::error(stream, 409, &format!("volume {name} is used by {}", list.join(", "))).await;
+            return http::error(stream, 409, &format!("volume {name} is used by {}", users.join(", "))).await;
         }
         let path = dir.join(name);
         if crate::units::values::names::check_volume_name(name).is_err() || !path.is_dir() {
             return http::error(stream, 404, &format!("no volume named {name:?}")).await;
         }
-        return match tokio::task::spawn_blocking(move || std::fs::remove_dir_all(path)).await {
-            Ok(Ok(())) => http::json(stream, 200, &serde_json::json!({"removed": name})).await,
-            Ok(Err(e)) => http::error(stream, 500, &e.to_string()).await,
-            Err(e) => http::error(stream, 500, &e.to_string()).await,
-        };
+        let removed = serde_json::json!({ "removed": name });
+        return blocking(stream, 500, move || std::fs::remove_dir_all(path).map(|()| removed)).await;
     }
     let mut list = Vec::new();
     if let Ok(rd) = std::fs::read_dir(&dir) {
         for e in rd.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
-            let users: Vec<&String> = used.iter().filter(|(_, v)| v.contains(&name)).map(|(u, _)| u).collect();
+            let users = users_of(&used, &name);
             list.push(serde_json::json!({"name": name, "path": e.path().join("_data"), "used_by": users}));
         }
     }
