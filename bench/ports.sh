@@ -1,85 +1,113 @@
 #!/usr/bin/env bash
 # A published port against a direct connection to the container, in one
-# run: TCP throughput (1 GiB of zeros into a busybox `nc` sink) and
-# connection rate (sequential HTTP/1.0 requests to busybox httpd), each
-# from the host, once through 127.0.0.1:<published port> (kernel DNAT,
-# masquerade) and once to the container's own address on the bridge.
-# Prints the medians and the ratios.
+# run: TCP throughput (iperf3, Debian's, server in a container of its own)
+# and connection rate (wrk, Debian's, against busybox httpd, a new
+# connection per request), each from a client in another network
+# namespace routed to the host (an outside machine), once through the
+# host's address and the published port (kernel DNAT in prerouting) and
+# once to the container's own address on the bridge (routed by the host). The two paths alternate within
+# each round; prints the medians and the ratios.
 #
-# Usage (as root): bench/ports.sh [RUNS]   (default 5)
-# Needs: busybox-static (scripts/build-example-images.sh), jq, python3.
+# Usage (as root): bench/ports.sh [ROUNDS]   (default 5)
+# Needs: iperf3, wrk, jq (scripts/install-deps.sh), the example images
+# (built offline here, plus an iperf3 image from Debian's packages).
 set -euo pipefail
-runs=${1:-5}
+rounds=${1:-5}
 cd "$(dirname "$0")/.."
+for tool in iperf3 wrk jq; do
+  command -v "$tool" >/dev/null || { echo "bench/ports.sh: $tool is missing: apt-get install $tool" >&2; exit 1; }
+done
 work=$(mktemp -d /var/tmp/bench-ports.XXXXXX)
 daemon=
 cleanup() {
+  for ns in $(ip netns list | awk '/^svbench-/ { print $1 }'); do ip netns del "$ns"; done
   [[ -n $daemon ]] && kill -TERM "$daemon" 2>/dev/null && wait "$daemon" 2>/dev/null
   rm -rf "$work"
 }
 trap cleanup EXIT
 
-scripts/build-example-images.sh >/dev/null
+images=$PWD/units.example/images
+scripts/build-example-images.sh >/dev/null 2>&1
+IMAGES=iperf3 scripts/build-example-images.sh >/dev/null 2>&1
 cargo build -q --release --bins
 bin=$PWD/target/release
 mkdir -p "$work/units"
-cat > "$work/units/sink.toml" <<EOF
+cat > "$work/units/iperf.toml" <<EOF2
 [container]
-image = "oci:$PWD/units.example/images/busybox:latest"
-command = ["sh", "-c", "mkdir -p /www; echo ok > /www/index.html; httpd -p 80 -h /www; while true; do nc -l -p 5001 > /dev/null; done"]
-ports = ["15001:5001", "18081:80"]
-[stop]
-signal = "SIGKILL"
-EOF
+image = "oci:$images/iperf3:latest"
+ports = ["15201:5201"]
+EOF2
+cat > "$work/units/web.toml" <<EOF2
+[container]
+image = "oci:$images/busybox:latest"
+command = ["sh", "-c", "mkdir -p /www; echo ok > /www/index.html; exec httpd -f -p 80 -h /www"]
+ports = ["18081:80"]
+EOF2
 printf '[network]\nbridge = "svbench0"\nsubnet = "10.216.0.0/24"\n' > "$work/supervisord.toml"
 export SUPERVISOR_SOCKET=$work/run/control.sock
 SUPERVISOR_LOG=warn "$bin/supervisord" --units "$work/units" --state-dir "$work/state" --run-dir "$work/run" \
   --log-dir "$work/log" --config "$work/supervisord.toml" &
 daemon=$!
-until [[ $("$bin/supervisorctl" status --json sink 2>/dev/null | jq -r '.[0].state') == running ]]; do sleep 0.1; done
-addr=$("$bin/supervisorctl" status --json sink | jq -r '.[0].address')
+address() { "$bin/supervisorctl" status --json "$1" 2>/dev/null | jq -r 'if .[0].state == "running" then .[0].address else empty end'; }
+until [[ -n $(address iperf) && -n $(address web) ]]; do sleep 0.1; done
+iperf=$(address iperf) web=$(address web)
 sleep 0.5
 
-python3 - "$runs" "$addr" <<'PY'
-import socket, statistics, sys, time
-runs, addr = int(sys.argv[1]), sys.argv[2]
-paths = {"published 127.0.0.1": ("127.0.0.1", 15001, 18081), "direct " + addr: (addr, 5001, 80)}
+# Each measurement runs from a network namespace of its own, routed to
+# the host over a veth (another machine, as far as the host can tell),
+# made fresh for it: every connection leaves a TIME_WAIT on one side and a
+# conntrack entry on the host, and tens of thousands of them per run would
+# slow whichever measurement came later for that reason alone.
+n=0
+client() {
+  n=$((n + 1))
+  local ns=svbench-$n
+  ip netns add "$ns"
+  ip link add "svb$n" type veth peer name eth0 netns "$ns"
+  ip addr add "10.217.$n.1/30" dev "svb$n"
+  ip link set "svb$n" up
+  ip -n "$ns" addr add "10.217.$n.2/30" dev eth0
+  ip -n "$ns" link set eth0 up
+  ip -n "$ns" link set lo up
+  ip -n "$ns" route add default via "10.217.$n.1"
+  echo "$ns 10.217.$n.1"
+}
+# `measure throughput|rate published|direct`: one figure, MiB/s received
+# over 5 s (iperf3's own) or connections/s over 5 s (wrk, a new connection
+# per request).
+measure() {
+  local ns host
+  read -r ns host < <(client)
+  local target port
+  case $1-$2 in
+    throughput-published) target=$host port=15201 ;;
+    throughput-direct) target=$iperf port=5201 ;;
+    rate-published) target=$host port=18081 ;;
+    rate-direct) target=$web port=80 ;;
+  esac
+  if [[ $1 == throughput ]]; then
+    ip netns exec "$ns" iperf3 -c "$target" -p "$port" -t 5 -J | jq '.end.sum_received.bits_per_second / 8 / 1048576'
+  else
+    ip netns exec "$ns" wrk -t 2 -c 16 -d 5s -H 'Connection: close' "http://$target:$port/" | awk '/^Requests\/sec/ { print $2 }'
+  fi
+  ip netns del "$ns"
+}
+median() { sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
-def throughput(host, port):
-    data = bytes(1 << 20)
-    time.sleep(0.2)  # the sink's nc listens again
-    s = socket.create_connection((host, port))
-    t = time.perf_counter()
-    for _ in range(1024):
-        s.sendall(data)
-    s.shutdown(socket.SHUT_WR)
-    s.recv(1)
-    s.close()
-    return 1024 / (time.perf_counter() - t)  # MiB/s
-
-def rate(host, port, n=1000):
-    t = time.perf_counter()
-    for _ in range(n):
-        s = socket.create_connection((host, port))
-        s.sendall(b"GET / HTTP/1.0\r\n\r\n")
-        while s.recv(4096):
-            pass
-        s.close()
-    return n / (time.perf_counter() - t)
-
-results = {}
-for name, (host, tport, hport) in paths.items():
-    for _ in range(2):  # warm up
-        throughput(host, tport)
-    tp = [throughput(host, tport) for _ in range(runs)]
-    time.sleep(0.3)
-    cr = [rate(host, hport) for _ in range(runs)]
-    results[name] = (statistics.median(tp), statistics.median(cr))
-    print(f"{name}: {results[name][0]:.0f} MiB/s, {results[name][1]:.0f} connections/s", file=sys.stderr)
-(p_tp, p_cr), (d_tp, d_cr) = results.values()
-print("| path | throughput (median) | connection rate (median) |")
-print("| --- | --- | --- |")
-for name, (tp, cr) in results.items():
-    print(f"| {name} | {tp:.0f} MiB/s | {cr:.0f} /s |")
-print(f"| published / direct | {p_tp / d_tp:.2f} | {p_cr / d_cr:.2f} |")
-PY
+measure throughput published >/dev/null; measure rate published >/dev/null  # warm up
+: > "$work/p-tp"; : > "$work/d-tp"; : > "$work/p-cr"; : > "$work/d-cr"
+for ((i = 0; i < rounds; i++)); do
+  measure throughput published >> "$work/p-tp"
+  measure throughput direct >> "$work/d-tp"
+  measure rate published >> "$work/p-cr"
+  measure rate direct >> "$work/d-cr"
+done
+p_tp=$(median < "$work/p-tp") d_tp=$(median < "$work/d-tp")
+p_cr=$(median < "$work/p-cr") d_cr=$(median < "$work/d-cr")
+echo "| path | throughput (iperf3, median) | connection rate (wrk, median) |"
+echo "| --- | --- | --- |"
+printf '| published, the host'\''s address | %.0f MiB/s | %.0f /s |\n' "$p_tp" "$p_cr"
+printf '| direct, the container'\''s address | %.0f MiB/s | %.0f /s |\n' "$d_tp" "$d_cr"
+awk -v a="$p_tp" -v b="$d_tp" -v c="$p_cr" -v d="$d_cr" 'BEGIN { printf "| published / direct | %.2f | %.2f |\n", a / b, c / d }'
+echo "(rounds: throughput published $(paste -sd' ' "$work/p-tp"), direct $(paste -sd' ' "$work/d-tp");" \
+  "connections published $(paste -sd' ' "$work/p-cr"), direct $(paste -sd' ' "$work/d-cr"))" >&2

@@ -12,7 +12,8 @@
 # cached in units.example/images/.debs so a re-run downloads nothing.
 #
 # Usage (as root): scripts/build-example-images.sh [OUT_DIR]
-# Environment: FORCE=1 rebuilds images that exist. Needs: umoci,
+# Environment: FORCE=1 rebuilds images that exist; IMAGES="busybox redis"
+# (the default) names the images to build (iperf3: bench/ports.sh's server). Needs: umoci,
 # busybox-static, apt-get, dpkg-deb (installed by scripts/install-deps.sh).
 set -euo pipefail
 
@@ -84,31 +85,39 @@ closure() {
   printf '%s\n' "${!seen[@]}" | sort
 }
 
-build_redis() {
-  local root=$work/redis pkgs=() p
+# debian_root ROOT PACKAGE: the package and its library closure unpacked
+# into ROOT (downloaded once into $debs), with an ld.so cache.
+debian_root() {
+  local root=$1 pkgs=() p
   mkdir -p "$root" "$debs"
-  mapfile -t pkgs < <(closure redis-server)
-  ((${#pkgs[@]} > 3)) || die "could not resolve redis-server's packages (run apt-get update)"
+  mapfile -t pkgs < <(closure "$2")
+  ((${#pkgs[@]} > 3)) || die "could not resolve $2's packages (run apt-get update)"
   local missing=()
   for p in "${pkgs[@]}"; do compgen -G "$debs/${p}_*.deb" >/dev/null || missing+=("$p"); done
   if ((${#missing[@]})); then
-    log "redis: downloading ${#missing[@]} packages"
+    log "$2: downloading ${#missing[@]} packages"
     chown _apt "$debs" 2>/dev/null || true
     (cd "$debs" && apt-get download -q "${missing[@]}" >/dev/null)
   fi
   for p in "${pkgs[@]}"; do
     dpkg-deb -x "$(ls -t "$debs/${p}"_*.deb | head -1)" "$root"
   done
-  # What the maintainer scripts and base-files would have done.
-  mkdir -p "$root"/{etc,tmp,root,data,proc,sys,dev,run,var/lib/redis}
+  mkdir -p "$root"/{etc,tmp,root,proc,sys,dev,run}
   chmod 1777 "$root/tmp"
   chmod 0700 "$root/root"
-  printf 'root:x:0:0:root:/root:/usr/sbin/nologin\nredis:x:999:999::/var/lib/redis:/usr/sbin/nologin\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n' >"$root/etc/passwd"
-  printf 'root:x:0:\nredis:x:999:\nnogroup:x:65534:\n' >"$root/etc/group"
-  chown 999:999 "$root/data" "$root/var/lib/redis"
   [[ -f $root/etc/ld.so.conf ]] || echo 'include /etc/ld.so.conf.d/*.conf' >"$root/etc/ld.so.conf"
   ldconfig -r "$root"
   rm -rf "$root"/usr/share/{doc,man,info,lintian,locale}
+}
+
+build_redis() {
+  local root=$work/redis
+  debian_root "$root" redis-server
+  # What the maintainer scripts and base-files would have done.
+  mkdir -p "$root"/{data,var/lib/redis}
+  printf 'root:x:0:0:root:/root:/usr/sbin/nologin\nredis:x:999:999::/var/lib/redis:/usr/sbin/nologin\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n' >"$root/etc/passwd"
+  printf 'root:x:0:\nredis:x:999:\nnogroup:x:65534:\n' >"$root/etc/group"
+  chown 999:999 "$root/data" "$root/var/lib/redis"
   if chroot "$root" /usr/bin/redis-server --version >/dev/null 2>"$work/redis.err"; then :; else
     cat "$work/redis.err" >&2
     die "redis-server does not run in the image (missing library?)"
@@ -119,11 +128,22 @@ build_redis() {
     --config.exposedports 6379/tcp --config.user redis --config.workingdir /data --config.volume /data
 }
 
+# Not an example's: the server of bench/ports.sh (IMAGES=iperf3).
+build_iperf3() {
+  local root=$work/iperf3
+  debian_root "$root" iperf3
+  printf 'root:x:0:0:root:/root:/usr/sbin/nologin\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n' >"$root/etc/passwd"
+  printf 'root:x:0:\nnogroup:x:65534:\n' >"$root/etc/group"
+  chroot "$root" /usr/bin/iperf3 --version >/dev/null || die "iperf3 does not run in the image (missing library?)"
+  layout iperf3 "$root" --config.entrypoint iperf3 --config.cmd=--server --config.exposedports 5201/tcp \
+    --config.user nobody --config.workingdir /
+}
+
 mkdir -p "$out"
 # One build at a time per output directory (tests may ask concurrently).
 exec 9>"$out/.lock"
 flock 9
-for image in busybox redis; do
+for image in ${IMAGES:-busybox redis}; do
   if [[ -f $out/$image/index.json && -z ${FORCE:-} ]]; then
     log "$image: exists (FORCE=1 rebuilds)"
   else

@@ -95,10 +95,12 @@ fn none_has_only_loopback_and_host_shares_the_hosts_interfaces() {
 struct Outside {
     ns: String,
     link: String,
+    _network: Option<common::HostLock>,
 }
 
 impl Outside {
     fn new(n: u8) -> (Outside, String, String) {
+        let network = common::network_user();
         let ns = common::unique_name("to");
         let link = common::unique_name("tv");
         let (host, peer) = (format!("10.251.{n}.1"), format!("10.251.{n}.2"));
@@ -113,7 +115,7 @@ impl Outside {
         run(&["-n", &ns, "addr", "add", &format!("{peer}/30"), "dev", "eth0"]);
         run(&["-n", &ns, "link", "set", "eth0", "up"]);
         run(&["-n", &ns, "link", "set", "lo", "up"]);
-        (Outside { ns, link }, host, peer)
+        (Outside { ns, link, _network: network }, host, peer)
     }
 }
 
@@ -344,4 +346,66 @@ fn units_publishing_ports_at_once_all_get_their_rules() {
     let listed = text(&Command::new("nft").args(["list", "table", "ip", &table]).output().unwrap().stdout);
     // Each port twice: from outside (prerouting) and from the host (output).
     assert_eq!(listed.matches("dnat to").count(), 12, "{listed}");
+}
+
+/// Puts ip_forward back to what it was, however the test ends.
+struct Forwarding(String);
+
+impl Drop for Forwarding {
+    fn drop(&mut self) {
+        let _ = std::fs::write("/proc/sys/net/ipv4/ip_forward", &self.0);
+    }
+}
+
+#[test]
+fn a_thousand_start_stop_cycles_and_a_crash_leave_the_hosts_network_as_it_was() {
+    root_only!("a_thousand_start_stop_cycles_and_a_crash_leave_the_hosts_network_as_it_was");
+    let _quiet = common::network_quiet();
+    let _forwarding = Forwarding(std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap());
+    // Off, so that putting it back is seen.
+    std::fs::write("/proc/sys/net/ipv4/ip_forward", "0").unwrap();
+    let before = common::host_network();
+
+    let mut d = Daemon::start();
+    let units: Vec<String> = (0..4).map(|_| common::unique_name("lk")).collect();
+    let base = 20000 + (std::process::id() % 2000) as u16 * 4;
+    for (i, name) in units.iter().enumerate() {
+        let port = base + i as u16;
+        let extra = format!("ports = [\"{port}:80\", \"{port}:53/udp\"]\n");
+        d.write_unit(name, &unit("sleep 100000 & wait", &extra));
+    }
+    // A pod member on the first unit's network, cycled with it.
+    let pod = common::unique_name("lp");
+    d.write_unit(&pod, &unit("sleep 100000 & wait", &format!("network = \"unit:{}\"\n", units[0])));
+    for name in units.iter().chain([&pod]) {
+        d.wait_state(name, "running");
+    }
+    let mut args = vec!["restart"];
+    args.extend(units.iter().map(String::as_str));
+    let cycles = 1000 / units.len();
+    for i in 0..cycles {
+        let out = d.ctl(&args);
+        assert!(out.status.success(), "restart {i}: {}{}", text(&out.stderr), d.log());
+    }
+    for name in units.iter().chain([&pod]) {
+        d.wait_state(name, "running");
+    }
+    let gens: Vec<u64> = units.iter().map(|n| d.unit(n).unwrap()["generation"].as_u64().unwrap()).collect();
+    assert!(gens.iter().all(|g| *g as usize > cycles), "generations {gens:?} after {cycles} restarts each");
+
+    // A crash: the containers, their veths and our table stay behind...
+    let mut child = d.child.take().unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_ne!(common::host_network(), before);
+    // ...until the next supervisor starts (and shuts down cleanly).
+    d.spawn();
+    for name in units.iter().chain([&pod]) {
+        d.wait_state(name, "running");
+    }
+    assert!(d.terminate(60).success(), "{}", d.log());
+    let after = common::host_network();
+    let gone: Vec<&str> = before.lines().filter(|l| !after.lines().any(|a| a == *l)).collect();
+    let new: Vec<&str> = after.lines().filter(|l| !before.lines().any(|b| b == *l)).collect();
+    assert_eq!(after, before, "the host's network changed: gone {gone:#?}, new {new:#?}");
 }

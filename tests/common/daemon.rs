@@ -16,6 +16,8 @@ pub fn busybox() -> String {
 pub struct Daemon {
     pub dir: tempfile::TempDir,
     pub child: Option<Child>,
+    /// Dropped last: the daemon's bridge and table are gone by then.
+    _network: Option<super::HostLock>,
 }
 
 impl Daemon {
@@ -36,7 +38,7 @@ impl Daemon {
         let config =
             if config.contains("[network]") { config.to_string() } else { format!("{config}{}", network_config()) };
         std::fs::write(dir.path().join("supervisord.toml"), config).unwrap();
-        let mut d = Daemon { dir, child: None };
+        let mut d = Daemon { dir, child: None, _network: super::network_user() };
         d.spawn_with(f);
         d
     }

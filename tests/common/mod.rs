@@ -61,15 +61,80 @@ pub fn unique_name(prefix: &str) -> String {
 pub struct HostLock(File);
 
 pub fn host_lock() -> HostLock {
-    lock_file("/tmp/supervisor-tests.lock")
+    lock_file("/tmp/supervisor-tests.lock", libc::LOCK_EX)
 }
 
-fn lock_file(path: &str) -> HostLock {
+fn lock_file(path: &str, how: libc::c_int) -> HostLock {
     let f = File::create(path).expect("create the test lock file");
     // SAFETY: flock on a file descriptor we own; blocks until granted.
-    let rc = unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&f), libc::LOCK_EX) };
+    let rc = unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&f), how) };
     assert_eq!(rc, 0, "flock: {}", std::io::Error::last_os_error());
     HostLock(f)
+}
+
+const NETWORK_LOCK: &str = "/tmp/supervisor-tests-network.lock";
+
+std::thread_local! {
+    static NETWORK_QUIET: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Held (shared) by whatever adds links, addresses, routes or nft tables
+/// to the host for a while (a test daemon, an outside namespace), so that
+/// [`network_quiet`] can compare the host's network before and after.
+/// None on the thread that holds [`network_quiet`] itself.
+pub fn network_user() -> Option<HostLock> {
+    (!NETWORK_QUIET.get()).then(|| lock_file(NETWORK_LOCK, libc::LOCK_SH))
+}
+
+/// While held, no other test (of any test process) changes the host's
+/// network: what this thread sees change is its own doing.
+pub struct NetworkQuiet(HostLock);
+
+pub fn network_quiet() -> NetworkQuiet {
+    let lock = lock_file(NETWORK_LOCK, libc::LOCK_EX);
+    NETWORK_QUIET.set(true);
+    NetworkQuiet(lock)
+}
+
+impl Drop for NetworkQuiet {
+    fn drop(&mut self) {
+        NETWORK_QUIET.set(false);
+    }
+}
+
+/// The host's links, addresses, routes, nft ruleset and IP forwarding, as
+/// text to compare (lifetimes and counters, which move on their own, left out).
+pub fn host_network() -> String {
+    let run = |cmd: &[&str]| {
+        let out = std::process::Command::new(cmd[0]).args(&cmd[1..]).output().expect(cmd[0]);
+        assert!(out.status.success(), "{cmd:?}: {}", text(&out.stderr));
+        text(&out.stdout)
+    };
+    let mut out = String::new();
+    for cmd in [
+        &["ip", "-o", "link"][..],
+        &["ip", "-o", "addr"],
+        &["ip", "route", "show", "table", "all"],
+        &["nft", "list", "ruleset"],
+    ] {
+        out += &format!("## {}\n", cmd.join(" "));
+        for line in run(cmd).lines() {
+            let mut words: Vec<&str> = Vec::new();
+            let mut it = line.split_whitespace();
+            while let Some(w) = it.next() {
+                match w {
+                    "valid_lft" | "preferred_lft" | "packets" | "bytes" => {
+                        it.next();
+                    }
+                    _ => words.push(w),
+                }
+            }
+            out += &words.join(" ");
+            out.push('\n');
+        }
+    }
+    out += &format!("## ip_forward {}", std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap());
+    out
 }
 
 pub mod daemon;
@@ -88,7 +153,7 @@ pub fn fixtures() -> std::path::PathBuf {
     }
     let out = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("image-fixtures-{:x}", h.finish()));
     // A lock of its own: a test may build a bundle while it holds host_lock.
-    let _lock = lock_file("/tmp/supervisor-tests-fixtures.lock");
+    let _lock = lock_file("/tmp/supervisor-tests-fixtures.lock", libc::LOCK_EX);
     if !out.join(".done").exists() {
         let status =
             std::process::Command::new(here.join("make-images.sh")).arg(&out).status().expect("run make-images.sh");

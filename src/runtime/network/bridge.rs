@@ -154,10 +154,22 @@ impl Bridge {
         }
         let netlink = Netlink::open()?;
         let index = netlink.bridge(&config.name, config.subnet.gateway(), config.subnet.prefix).await?;
-        let forward_was = std::fs::read_to_string(FORWARD).ok();
-        if forward_was.as_deref().map(str::trim) != Some("1") {
-            std::fs::write(FORWARD, "1").map_err(|e| format!("{FORWARD}: {e}"))?;
-        }
+        let dir = run_dir.join("network").join(&config.name);
+        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        // What ip_forward was before the first of us turned it on: kept in
+        // the run dir, so a successor of a crashed supervisor still knows.
+        let was_path = dir.join("ip_forward.was");
+        let forward_was = match std::fs::read_to_string(&was_path) {
+            Ok(was) => Some(was),
+            Err(_) => {
+                let was = std::fs::read_to_string(FORWARD).ok();
+                if let Some(was) = was.as_deref().filter(|w| w.trim() != "1") {
+                    std::fs::write(&was_path, was).map_err(|e| format!("{}: {e}", was_path.display()))?;
+                }
+                was
+            }
+        };
+        std::fs::write(FORWARD, "1").map_err(|e| format!("{FORWARD}: {e}"))?;
         nft(&reaper, &ports::ruleset(&table(&config.name), &config.name, config.subnet, &[])).await?;
         // Connections from the host to 127.0.0.1 of a published port are
         // routed out of the bridge (then masqueraded).
@@ -175,8 +187,6 @@ impl Bridge {
         for (ip, holder) in pool.reclaim(|_| false) {
             tracing::info!("network: reclaimed {ip} of {holder}");
         }
-        let dir = run_dir.join("network").join(&config.name);
-        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         let resolv = resolv_conf(&std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default());
         std::fs::write(dir.join("resolv.conf"), resolv).map_err(|e| format!("{}: {e}", dir.display()))?;
         let bridge = Bridge {
