@@ -19,6 +19,11 @@ packages=(
   apache2-utils    # htpasswd, for the registry's Basic auth
   attr             # getfattr, to check overlay xattrs in unpacked layers
   python3          # writes the crafted fixture layer (tarfile)
+  qemu-system-x86  # boots the appliance VM in its end-to-end tests (TCG)
+  cpio             # packs the appliance's initramfs
+  kmod             # modprobe/depmod: the appliance's module closure
+  xz-utils         # unpacks the Debian kernel's payload (uncompressed vmlinux)
+  binutils         # strip: smaller programs in the appliance
 )
 
 missing=()

@@ -65,19 +65,28 @@ impl Client {
         Ok(s)
     }
 
-    /// Reads the head; the status and what of the body came with it, and
-    /// the body's length when given.
-    fn head(&self, s: &mut UnixStream) -> Result<(u16, Vec<u8>, Option<usize>), String> {
+    /// Reads the head; the status, what of the body came with it, and
+    /// how the body ends.
+    fn head(&self, s: &mut UnixStream) -> Result<(u16, Vec<u8>, Framing), String> {
         let mut buf = Vec::new();
         loop {
             if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
                 let head = String::from_utf8_lossy(&buf[..i]).into_owned();
                 let status = head.split(' ').nth(1).and_then(|c| c.parse().ok()).ok_or("bad answer")?;
-                let length = head.lines().find_map(|l| {
-                    let (k, v) = l.split_once(':')?;
-                    k.eq_ignore_ascii_case("content-length").then(|| v.trim().parse().ok())?
-                });
-                return Ok((status, buf[i + 4..].to_vec(), length));
+                let header = |name: &str| {
+                    head.lines().find_map(|l| {
+                        let (k, v) = l.split_once(':')?;
+                        k.trim().eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+                    })
+                };
+                let framing = if header("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
+                    Framing::Chunked(Dechunk::default())
+                } else if let Some(n) = header("content-length").and_then(|v| v.parse().ok()) {
+                    Framing::Length(n)
+                } else {
+                    Framing::Close
+                };
+                return Ok((status, buf[i + 4..].to_vec(), framing));
             }
             let mut chunk = [0u8; 4096];
             let n = s.read(&mut chunk).map_err(|e| e.to_string())?;
@@ -88,24 +97,47 @@ impl Client {
         }
     }
 
-    pub fn request(&self, method: &str, target: &str) -> Result<Response, String> {
-        let mut s = self.connect(method, target)?;
-        let (status, mut body, length) = self.head(&mut s)?;
-        match length {
-            Some(n) => {
-                while body.len() < n {
-                    let mut chunk = vec![0u8; n - body.len()];
-                    let got = s.read(&mut chunk).map_err(|e| e.to_string())?;
-                    if got == 0 {
-                        break;
-                    }
-                    body.extend_from_slice(&chunk[..got]);
+    /// Hands the body to `each` as it comes, until its end (the length,
+    /// the last chunk, or the connection's end).
+    fn body(s: &mut UnixStream, first: &[u8], mut framing: Framing, each: &mut dyn FnMut(&[u8])) -> Result<(), String> {
+        let mut bytes = first.to_vec();
+        loop {
+            let done = match &mut framing {
+                Framing::Length(left) => {
+                    let take = bytes.len().min(*left);
+                    each(&bytes[..take]);
+                    *left -= take;
+                    *left == 0
                 }
+                Framing::Chunked(d) => {
+                    let out = d.feed(&bytes)?;
+                    each(&out);
+                    d.done()
+                }
+                Framing::Close => {
+                    each(&bytes);
+                    false
+                }
+            };
+            if done {
+                return Ok(());
             }
-            None => {
-                s.read_to_end(&mut body).map_err(|e| e.to_string())?;
+            let mut chunk = [0u8; 8192];
+            match s.read(&mut chunk) {
+                Ok(0) if matches!(framing, Framing::Close) => return Ok(()),
+                Ok(0) => return Err("supervisord closed the connection in the answer".into()),
+                Ok(n) => bytes = chunk[..n].to_vec(),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => bytes.clear(),
+                Err(e) => return Err(e.to_string()),
             }
         }
+    }
+
+    pub fn request(&self, method: &str, target: &str) -> Result<Response, String> {
+        let mut s = self.connect(method, target)?;
+        let (status, first, framing) = self.head(&mut s)?;
+        let mut body = Vec::new();
+        Client::body(&mut s, &first, framing, &mut |b| body.extend_from_slice(b))?;
         Ok(Response { status, body })
     }
 
@@ -123,26 +155,112 @@ impl Client {
         each: &mut dyn FnMut(&[u8]),
     ) -> Result<Option<Response>, String> {
         let mut s = self.connect(method, target)?;
-        let (status, first, length) = self.head(&mut s)?;
-        if status != 200 || length.is_some() {
-            let mut body = first;
-            s.read_to_end(&mut body).map_err(|e| e.to_string())?;
+        let (status, first, framing) = self.head(&mut s)?;
+        if status != 200 || matches!(framing, Framing::Length(_)) {
+            let mut body = Vec::new();
+            Client::body(&mut s, &first, framing, &mut |b| body.extend_from_slice(b))?;
             return Ok(Some(Response { status, body }));
         }
-        each(&first);
-        let mut chunk = [0u8; 8192];
-        loop {
-            match s.read(&mut chunk) {
-                Ok(0) => return Ok(None),
-                Ok(n) => each(&chunk[..n]),
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e.to_string()),
+        Client::body(&mut s, &first, framing, each)?;
+        Ok(None)
+    }
+}
+
+/// How an answer's body ends. supervisord's own socket closes after each
+/// answer; the appliance's serial control port cannot, and so frames
+/// streams in chunks.
+enum Framing {
+    Length(usize),
+    Chunked(Dechunk),
+    Close,
+}
+
+/// An incremental decoder of HTTP/1.1 chunked bodies.
+#[derive(Debug, Default)]
+pub struct Dechunk {
+    pending: Vec<u8>,
+    /// Bytes of the current chunk still to come (then its CRLF).
+    left: usize,
+    in_chunk: bool,
+    done: bool,
+}
+
+impl Dechunk {
+    /// The body bytes in `input` (what ends mid-line is kept for later).
+    pub fn feed(&mut self, input: &[u8]) -> Result<Vec<u8>, String> {
+        self.pending.extend_from_slice(input);
+        let mut out = Vec::new();
+        let mut at = 0;
+        while !self.done {
+            let rest = &self.pending[at..];
+            if self.in_chunk {
+                let take = rest.len().min(self.left);
+                out.extend_from_slice(&rest[..take]);
+                at += take;
+                self.left -= take;
+                if self.left > 0 {
+                    break;
+                }
+                if self.pending.len() - at < 2 {
+                    break;
+                }
+                if &self.pending[at..at + 2] != b"\r\n" {
+                    return Err("bad chunked answer: no CRLF after a chunk".into());
+                }
+                at += 2;
+                self.in_chunk = false;
+            } else {
+                let Some(end) = rest.windows(2).position(|w| w == b"\r\n") else {
+                    if rest.len() > 64 {
+                        return Err("bad chunked answer: chunk size line too long".into());
+                    }
+                    break;
+                };
+                let line = String::from_utf8_lossy(&rest[..end]);
+                let size = line.split(';').next().unwrap_or("").trim();
+                let size = usize::from_str_radix(size, 16).map_err(|_| format!("bad chunk size {size:?}"))?;
+                at += end + 2;
+                if size == 0 {
+                    // Trailers are not used by supervisord.
+                    self.done = true;
+                } else {
+                    self.left = size;
+                    self.in_chunk = true;
+                }
             }
         }
+        self.pending.drain(..at);
+        Ok(out)
+    }
+
+    pub fn done(&self) -> bool {
+        self.done
     }
 }
 
 /// The run directory of a socket (`<run-dir>/control.sock`).
 pub fn run_dir(socket: &Path) -> PathBuf {
     socket.parent().map_or_else(|| PathBuf::from("/run/supervisor"), Path::to_path_buf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_decode_however_they_are_cut() {
+        let wire = b"5\r\nhello\r\n7;x=1\r\n, world\r\n0\r\n\r\n";
+        for cut in 1..wire.len() {
+            let mut d = Dechunk::default();
+            let mut out = d.feed(&wire[..cut]).unwrap();
+            out.extend(d.feed(&wire[cut..]).unwrap());
+            assert_eq!(out, b"hello, world", "cut at {cut}");
+            assert!(d.done());
+        }
+        let mut d = Dechunk::default();
+        assert_eq!(d.feed(b"3\r\nabc\r\n").unwrap(), b"abc");
+        assert!(!d.done());
+        assert!(Dechunk::default().feed(b"zz\r\n").is_err());
+        assert!(Dechunk::default().feed(b"2\r\nabXY").is_err());
+    }
 }

@@ -35,6 +35,10 @@ pub struct Args {
     /// Load the units, print the start order or the errors, and exit.
     #[arg(long)]
     pub check: bool,
+    /// With --check: print each image the units name (as the store records
+    /// it, one per line) instead of the start order.
+    #[arg(long, requires = "check")]
+    pub images: bool,
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -184,12 +188,27 @@ fn run_with(args: Args, paths: Paths, config: Config) -> ExitCode {
             eprintln!("supervisord: [network] bridge: {bridge:?} is not an interface name (1-15 characters)");
             return ExitCode::from(2);
         }
+        let uplink = match config.uplink.as_ref().map(|u| u.address().map(|a| (u, a))).transpose() {
+            Ok(u) => u.map(|(u, (address, prefix))| crate::supervisor::daemon::Uplink {
+                interface: u.interface.clone(),
+                address,
+                prefix,
+                gateway: u.gateway,
+            }),
+            Err(e) => {
+                eprintln!("supervisord: {e}");
+                return ExitCode::from(2);
+            }
+        };
         let options = Options {
             paths,
             bridge: Some(crate::runtime::network::bridge::Config { name: bridge, subnet }),
             insecure_registries: config.insecure_registries.clone(),
             authfile: config.authfile.clone().unwrap_or_else(|| PathBuf::from("/etc/supervisor/auth.json")),
             socket_group,
+            modules: config.modules.clone(),
+            control_port: config.control_port.clone(),
+            uplink,
         };
         return ExitCode::from(crate::supervisor::daemon::run(options));
     }
@@ -205,6 +224,13 @@ fn run_with(args: Args, paths: Paths, config: Config) -> ExitCode {
         eprint!("{}", e.render(color));
     }
     let units: Vec<_> = set.units.iter().map(|u| &u.unit).collect();
+    if args.images {
+        let refs: std::collections::BTreeSet<String> = units.iter().map(|u| u.container.image.to_string()).collect();
+        for r in refs {
+            println!("{r}");
+        }
+        return if set.errors.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) };
+    }
     for (step, group) in start_order(&units).iter().enumerate() {
         println!("start step {}: {}", step + 1, group.join(", "));
     }

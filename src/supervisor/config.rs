@@ -30,6 +30,37 @@ pub struct Config {
     /// The bridge network (used by the network code).
     #[serde(default)]
     pub network: Network,
+    /// Kernel modules to load at start (with their dependencies, from
+    /// `/lib/modules/<release>/modules.dep`): what an appliance's bare
+    /// kernel needs for containers.
+    #[serde(default)]
+    pub modules: Vec<String>,
+    /// A virtio-serial port (by name) to serve the control protocol on:
+    /// the appliance's control path from outside the VM.
+    pub control_port: Option<String>,
+    /// The host's own network interface, for an appliance with no one else
+    /// to configure it.
+    pub uplink: Option<Uplink>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Uplink {
+    /// The interface [default: the first ethernet interface].
+    pub interface: Option<String>,
+    /// `ADDRESS/PREFIX`.
+    pub address: String,
+    pub gateway: Option<std::net::Ipv4Addr>,
+}
+
+impl Uplink {
+    /// The address and prefix length.
+    pub fn address(&self) -> Result<(std::net::Ipv4Addr, u8), String> {
+        let bad = || format!("uplink.address: {:?} is not ADDRESS/PREFIX (like 10.0.2.15/24)", self.address);
+        let (a, p) = self.address.split_once('/').ok_or_else(bad)?;
+        let prefix: u8 = p.parse().ok().filter(|p| *p <= 32).ok_or_else(bad)?;
+        Ok((a.parse().map_err(|_| bad())?, prefix))
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -90,6 +121,15 @@ mod tests {
         assert_eq!(c.units.as_deref(), Some(Path::new("/u")));
         assert_eq!(c.insecure_registries, ["h:5000"]);
         assert!(Config::load(&dir.path().join("none.toml"), false).is_ok());
+        std::fs::write(&p, "modules = [\"overlay\"]\ncontrol_port = \"ctl\"\n[uplink]\naddress = \"10.0.2.15/24\"\ngateway = \"10.0.2.2\"\n").unwrap();
+        let c = Config::load(&p, true).unwrap();
+        let up = c.uplink.unwrap();
+        assert_eq!(up.address().unwrap(), ("10.0.2.15".parse().unwrap(), 24));
+        assert_eq!(up.gateway, Some("10.0.2.2".parse().unwrap()));
+        assert_eq!(c.modules, ["overlay"]);
+        assert!(Uplink { address: "10.0.2.15".into(), ..Uplink::default() }.address().is_err());
+        std::fs::write(&p, "[uplink]\naddress = \"10.0.2.15/24\"\ngateway = \"10.0.2\"\n").unwrap();
+        assert!(Config::load(&p, true).unwrap_err().contains("s.toml:3:11"));
         assert!(Config::load(&dir.path().join("none.toml"), true).is_err());
     }
 }

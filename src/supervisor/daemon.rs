@@ -37,6 +37,21 @@ pub struct Options {
     pub insecure_registries: Vec<String>,
     pub authfile: PathBuf,
     pub socket_group: Option<u32>,
+    /// Kernel modules to load first.
+    pub modules: Vec<String>,
+    /// A virtio-serial port to serve the control protocol on.
+    pub control_port: Option<String>,
+    /// The host's interface to configure (an appliance's).
+    pub uplink: Option<Uplink>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Uplink {
+    /// None: the first ethernet interface.
+    pub interface: Option<String>,
+    pub address: std::net::Ipv4Addr,
+    pub prefix: u8,
+    pub gateway: Option<std::net::Ipv4Addr>,
 }
 
 /// Raises our soft NOFILE limit to the hard one: hundreds of containers
@@ -61,13 +76,28 @@ fn notify(states: &[sd_notify::NotifyState]) {
 /// Runs the daemon; its exit code. As PID 1 it never returns.
 pub fn run(options: Options) -> u8 {
     let pid1 = pid1::is_pid1();
+    let escaped = if pid1 { pid1::leave_initramfs() } else { None };
+    if pid1 && std::env::var_os("PATH").is_none() {
+        // The kernel gives init no PATH; helpers (nft) are found by it.
+        // SAFETY: no other thread exists yet.
+        unsafe { std::env::set_var("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin") };
+    }
     if pid1 {
         pid1::mount_basics();
         pid1::console();
     }
     super::init_logging();
+    if let Some(what) = escaped {
+        tracing::info!("{what}");
+    }
+    pid1::modules::load(&options.modules);
     if pid1 {
         pid1::host_setup();
+        // The power button asks for what SIGUSR2 does: a clean power-off.
+        pid1::power_button::watch(|| {
+            // SAFETY: kill(2) of our own process.
+            unsafe { libc::kill(std::process::id() as i32, libc::SIGUSR2) };
+        });
         // A panic in PID 1 is a kernel panic: log it and keep going (the
         // task that panicked ends; the loop below starts a new engine).
         std::panic::set_hook(Box::new(|info| tracing::error!("panic: {info}")));
@@ -75,6 +105,9 @@ pub fn run(options: Options) -> u8 {
         // Orphans of our containers' helpers and execs are ours to reap.
         // SAFETY: prctl(PR_SET_CHILD_SUBREAPER) changes only our process.
         unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    }
+    if let Some(port) = &options.control_port {
+        pid1::serial::serve(port.clone(), options.paths.run_dir.join("control.sock"));
     }
     raise_nofile();
     // glibc gives each thread that allocates an arena of its own; for a
@@ -157,6 +190,12 @@ async fn daemon(options: &Options, pid1: bool) -> Result<Option<Power>, String> 
         reaper: reaper.clone(),
         sockets: crate::health::netns::Factory::start().map_err(|e| format!("probe socket thread: {e}"))?,
     });
+    if let Some(up) = &options.uplink {
+        // Not fatal: the units still run, only not reachable from outside.
+        if let Err(e) = uplink(up).await {
+            tracing::error!("uplink: {e}");
+        }
+    }
     let bridge = match &options.bridge {
         Some(config) => Some(Arc::new(
             Bridge::setup(config.clone(), &paths.state_dir, &paths.run_dir, reaper.clone())
@@ -257,6 +296,43 @@ async fn daemon(options: &Options, pid1: bool) -> Result<Option<Power>, String> 
         }
         Err(e) => Err(format!("the engine ended: {e}")),
     }
+}
+
+/// Configures the host's interface (waiting a while for it to appear: a
+/// just-loaded driver probes in the background).
+async fn uplink(up: &Uplink) -> Result<(), String> {
+    let mut name = up.interface.clone();
+    for _ in 0..50 {
+        name = name.or_else(first_ethernet);
+        if name.as_deref().is_some_and(|n| crate::runtime::network::netlink::index(n).is_some()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let name = name.ok_or("no ethernet interface")?;
+    let netlink = crate::runtime::network::netlink::Netlink::open()?;
+    netlink.uplink(&name, up.address, up.prefix, up.gateway).await?;
+    tracing::info!(
+        "uplink {name}: {}/{}{}",
+        up.address,
+        up.prefix,
+        up.gateway.map(|g| format!(" via {g}")).unwrap_or_default()
+    );
+    Ok(())
+}
+
+/// The first interface (by name) backed by a device and of ethernet type:
+/// no loopback, bridge or veth has a `device`.
+fn first_ethernet() -> Option<String> {
+    let mut names: Vec<String> = std::fs::read_dir("/sys/class/net")
+        .ok()?
+        .flatten()
+        .filter(|e| e.path().join("device").exists())
+        .filter(|e| std::fs::read_to_string(e.path().join("type")).is_ok_and(|t| t.trim() == "1"))
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names.into_iter().next()
 }
 
 /// SIGTERM/SIGINT: shut down (as PID 1: SIGTERM and SIGUSR2 power off,

@@ -28,7 +28,8 @@ pub fn init_logging() {
     let _ = fmt()
         .with_max_level(level)
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        // A console is often a serial line captured to a file: no colours there.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()) && std::process::id() != 1)
         .with_target(false)
         .try_init();
 }

@@ -37,7 +37,16 @@ pub struct Prepared {
 /// The image of `unit`, from the store or pulled, as its policy says.
 pub fn image(unit: &Unit, store: &Store, options: &PullOptions, progress: &dyn Progress) -> Result<Image, String> {
     let reference = unit.container.image.to_string();
-    match (unit.container.pull, store.image(&reference).ok().flatten()) {
+    let stored = match store.image(&reference) {
+        Ok(image) => image,
+        // Recorded with its blobs but without (some of) its layers (a
+        // seeded appliance store): made from the blobs, no source needed.
+        Err(_) if unit.container.pull != PullPolicy::Always => {
+            store.restore(&reference, options, progress).map_err(|e| e.to_string())?
+        }
+        Err(_) => None,
+    };
+    match (unit.container.pull, stored) {
         (PullPolicy::Missing | PullPolicy::Never, Some(image)) => Ok(image),
         (PullPolicy::Never, None) => Err(format!("{reference}: not in the store, and pull = \"never\"")),
         _ => store.pull(&unit.container.image, options, progress).map_err(|e| e.to_string()),

@@ -78,9 +78,32 @@ impl Store {
             ImageSource::DockerArchive { path, image } => DockerArchive::open(Path::new(path), image.as_deref())?,
             ImageSource::Dir { path } => return dir_image(&reference, Path::new(path)),
         };
+        self.pull_from(&reference, &*fetcher, options, progress)
+    }
+
+    /// Makes the layers of a recorded image that are missing from the
+    /// store from its stored blobs, with every check a pull makes, and
+    /// returns the image; None if `reference` is not recorded. No source is
+    /// contacted: this is how an appliance's store, seeded with blobs and
+    /// records only (its initramfs cannot carry the layers' xattrs), gets
+    /// its layers at first use.
+    pub fn restore(&self, reference: &str, options: &PullOptions, progress: &dyn Progress) -> Result<Option<Image>> {
+        let Some(record) = self.record(reference)? else { return Ok(None) };
+        let stored = StoredImage { store: self, record };
+        self.pull_from(reference, &stored, options, progress).map(Some)
+    }
+
+    fn pull_from(
+        &self,
+        reference: &str,
+        fetcher: &dyn Fetcher,
+        options: &PullOptions,
+        progress: &dyn Progress,
+    ) -> Result<Image> {
+        let reference = reference.to_string();
         let _shared = self.lock_store(false)?;
 
-        let (manifest_bytes, manifest_digest) = resolve(&*fetcher, &options.platform)?;
+        let (manifest_bytes, manifest_digest) = resolve(fetcher, &options.platform)?;
         let manifest: Manifest = match parse_document(&manifest_bytes, None)? {
             Document::Manifest(m) => m,
             Document::Index(_) => {
@@ -93,7 +116,7 @@ impl Store {
             match self.read_blob(&manifest.config.digest) {
                 Ok(b) => b,
                 Err(_) => {
-                    let b = read_verified(&*fetcher, &manifest.config, "config")?;
+                    let b = read_verified(fetcher, &manifest.config, "config")?;
                     self.put_blob(&manifest.config.digest, &b)?;
                     b
                 }
@@ -111,7 +134,7 @@ impl Store {
         progress.resolved(&reference, &manifest_digest, &manifest.layers);
 
         let layers: Vec<(&Descriptor, &Digest)> = manifest.layers.iter().zip(&config.rootfs.diff_ids).collect();
-        self.make_layers(&*fetcher, &layers, options, progress)?;
+        self.make_layers(fetcher, &layers, options, progress)?;
 
         let record = ImageRecord {
             reference: reference.clone(),
@@ -272,6 +295,29 @@ impl Store {
 }
 
 /// The manifest `fetcher`'s reference names for `platform`, verified.
+/// A recorded image's blobs in the store, as a source.
+struct StoredImage<'a> {
+    store: &'a Store,
+    record: ImageRecord,
+}
+
+impl Fetcher for StoredImage<'_> {
+    fn name(&self) -> String {
+        format!("the store's copy of {}", self.record.reference)
+    }
+    fn top(&self) -> Result<Fetched> {
+        self.manifest(&self.record.manifest_digest)
+    }
+    fn manifest(&self, digest: &Digest) -> Result<Fetched> {
+        let bytes = self.store.read_blob(digest)?;
+        Ok(Fetched { bytes, content_type: None, digest: Some(digest.clone()) })
+    }
+    fn blob(&self, desc: &Descriptor) -> Result<super::source::BlobReader<'_>> {
+        let path = self.store.blob_path(&desc.digest);
+        Ok(Box::new(File::open(&path).map_err(ImageError::io("open", &path))?))
+    }
+}
+
 fn resolve(fetcher: &dyn Fetcher, platform: &Platform) -> Result<(Vec<u8>, Digest)> {
     let top = fetcher.top()?;
     let top_digest = verify(&top, &fetcher.name())?;

@@ -74,6 +74,38 @@ impl Netlink {
         self.handle.link().add(msg).execute().await.map_err(err(&format!("create the veth pair {host}")))
     }
 
+    /// The host's uplink: `name` up with `address/prefix`, and the
+    /// default route through `gateway` (kept if already there).
+    pub async fn uplink(
+        &self,
+        name: &str,
+        address: Ipv4Addr,
+        prefix: u8,
+        gateway: Option<Ipv4Addr>,
+    ) -> Result<(), String> {
+        let idx = index(name).ok_or_else(|| format!("no interface {name}"))?;
+        self.handle
+            .link()
+            .set(LinkUnspec::new_with_index(idx).up().build())
+            .execute()
+            .await
+            .map_err(err(&format!("bring up {name}")))?;
+        match self.handle.address().add(idx, IpAddr::V4(address), prefix).execute().await {
+            Ok(()) => {}
+            Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::EEXIST => {}
+            Err(e) => return Err(format!("address {address}/{prefix} on {name}: {e}")),
+        }
+        if let Some(gw) = gateway {
+            let route = rtnetlink::RouteMessageBuilder::<Ipv4Addr>::new().gateway(gw).output_interface(idx).build();
+            match self.handle.route().add(route).execute().await {
+                Ok(()) => {}
+                Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::EEXIST => {}
+                Err(e) => return Err(format!("default route via {gw} on {name}: {e}")),
+            }
+        }
+        Ok(())
+    }
+
     /// Deletes the interface `name`, if there.
     pub async fn delete(&self, name: &str) -> Result<(), String> {
         let Some(idx) = index(name) else { return Ok(()) };

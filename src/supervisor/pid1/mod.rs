@@ -8,6 +8,10 @@ use nix::mount::{MntFlags, MsFlags, mount, umount2};
 
 use super::control::Power;
 
+pub mod modules;
+pub mod power_button;
+pub mod serial;
+
 pub fn is_pid1() -> bool {
     std::process::id() == 1
 }
@@ -15,6 +19,49 @@ pub fn is_pid1() -> bool {
 /// Whether `path` is a mount point (by /proc/self/mountinfo).
 fn mounted(path: &str) -> bool {
     std::fs::read_to_string("/proc/self/mountinfo").is_ok_and(|m| m.lines().any(|l| l.split(' ').nth(4) == Some(path)))
+}
+
+/// Leaves the initramfs's root for a bind mount of it, as the kernel
+/// refuses `pivot_root(2)` (EINVAL) to a process whose root is the
+/// initial rootfs, and so to every container cloned from it: bind `/`
+/// onto a directory in it, move that mount over `/`, chroot into it. A
+/// no-op on any other root. Runs before anything else is mounted (and
+/// before logging: what happened is returned, to be logged).
+pub fn leave_initramfs() -> Option<String> {
+    let proc_was_mounted = Path::new("/proc/self").exists();
+    if !proc_was_mounted {
+        let _ = std::fs::create_dir_all("/proc");
+        if let Err(e) = mount(Some("proc"), "/proc", Some("proc"), MsFlags::empty(), None::<&str>) {
+            return Some(format!("mount proc: {e}"));
+        }
+    }
+    let on_rootfs = std::fs::read_to_string("/proc/self/mountinfo").is_ok_and(|m| {
+        m.lines().any(|l| {
+            // ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS... - FSTYPE SOURCE SUPER
+            let point = l.split(' ').nth(4);
+            let fstype = l.split(" - ").nth(1).and_then(|r| r.split(' ').next());
+            point == Some("/") && fstype == Some("rootfs")
+        })
+    });
+    if !proc_was_mounted {
+        let _ = umount2("/proc", MntFlags::MNT_DETACH);
+    }
+    if !on_rootfs {
+        return None;
+    }
+    let new_root = "/.root";
+    let escape = || -> nix::Result<()> {
+        let _ = std::fs::create_dir(new_root);
+        mount(Some("/"), new_root, None::<&str>, MsFlags::MS_BIND, None::<&str>)?;
+        nix::unistd::chdir(new_root)?;
+        mount(Some("."), "/", None::<&str>, MsFlags::MS_MOVE, None::<&str>)?;
+        nix::unistd::chroot(".")?;
+        nix::unistd::chdir("/")
+    };
+    Some(match escape() {
+        Ok(()) => "left the initramfs root for a bind mount of it".to_string(),
+        Err(e) => format!("leave the initramfs root: {e} (containers cannot pivot_root)"),
+    })
 }
 
 /// Mounts what is missing of /proc, /sys, /dev, /dev/pts, /run, /tmp and

@@ -1,0 +1,420 @@
+//! The appliance, end to end: `packaging/appliance/build.sh` builds a VM
+//! from the example units and some of the tests' own, qemu boots it (TCG,
+//! the uncompressed kernel), and everything is checked from outside, as an
+//! operator would: the console, the control path (a virtio-serial port,
+//! a unix socket on this side), a published port through qemu's forward,
+//! qemu's monitor for the keyboard and the power button. The VM is a pure
+//! cgroup v2 host: the v2 limits are checked there.
+//!
+//! The verdict on a boot is the console (a kernel panic, our markers),
+//! never qemu's exit code (qemu exits 0 when its guest dies).
+
+mod common;
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use common::text;
+use serde_json::Value;
+
+/// Boots run one at a time: each takes a core or two under TCG.
+static BOOTS: Mutex<()> = Mutex::new(());
+
+/// Units of the tests' own, beside the examples: each shows one cgroup v2
+/// limit at work, in its logs or its status, read over the control path.
+const TEST_UNITS: &[(&str, &str)] = &[
+    (
+        "oom",
+        r#"[container]
+image = "oci:images/busybox:latest"
+command = ["sh", "-c", "head -c 200000000 /dev/zero | sort > /dev/null"]
+[resources]
+memory = "32M"
+[restart]
+policy = "no"
+"#,
+    ),
+    (
+        "pids",
+        r#"[container]
+image = "oci:images/busybox:latest"
+command = ["sh", "-c", "echo pids.max $(cat /sys/fs/cgroup/pids.max); (for i in $(seq 40); do sleep 1000 & done) 2>&1; echo spawned; exec sleep 100000"]
+[resources]
+pids = 10
+[stop]
+signal = "SIGKILL"
+"#,
+    ),
+    (
+        "cpu",
+        r#"[container]
+image = "oci:images/busybox:latest"
+command = ["sh", "-c", "echo cpu.max $(cat /sys/fs/cgroup/cpu.max); while :; do :; done"]
+[resources]
+cpus = 0.25
+[stop]
+signal = "SIGKILL"
+"#,
+    ),
+    (
+        "live",
+        r#"[container]
+image = "oci:images/busybox:latest"
+command = ["sh", "-c", "while :; do echo memory.max $(cat /sys/fs/cgroup/memory.max); sleep 1; done"]
+[resources]
+memory = "64M"
+[stop]
+signal = "SIGKILL"
+"#,
+    ),
+    // An operator inside the box: once `live` runs, it raises live's
+    // memory limit by editing its unit file, which supervisord must apply
+    // to the running container.
+    (
+        "editor",
+        r#"[container]
+image = "oci:images/busybox:latest"
+command = ["sh", "-c", "sleep 3; sed 's/64M/96M/' /units/live.toml > /units/.live.tmp && mv /units/.live.tmp /units/live.toml && echo edited; exec sleep 100000"]
+volumes = ["/etc/units.d:/units"]
+[unit]
+after = ["live"]
+[stop]
+signal = "SIGKILL"
+"#,
+    ),
+    (
+        "dev",
+        r#"[container]
+image = "oci:images/busybox:latest"
+command = ["sh", "-c", "mknod /mem c 1 1 && echo made; if head -c 1 /mem > /dev/null; then echo device-readable; else echo device-refused; fi; exec sleep 100000"]
+[stop]
+signal = "SIGKILL"
+"#,
+    ),
+];
+
+/// The appliance, built once per test run (from the debug binaries the
+/// tests were built with).
+fn appliance() -> &'static Path {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let images = common::example_redis().parent().unwrap().to_path_buf();
+        let work = root.join("target/appliance-test");
+        let _ = std::fs::remove_dir_all(&work);
+        let units = work.join("units");
+        std::fs::create_dir_all(units.join("images")).unwrap();
+        for entry in std::fs::read_dir(root.join("units.example")).unwrap().flatten() {
+            let name = entry.file_name();
+            if entry.path().extension().is_some_and(|e| e == "toml") {
+                std::fs::copy(entry.path(), units.join(&name)).unwrap();
+            }
+        }
+        let copy = |from: &Path, to: &Path| {
+            let st = Command::new("cp").arg("-a").arg(from).arg(to).status().unwrap();
+            assert!(st.success());
+        };
+        copy(&root.join("units.example/www"), &units);
+        for image in ["busybox", "redis"] {
+            copy(&images.join(image), &units.join("images"));
+        }
+        for (name, body) in TEST_UNITS {
+            std::fs::write(units.join(format!("{name}.toml")), body).unwrap();
+        }
+        let out = work.join("out");
+        let bin = Path::new(env!("CARGO_BIN_EXE_supervisord")).parent().unwrap();
+        let built = Command::new(root.join("packaging/appliance/build.sh"))
+            .arg("--units")
+            .arg(&units)
+            .arg("--out")
+            .arg(&out)
+            .env("SUPERVISOR_BIN", bin)
+            .env("APPLIANCE_CACHE", root.join("target/appliance-cache"))
+            .output()
+            .unwrap();
+        assert!(built.status.success(), "build.sh failed:\n{}", text(&built.stderr));
+        for f in ["vmlinuz", "initrd.img", "boot.sh"] {
+            assert!(out.join(f).is_file(), "build.sh made no {f}");
+        }
+        out
+    })
+}
+
+struct Vm {
+    child: Child,
+    dir: tempfile::TempDir,
+    port: u16,
+    started: Instant,
+}
+
+impl Vm {
+    /// Boots the appliance (with more kernel arguments, if any); its
+    /// console, control socket and monitor in a directory of their own.
+    fn boot(append: &str) -> Vm {
+        let out = appliance();
+        let dir = tempfile::tempdir().unwrap();
+        // boot.sh puts control.sock beside itself: a copy per boot.
+        std::fs::copy(out.join("boot.sh"), dir.path().join("boot.sh")).unwrap();
+        for f in ["vmlinuz", "initrd.img"] {
+            std::os::unix::fs::symlink(out.join(f), dir.path().join(f)).unwrap();
+        }
+        let port = common::free_port();
+        let child = Command::new(dir.path().join("boot.sh"))
+            .env("CONSOLE", dir.path().join("console.log"))
+            .env("MONITOR", dir.path().join("monitor.sock"))
+            .env("FORWARD", format!("tcp:127.0.0.1:{port}-:8080"))
+            .env("APPEND", append)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("qemu.err")).unwrap())
+            .spawn()
+            .unwrap();
+        Vm { child, dir, port, started: Instant::now() }
+    }
+
+    fn console(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("console.log")).unwrap_or_default()
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.dir.path().join("control.sock")
+    }
+
+    /// Waits for `marker` on the console; a kernel panic or qemu's end
+    /// first is the verdict instead.
+    fn wait_console(&mut self, marker: &str, secs: u64) {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let console = self.console();
+            if console.contains(marker) {
+                return;
+            }
+            assert!(!console.contains("Kernel panic"), "the guest panicked:\n{console}");
+            if let Some(st) = self.child.try_wait().unwrap() {
+                panic!("qemu ended ({st}) before {marker:?}:\n{console}\n{}", self.qemu_err());
+            }
+            assert!(Instant::now() < deadline, "no {marker:?} on the console after {secs}s:\n{console}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn qemu_err(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("qemu.err")).unwrap_or_default()
+    }
+
+    fn ctl(&self, args: &[&str]) -> std::process::Output {
+        Command::new(env!("CARGO_BIN_EXE_supervisorctl"))
+            .arg("--socket")
+            .arg(self.socket())
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    fn status(&self) -> Vec<Value> {
+        let out = self.ctl(&["status", "--json"]);
+        serde_json::from_slice::<Value>(&out.stdout)
+            .map(|v| v.as_array().cloned().unwrap_or_default())
+            .unwrap_or_default()
+    }
+
+    fn unit(&self, name: &str) -> Value {
+        self.status().into_iter().find(|u| u["name"] == name).unwrap_or(Value::Null)
+    }
+
+    /// Waits until `pred` holds for the unit's status.
+    fn wait_unit(&mut self, name: &str, what: &str, secs: u64, pred: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let u = self.unit(name);
+            if pred(&u) {
+                return u;
+            }
+            let console = self.console();
+            assert!(!console.contains("Kernel panic"), "the guest panicked:\n{console}");
+            assert!(Instant::now() < deadline, "{name}: not {what} after {secs}s: {u}\n{console}");
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+
+    fn logs(&self, name: &str) -> String {
+        text(&self.ctl(&["logs", name]).stdout)
+    }
+
+    fn wait_logs(&mut self, name: &str, needle: &str, secs: u64) -> String {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let logs = self.logs(name);
+            if logs.contains(needle) {
+                return logs;
+            }
+            assert!(Instant::now() < deadline, "{name}: no {needle:?} in its logs after {secs}s:\n{logs}");
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+
+    /// A command to qemu's monitor. The monitor reads its input a
+    /// character at a time: the connection stays open until the command's
+    /// prompt comes back, or the rest of the command would be lost.
+    fn monitor(&self, command: &str) {
+        let path = self.dir.path().join("monitor.sock");
+        let mut s = std::os::unix::net::UnixStream::connect(&path).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+        let read_until = |s: &mut std::os::unix::net::UnixStream, prompts: usize| {
+            let mut seen = Vec::new();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline && text(&seen).matches("(qemu) ").count() < prompts {
+                let mut buf = [0u8; 4096];
+                if let Ok(n) = s.read(&mut buf) {
+                    seen.extend_from_slice(&buf[..n]);
+                }
+            }
+        };
+        read_until(&mut s, 1);
+        s.write_all(format!("{command}\n").as_bytes()).unwrap();
+        read_until(&mut s, 2);
+    }
+
+    /// Waits for qemu to end; the console then.
+    fn wait_end(&mut self, secs: u64) -> String {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while self.child.try_wait().unwrap().is_none() {
+            assert!(Instant::now() < deadline, "qemu still runs {secs}s later:\n{}", self.console());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        self.console()
+    }
+}
+
+impl Drop for Vm {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// qemu and a kernel package are needed; as root (build.sh makes device
+/// nodes).
+fn can_run(test: &str) -> bool {
+    if !common::require_root(test) {
+        return false;
+    }
+    let qemu = Command::new("qemu-system-x86_64").arg("--version").output().is_ok_and(|o| o.status.success());
+    assert!(qemu, "{test}: qemu-system-x86_64 is missing (scripts/install-deps.sh installs qemu-system-x86)");
+    true
+}
+
+const EXAMPLES: [&str; 3] = ["db", "web", "worker"];
+
+#[test]
+fn the_appliance_runs_the_examples_and_enforces_cgroup_v2_limits_then_powers_off() {
+    if !can_run("the_appliance_runs_the_examples_and_enforces_cgroup_v2_limits_then_powers_off") {
+        return;
+    }
+    let _one = BOOTS.lock().unwrap_or_else(|e| e.into_inner());
+    let mut vm = Vm::boot("");
+    vm.wait_console("supervising the units of /etc/units.d", 120);
+    assert!(vm.console().contains("left the initramfs root"), "{}", vm.console());
+    for name in EXAMPLES {
+        vm.wait_unit(name, "running", 120, |u| u["state"] == "running");
+    }
+    eprintln!("all example units running {:.1}s after qemu started", vm.started.elapsed().as_secs_f64());
+    let status = vm.ctl(&["status", "db", "web", "worker"]);
+    assert_eq!(status.status.code(), Some(0), "{}", text(&status.stdout));
+
+    // The web unit's published port, through qemu's forward to the guest.
+    let mut page = String::new();
+    for _ in 0..100 {
+        if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", vm.port)) {
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let _ = s.write_all(b"GET / HTTP/1.0\r\n\r\n");
+            page.clear();
+            let _ = s.read_to_string(&mut page);
+            if page.contains("200 OK") {
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(page.contains("Hello from a container"), "the web unit did not answer on its port: {page:?}");
+
+    // cgroup v2 on a pure v2 host: the OOM kill is reported...
+    let oom = vm.wait_unit("oom", "OOM-killed", 120, |u| u["oom_killed"] == true);
+    assert_ne!(oom["state"], "running", "{oom}");
+    // ...the pids limit holds...
+    let pids = vm.wait_logs("pids", "spawned", 60);
+    assert!(pids.contains("pids.max 10"), "{pids}");
+    assert!(pids.contains("can't fork") || pids.contains("Resource temporarily unavailable"), "{pids}");
+    // ...the CPU quota is written and caps the busy loop...
+    let cpu = vm.wait_logs("cpu", "cpu.max", 60);
+    assert!(cpu.contains("cpu.max 25000 100000"), "{cpu}");
+    let usage = |vm: &Vm| {
+        let v: Value = serde_json::from_slice(&vm.ctl(&["inspect", "cpu"]).stdout).unwrap();
+        v["usage"]["cpu_ns"].as_u64().unwrap_or_else(|| panic!("no CPU usage in {v}"))
+    };
+    let (before, t) = (usage(&vm), Instant::now());
+    std::thread::sleep(Duration::from_secs(4));
+    let share = (usage(&vm) - before) as f64 / t.elapsed().as_nanos() as f64;
+    assert!(share > 0.02 && share < 0.35, "CPU share {share:.2} with cpus = 0.25");
+    // ...a limit changes on the running container when its file is edited...
+    let live = vm.wait_unit("live", "running", 60, |u| u["state"] == "running");
+    vm.wait_logs("editor", "edited", 60);
+    vm.wait_logs("live", &format!("memory.max {}", 96u64 << 20), 60);
+    let after = vm.unit("live");
+    assert_eq!(after["pid"], live["pid"], "live was restarted instead of updated: {after}");
+    // ...and a device node made inside is refused by the device program.
+    let dev = vm.wait_logs("dev", "device-", 60);
+    assert!(dev.contains("made"), "mknod is allowed, as Docker allows it: {dev}");
+    assert!(dev.contains("device-refused") && dev.contains("Operation not permitted"), "{dev}");
+
+    // supervisorctl poweroff: every unit stopped, then the VM is off.
+    let off = vm.ctl(&["poweroff"]);
+    assert!(off.status.success(), "{}", text(&off.stderr));
+    let console = vm.wait_end(120);
+    for name in EXAMPLES {
+        assert!(console.contains(&format!("{name}: stopping -> inactive")), "{name} not stopped:\n{console}");
+    }
+    assert!(console.contains("every unit is stopped"), "{console}");
+    assert!(console.contains("reboot: Power down"), "{console}");
+}
+
+#[test]
+fn ctrl_alt_del_reboots_and_the_power_button_powers_off_cleanly() {
+    if !can_run("ctrl_alt_del_reboots_and_the_power_button_powers_off_cleanly") {
+        return;
+    }
+    let _one = BOOTS.lock().unwrap_or_else(|e| e.into_inner());
+    for (how, marker) in
+        [("sendkey ctrl-alt-delete", "reboot: Restarting system"), ("system_powerdown", "reboot: Power down")]
+    {
+        let mut vm = Vm::boot("");
+        vm.wait_unit("web", "running", 120, |u| u["state"] == "running");
+        vm.wait_console("watching the power button", 30);
+        vm.monitor(how);
+        let console = vm.wait_end(120);
+        assert!(console.contains("web: stopping -> inactive"), "{how}: web not stopped:\n{console}");
+        assert!(console.contains("every unit is stopped"), "{how}:\n{console}");
+        assert!(console.contains(marker), "{how}: no {marker:?}:\n{console}");
+    }
+}
+
+#[test]
+fn a_dead_init_is_a_failed_boot_whatever_qemu_says() {
+    if !can_run("a_dead_init_is_a_failed_boot_whatever_qemu_says") {
+        return;
+    }
+    let _one = BOOTS.lock().unwrap_or_else(|e| e.into_inner());
+    // No init at all: the kernel panics, and qemu (-no-reboot) exits 0.
+    let mut vm = Vm::boot("rdinit=/nonexistent");
+    let console = vm.wait_end(120);
+    assert!(vm.child.try_wait().unwrap().is_some_and(|s| s.success()), "qemu's exit code says nothing");
+    assert!(console.contains("Kernel panic"), "the harness would miss it:\n{console}");
+    // And the harness's waits fail on it, instead of timing out.
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| vm.wait_console("never", 5)));
+    let message = caught.expect_err("wait_console passed on a panicked guest");
+    let message = message.downcast_ref::<String>().cloned().unwrap_or_default();
+    assert!(message.contains("panicked") || message.contains("qemu ended"), "{message}");
+}
