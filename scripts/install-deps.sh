@@ -23,7 +23,9 @@ packages=(
   cpio             # packs the appliance's initramfs
   kmod             # modprobe/depmod: the appliance's module closure
   xz-utils         # unpacks the Debian kernel's payload (uncompressed vmlinux)
-  binutils         # strip: smaller programs in the appliance
+  binutils         # strip, objdump: smaller programs in the appliance and the .deb
+  man-db           # man: the package test reads the generated manual pages
+  systemd          # systemd-analyze verify of packaging/supervisord.service
 )
 
 missing=()

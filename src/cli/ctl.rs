@@ -166,6 +166,10 @@ pub enum Command {
     Poweroff,
     /// Stop every unit and reboot (supervisord as PID 1 only).
     Reboot,
+    /// Write the manual pages and shell completions of both programs into
+    /// DIR (for packaging).
+    #[command(hide = true)]
+    GenerateDocs { dir: PathBuf },
 }
 
 #[derive(Debug, Subcommand)]
@@ -208,5 +212,12 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Volume(VolumeCommand::Rm { name }) => control::volume_rm(&client, &name),
         Command::Poweroff => control::power(&client, "poweroff"),
         Command::Reboot => control::power(&client, "reboot"),
+        Command::GenerateDocs { dir } => match super::docs::generate(&dir) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("supervisorctl: {}: {e}", dir.display());
+                ExitCode::FAILURE
+            }
+        },
     }
 }

@@ -7,6 +7,7 @@ pub mod client;
 pub mod control;
 pub mod ctl;
 pub mod daemon;
+pub mod docs;
 pub mod images;
 pub mod validate;
 
