@@ -42,7 +42,7 @@ pub fn encode(s: &str) -> String {
 }
 
 impl Client {
-    fn connect(&self, method: &str, target: &str) -> Result<UnixStream, String> {
+    fn connect(&self, method: &str, target: &str) -> Result<(UnixStream, String), String> {
         let mut s = UnixStream::connect(&self.socket).map_err(|e| {
             let hint = match e.kind() {
                 std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
@@ -53,7 +53,16 @@ impl Client {
             };
             format!("{}: {e}{hint}", self.socket.display())
         })?;
-        let req = format!("{method} {target} HTTP/1.1\r\nHost: supervisord\r\nContent-Length: 0\r\n\r\n");
+        // An id of this request, which the appliance's serial relay puts in
+        // its answer (see `head`).
+        let id = format!(
+            "{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos())
+        );
+        let req = format!(
+            "{method} {target} HTTP/1.1\r\nHost: supervisord\r\nX-Request-Id: {id}\r\nContent-Length: 0\r\n\r\n"
+        );
         // A server that answers before reading (a refusal) closes early:
         // its answer is still there to read.
         match s.write_all(req.as_bytes()) {
@@ -62,31 +71,28 @@ impl Client {
             }
             _ => {}
         }
-        Ok(s)
+        Ok((s, id))
     }
 
     /// Reads the head; the status, what of the body came with it, and
-    /// how the body ends.
-    fn head(&self, s: &mut UnixStream) -> Result<(u16, Vec<u8>, Framing), String> {
+    /// how the body ends. Over the appliance's serial port the tail of an
+    /// earlier client's answer may come first: bytes before a head, and
+    /// heads naming another request's id, are skipped.
+    fn head(&self, s: &mut UnixStream, id: &str) -> Result<(u16, Vec<u8>, Framing), String> {
         let mut buf = Vec::new();
         loop {
-            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                let head = String::from_utf8_lossy(&buf[..i]).into_owned();
-                let status = head.split(' ').nth(1).and_then(|c| c.parse().ok()).ok_or("bad answer")?;
-                let header = |name: &str| {
-                    head.lines().find_map(|l| {
-                        let (k, v) = l.split_once(':')?;
-                        k.trim().eq_ignore_ascii_case(name).then(|| v.trim().to_string())
-                    })
-                };
-                let framing = if header("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
-                    Framing::Chunked(Dechunk::default())
-                } else if let Some(n) = header("content-length").and_then(|v| v.parse().ok()) {
-                    Framing::Length(n)
-                } else {
-                    Framing::Close
-                };
-                return Ok((status, buf[i + 4..].to_vec(), framing));
+            if let Some(start) = buf.windows(7).position(|w| w == b"HTTP/1.") {
+                if let Some(len) = buf[start..].windows(4).position(|w| w == b"\r\n\r\n") {
+                    let head = String::from_utf8_lossy(&buf[start..start + len]).into_owned();
+                    let rest = buf[start + len + 4..].to_vec();
+                    match parse_head(&head, id) {
+                        Some((status, framing)) => return Ok((status, rest, framing)),
+                        None => {
+                            buf = rest;
+                            continue;
+                        }
+                    }
+                }
             }
             let mut chunk = [0u8; 4096];
             let n = s.read(&mut chunk).map_err(|e| e.to_string())?;
@@ -134,8 +140,8 @@ impl Client {
     }
 
     pub fn request(&self, method: &str, target: &str) -> Result<Response, String> {
-        let mut s = self.connect(method, target)?;
-        let (status, first, framing) = self.head(&mut s)?;
+        let (mut s, id) = self.connect(method, target)?;
+        let (status, first, framing) = self.head(&mut s, &id)?;
         let mut body = Vec::new();
         Client::body(&mut s, &first, framing, &mut |b| body.extend_from_slice(b))?;
         Ok(Response { status, body })
@@ -154,8 +160,8 @@ impl Client {
         target: &str,
         each: &mut dyn FnMut(&[u8]),
     ) -> Result<Option<Response>, String> {
-        let mut s = self.connect(method, target)?;
-        let (status, first, framing) = self.head(&mut s)?;
+        let (mut s, id) = self.connect(method, target)?;
+        let (status, first, framing) = self.head(&mut s, &id)?;
         if status != 200 || matches!(framing, Framing::Length(_)) {
             let mut body = Vec::new();
             Client::body(&mut s, &first, framing, &mut |b| body.extend_from_slice(b))?;
@@ -164,6 +170,29 @@ impl Client {
         Client::body(&mut s, &first, framing, each)?;
         Ok(None)
     }
+}
+
+/// A head's status and framing; None when it names another request's id
+/// (an earlier client's answer, to skip).
+fn parse_head(head: &str, id: &str) -> Option<(u16, Framing)> {
+    let header = |name: &str| {
+        head.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim().eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+        })
+    };
+    if header("x-request-id").is_some_and(|other| other != id) {
+        return None;
+    }
+    let status = head.split(' ').nth(1).and_then(|c| c.parse().ok())?;
+    let framing = if header("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
+        Framing::Chunked(Dechunk::default())
+    } else if let Some(n) = header("content-length").and_then(|v| v.parse().ok()) {
+        Framing::Length(n)
+    } else {
+        Framing::Close
+    };
+    Some((status, framing))
 }
 
 /// How an answer's body ends. supervisord's own socket closes after each
@@ -246,6 +275,18 @@ pub fn run_dir(socket: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn heads_of_other_requests_are_skipped() {
+        assert!(parse_head("HTTP/1.1 200 OK\r\nX-Request-Id: 1-2\r\nContent-Length: 3", "9-9").is_none());
+        let (status, framing) =
+            parse_head("HTTP/1.1 404 Not Found\r\nX-Request-Id: 9-9\r\nContent-Length: 3", "9-9").unwrap();
+        assert_eq!(status, 404);
+        assert!(matches!(framing, Framing::Length(3)));
+        // supervisord's own socket names no id.
+        let (_, framing) = parse_head("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked", "9-9").unwrap();
+        assert!(matches!(framing, Framing::Chunked(_)));
+    }
 
     #[test]
     fn chunks_decode_however_they_are_cut() {

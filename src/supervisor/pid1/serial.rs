@@ -8,15 +8,16 @@
 //! (as root), and copies the answer back: as it is when it says its
 //! length, in HTTP/1.1 chunks when it is a stream (whose end is then the
 //! last chunk). One client at a time, as qemu's socket accepts one. When
-//! the host side goes away (the port reports a hangup) the request so far
-//! and any answer in progress are dropped: the next client starts clean.
+//! the host side goes away (the port reports a hangup for a second) the
+//! request so far and any answer in progress are dropped: the next client
+//! starts clean.
 
 use std::io::{Read, Write};
 use std::os::fd::AsFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
@@ -46,9 +47,9 @@ pub fn serve(name: String, socket: PathBuf) {
                         .map_err(|e| format!("{}: {e}", p.display()))
                 });
             match port {
-                Ok(mut port) => {
+                Ok(port) => {
                     tracing::info!("serving the control protocol on the serial port {name:?}");
-                    relay(&mut port, &socket);
+                    relay(port, &socket);
                 }
                 Err(e) if !warned => {
                     tracing::warn!("serial control: {e} (looking again every second)");
@@ -68,78 +69,133 @@ pub fn serve(name: String, socket: PathBuf) {
 /// reported at once and for as long as it lasts).
 const IDLE: Duration = Duration::from_millis(100);
 
-/// What waiting on the port gave.
-enum Wait {
-    Data,
-    Hangup,
-    Idle,
+/// How long a hangup must last to mean that the client is gone.
+/// virtio-serial reports the host side's connects and disconnects on a
+/// control queue apart from the data: a new client's request (and the
+/// room to answer it) can come before the last client's hangup is over.
+/// Writes wait while the host side is away, so nothing is lost by waiting.
+const GONE: Duration = Duration::from_secs(1);
+
+/// The port, and since when it has reported a hangup.
+struct Port {
+    file: std::fs::File,
+    hangup_since: Option<Instant>,
+    /// Bytes of the next request read while answering the last one.
+    carry: Vec<u8>,
 }
 
-fn wait(port: &impl AsFd, flags: PollFlags, timeout: Duration) -> Wait {
-    let mut fds = [PollFd::new(port.as_fd(), flags)];
-    let ms = PollTimeout::try_from(timeout).unwrap_or(PollTimeout::MAX);
-    match poll(&mut fds, ms) {
-        Ok(0) | Err(_) => Wait::Idle,
-        Ok(_) => {
-            let got = fds[0].revents().unwrap_or(PollFlags::empty());
-            if got.intersects(flags) {
-                Wait::Data
-            } else if got.contains(PollFlags::POLLHUP) {
-                Wait::Hangup
-            } else {
-                Wait::Idle
+impl Port {
+    /// Polls for `flags` (at most `timeout`): whether they are ready, and
+    /// whether the client is gone (a hangup that has lasted [`GONE`]).
+    fn wait(&mut self, flags: PollFlags, timeout: Duration) -> (bool, bool) {
+        let mut fds = [PollFd::new(self.file.as_fd(), flags)];
+        let ms = PollTimeout::try_from(timeout).unwrap_or(PollTimeout::MAX);
+        let got = match poll(&mut fds, ms) {
+            Ok(n) if n > 0 => fds[0].revents().unwrap_or(PollFlags::empty()),
+            _ => PollFlags::empty(),
+        };
+        let ready = got.intersects(flags);
+        let hangup = got.contains(PollFlags::POLLHUP);
+        (ready, self.gone(hangup && !ready))
+    }
+
+    fn gone(&mut self, hangup: bool) -> bool {
+        if !hangup {
+            self.hangup_since = None;
+            return false;
+        }
+        self.hangup_since.get_or_insert_with(Instant::now).elapsed() >= GONE
+    }
+
+    /// Writes all of `bytes` (the port is non-blocking); fails when the
+    /// client is gone.
+    fn write_all(&mut self, mut bytes: &[u8]) -> Result<(), String> {
+        while !bytes.is_empty() {
+            match self.file.write(bytes) {
+                Ok(n) => bytes = &bytes[n..],
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    if self.wait(PollFlags::POLLOUT, IDLE).1 {
+                        return Err("the host side went away".into());
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(format!("write: {e}")),
             }
+        }
+        Ok(())
+    }
+
+    fn send(&mut self, bytes: &[u8], chunked: bool) -> Result<(), String> {
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        if chunked {
+            self.write_all(format!("{:x}\r\n", bytes.len()).as_bytes())?;
+            self.write_all(bytes)?;
+            self.write_all(b"\r\n")
+        } else {
+            self.write_all(bytes)
         }
     }
 }
 
 /// Requests and answers until the port fails.
-fn relay(port: &mut std::fs::File, socket: &Path) {
+fn relay(file: std::fs::File, socket: &Path) {
+    let mut port = Port { file, hangup_since: None, carry: Vec::new() };
     let mut buf: Vec<u8> = Vec::new();
     loop {
-        match wait(port, PollFlags::POLLIN, Duration::from_secs(3600)) {
-            Wait::Hangup => {
-                // Nobody on the host side: forget any partial request.
-                buf.clear();
-                std::thread::sleep(IDLE);
-                continue;
-            }
-            Wait::Idle => continue,
-            Wait::Data => {}
-        }
-        let mut chunk = [0u8; 16384];
-        match port.read(&mut chunk) {
-            Ok(0) => {
-                buf.clear();
-                std::thread::sleep(IDLE);
-                continue;
-            }
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::Interrupted => {
-                continue;
-            }
-            Err(e) => return tracing::warn!("serial control: read: {e}"),
-        }
+        buf.append(&mut port.carry);
         match request_len(&buf) {
-            Ok(None) => continue,
             Ok(Some(n)) => {
                 let request: Vec<u8> = buf.drain(..n).collect();
                 // One request per client connection: whatever followed is
                 // not ours to guess at.
                 buf.clear();
-                match answer(port, socket, &request) {
-                    Ok(()) => {}
+                tracing::debug!("serial control: a request of {n} bytes");
+                match answer(&mut port, socket, &request) {
+                    Ok(()) => tracing::debug!("serial control: answered"),
                     // Nothing was sent yet: the client gets an error, not silence.
                     Err(Failed::Before(e)) => {
-                        let _ = write_all(port, &error_answer(503, "Service Unavailable", &e));
+                        let id = request_id(&request);
+                        let _ = port.write_all(&error_answer(503, "Service Unavailable", &e, id.as_deref()));
                     }
                     Err(Failed::During(e)) => tracing::debug!("serial control: {e}"),
                 }
+                continue;
             }
+            Ok(None) => {}
             Err(e) => {
                 buf.clear();
-                let _ = write_all(port, &error_answer(400, "Bad Request", &e));
+                let _ = port.write_all(&error_answer(400, "Bad Request", &e, None));
+                continue;
             }
+        }
+        // More of the request.
+        let (ready, gone) = port.wait(PollFlags::POLLIN, Duration::from_secs(3600));
+        if gone && !buf.is_empty() {
+            // Nobody on the host side: forget the partial request.
+            tracing::debug!("serial control: the host side went away in a request");
+            buf.clear();
+        }
+        if !ready {
+            if port.hangup_since.is_some() {
+                std::thread::sleep(IDLE);
+            }
+            continue;
+        }
+        let mut chunk = [0u8; 16384];
+        match port.file.read(&mut chunk) {
+            // Readable with nothing to read: the host side is away.
+            Ok(0) => {
+                port.gone(true);
+                std::thread::sleep(IDLE);
+            }
+            Ok(n) => {
+                port.hangup_since = None;
+                buf.extend_from_slice(&chunk[..n]);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return tracing::warn!("serial control: read: {e}"),
         }
     }
 }
@@ -168,29 +224,12 @@ pub fn request_len(buf: &[u8]) -> Result<Option<usize>, String> {
     Ok((buf.len() >= total).then_some(total))
 }
 
-/// Writes all of `bytes` to the non-blocking port; fails when the host
-/// side goes away.
-fn write_all(port: &mut std::fs::File, mut bytes: &[u8]) -> Result<(), String> {
-    while !bytes.is_empty() {
-        match port.write(bytes) {
-            Ok(n) => bytes = &bytes[n..],
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                if let Wait::Hangup = wait(port, PollFlags::POLLOUT, Duration::from_secs(5)) {
-                    return Err("the host side went away".into());
-                }
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(format!("write: {e}")),
-        }
-    }
-    Ok(())
-}
-
 /// A whole JSON error answer.
-fn error_answer(status: u16, reason: &str, message: &str) -> Vec<u8> {
+fn error_answer(status: u16, reason: &str, message: &str, request_id: Option<&str>) -> Vec<u8> {
     let body = serde_json::json!({ "error": message }).to_string() + "\n";
+    let id = request_id.map(|id| format!("X-Request-Id: {id}\r\n")).unwrap_or_default();
     format!(
-        "HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\n{id}Content-Length: {}\r\n\r\n{body}",
         body.len()
     )
     .into_bytes()
@@ -207,38 +246,59 @@ enum Failed {
 const SOCKET_WAIT: Duration = Duration::from_secs(30);
 
 /// Passes one request to the control socket and its answer back.
-fn answer(port: &mut std::fs::File, socket: &Path, request: &[u8]) -> Result<(), Failed> {
-    let deadline = std::time::Instant::now() + SOCKET_WAIT;
+fn answer(port: &mut Port, socket: &Path, request: &[u8]) -> Result<(), Failed> {
+    let deadline = Instant::now() + SOCKET_WAIT;
     let mut control = loop {
         match UnixStream::connect(socket) {
             Ok(c) => break c,
-            Err(e) if std::time::Instant::now() >= deadline => {
+            Err(e) if Instant::now() >= deadline => {
                 return Err(Failed::Before(format!("supervisord does not answer yet ({}: {e})", socket.display())));
             }
             Err(_) => {
-                if let Wait::Hangup = wait(port, PollFlags::empty(), Duration::from_millis(100)) {
+                if port.wait(PollFlags::empty(), IDLE).1 {
                     return Err(Failed::During("the host side went away".into()));
                 }
+                std::thread::sleep(IDLE);
             }
         }
     };
     control.write_all(request).map_err(|e| Failed::Before(format!("{}: {e}", socket.display())))?;
-    answer_from(port, &mut control).map_err(Failed::During)
+    answer_from(port, &mut control, request_id(request).as_deref()).map_err(Failed::During)
 }
 
-/// Copies the control socket's answer to the port (reframed).
-fn answer_from(port: &mut std::fs::File, control: &mut UnixStream) -> Result<(), String> {
+/// Copies the control socket's answer to the port (reframed), until its
+/// end or until the client is gone (a stream it stopped reading).
+fn answer_from(port: &mut Port, control: &mut UnixStream, request_id: Option<&str>) -> Result<(), String> {
     let mut head = Vec::new();
     let mut chunked = false;
     let mut chunk = [0u8; 16384];
     loop {
-        // The port's hangup ends the answer early (a client gone mid-stream).
-        let mut fds = [PollFd::new(control.as_fd(), PollFlags::POLLIN), PollFd::new(port.as_fd(), PollFlags::empty())];
-        let _ = poll(&mut fds, PollTimeout::from(1000u16));
-        if fds[1].revents().is_some_and(|r| r.contains(PollFlags::POLLHUP)) {
+        let mut fds =
+            [PollFd::new(control.as_fd(), PollFlags::POLLIN), PollFd::new(port.file.as_fd(), PollFlags::POLLIN)];
+        let _ = poll(&mut fds, PollTimeout::from(100u16));
+        let from_host = fds[1].revents().unwrap_or(PollFlags::empty());
+        let readable = fds[0].revents().is_some_and(|r| !r.is_empty());
+        let mut hangup = from_host.contains(PollFlags::POLLHUP);
+        if from_host.contains(PollFlags::POLLIN) {
+            // The port is also "readable" (a read gives 0) while the host
+            // side is away.
+            let mut next = [0u8; 16384];
+            match port.file.read(&mut next) {
+                // A client sends nothing after its request: bytes from the
+                // host are the next client's, so this one is gone (a stream
+                // it stopped reading). They start the next request.
+                Ok(n) if n > 0 => {
+                    port.carry.extend_from_slice(&next[..n]);
+                    return Err("a new request came in an answer".into());
+                }
+                Ok(_) => hangup = true,
+                Err(_) => {}
+            }
+        }
+        if port.gone(hangup) {
             return Err("the host side went away in an answer".into());
         }
-        if fds[0].revents().is_none_or(|r| r.is_empty()) {
+        if !readable {
             continue;
         }
         let n = match control.read(&mut chunk) {
@@ -252,42 +312,47 @@ fn answer_from(port: &mut std::fs::File, control: &mut UnixStream) -> Result<(),
             }
             head.extend_from_slice(&chunk[..n]);
             let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") else { continue };
-            let (reframed, is_chunked) = reframe(&head[..end]);
+            let (reframed, is_chunked) = reframe(&head[..end], request_id);
             chunked = is_chunked;
-            write_all(port, reframed.as_bytes())?;
+            port.write_all(reframed.as_bytes())?;
             let rest = head[end + 4..].to_vec();
             head.truncate(end + 4);
-            send(port, &rest, chunked)?;
+            port.send(&rest, chunked)?;
             continue;
         }
         if n == 0 {
             if chunked {
-                write_all(port, b"0\r\n\r\n")?;
+                port.write_all(b"0\r\n\r\n")?;
             }
             return Ok(());
         }
-        send(port, &chunk[..n], chunked)?;
+        port.send(&chunk[..n], chunked)?;
     }
 }
 
-fn send(port: &mut std::fs::File, bytes: &[u8], chunked: bool) -> Result<(), String> {
-    if bytes.is_empty() {
-        return Ok(());
-    }
-    if chunked {
-        write_all(port, format!("{:x}\r\n", bytes.len()).as_bytes())?;
-        write_all(port, bytes)?;
-        write_all(port, b"\r\n")
-    } else {
-        write_all(port, bytes)
-    }
+/// The request's `X-Request-Id`, which its answer's head carries back:
+/// a client that connects while the tail of an earlier client's answer is
+/// still on its way skips to the head with its own id.
+pub fn request_id(request: &[u8]) -> Option<String> {
+    let end = request.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or(request.len());
+    String::from_utf8_lossy(&request[..end]).split("\r\n").skip(1).find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        let v = v.trim();
+        (k.trim().eq_ignore_ascii_case("x-request-id") && !v.is_empty() && v.len() <= 64 && !v.contains(['\r', '\n']))
+            .then(|| v.to_string())
+    })
 }
 
-/// An answer's head for the port (ending in the blank line), and whether
-/// its body must go in chunks: an answer without a length (a stream) is
-/// ended on the socket by closing, which the port cannot do.
-pub fn reframe(head: &[u8]) -> (String, bool) {
+/// An answer's head for the port (ending in the blank line), with the
+/// request's id, and whether its body must go in chunks: an answer
+/// without a length (a stream) is ended on the socket by closing, which
+/// the port cannot do.
+pub fn reframe(head: &[u8], request_id: Option<&str>) -> (String, bool) {
     let head = String::from_utf8_lossy(head);
+    let head = match request_id {
+        Some(id) => format!("{head}\r\nX-Request-Id: {id}"),
+        None => head.into_owned(),
+    };
     let has_length = head.split("\r\n").skip(1).any(|l| {
         l.split_once(':').is_some_and(|(k, _)| {
             k.trim().eq_ignore_ascii_case("content-length") || k.trim().eq_ignore_ascii_case("transfer-encoding")
@@ -318,11 +383,19 @@ mod tests {
     }
 
     #[test]
+    fn the_request_id_is_found_and_bounded() {
+        assert_eq!(request_id(b"GET / HTTP/1.1\r\nx-request-id: 42-7\r\n\r\n").as_deref(), Some("42-7"));
+        assert_eq!(request_id(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"), None);
+        assert_eq!(request_id(format!("GET / HTTP/1.1\r\nX-Request-Id: {}\r\n\r\n", "a".repeat(100)).as_bytes()), None);
+    }
+
+    #[test]
     fn streams_are_chunked_and_lengths_kept() {
-        let (h, chunked) = reframe(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 3");
+        let (h, chunked) = reframe(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 3", None);
         assert!(!chunked);
         assert!(h.ends_with("Content-Length: 3\r\n\r\n"));
-        let (h, chunked) = reframe(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: close");
+        let (h, chunked) = reframe(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: close", Some("7-1"));
+        assert!(h.contains("\r\nX-Request-Id: 7-1\r\n"), "{h}");
         assert!(chunked);
         assert!(h.ends_with("Transfer-Encoding: chunked\r\n\r\n"), "{h}");
     }
