@@ -12,7 +12,7 @@ set -euo pipefail
 boots=${1:-5}
 cd "$(dirname "$0")/.."
 work=$(mktemp -d /var/tmp/bench-appliance.XXXXXX)
-trap 'pkill -f "$work/boot.sh" 2>/dev/null; rm -rf "$work"' EXIT
+trap 'pkill -f "$work/boot.sh" 2>/dev/null || true; rm -rf "$work"' EXIT
 scripts/build-example-images.sh >/dev/null 2>&1
 cargo build -q --release --bins
 APPLIANCE_CACHE=$PWD/target/appliance-cache SUPERVISOR_BIN=$PWD/target/release \
