@@ -206,12 +206,7 @@ impl Vm {
     }
 
     fn ctl(&self, args: &[&str]) -> std::process::Output {
-        Command::new(env!("CARGO_BIN_EXE_supervisorctl"))
-            .arg("--socket")
-            .arg(self.socket())
-            .args(args)
-            .output()
-            .unwrap()
+        common::daemon::ctl(&self.socket(), args)
     }
 
     fn status(&self) -> Vec<Value> {

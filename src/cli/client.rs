@@ -175,12 +175,7 @@ impl Client {
 /// A head's status and framing; None when it names another request's id
 /// (an earlier client's answer, to skip).
 fn parse_head(head: &str, id: &str) -> Option<(u16, Framing)> {
-    let header = |name: &str| {
-        head.lines().find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            k.trim().eq_ignore_ascii_case(name).then(|| v.trim().to_string())
-        })
-    };
+    let header = |name| crate::supervisor::control::http::header(head, name);
     if header("x-request-id").is_some_and(|other| other != id) {
         return None;
     }

@@ -99,12 +99,7 @@ impl Daemon {
     }
 
     pub fn ctl(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_supervisorctl"))
-            .arg("--socket")
-            .arg(self.socket())
-            .args(args)
-            .output()
-            .unwrap()
+        ctl(&self.socket(), args)
     }
 
     pub fn status(&self) -> Vec<Value> {
@@ -193,6 +188,11 @@ impl Drop for Daemon {
             .args(["runtime", "cleanup"])
             .output();
     }
+}
+
+/// supervisorctl `args` against the control socket `socket`.
+pub fn ctl(socket: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_supervisorctl")).arg("--socket").arg(socket).args(args).output().unwrap()
 }
 
 /// supervisord's directory flags for a test directory `p` (units, state,

@@ -16,6 +16,14 @@ fn err(what: &str) -> impl Fn(rtnetlink::Error) -> String + '_ {
     move |e| format!("{what}: {e}")
 }
 
+/// Success, or the thing was there already (EEXIST).
+fn exists_ok(r: Result<(), rtnetlink::Error>) -> Result<(), rtnetlink::Error> {
+    match r {
+        Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::EEXIST => Ok(()),
+        other => other,
+    }
+}
+
 /// An interface's index in our network namespace (if_nametoindex asks a
 /// socket of ours; /sys/class/net shows the namespace sysfs was mounted
 /// in, which need not be ours).
@@ -45,19 +53,25 @@ impl Netlink {
                 .map_err(err(&format!("create the bridge {name}")))?;
         }
         let idx = index(name).ok_or_else(|| format!("the bridge {name} did not appear"))?;
-        match self.handle.address().add(idx, IpAddr::V4(address), prefix).execute().await {
-            Ok(()) => {}
-            // Kept from an earlier run.
-            Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::EEXIST => {}
-            Err(e) => return Err(format!("address {address}/{prefix} on {name}: {e}")),
-        }
+        // An address kept from an earlier run is fine.
+        self.add_address(idx, name, address, prefix).await?;
+        self.up(idx, name).await?;
+        Ok(idx)
+    }
+
+    async fn up(&self, idx: u32, name: &str) -> Result<(), String> {
         self.handle
             .link()
             .set(LinkUnspec::new_with_index(idx).up().build())
             .execute()
             .await
-            .map_err(err(&format!("bring up {name}")))?;
-        Ok(idx)
+            .map_err(err(&format!("bring up {name}")))
+    }
+
+    /// Adds `address/prefix` to the interface, unless it has it already.
+    async fn add_address(&self, idx: u32, name: &str, address: Ipv4Addr, prefix: u8) -> Result<(), String> {
+        exists_ok(self.handle.address().add(idx, IpAddr::V4(address), prefix).execute().await)
+            .map_err(|e| format!("address {address}/{prefix} on {name}: {e}"))
     }
 
     /// A veth pair: `host` on the bridge `bridge` (up), and its peer
@@ -84,24 +98,12 @@ impl Netlink {
         gateway: Option<Ipv4Addr>,
     ) -> Result<(), String> {
         let idx = index(name).ok_or_else(|| format!("no interface {name}"))?;
-        self.handle
-            .link()
-            .set(LinkUnspec::new_with_index(idx).up().build())
-            .execute()
-            .await
-            .map_err(err(&format!("bring up {name}")))?;
-        match self.handle.address().add(idx, IpAddr::V4(address), prefix).execute().await {
-            Ok(()) => {}
-            Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::EEXIST => {}
-            Err(e) => return Err(format!("address {address}/{prefix} on {name}: {e}")),
-        }
+        self.up(idx, name).await?;
+        self.add_address(idx, name, address, prefix).await?;
         if let Some(gw) = gateway {
             let route = rtnetlink::RouteMessageBuilder::<Ipv4Addr>::new().gateway(gw).output_interface(idx).build();
-            match self.handle.route().add(route).execute().await {
-                Ok(()) => {}
-                Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::EEXIST => {}
-                Err(e) => return Err(format!("default route via {gw} on {name}: {e}")),
-            }
+            exists_ok(self.handle.route().add(route).execute().await)
+                .map_err(|e| format!("default route via {gw} on {name}: {e}"))?;
         }
         Ok(())
     }

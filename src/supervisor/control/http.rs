@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 
-const MAX_HEAD: usize = 16 * 1024;
-const MAX_BODY: usize = 1 << 20;
+pub const MAX_HEAD: usize = 16 * 1024;
+pub const MAX_BODY: usize = 1 << 20;
 
 #[derive(Debug)]
 pub struct Request {
@@ -50,6 +50,27 @@ pub fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// A header's value in a head (its first line is the request or status
+/// line), by name, case-insensitively.
+pub fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+    head.lines().skip(1).find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
+/// A request head's body length (0 without Content-Length), bounded.
+pub fn content_length(head: &str) -> Result<usize, String> {
+    let length = match header(head, "content-length") {
+        Some(v) => v.parse().map_err(|_| "bad Content-Length")?,
+        None => 0,
+    };
+    if length > MAX_BODY {
+        return Err("request body too large".into());
+    }
+    Ok(length)
+}
+
 /// Reads one request; an error text for a 400 answer.
 pub async fn read_request(stream: &mut UnixStream) -> Result<Request, String> {
     let mut buf = Vec::new();
@@ -68,23 +89,12 @@ pub async fn read_request(stream: &mut UnixStream) -> Result<Request, String> {
         buf.extend_from_slice(&chunk[..n]);
     };
     let head = std::str::from_utf8(&buf[..head_end]).map_err(|_| "request head is not UTF-8")?;
-    let mut lines = head.split("\r\n");
-    let mut parts = lines.next().unwrap_or("").split(' ');
+    let mut parts = head.split("\r\n").next().unwrap_or("").split(' ');
     let (method, target) = match (parts.next(), parts.next(), parts.next()) {
         (Some(m), Some(t), Some(v)) if v.starts_with("HTTP/1.") => (m.to_string(), t.to_string()),
         _ => return Err("bad request line".into()),
     };
-    let mut length = 0usize;
-    for line in lines {
-        if let Some((k, v)) = line.split_once(':') {
-            if k.trim().eq_ignore_ascii_case("content-length") {
-                length = v.trim().parse().map_err(|_| "bad Content-Length")?;
-            }
-        }
-    }
-    if length > MAX_BODY {
-        return Err("request body too large".into());
-    }
+    let length = content_length(head)?;
     let mut body = buf[head_end + 4..].to_vec();
     while body.len() < length {
         let mut chunk = vec![0u8; (length - body.len()).min(65536)];

@@ -21,6 +21,8 @@ use std::time::{Duration, Instant};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
+use crate::supervisor::control::http;
+
 /// The device of the virtio-serial port named `name`, from
 /// `sys_ports` (`/sys/class/virtio-ports`).
 pub fn find_port(sys_ports: &Path, name: &str) -> Option<PathBuf> {
@@ -200,27 +202,13 @@ fn relay(file: std::fs::File, socket: &Path) {
     }
 }
 
-const MAX_REQUEST: usize = (1 << 20) + 16 * 1024;
-
 /// The length of the complete request at the start of `buf`, if it is
-/// all there.
+/// all there (with the control socket's own limits).
 pub fn request_len(buf: &[u8]) -> Result<Option<usize>, String> {
     let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
-        return if buf.len() > 16 * 1024 { Err("request head too large".into()) } else { Ok(None) };
+        return if buf.len() > http::MAX_HEAD { Err("request head too large".into()) } else { Ok(None) };
     };
-    let head = String::from_utf8_lossy(&buf[..end]);
-    let mut length = 0usize;
-    for line in head.split("\r\n").skip(1) {
-        if let Some((k, v)) = line.split_once(':') {
-            if k.trim().eq_ignore_ascii_case("content-length") {
-                length = v.trim().parse().map_err(|_| "bad Content-Length".to_string())?;
-            }
-        }
-    }
-    let total = end + 4 + length;
-    if total > MAX_REQUEST {
-        return Err("request too large".into());
-    }
+    let total = end + 4 + http::content_length(&String::from_utf8_lossy(&buf[..end]))?;
     Ok((buf.len() >= total).then_some(total))
 }
 
@@ -335,12 +323,8 @@ fn answer_from(port: &mut Port, control: &mut UnixStream, request_id: Option<&st
 /// still on its way skips to the head with its own id.
 pub fn request_id(request: &[u8]) -> Option<String> {
     let end = request.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or(request.len());
-    String::from_utf8_lossy(&request[..end]).split("\r\n").skip(1).find_map(|l| {
-        let (k, v) = l.split_once(':')?;
-        let v = v.trim();
-        (k.trim().eq_ignore_ascii_case("x-request-id") && !v.is_empty() && v.len() <= 64 && !v.contains(['\r', '\n']))
-            .then(|| v.to_string())
-    })
+    let head = String::from_utf8_lossy(&request[..end]);
+    http::header(&head, "x-request-id").filter(|v| !v.is_empty() && v.len() <= 64).map(str::to_string)
 }
 
 /// An answer's head for the port (ending in the blank line), with the
@@ -353,11 +337,8 @@ pub fn reframe(head: &[u8], request_id: Option<&str>) -> (String, bool) {
         Some(id) => format!("{head}\r\nX-Request-Id: {id}"),
         None => head.into_owned(),
     };
-    let has_length = head.split("\r\n").skip(1).any(|l| {
-        l.split_once(':').is_some_and(|(k, _)| {
-            k.trim().eq_ignore_ascii_case("content-length") || k.trim().eq_ignore_ascii_case("transfer-encoding")
-        })
-    });
+    let has_length =
+        http::header(&head, "content-length").is_some() || http::header(&head, "transfer-encoding").is_some();
     if has_length {
         (format!("{head}\r\n\r\n"), false)
     } else {
