@@ -129,6 +129,8 @@ fn appliance() -> &'static Path {
         let built = Command::new(root.join("packaging/appliance/build.sh"))
             .arg("--units")
             .arg(&units)
+            .arg("--image")
+            .arg(extra_image())
             .arg("--out")
             .arg(&out)
             .env("SUPERVISOR_BIN", bin)
@@ -141,6 +143,12 @@ fn appliance() -> &'static Path {
         }
         out
     })
+}
+
+/// An image no unit names, seeded with `--image` (this machine's path,
+/// which the VM knows only as the name of a record).
+fn extra_image() -> String {
+    format!("oci:{}:latest", common::example_redis().display())
 }
 
 struct Vm {
@@ -317,6 +325,9 @@ fn the_appliance_runs_the_examples_and_enforces_cgroup_v2_limits_then_powers_off
         vm.wait_unit(name, "running", 120, |u| u["state"] == "running");
     }
     eprintln!("all example units running {:.1}s after qemu started", vm.started.elapsed().as_secs_f64());
+    let images: Value = serde_json::from_slice(&vm.ctl(&["images", "--json"]).stdout).unwrap();
+    let seeded = images.as_array().unwrap().iter().any(|i| i["reference"] == extra_image().as_str());
+    assert!(seeded, "--image {} is not in the VM's store: {images}", extra_image());
     let status = vm.ctl(&["status", "db", "web", "worker"]);
     assert_eq!(status.status.code(), Some(0), "{}", text(&status.stdout));
 

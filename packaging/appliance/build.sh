@@ -192,14 +192,22 @@ echo "nameserver ${DNS:-10.0.2.3}" >"$stage/etc/resolv.conf"
 # (overlay whiteouts, file capabilities): only the verified blobs and the
 # records go in; supervisord unpacks each layer from its blob at first use.
 mapfile -t refs < <(chroot "$stage" /init --units /etc/units.d --check --images)
-refs+=("${images[@]}")
 flags=()
 for r in "${insecure[@]}"; do flags+=(--insecure-registry "$r"); done
-for ref in "${refs[@]}"; do
+# seed WHERE REF: the units' images from inside the staged root, each
+# --image from this machine (a local path is this machine's; the VM needs
+# only the record under that name).
+seed() {
+  local where=$1 ref=$2 store=/var/lib/supervisor prog=/usr/bin/supervisorctl
   log "seeding $ref"
-  chroot "$stage" /usr/bin/supervisorctl --store /var/lib/supervisor pull "${flags[@]}" "$ref" >/dev/null 2>"$work/pull.err" ||
-    { cat "$work/pull.err" >&2; die "cannot seed $ref"; }
-done
+  if [[ $where == vm ]]; then
+    chroot "$stage" "$prog" --store "$store" pull "${flags[@]}" "$ref"
+  else
+    "$stage$prog" --store "$stage$store" pull "${flags[@]}" "$ref"
+  fi >/dev/null 2>"$work/pull.err" || { cat "$work/pull.err" >&2; die "cannot seed $ref"; }
+}
+for ref in "${refs[@]}"; do seed vm "$ref"; done
+for ref in "${images[@]}"; do seed host "$ref"; done
 rm -rf "$stage/var/lib/supervisor/images/layers" "$stage/var/lib/supervisor/images/tmp"
 mkdir -p "$stage/var/lib/supervisor/images/layers" "$stage/var/lib/supervisor/images/tmp"
 # The layouts themselves are not needed in the VM.
