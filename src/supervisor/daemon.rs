@@ -11,7 +11,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use super::control::{self, Control, Power};
-use super::engine::{Engine, Event};
+use super::engine::{Engine, Event, Real};
 use super::logs::Hub;
 use super::starter::Env;
 use super::{pid1, watch as watcher};
@@ -218,16 +218,8 @@ async fn daemon(options: &Options, pid1: bool) -> Result<Option<Power>, String> 
     let (events, _) = broadcast::channel(1024);
     let hub = Hub::default();
     let (env_files, env_files_rx) = watch::channel(BTreeSet::new());
-    let engine = Engine::new(
-        paths.units.clone(),
-        paths.log_dir.clone(),
-        env,
-        probes,
-        hub.clone(),
-        tx.clone(),
-        events.clone(),
-        env_files,
-    );
+    let backend = Real::new(env, probes, hub.clone(), paths.log_dir.clone());
+    let engine = Engine::new(paths.units.clone(), backend, tx.clone(), events.clone(), env_files);
 
     let (power_tx, mut power_rx) = mpsc::unbounded_channel();
     let control = Arc::new(Control {

@@ -6,16 +6,17 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod engine;
-pub mod lifecycle;
 pub mod logs;
 pub mod notify;
 pub mod pid1;
+pub mod policy;
 pub mod prepare;
-pub mod reload;
 pub mod run;
 pub mod spec;
 pub mod starter;
 pub mod watch;
+
+pub use policy::{lifecycle, reload};
 
 /// The daemon's own log: to stderr (the console as PID 1), level from
 /// `SUPERVISOR_LOG` (default `info`).

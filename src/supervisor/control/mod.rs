@@ -153,7 +153,7 @@ async fn route(stream: &mut UnixStream, control: &Control, req: Request) -> std:
             };
             match ask(control, |tx| Command::Kill(name.to_string(), signal.number(), tx)).await {
                 Some(Ok(())) => http::json(stream, 200, &serde_json::json!({"unit": name, "signal": signal})).await,
-                Some(Err(e)) => http::error(stream, 409, &e).await,
+                Some(Err(e)) => http::error(stream, 409, &e.to_string()).await,
                 None => http::error(stream, 500, shutting()).await,
             }
         }
@@ -215,7 +215,7 @@ async fn unit_op(stream: &mut UnixStream, control: &Control, name: &str, op: Op,
     let mut rx = control.events.subscribe();
     let before = match ask(control, |tx| Command::Op(op, vec![name.to_string()], tx)).await {
         Some(Ok(g)) => g.first().map_or(0, |(_, g)| *g),
-        Some(Err(e)) => return http::error(stream, 404, &e).await,
+        Some(Err(e)) => return http::error(stream, 404, &e.to_string()).await,
         None => return http::error(stream, 500, "the supervisor is shutting down").await,
     };
     let outcome = |u: &UnitStatus| -> Option<bool> {
@@ -340,7 +340,7 @@ async fn reload(stream: &mut UnixStream, control: &Control, dry_run: bool) -> st
     let mut rx = control.events.subscribe();
     let steps = match ask(control, |tx| Command::Reload(dry_run, tx)).await {
         Some(Ok(steps)) => steps,
-        Some(Err(e)) => return http::error(stream, 500, &e).await,
+        Some(Err(e)) => return http::error(stream, 500, &e.to_string()).await,
         None => return http::error(stream, 500, "the supervisor is shutting down").await,
     };
     let invalid = steps.values().any(|s| matches!(s, super::reload::Step::Invalid(_)));

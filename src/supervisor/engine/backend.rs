@@ -1,0 +1,89 @@
+//! The engine's seam to the world: containers, probes and the cgroup
+//! files, behind one small trait. [`Real`] is the runtime; tests pass a
+//! fake of their own to drive the loop without root.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::mpsc;
+use tokio::task::AbortHandle;
+
+use super::wire::Event;
+use crate::runtime::cgroups::Cgroup;
+use crate::supervisor::policy::{Join, ProbeLoop};
+use crate::units::LoadedUnit;
+
+pub type Events = mpsc::UnboundedSender<Event>;
+
+/// What the engine needs done. Every call is quick: anything slow (a
+/// pull, a spawn, a probe) runs in a task of its own and reports back as
+/// an [`Event`] on `events`.
+pub trait Backend: Send + 'static {
+    /// Creates the container of `unit`; reports [`Event::Phase`], then
+    /// [`Event::Started`], then [`Event::Exited`] once nothing of it is
+    /// left (or [`Event::Started`] with the error).
+    fn start(&mut self, name: &str, generation: u64, unit: LoadedUnit, join: Option<Join>, events: &Events);
+    /// Sends a signal to the container's first process.
+    fn signal(&mut self, name: &str, pid: i32, signal: i32) -> std::io::Result<()>;
+    /// SIGKILL to every process of the container.
+    fn kill_all(&mut self, name: &str, generation: u64);
+    /// Ends the tasks that live beside the container (probe loop, notify
+    /// listener).
+    fn end_tasks(&mut self, name: &str, generation: u64);
+    /// Replaces the container's probe loop (none: no loop); results come
+    /// as [`Event::Probe`].
+    fn probe(&mut self, name: &str, generation: u64, probe: Option<ProbeLoop>, events: &Events);
+    /// Applies a changed config to the running container: log limits,
+    /// and `[resources]` when `resources`.
+    fn update(&mut self, name: &str, generation: u64, unit: &LoadedUnit, resources: bool);
+    /// The container's cgroup and its usage, for `inspect`.
+    fn inspect(&self, name: &str, generation: u64) -> serde_json::Value;
+}
+
+/// What lives as long as one container, by unit name.
+#[derive(Default)]
+pub(super) struct Live {
+    pub generation: u64,
+    pub cgroup: Option<Cgroup>,
+    pub log_limits: Option<Arc<super::super::logs::Limits>>,
+    pub probe: Option<AbortHandle>,
+    /// Tasks that end with the container (the notify listener).
+    pub tasks: Vec<AbortHandle>,
+}
+
+impl Live {
+    pub fn end_tasks(&mut self) {
+        for t in self.probe.take().into_iter().chain(self.tasks.drain(..)) {
+            t.abort();
+        }
+    }
+}
+
+/// The containers' live parts, shared with their tasks.
+#[derive(Clone, Default)]
+pub(super) struct LiveSet(Arc<Mutex<HashMap<String, Live>>>);
+
+impl LiveSet {
+    /// Runs `f` on the live parts of `name`'s container of `generation`.
+    pub fn with<T>(&self, name: &str, generation: u64, f: impl FnOnce(&mut Live) -> T) -> Option<T> {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        map.get_mut(name).filter(|l| l.generation == generation).map(f)
+    }
+
+    pub fn insert(&self, name: &str, live: Live) {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(mut old) = map.insert(name.to_string(), live) {
+            old.end_tasks();
+        }
+    }
+
+    /// Forgets `name`'s container of `generation`, ending its tasks.
+    pub fn remove(&self, name: &str, generation: u64) {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if map.get(name).is_some_and(|l| l.generation == generation) {
+            if let Some(mut live) = map.remove(name) {
+                live.end_tasks();
+            }
+        }
+    }
+}

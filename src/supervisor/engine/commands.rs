@@ -1,0 +1,77 @@
+//! Operator commands: answered from the core's records (and, for
+//! `inspect`, the backend's cgroup figures); the ones that change
+//! something go through the core like any other event.
+
+use std::collections::BTreeMap;
+
+use super::wire::{Command, KillError};
+use super::{Backend, Engine};
+use crate::supervisor::policy::Record;
+use crate::units::values::mounts::VolumeSource;
+
+impl<B: Backend> Engine<B> {
+    pub(super) fn command(&mut self, c: Command) {
+        match c {
+            Command::Status(reply) => {
+                let _ = reply.send(self.core.status());
+            }
+            Command::Inspect(name, reply) => {
+                let _ = reply.send(self.core.record(&name).map(|r| self.inspect(r)));
+            }
+            Command::Op(op, names, reply) => {
+                let _ = reply.send(self.core.operate(op, &names));
+            }
+            Command::Kill(name, signal, reply) => {
+                let result = match self.core.pid(&name) {
+                    Ok(pid) => {
+                        self.backend.signal(&name, pid, signal).map_err(|errno| KillError::Signal { name, errno })
+                    }
+                    Err(e) => Err(e.into()),
+                };
+                let _ = reply.send(result);
+            }
+            Command::Reload(dry_run, reply) => {
+                let _ = reply.send(self.rescan(dry_run));
+            }
+            Command::Volumes(reply) => {
+                let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+                for r in self.core.records() {
+                    for v in r.config.iter().flat_map(|u| u.unit.container.volumes.iter()) {
+                        if let VolumeSource::Named(n) = &v.source {
+                            out.entry(r.name.clone()).or_default().push(n.clone());
+                        }
+                    }
+                }
+                let _ = reply.send(out);
+            }
+            Command::Counts(reply) => {
+                let _ = reply.send(self.core.counts());
+            }
+            Command::LogFiles(name, reply) => {
+                let files = self.core.record(&name).map(|r| r.config.as_ref().map_or(1, |u| u.unit.logs.max_files));
+                let _ = reply.send(files);
+            }
+        }
+    }
+
+    fn inspect(&self, r: &Record) -> serde_json::Value {
+        let live = match r.run() {
+            Some(run) => self.backend.inspect(&r.name, run.generation),
+            None => serde_json::json!({ "usage": null, "cgroup": null }),
+        };
+        let health = r.run().and_then(|x| x.running()).and_then(|x| x.health.as_ref());
+        serde_json::json!({
+            "status": r.status(self.core.shutting_down()),
+            "unit": r.config,
+            "usage": live["usage"],
+            "last_exits": r.history,
+            "cgroup": live["cgroup"],
+            "health": health.map(|(check, t)| serde_json::json!({
+                "status": t.status,
+                "failing_streak": t.failures(),
+                "check": check,
+                "results": t.results,
+            })),
+        })
+    }
+}

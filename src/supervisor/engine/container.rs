@@ -1,0 +1,127 @@
+//! One container's task, from start to nothing left: wait for a start
+//! permit, bind a notify unit's socket, start (pull, prepare, spawn),
+//! report it, copy its output to the log, wait for its exit, clean up,
+//! report the exit.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::sync::Semaphore;
+
+use super::backend::{Events, LiveSet};
+use super::wire::{Event, StartPhase};
+use crate::runtime::reaper::Exit;
+use crate::supervisor::logs::{self, Hub, Limits};
+use crate::supervisor::notify;
+use crate::supervisor::policy::lifecycle::ExitInfo;
+use crate::supervisor::policy::{Join, Started};
+use crate::supervisor::starter::{self, Env};
+use crate::units::Unit;
+
+/// What every container task shares.
+pub(super) struct Parts {
+    pub env: Arc<Env>,
+    pub hub: Hub,
+    pub log_dir: PathBuf,
+    pub starts: Arc<Semaphore>,
+    pub live: LiveSet,
+}
+
+pub(super) async fn run(
+    parts: Parts,
+    name: String,
+    generation: u64,
+    unit: Unit,
+    join: Option<Join>,
+    limits: Arc<Limits>,
+    tx: Events,
+) {
+    let Parts { env, hub, log_dir, starts, live } = parts;
+    let permit = starts.acquire_owned().await;
+    let failed = |e: String| {
+        let _ = tx.send(Event::Started { name: name.clone(), generation, result: Err(e) });
+        live.remove(&name, generation);
+    };
+    // A notify unit's socket exists before its container does.
+    let notify = match unit.container.notify {
+        true => match notify::bind(&env.run_dir, &name) {
+            Ok(n) => Some(n),
+            Err(e) => return failed(e),
+        },
+        false => None,
+    };
+    let notify_dir = notify.as_ref().map(|(dir, _)| dir.clone());
+    let (n, t, e) = (name.clone(), tx.clone(), env.clone());
+    let join = join.map(|j| starter::Join { pid: j.pid, address: j.address });
+    let result = tokio::task::spawn_blocking(move || {
+        let phase = |phase| {
+            let _ = t.send(Event::Phase { name: n.clone(), generation, phase });
+        };
+        starter::start(&e, &unit, notify_dir.as_deref(), join, &|| phase(StartPhase::Pulling), &|| {
+            phase(StartPhase::Starting)
+        })
+    })
+    .await
+    .unwrap_or_else(|e| Err(format!("start task failed: {e}")));
+    // The next start may go; this task goes on to wait for the exit.
+    drop(permit);
+    let started = match result {
+        Ok(s) => s,
+        Err(e) => {
+            if let Some((dir, _)) = &notify {
+                notify::remove(dir);
+            }
+            return failed(e);
+        }
+    };
+    let starter::Started {
+        pid,
+        cgroup,
+        stop_signal,
+        image_digest,
+        image_health,
+        exit,
+        stdout,
+        stderr,
+        veth,
+        address,
+        ports,
+    } = started;
+    let notify_task = notify.as_ref().map(|(_, socket)| {
+        let (tx, name, socket) = (tx.clone(), name.clone(), socket.clone());
+        tokio::spawn(async move {
+            notify::listen(&socket, |ready, status| {
+                let _ = tx.send(Event::Notify { name: name.clone(), generation, ready, status });
+            })
+            .await
+        })
+        .abort_handle()
+    });
+    live.with(&name, generation, |l| {
+        l.cgroup = Some(cgroup.clone());
+        l.tasks.extend(notify_task);
+    });
+    let log_path = logs::log_path(&log_dir, &name);
+    match logs::Writer::open(log_path.clone(), limits) {
+        Ok(w) => {
+            tokio::spawn(logs::copy(name.clone(), stdout, stderr, w, hub));
+        }
+        Err(e) => tracing::error!("{name}: cannot open {}: {e}", log_path.display()),
+    }
+    let started = Started { pid, stop_signal, image_digest, image_health, address, ports };
+    let _ = tx.send(Event::Started { name: name.clone(), generation, result: Ok(started) });
+    // The exit, then nothing of the container left.
+    let status = exit.await.unwrap_or(Exit::Signal(libc::SIGKILL));
+    let n = name.clone();
+    let oom =
+        tokio::task::spawn_blocking(move || starter::finish(&env, &n, &cgroup, veth.as_deref())).await.unwrap_or(false);
+    if let Some((dir, _)) = &notify {
+        notify::remove(dir);
+    }
+    live.remove(&name, generation);
+    let exit = match status {
+        Exit::Code(c) => ExitInfo::code(c, oom),
+        Exit::Signal(s) => ExitInfo::signal(s, oom),
+    };
+    let _ = tx.send(Event::Exited { name, generation, exit });
+}

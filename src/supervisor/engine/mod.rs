@@ -1,0 +1,168 @@
+//! The engine loop: it only carries things out. Events arrive on one
+//! channel (settled file events, container starts and exits, probe
+//! results, timers, operator commands); each becomes a call on the
+//! decision core (`super::policy`), and what the core decides comes back
+//! as actions for the [`Backend`]. Nothing polls: an idle supervisor
+//! sleeps in `recv`.
+
+mod backend;
+mod commands;
+mod container;
+mod real;
+mod wire;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+
+pub use super::policy::Op;
+pub use super::policy::status::{StateEvent, UnitStatus};
+pub use backend::{Backend, Events};
+pub use real::Real;
+pub use wire::{Command, Event, KillError, ReloadError, StartPhase};
+
+use super::policy::reload::Step;
+use super::policy::{Action, Core, Level, Now, Phase};
+use crate::units::load_dir;
+
+pub struct Engine<B: Backend> {
+    units_dir: PathBuf,
+    core: Core,
+    backend: B,
+    tx: mpsc::UnboundedSender<Event>,
+    events: broadcast::Sender<StateEvent>,
+    env_files: watch::Sender<std::collections::BTreeSet<PathBuf>>,
+    shutdown_waiters: Vec<oneshot::Sender<()>>,
+}
+
+impl<B: Backend> Engine<B> {
+    pub fn new(
+        units_dir: PathBuf,
+        backend: B,
+        tx: mpsc::UnboundedSender<Event>,
+        events: broadcast::Sender<StateEvent>,
+        env_files: watch::Sender<std::collections::BTreeSet<PathBuf>>,
+    ) -> Engine<B> {
+        Engine { units_dir, core: Core::new(), backend, tx, events, env_files, shutdown_waiters: Vec::new() }
+    }
+
+    /// Handles events until shutdown completes.
+    pub async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Event>, ready: oneshot::Sender<()>) {
+        let _ = self.rescan(false);
+        self.converge();
+        let _ = ready.send(());
+        while let Some(event) = rx.recv().await {
+            self.handle(event);
+            self.converge();
+            if self.core.all_stopped() {
+                for w in self.shutdown_waiters.drain(..) {
+                    let _ = w.send(());
+                }
+                return;
+            }
+        }
+    }
+
+    fn handle(&mut self, event: Event) {
+        let now = Now::read();
+        let core = &mut self.core;
+        match event {
+            Event::Rescan => {
+                let _ = self.rescan(false);
+            }
+            Event::Phase { name, generation, phase } => {
+                let phase = match phase {
+                    StartPhase::Pulling => Phase::Pulling,
+                    StartPhase::Starting => Phase::Starting,
+                };
+                core.phase(&name, generation, phase);
+            }
+            Event::Started { name, generation, result } => core.started(&name, generation, result, now),
+            Event::Exited { name, generation, exit } => core.exited(&name, generation, exit, now),
+            Event::Timer(t) => match t {
+                super::policy::Timer::Backoff { name, generation } => core.backoff_over(&name, generation),
+                super::policy::Timer::StopTimeout { name, generation } => core.stop_timeout(&name, generation),
+                super::policy::Timer::WaitTimeout { name } => core.wait_timeout(&name, now),
+            },
+            Event::Probe { name, generation, result } => core.probed(&name, generation, result, now),
+            Event::Notify { name, generation, ready, status } => core.notified(&name, generation, ready, status),
+            Event::Command(c) => self.command(c),
+            Event::Shutdown(done) => {
+                core.shutdown();
+                self.shutdown_waiters.push(done);
+            }
+        }
+    }
+
+    /// Asks the core what to do now, and does it.
+    fn converge(&mut self) {
+        for action in self.core.converge(Now::read()) {
+            self.carry_out(action);
+        }
+    }
+
+    fn carry_out(&mut self, action: Action) {
+        let tx = &self.tx;
+        match action {
+            Action::Start { name, generation, unit, join } => self.backend.start(&name, generation, *unit, join, tx),
+            Action::Signal { name, pid, signal, .. } => {
+                if let Err(e) = self.backend.signal(&name, pid, signal) {
+                    tracing::warn!("{name}: cannot send its stop signal: {e}");
+                }
+            }
+            Action::KillAll { name, generation } => self.backend.kill_all(&name, generation),
+            Action::EndTasks { name, generation } => self.backend.end_tasks(&name, generation),
+            Action::Probe { name, generation, probe } => self.backend.probe(&name, generation, probe, tx),
+            Action::Update { name, generation, unit, resources } => {
+                self.backend.update(&name, generation, &unit, resources)
+            }
+            Action::Timer { after, timer } => {
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(after).await;
+                    let _ = tx.send(Event::Timer(timer));
+                });
+            }
+            Action::Emit(event) => {
+                match &event.reason {
+                    Some(r) => tracing::info!("{}: {} -> {} ({r})", event.unit, event.old, event.new),
+                    None => tracing::info!("{}: {} -> {}", event.unit, event.old, event.new),
+                }
+                let _ = self.events.send(event);
+            }
+            Action::Note { name, level, message } => match level {
+                Level::Info => tracing::info!("{name}: {message}"),
+                Level::Warn => tracing::warn!("{name}: {message}"),
+                Level::Error => tracing::error!("{name}: {message}"),
+            },
+        }
+    }
+
+    /// Reads the directory and carries out (or only returns) the plan.
+    fn rescan(&mut self, dry_run: bool) -> Result<BTreeMap<String, Step>, ReloadError> {
+        let set = match load_dir(&self.units_dir) {
+            Ok(set) => set,
+            Err(e) => {
+                let err = ReloadError { dir: self.units_dir.clone(), error: e.to_string() };
+                // A directory that vanished for a moment (being replaced)
+                // must not stop everything: keep what runs.
+                tracing::error!("{err}; keeping the units as they are");
+                return Err(err);
+            }
+        };
+        let steps = self.core.reload(set, dry_run, Now::read());
+        if !dry_run {
+            let dirs = self.core.env_file_dirs();
+            self.env_files.send_if_modified(|d| {
+                let changed = *d != dirs;
+                *d = dirs;
+                changed
+            });
+        }
+        Ok(steps)
+    }
+}

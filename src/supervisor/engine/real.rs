@@ -1,0 +1,145 @@
+//! The engine's backend on the real runtime: containers through the
+//! starter, probes through `health::probe`, signals and cgroup writes.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
+
+use super::backend::{Backend, Events, Live, LiveSet};
+use super::container;
+use super::wire::Event;
+use crate::health::probe;
+use crate::runtime::cgroups::{Cgroup, Usage};
+use crate::supervisor::logs::{Hub, Limits};
+use crate::supervisor::policy::{Join, ProbeLoop};
+use crate::supervisor::starter::{self, Env};
+use crate::units::LoadedUnit;
+
+/// Starts (pull, prepare, spawn) at once; more wait their turn.
+const PARALLEL_STARTS: usize = 8;
+
+pub struct Real {
+    pub(super) env: Arc<Env>,
+    pub(super) probes: Arc<probe::Env>,
+    pub(super) hub: Hub,
+    pub(super) log_dir: PathBuf,
+    pub(super) starts: Arc<Semaphore>,
+    pub(super) live: LiveSet,
+}
+
+impl Real {
+    pub fn new(env: Arc<Env>, probes: Arc<probe::Env>, hub: Hub, log_dir: PathBuf) -> Real {
+        Real { env, probes, hub, log_dir, starts: Arc::new(Semaphore::new(PARALLEL_STARTS)), live: LiveSet::default() }
+    }
+}
+
+impl Backend for Real {
+    fn start(&mut self, name: &str, generation: u64, unit: LoadedUnit, join: Option<Join>, events: &Events) {
+        let limits = Limits::new(unit.unit.logs.max_size, unit.unit.logs.max_files);
+        self.live.insert(name, Live { generation, log_limits: Some(limits.clone()), ..Live::default() });
+        tokio::spawn(container::run(
+            self.clone_parts(),
+            name.to_string(),
+            generation,
+            unit.unit,
+            join,
+            limits,
+            events.clone(),
+        ));
+    }
+
+    fn signal(&mut self, _name: &str, pid: i32, signal: i32) -> std::io::Result<()> {
+        // SAFETY: kill(2) of our own child, not yet reaped: its exit would
+        // have ended the container's record in the core.
+        match unsafe { libc::kill(pid, signal) } {
+            0 => Ok(()),
+            _ => Err(std::io::Error::last_os_error()),
+        }
+    }
+
+    fn kill_all(&mut self, name: &str, generation: u64) {
+        if let Some(cg) = self.live.with(name, generation, |l| l.cgroup.clone()).flatten() {
+            tokio::task::spawn_blocking(move || cg.kill_all());
+        }
+    }
+
+    fn end_tasks(&mut self, name: &str, generation: u64) {
+        self.live.with(name, generation, Live::end_tasks);
+    }
+
+    fn probe(&mut self, name: &str, generation: u64, probe: Option<ProbeLoop>, events: &Events) {
+        let task = probe.map(|p| probe_loop(self.probes.clone(), name.to_string(), generation, p, events.clone()));
+        self.live.with(name, generation, |l| {
+            if let Some(old) = l.probe.take() {
+                old.abort();
+            }
+            l.probe = task;
+        });
+    }
+
+    fn update(&mut self, name: &str, generation: u64, unit: &LoadedUnit, resources: bool) {
+        let Some((cgroup, limits)) = self.live.with(name, generation, |l| (l.cgroup.clone(), l.log_limits.clone()))
+        else {
+            return;
+        };
+        if let Some(limits) = limits {
+            limits.set(unit.unit.logs.max_size, unit.unit.logs.max_files);
+        }
+        if let (true, Some(cg)) = (resources, cgroup) {
+            let r = starter::live_resources(&unit.unit);
+            let name = name.to_string();
+            tokio::task::spawn_blocking(move || {
+                if let Err(err) = cg.set(&r) {
+                    tracing::error!("{name}: cannot apply the new [resources]: {err}");
+                }
+            });
+        }
+    }
+
+    fn inspect(&self, name: &str, generation: u64) -> serde_json::Value {
+        let cgroup: Option<Cgroup> = self.live.with(name, generation, |l| l.cgroup.clone()).flatten();
+        let usage: Option<Usage> = cgroup.as_ref().map(Cgroup::usage);
+        serde_json::json!({ "usage": usage, "cgroup": cgroup })
+    }
+}
+
+impl Real {
+    fn clone_parts(&self) -> container::Parts {
+        container::Parts {
+            env: self.env.clone(),
+            hub: self.hub.clone(),
+            log_dir: self.log_dir.clone(),
+            starts: self.starts.clone(),
+            live: self.live.clone(),
+        }
+    }
+}
+
+/// Probes the container every interval until aborted.
+fn probe_loop(
+    env: Arc<probe::Env>,
+    name: String,
+    generation: u64,
+    p: ProbeLoop,
+    events: Events,
+) -> tokio::task::AbortHandle {
+    tokio::spawn(async move {
+        let c = p.check;
+        // Spread the first probes of many units over up to a second (or
+        // the interval), instead of a burst.
+        let spread = c.interval.min(Duration::from_secs(1));
+        let h = name.bytes().fold(0xcbf29ce484222325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100000001b3));
+        tokio::time::sleep(spread.mul_f64((h % 1000) as f64 / 1000.0)).await;
+        loop {
+            let target = probe::Target { name: &name, pid: p.pid, hostname: &p.hostname };
+            let result = probe::run(&env, &target, &c.probe, c.timeout).await;
+            if events.send(Event::Probe { name: name.clone(), generation, result }).is_err() {
+                return;
+            }
+            tokio::time::sleep(c.interval).await;
+        }
+    })
+    .abort_handle()
+}

@@ -1,0 +1,298 @@
+//! The engine loop with a fake backend, without root: events in, calls
+//! out, in the order and at the times the loop makes them. Time is
+//! tokio's paused clock, so timers fire as soon as the loop is idle.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::Duration;
+
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+
+use super::*;
+use crate::supervisor::policy::lifecycle::{ExitInfo, State};
+use crate::supervisor::policy::{Join, ProbeLoop, Started};
+use crate::units::LoadedUnit;
+
+/// What the loop asked of the backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Call {
+    Start { name: String, generation: u64, command: Vec<String> },
+    Signal { name: String, pid: i32, signal: i32 },
+    KillAll { name: String },
+    Update { name: String, resources: bool },
+}
+
+/// A backend that only tells the test what it was asked.
+struct Fake {
+    calls: mpsc::UnboundedSender<Call>,
+}
+
+impl Backend for Fake {
+    fn start(&mut self, name: &str, generation: u64, unit: LoadedUnit, _join: Option<Join>, _events: &Events) {
+        let command = unit.unit.container.command.unwrap_or_default();
+        let _ = self.calls.send(Call::Start { name: name.into(), generation, command });
+    }
+    fn signal(&mut self, name: &str, pid: i32, signal: i32) -> std::io::Result<()> {
+        let _ = self.calls.send(Call::Signal { name: name.into(), pid, signal });
+        Ok(())
+    }
+    fn kill_all(&mut self, name: &str, _generation: u64) {
+        let _ = self.calls.send(Call::KillAll { name: name.into() });
+    }
+    fn end_tasks(&mut self, _name: &str, _generation: u64) {}
+    fn probe(&mut self, _name: &str, _generation: u64, _probe: Option<ProbeLoop>, _events: &Events) {}
+    fn update(&mut self, name: &str, _generation: u64, _unit: &LoadedUnit, resources: bool) {
+        let _ = self.calls.send(Call::Update { name: name.into(), resources });
+    }
+    fn inspect(&self, _name: &str, _generation: u64) -> serde_json::Value {
+        serde_json::json!({ "usage": null, "cgroup": null })
+    }
+}
+
+/// A running engine on a unit directory, with the fake's calls.
+struct Loop {
+    dir: tempfile::TempDir,
+    tx: mpsc::UnboundedSender<Event>,
+    calls: mpsc::UnboundedReceiver<Call>,
+    events: broadcast::Sender<StateEvent>,
+    env_files: watch::Receiver<BTreeSet<std::path::PathBuf>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+const PLAIN: &str = "[container]\nimage = \"busybox\"\ncommand = [\"sleep\", \"1000\"]\n";
+
+impl Loop {
+    async fn start(files: &[(&str, &str)]) -> Loop {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), files);
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (calls_tx, calls) = mpsc::unbounded_channel();
+        let (events, _) = broadcast::channel(256);
+        let (env_tx, env_files) = watch::channel(BTreeSet::new());
+        let engine =
+            Engine::new(dir.path().to_path_buf(), Fake { calls: calls_tx }, tx.clone(), events.clone(), env_tx);
+        let (ready_tx, ready) = oneshot::channel();
+        let task = tokio::spawn(engine.run(rx, ready_tx));
+        ready.await.unwrap();
+        Loop { dir, tx, calls, events, env_files, task }
+    }
+
+    async fn call(&mut self) -> Call {
+        tokio::time::timeout(Duration::from_secs(3600), self.calls.recv()).await.expect("a call").expect("open")
+    }
+
+    /// No call comes while the loop has nothing left to do.
+    async fn no_call(&mut self) {
+        let status = self.status().await;
+        assert!(self.calls.try_recv().is_err(), "unexpected call; status {status:?}");
+    }
+
+    fn send(&self, e: Event) {
+        self.tx.send(e).unwrap();
+    }
+
+    fn started(&self, name: &str, generation: u64, pid: i32) {
+        let started = Started {
+            pid,
+            stop_signal: libc::SIGTERM,
+            image_digest: "sha256:0".into(),
+            image_health: None,
+            address: None,
+            ports: vec![],
+        };
+        self.send(Event::Started { name: name.into(), generation, result: Ok(started) });
+    }
+
+    fn exited(&self, name: &str, generation: u64, code: i32) {
+        self.send(Event::Exited { name: name.into(), generation, exit: ExitInfo::code(code, false) });
+    }
+
+    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> T {
+        let (tx, rx) = oneshot::channel();
+        self.send(Event::Command(make(tx)));
+        rx.await.unwrap()
+    }
+
+    async fn status(&self) -> Vec<(String, State)> {
+        self.ask(Command::Status).await.into_iter().map(|s| (s.name, s.state)).collect()
+    }
+
+    async fn state(&self, name: &str) -> State {
+        self.status().await.into_iter().find(|(n, _)| n == name).map(|(_, s)| s).unwrap()
+    }
+
+    fn edit(&self, files: &[(&str, &str)]) {
+        write(self.dir.path(), files);
+        self.send(Event::Rescan);
+    }
+}
+
+fn write(dir: &Path, files: &[(&str, &str)]) {
+    for e in std::fs::read_dir(dir).unwrap() {
+        std::fs::remove_file(e.unwrap().path()).unwrap();
+    }
+    for (name, body) in files {
+        std::fs::write(dir.join(format!("{name}.toml")), body).unwrap();
+    }
+}
+
+fn start(name: &str, generation: u64, n: &str) -> Call {
+    Call::Start { name: name.into(), generation, command: vec!["sleep".into(), n.into()] }
+}
+
+fn signal(name: &str, pid: i32) -> Call {
+    Call::Signal { name: name.into(), pid, signal: libc::SIGTERM }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_units_of_the_directory_are_started_at_once() {
+    let mut l = Loop::start(&[("a", PLAIN), ("b", PLAIN)]).await;
+    assert_eq!(l.call().await, start("a", 1, "1000"));
+    assert_eq!(l.call().await, start("b", 1, "1000"));
+    l.started("a", 1, 10);
+    assert_eq!(l.state("a").await, State::Running);
+    assert_eq!(l.state("b").await, State::Starting);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_edit_during_a_pull_starts_the_new_config_only_after_the_old_container_is_gone() {
+    let mut l = Loop::start(&[("a", PLAIN)]).await;
+    assert_eq!(l.call().await, start("a", 1, "1000"));
+    l.send(Event::Phase { name: "a".into(), generation: 1, phase: StartPhase::Pulling });
+    assert_eq!(l.state("a").await, State::Pulling);
+    l.edit(&[("a", &PLAIN.replace("1000", "2000"))]);
+    assert_eq!(l.state("a").await, State::Stopping);
+    l.no_call().await;
+    l.started("a", 1, 10);
+    assert_eq!(l.call().await, signal("a", 10));
+    l.exited("a", 1, 143);
+    assert_eq!(l.call().await, start("a", 2, "2000"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_crash_during_a_stop_is_not_restarted() {
+    let mut l = Loop::start(&[("a", PLAIN)]).await;
+    l.call().await;
+    l.started("a", 1, 10);
+    let answer = l.ask(|tx| Command::Op(Op::Stop, vec!["a".into()], tx)).await.unwrap();
+    assert_eq!(answer, [("a".to_string(), 1)]);
+    assert_eq!(l.call().await, signal("a", 10));
+    l.exited("a", 1, 139);
+    assert_eq!(l.state("a").await, State::Inactive);
+    tokio::time::sleep(Duration::from_secs(600)).await;
+    l.no_call().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_reload_is_answered_while_a_slow_start_goes_on() {
+    let mut l = Loop::start(&[("a", PLAIN)]).await;
+    l.call().await;
+    write(l.dir.path(), &[("a", &format!("{PLAIN}[resources]\nmemory = \"64M\"\n"))]);
+    let steps = l.ask(|tx| Command::Reload(false, tx)).await.unwrap();
+    assert_eq!(steps["a"].name(), "live-update");
+    assert_eq!(l.call().await, Call::Update { name: "a".into(), resources: true });
+    assert_eq!(l.state("a").await, State::Starting, "not restarted: it keeps starting");
+    l.started("a", 1, 10);
+    assert_eq!(l.state("a").await, State::Running);
+    l.no_call().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_container_that_ignores_its_stop_signal_is_killed_after_the_timeout() {
+    let mut l = Loop::start(&[("a", &format!("{PLAIN}[stop]\ntimeout = \"7s\"\n"))]).await;
+    l.call().await;
+    l.started("a", 1, 10);
+    l.ask(|tx| Command::Op(Op::Stop, vec!["a".into()], tx)).await.unwrap();
+    assert_eq!(l.call().await, signal("a", 10));
+    let before = tokio::time::Instant::now();
+    assert_eq!(l.call().await, Call::KillAll { name: "a".into() });
+    assert_eq!(before.elapsed(), Duration::from_secs(7));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_crashed_container_is_started_again_after_its_backoff() {
+    let mut l = Loop::start(&[("a", &format!("{PLAIN}[restart]\ndelay = \"3s\"\n"))]).await;
+    l.call().await;
+    l.started("a", 1, 10);
+    l.exited("a", 1, 1);
+    assert_eq!(l.state("a").await, State::Backoff);
+    let before = tokio::time::Instant::now();
+    assert_eq!(l.call().await, start("a", 2, "1000"));
+    assert_eq!(before.elapsed(), Duration::from_secs(3));
+}
+
+#[tokio::test(start_paused = true)]
+async fn kill_signals_the_running_container_or_says_why_not() {
+    let mut l = Loop::start(&[("a", PLAIN), ("b", PLAIN)]).await;
+    l.call().await;
+    l.call().await;
+    l.started("a", 1, 10);
+    l.ask(|tx| Command::Kill("a".into(), libc::SIGHUP, tx)).await.unwrap();
+    assert_eq!(l.call().await, Call::Signal { name: "a".into(), pid: 10, signal: libc::SIGHUP });
+    let err = l.ask(|tx| Command::Kill("b".into(), libc::SIGHUP, tx)).await.unwrap_err();
+    assert_eq!(err.to_string(), "b is not running");
+    let err = l.ask(|tx| Command::Kill("zz".into(), libc::SIGHUP, tx)).await.unwrap_err();
+    assert_eq!(err.to_string(), "no unit named \"zz\"");
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_stops_dependents_first_and_ends_the_loop_when_all_are_gone() {
+    let web = format!("[unit]\nrequires = [\"db\"]\n{PLAIN}");
+    let mut l = Loop::start(&[("db", PLAIN), ("web", &web)]).await;
+    assert_eq!(l.call().await, start("db", 1, "1000"));
+    l.started("db", 1, 10);
+    assert_eq!(l.call().await, start("web", 1, "1000"));
+    l.started("web", 1, 11);
+    let (done_tx, mut done) = oneshot::channel();
+    l.send(Event::Shutdown(done_tx));
+    assert_eq!(l.call().await, signal("web", 11));
+    l.no_call().await;
+    l.exited("web", 1, 0);
+    assert_eq!(l.call().await, signal("db", 10));
+    assert!(done.try_recv().is_err());
+    l.exited("db", 1, 0);
+    done.await.unwrap();
+    l.task.await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn state_changes_are_broadcast_as_they_happen() {
+    let mut l = Loop::start(&[("a", PLAIN)]).await;
+    let mut rx = l.events.subscribe();
+    l.call().await;
+    l.started("a", 1, 10);
+    let e = rx.recv().await.unwrap();
+    assert_eq!((e.unit.as_str(), e.old, e.new, e.generation), ("a", State::Starting, State::Running, 1));
+    l.edit(&[]);
+    let e = rx.recv().await.unwrap();
+    assert_eq!((e.new, e.reason.as_deref()), (State::Stopping, Some("unit file removed")));
+    l.exited("a", 1, 0);
+    let e = rx.recv().await.unwrap();
+    assert_eq!((e.new, e.removed), (State::Inactive, true));
+    assert!(l.status().await.is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_directory_that_cannot_be_read_keeps_every_unit_as_it_is() {
+    let mut l = Loop::start(&[("a", PLAIN)]).await;
+    l.call().await;
+    l.started("a", 1, 10);
+    let dir = l.dir.path().to_path_buf();
+    std::fs::rename(&dir, dir.with_extension("gone")).unwrap();
+    let err = l.ask(|tx| Command::Reload(false, tx)).await.unwrap_err();
+    assert!(err.to_string().starts_with(&dir.display().to_string()), "{err}");
+    assert_eq!(l.state("a").await, State::Running);
+    l.no_call().await;
+    std::fs::rename(dir.with_extension("gone"), &dir).unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_env_files_to_watch_follow_the_units() {
+    let env_dir = tempfile::tempdir().unwrap();
+    let env = env_dir.path().join("a.env");
+    std::fs::write(&env, "A=1\n").unwrap();
+    let body = PLAIN.replace("[container]\n", &format!("[container]\nenv_file = \"{}\"\n", env.display()));
+    let mut l = Loop::start(&[("a", &body)]).await;
+    assert_eq!(l.env_files.borrow_and_update().iter().collect::<Vec<_>>(), [&env]);
+    l.call().await;
+}

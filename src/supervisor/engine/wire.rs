@@ -1,0 +1,94 @@
+//! What reaches the engine, on its one channel: events from the watcher,
+//! the containers, the probes and the timers, and operator commands with
+//! where their answers go.
+
+use std::collections::BTreeMap;
+
+use tokio::sync::oneshot;
+
+use super::super::policy::lifecycle::{ExitInfo, State};
+use super::super::policy::reload::Step;
+use super::super::policy::status::UnitStatus;
+use super::super::policy::{Op, OpError, Started, Timer};
+use crate::health::ProbeResult;
+
+pub enum Event {
+    /// Read the unit directory again (a settled file event, SIGHUP).
+    Rescan,
+    /// A health probe's result.
+    Probe {
+        name: String,
+        generation: u64,
+        result: ProbeResult,
+    },
+    /// A message on a notify unit's socket.
+    Notify {
+        name: String,
+        generation: u64,
+        ready: bool,
+        status: Option<String>,
+    },
+    /// A timer the core asked for has fired.
+    Timer(Timer),
+    /// A start reached a new phase.
+    Phase {
+        name: String,
+        generation: u64,
+        phase: StartPhase,
+    },
+    /// A start ended: the container runs, or the error.
+    Started {
+        name: String,
+        generation: u64,
+        result: Result<Started, String>,
+    },
+    /// A container ended, and nothing of it is left.
+    Exited {
+        name: String,
+        generation: u64,
+        exit: ExitInfo,
+    },
+    Command(Command),
+    /// Stop every unit in reverse order; the sender hears when all are.
+    Shutdown(oneshot::Sender<()>),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartPhase {
+    Pulling,
+    Starting,
+}
+
+/// Why the unit directory could not be read.
+#[derive(Debug, thiserror::Error)]
+#[error("{dir}: {error}")]
+pub struct ReloadError {
+    pub dir: std::path::PathBuf,
+    pub error: String,
+}
+
+/// What an operator asks, with where the answer goes.
+pub enum Command {
+    Status(oneshot::Sender<Vec<UnitStatus>>),
+    Inspect(String, oneshot::Sender<Option<serde_json::Value>>),
+    /// Start, stop or restart units; the answer is each unit's generation
+    /// (a restart waits for a newer one) or the first unknown name.
+    Op(Op, Vec<String>, oneshot::Sender<Result<Vec<(String, u64)>, OpError>>),
+    Kill(String, i32, oneshot::Sender<Result<(), KillError>>),
+    Reload(bool, oneshot::Sender<Result<BTreeMap<String, Step>, ReloadError>>),
+    /// Names of the named volumes each unit uses.
+    Volumes(oneshot::Sender<BTreeMap<String, Vec<String>>>),
+    /// A unit's log directory record limits (for `logs`).
+    LogFiles(String, oneshot::Sender<Option<u32>>),
+    /// How many units are in each state (systemd's STATUS= line).
+    Counts(oneshot::Sender<BTreeMap<State, usize>>),
+}
+
+/// Why `kill` failed.
+#[derive(Debug, thiserror::Error)]
+pub enum KillError {
+    #[error(transparent)]
+    Unit(#[from] OpError),
+    #[error("{name}: {errno}")]
+    Signal { name: String, errno: std::io::Error },
+}

@@ -1,0 +1,379 @@
+//! The events that change a unit: each records what happened and leaves
+//! the consequences (signals, timers, probe loops) in `pending` for the
+//! next converge.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use super::lifecycle::{AfterExit, ExitInfo, after_exit};
+use super::record::{Life, Notify, Phase, Record, Rest, Run, Running};
+use super::reload::{Step, plan};
+use super::{Action, Core, Level, Now, Op, ProbeLoop, Started, Timer};
+use crate::health::{self, Health, ProbeResult, Tracker};
+use crate::units::model::{OnUnhealthy, RestartPolicy};
+use crate::units::{Hashes, LoadedUnit, UnitSet};
+
+/// Why an operator's command was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OpError {
+    #[error("no unit named {0:?}")]
+    Unknown(String),
+    #[error("{name}: its unit file is invalid: {error}")]
+    Invalid { name: String, error: String },
+    #[error("{0} is not running")]
+    NotRunning(String),
+}
+
+impl Core {
+    /// The plan from the units known now to `set`; carried out unless
+    /// `dry_run`.
+    pub fn reload(&mut self, set: UnitSet, dry_run: bool, now: Now) -> BTreeMap<String, Step> {
+        let current: BTreeMap<String, Option<Hashes>> = self
+            .records
+            .iter()
+            .filter(|(_, r)| !r.removed)
+            .map(|(n, r)| (n.clone(), r.config.as_ref().map(|u| u.hashes.clone())))
+            .collect();
+        let steps = plan(&current, &set);
+        if !dry_run {
+            self.apply(&steps, set, now);
+        }
+        steps
+    }
+
+    fn apply(&mut self, steps: &BTreeMap<String, Step>, mut set: UnitSet, now: Now) {
+        let mut loaded: BTreeMap<String, LoadedUnit> = set.units.drain(..).map(|u| (u.unit.name.clone(), u)).collect();
+        // Running units whose [health] changed: their probes start anew.
+        let mut reprobe = Vec::new();
+        for (name, step) in steps {
+            let new = loaded.remove(name);
+            let r = self.records.entry(name.clone()).or_insert_with(|| Record::new(name, now.wall));
+            if let Some(f) = set.files.get(name) {
+                r.file = Some(f.clone());
+            }
+            match step {
+                Step::Keep => r.file_error = None,
+                Step::Update | Step::LiveUpdate => {
+                    let new = new.expect("planned from the set");
+                    if let Some(run) = r.run() {
+                        self.pending.push(Action::Update {
+                            name: name.clone(),
+                            generation: run.generation,
+                            unit: Box::new(new.clone()),
+                            resources: *step == Step::LiveUpdate,
+                        });
+                    }
+                    if r.config.as_ref().is_none_or(|old| old.unit.health != new.unit.health) && r.running() {
+                        reprobe.push(name.clone());
+                    }
+                    r.config = Some(new);
+                    r.file_error = None;
+                }
+                Step::Restart | Step::Start => {
+                    r.config = new;
+                    r.file_error = None;
+                    r.removed = false;
+                    // A new config is a new chance.
+                    if let Life::Idle(rest) = &mut r.life {
+                        *rest = Rest::Ready;
+                    }
+                    r.in_row = 0;
+                    r.start_error = None;
+                }
+                Step::Remove => r.removed = true,
+                Step::Invalid(err) => {
+                    self.pending.push(Action::Note { name: name.clone(), level: Level::Error, message: err.clone() });
+                    r.file_error = Some(err.clone());
+                }
+            }
+        }
+        for name in reprobe {
+            self.start_probes(&name);
+        }
+        self.reorder();
+    }
+
+    /// Start order: dependencies first, then every other name.
+    fn reorder(&mut self) {
+        let units: Vec<&crate::units::Unit> =
+            self.records.values().filter_map(|r| r.config.as_ref().map(|u| &u.unit)).collect();
+        let mut order: Vec<String> = crate::units::graph::start_order(&units).into_iter().flatten().collect();
+        let known: std::collections::BTreeSet<&String> = order.iter().collect();
+        let rest: Vec<String> = self.records.keys().filter(|n| !known.contains(n)).cloned().collect();
+        order.extend(rest);
+        self.order = order;
+    }
+
+    /// The start reached a new phase (pulling, then starting).
+    pub fn phase(&mut self, name: &str, generation: u64, phase: Phase) {
+        if let Some(run) = self.records.get_mut(name).and_then(|r| r.run_of(generation)) {
+            if run.running().is_none() {
+                run.phase = phase;
+            }
+        }
+    }
+
+    /// A start ended: the container runs, or it could not be made.
+    pub fn started(&mut self, name: &str, generation: u64, result: Result<Started, String>, now: Now) {
+        let Some(r) = self.records.get_mut(name) else { return };
+        let Some(run) = r.run_of(generation) else { return };
+        match result {
+            Ok(s) => {
+                run.phase = Phase::Running(Box::new(Running {
+                    pid: s.pid,
+                    stop_signal: s.stop_signal,
+                    image_digest: s.image_digest,
+                    image_health: s.image_health,
+                    address: s.address,
+                    ports: s.ports,
+                    started_at: now.mono,
+                    started_wall: now.wall,
+                    health: None,
+                }));
+                // Asked to stop while it started: the next converge stops
+                // it, in order (its dependents first), as it would any
+                // container it does not keep.
+                let stop_asked = std::mem::take(&mut run.stopping);
+                r.start_error = None;
+                r.reason = None;
+                if !stop_asked {
+                    self.start_probes(name);
+                }
+            }
+            Err(err) => {
+                self.pending.push(Action::Note { name: name.into(), level: Level::Error, message: err.clone() });
+                r.life = Life::Idle(Rest::Ready);
+                r.start_error = Some(err.clone());
+                let exit = ExitInfo { time: now.wall, ..ExitInfo::start_error(err) };
+                self.after_exit(name, exit, Duration::ZERO, true, now);
+            }
+        }
+    }
+
+    /// The container of `generation` ended, and nothing of it is left.
+    pub fn exited(&mut self, name: &str, generation: u64, exit: ExitInfo, now: Now) {
+        let Some(r) = self.records.get_mut(name) else { return };
+        if r.run_of(generation).is_none() {
+            return;
+        }
+        let Life::Active(run) = std::mem::replace(&mut r.life, Life::Idle(Rest::Ready)) else { unreachable!() };
+        self.pending.push(Action::EndTasks { name: name.into(), generation });
+        let ran_for = run.running().map_or(Duration::ZERO, |x| now.mono.saturating_duration_since(x.started_at));
+        match run.unhealthy {
+            Some(OnUnhealthy::Restart) => {
+                // Counts as a failure for the backoff, whatever the policy.
+                let exit = ExitInfo { unhealthy: true, ..exit };
+                self.note(name, exit.describe());
+                self.after_exit(name, exit, ran_for, false, now);
+                return;
+            }
+            Some(OnUnhealthy::Stop) => {
+                let exit = ExitInfo { unhealthy: true, ..exit };
+                r.reason = Some(format!("{}; on_unhealthy = \"stop\"", exit.describe()));
+                r.life = Life::Idle(Rest::Failed);
+                r.record(exit);
+                return;
+            }
+            _ => {}
+        }
+        if run.stopping {
+            r.reason = Some(exit.describe());
+            r.record(exit);
+            return;
+        }
+        self.note(name, exit.describe());
+        self.after_exit(name, exit, ran_for, false, now);
+    }
+
+    /// An exit nobody asked for: the restart policy decides.
+    fn after_exit(&mut self, name: &str, exit: ExitInfo, ran_for: Duration, start_failed: bool, now: Now) {
+        let r = self.records.get_mut(name).expect("known");
+        let Some(unit) = r.config.as_ref() else { return };
+        let mut policy = unit.unit.restart.clone();
+        if exit.unhealthy && policy.policy == RestartPolicy::No {
+            // on_unhealthy = "restart" asks for it.
+            policy.policy = RestartPolicy::OnFailure;
+        }
+        let (decision, in_row) = after_exit(&policy, r.in_row, ran_for, &exit);
+        r.in_row = in_row;
+        r.reason = Some(exit.describe());
+        r.record(exit);
+        r.life = Life::Idle(match decision {
+            AfterExit::Restart(delay) => {
+                r.restarts += 1;
+                let generation = r.generation;
+                let timer = Timer::Backoff { name: name.to_string(), generation };
+                self.pending.push(Action::Timer { after: delay, timer });
+                Rest::Backoff { generation, until: now.mono + delay, at: now.wall + delay }
+            }
+            // A start that failed with no policy to retry it is failed,
+            // not a clean exit.
+            AfterExit::Stay if start_failed => Rest::Failed,
+            AfterExit::Stay => Rest::Exited,
+            AfterExit::Fail => {
+                r.reason = Some(format!("restart limit reached; last: {}", r.reason.take().unwrap_or_default()));
+                Rest::Failed
+            }
+        });
+    }
+
+    /// The backoff timer of `generation` fired.
+    pub fn backoff_over(&mut self, name: &str, generation: u64) {
+        if let Some(r) = self.records.get_mut(name) {
+            if matches!(r.life, Life::Idle(Rest::Backoff { generation: g, .. }) if g == generation) {
+                r.life = Life::Idle(Rest::Ready);
+            }
+        }
+    }
+
+    /// (Re)starts the health probe loop of a running unit: its own check,
+    /// or its image's; none stops the loop.
+    fn start_probes(&mut self, name: &str) {
+        let Some(r) = self.records.get_mut(name) else { return };
+        let Some(unit) = r.config.as_ref() else { return };
+        let hostname = unit.unit.container.hostname.clone();
+        let health = unit.unit.health.clone();
+        let Some(run) = r.run_mut() else { return };
+        let generation = run.generation;
+        let Some(running) = run.running_mut() else { return };
+        let check = health::effective(&health, running.image_health.as_ref());
+        running.health =
+            check.as_ref().map(|c| (c.clone(), Tracker::new(running.started_at, c.start_period, c.retries)));
+        let probe = check.map(|check| ProbeLoop { check, pid: running.pid, hostname });
+        self.pending.push(Action::Probe { name: name.into(), generation, probe });
+    }
+
+    /// A probe's result.
+    pub fn probed(&mut self, name: &str, generation: u64, result: ProbeResult, now: Now) {
+        // Health does not act during a shutdown: stops go in order then.
+        if self.shutting_down {
+            return;
+        }
+        let Some(run) = self.records.get_mut(name).and_then(|r| r.run_of(generation)) else { return };
+        if run.stopping {
+            return;
+        }
+        let Some((check, tracker)) = run.running_mut().and_then(|x| x.health.as_mut()) else { return };
+        let output = result.output.clone();
+        let Some(health) = tracker.record(result, now.mono) else { return };
+        let action = check.on_unhealthy;
+        self.note(name, format!("health {} ({output})", health.name()));
+        if health != Health::Unhealthy || action == OnUnhealthy::None {
+            return;
+        }
+        let run = self.records.get_mut(name).and_then(|r| r.run_of(generation)).expect("checked");
+        run.unhealthy = Some(action);
+        self.stop(name, format!("unhealthy: {output}"));
+    }
+
+    /// A message on a notify unit's socket.
+    pub fn notified(&mut self, name: &str, generation: u64, ready: bool, status: Option<String>) {
+        let Some(n) = self.records.get_mut(name).and_then(|r| r.run_of(generation)).and_then(|r| r.notify.as_mut())
+        else {
+            return;
+        };
+        let newly = ready && !n.ready;
+        n.ready |= ready;
+        if status.is_some() {
+            n.status = status;
+        }
+        if newly {
+            self.note(name, "READY=1".into());
+        }
+    }
+
+    /// A unit's `ready_timeout` has passed since it began to wait.
+    pub fn wait_timeout(&mut self, name: &str, now: Now) {
+        let Some(r) = self.records.get_mut(name) else { return };
+        let timeout = r.config.as_ref().map_or(Duration::MAX, |u| u.unit.unit.ready_timeout);
+        let waited = r.waiting_since.is_some_and(|t| now.mono.saturating_duration_since(t) >= timeout);
+        if r.run().is_none() && waited {
+            let why = r.reason.clone().unwrap_or_default();
+            let msg = format!("not started after {}: {why}", humantime::format_duration(timeout));
+            self.pending.push(Action::Note { name: name.into(), level: Level::Warn, message: msg.clone() });
+            self.records.get_mut(name).expect("known").start_error = Some(msg);
+        }
+    }
+
+    /// The stop timeout of `generation` has passed.
+    pub fn stop_timeout(&mut self, name: &str, generation: u64) {
+        if self.records.get_mut(name).and_then(|r| r.run_of(generation)).is_some() {
+            let message = "still running after its stop timeout: SIGKILL to all of it".to_string();
+            self.pending.push(Action::Note { name: name.into(), level: Level::Info, message });
+            self.pending.push(Action::KillAll { name: name.into(), generation });
+        }
+    }
+
+    /// Asks `name`'s container to stop: its stop signal now (or as soon
+    /// as it has started), SIGKILL to all of it after its stop timeout.
+    pub(super) fn stop(&mut self, name: &str, why: String) {
+        let r = self.records.get_mut(name).expect("known");
+        let Some(unit) = r.config.as_ref() else { return };
+        let timeout = unit.unit.stop.timeout;
+        r.reason = Some(why);
+        let Some(run) = r.run_mut() else { return };
+        run.stopping = true;
+        let generation = run.generation;
+        self.pending.push(Action::EndTasks { name: name.into(), generation });
+        let Some(running) = run.running() else {
+            // Still starting: stopped as soon as it is started.
+            return;
+        };
+        let (pid, signal) = (running.pid, running.stop_signal);
+        self.pending.push(Action::Signal { name: name.into(), generation, pid, signal });
+        let timer = Timer::StopTimeout { name: name.into(), generation };
+        self.pending.push(Action::Timer { after: timeout, timer });
+    }
+
+    /// An operator's start, stop or restart; each unit's generation (a
+    /// restart waits for a newer one).
+    pub fn operate(&mut self, op: Op, names: &[String]) -> Result<Vec<(String, u64)>, OpError> {
+        if let Some(bad) = names.iter().find(|n| !self.records.contains_key(*n)) {
+            return Err(OpError::Unknown(bad.clone()));
+        }
+        if let Some(bad) = names.iter().find(|n| self.records[*n].config.is_none()) {
+            let error = self.records[bad].file_error.clone().unwrap_or_default();
+            return Err(OpError::Invalid { name: bad.clone(), error });
+        }
+        let mut generations = Vec::new();
+        for name in names {
+            let r = self.records.get_mut(name).expect("checked");
+            match op {
+                Op::Stop => r.held = true,
+                Op::Start | Op::Restart => {
+                    r.held = false;
+                    r.in_row = 0;
+                    match &mut r.life {
+                        Life::Idle(rest) => *rest = Rest::Ready,
+                        Life::Active(run) => run.restart |= op == Op::Restart,
+                    }
+                }
+            }
+            generations.push((name.clone(), r.generation));
+        }
+        Ok(generations)
+    }
+
+    /// The pid of `name`'s running container, for `kill`.
+    pub fn pid(&self, name: &str) -> Result<i32, OpError> {
+        let r = self.records.get(name).ok_or_else(|| OpError::Unknown(name.into()))?;
+        r.run().and_then(Run::running).map(|x| x.pid).ok_or_else(|| OpError::NotRunning(name.into()))
+    }
+
+    fn note(&mut self, name: &str, message: String) {
+        self.pending.push(Action::Note { name: name.into(), level: Level::Info, message });
+    }
+}
+
+/// A fresh container record for a start.
+pub(super) fn new_run(generation: u64, unit: &LoadedUnit) -> Run {
+    Run {
+        generation,
+        restart_hash: unit.hashes.restart.clone(),
+        phase: Phase::Starting,
+        stopping: false,
+        restart: false,
+        unhealthy: None,
+        notify: unit.unit.container.notify.then(Notify::default),
+    }
+}

@@ -1,0 +1,285 @@
+//! Tests of the decision core, without root or daemon: a harness plays
+//! the engine (it carries out the actions in its head: containers that
+//! start when told, timers that fire when the clock passes them) and the
+//! unit files are real files read by the real parser.
+
+mod health;
+mod operator;
+mod ordering;
+mod properties;
+mod reload;
+mod restart;
+mod shutdown;
+mod states;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant, SystemTime};
+
+use super::lifecycle::{ExitInfo, State};
+use super::reload::Step;
+use super::{Action, Core, Now, Op, Started, Timer};
+use crate::health::ProbeResult;
+use crate::units::load_files;
+
+/// A plain unit: a container that sleeps.
+pub const PLAIN: &str = "[container]\nimage = \"busybox\"\ncommand = [\"sleep\", \"1000\"]\n";
+
+/// `PLAIN` with more TOML after it.
+pub fn unit(extra: &str) -> String {
+    format!("{PLAIN}{extra}")
+}
+
+/// A unit with a `[unit]` section.
+pub fn with_unit(unit_section: &str, extra: &str) -> String {
+    format!("[unit]\n{unit_section}\n{PLAIN}{extra}")
+}
+
+/// The engine, played by the test.
+pub struct Harness {
+    pub core: Core,
+    pub now: Now,
+    dir: tempfile::TempDir,
+    /// Timers asked for and not yet fired: when they are due.
+    timers: Vec<(Instant, Timer)>,
+    /// Every action carried out, in order.
+    pub log: Vec<Action>,
+    /// Containers asked for: name to generation (until they exit).
+    pub containers: BTreeMap<String, u64>,
+    pub next_pid: i32,
+}
+
+impl Harness {
+    pub fn new() -> Harness {
+        Harness {
+            core: Core::new(),
+            now: Now { mono: Instant::now(), wall: SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000) },
+            dir: tempfile::tempdir().unwrap(),
+            timers: Vec::new(),
+            log: Vec::new(),
+            containers: BTreeMap::new(),
+            next_pid: 100,
+        }
+    }
+
+    /// A harness with these unit files loaded.
+    pub fn with(files: &[(&str, &str)]) -> Harness {
+        let mut h = Harness::new();
+        h.files(files);
+        h
+    }
+
+    /// Makes the unit directory exactly `files`, and reloads.
+    pub fn files(&mut self, files: &[(&str, &str)]) -> BTreeMap<String, Step> {
+        self.write(files);
+        self.reload(false)
+    }
+
+    pub fn write(&mut self, files: &[(&str, &str)]) {
+        for e in std::fs::read_dir(self.dir.path()).unwrap() {
+            std::fs::remove_file(e.unwrap().path()).unwrap();
+        }
+        for (name, body) in files {
+            std::fs::write(self.dir.path().join(format!("{name}.toml")), body).unwrap();
+        }
+    }
+
+    pub fn reload(&mut self, dry_run: bool) -> BTreeMap<String, Step> {
+        let mut paths: Vec<_> = std::fs::read_dir(self.dir.path()).unwrap().map(|e| e.unwrap().path()).collect();
+        paths.sort();
+        let steps = self.core.reload(load_files(&paths), dry_run, self.now);
+        self.converge();
+        steps
+    }
+
+    /// One converge; its actions carried out (timers noted, containers
+    /// asked for recorded) and returned.
+    pub fn converge(&mut self) -> Vec<Action> {
+        let actions = self.core.converge(self.now);
+        for a in &actions {
+            match a {
+                Action::Start { name, generation, .. } => {
+                    let old = self.containers.insert(name.clone(), *generation);
+                    assert!(old.is_none(), "{name}: a second container (generation {generation}) beside {old:?}");
+                }
+                Action::Timer { after, timer } => self.timers.push((self.now.mono + *after, timer.clone())),
+                _ => {}
+            }
+        }
+        self.log.extend(actions.iter().cloned());
+        actions
+    }
+
+    pub fn state(&self, name: &str) -> State {
+        self.core.state(name).unwrap_or_else(|| panic!("no unit {name}"))
+    }
+
+    pub fn reason(&self, name: &str) -> String {
+        self.core.record(name).and_then(|r| r.reason.clone()).unwrap_or_default()
+    }
+
+    pub fn generation(&self, name: &str) -> u64 {
+        self.containers.get(name).copied().unwrap_or_else(|| panic!("{name} has no container"))
+    }
+
+    /// The container of `name` runs.
+    pub fn run(&mut self, name: &str) {
+        let generation = self.generation(name);
+        self.next_pid += 1;
+        let started = Started {
+            pid: self.next_pid,
+            stop_signal: libc::SIGTERM,
+            image_digest: "sha256:0".into(),
+            image_health: None,
+            address: None,
+            ports: Vec::new(),
+        };
+        self.core.started(name, generation, Ok(started), self.now);
+        self.converge();
+    }
+
+    /// Runs every unit that has a container asked for and not yet
+    /// running, until none is left (dependents start as their
+    /// requirements run).
+    pub fn run_all(&mut self) {
+        loop {
+            let pending: Vec<String> = self
+                .containers
+                .keys()
+                .filter(|n| self.core.record(n).and_then(|r| r.run()).is_some_and(|r| r.running().is_none()))
+                .cloned()
+                .collect();
+            if pending.is_empty() {
+                return;
+            }
+            for n in pending {
+                self.run(&n);
+            }
+        }
+    }
+
+    /// The start of `name` failed.
+    pub fn fail_start(&mut self, name: &str, error: &str) {
+        let generation = self.containers.remove(name).expect("a container was asked for");
+        self.core.started(name, generation, Err(error.into()), self.now);
+        self.converge();
+    }
+
+    /// The container of `name` ended with `code`.
+    pub fn exit(&mut self, name: &str, code: i32) {
+        self.exit_with(name, ExitInfo { time: self.now.wall, ..ExitInfo::code(code, false) });
+    }
+
+    pub fn exit_with(&mut self, name: &str, exit: ExitInfo) {
+        let generation = self.containers.remove(name).expect("a container to end");
+        self.core.exited(name, generation, exit, self.now);
+        self.converge();
+    }
+
+    /// Ends every container that was sent its stop signal, until none is
+    /// left (requirements stop after their dependents).
+    pub fn exit_stopped(&mut self) {
+        loop {
+            let stopping: Vec<String> = self
+                .containers
+                .keys()
+                .filter(|n| self.core.record(n).and_then(|r| r.run()).is_some_and(|r| r.stopping))
+                .cloned()
+                .collect();
+            if stopping.is_empty() {
+                return;
+            }
+            for n in stopping {
+                self.exit_with(&n, ExitInfo { time: self.now.wall, ..ExitInfo::signal(libc::SIGTERM, false) });
+            }
+        }
+    }
+
+    /// Moves the clock on, firing the timers that come due, in order.
+    pub fn advance(&mut self, d: Duration) {
+        let end = self.now.mono + d;
+        loop {
+            self.timers.sort_by_key(|(t, _)| *t);
+            let Some(i) = self.timers.iter().position(|(t, _)| *t <= end) else { break };
+            let (due, timer) = self.timers.remove(i);
+            let step = due.saturating_duration_since(self.now.mono);
+            self.now = self.now.after(step);
+            self.fire(timer);
+        }
+        let rest = end.saturating_duration_since(self.now.mono);
+        self.now = self.now.after(rest);
+    }
+
+    fn fire(&mut self, timer: Timer) {
+        match timer {
+            Timer::Backoff { name, generation } => self.core.backoff_over(&name, generation),
+            Timer::StopTimeout { name, generation } => self.core.stop_timeout(&name, generation),
+            Timer::WaitTimeout { name } => self.core.wait_timeout(&name, self.now),
+        }
+        self.converge();
+    }
+
+    pub fn op(&mut self, op: Op, names: &[&str]) -> Result<Vec<(String, u64)>, super::OpError> {
+        let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+        let r = self.core.operate(op, &names);
+        self.converge();
+        r
+    }
+
+    pub fn probe(&mut self, name: &str, healthy: bool) {
+        let generation = self.generation(name);
+        let result = ProbeResult {
+            time: self.now.wall,
+            healthy,
+            exit_code: Some(if healthy { 0 } else { 1 }),
+            http_status: None,
+            output: if healthy { "ok".into() } else { "connection refused".into() },
+        };
+        self.core.probed(name, generation, result, self.now);
+        self.converge();
+    }
+
+    pub fn shutdown(&mut self) {
+        self.core.shutdown();
+        self.converge();
+    }
+
+    /// The actions logged since `from`, by kind and unit: `start a`,
+    /// `signal a`, `kill a`.
+    pub fn since(&self, from: usize) -> Vec<String> {
+        self.log[from..].iter().filter_map(describe).collect()
+    }
+
+    /// Every start, stop signal and kill so far.
+    pub fn history(&self) -> Vec<String> {
+        self.since(0)
+    }
+
+    pub fn mark(&self) -> usize {
+        self.log.len()
+    }
+}
+
+/// An action as the tests name it; state events and notes are left out.
+pub fn describe(a: &Action) -> Option<String> {
+    match a {
+        Action::Start { name, .. } => Some(format!("start {name}")),
+        Action::Signal { name, .. } => Some(format!("signal {name}")),
+        Action::KillAll { name, .. } => Some(format!("kill {name}")),
+        Action::Update { name, resources, .. } => {
+            Some(format!("update {name}{}", if *resources { " live" } else { "" }))
+        }
+        _ => None,
+    }
+}
+
+pub fn steps(s: &BTreeMap<String, Step>) -> Vec<(&str, &str)> {
+    s.iter().map(|(n, s)| (n.as_str(), s.name())).collect()
+}
+
+pub fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+pub fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}

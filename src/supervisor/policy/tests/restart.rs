@@ -1,0 +1,158 @@
+//! Restart policy and backoff: delay, doubling, cap, reset, limit.
+
+use super::*;
+
+fn crash_loop(policy: &str) -> Harness {
+    Harness::with(&[("a", &unit(&format!("[restart]\n{policy}\n")))])
+}
+
+/// Runs `a`, lets it fail, and returns the delay before its next start.
+fn fail_and_measure(h: &mut Harness) -> Duration {
+    h.run("a");
+    h.exit("a", 1);
+    let until = match h.core.record("a").unwrap().rest() {
+        Some(crate::supervisor::policy::Rest::Backoff { until, .. }) => until,
+        other => panic!("not in backoff: {other:?}"),
+    };
+    let delay = until - h.now.mono;
+    h.advance(delay);
+    delay
+}
+
+#[test]
+fn the_delay_doubles_up_to_the_maximum() {
+    let mut h = crash_loop("delay = \"100ms\"\nmax_delay = \"1s\"");
+    let delays: Vec<Duration> = (0..7).map(|_| fail_and_measure(&mut h)).collect();
+    assert_eq!(delays, [ms(100), ms(200), ms(400), ms(800), secs(1), secs(1), secs(1)]);
+}
+
+#[test]
+fn good_running_for_reset_after_starts_the_curve_again() {
+    let mut h = crash_loop("delay = \"100ms\"\nreset_after = \"10s\"");
+    assert_eq!(fail_and_measure(&mut h), ms(100));
+    assert_eq!(fail_and_measure(&mut h), ms(200));
+    h.run("a");
+    h.advance(secs(10));
+    h.exit("a", 1);
+    h.advance(ms(100));
+    assert_eq!(h.state("a"), State::Starting, "back to the first delay");
+}
+
+#[test]
+fn running_just_short_of_reset_after_keeps_the_curve() {
+    let mut h = crash_loop("delay = \"100ms\"\nreset_after = \"10s\"");
+    fail_and_measure(&mut h);
+    h.run("a");
+    h.advance(ms(9999));
+    h.exit("a", 1);
+    h.advance(ms(100));
+    assert_eq!(h.state("a"), State::Backoff);
+    h.advance(ms(100));
+    assert_eq!(h.state("a"), State::Starting);
+}
+
+#[test]
+fn the_limit_allows_that_many_restarts_in_a_row_then_fails() {
+    let mut h = crash_loop("limit = 2");
+    fail_and_measure(&mut h);
+    fail_and_measure(&mut h);
+    h.run("a");
+    h.exit("a", 1);
+    assert_eq!(h.state("a"), State::Failed);
+    assert_eq!(h.reason("a"), "restart limit reached; last: exited 1");
+    assert_eq!(h.core.status()[0].restarts, 2);
+    h.advance(secs(3600));
+    assert_eq!(h.history().len(), 3, "a failed unit stays failed");
+}
+
+#[test]
+fn failed_starts_count_towards_the_limit() {
+    let mut h = crash_loop("limit = 1");
+    h.fail_start("a", "pull failed");
+    h.advance(ms(100));
+    h.fail_start("a", "pull failed");
+    assert_eq!(h.state("a"), State::Failed);
+    assert_eq!(h.reason("a"), "restart limit reached; last: start failed: pull failed");
+}
+
+#[test]
+fn on_failure_leaves_a_clean_exit_alone() {
+    let mut h = crash_loop("policy = \"on-failure\"");
+    h.run("a");
+    h.exit("a", 0);
+    assert_eq!(h.state("a"), State::Exited);
+}
+
+#[test]
+fn on_failure_restarts_a_non_zero_exit_a_signal_and_an_oom_kill() {
+    for exit in [ExitInfo::code(1, false), ExitInfo::signal(libc::SIGSEGV, false), ExitInfo::code(0, true)] {
+        let mut h = crash_loop("policy = \"on-failure\"");
+        h.run("a");
+        h.exit_with("a", exit.clone());
+        assert_eq!(h.state("a"), State::Backoff, "{exit:?}");
+    }
+}
+
+#[test]
+fn always_restarts_a_clean_exit_too() {
+    let mut h = crash_loop("policy = \"always\"");
+    h.run("a");
+    h.exit("a", 0);
+    assert_eq!(h.state("a"), State::Backoff);
+}
+
+#[test]
+fn no_never_restarts() {
+    let mut h = crash_loop("policy = \"no\"");
+    h.run("a");
+    h.exit("a", 1);
+    assert_eq!(h.state("a"), State::Exited);
+    assert_eq!(h.core.status()[0].restarts, 0);
+}
+
+#[test]
+fn the_restart_count_grows_with_each_restart() {
+    let mut h = crash_loop("delay = \"1s\"");
+    for _ in 0..3 {
+        fail_and_measure(&mut h);
+    }
+    assert_eq!(h.core.status()[0].restarts, 3);
+    assert_eq!(h.generation("a"), 4);
+}
+
+#[test]
+fn an_operator_start_clears_a_failure_and_the_count_in_a_row() {
+    let mut h = crash_loop("limit = 1");
+    fail_and_measure(&mut h);
+    h.run("a");
+    h.exit("a", 1);
+    assert_eq!(h.state("a"), State::Failed);
+    h.op(Op::Start, &["a"]).unwrap();
+    assert_eq!(h.state("a"), State::Starting);
+    // One restart in a row is allowed again.
+    h.run("a");
+    h.exit("a", 1);
+    assert_eq!(h.state("a"), State::Backoff);
+}
+
+#[test]
+fn a_stop_asked_for_is_not_a_failure() {
+    let mut h = crash_loop("limit = 1");
+    h.run("a");
+    h.op(Op::Restart, &["a"]).unwrap();
+    h.exit_with("a", ExitInfo::code(137, false));
+    assert_eq!(h.state("a"), State::Starting);
+    assert_eq!(h.core.status()[0].restarts, 0);
+}
+
+#[test]
+fn the_exit_history_keeps_the_last_five() {
+    let mut h = crash_loop("delay = \"1ms\"\nmax_delay = \"1ms\"");
+    for code in 1..=7 {
+        h.run("a");
+        h.exit("a", code);
+        h.advance(ms(1));
+    }
+    let codes: Vec<i32> = h.core.record("a").unwrap().history.iter().filter_map(|e| e.exit_code).collect();
+    assert_eq!(codes, [3, 4, 5, 6, 7]);
+}
