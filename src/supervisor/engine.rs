@@ -16,12 +16,13 @@ use std::time::{Duration, Instant, SystemTime};
 use serde::Serialize;
 use tokio::sync::{Semaphore, broadcast, mpsc, oneshot, watch};
 
+use super::health_policy::{self, Check};
 use super::lifecycle::{AfterExit, ExitInfo, State, after_exit, opt_rfc3339, rfc3339};
 use super::logs::{self, Hub, Limits};
 use super::notify;
 use super::reload::{Step, plan};
 use super::starter::{self, Env, Started};
-use crate::health::{self, Check, Health, ProbeResult, Tracker, probe};
+use crate::health::{Health, ProbeResult, Tracker, probe};
 use crate::runtime::cgroups::{Cgroup, Usage};
 use crate::runtime::image::config::Healthcheck;
 use crate::runtime::reaper::Exit;
@@ -1067,7 +1068,8 @@ impl Engine {
         if let Some(t) = run.probe.take() {
             t.abort();
         }
-        let (Some(pid), Some(check)) = (run.pid, health::effective(&unit.unit.health, run.image_health.as_ref()))
+        let (Some(pid), Some(check)) =
+            (run.pid, health_policy::effective(&unit.unit.health, run.image_health.as_ref()))
         else {
             run.health = None;
             return;

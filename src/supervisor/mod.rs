@@ -6,6 +6,7 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod engine;
+pub mod health_policy;
 pub mod lifecycle;
 pub mod logs;
 pub mod notify;
