@@ -12,6 +12,38 @@ use crate::units::values::names::check_hostname;
 
 pub(super) fn parse_health(cx: &mut Cx<'_>, s: &Section<'_, '_>) -> Health {
     s.check_keys(cx);
+    let probe = probe(cx, s);
+    let disable = s.bool(cx, "disable").unwrap_or(false);
+    let interval = s.positive_duration(cx, "interval");
+    let timeout = s.positive_duration(cx, "timeout");
+    let retries = s.integer(cx, "retries", 1, 1000).map(|n| n as u32);
+    let start_period = s.duration(cx, "start_period");
+    let on_unhealthy = s.choice(
+        cx,
+        "on_unhealthy",
+        &[("restart", OnUnhealthy::Restart), ("stop", OnUnhealthy::Stop), ("none", OnUnhealthy::None)],
+    );
+    if disable
+        && let Some(span) =
+            s.table.and_then(|t| t.iter().find(|(k, _)| k.get_ref() != "disable")).map(|(k, _)| k.span())
+    {
+        cx.error(span, "[health] disable = true turns health checks off: remove the other keys, or the disable key");
+    }
+    let own = probe.is_some();
+    let default = |d: Option<Duration>, secs: u64| if own { Some(d.unwrap_or(Duration::from_secs(secs))) } else { d };
+    Health {
+        disable,
+        interval: default(interval, 30),
+        timeout: default(timeout, 30),
+        retries: if own { Some(retries.unwrap_or(3)) } else { retries },
+        start_period: default(start_period, 0),
+        on_unhealthy: on_unhealthy.unwrap_or(if own { OnUnhealthy::Restart } else { OnUnhealthy::None }),
+        probe,
+    }
+}
+
+/// The one probe of `exec`, `http` and `tcp` (a second one is an error).
+fn probe(cx: &mut Cx<'_>, s: &Section<'_, '_>) -> Option<Probe> {
     let exec = s.typed(cx, "exec", r#"an array of strings, or a string run by /bin/sh -c"#, |v| match v {
         DeValue::String(cmd) if cmd.trim().is_empty() => Some(Err("the command is empty".into())),
         DeValue::String(cmd) => Some(Ok(vec!["/bin/sh".to_string(), "-c".to_string(), cmd.to_string()])),
@@ -40,34 +72,7 @@ pub(super) fn parse_health(cx: &mut Cx<'_>, s: &Section<'_, '_>) -> Health {
     {
         cx.error(span, "[health] takes exactly one probe: exec, http or tcp");
     }
-    let disable = s.bool(cx, "disable").unwrap_or(false);
-    let probe = probes.into_iter().next().map(|(p, _)| p);
-    let interval = s.positive_duration(cx, "interval");
-    let timeout = s.positive_duration(cx, "timeout");
-    let retries = s.integer(cx, "retries", 1, 1000).map(|n| n as u32);
-    let start_period = s.duration(cx, "start_period");
-    let on_unhealthy = s.choice(
-        cx,
-        "on_unhealthy",
-        &[("restart", OnUnhealthy::Restart), ("stop", OnUnhealthy::Stop), ("none", OnUnhealthy::None)],
-    );
-    if disable
-        && let Some(span) =
-            s.table.and_then(|t| t.iter().find(|(k, _)| k.get_ref() != "disable")).map(|(k, _)| k.span())
-    {
-        cx.error(span, "[health] disable = true turns health checks off: remove the other keys, or the disable key");
-    }
-    let own = probe.is_some();
-    let default = |d: Option<Duration>, secs: u64| if own { Some(d.unwrap_or(Duration::from_secs(secs))) } else { d };
-    Health {
-        disable,
-        interval: default(interval, 30),
-        timeout: default(timeout, 30),
-        retries: if own { Some(retries.unwrap_or(3)) } else { retries },
-        start_period: default(start_period, 0),
-        on_unhealthy: on_unhealthy.unwrap_or(if own { OnUnhealthy::Restart } else { OnUnhealthy::None }),
-        probe,
-    }
+    probes.into_iter().next().map(|(p, _)| p)
 }
 
 /// `http://host[:port][/path]`, normalized (lowercase host, `/` path).
