@@ -1,117 +1,19 @@
-//! Which health check applies to a unit, with what timings.
-
-use std::time::Duration;
+//! What a probe is: the mechanism's own description, whoever chose it (a
+//! unit's `[health]` or an image's `HEALTHCHECK`: that choice, the timings
+//! and what to do when unhealthy are the supervisor's policy).
 
 use serde::Serialize;
 
-use crate::runtime::image::config::{HealthTest, Healthcheck};
-/// The probes are the unit file's: an image's check becomes an `exec` one.
-pub use crate::units::model::Probe;
-use crate::units::model::{Health as UnitHealth, OnUnhealthy};
-
-/// Docker's defaults.
-pub const INTERVAL: Duration = Duration::from_secs(30);
-pub const TIMEOUT: Duration = Duration::from_secs(30);
-pub const RETRIES: u32 = 3;
-
-/// A health check as it runs.
+/// One way of asking a container whether its service works. Serialized as
+/// the unit file writes it (`{"exec": [...]}`, `{"http": "..."}`,
+/// `{"tcp": 80}`), which `inspect` shows.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Check {
-    pub probe: Probe,
-    #[serde(with = "humantime_serde_shim")]
-    pub interval: Duration,
-    #[serde(with = "humantime_serde_shim")]
-    pub timeout: Duration,
-    pub retries: u32,
-    #[serde(with = "humantime_serde_shim")]
-    pub start_period: Duration,
-    pub on_unhealthy: OnUnhealthy,
-    /// From the image's HEALTHCHECK, not the unit.
-    pub from_image: bool,
-}
-
-mod humantime_serde_shim {
-    pub fn serialize<S: serde::Serializer>(d: &std::time::Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(&humantime::format_duration(*d))
-    }
-}
-
-/// The check of a unit: its own probe, else (unless `disable`) the
-/// image's HEALTHCHECK, whose timings the unit's keys override.
-pub fn effective(unit: &UnitHealth, image: Option<&Healthcheck>) -> Option<Check> {
-    if unit.disable {
-        return None;
-    }
-    let (probe, from_image, img) = match &unit.probe {
-        Some(p) => (p.clone(), false, None),
-        None => {
-            let hc = image?;
-            let probe = match hc.test()? {
-                HealthTest::None => return None,
-                HealthTest::Exec(argv) => Probe::Exec(argv),
-                HealthTest::Shell(cmd) => Probe::Exec(vec!["/bin/sh".into(), "-c".into(), cmd]),
-            };
-            (probe, true, Some(hc))
-        }
-    };
-    Some(Check {
-        probe,
-        interval: unit.interval.or_else(|| img.and_then(Healthcheck::interval)).unwrap_or(INTERVAL),
-        timeout: unit.timeout.or_else(|| img.and_then(Healthcheck::timeout)).unwrap_or(TIMEOUT),
-        retries: unit.retries.or_else(|| img.map(|h| h.retries).filter(|r| *r > 0)).unwrap_or(RETRIES),
-        start_period: unit.start_period.or_else(|| img.and_then(Healthcheck::start_period)).unwrap_or_default(),
-        on_unhealthy: unit.on_unhealthy,
-        from_image,
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn unit(probe: Option<Probe>, on: OnUnhealthy) -> UnitHealth {
-        UnitHealth {
-            probe,
-            disable: false,
-            interval: None,
-            timeout: None,
-            retries: None,
-            start_period: None,
-            on_unhealthy: on,
-        }
-    }
-
-    fn image(test: &[&str]) -> Healthcheck {
-        Healthcheck {
-            test: test.iter().map(|s| s.to_string()).collect(),
-            interval: 5_000_000_000,
-            timeout: 0,
-            start_period: 1_000_000_000,
-            retries: 7,
-        }
-    }
-
-    #[test]
-    fn the_units_probe_wins_with_dockers_defaults() {
-        let c = effective(&unit(Some(Probe::Tcp(5432)), OnUnhealthy::Restart), Some(&image(&["CMD", "x"]))).unwrap();
-        assert_eq!(c.probe, Probe::Tcp(5432));
-        assert_eq!((c.interval, c.timeout, c.retries, c.start_period), (INTERVAL, TIMEOUT, 3, Duration::ZERO));
-        assert!(!c.from_image);
-    }
-
-    #[test]
-    fn the_images_healthcheck_applies_with_its_timings_and_the_units_overrides() {
-        let mut u = unit(None, OnUnhealthy::None);
-        u.timeout = Some(Duration::from_secs(2));
-        let c = effective(&u, Some(&image(&["CMD-SHELL", "wget -q localhost"]))).unwrap();
-        assert_eq!(c.probe, Probe::Exec(vec!["/bin/sh".into(), "-c".into(), "wget -q localhost".into()]));
-        assert_eq!(c.interval, Duration::from_secs(5));
-        assert_eq!(c.timeout, Duration::from_secs(2));
-        assert_eq!((c.retries, c.start_period), (7, Duration::from_secs(1)));
-        assert!(c.from_image && c.on_unhealthy == OnUnhealthy::None);
-        assert!(effective(&u, Some(&image(&["NONE"]))).is_none());
-        assert!(effective(&u, None).is_none());
-        u.disable = true;
-        assert!(effective(&u, Some(&image(&["CMD", "true"]))).is_none());
-    }
+#[serde(rename_all = "lowercase")]
+pub enum Probe {
+    /// Run in the container; exit 0 is healthy.
+    Exec(Vec<String>),
+    /// GET from inside the container's network namespace; 2xx/3xx healthy.
+    Http(String),
+    /// A TCP connect to this port of the container.
+    Tcp(u16),
 }

@@ -31,7 +31,7 @@ extern "C" fn forward(sig: libc::c_int) {
 /// Runs the bundle and returns the container's exit code (128 + N when a
 /// signal N ended it).
 pub fn run_bundle(bundle: &Path, id: &str) -> Result<i32, RuntimeError> {
-    crate::units::values::names::check_dns_label(id).map_err(|e| RuntimeError::Spec(format!("container id {e}")))?;
+    crate::names::check_dns_label(id).map_err(|e| RuntimeError::Spec(format!("container id {e}")))?;
     let config = bundle.join("config.json");
     let spec = Spec::load(&config).map_err(|e| RuntimeError::Spec(format!("{}: {e}", config.display())))?;
     let plan = from_spec(&spec, bundle).map_err(RuntimeError::Spec)?;

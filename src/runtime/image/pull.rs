@@ -27,7 +27,7 @@ use super::registry::{Registry, RegistryOptions};
 use super::source::{DockerArchive, Fetched, Fetcher, OciLayout};
 use super::store::{Image, ImageRecord, LayerRecord, Store, now, unique_name};
 use super::unpack::unpack_layer;
-use crate::units::values::reference::ImageSource;
+use crate::names::reference::ImageSource;
 
 /// How to pull.
 #[derive(Debug, Clone)]

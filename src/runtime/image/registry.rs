@@ -30,7 +30,7 @@ use super::digest::Digest;
 use super::error::{ImageError, Result};
 use super::manifest::{ACCEPT, Descriptor};
 use super::source::{BlobReader, Fetched, Fetcher};
-use crate::units::values::reference::ImageRef;
+use crate::names::reference::ImageRef;
 
 /// Where credentials and insecure hosts come from.
 #[derive(Debug, Clone, Default)]

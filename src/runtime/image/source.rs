@@ -256,7 +256,7 @@ impl DockerArchive {
 
 /// `nginx:1` and `docker.io/library/nginx:1` name the same image.
 fn same_image(a: &str, b: &str) -> bool {
-    use crate::units::values::reference::ImageRef;
+    use crate::names::reference::ImageRef;
     match (ImageRef::parse(a), ImageRef::parse(b)) {
         (Ok(x), Ok(y)) => x == y,
         _ => a == b,

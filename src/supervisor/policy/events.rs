@@ -5,11 +5,12 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use super::health;
 use super::lifecycle::{AfterExit, ExitInfo, after_exit};
 use super::record::{Life, Notify, Phase, Record, Rest, Run, Running};
 use super::reload::{Step, plan};
 use super::{Action, Core, Level, Now, Op, ProbeLoop, Started, Timer};
-use crate::health::{self, Health, ProbeResult, Tracker};
+use crate::health::{Health, ProbeResult, Tracker};
 use crate::units::model::{OnUnhealthy, RestartPolicy};
 use crate::units::{Hashes, LoadedUnit, UnitSet};
 

@@ -13,6 +13,7 @@
 //! ordering (dependents first, at shutdown too), and what a dependency's
 //! failure does to its dependents.
 
+pub mod health;
 pub mod lifecycle;
 pub mod reload;
 pub mod status;
@@ -31,9 +32,9 @@ use std::time::{Duration, Instant, SystemTime};
 pub use events::OpError;
 pub use record::{HISTORY, Life, Notify, Phase, Record, Rest, Run, Running};
 
-use crate::health::Check;
 use crate::runtime::image::config::Healthcheck;
 use crate::units::LoadedUnit;
+use health::Check;
 use lifecycle::State;
 use status::{StateEvent, UnitStatus};
 

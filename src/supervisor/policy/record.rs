@@ -7,9 +7,10 @@ use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::time::{Instant, SystemTime};
 
+use super::health::Check;
 use super::lifecycle::{ExitInfo, State};
 use super::status::UnitStatus;
-use crate::health::{Check, Health, Tracker};
+use crate::health::{Health, Tracker};
 use crate::runtime::image::config::Healthcheck;
 use crate::units::LoadedUnit;
 use crate::units::model::OnUnhealthy;

@@ -4,7 +4,7 @@ use super::*;
 use crate::runtime::image::config::Healthcheck;
 use crate::units::model::OnUnhealthy;
 
-fn probes(h: &Harness, name: &str) -> Vec<Option<crate::health::Check>> {
+fn probes(h: &Harness, name: &str) -> Vec<Option<crate::supervisor::policy::health::Check>> {
     h.log
         .iter()
         .filter_map(|a| match a {
