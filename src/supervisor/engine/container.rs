@@ -14,7 +14,7 @@ use crate::runtime::reaper::Exit;
 use crate::supervisor::logs::{self, Hub, Limits};
 use crate::supervisor::notify;
 use crate::supervisor::policy::lifecycle::ExitInfo;
-use crate::supervisor::policy::{Join, Started};
+use crate::supervisor::policy::{Join, StartOutcome, Started};
 use crate::supervisor::starter::{self, Env};
 use crate::units::Unit;
 
@@ -39,7 +39,7 @@ pub(super) async fn run(
     let Parts { env, hub, log_dir, starts, live } = parts;
     let permit = starts.acquire_owned().await;
     let failed = |e: String| {
-        let _ = tx.send(Event::Started { name: name.clone(), generation, result: Err(e) });
+        let _ = tx.send(Event::Started { name: name.clone(), generation, outcome: StartOutcome::Failed(e) });
         live.remove(&name, generation);
     };
     // A notify unit's socket exists before its container does.
@@ -109,7 +109,7 @@ pub(super) async fn run(
         Err(e) => tracing::error!("{name}: cannot open {}: {e}", log_path.display()),
     }
     let started = Started { pid, stop_signal, image_digest, image_health, address, ports };
-    let _ = tx.send(Event::Started { name: name.clone(), generation, result: Ok(started) });
+    let _ = tx.send(Event::Started { name: name.clone(), generation, outcome: StartOutcome::Running(started) });
     // The exit, then nothing of the container left.
     let status = exit.await.unwrap_or(Exit::Signal(libc::SIGKILL));
     let n = name.clone();

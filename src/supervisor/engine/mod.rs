@@ -81,7 +81,7 @@ impl<B: Backend> Engine<B> {
                 };
                 core.phase(&name, generation, phase);
             }
-            Event::Started { name, generation, result } => core.started(&name, generation, result, now),
+            Event::Started { name, generation, outcome } => core.started(&name, generation, outcome, now),
             Event::Exited { name, generation, exit } => core.exited(&name, generation, exit, now),
             Event::Timer(t) => match t {
                 super::policy::Timer::Backoff { name, generation } => core.backoff_over(&name, generation),

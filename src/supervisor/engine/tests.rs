@@ -10,7 +10,7 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use super::*;
 use crate::supervisor::policy::lifecycle::{ExitInfo, State};
-use crate::supervisor::policy::{Join, ProbeLoop, Started};
+use crate::supervisor::policy::{Join, ProbeLoop, StartOutcome, Started};
 use crate::units::LoadedUnit;
 
 /// What the loop asked of the backend.
@@ -100,7 +100,7 @@ impl Loop {
             address: None,
             ports: vec![],
         };
-        self.send(Event::Started { name: name.into(), generation, result: Ok(started) });
+        self.send(Event::Started { name: name.into(), generation, outcome: StartOutcome::Running(started) });
     }
 
     fn exited(&self, name: &str, generation: u64, code: i32) {

@@ -9,7 +9,7 @@ use tokio::sync::oneshot;
 use super::super::policy::lifecycle::{ExitInfo, State};
 use super::super::policy::reload::Step;
 use super::super::policy::status::UnitStatus;
-use super::super::policy::{Op, OpError, Started, Timer};
+use super::super::policy::{Op, OpError, StartOutcome, Timer};
 use crate::health::ProbeResult;
 
 pub enum Event {
@@ -40,7 +40,7 @@ pub enum Event {
     Started {
         name: String,
         generation: u64,
-        result: Result<Started, String>,
+        outcome: StartOutcome,
     },
     /// A container ended, and nothing of it is left.
     Exited {

@@ -9,7 +9,7 @@ use super::health;
 use super::lifecycle::{AfterExit, ExitInfo, after_exit};
 use super::record::{Life, Notify, Phase, Record, Rest, Run, Running};
 use super::reload::{Step, plan};
-use super::{Action, Core, Level, Now, Op, ProbeLoop, Started, Timer};
+use super::{Action, Core, Level, Now, Op, ProbeLoop, StartOutcome, Timer};
 use crate::health::{Health, ProbeResult, Tracker};
 use crate::units::model::{OnUnhealthy, RestartPolicy};
 use crate::units::{Hashes, LoadedUnit, UnitSet};
@@ -115,11 +115,11 @@ impl Core {
     }
 
     /// A start ended: the container runs, or it could not be made.
-    pub fn started(&mut self, name: &str, generation: u64, result: Result<Started, String>, now: Now) {
+    pub fn started(&mut self, name: &str, generation: u64, outcome: StartOutcome, now: Now) {
         let Some(r) = self.records.get_mut(name) else { return };
         let Some(run) = r.run_of(generation) else { return };
-        match result {
-            Ok(s) => {
+        match outcome {
+            StartOutcome::Running(s) => {
                 run.phase = Phase::Running(Box::new(Running {
                     pid: s.pid,
                     stop_signal: s.stop_signal,
@@ -141,7 +141,7 @@ impl Core {
                     self.start_probes(name);
                 }
             }
-            Err(err) => {
+            StartOutcome::Failed(err) => {
                 self.pending.push(Action::Note { name: name.into(), level: Level::Error, message: err.clone() });
                 r.life = Life::Idle(Rest::Ready);
                 r.start_error = Some(err.clone());

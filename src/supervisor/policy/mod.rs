@@ -86,6 +86,14 @@ pub struct Started {
     pub ports: Vec<String>,
 }
 
+/// How a start ended: the container runs, or it could not be made (the
+/// message is what `status` shows as the unit's error).
+#[derive(Debug, Clone)]
+pub enum StartOutcome {
+    Running(Started),
+    Failed(String),
+}
+
 /// A timer the core asks for; it comes back as the matching call.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Timer {

@@ -52,7 +52,7 @@ fn the_images_healthcheck_applies_and_only_reports() {
         address: None,
         ports: vec![],
     };
-    h.core.started("a", g, Ok(started), h.now);
+    h.core.started("a", g, StartOutcome::Running(started), h.now);
     h.converge();
     let check = probes(&h, "a")[0].clone().unwrap();
     assert!(check.from_image);

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use super::lifecycle::{ExitInfo, State};
 use super::reload::Step;
-use super::{Action, Core, Now, Op, Started, Timer};
+use super::{Action, Core, Now, Op, StartOutcome, Started, Timer};
 use crate::health::ProbeResult;
 use crate::units::load_files;
 
@@ -133,7 +133,7 @@ impl Harness {
             address: None,
             ports: Vec::new(),
         };
-        self.core.started(name, generation, Ok(started), self.now);
+        self.core.started(name, generation, StartOutcome::Running(started), self.now);
         self.converge();
     }
 
@@ -160,7 +160,7 @@ impl Harness {
     /// The start of `name` failed.
     pub fn fail_start(&mut self, name: &str, error: &str) {
         let generation = self.containers.remove(name).expect("a container was asked for");
-        self.core.started(name, generation, Err(error.into()), self.now);
+        self.core.started(name, generation, StartOutcome::Failed(error.into()), self.now);
         self.converge();
     }
 

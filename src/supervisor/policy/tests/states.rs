@@ -148,7 +148,7 @@ fn the_signal_is_the_units_stop_signal_as_the_start_reported_it() {
         address: None,
         ports: vec![],
     };
-    h.core.started("a", g, Ok(started), h.now);
+    h.core.started("a", g, StartOutcome::Running(started), h.now);
     h.converge();
     h.op(Op::Stop, &["a"]).unwrap();
     let signal = h.log.iter().find_map(|a| match a {
@@ -167,7 +167,7 @@ fn events_of_an_older_container_change_nothing() {
     h.run("a");
     assert_eq!(h.generation("a"), 2);
     h.core.exited("a", 1, ExitInfo::code(9, false), h.now);
-    h.core.started("a", 1, Err("late".into()), h.now);
+    h.core.started("a", 1, StartOutcome::Failed("late".into()), h.now);
     h.converge();
     assert_eq!(h.state("a"), State::Running);
     assert_eq!(h.core.status()[0].error, None);
