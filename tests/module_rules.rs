@@ -289,3 +289,42 @@ fn g<'a>() { super::sibling(); }
     assert_eq!(forbidden("units", "names"), None);
     assert!(forbidden("units", "timefmt").is_some());
 }
+
+/// What the decision core must not touch: it is pure (docs/architecture.md).
+/// I/O, the clock, threads, tasks and signals belong to the engine loop.
+const IMPURE: &[&str] = &[
+    "tokio",
+    "std::fs",
+    "fs::",
+    "std::process",
+    "::now(",
+    "std::thread",
+    "nix::",
+    "libc::kill",
+    "std::net::Tcp",
+    "std::io",
+];
+
+#[test]
+fn the_decision_core_does_no_io_and_reads_no_clock() {
+    let core: Vec<SourceFile> = library_files()
+        .into_iter()
+        .filter(|f| f.module.starts_with(&["supervisor".to_string(), "policy".to_string()]))
+        .filter(|f| f.module.get(2).is_none_or(|m| m != "tests"))
+        .collect();
+    assert!(core.len() >= 6, "only {} files of supervisor/policy found", core.len());
+    let mut found = Vec::new();
+    for f in &core {
+        let text = std::fs::read_to_string(&f.path).unwrap();
+        // Inline test modules (at the end of a file) may make files.
+        let code = code_only(&text);
+        let code = code.split("#[cfg(test)]").next().unwrap_or_default();
+        for (n, line) in code.lines().enumerate() {
+            for word in IMPURE.iter().filter(|w| line.contains(*w)) {
+                let path = f.path.strip_prefix(env!("CARGO_MANIFEST_DIR")).unwrap_or(&f.path).display();
+                found.push(format!("{path}:{}: `{}` uses {word}", n + 1, line.trim()));
+            }
+        }
+    }
+    assert!(found.is_empty(), "the decision core must stay pure:\n{}", found.join("\n"));
+}

@@ -5,6 +5,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use tokio::sync::Semaphore;
 
@@ -120,8 +121,8 @@ pub(super) async fn run(
     }
     live.remove(&name, generation);
     let exit = match status {
-        Exit::Code(c) => ExitInfo::code(c, oom),
-        Exit::Signal(s) => ExitInfo::signal(s, oom),
+        Exit::Code(c) => ExitInfo::code(c, oom, SystemTime::now()),
+        Exit::Signal(s) => ExitInfo::signal(s, oom, SystemTime::now()),
     };
     let _ = tx.send(Event::Exited { name, generation, exit });
 }

@@ -29,6 +29,11 @@ use super::policy::reload::Step;
 use super::policy::{Action, Core, Level, Now, Phase};
 use crate::units::load_dir;
 
+/// The clocks now: the loop reads them, the core never does.
+fn now() -> Now {
+    Now { mono: std::time::Instant::now(), wall: std::time::SystemTime::now() }
+}
+
 pub struct Engine<B: Backend> {
     units_dir: PathBuf,
     core: Core,
@@ -68,7 +73,7 @@ impl<B: Backend> Engine<B> {
     }
 
     fn handle(&mut self, event: Event) {
-        let now = Now::read();
+        let now = now();
         let core = &mut self.core;
         match event {
             Event::Rescan => {
@@ -100,7 +105,7 @@ impl<B: Backend> Engine<B> {
 
     /// Asks the core what to do now, and does it.
     fn converge(&mut self) {
-        for action in self.core.converge(Now::read()) {
+        for action in self.core.converge(now()) {
             self.carry_out(action);
         }
     }
@@ -154,7 +159,7 @@ impl<B: Backend> Engine<B> {
                 return Err(err);
             }
         };
-        let steps = self.core.reload(set, dry_run, Now::read());
+        let steps = self.core.reload(set, dry_run, now());
         if !dry_run {
             let dirs = self.core.env_file_dirs();
             self.env_files.send_if_modified(|d| {

@@ -104,7 +104,11 @@ impl Loop {
     }
 
     fn exited(&self, name: &str, generation: u64, code: i32) {
-        self.send(Event::Exited { name: name.into(), generation, exit: ExitInfo::code(code, false) });
+        self.send(Event::Exited {
+            name: name.into(),
+            generation,
+            exit: ExitInfo::code(code, false, std::time::SystemTime::now()),
+        });
     }
 
     async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> T {

@@ -145,7 +145,7 @@ impl Core {
                 self.pending.push(Action::Note { name: name.into(), level: Level::Error, message: err.clone() });
                 r.life = Life::Idle(Rest::Ready);
                 r.start_error = Some(err.clone());
-                let exit = ExitInfo { time: now.wall, ..ExitInfo::start_error(err) };
+                let exit = ExitInfo::start_error(err, now.wall);
                 self.after_exit(name, exit, Duration::ZERO, true, now);
             }
         }

@@ -77,41 +77,20 @@ pub struct ExitInfo {
 }
 
 impl ExitInfo {
-    pub fn code(code: i32, oom_killed: bool) -> ExitInfo {
-        ExitInfo {
-            exit_code: Some(code),
-            signal: None,
-            oom_killed,
-            unhealthy: false,
-            error: None,
-            time: SystemTime::now(),
-        }
+    pub fn code(code: i32, oom_killed: bool, time: SystemTime) -> ExitInfo {
+        ExitInfo { exit_code: Some(code), signal: None, oom_killed, unhealthy: false, error: None, time }
     }
 
-    pub fn signal(signal: i32, oom_killed: bool) -> ExitInfo {
+    pub fn signal(signal: i32, oom_killed: bool, time: SystemTime) -> ExitInfo {
         let name = u8::try_from(signal)
             .ok()
             .and_then(|n| Signal::from_number(n.into()))
             .map_or_else(|| signal.to_string(), |s| s.to_string());
-        ExitInfo {
-            exit_code: None,
-            signal: Some(name),
-            oom_killed,
-            unhealthy: false,
-            error: None,
-            time: SystemTime::now(),
-        }
+        ExitInfo { exit_code: None, signal: Some(name), oom_killed, unhealthy: false, error: None, time }
     }
 
-    pub fn start_error(error: String) -> ExitInfo {
-        ExitInfo {
-            exit_code: None,
-            signal: None,
-            oom_killed: false,
-            unhealthy: false,
-            error: Some(error),
-            time: SystemTime::now(),
-        }
+    pub fn start_error(error: String, time: SystemTime) -> ExitInfo {
+        ExitInfo { exit_code: None, signal: None, oom_killed: false, unhealthy: false, error: Some(error), time }
     }
 
     /// Whether `on-failure` counts it as a failure: anything but exit 0.
@@ -176,6 +155,8 @@ pub fn backoff(policy: &Restart, n: u32) -> Duration {
 mod tests {
     use super::*;
 
+    const T: SystemTime = SystemTime::UNIX_EPOCH;
+
     fn policy(p: RestartPolicy, limit: u32) -> Restart {
         Restart {
             policy: p,
@@ -198,20 +179,20 @@ mod tests {
     fn on_failure_leaves_a_clean_exit_alone() {
         let p = policy(RestartPolicy::OnFailure, 0);
         let short = Duration::from_millis(5);
-        assert_eq!(after_exit(&p, 0, short, &ExitInfo::code(0, false)).0, AfterExit::Stay);
-        assert_eq!(after_exit(&p, 0, short, &ExitInfo::code(1, false)).0, AfterExit::Restart(p.delay));
-        assert_eq!(after_exit(&p, 0, short, &ExitInfo::signal(9, false)).0, AfterExit::Restart(p.delay));
+        assert_eq!(after_exit(&p, 0, short, &ExitInfo::code(0, false, T)).0, AfterExit::Stay);
+        assert_eq!(after_exit(&p, 0, short, &ExitInfo::code(1, false, T)).0, AfterExit::Restart(p.delay));
+        assert_eq!(after_exit(&p, 0, short, &ExitInfo::signal(9, false, T)).0, AfterExit::Restart(p.delay));
         let no = policy(RestartPolicy::No, 0);
-        assert_eq!(after_exit(&no, 0, short, &ExitInfo::code(1, false)).0, AfterExit::Stay);
+        assert_eq!(after_exit(&no, 0, short, &ExitInfo::code(1, false, T)).0, AfterExit::Stay);
         let always = policy(RestartPolicy::Always, 0);
-        assert_eq!(after_exit(&always, 0, short, &ExitInfo::code(0, false)).0, AfterExit::Restart(p.delay));
+        assert_eq!(after_exit(&always, 0, short, &ExitInfo::code(0, false, T)).0, AfterExit::Restart(p.delay));
     }
 
     #[test]
     fn the_limit_allows_that_many_restarts_in_a_row_and_good_running_resets_it() {
         let p = policy(RestartPolicy::Always, 2);
         let short = Duration::from_millis(5);
-        let exit = ExitInfo::code(1, false);
+        let exit = ExitInfo::code(1, false, T);
         let (a, n) = after_exit(&p, 0, short, &exit);
         assert_eq!((a, n), (AfterExit::Restart(Duration::from_millis(100)), 1));
         let (a, n) = after_exit(&p, n, short, &exit);
@@ -223,9 +204,9 @@ mod tests {
 
     #[test]
     fn exits_are_described_as_operators_read_them() {
-        assert_eq!(ExitInfo::code(137, true).describe(), "exited 137 (oom-killed)");
-        assert_eq!(ExitInfo::signal(9, false).describe(), "killed by SIGKILL");
-        assert_eq!(ExitInfo::code(0, false).describe(), "exited 0");
-        assert!(ExitInfo::start_error("exec foo: no such file".into()).describe().starts_with("start failed"));
+        assert_eq!(ExitInfo::code(137, true, T).describe(), "exited 137 (oom-killed)");
+        assert_eq!(ExitInfo::signal(9, false, T).describe(), "killed by SIGKILL");
+        assert_eq!(ExitInfo::code(0, false, T).describe(), "exited 0");
+        assert!(ExitInfo::start_error("exec foo: no such file".into(), T).describe().starts_with("start failed"));
     }
 }

@@ -47,11 +47,6 @@ pub struct Now {
 }
 
 impl Now {
-    /// The clocks now: for the engine, never for the core itself.
-    pub fn read() -> Now {
-        Now { mono: Instant::now(), wall: SystemTime::now() }
-    }
-
     pub fn after(self, d: Duration) -> Now {
         Now { mono: self.mono + d, wall: self.wall + d }
     }

@@ -166,7 +166,7 @@ impl Harness {
 
     /// The container of `name` ended with `code`.
     pub fn exit(&mut self, name: &str, code: i32) {
-        self.exit_with(name, ExitInfo { time: self.now.wall, ..ExitInfo::code(code, false) });
+        self.exit_with(name, ExitInfo::code(code, false, self.now.wall));
     }
 
     pub fn exit_with(&mut self, name: &str, exit: ExitInfo) {
@@ -189,7 +189,7 @@ impl Harness {
                 return;
             }
             for n in stopping {
-                self.exit_with(&n, ExitInfo { time: self.now.wall, ..ExitInfo::signal(libc::SIGTERM, false) });
+                self.exit_with(&n, ExitInfo::signal(libc::SIGTERM, false, self.now.wall));
             }
         }
     }

@@ -83,9 +83,11 @@ fn on_failure_leaves_a_clean_exit_alone() {
     assert_eq!(h.state("a"), State::Exited);
 }
 
+const T: std::time::SystemTime = std::time::SystemTime::UNIX_EPOCH;
+
 #[test]
 fn on_failure_restarts_a_non_zero_exit_a_signal_and_an_oom_kill() {
-    for exit in [ExitInfo::code(1, false), ExitInfo::signal(libc::SIGSEGV, false), ExitInfo::code(0, true)] {
+    for exit in [ExitInfo::code(1, false, T), ExitInfo::signal(libc::SIGSEGV, false, T), ExitInfo::code(0, true, T)] {
         let mut h = crash_loop("policy = \"on-failure\"");
         h.run("a");
         h.exit_with("a", exit.clone());
@@ -140,7 +142,7 @@ fn a_stop_asked_for_is_not_a_failure() {
     let mut h = crash_loop("limit = 1");
     h.run("a");
     h.op(Op::Restart, &["a"]).unwrap();
-    h.exit_with("a", ExitInfo::code(137, false));
+    h.exit_with("a", ExitInfo::code(137, false, h.now.wall));
     assert_eq!(h.state("a"), State::Starting);
     assert_eq!(h.core.status()[0].restarts, 0);
 }

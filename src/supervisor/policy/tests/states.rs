@@ -166,7 +166,7 @@ fn events_of_an_older_container_change_nothing() {
     h.advance(ms(100));
     h.run("a");
     assert_eq!(h.generation("a"), 2);
-    h.core.exited("a", 1, ExitInfo::code(9, false), h.now);
+    h.core.exited("a", 1, ExitInfo::code(9, false, h.now.wall), h.now);
     h.core.started("a", 1, StartOutcome::Failed("late".into()), h.now);
     h.converge();
     assert_eq!(h.state("a"), State::Running);
@@ -214,7 +214,7 @@ fn every_change_of_state_is_emitted_once_with_its_reason() {
 fn an_oom_kill_and_a_signal_are_reported_as_such() {
     let mut h = Harness::with(&[("a", &unit("[restart]\npolicy = \"no\"\n"))]);
     h.run("a");
-    h.exit_with("a", ExitInfo::signal(libc::SIGKILL, true));
+    h.exit_with("a", ExitInfo::signal(libc::SIGKILL, true, h.now.wall));
     let s = &h.core.status()[0];
     assert_eq!((s.signal.as_deref(), s.oom_killed, s.exit_code), (Some("SIGKILL"), true, None));
     assert_eq!(h.reason("a"), "killed by SIGKILL (oom-killed)");
