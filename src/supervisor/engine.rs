@@ -816,7 +816,7 @@ impl Engine {
     fn start(&mut self, name: &str) {
         let e = self.entries.get_mut(name).expect("known");
         let loaded = e.unit.clone().expect("wanted units have a config");
-        if let Err(err) = super::prepare::unsupported(&loaded.unit) {
+        if let Err(err) = super::prepare::unsupported(&loaded.unit).map_err(|e| e.to_string()) {
             tracing::error!("{name}: {err}");
             e.failed = true;
             e.reason = Some(format!("start failed: {err}"));
@@ -876,21 +876,20 @@ impl Engine {
             };
             let notify_dir = notify.as_ref().map(|(dir, _)| dir.clone());
             let (n, t) = (name.clone(), tx.clone());
-            let result = tokio::task::spawn_blocking(move || {
-                let phase = |phase| {
-                    let _ = t.send(Event::Phase { name: n.clone(), generation, phase });
-                };
-                starter::start(&env, &unit, notify_dir.as_deref(), join, &|| phase(Phase::Pulling), &|| {
-                    phase(Phase::Starting)
-                })
-                .map(|s| (s, env, unit))
-            })
-            .await
-            .unwrap_or_else(|e| Err(format!("start task failed: {e}")));
+            let phase = move |phase| {
+                let _ = t.send(Event::Phase { name: n.clone(), generation, phase });
+            };
+            let pulling = {
+                let phase = phase.clone();
+                move || phase(Phase::Pulling)
+            };
+            let result = starter::start(env.clone(), unit, notify_dir, join, pulling, move || phase(Phase::Starting))
+                .await
+                .map_err(|e| e.to_string());
             // The next start may go; this task goes on to wait for the exit.
             drop(permit);
-            let (started, env) = match result {
-                Ok((s, env, _unit)) => (s, env),
+            let started = match result {
+                Ok(s) => s,
                 Err(e) => {
                     if let Some((dir, _)) = &notify {
                         notify::remove(dir);
@@ -900,8 +899,7 @@ impl Engine {
                 }
             };
             let Started {
-                pid,
-                cgroup,
+                container,
                 stop_signal,
                 image_digest,
                 image_health,
@@ -912,6 +910,7 @@ impl Engine {
                 address,
                 ports,
             } = started;
+            let (pid, cgroup) = (container.pid(), container.cgroup().clone());
             let notify_task = notify.as_ref().map(|(_, socket)| {
                 let (tx, name) = (tx.clone(), name.clone());
                 let socket = socket.clone();
@@ -942,10 +941,7 @@ impl Engine {
             let _ = tx.send(Event::Started { name: name.clone(), generation, result: Ok(info) });
             // The exit, then nothing of the container left.
             let status = exit.await.unwrap_or(Exit::Signal(libc::SIGKILL));
-            let n = name.clone();
-            let oom = tokio::task::spawn_blocking(move || starter::finish(&env, &n, &cgroup, veth.as_deref()))
-                .await
-                .unwrap_or(false);
+            let oom = starter::finish(&env, container, veth.as_deref()).await;
             if let Some((dir, _)) = &notify {
                 notify::remove(dir);
             }
