@@ -29,8 +29,8 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use super::InitError;
 use super::RuntimeError;
-use super::init::InitError;
 use super::plan::Plan;
 use super::spawn::{Options, Stdio, spawn};
 use crate::runtime::cgroups::Cgroup;
@@ -182,5 +182,26 @@ impl Client {
             Reply::Failed(f) => Err(failed(f)),
             Reply::Pid(_) => Err(RuntimeError::HelperProtocol("a second pid")),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_start_keeps_its_kind_across_the_socket() {
+        let not_found = InitError::Exec { program: "/bin/nope".into(), errno: libc::ENOENT };
+        let line = serde_json::to_string(&Reply::Failed(Failure::Start(not_found))).unwrap();
+        let Reply::Failed(f) = serde_json::from_str(&line).unwrap() else { panic!("{line}") };
+        let e = failed(f);
+        assert_eq!(e.exit_code(), 127);
+        assert_eq!(e.to_string(), r#"exec "/bin/nope": no such file in the image"#);
+        let other = Failure::Other { message: "cgroup write x: denied".into(), code: 125 };
+        let Reply::Failed(f) = serde_json::from_str(&serde_json::to_string(&Reply::Failed(other)).unwrap()).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(failed(f).exit_code(), 125);
     }
 }

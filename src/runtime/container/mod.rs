@@ -13,6 +13,7 @@ pub(crate) mod bundle;
 pub(crate) mod exec;
 pub(crate) mod helper;
 pub(crate) mod init;
+mod init_error;
 mod lifecycle;
 mod limits;
 mod plan;
@@ -26,7 +27,7 @@ use std::path::PathBuf;
 
 use nix::errno::Errno;
 
-pub use init::InitError;
+pub use init_error::InitError;
 pub use lifecycle::{Container, Destroyed, Pending, Setup};
 pub use limits::hard_limit;
 pub use plan::{Plan, PlanError};

@@ -17,8 +17,8 @@ use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::{Pid, pipe2};
 
+use super::InitError;
 use super::RuntimeError;
-use super::init::InitError;
 
 /// A cloned child that has not yet reported whether its program runs.
 pub(crate) struct Cloned {

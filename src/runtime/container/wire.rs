@@ -38,3 +38,28 @@ pub mod caps_list {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use oci_spec::runtime::Spec;
+
+    use super::super::Plan;
+
+    #[test]
+    fn a_plan_survives_the_trip_to_the_spawn_helper() {
+        let json = r#"{"ociVersion": "1.0.2", "process": {"user": {"uid": 0, "gid": 0}, "args": ["sh"], "cwd": "/",
+            "capabilities": {"bounding": ["CAP_CHOWN", "CAP_KILL"]}},
+            "root": {"path": "rootfs"}, "mounts": [{"destination": "/data", "type": "bind", "source": "/d",
+            "options": ["rbind", "ro", "rprivate"]}], "linux": {"namespaces": [{"type": "mount"}, {"type": "pid"}]}}"#;
+        let spec: Spec = serde_json::from_str(json).unwrap();
+        let plan = Plan::from_spec(&spec, Path::new("/b"))
+            .unwrap()
+            .with_overlay(vec!["/l1".into(), "/l2".into()], "/u".into(), "/w".into())
+            .with_default_seccomp();
+        let back: Plan = serde_json::from_slice(&serde_json::to_vec(&plan).unwrap()).unwrap();
+        assert_eq!(back, plan);
+        assert!(back.process.seccomp.is_some_and(|f| !f.is_empty()));
+    }
+}
