@@ -129,7 +129,10 @@ impl Container {
         let parts = Parts::new(setup)?;
         match spawn(plan, &parts.cgroup, stdio, &Options::default()) {
             Ok((pid, output)) => {
-                parts.record(pid, ProcessState::of(&plan.process));
+                // No record, no copy of the process (the bundle's hot path).
+                if parts.run_dir.is_some() {
+                    parts.record(pid, ProcessState::of(&plan.process));
+                }
                 Ok((Container { parts, pid }, output))
             }
             Err(e) => {
