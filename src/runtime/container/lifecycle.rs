@@ -164,6 +164,14 @@ impl Container {
         }
     }
 
+    /// The container a state record in `run_dir` describes (left by a
+    /// supervisor that died), to be destroyed like any other.
+    pub(crate) fn recorded(run_dir: &Path, state: ContainerState) -> Container {
+        let dir = Some(state.dir).filter(|d| !d.as_os_str().is_empty());
+        let parts = Parts { name: state.name, cgroup: state.cgroup, run_dir: Some(run_dir.to_path_buf()), dir };
+        Container { parts, pid: Pid::from_raw(state.pid) }
+    }
+
     pub fn name(&self) -> &str {
         &self.parts.name
     }

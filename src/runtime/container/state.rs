@@ -188,15 +188,13 @@ pub fn clean_up(run_dir: &Path) -> Cleaned {
             continue;
         }
         if let Ok(state) = ContainerState::load(run_dir, &name) {
-            let cgroup = &state.cgroup;
-            let _ = cgroup.kill_all();
-            if state.alive() {
+            let alive = state.alive();
+            let container = super::Container::recorded(run_dir, state);
+            if alive {
                 // Not in its cgroup any more, or no cgroup: kill it directly.
-                let pid = nix::unistd::Pid::from_raw(state.pid);
-                let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+                let _ = container.signal(nix::sys::signal::Signal::SIGKILL);
             }
-            let _ = cgroup.remove(std::time::Duration::from_secs(5));
-            let _ = std::fs::remove_dir_all(&state.dir);
+            let _ = container.destroy();
         }
         ContainerState::remove(run_dir, &name);
         cleaned.containers.push(name);
