@@ -342,12 +342,10 @@ pub fn exec(client: &Client, unit: &str, interactive: bool, tty: bool, command: 
         }
     }
     let run_dir = super::client::run_dir(&client.socket);
-    let result = ContainerState::load(&run_dir, unit).map_err(crate::runtime::container::RuntimeError::Setup).and_then(
-        |state| {
-            reexec_from_sealed_copy()?;
-            exec(&state, command, tty, None)
-        },
-    );
+    let result = ContainerState::load(&run_dir, unit).and_then(|state| {
+        reexec_from_sealed_copy()?;
+        exec(&state, command, tty, None)
+    });
     match result {
         Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
         Err(e) => {

@@ -153,12 +153,10 @@ fn run_with(args: Args, paths: Paths, config: Config) -> ExitCode {
     if let Some(Command::Runtime(RuntimeCommand::Exec { tty, timeout, name, command })) = &args.command {
         use crate::runtime::container::exec::{exec, reexec_from_sealed_copy};
         use crate::runtime::container::state::ContainerState;
-        let result = ContainerState::load(&paths.run_dir, name)
-            .map_err(crate::runtime::container::RuntimeError::Setup)
-            .and_then(|state| {
-                reexec_from_sealed_copy()?;
-                exec(&state, command.clone(), *tty, *timeout)
-            });
+        let result = ContainerState::load(&paths.run_dir, name).and_then(|state| {
+            reexec_from_sealed_copy()?;
+            exec(&state, command.clone(), *tty, *timeout)
+        });
         return match result {
             Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
             Err(e) => {

@@ -8,24 +8,63 @@ use std::fs;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
-use super::spec::{SpecContext, build, rlimit_name};
+use super::spec::{SpecContext, SpecError, build, rlimit_name};
 use crate::runtime::cgroups::Resources;
-use crate::runtime::container::bundle::resources;
-use crate::runtime::container::helper::{SpawnRequest, apply_default_seccomp};
-use crate::runtime::container::plan::{OverlayPlan, Plan, from_spec, rlimit_resource};
+use crate::runtime::container::{Plan, PlanError, hard_limit};
 use crate::runtime::image::export::seed_from_layers;
-use crate::runtime::image::{Image, Progress, PullOptions, Store};
+use crate::runtime::image::{Image, ImageError, Progress, PullOptions, Store};
 use crate::units::model::{Network, PullPolicy, Seccomp, Unit};
 use crate::units::values::limits::ULIMIT_NAMES;
 use crate::units::values::mounts::VolumeSource;
 use crate::units::values::signal::Signal;
 
+/// Why a unit's container cannot be prepared.
+#[derive(Debug, thiserror::Error)]
+pub enum PrepareError {
+    #[error("{0}")]
+    Image(#[from] ImageError),
+    #[error("{reference}: not in the store, and pull = \"never\"")]
+    NotStored { reference: String },
+    #[error("ports = [\"{port}\"]: ports are published on the bridge network only")]
+    PortsNeedBridge { port: String },
+    #[error("{}: {source}", path.display())]
+    Dir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("volume {name}: {source}")]
+    Volume {
+        name: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("volume {name}: {source}")]
+    Seed {
+        name: String,
+        #[source]
+        source: ImageError,
+    },
+    #[error("read our capabilities: {0}")]
+    OwnCaps(#[source] caps::errors::CapsError),
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    #[error("internal error adding the mount {destination}: {source}")]
+    Mount {
+        destination: String,
+        #[source]
+        source: oci_spec::OciSpecError,
+    },
+}
+
 /// A container ready to be created.
 pub struct Prepared {
-    /// For the spawn helper (`cgroup` still unset).
-    pub request: SpawnRequest,
-    /// The plan the request makes (for an in-process start).
+    /// What its first process will do, built once.
     pub plan: Plan,
+    /// Its directory: writable layer and mount point.
+    pub dir: PathBuf,
     /// The cgroup limits.
     pub resources: Resources,
     /// The signal that asks it to stop: the unit's, the image's, SIGTERM.
@@ -35,21 +74,24 @@ pub struct Prepared {
 }
 
 /// The image of `unit`, from the store or pulled, as its policy says.
-pub fn image(unit: &Unit, store: &Store, options: &PullOptions, progress: &dyn Progress) -> Result<Image, String> {
+pub fn image(
+    unit: &Unit,
+    store: &Store,
+    options: &PullOptions,
+    progress: &dyn Progress,
+) -> Result<Image, PrepareError> {
     let reference = unit.container.image.to_string();
     let stored = match store.image(&reference) {
         Ok(image) => image,
         // Recorded with its blobs but without (some of) its layers (a
         // seeded appliance store): made from the blobs, no source needed.
-        Err(_) if unit.container.pull != PullPolicy::Always => {
-            store.restore(&reference, options, progress).map_err(|e| e.to_string())?
-        }
+        Err(_) if unit.container.pull != PullPolicy::Always => store.restore(&reference, options, progress)?,
         Err(_) => None,
     };
     match (unit.container.pull, stored) {
         (PullPolicy::Missing | PullPolicy::Never, Some(image)) => Ok(image),
-        (PullPolicy::Never, None) => Err(format!("{reference}: not in the store, and pull = \"never\"")),
-        _ => store.pull(&unit.container.image, options, progress).map_err(|e| e.to_string()),
+        (PullPolicy::Never, None) => Err(PrepareError::NotStored { reference }),
+        _ => Ok(store.pull(&unit.container.image, options, progress)?),
     }
 }
 
@@ -68,9 +110,9 @@ pub fn container_dir(state_dir: &Path, name: &str) -> PathBuf {
 /// What no retry can mend: a unit asking for what is not built. Checked
 /// before any start, so that such a unit is `failed` at once instead of
 /// retried by its restart policy.
-pub fn unsupported(unit: &Unit) -> Result<(), String> {
+pub fn unsupported(unit: &Unit) -> Result<(), PrepareError> {
     if let (Some(p), false) = (unit.container.ports.first(), unit.container.network == Network::Bridge) {
-        return Err(format!("ports = [\"{p}\"]: ports are published on the bridge network only"));
+        return Err(PrepareError::PortsNeedBridge { port: p.to_string() });
     }
     Ok(())
 }
@@ -88,31 +130,34 @@ pub fn prepare(
     notify_dir: Option<&Path>,
     files: HostFiles,
     join_network: Option<&Path>,
-) -> Result<Prepared, String> {
+) -> Result<Prepared, PrepareError> {
     unsupported(unit)?;
     let name = &unit.name;
     // Every start begins from the image: a fresh writable layer.
     let dir = container_dir(state_dir, name);
     if dir.exists() {
-        fs::remove_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        fs::remove_dir_all(&dir).map_err(|source| PrepareError::Dir { path: dir.clone(), source })?;
     }
     let (upper, work, rootfs) = (dir.join("upper"), dir.join("work"), dir.join("rootfs"));
     for d in [&upper, &work, &rootfs] {
-        fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
+        fs::create_dir_all(d).map_err(|source| PrepareError::Dir { path: d.clone(), source })?;
     }
     let volumes = state_dir.join("volumes");
     for v in &unit.container.volumes {
         match &v.source {
             // Missing sources are made, as docker run -v does.
-            VolumeSource::Bind(p) => fs::create_dir_all(p).map_err(|e| format!("volume {p}: {e}"))?,
+            VolumeSource::Bind(p) => {
+                fs::create_dir_all(p).map_err(|source| PrepareError::Volume { name: p.clone(), source })?
+            }
             // A new named volume starts with the image's content at its
             // mount point, as Docker's do.
             VolumeSource::Named(n) => {
                 let data = volumes.join(n).join("_data");
                 let new = !data.exists();
-                fs::create_dir_all(&data).map_err(|e| format!("volume {n}: {e}"))?;
+                fs::create_dir_all(&data).map_err(|source| PrepareError::Volume { name: n.clone(), source })?;
                 if new {
-                    seed_from_layers(&image.layer_dirs, &v.target, &data).map_err(|e| format!("volume {n}: {e}"))?;
+                    seed_from_layers(&image.layer_dirs, &v.target, &data)
+                        .map_err(|source| PrepareError::Seed { name: n.clone(), source })?;
                 }
             }
         }
@@ -122,7 +167,7 @@ pub fn prepare(
     let (passwd, group) = (text("/etc/passwd"), text("/etc/group"));
     let limits = hard_limits();
     let own_caps: Vec<String> = caps::read(None, caps::CapSet::Permitted)
-        .map_err(|e| format!("read our capabilities: {e}"))?
+        .map_err(PrepareError::OwnCaps)?
         .iter()
         .map(|c| c.to_string())
         .collect();
@@ -143,34 +188,19 @@ pub fn prepare(
     for (source, dest) in files {
         add_bind(&mut spec, source, dest, &["rbind", "ro", "nosuid", "nodev", "noexec"])?;
     }
-    let mut plan = from_spec(&spec, &dir)?;
-    plan.overlay = Some(OverlayPlan { layers: image.layer_dirs.clone(), upper: upper.clone(), work: work.clone() });
-    let default_seccomp = unit.container.seccomp == Seccomp::Default && !unit.container.privileged;
-    if default_seccomp {
-        apply_default_seccomp(&mut plan);
+    let mut plan = Plan::from_spec(&spec, &dir)?.with_overlay(image.layer_dirs.clone(), upper, work);
+    if unit.container.seccomp == Seccomp::Default && !unit.container.privileged {
+        plan = plan.with_default_seccomp();
     }
-    let resources = resources(&spec, &plan).map_err(|e| e.to_string())?;
+    let resources = plan.resources(&spec)?;
     let image_signal = image.config.config.stop_signal.as_deref().and_then(|s| Signal::parse(s).ok());
     let stop_signal = unit.stop.signal.or(image_signal).unwrap_or(Signal::TERM).number();
-    Ok(Prepared {
-        request: SpawnRequest {
-            spec,
-            dir,
-            overlay: Some((image.layer_dirs.clone(), upper, work)),
-            default_seccomp,
-            cgroup: None,
-            network: None,
-        },
-        plan,
-        resources,
-        stop_signal,
-        image_digest: image.record.manifest_digest.to_string(),
-    })
+    Ok(Prepared { plan, dir, resources, stop_signal, image_digest: image.record.manifest_digest.to_string() })
 }
 
 /// The notify socket's directory mounted at `/run/notify`, and
 /// `NOTIFY_SOCKET` naming the socket in it.
-fn add_notify_socket(spec: &mut oci_spec::runtime::Spec, dir: &Path) -> Result<(), String> {
+fn add_notify_socket(spec: &mut oci_spec::runtime::Spec, dir: &Path) -> Result<(), PrepareError> {
     add_bind(spec, dir, super::notify::MOUNT, &["rbind", "nosuid", "nodev", "noexec"])?;
     if let Some(process) = spec.process_mut() {
         let mut env = process.env().clone().unwrap_or_default();
@@ -183,7 +213,12 @@ fn add_notify_socket(spec: &mut oci_spec::runtime::Spec, dir: &Path) -> Result<(
 
 /// A bind mount of the host's `source` at `dest`, unless the unit mounts
 /// something there itself.
-fn add_bind(spec: &mut oci_spec::runtime::Spec, source: &Path, dest: &str, options: &[&str]) -> Result<(), String> {
+fn add_bind(
+    spec: &mut oci_spec::runtime::Spec,
+    source: &Path,
+    dest: &str,
+    options: &[&str],
+) -> Result<(), PrepareError> {
     use oci_spec::runtime::MountBuilder;
     let mut mounts = spec.mounts().clone().unwrap_or_default();
     if mounts.iter().any(|m| m.destination() == Path::new(dest)) {
@@ -195,7 +230,7 @@ fn add_bind(spec: &mut oci_spec::runtime::Spec, source: &Path, dest: &str, optio
         .source(source)
         .options(options.iter().map(|o| o.to_string()).collect::<Vec<_>>())
         .build()
-        .map_err(|e| e.to_string())?;
+        .map_err(|source| PrepareError::Mount { destination: dest.to_string(), source })?;
     mounts.push(mount);
     spec.set_mounts(Some(mounts));
     Ok(())
@@ -203,28 +238,18 @@ fn add_bind(spec: &mut oci_spec::runtime::Spec, source: &Path, dest: &str, optio
 
 /// Our own hard limits, which no container may exceed.
 fn hard_limits() -> BTreeMap<String, u64> {
-    let mut out = BTreeMap::new();
-    for name in ULIMIT_NAMES {
-        if let Some(r) = rlimit_resource(&rlimit_name(name)) {
-            let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-            // SAFETY: getrlimit writes one rlimit struct we own.
-            if unsafe { libc::getrlimit(r as _, &mut lim) } == 0 && lim.rlim_max != libc::RLIM_INFINITY {
-                out.insert(name.to_string(), lim.rlim_max);
-            }
-        }
-    }
-    out
+    ULIMIT_NAMES.iter().filter_map(|name| Some((name.to_string(), hard_limit(&rlimit_name(name))?))).collect()
 }
 
-fn device(path: &str) -> Result<(char, u64, u64), String> {
-    let md = fs::metadata(path).map_err(|e| e.to_string())?;
+fn device(path: &str) -> std::io::Result<(char, u64, u64)> {
+    let md = fs::metadata(path)?;
     let ft = md.file_type();
     let kind = if ft.is_char_device() {
         'c'
     } else if ft.is_block_device() {
         'b'
     } else {
-        return Err("not a device".into());
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a device"));
     };
     Ok((kind, libc::major(md.rdev()).into(), libc::minor(md.rdev()).into()))
 }

@@ -21,7 +21,34 @@ use crate::units::values::capability::ALL_CAPABILITIES;
 use crate::units::values::mounts::VolumeSource;
 
 /// Looks up a host device: its kind (`'c'` or `'b'`), major and minor.
-pub type DeviceLookup<'a> = &'a dyn Fn(&str) -> Result<(char, u64, u64), String>;
+pub type DeviceLookup<'a> = &'a dyn Fn(&str) -> std::io::Result<(char, u64, u64)>;
+
+/// Why a unit and its image give no spec.
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    #[error("user {0:?} is not in the image's /etc/passwd")]
+    UnknownUser(String),
+    #[error("user {0:?}: malformed /etc/passwd entry")]
+    MalformedUser(String),
+    #[error("group {0:?} is not in the image's /etc/group")]
+    UnknownGroup(String),
+    #[error("nothing to run: the image has no Entrypoint or Cmd, and the unit sets no command")]
+    NothingToRun,
+    #[error("cap_add {0}: the supervisor itself does not have it, so no container can")]
+    CapabilityNotHeld(String),
+    #[error("ulimit {name}: the hard limit {hard} is above the supervisor's own ({ours}); a container never gets more")]
+    UlimitAboveOurs { name: String, hard: String, ours: u64 },
+    #[error("network = \"unit:{0}\": unit {0:?} is not running")]
+    JoinedNotRunning(String),
+    #[error("device {path}: {source}")]
+    Device {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("internal error building the runtime spec: {0}")]
+    Internal(#[source] serde_json::Error),
+}
 
 /// What building a spec needs besides the unit and the image config.
 pub struct SpecContext<'a> {
@@ -95,7 +122,7 @@ pub struct User {
 /// image's passwd and group files, as Docker does: a name must exist; a
 /// numeric uid need not; supplementary groups are the groups that list the
 /// user.
-pub fn resolve_user(user: &str, passwd: Option<&str>, group: Option<&str>) -> Result<User, String> {
+pub fn resolve_user(user: &str, passwd: Option<&str>, group: Option<&str>) -> Result<User, SpecError> {
     let (u, g) = match user.split_once(':') {
         Some((u, g)) => (u, Some(g)),
         None => (user, None),
@@ -119,11 +146,8 @@ pub fn resolve_user(user: &str, passwd: Option<&str>, group: Option<&str>) -> Re
             (uid, e.and_then(|e| e.first().cloned()), gid, e.and_then(|e| e.get(5).cloned()))
         }
         Err(_) => {
-            let e = by_name.ok_or_else(|| format!("user {u:?} is not in the image's /etc/passwd"))?;
-            let uid = e
-                .get(2)
-                .and_then(|x| x.parse().ok())
-                .ok_or_else(|| format!("user {u:?}: malformed /etc/passwd entry"))?;
+            let e = by_name.ok_or_else(|| SpecError::UnknownUser(u.to_string()))?;
+            let uid = e.get(2).and_then(|x| x.parse().ok()).ok_or_else(|| SpecError::MalformedUser(u.to_string()))?;
             let gid = e.get(3).and_then(|x| x.parse().ok()).unwrap_or(uid);
             (uid, Some(u.to_string()), gid, e.get(5).cloned())
         }
@@ -136,7 +160,7 @@ pub fn resolve_user(user: &str, passwd: Option<&str>, group: Option<&str>) -> Re
                 .iter()
                 .find(|e| e.first().map(String::as_str) == Some(g))
                 .and_then(|e| e.get(2)?.parse().ok())
-                .ok_or_else(|| format!("group {g:?} is not in the image's /etc/group"))?,
+                .ok_or_else(|| SpecError::UnknownGroup(g.to_string()))?,
         },
     };
     let mut additional_gids: Vec<u32> = match (&name, g) {
@@ -155,7 +179,7 @@ pub fn resolve_user(user: &str, passwd: Option<&str>, group: Option<&str>) -> Re
 
 /// The command: `entrypoint ++ command`, Docker's way. A unit entrypoint
 /// clears the image's Cmd, as `docker run --entrypoint` does.
-pub fn command_line(unit: &Unit, image: &ImageConfig) -> Result<Vec<String>, String> {
+pub fn command_line(unit: &Unit, image: &ImageConfig) -> Result<Vec<String>, SpecError> {
     let c = &unit.container;
     let (entrypoint, cmd) = match &c.entrypoint {
         Some(e) => (e.clone(), c.command.clone().unwrap_or_default()),
@@ -166,7 +190,7 @@ pub fn command_line(unit: &Unit, image: &ImageConfig) -> Result<Vec<String>, Str
     };
     let args: Vec<String> = entrypoint.into_iter().chain(cmd).collect();
     if args.is_empty() {
-        return Err("nothing to run: the image has no Entrypoint or Cmd, and the unit sets no command".into());
+        return Err(SpecError::NothingToRun);
     }
     Ok(args)
 }
@@ -197,14 +221,14 @@ pub fn environment(unit: &Unit, image: &ImageConfig, home: &str) -> Vec<String> 
     order.iter().map(|k| format!("{k}={}", env[k])).collect()
 }
 
-fn capabilities(unit: &Unit, own: Option<&[String]>) -> Result<Vec<String>, String> {
+fn capabilities(unit: &Unit, own: Option<&[String]>) -> Result<Vec<String>, SpecError> {
     let c = &unit.container;
     let held = |cap: &str| own.is_none_or(|o| o.iter().any(|x| x == cap));
     if c.privileged || c.cap_add.iter().any(|x| x == "ALL") {
         return Ok(ALL_CAPABILITIES.iter().filter(|c| held(c)).map(|s| s.to_string()).collect());
     }
     if let Some(missing) = c.cap_add.iter().find(|cap| !held(cap)) {
-        return Err(format!("cap_add {missing}: the supervisor itself does not have it, so no container can"));
+        return Err(SpecError::CapabilityNotHeld(missing.clone()));
     }
     let mut caps: Vec<String> = if c.cap_drop.iter().any(|x| x == "ALL") {
         Vec::new()
@@ -228,7 +252,7 @@ pub fn rlimit_name(ulimit: &str) -> String {
 }
 
 /// Builds the spec.
-pub fn build(unit: &Unit, image: &ImageConfig, ctx: &SpecContext<'_>) -> Result<Spec, String> {
+pub fn build(unit: &Unit, image: &ImageConfig, ctx: &SpecContext<'_>) -> Result<Spec, SpecError> {
     let c = &unit.container;
     let user_text =
         c.user.clone().or_else(|| image.config.user.clone().filter(|u| !u.is_empty())).unwrap_or_else(|| "0".into());
@@ -253,10 +277,11 @@ pub fn build(unit: &Unit, image: &ImageConfig, ctx: &SpecContext<'_>) -> Result<
         if let Some(ours) = ours
             && want(limit.hard) > ours
         {
-            return Err(format!(
-                "ulimit {name}: the hard limit {} is above the supervisor's own ({ours}); a container never gets more",
-                limit.hard.map_or("unlimited".to_string(), |h| h.to_string())
-            ));
+            return Err(SpecError::UlimitAboveOurs {
+                name: name.clone(),
+                hard: limit.hard.map_or("unlimited".to_string(), |h| h.to_string()),
+                ours,
+            });
         }
         rlimits.push(json!({ "type": rlimit_name(name), "soft": want(limit.soft), "hard": want(limit.hard) }));
     }
@@ -302,7 +327,7 @@ pub fn build(unit: &Unit, image: &ImageConfig, ctx: &SpecContext<'_>) -> Result<
     match (&c.network, ctx.join_network) {
         (Network::Host, _) => {}
         (Network::Unit(owner), None) => {
-            return Err(format!("network = \"unit:{owner}\": unit {owner:?} is not running"));
+            return Err(SpecError::JoinedNotRunning(owner.clone()));
         }
         (Network::Unit(_), Some(path)) => namespaces.push(json!({"type": "network", "path": path})),
         (Network::Bridge | Network::None, _) => namespaces.push(json!({"type": "network"})),
@@ -317,7 +342,8 @@ pub fn build(unit: &Unit, image: &ImageConfig, ctx: &SpecContext<'_>) -> Result<
         json!({"allow": true, "type": "b", "access": "m"}),
     ];
     for d in &c.devices {
-        let (kind, major, minor) = (ctx.device)(&d.host).map_err(|e| format!("device {}: {e}", d.host))?;
+        let (kind, major, minor) =
+            (ctx.device)(&d.host).map_err(|source| SpecError::Device { path: d.host.clone(), source })?;
         devices.push(json!({"path": d.container, "type": kind.to_string(), "major": major, "minor": minor, "fileMode": 0o666, "uid": 0, "gid": 0}));
         device_rules.push(
             json!({"allow": true, "type": kind.to_string(), "major": major, "minor": minor, "access": d.permissions}),
@@ -364,7 +390,7 @@ pub fn build(unit: &Unit, image: &ImageConfig, ctx: &SpecContext<'_>) -> Result<
             "readonlyPaths": if c.privileged { Vec::new() } else { READONLY_PATHS.to_vec() },
         },
     });
-    serde_json::from_value(spec).map_err(|e| format!("internal error building the runtime spec: {e}"))
+    serde_json::from_value(spec).map_err(SpecError::Internal)
 }
 
 #[cfg(test)]
@@ -394,8 +420,9 @@ mod tests {
     const PASSWD: &str = "root:x:0:0:root:/root:/bin/sh\nnginx:x:101:101:nginx:/var/cache/nginx:/sbin/nologin\n";
     const GROUP: &str = "root:x:0:\nnginx:x:101:\nwww:x:33:nginx,other\nlog:x:4:nginx\n";
 
-    fn spec(unit_text: &str, image_json: &str, limits: &BTreeMap<String, u64>) -> Result<Value, String> {
-        let no_device = |p: &str| if p == "/dev/fuse" { Ok(('c', 10, 229)) } else { Err("no such device".into()) };
+    fn spec(unit_text: &str, image_json: &str, limits: &BTreeMap<String, u64>) -> Result<Value, SpecError> {
+        let no_device =
+            |p: &str| if p == "/dev/fuse" { Ok(('c', 10, 229)) } else { Err(std::io::Error::other("no such device")) };
         let ctx = SpecContext {
             rootfs: Path::new("/run/supervisor/web/rootfs"),
             passwd: Some(PASSWD),
@@ -432,7 +459,7 @@ mod tests {
         let s =
             spec("[container]\nimage = \"nginx\"\nentrypoint = []\ncommand = [\"true\"]\n", NGINX, &limits).unwrap();
         assert_eq!(s["process"]["args"], json!(["true"]));
-        let err = spec("[container]\nimage = \"x\"\nentrypoint = []\n", NGINX, &limits).unwrap_err();
+        let err = spec("[container]\nimage = \"x\"\nentrypoint = []\n", NGINX, &limits).unwrap_err().to_string();
         assert!(err.contains("nothing to run"), "{err}");
 
         // The unit's env, user and workdir win.
@@ -461,9 +488,12 @@ mod tests {
             User { uid: 101, gid: 0, additional_gids: vec![], home: "/var/cache/nginx".into() }
         );
         assert!(
-            resolve_user("nobody", Some(PASSWD), Some(GROUP)).unwrap_err().contains("not in the image's /etc/passwd")
+            resolve_user("nobody", Some(PASSWD), Some(GROUP))
+                .unwrap_err()
+                .to_string()
+                .contains("not in the image's /etc/passwd")
         );
-        assert!(resolve_user("nginx:nope", Some(PASSWD), Some(GROUP)).unwrap_err().contains("/etc/group"));
+        assert!(resolve_user("nginx:nope", Some(PASSWD), Some(GROUP)).unwrap_err().to_string().contains("/etc/group"));
     }
 
     #[test]
@@ -490,7 +520,7 @@ mod tests {
         assert!(!ns.contains(&"network"), "host network shares the host's namespace: {ns:?}");
 
         let over = "[container]\nimage = \"x\"\ncommand = [\"sh\"]\nulimits = { nofile = 100000 }\n";
-        let err = spec(over, r#"{"rootfs":{"type":"layers","diff_ids":[]}}"#, &limits).unwrap_err();
+        let err = spec(over, r#"{"rootfs":{"type":"layers","diff_ids":[]}}"#, &limits).unwrap_err().to_string();
         assert!(err.contains("above the supervisor's own (4096)"), "{err}");
 
         let s = spec(
@@ -508,7 +538,7 @@ mod tests {
         let limits = BTreeMap::new();
         let own: Vec<String> =
             ALL_CAPABILITIES.iter().filter(|c| **c != "CAP_SYS_RESOURCE").map(|s| s.to_string()).collect();
-        let no_device = |_: &str| Err("none".to_string());
+        let no_device = |_: &str| Err(std::io::Error::other("none"));
         let build_with = |text: &str| {
             let ctx = SpecContext {
                 rootfs: Path::new("/r"),
@@ -529,6 +559,7 @@ mod tests {
         assert!(!bounding.contains(&json!("CAP_SYS_RESOURCE")));
         let err =
             build_with("[container]\nimage = \"x\"\ncommand = [\"sh\"]\ncap_add = [\"SYS_RESOURCE\"]\n").unwrap_err();
+        let err = err.to_string();
         assert!(err.contains("cap_add CAP_SYS_RESOURCE: the supervisor itself does not have it"), "{err}");
     }
 }

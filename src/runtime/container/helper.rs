@@ -6,14 +6,14 @@
 //! container is the caller's child and the caller's reaper sees its exit.
 //!
 //! Protocol, on the helper's standard input (a unix stream socket), one
-//! JSON object per line:
+//! JSON message per line, typed on both sides ([`Client`] is the caller's):
 //!
 //! ```text
-//! caller -> helper   SpawnRequest
-//! helper -> caller   {"pid": N}            the container exists, in its cgroup
-//! caller -> helper   {"go": true}          its exit will be seen: let it run
-//! helper -> caller   {"ok": true}          its program was executed
-//!                    {"error": "...", "code": 127}   or it was not
+//! caller -> helper   Request               the plan (built by the caller) and cgroup
+//! helper -> caller   Reply::Pid(N)         the container exists, in its cgroup
+//! caller -> helper   Go                    its exit will be seen: let it run
+//! helper -> caller   Reply::Running        its program was executed
+//!                    Reply::Failed(..)     or it was not, and why
 //! ```
 //!
 //! The helper's standard output and error are the container's: the caller
@@ -21,85 +21,76 @@
 //! /dev/null.
 
 use std::io::{BufRead, BufReader, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
+use std::path::Path;
+use std::time::Duration;
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use super::InitError;
 use super::RuntimeError;
-use super::plan::{OverlayPlan, from_spec};
-use super::spawn::{Options, Stdio, spawn_with};
+use super::plan::Plan;
+use super::spawn::{Options, Stdio, spawn};
 use crate::runtime::cgroups::Cgroup;
-use crate::runtime::seccomp::default_filter;
 
 /// What to create.
 #[derive(Debug, Serialize, Deserialize)]
-pub struct SpawnRequest {
-    pub spec: oci_spec::runtime::Spec,
-    /// The container's directory: relative paths of the spec resolve here.
-    pub dir: PathBuf,
-    /// Layers (lowest first), upper and work directories of the overlay
-    /// root filesystem; none when the spec's root is used as it is.
-    pub overlay: Option<(Vec<PathBuf>, PathBuf, PathBuf)>,
-    /// Apply the default seccomp filter (derived from the capabilities).
-    pub default_seccomp: bool,
-    pub cgroup: Option<Cgroup>,
-    /// The interface the caller puts in the container's network namespace
-    /// before it lets the container go, and its configuration.
-    #[serde(default)]
-    pub network: Option<crate::runtime::network::NetPlan>,
+pub(crate) struct Request {
+    pub(crate) plan: Plan,
+    pub(crate) cgroup: Cgroup,
 }
 
 /// One message from the helper.
-#[derive(Debug, Default, Serialize, Deserialize)]
-pub struct Reply {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub pid: Option<i32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub ok: Option<bool>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-    /// With `error`: the exit status a runtime reports for it (125-127).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub code: Option<u8>,
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum Reply {
+    Pid(i32),
+    Running,
+    Failed(Failure),
 }
 
-/// Gives the plan's process the default seccomp filter for its
-/// capabilities.
-pub fn apply_default_seccomp(plan: &mut super::plan::Plan) {
-    let caps: Vec<String> = plan.process.caps.iter().flat_map(|c| c.bounding.iter().map(|b| b.to_string())).collect();
-    plan.process.seccomp = Some(default_filter(&caps).iter().map(|i| (i.code, i.jt, i.jf, i.k)).collect());
+/// Why the helper could not create the container.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum Failure {
+    /// Its process failed before its program ran.
+    Start(InitError),
+    /// Anything else; `code` is the status a runtime reports for it.
+    Other { message: String, code: u8 },
 }
 
 /// The caller's go-ahead.
-#[derive(Debug, Default, Serialize, Deserialize)]
-pub struct Go {
-    pub go: bool,
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Go;
+
+fn send<T: Serialize>(out: &mut UnixStream, message: &T) -> Result<(), RuntimeError> {
+    let mut line = serde_json::to_vec(message).map_err(RuntimeError::HelperMessage)?;
+    line.push(b'\n');
+    out.write_all(&line).map_err(|source| RuntimeError::Helper { op: "send", source })
 }
 
-fn send(out: &mut UnixStream, reply: &Reply) -> std::io::Result<()> {
-    let mut line = serde_json::to_vec(reply).map_err(std::io::Error::other)?;
-    line.push(b'\n');
-    out.write_all(&line)
+fn receive<T: DeserializeOwned>(input: &mut BufReader<UnixStream>) -> Result<T, RuntimeError> {
+    let mut line = String::new();
+    input.read_line(&mut line).map_err(|source| RuntimeError::Helper { op: "receive", source })?;
+    if line.is_empty() {
+        return Err(RuntimeError::HelperProtocol("ended without an answer"));
+    }
+    serde_json::from_str(&line).map_err(RuntimeError::HelperMessage)
 }
 
 /// The helper's main: serves one request on stdin; its exit code.
 pub fn serve() -> u8 {
+    use std::os::fd::AsFd;
     // Our stdin is the socket to the caller; move it out of the way so the
     // container's stdin can be /dev/null.
-    // SAFETY: fcntl F_DUPFD_CLOEXEC makes a new descriptor we then own.
-    let fd = unsafe { libc::fcntl(0, libc::F_DUPFD_CLOEXEC, 3) };
-    if fd < 0 {
-        return 125;
-    }
-    // SAFETY: `fd` is a fresh descriptor nothing else owns.
-    let socket = UnixStream::from(unsafe { OwnedFd::from_raw_fd(fd) });
+    let Ok(socket) = std::io::stdin().as_fd().try_clone_to_owned() else { return 125 };
+    let socket = UnixStream::from(socket);
     match std::fs::File::open("/dev/null") {
-        // SAFETY: dup2 onto stdin of a descriptor we hold.
-        Ok(null) => unsafe {
-            libc::dup2(null.as_raw_fd(), 0);
-        },
+        Ok(null) => {
+            if nix::unistd::dup2_stdin(null).is_err() {
+                return 125;
+            }
+        }
         Err(_) => return 125,
     }
     let Ok(mut out) = socket.try_clone() else { return 125 };
@@ -107,40 +98,110 @@ pub fn serve() -> u8 {
     match run(&mut input, &mut out) {
         Ok(()) => 0,
         Err(e) => {
-            let _ =
-                send(&mut out, &Reply { error: Some(e.to_string()), code: Some(e.exit_code()), ..Reply::default() });
-            e.exit_code()
+            let code = e.exit_code();
+            let failure = match e {
+                RuntimeError::Start(e) => Failure::Start(e),
+                e => Failure::Other { message: e.to_string(), code },
+            };
+            let _ = send(&mut out, &Reply::Failed(failure));
+            code
         }
     }
 }
 
 fn run(input: &mut BufReader<UnixStream>, out: &mut UnixStream) -> Result<(), RuntimeError> {
-    let io = |e: std::io::Error| RuntimeError::Setup(format!("talk to the supervisor: {e}"));
-    let mut line = String::new();
-    input.read_line(&mut line).map_err(io)?;
-    let req: SpawnRequest =
-        serde_json::from_str(&line).map_err(|e| RuntimeError::Spec(format!("bad spawn request: {e}")))?;
-    let mut plan = from_spec(&req.spec, &req.dir).map_err(RuntimeError::Spec)?;
-    plan.overlay = req.overlay.map(|(layers, upper, work)| OverlayPlan { layers, upper, work });
-    plan.network = req.network;
+    let Request { mut plan, cgroup } = receive(input)?;
     // A supervised container is never in our caller's session: a ^C at
     // the terminal that runs the supervisor is not for it.
     plan.new_session = true;
-    if req.default_seccomp {
-        apply_default_seccomp(&mut plan);
-    }
-    let out_cell = std::cell::RefCell::new(out.try_clone().map_err(io)?);
+    let out_cell =
+        std::cell::RefCell::new(out.try_clone().map_err(|source| RuntimeError::Helper { op: "socket", source })?);
     let input_cell = std::cell::RefCell::new(input);
     let on_cloned = |pid: nix::unistd::Pid| -> Result<(), RuntimeError> {
-        send(&mut out_cell.borrow_mut(), &Reply { pid: Some(pid.as_raw()), ..Reply::default() }).map_err(io)?;
-        let mut line = String::new();
-        input_cell.borrow_mut().read_line(&mut line).map_err(io)?;
-        match serde_json::from_str::<Go>(&line) {
-            Ok(Go { go: true }) => Ok(()),
-            _ => Err(RuntimeError::Setup("the supervisor did not let the container start".into())),
+        send(&mut out_cell.borrow_mut(), &Reply::Pid(pid.as_raw()))?;
+        match receive::<Go>(&mut input_cell.borrow_mut()) {
+            Ok(Go) => Ok(()),
+            Err(_) => Err(RuntimeError::NoGo),
         }
     };
     let options = Options { sibling: true, on_cloned: Some(&on_cloned) };
-    spawn_with(&plan, req.cgroup.as_ref(), Stdio::Inherit, &options)?;
-    send(out, &Reply { ok: Some(true), ..Reply::default() }).map_err(io)
+    spawn(&plan, &cgroup, Stdio::Inherit, &options)?;
+    send(out, &Reply::Running)
+}
+
+/// The caller's side of the protocol.
+pub(crate) struct Client {
+    reader: BufReader<UnixStream>,
+    writer: UnixStream,
+}
+
+fn failed(failure: Failure) -> RuntimeError {
+    match failure {
+        Failure::Start(e) => RuntimeError::Start(e),
+        Failure::Other { message, code } => RuntimeError::HelperFailed { message, code },
+    }
+}
+
+impl Client {
+    /// Starts `helper` with `request`; returns once the container exists,
+    /// with its pid.
+    pub(crate) fn start(
+        helper: &Path,
+        request: &Request,
+        stdout: OwnedFd,
+        stderr: OwnedFd,
+    ) -> Result<(Client, nix::unistd::Pid), RuntimeError> {
+        let io = |op| move |source| RuntimeError::Helper { op, source };
+        let (ours, theirs) = UnixStream::pair().map_err(io("socketpair"))?;
+        // The helper is reaped by the caller's reaper (nobody waits for
+        // it); its outcome comes over the socket.
+        let _helper = std::process::Command::new(helper)
+            .args(["runtime", "spawn"])
+            .stdin(std::process::Stdio::from(OwnedFd::from(theirs)))
+            .stdout(std::process::Stdio::from(stdout))
+            .stderr(std::process::Stdio::from(stderr))
+            .env_clear()
+            .spawn()
+            .map_err(|e| RuntimeError::io("start", helper, e))?;
+        let mut writer = ours.try_clone().map_err(io("socket"))?;
+        ours.set_read_timeout(Some(Duration::from_secs(60))).map_err(io("socket"))?;
+        let mut reader = BufReader::new(ours);
+        send(&mut writer, request)?;
+        match receive(&mut reader)? {
+            Reply::Pid(pid) => Ok((Client { reader, writer }, nix::unistd::Pid::from_raw(pid))),
+            Reply::Failed(f) => Err(failed(f)),
+            Reply::Running => Err(RuntimeError::HelperProtocol("no pid")),
+        }
+    }
+
+    /// Lets the container run; returns once its program runs.
+    pub(crate) fn go(mut self) -> Result<(), RuntimeError> {
+        send(&mut self.writer, &Go)?;
+        match receive(&mut self.reader)? {
+            Reply::Running => Ok(()),
+            Reply::Failed(f) => Err(failed(f)),
+            Reply::Pid(_) => Err(RuntimeError::HelperProtocol("a second pid")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_start_keeps_its_kind_across_the_socket() {
+        let not_found = InitError::Exec { program: "/bin/nope".into(), errno: libc::ENOENT };
+        let line = serde_json::to_string(&Reply::Failed(Failure::Start(not_found))).unwrap();
+        let Reply::Failed(f) = serde_json::from_str(&line).unwrap() else { panic!("{line}") };
+        let e = failed(f);
+        assert_eq!(e.exit_code(), 127);
+        assert_eq!(e.to_string(), r#"exec "/bin/nope": no such file in the image"#);
+        let other = Failure::Other { message: "cgroup write x: denied".into(), code: 125 };
+        let Reply::Failed(f) = serde_json::from_str(&serde_json::to_string(&Reply::Failed(other)).unwrap()).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(failed(f).exit_code(), 125);
+    }
 }

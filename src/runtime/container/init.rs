@@ -17,31 +17,32 @@ use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use nix::sys::stat::{Mode, SFlag, makedev, mkdirat, mknodat};
 use nix::unistd::{Gid, Uid, chdir, pivot_root, sethostname, setresgid, setresuid};
 
+use super::init_error::InitError;
 use super::plan::{MountPlan, Plan, ProcessPlan};
 
-type Result<T> = std::result::Result<T, String>;
+type Result<T> = std::result::Result<T, InitError>;
 
-fn err(what: impl std::fmt::Display) -> impl FnOnce(Errno) -> String {
-    move |e| format!("{what}: {}", e.desc())
+fn err(what: impl std::fmt::Display) -> impl FnOnce(Errno) -> InitError {
+    move |e| InitError::Sys { op: what.to_string(), errno: e as i32 }
 }
 
 /// Runs the container's setup and execs its program; returns only with the
 /// reason it could not.
-pub fn run(plan: &Plan, go: OwnedFd) -> String {
+pub(crate) fn run(plan: &Plan, go: OwnedFd) -> InitError {
     match setup(plan, go) {
         Ok(never) => match never {},
         Err(e) => e,
     }
 }
 
-pub enum Never {}
+pub(crate) enum Never {}
 
 fn setup(plan: &Plan, go: OwnedFd) -> Result<Never> {
     // Wait until the parent has put us in our cgroup (and networking).
     let mut byte = [0u8; 1];
     match nix::unistd::read(go.as_fd(), &mut byte) {
         Ok(1) => {}
-        _ => return Err("the runtime went away before the container started".into()),
+        _ => return Err(InitError::Abandoned),
     }
     drop(go);
     if let Some(path) = &plan.join_network {
@@ -98,7 +99,7 @@ fn setup(plan: &Plan, go: OwnedFd) -> Result<Never> {
 
     for (name, value) in &plan.sysctls {
         let path = format!("/proc/sys/{}", name.replace('.', "/"));
-        std::fs::write(&path, value).map_err(|e| format!("sysctl {name}: {e}"))?;
+        std::fs::write(&path, value).map_err(|e| InitError::io(format!("sysctl {name}"), &e))?;
     }
     for p in &plan.masked {
         mask(p)?;
@@ -123,7 +124,7 @@ fn setup(plan: &Plan, go: OwnedFd) -> Result<Never> {
         let lim = libc::rlimit { rlim_cur: *soft, rlim_max: *hard };
         // SAFETY: setrlimit reads one rlimit struct we own.
         if unsafe { libc::setrlimit(*resource as _, &lim) } != 0 {
-            return Err(format!("setrlimit {resource}: {}", std::io::Error::last_os_error()));
+            return Err(InitError::last_os(format!("setrlimit {resource}")));
         }
     }
     let never = process(&plan.process)?;
@@ -133,23 +134,20 @@ fn setup(plan: &Plan, go: OwnedFd) -> Result<Never> {
 /// Becomes the process `p` describes: user and capabilities, no_new_privs
 /// and seccomp, working directory, then `execve`. The container's first
 /// process ends its setup here, and `exec` runs only this.
-pub fn process(p: &ProcessPlan) -> Result<Never> {
+pub(crate) fn process(p: &ProcessPlan) -> Result<Never> {
     // Installing a filter needs no_new_privs or CAP_SYS_ADMIN: without
     // no_new_privs it goes in while we are still privileged (it allows what
     // the rest of the setup calls), else last.
     let filter: Option<Vec<libc::sock_filter>> =
         p.seccomp.as_ref().map(|f| f.iter().map(|&(code, jt, jf, k)| libc::sock_filter { code, jt, jf, k }).collect());
     if let (Some(f), false) = (&filter, p.no_new_privileges) {
-        crate::runtime::seccomp::install(f)?;
+        crate::runtime::seccomp::install(f).map_err(|message| InitError::Seccomp { message })?;
     }
     set_user_and_caps(p)?;
     if p.no_new_privileges {
-        // SAFETY: prctl with integer arguments only.
-        if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
-            return Err(format!("set no_new_privs: {}", std::io::Error::last_os_error()));
-        }
+        nix::sys::prctl::set_no_new_privs().map_err(err("set no_new_privs"))?;
         if let Some(f) = &filter {
-            crate::runtime::seccomp::install(f)?;
+            crate::runtime::seccomp::install(f).map_err(|message| InitError::Seccomp { message })?;
         }
     }
     chdir(p.cwd.as_str()).map_err(err(format!("chdir to the working directory {:?}", p.cwd)))?;
@@ -171,7 +169,7 @@ fn mount_overlay(target: &Path, o: &super::plan::OverlayPlan) -> Result<()> {
     // A single layer still needs an overlay: the writable layer goes on top.
     let data = format!("lowerdir={},upperdir={},workdir={}", lower.join(":"), o.upper.display(), o.work.display());
     if data.len() >= 4096 {
-        return Err(format!("the image has too many layers ({}) for one overlay mount", o.layers.len()));
+        return Err(InitError::TooManyLayers(o.layers.len()));
     }
     mount(Some("overlay"), target, Some("overlay"), MsFlags::empty(), Some(data.as_str()))
         .map_err(err(format!("mount the overlay root filesystem on {}", target.display())))
@@ -184,7 +182,7 @@ pub(crate) fn loopback_up() -> Result<()> {
     unsafe {
         let sock = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
         if sock < 0 {
-            return Err(format!("bring up lo: socket: {}", std::io::Error::last_os_error()));
+            return Err(InitError::last_os("bring up lo: socket"));
         }
         let mut req: libc::ifreq = std::mem::zeroed();
         req.ifr_name[0] = b'l' as libc::c_char;
@@ -195,7 +193,7 @@ pub(crate) fn loopback_up() -> Result<()> {
         };
         let e = std::io::Error::last_os_error();
         libc::close(sock);
-        if ok { Ok(()) } else { Err(format!("bring up lo: {e}")) }
+        if ok { Ok(()) } else { Err(InitError::io("bring up lo", &e)) }
     }
 }
 
@@ -215,10 +213,10 @@ fn sockaddr_in(ip: std::net::Ipv4Addr) -> libc::sockaddr {
 /// its address, up, and the default route through the bridge. ioctls, not
 /// netlink: a few calls, no socket protocol to speak.
 fn configure_interface(net: &crate::runtime::network::NetPlan) -> Result<()> {
-    let fail = |what: &str| format!("{what} on {}: {}", net.interface, std::io::Error::last_os_error());
+    let fail = |what: &str| InitError::last_os(format!("{what} on {}", net.interface));
     let name = net.interface.as_bytes();
     if name.len() >= libc::IFNAMSIZ {
-        return Err(format!("interface name {:?} is too long", net.interface));
+        return Err(InitError::InterfaceName(net.interface.clone()));
     }
     // SAFETY: plain socket(2) and ioctl(2) calls on zeroed structures we
     // own, whose fields we fill in; results are checked.
@@ -287,7 +285,7 @@ fn open_in_root(root: BorrowedFd<'_>, path: &str, file: bool) -> Result<OwnedFd>
                 openat2(cur.as_fd(), *c, how(OFlag::O_PATH | OFlag::O_DIRECTORY))
                     .map_err(err(format!("open {path}")))?
             }
-            Err(e) => return Err(format!("open {path} in the root filesystem: {}", e.desc())),
+            Err(e) => return Err(err(format!("open {path} in the root filesystem"))(e)),
         };
     }
     Ok(cur)
@@ -300,7 +298,7 @@ fn fd_path(fd: &OwnedFd) -> PathBuf {
 fn mount_one(root: BorrowedFd<'_>, m: &MountPlan) -> Result<()> {
     let is_file = m.bind && std::fs::metadata(&m.source).map(|md| !md.is_dir()).unwrap_or(false);
     if m.bind && !Path::new(&m.source).exists() {
-        return Err(format!("mount {}: the source {} does not exist", m.destination, m.source));
+        return Err(InitError::NoMountSource { destination: m.destination.clone(), path: m.source.clone() });
     }
     let target = open_in_root(root, &m.destination, is_file)?;
     let at = fd_path(&target);
@@ -339,7 +337,7 @@ fn mount_one(root: BorrowedFd<'_>, m: &MountPlan) -> Result<()> {
 /// With a cgroup namespace, each shows the container's own cgroup as root.
 fn mount_cgroups(root: BorrowedFd<'_>, at: &Path, m: &MountPlan) -> Result<()> {
     let flags = m.flags & (MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC | MsFlags::MS_RELATIME);
-    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").map_err(|e| format!("read mountinfo: {e}"))?;
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").map_err(|e| InitError::io("read mountinfo", &e))?;
     match crate::runtime::cgroups::detect(&mountinfo) {
         Ok(crate::runtime::cgroups::Layout::Unified { .. }) => {
             mount(Some("cgroup2"), at, Some("cgroup2"), m.flags, None::<&str>).map_err(err("mount cgroup2"))
@@ -369,7 +367,7 @@ fn mount_cgroups(root: BorrowedFd<'_>, at: &Path, m: &MountPlan) -> Result<()> {
             )
             .map_err(err("make /sys/fs/cgroup read-only"))
         }
-        Err(e) => Err(format!("mount cgroups: {e}")),
+        Err(e) => Err(InitError::Cgroups { message: e.to_string() }),
     }
 }
 
@@ -379,7 +377,7 @@ fn make_dev(root: BorrowedFd<'_>, plan: &Plan) -> Result<()> {
     let dev = openat(dev.as_fd(), ".", OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
         .map_err(err("open /dev"))?;
     for d in &plan.devices {
-        let rel = d.path.strip_prefix("/dev/").ok_or_else(|| format!("device {} is not under /dev", d.path))?;
+        let rel = d.path.strip_prefix("/dev/").ok_or_else(|| InitError::DeviceOutsideDev(d.path.clone()))?;
         if let Some((parent, _)) = rel.rsplit_once('/') {
             open_in_root(root, &format!("/dev/{parent}"), false)?;
         }
@@ -412,7 +410,7 @@ fn make_dev(root: BorrowedFd<'_>, plan: &Plan) -> Result<()> {
     ] {
         match nix::unistd::symlinkat(target, dev.as_fd(), link) {
             Ok(()) | Err(Errno::EEXIST) => {}
-            Err(e) => return Err(format!("symlink /dev/{link}: {}", e.desc())),
+            Err(e) => return Err(err(format!("symlink /dev/{link}"))(e)),
         }
     }
     Ok(())
@@ -457,36 +455,34 @@ fn set_user_and_caps(plan: &ProcessPlan) -> Result<()> {
         for cap in caps::all() {
             if !keep.contains(&cap) {
                 caps::drop(None, CapSet::Bounding, cap)
-                    .map_err(|e| format!("drop {cap} from the bounding set: {e}"))?;
+                    .map_err(InitError::caps(format!("drop {cap} from the bounding set")))?;
             }
         }
     }
-    // SAFETY: prctl with integer arguments only.
-    unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0) };
+    nix::sys::prctl::set_keepcaps(true).map_err(err("keep capabilities"))?;
     nix::unistd::setgroups(&plan.additional_gids.iter().map(|g| Gid::from_raw(*g)).collect::<Vec<_>>())
         .map_err(err("setgroups"))?;
     let (uid, gid) = (Uid::from_raw(plan.uid), Gid::from_raw(plan.gid));
     setresgid(gid, gid, gid).map_err(err(format!("setgid {}", plan.gid)))?;
     setresuid(uid, uid, uid).map_err(err(format!("setuid {}", plan.uid)))?;
-    // SAFETY: as above.
-    unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 0, 0, 0, 0) };
+    nix::sys::prctl::set_keepcaps(false).map_err(err("stop keeping capabilities"))?;
     if let Some(c) = &plan.caps {
         // Effective first (a subset of what is permitted now), permitted last.
         caps::set(None, CapSet::Effective, &to_set(&c.effective))
-            .map_err(|e| format!("set effective capabilities: {e}"))?;
+            .map_err(InitError::caps("set effective capabilities"))?;
         caps::set(None, CapSet::Inheritable, &to_set(&c.inheritable))
-            .map_err(|e| format!("set inheritable capabilities: {e}"))?;
+            .map_err(InitError::caps("set inheritable capabilities"))?;
         caps::set(None, CapSet::Permitted, &to_set(&c.permitted))
-            .map_err(|e| format!("set permitted capabilities: {e}"))?;
-        caps::clear(None, CapSet::Ambient).map_err(|e| format!("clear ambient capabilities: {e}"))?;
+            .map_err(InitError::caps("set permitted capabilities"))?;
+        caps::clear(None, CapSet::Ambient).map_err(InitError::caps("clear ambient capabilities"))?;
         // The kernel keeps ambient within permitted and inheritable; a spec
         // asking for more (crun's own default spec does) gets what the
         // kernel allows, as crun and runc give it.
         for cap in c.ambient.iter().filter(|cap| c.inheritable.contains(cap) && c.permitted.contains(cap)) {
-            caps::raise(None, CapSet::Ambient, *cap).map_err(|e| format!("raise ambient {cap}: {e}"))?;
+            caps::raise(None, CapSet::Ambient, *cap).map_err(InitError::caps(format!("raise ambient {cap}")))?;
         }
     } else if plan.uid != 0 {
-        caps::clear(None, CapSet::Effective).map_err(|e| format!("clear capabilities: {e}"))?;
+        caps::clear(None, CapSet::Effective).map_err(InitError::caps("clear capabilities"))?;
     }
     Ok(())
 }
@@ -506,19 +502,16 @@ fn exec(plan: &ProcessPlan) -> Result<Never> {
             .split(':')
             .map(|dir| Path::new(dir).join(program))
             .find(|p| std::fs::metadata(p).is_ok_and(|m| m.is_file()))
-            .ok_or_else(|| format!("exec {program:?}: no such file in the image (searched PATH={search})"))?
+            .ok_or_else(|| InitError::NotOnPath { program: program.clone(), search: search.to_string() })?
     };
-    let c = |s: &str| CString::new(s).map_err(|_| format!("exec {program:?}: NUL byte in an argument"));
+    let c = |s: &str| CString::new(s).map_err(|_| InitError::NulByte { program: program.clone() });
     let args: Vec<CString> = plan.args.iter().map(|a| c(a)).collect::<Result<_>>()?;
     let env: Vec<CString> = plan.env.iter().map(|a| c(a)).collect::<Result<_>>()?;
     let file = c(&path.to_string_lossy())?;
     // Every descriptor but stdio closes on exec (the error pipe already does).
-    // SAFETY: close_range with constant arguments.
+    // SAFETY: close_range(2) with constant arguments only changes flags of
+    // our own descriptors; nothing in this process uses them after exec.
     unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, libc::CLOSE_RANGE_CLOEXEC) };
     let e = nix::unistd::execve(&file, &args, &env).unwrap_err();
-    Err(match e {
-        Errno::ENOENT => format!("exec {program:?}: no such file in the image"),
-        Errno::EACCES => format!("exec {program:?}: permission denied"),
-        e => format!("exec {program:?}: {}", e.desc()),
-    })
+    Err(InitError::Exec { program: program.clone(), errno: e as i32 })
 }

@@ -2,40 +2,114 @@
 //! own root filesystem, in its own cgroup, with the privileges the spec
 //! gives it.
 //!
-//! `plan` turns an OCI runtime spec into a plan (pure), `spawn` clones the
-//! first process and `init` is what that process does before `execve`;
-//! `bundle` runs an OCI bundle in the foreground.
+//! [`Container`] is the one lifecycle every caller uses (the daemon,
+//! `runtime run --bundle`, `runtime run-unit`): cgroup, first process,
+//! state record, signals, limits, then removal of all of it. Inside:
+//! `plan` turns an OCI runtime spec into a [`Plan`] (pure), `spawn` clones
+//! the first process, `init` is what that process does before `execve`,
+//! and `helper` creates it from a single-threaded process for the daemon.
 
-pub mod bundle;
-pub mod exec;
-pub mod helper;
-pub mod init;
-pub mod plan;
-pub mod spawn;
-pub mod state;
+pub(crate) mod bundle;
+pub(crate) mod exec;
+pub(crate) mod helper;
+pub(crate) mod init;
+mod init_error;
+mod lifecycle;
+mod limits;
+mod plan;
+mod process;
+pub(crate) mod signals;
+mod spawn;
+pub(crate) mod state;
+mod wire;
+
+use std::path::PathBuf;
+
+use nix::errno::Errno;
+
+pub use init_error::InitError;
+pub use lifecycle::{Container, Destroyed, Pending, Setup};
+pub use limits::hard_limit;
+pub use plan::{Plan, PlanError};
+pub use spawn::{Output, Stdio};
 
 use crate::runtime::cgroups::CgroupError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
-    #[error("{0}")]
-    Spec(String),
+    #[error(transparent)]
+    Plan(#[from] PlanError),
     #[error("{0}")]
     Cgroup(#[from] CgroupError),
-    #[error("{0}")]
-    Setup(String),
     /// The container's process failed before its program ran.
-    #[error("{0}")]
-    Start(String),
+    #[error(transparent)]
+    Start(#[from] InitError),
+    #[error("{op}: {}", errno.desc())]
+    Sys { op: &'static str, errno: Errno },
+    #[error("{op} {}: {source}", path.display())]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("containers must be created from a single-threaded process")]
+    Threads,
+    #[error("container id {reason}")]
+    Id { reason: String },
+    #[error("{}: {source}", path.display())]
+    LoadSpec {
+        path: PathBuf,
+        #[source]
+        source: oci_spec::OciSpecError,
+    },
+    #[error("container {0:?} is not running")]
+    NotRunning(String),
+    #[error("exec: no command")]
+    NoCommand,
+    #[error("{}: {source}", path.display())]
+    Record {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("unknown capability {0}")]
+    Capability(String),
+    #[error("NUL byte in an argument")]
+    NulByte,
+    #[error("spawn helper: {op}: {source}")]
+    Helper {
+        op: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("spawn helper: {0}")]
+    HelperProtocol(&'static str),
+    #[error("spawn helper: bad message: {0}")]
+    HelperMessage(#[source] serde_json::Error),
+    /// The helper failed for a reason other than the container's start;
+    /// `code` is the status it exited with.
+    #[error("{message}")]
+    HelperFailed { message: String, code: u8 },
+    #[error("the supervisor did not let the container start")]
+    NoGo,
 }
 
 impl RuntimeError {
+    pub(crate) fn sys(op: &'static str, errno: Errno) -> RuntimeError {
+        RuntimeError::Sys { op, errno }
+    }
+
+    pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> RuntimeError {
+        RuntimeError::Io { op, path: path.into(), source }
+    }
+
     /// The exit status `runtime run` reports, as Docker does: 127 when the
     /// program is not in the image, 126 when it cannot be run, else 125.
     pub fn exit_code(&self) -> u8 {
         match self {
-            RuntimeError::Start(m) if m.starts_with("exec ") && m.contains("no such file") => 127,
-            RuntimeError::Start(m) if m.starts_with("exec ") => 126,
+            RuntimeError::Start(e) => e.exit_code(),
+            RuntimeError::HelperFailed { code, .. } => *code,
             _ => 125,
         }
     }

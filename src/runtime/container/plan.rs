@@ -9,103 +9,131 @@ use std::path::{Path, PathBuf};
 use nix::mount::MsFlags;
 use nix::sched::CloneFlags;
 use oci_spec::runtime::{LinuxNamespaceType, Spec};
+use serde::{Deserialize, Serialize};
+
+use crate::runtime::seccomp::default_filter;
+
+/// A spec this runtime cannot run as it is written.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlanError {
+    #[error("config.json: {what} is not supported by this runtime")]
+    Unsupported { what: String },
+    #[error("config.json: {0}")]
+    Invalid(String),
+}
+
+fn invalid(message: impl ToString) -> PlanError {
+    PlanError::Invalid(message.to_string())
+}
 
 /// One mount, with its options split into flags and filesystem data.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MountPlan {
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct MountPlan {
     /// Absolute path inside the container.
-    pub destination: String,
-    pub kind: String,
+    pub(crate) destination: String,
+    pub(crate) kind: String,
     /// The source: a host path for binds, a name otherwise.
-    pub source: String,
-    pub flags: MsFlags,
+    pub(crate) source: String,
+    #[serde(with = "super::wire::ms_flags")]
+    pub(crate) flags: MsFlags,
     /// Propagation to set after mounting (`MS_PRIVATE`, `MS_SLAVE`, ...).
-    pub propagation: MsFlags,
-    pub data: String,
-    pub bind: bool,
+    #[serde(with = "super::wire::ms_flags")]
+    pub(crate) propagation: MsFlags,
+    pub(crate) data: String,
+    pub(crate) bind: bool,
 }
 
 /// A device node to make in the container's `/dev`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DevicePlan {
-    pub path: String,
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct DevicePlan {
+    pub(crate) path: String,
     /// `'c'` or `'b'`.
-    pub kind: char,
-    pub major: u64,
-    pub minor: u64,
-    pub mode: u32,
-    pub uid: u32,
-    pub gid: u32,
+    pub(crate) kind: char,
+    pub(crate) major: u64,
+    pub(crate) minor: u64,
+    pub(crate) mode: u32,
+    pub(crate) uid: u32,
+    pub(crate) gid: u32,
 }
 
 /// Capabilities by set, as `caps` names them.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct CapsPlan {
-    pub bounding: Vec<caps::Capability>,
-    pub effective: Vec<caps::Capability>,
-    pub permitted: Vec<caps::Capability>,
-    pub inheritable: Vec<caps::Capability>,
-    pub ambient: Vec<caps::Capability>,
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct CapsPlan {
+    #[serde(with = "super::wire::caps_list")]
+    pub(crate) bounding: Vec<caps::Capability>,
+    #[serde(with = "super::wire::caps_list")]
+    pub(crate) effective: Vec<caps::Capability>,
+    #[serde(with = "super::wire::caps_list")]
+    pub(crate) permitted: Vec<caps::Capability>,
+    #[serde(with = "super::wire::caps_list")]
+    pub(crate) inheritable: Vec<caps::Capability>,
+    #[serde(with = "super::wire::caps_list")]
+    pub(crate) ambient: Vec<caps::Capability>,
 }
 
 /// An overlay root filesystem, mounted in the container's own mount
 /// namespace: nothing is left on the host if the supervisor dies.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OverlayPlan {
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct OverlayPlan {
     /// Lower (read-only) layers, the base first.
-    pub layers: Vec<PathBuf>,
+    pub(crate) layers: Vec<PathBuf>,
     /// The container's writable layer and overlayfs' work directory, on
     /// one filesystem.
-    pub upper: PathBuf,
-    pub work: PathBuf,
+    pub(crate) upper: PathBuf,
+    pub(crate) work: PathBuf,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Everything the container's first process will do, decided before it
+/// exists. Built once from a spec ([`Plan::from_spec`]), adjusted by the
+/// caller, then given to [`super::Container`] (in this process, or sent to
+/// the `runtime spawn` helper as it is).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Plan {
     /// The root filesystem; with `overlay`, the (empty) mount point.
-    pub rootfs: PathBuf,
-    pub overlay: Option<OverlayPlan>,
-    pub readonly_root: bool,
+    pub(crate) rootfs: PathBuf,
+    pub(crate) overlay: Option<OverlayPlan>,
+    pub(crate) readonly_root: bool,
     /// Namespaces to create with `clone` (never CLONE_NEWCGROUP: that one is
     /// unshared after the process is in its cgroup).
-    pub clone_flags: CloneFlags,
-    pub cgroup_namespace: bool,
-    pub hostname: Option<String>,
-    pub mounts: Vec<MountPlan>,
-    pub devices: Vec<DevicePlan>,
-    pub masked: Vec<String>,
-    pub readonly: Vec<String>,
-    pub sysctls: BTreeMap<String, String>,
-    pub rlimits: Vec<(i32, u64, u64)>,
-    pub process: ProcessPlan,
+    #[serde(with = "super::wire::clone_flags")]
+    pub(crate) clone_flags: CloneFlags,
+    pub(crate) cgroup_namespace: bool,
+    pub(crate) hostname: Option<String>,
+    pub(crate) mounts: Vec<MountPlan>,
+    pub(crate) devices: Vec<DevicePlan>,
+    pub(crate) masked: Vec<String>,
+    pub(crate) readonly: Vec<String>,
+    pub(crate) sysctls: BTreeMap<String, String>,
+    pub(crate) rlimits: Vec<(i32, u64, u64)>,
+    pub(crate) process: ProcessPlan,
     /// Start a new session (containers that are not in the foreground).
-    pub new_session: bool,
+    pub(crate) new_session: bool,
     /// The interface the runtime put in the new network namespace, to
     /// configure before the program runs (bridge networking).
-    pub network: Option<crate::runtime::network::NetPlan>,
+    pub(crate) network: Option<crate::runtime::network::NetPlan>,
     /// Enter this network namespace (another container's) instead of a
     /// new one.
-    pub join_network: Option<PathBuf>,
+    pub(crate) join_network: Option<PathBuf>,
 }
 
 /// What a process in the container runs as and runs: the container's first
 /// process, and every process `exec` starts in it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ProcessPlan {
-    pub uid: u32,
-    pub gid: u32,
-    pub additional_gids: Vec<u32>,
-    pub caps: Option<CapsPlan>,
-    pub no_new_privileges: bool,
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct ProcessPlan {
+    pub(crate) uid: u32,
+    pub(crate) gid: u32,
+    pub(crate) additional_gids: Vec<u32>,
+    pub(crate) caps: Option<CapsPlan>,
+    pub(crate) no_new_privileges: bool,
     /// A seccomp filter (classic BPF: code, jt, jf, k), or none.
-    pub seccomp: Option<Vec<(u16, u8, u8, u32)>>,
-    pub cwd: String,
-    pub args: Vec<String>,
-    pub env: Vec<String>,
+    pub(crate) seccomp: Option<Vec<(u16, u8, u8, u32)>>,
+    pub(crate) cwd: String,
+    pub(crate) args: Vec<String>,
+    pub(crate) env: Vec<String>,
 }
 
 /// The devices every container has (the runtime spec's "default devices").
-pub fn default_devices() -> Vec<DevicePlan> {
+pub(crate) fn default_devices() -> Vec<DevicePlan> {
     [("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8), ("urandom", 1, 9), ("tty", 5, 0)]
         .into_iter()
         .map(|(n, major, minor)| DevicePlan {
@@ -121,7 +149,7 @@ pub fn default_devices() -> Vec<DevicePlan> {
 }
 
 /// Splits mount options into flags, propagation and data, as mount(8) does.
-pub fn parse_mount_options(options: &[String]) -> (MsFlags, MsFlags, String, bool) {
+pub(crate) fn parse_mount_options(options: &[String]) -> (MsFlags, MsFlags, String, bool) {
     let mut flags = MsFlags::empty();
     let mut propagation = MsFlags::empty();
     let mut data = Vec::new();
@@ -179,12 +207,12 @@ pub fn parse_mount_options(options: &[String]) -> (MsFlags, MsFlags, String, boo
     (flags, propagation, data.join(","), bind)
 }
 
-fn capabilities(set: &Option<oci_spec::runtime::Capabilities>) -> Result<Vec<caps::Capability>, String> {
+fn capabilities(set: &Option<oci_spec::runtime::Capabilities>) -> Result<Vec<caps::Capability>, PlanError> {
     let mut out: Vec<caps::Capability> = Vec::new();
     for c in set.iter().flatten() {
         let name = c.to_string();
         let name = if name.starts_with("CAP_") { name } else { format!("CAP_{}", name.to_uppercase()) };
-        out.push(name.parse().map_err(|_| format!("unknown capability {name}"))?);
+        out.push(name.parse().map_err(|_| invalid(format!("unknown capability {name}")))?);
     }
     out.sort_by_key(|c| c.index());
     Ok(out)
@@ -192,7 +220,7 @@ fn capabilities(set: &Option<oci_spec::runtime::Capabilities>) -> Result<Vec<cap
 
 /// The resource number of an rlimit named as the runtime spec names it
 /// (`RLIMIT_NOFILE`).
-pub fn rlimit_resource(name: &str) -> Option<i32> {
+pub(crate) fn rlimit_resource(name: &str) -> Option<i32> {
     Some(match name {
         "RLIMIT_AS" => libc::RLIMIT_AS,
         "RLIMIT_CORE" => libc::RLIMIT_CORE,
@@ -217,26 +245,25 @@ pub fn rlimit_resource(name: &str) -> Option<i32> {
 /// An OCI seccomp profile as a filter. Calls this architecture does not
 /// have are skipped (as libseccomp does); other architectures' calls are
 /// refused outright (the filter kills them).
-fn seccomp_profile(profile: &oci_spec::runtime::LinuxSeccomp) -> Result<Vec<(u16, u8, u8, u32)>, String> {
+fn seccomp_profile(profile: &oci_spec::runtime::LinuxSeccomp) -> Result<Vec<(u16, u8, u8, u32)>, PlanError> {
     use crate::runtime::seccomp::{ArgCmp, ArgOp, Rule, action, profile_filter, syscall_number};
     let name = |v: serde_json::Result<serde_json::Value>| {
         v.ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()
     };
     if profile.flags().as_ref().is_some_and(|f| !f.is_empty()) || profile.listener_path().is_some() {
-        return Err("config.json: seccomp flags and listenerPath are not supported by this runtime".into());
+        return Err(invalid("seccomp flags and listenerPath are not supported by this runtime"));
     }
     if let Some(archs) = profile.architectures()
         && !archs.is_empty()
         && !archs.iter().any(|a| name(serde_json::to_value(a)) == "SCMP_ARCH_X86_64")
     {
-        return Err("config.json: the seccomp profile does not cover SCMP_ARCH_X86_64".into());
+        return Err(invalid("the seccomp profile does not cover SCMP_ARCH_X86_64"));
     }
-    let default = action(&name(serde_json::to_value(profile.default_action())), profile.default_errno_ret())
-        .map_err(|e| format!("config.json: {e}"))?;
+    let default =
+        action(&name(serde_json::to_value(profile.default_action())), profile.default_errno_ret()).map_err(invalid)?;
     let mut rules = Vec::new();
     for call in profile.syscalls().iter().flatten() {
-        let act = action(&name(serde_json::to_value(call.action())), call.errno_ret())
-            .map_err(|e| format!("config.json: {e}"))?;
+        let act = action(&name(serde_json::to_value(call.action())), call.errno_ret()).map_err(invalid)?;
         let mut args = Vec::new();
         for a in call.args().iter().flatten() {
             let op = match name(serde_json::to_value(a.op())).as_str() {
@@ -247,10 +274,10 @@ fn seccomp_profile(profile: &oci_spec::runtime::LinuxSeccomp) -> Result<Vec<(u16
                 "SCMP_CMP_GT" => ArgOp::Gt,
                 "SCMP_CMP_GE" => ArgOp::Ge,
                 "SCMP_CMP_MASKED_EQ" => ArgOp::MaskedEq,
-                other => return Err(format!("config.json: the seccomp operator {other:?} is not supported")),
+                other => return Err(invalid(format!("the seccomp operator {other:?} is not supported"))),
             };
             let index =
-                u8::try_from(a.index()).map_err(|_| format!("config.json: seccomp argument index {}", a.index()))?;
+                u8::try_from(a.index()).map_err(|_| invalid(format!("seccomp argument index {}", a.index())))?;
             args.push(ArgCmp { index, op, value: a.value(), value_two: a.value_two().unwrap_or(0) });
         }
         for n in call.names() {
@@ -259,27 +286,27 @@ fn seccomp_profile(profile: &oci_spec::runtime::LinuxSeccomp) -> Result<Vec<(u16
             }
         }
     }
-    let program = profile_filter(&rules, default).map_err(|e| format!("config.json: {e}"))?;
+    let program = profile_filter(&rules, default).map_err(invalid)?;
     Ok(program.iter().map(|i| (i.code, i.jt, i.jf, i.k)).collect())
 }
 
 /// Builds the plan of a bundle's spec. The spec is the whole truth: none of
 /// our defaults are added (beyond the devices the runtime spec requires),
 /// and a field we do not support is an error, never silently ignored.
-pub fn from_spec(spec: &Spec, bundle: &Path) -> Result<Plan, String> {
-    let unsupported = |what: &str| Err(format!("config.json: {what} is not supported by this runtime"));
+pub(crate) fn from_spec(spec: &Spec, bundle: &Path) -> Result<Plan, PlanError> {
+    let unsupported = |what: &str| Err(invalid(format!("{what} is not supported by this runtime")));
     let version = spec.version();
     if !(version.starts_with("1.0")
         || version.starts_with("1.1")
         || version.starts_with("1.2")
         || version.starts_with("1.3"))
     {
-        return Err(format!("config.json: ociVersion {version} is not supported (1.0 to 1.3 are)"));
+        return Err(invalid(format!("ociVersion {version} is not supported (1.0 to 1.3 are)")));
     }
     if spec.hooks().is_some() {
         return unsupported("hooks");
     }
-    let process = spec.process().as_ref().ok_or("config.json: no process")?;
+    let process = spec.process().as_ref().ok_or_else(|| invalid("no process"))?;
     if process.terminal().unwrap_or(false) {
         return unsupported("process.terminal = true");
     }
@@ -291,11 +318,11 @@ pub fn from_spec(spec: &Spec, bundle: &Path) -> Result<Plan, String> {
     }
     let args = process.args().clone().unwrap_or_default();
     if args.is_empty() {
-        return Err("config.json: process.args is empty".into());
+        return Err(invalid("process.args is empty"));
     }
-    let root = spec.root().as_ref().ok_or("config.json: no root")?;
+    let root = spec.root().as_ref().ok_or_else(|| invalid("no root"))?;
     let rootfs = if root.path().is_absolute() { root.path().clone() } else { bundle.join(root.path()) };
-    let linux = spec.linux().as_ref().ok_or("config.json: no linux section")?;
+    let linux = spec.linux().as_ref().ok_or_else(|| invalid("no linux section"))?;
     if linux.uid_mappings().as_ref().is_some_and(|m| !m.is_empty())
         || linux.gid_mappings().as_ref().is_some_and(|m| !m.is_empty())
     {
@@ -343,14 +370,14 @@ pub fn from_spec(spec: &Spec, bundle: &Path) -> Result<Plan, String> {
     }
     let hostname = spec.hostname().clone().filter(|h| !h.is_empty());
     if hostname.is_some() && !clone_flags.contains(CloneFlags::CLONE_NEWUTS) {
-        return Err("config.json: hostname needs a UTS namespace".into());
+        return Err(invalid("hostname needs a UTS namespace"));
     }
 
     let mut mounts = Vec::new();
     for m in spec.mounts().iter().flatten() {
         let destination = m.destination().to_string_lossy().into_owned();
         if !destination.starts_with('/') {
-            return Err(format!("config.json: mount destination {destination:?} is not absolute"));
+            return Err(invalid(format!("mount destination {destination:?} is not absolute")));
         }
         let options = m.options().clone().unwrap_or_default();
         let (flags, propagation, data, bind_opt) = parse_mount_options(&options);
@@ -399,7 +426,7 @@ pub fn from_spec(spec: &Spec, bundle: &Path) -> Result<Plan, String> {
     for r in process.rlimits().iter().flatten() {
         let name = r.typ().to_string();
         let name = if name.starts_with("RLIMIT_") { name } else { format!("RLIMIT_{}", name.to_uppercase()) };
-        let res = rlimit_resource(&name).ok_or_else(|| format!("config.json: unknown rlimit {name}"))?;
+        let res = rlimit_resource(&name).ok_or_else(|| invalid(format!("unknown rlimit {name}")))?;
         rlimits.push((res, r.soft(), r.hard()));
     }
 
@@ -420,7 +447,7 @@ pub fn from_spec(spec: &Spec, bundle: &Path) -> Result<Plan, String> {
     let user = process.user();
     let cwd = process.cwd().to_string_lossy().into_owned();
     if !cwd.starts_with('/') {
-        return Err(format!("config.json: process.cwd {cwd:?} is not absolute"));
+        return Err(invalid(format!("process.cwd {cwd:?} is not absolute")));
     }
     Ok(Plan {
         rootfs,
@@ -450,6 +477,42 @@ pub fn from_spec(spec: &Spec, bundle: &Path) -> Result<Plan, String> {
         network: None,
         join_network,
     })
+}
+
+impl Plan {
+    /// The plan of `spec`, whose relative paths resolve in `dir`. The spec
+    /// is the whole truth: none of our defaults are added (beyond the
+    /// devices the runtime spec requires), and a field we do not support is
+    /// an error, never silently ignored.
+    pub fn from_spec(spec: &Spec, dir: &Path) -> Result<Plan, PlanError> {
+        from_spec(spec, dir)
+    }
+
+    /// The root filesystem as an overlay of `layers` (lowest first) under
+    /// the writable `upper` (with overlayfs' `work` beside it).
+    pub fn with_overlay(mut self, layers: Vec<PathBuf>, upper: PathBuf, work: PathBuf) -> Plan {
+        self.overlay = Some(OverlayPlan { layers, upper, work });
+        self
+    }
+
+    /// The default seccomp filter, derived from the process's capabilities.
+    pub fn with_default_seccomp(mut self) -> Plan {
+        let caps: Vec<String> =
+            self.process.caps.iter().flat_map(|c| c.bounding.iter().map(|b| b.to_string())).collect();
+        self.process.seccomp = Some(default_filter(&caps).iter().map(|i| (i.code, i.jt, i.jf, i.k)).collect());
+        self
+    }
+
+    /// The interface the caller puts in the container's network namespace
+    /// before it lets the container run, configured by the container's init.
+    pub fn set_network(&mut self, network: Option<crate::runtime::network::NetPlan>) {
+        self.network = network;
+    }
+
+    /// The address the container will have on the network, if any.
+    pub fn address(&self) -> Option<std::net::Ipv4Addr> {
+        self.network.as_ref().map(|n| n.address)
+    }
 }
 
 #[cfg(test)]
@@ -513,10 +576,10 @@ mod tests {
             (r#", "personality": {"domain": "LINUX32"}"#, "personality"),
         ] {
             let spec: Spec = serde_json::from_str(&base.replace("EXTRA", extra)).unwrap();
-            let err = from_spec(&spec, Path::new("/b")).unwrap_err();
+            let err = from_spec(&spec, Path::new("/b")).unwrap_err().to_string();
             assert!(err.contains(what) && err.contains("not supported"), "{what}: {err}");
         }
         let spec: Spec = serde_json::from_str(&base.replace("EXTRA", "").replace("1.0.2", "2.0.0")).unwrap();
-        assert!(from_spec(&spec, Path::new("/b")).unwrap_err().contains("ociVersion"));
+        assert!(from_spec(&spec, Path::new("/b")).unwrap_err().to_string().contains("ociVersion"));
     }
 }

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::RuntimeError;
 use super::plan::{CapsPlan, ProcessPlan};
 use crate::runtime::cgroups::Cgroup;
 
@@ -41,12 +42,12 @@ fn names(v: &[caps::Capability]) -> Vec<String> {
     v.iter().map(|c| c.to_string()).collect()
 }
 
-fn parse(v: &[String]) -> Result<Vec<caps::Capability>, String> {
-    v.iter().map(|c| c.parse().map_err(|_| format!("unknown capability {c}"))).collect()
+fn parse(v: &[String]) -> Result<Vec<caps::Capability>, RuntimeError> {
+    v.iter().map(|c| c.parse().map_err(|_| RuntimeError::Capability(c.clone()))).collect()
 }
 
 impl ProcessState {
-    pub fn of(p: &ProcessPlan) -> ProcessState {
+    pub(crate) fn of(p: &ProcessPlan) -> ProcessState {
         ProcessState {
             uid: p.uid,
             gid: p.gid,
@@ -62,7 +63,7 @@ impl ProcessState {
     }
 
     /// The plan of a process running `args` like the container's own.
-    pub fn plan(&self, args: Vec<String>) -> Result<ProcessPlan, String> {
+    pub(crate) fn plan(&self, args: Vec<String>) -> Result<ProcessPlan, RuntimeError> {
         let caps = match &self.caps {
             None => None,
             Some([b, e, p, i, a]) => Some(CapsPlan {
@@ -109,13 +110,13 @@ impl ContainerState {
         std::fs::rename(tmp, path)
     }
 
-    pub fn load(run_dir: &Path, name: &str) -> Result<ContainerState, String> {
+    pub fn load(run_dir: &Path, name: &str) -> Result<ContainerState, RuntimeError> {
         let path = Self::path(run_dir, name);
         let bytes = std::fs::read(&path).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => format!("container {name:?} is not running"),
-            _ => format!("{}: {e}", path.display()),
+            std::io::ErrorKind::NotFound => RuntimeError::NotRunning(name.to_string()),
+            _ => RuntimeError::io("read", &path, e),
         })?;
-        serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", path.display()))
+        serde_json::from_slice(&bytes).map_err(|source| RuntimeError::Record { path, source })
     }
 
     pub fn remove(run_dir: &Path, name: &str) {
@@ -163,7 +164,7 @@ mod tests {
         assert!(loaded.alive());
         assert_eq!(loaded.process.plan(vec!["sh".into()]).unwrap(), p);
         ContainerState::remove(dir.path(), "web");
-        assert!(ContainerState::load(dir.path(), "web").unwrap_err().contains("not running"));
+        assert!(ContainerState::load(dir.path(), "web").unwrap_err().to_string().contains("not running"));
     }
 }
 
@@ -187,15 +188,13 @@ pub fn clean_up(run_dir: &Path) -> Cleaned {
             continue;
         }
         if let Ok(state) = ContainerState::load(run_dir, &name) {
-            let cgroup = &state.cgroup;
-            let _ = cgroup.kill_all();
-            if state.alive() {
+            let alive = state.alive();
+            let container = super::Container::recorded(run_dir, state);
+            if alive {
                 // Not in its cgroup any more, or no cgroup: kill it directly.
-                // SAFETY: kill(2) of the recorded, verified first process.
-                unsafe { libc::kill(state.pid, libc::SIGKILL) };
+                let _ = container.signal(nix::sys::signal::Signal::SIGKILL);
             }
-            let _ = cgroup.remove(std::time::Duration::from_secs(5));
-            let _ = std::fs::remove_dir_all(&state.dir);
+            let _ = container.destroy();
         }
         ContainerState::remove(run_dir, &name);
         cleaned.containers.push(name);

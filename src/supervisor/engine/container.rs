@@ -52,18 +52,20 @@ pub(super) async fn run(
         false => None,
     };
     let notify_dir = notify.as_ref().map(|(dir, _)| dir.clone());
-    let (n, t, e) = (name.clone(), tx.clone(), env.clone());
     let join = join.map(|j| starter::Join { pid: j.pid, address: j.address });
-    let result = tokio::task::spawn_blocking(move || {
-        let phase = |phase| {
-            let _ = t.send(Event::Phase { name: n.clone(), generation, phase });
-        };
-        starter::start(&e, &unit, notify_dir.as_deref(), join, &|| phase(StartPhase::Pulling), &|| {
-            phase(StartPhase::Starting)
-        })
-    })
-    .await
-    .unwrap_or_else(|e| Err(format!("start task failed: {e}")));
+    let phase = {
+        let (name, tx) = (name.clone(), tx.clone());
+        move |phase| {
+            let _ = tx.send(Event::Phase { name: name.clone(), generation, phase });
+        }
+    };
+    let pulling = {
+        let phase = phase.clone();
+        move || phase(StartPhase::Pulling)
+    };
+    let result = starter::start(env.clone(), unit, notify_dir, join, pulling, move || phase(StartPhase::Starting))
+        .await
+        .map_err(|e| e.to_string());
     // The next start may go; this task goes on to wait for the exit.
     drop(permit);
     let started = match result {
@@ -76,8 +78,7 @@ pub(super) async fn run(
         }
     };
     let starter::Started {
-        pid,
-        cgroup,
+        container,
         stop_signal,
         image_digest,
         image_health,
@@ -88,6 +89,7 @@ pub(super) async fn run(
         address,
         ports,
     } = started;
+    let (pid, cgroup) = (container.pid(), container.cgroup().clone());
     let notify_task = notify.as_ref().map(|(_, socket)| {
         let (tx, name, socket) = (tx.clone(), name.clone(), socket.clone());
         tokio::spawn(async move {
@@ -113,9 +115,7 @@ pub(super) async fn run(
     let _ = tx.send(Event::Started { name: name.clone(), generation, outcome: StartOutcome::Running(started) });
     // The exit, then nothing of the container left.
     let status = exit.await.unwrap_or(Exit::Signal(libc::SIGKILL));
-    let n = name.clone();
-    let oom =
-        tokio::task::spawn_blocking(move || starter::finish(&env, &n, &cgroup, veth.as_deref())).await.unwrap_or(false);
+    let oom = starter::finish(&env, container, veth.as_deref()).await;
     if let Some((dir, _)) = &notify {
         notify::remove(dir);
     }

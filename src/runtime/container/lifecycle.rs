@@ -1,0 +1,263 @@
+//! One container's life, the same for every caller: its cgroup (made and
+//! limited), its first process (cloned here, or by the spawn helper for a
+//! multi-threaded caller), its state record; then signals, live limits and
+//! usage while it runs; and at the end, whether the OOM killer struck and
+//! the removal of everything (processes, cgroup, directory, record).
+
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
+
+use super::RuntimeError;
+use super::helper::{Client, Request};
+use super::plan::Plan;
+use super::process::{Woke, pidfd, wait_exit, wait_or_kill, watch};
+use super::spawn::{Options, Output, Stdio, spawn};
+use super::state::{ContainerState, ProcessState, start_time};
+use crate::runtime::cgroups::{Cgroup, Manager, Resources, Usage};
+
+/// How long removal waits for the kernel to let go of a cgroup.
+const REMOVE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Where a container lives and what bounds it.
+pub struct Setup<'a> {
+    /// Its name: its cgroup's and its state record's.
+    pub name: &'a str,
+    /// Where its cgroup is made.
+    pub cgroups: &'a Manager,
+    pub resources: &'a Resources,
+    /// The run directory that gets its state record (for `exec`, and for
+    /// the cleanup after a supervisor that died); none: no record.
+    pub run_dir: Option<&'a Path>,
+    /// Its own directory (writable layer, mount point), removed with it.
+    pub dir: Option<&'a Path>,
+}
+
+/// What is removed with the container.
+struct Parts {
+    name: String,
+    cgroup: Cgroup,
+    run_dir: Option<PathBuf>,
+    dir: Option<PathBuf>,
+}
+
+impl Parts {
+    fn new(setup: &Setup) -> Result<Parts, RuntimeError> {
+        let cgroup = setup.cgroups.create(setup.name)?;
+        let parts = Parts {
+            name: setup.name.to_string(),
+            cgroup,
+            run_dir: setup.run_dir.map(Path::to_path_buf),
+            dir: setup.dir.map(Path::to_path_buf),
+        };
+        if let Err(e) = parts.cgroup.set(setup.resources) {
+            parts.remove();
+            return Err(e.into());
+        }
+        Ok(parts)
+    }
+
+    fn record(&self, pid: Pid, process: ProcessState) {
+        let Some(run_dir) = &self.run_dir else { return };
+        let state = ContainerState {
+            name: self.name.clone(),
+            pid: pid.as_raw(),
+            start_time: start_time(pid.as_raw()).unwrap_or(0),
+            cgroup: self.cgroup.clone(),
+            dir: self.dir.clone().unwrap_or_default(),
+            process,
+        };
+        if let Err(e) = state.save(run_dir) {
+            tracing::warn!("{}: cannot record the container's state: {e}", self.name);
+        }
+    }
+
+    /// Everything goes; the first failure is returned, after the rest.
+    fn remove(&self) -> Option<RuntimeError> {
+        // The pid namespace's init is gone, so the kernel killed the rest;
+        // make sure of it (or stop it, when it never ran).
+        let _ = self.cgroup.kill_all();
+        let mut error = self.cgroup.remove(REMOVE_TIMEOUT).err().map(RuntimeError::Cgroup);
+        if let Some(dir) = &self.dir {
+            match std::fs::remove_dir_all(dir) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    error = error.or(Some(RuntimeError::io("remove", dir, e)));
+                }
+                _ => {}
+            }
+        }
+        if let Some(run_dir) = &self.run_dir {
+            ContainerState::remove(run_dir, &self.name);
+        }
+        error
+    }
+}
+
+/// A created container: its first process runs its program.
+pub struct Container {
+    parts: Parts,
+    pid: Pid,
+}
+
+/// What [`Container::destroy`] found and did.
+#[derive(Debug)]
+pub struct Destroyed {
+    /// The kernel's OOM killer killed a process of the container.
+    pub oom_killed: bool,
+    /// Something could not be removed.
+    pub error: Option<RuntimeError>,
+}
+
+/// A container made by the spawn helper, in its cgroup, that has not run
+/// yet: the caller registers its pid (with its reaper) and puts its network
+/// interface in place, then lets it go.
+pub struct Pending {
+    parts: Parts,
+    pid: Pid,
+    client: Client,
+    process: ProcessState,
+}
+
+impl Container {
+    /// Creates the container from this process, which must be
+    /// single-threaded (a foreground `runtime` command). Returns once its
+    /// program runs; with [`Stdio::Pipes`], its output.
+    pub fn create(setup: &Setup, plan: &Plan, stdio: Stdio) -> Result<(Container, Option<Output>), RuntimeError> {
+        let parts = Parts::new(setup)?;
+        match spawn(plan, &parts.cgroup, stdio, &Options::default()) {
+            Ok((pid, output)) => {
+                // No record, no copy of the process (the bundle's hot path).
+                if parts.run_dir.is_some() {
+                    parts.record(pid, ProcessState::of(&plan.process));
+                }
+                Ok((Container { parts, pid }, output))
+            }
+            Err(e) => {
+                parts.remove();
+                Err(e)
+            }
+        }
+    }
+
+    /// Creates the container through the spawn helper `helper` (our own
+    /// binary, `runtime spawn`), for a multi-threaded caller: the container
+    /// becomes the caller's child, with `stdout` and `stderr` as its
+    /// output. It waits for [`Pending::go`].
+    pub fn spawn_by_helper(
+        setup: &Setup,
+        plan: &Plan,
+        helper: &Path,
+        stdout: OwnedFd,
+        stderr: OwnedFd,
+    ) -> Result<Pending, RuntimeError> {
+        let parts = Parts::new(setup)?;
+        let request = Request { plan: plan.clone(), cgroup: parts.cgroup.clone() };
+        match Client::start(helper, &request, stdout, stderr) {
+            Ok((client, pid)) => Ok(Pending { parts, pid, client, process: ProcessState::of(&plan.process) }),
+            Err(e) => {
+                parts.remove();
+                Err(e)
+            }
+        }
+    }
+
+    /// The container a state record in `run_dir` describes (left by a
+    /// supervisor that died), to be destroyed like any other.
+    pub(crate) fn recorded(run_dir: &Path, state: ContainerState) -> Container {
+        let dir = Some(state.dir).filter(|d| !d.as_os_str().is_empty());
+        let parts = Parts { name: state.name, cgroup: state.cgroup, run_dir: Some(run_dir.to_path_buf()), dir };
+        Container { parts, pid: Pid::from_raw(state.pid) }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.parts.name
+    }
+
+    /// Its first process.
+    pub fn pid(&self) -> i32 {
+        self.pid.as_raw()
+    }
+
+    pub fn cgroup(&self) -> &Cgroup {
+        &self.parts.cgroup
+    }
+
+    /// Sends `signal` to its first process.
+    pub fn signal(&self, signal: Signal) -> Result<(), RuntimeError> {
+        nix::sys::signal::kill(self.pid, signal).map_err(|e| RuntimeError::sys("kill", e))
+    }
+
+    /// SIGKILL to every process of it.
+    pub fn kill_all(&self) -> Result<(), RuntimeError> {
+        Ok(self.parts.cgroup.kill_all()?)
+    }
+
+    /// Applies new limits while it runs.
+    pub fn set(&self, resources: &Resources) -> Result<(), RuntimeError> {
+        Ok(self.parts.cgroup.set(resources)?)
+    }
+
+    pub fn usage(&self) -> Usage {
+        self.parts.cgroup.usage()
+    }
+
+    /// Waits for its first process to end (made by [`Container::create`]:
+    /// our child); its exit code, or 128 + the signal that ended it.
+    pub fn wait(&self) -> Result<i32, RuntimeError> {
+        wait_exit(self.pid)
+    }
+
+    /// [`Container::wait`], with stop escalation: once `stop_requested`
+    /// becomes readable (its stop signal went to it), it has `timeout` to
+    /// end before every process of it is killed.
+    pub fn wait_stopping(&self, stop_requested: BorrowedFd, timeout: Duration) -> Result<i32, RuntimeError> {
+        let fd = pidfd(self.pid)?;
+        if watch(fd.as_fd(), Some(stop_requested), None) == Woke::Other {
+            let kill = || {
+                let _ = self.kill_all();
+            };
+            return Ok(wait_or_kill(self.pid, timeout, kill)?.0);
+        }
+        wait_exit(self.pid)
+    }
+
+    /// After its first process ended: whether the OOM killer struck, then
+    /// nothing of it left.
+    pub fn destroy(self) -> Destroyed {
+        let oom_killed = self.parts.cgroup.oom_kills() > 0;
+        let error = self.parts.remove();
+        Destroyed { oom_killed, error }
+    }
+}
+
+impl Pending {
+    pub fn pid(&self) -> i32 {
+        self.pid.as_raw()
+    }
+
+    /// Lets it run; returns once its program runs.
+    pub fn go(self) -> Result<Container, RuntimeError> {
+        let Pending { parts, pid, client, process } = self;
+        match client.go() {
+            Ok(()) => {
+                parts.record(pid, process);
+                Ok(Container { parts, pid })
+            }
+            Err(e) => {
+                parts.remove();
+                Err(e)
+            }
+        }
+    }
+
+    /// It must not run: the helper kills it (it sees the caller go away),
+    /// and everything of it is removed.
+    pub fn abort(self) {
+        let Pending { parts, client, .. } = self;
+        drop(client);
+        parts.remove();
+    }
+}

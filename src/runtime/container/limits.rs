@@ -1,0 +1,85 @@
+//! The cgroup limits a spec asks for, and our own rlimits (which no
+//! container may exceed).
+
+use oci_spec::runtime::{LinuxDeviceType, Spec};
+
+use super::plan::{Plan, PlanError, rlimit_resource};
+use crate::runtime::cgroups::{DeviceRule, Resources};
+
+impl Plan {
+    /// The cgroup limits of `spec` (the one this plan was built from); the
+    /// ones we cannot apply are errors.
+    pub fn resources(&self, spec: &Spec) -> Result<Resources, PlanError> {
+        let unsupported = |w: &str| Err(PlanError::Unsupported { what: format!("linux.resources.{w}") });
+        let mut r = Resources::default();
+        let Some(res) = spec.linux().as_ref().and_then(|l| l.resources().as_ref()) else { return Ok(r) };
+        if res.block_io().is_some()
+            || res.hugepage_limits().as_ref().is_some_and(|h| !h.is_empty())
+            || res.network().is_some()
+            || res.rdma().is_some()
+        {
+            return unsupported("blockIO, hugepageLimits, network or rdma");
+        }
+        if res.unified().as_ref().is_some_and(|u| !u.is_empty()) {
+            return unsupported("unified");
+        }
+        if let Some(m) = res.memory() {
+            r.memory = m.limit().filter(|l| *l > 0).map(|l| l as u64);
+            if m.swap().is_some_and(|s| s > 0 && Some(s) != m.limit()) {
+                return unsupported("memory.swap (other than equal to the limit)");
+            }
+        }
+        if let Some(c) = res.cpu() {
+            r.cpu_quota = c.quota().filter(|q| *q > 0).map(|q| q as u64);
+            r.cpu_period = c.period();
+            if c.cpus().is_some() || c.mems().is_some() || c.realtime_runtime().is_some() {
+                return unsupported("cpu.cpus, cpu.mems or realtime");
+            }
+        }
+        if let Some(p) = res.pids() {
+            r.pids = (p.limit() > 0).then_some(p.limit() as u64);
+        }
+        if let Some(devices) = res.devices() {
+            let mut rules = Vec::new();
+            for d in devices {
+                let kind = match d.typ() {
+                    None | Some(LinuxDeviceType::A) => 'a',
+                    Some(LinuxDeviceType::B) => 'b',
+                    Some(_) => 'c',
+                };
+                rules.push(DeviceRule {
+                    allow: d.allow(),
+                    kind,
+                    major: d.major().map(|m| m as u64),
+                    minor: d.minor().map(|m| m as u64),
+                    access: d.access().clone().unwrap_or_else(|| "rwm".into()),
+                });
+            }
+            // The devices every container has stay usable, and its pty.
+            for dev in &self.devices {
+                rules.push(DeviceRule {
+                    allow: true,
+                    kind: dev.kind,
+                    major: Some(dev.major),
+                    minor: Some(dev.minor),
+                    access: "rwm".into(),
+                });
+            }
+            rules.push(DeviceRule { allow: true, kind: 'c', major: Some(136), minor: None, access: "rwm".into() });
+            rules.push(DeviceRule { allow: true, kind: 'c', major: Some(5), minor: Some(2), access: "rwm".into() });
+            r.devices = Some(rules);
+        }
+        Ok(r)
+    }
+}
+
+/// Our own hard limit of the rlimit named as the runtime spec names it
+/// (`RLIMIT_NOFILE`); none when unlimited or unknown.
+pub fn hard_limit(name: &str) -> Option<u64> {
+    let resource = rlimit_resource(name)?;
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit(2) writes one rlimit struct that we own and that
+    // lives across the call.
+    let ok = unsafe { libc::getrlimit(resource as _, &mut lim) } == 0;
+    (ok && lim.rlim_max != libc::RLIM_INFINITY).then_some(lim.rlim_max)
+}

@@ -1,0 +1,155 @@
+//! The raw edge of process creation, shared by the container's first
+//! process and `exec`: a fork-like `clone` whose child reports, on a
+//! close-on-exec pipe, why it could not execute its program (end-of-file
+//! means it did); waiting for a process, with or without a deadline.
+//!
+//! Cloning copies only the calling thread: callers run in a process with no
+//! other threads.
+
+use std::io::Read;
+use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::signal::{Signal, kill};
+use nix::sys::wait::{WaitStatus, waitpid};
+use nix::unistd::{Pid, pipe2};
+
+use super::InitError;
+use super::RuntimeError;
+
+/// A cloned child that has not yet reported whether its program runs.
+pub(crate) struct Cloned {
+    pub(crate) pid: Pid,
+    report: OwnedFd,
+}
+
+/// Clones a child (`flags`: namespaces and `CLONE_*` options; SIGCHLD is
+/// added) that runs `child`, which returns only with the reason its program
+/// could not be executed.
+pub(crate) fn clone_reporting(flags: libc::c_ulong, child: impl FnOnce() -> InitError) -> Result<Cloned, RuntimeError> {
+    let (report_r, report_w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| RuntimeError::sys("pipe", e))?;
+    // SAFETY: a raw clone without a new stack behaves like fork(2); every
+    // caller is single-threaded (checked by them), so the child's copy of
+    // the heap and of every lock is consistent.
+    let rc = unsafe {
+        libc::syscall(libc::SYS_clone, flags | libc::SIGCHLD as libc::c_ulong, 0usize, 0usize, 0usize, 0usize)
+    };
+    if rc < 0 {
+        return Err(RuntimeError::sys("clone", Errno::last()));
+    }
+    if rc == 0 {
+        drop(report_r);
+        let error = child();
+        let bytes = serde_json::to_vec(&error).unwrap_or_default();
+        let _ = nix::unistd::write(report_w.as_fd(), &bytes);
+        // SAFETY: _exit(2) ends the child at once, without running the
+        // parent's atexit handlers or destructors on state it copied.
+        unsafe { libc::_exit(127) };
+    }
+    drop(report_w);
+    Ok(Cloned { pid: Pid::from_raw(rc as i32), report: report_r })
+}
+
+impl Cloned {
+    /// Waits until the child has executed its program, or reaps it and
+    /// returns why it could not.
+    pub(crate) fn executed(self) -> Result<Pid, RuntimeError> {
+        let mut bytes = Vec::new();
+        let _ = std::fs::File::from(self.report).read_to_end(&mut bytes);
+        if bytes.is_empty() {
+            return Ok(self.pid);
+        }
+        let _ = waitpid(self.pid, None);
+        Err(RuntimeError::Start(serde_json::from_slice(&bytes).unwrap_or(InitError::Abandoned)))
+    }
+
+    /// Kills and reaps the child: it must not run.
+    pub(crate) fn abort(self) {
+        let _ = kill(self.pid, Signal::SIGKILL);
+        let _ = waitpid(self.pid, None);
+    }
+}
+
+/// Waits for our child `pid`; its exit code, or 128 + the signal that
+/// killed it.
+pub(crate) fn wait_exit(pid: Pid) -> Result<i32, RuntimeError> {
+    loop {
+        match waitpid(pid, None) {
+            Ok(WaitStatus::Exited(_, code)) => return Ok(code),
+            Ok(WaitStatus::Signaled(_, sig, _)) => return Ok(128 + sig as i32),
+            Ok(_) | Err(Errno::EINTR) => continue,
+            Err(e) => return Err(RuntimeError::sys("wait for the container", e)),
+        }
+    }
+}
+
+/// A descriptor that becomes readable when `pid` ends.
+pub(crate) fn pidfd(pid: Pid) -> Result<OwnedFd, RuntimeError> {
+    // SAFETY: pidfd_open(2) takes two integers and returns a new descriptor
+    // or -1; nothing else is touched.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0) };
+    if fd < 0 {
+        return Err(RuntimeError::sys("pidfd_open", Errno::last()));
+    }
+    // SAFETY: the kernel just gave us this descriptor; nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// What ended a [`watch`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Woke {
+    Exited,
+    Other,
+    TimedOut,
+}
+
+/// Waits until the process of `pidfd` ends, `other` becomes readable, or
+/// `deadline` passes.
+pub(crate) fn watch(pidfd: BorrowedFd, other: Option<BorrowedFd>, deadline: Option<Instant>) -> Woke {
+    loop {
+        let timeout = match deadline {
+            None => PollTimeout::NONE,
+            Some(d) => {
+                let left = d.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Woke::TimedOut;
+                }
+                PollTimeout::try_from(left.as_millis().clamp(1, i32::MAX as u128) as i32).unwrap_or(PollTimeout::MAX)
+            }
+        };
+        let mut fds = vec![PollFd::new(pidfd, PollFlags::POLLIN)];
+        if let Some(o) = other {
+            fds.push(PollFd::new(o, PollFlags::POLLIN));
+        }
+        match poll(&mut fds, timeout) {
+            Ok(0) => continue,
+            Ok(_) => {
+                let ready = |f: &PollFd| f.revents().is_some_and(|r| !r.is_empty());
+                if ready(&fds[0]) {
+                    return Woke::Exited;
+                }
+                return Woke::Other;
+            }
+            Err(Errno::EINTR) => continue,
+            // A descriptor we cannot poll: waiting is all that is left.
+            Err(_) => return Woke::Exited,
+        }
+    }
+}
+
+/// Stop escalation, the one way: `pid` has been asked to stop; wait up to
+/// `timeout` for it to end, else `kill` (SIGKILL to all of it), then reap
+/// it. Its status, and whether it had to be killed.
+pub(crate) fn wait_or_kill(pid: Pid, timeout: Duration, kill: impl FnOnce()) -> Result<(i32, bool), RuntimeError> {
+    let killed = match pidfd(pid) {
+        Ok(fd) => watch(fd.as_fd(), None, Some(Instant::now() + timeout)) == Woke::TimedOut,
+        Err(_) => true,
+    };
+    if killed {
+        kill();
+    }
+    Ok((wait_exit(pid)?, killed))
+}
