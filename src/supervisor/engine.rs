@@ -868,7 +868,7 @@ impl Engine {
                 true => match notify::bind(&env.run_dir, &name) {
                     Ok(n) => Some(n),
                     Err(e) => {
-                        let _ = tx.send(Event::Started { name, generation, result: Err(e) });
+                        let _ = tx.send(Event::Started { name, generation, result: Err(e.to_string()) });
                         return;
                     }
                 },

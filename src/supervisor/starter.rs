@@ -97,7 +97,8 @@ pub fn start(
     let mut ports = Vec::new();
     if let Some(b) = bridge {
         let publish = publishes(unit)?;
-        let (plan, described) = tokio::runtime::Handle::current().block_on(b.reserve(name, &publish))?;
+        let (plan, described) =
+            tokio::runtime::Handle::current().block_on(b.reserve(name, &publish)).map_err(|e| e.to_string())?;
         prepared.request.network = Some(plan);
         ports = described;
     }
@@ -208,7 +209,9 @@ fn spawn(
     // On the bridge before it runs: its interface is there for its init
     // to configure.
     if let (Some((b, aliases)), Some(plan)) = (bridge, &request.network) {
-        let attached = tokio::runtime::Handle::current().block_on(b.attach(name, aliases, pid as u32, plan))?;
+        let attached = tokio::runtime::Handle::current()
+            .block_on(b.attach(name, aliases, pid as u32, plan))
+            .map_err(|e| e.to_string())?;
         *veth = Some(attached);
     }
     let mut go = serde_json::to_vec(&Go { go: true }).map_err(|e| e.to_string())?;

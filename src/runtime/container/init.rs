@@ -140,7 +140,7 @@ pub fn process(p: &ProcessPlan) -> Result<Never> {
     let filter: Option<Vec<libc::sock_filter>> =
         p.seccomp.as_ref().map(|f| f.iter().map(|&(code, jt, jf, k)| libc::sock_filter { code, jt, jf, k }).collect());
     if let (Some(f), false) = (&filter, p.no_new_privileges) {
-        crate::runtime::seccomp::install(f)?;
+        crate::runtime::seccomp::install(f).map_err(|e| e.to_string())?;
     }
     set_user_and_caps(p)?;
     if p.no_new_privileges {
@@ -149,7 +149,7 @@ pub fn process(p: &ProcessPlan) -> Result<Never> {
             return Err(format!("set no_new_privs: {}", std::io::Error::last_os_error()));
         }
         if let Some(f) = &filter {
-            crate::runtime::seccomp::install(f)?;
+            crate::runtime::seccomp::install(f).map_err(|e| e.to_string())?;
         }
     }
     chdir(p.cwd.as_str()).map_err(err(format!("chdir to the working directory {:?}", p.cwd)))?;
