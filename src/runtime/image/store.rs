@@ -22,11 +22,10 @@
 
 use std::collections::BTreeSet;
 use std::fs::{self, File};
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use nix::errno::Errno;
-use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 
 use super::config::ImageConfig;
@@ -74,22 +73,24 @@ pub struct Removed {
 }
 
 /// A held `flock`; released when dropped.
-pub struct Lock(#[allow(dead_code)] Flock<File>);
+pub struct Lock(#[allow(dead_code)] File);
 
 fn flock(path: &Path, exclusive: bool) -> Result<Lock> {
-    let mut file = File::options()
+    let file = File::options()
         .create(true)
         .truncate(false)
         .write(true)
         .open(path)
         .map_err(ImageError::io("open lock", path))?;
-    let op = if exclusive { FlockArg::LockExclusive } else { FlockArg::LockShared };
+    let op = if exclusive { libc::LOCK_EX } else { libc::LOCK_SH };
     loop {
-        // Blocks until granted.
-        match Flock::lock(file, op) {
-            Ok(lock) => return Ok(Lock(lock)),
-            Err((again, Errno::EINTR)) => file = again,
-            Err((_, e)) => return Err(ImageError::io("lock", path)(e.into())),
+        // SAFETY: flock on a descriptor we own; blocks until granted.
+        if unsafe { libc::flock(file.as_raw_fd(), op) } == 0 {
+            return Ok(Lock(file));
+        }
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::Interrupted {
+            return Err(ImageError::io("lock", path)(e));
         }
     }
 }
