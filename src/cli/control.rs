@@ -336,9 +336,7 @@ pub fn exec(client: &Client, unit: &str, interactive: bool, tty: bool, command: 
     if !interactive && !tty {
         // Without -i the command gets no input, as with docker exec.
         if let Ok(null) = std::fs::File::open("/dev/null") {
-            use std::os::fd::AsRawFd;
-            // SAFETY: dup2 of a descriptor we hold onto stdin.
-            unsafe { libc::dup2(null.as_raw_fd(), 0) };
+            let _ = nix::unistd::dup2_stdin(&null);
         }
     }
     let run_dir = super::client::run_dir(&client.socket);

@@ -5,11 +5,12 @@
 //! other. (`setns` changes only the calling thread; the dedicated thread
 //! keeps tokio's threads out of it.)
 
-use std::os::fd::{AsFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::mpsc;
 
 use nix::fcntl::{OFlag, open};
 use nix::sched::{CloneFlags, setns};
+use nix::sys::socket::{AddressFamily, SockFlag, SockType, socket};
 use nix::sys::stat::Mode;
 use tokio::sync::oneshot;
 
@@ -58,15 +59,9 @@ fn make(home: &OwnedFd, pid: i32, v6: bool) -> (Result<OwnedFd, String>, bool) {
     if let Err(e) = setns(theirs.as_fd(), CloneFlags::CLONE_NEWNET) {
         return (Err(format!("enter the container's network: {e}")), true);
     }
-    let family = if v6 { libc::AF_INET6 } else { libc::AF_INET };
-    // SAFETY: socket(2) with constant arguments; the result is checked.
-    let fd = unsafe { libc::socket(family, libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC, 0) };
-    let err = std::io::Error::last_os_error();
+    let family = if v6 { AddressFamily::Inet6 } else { AddressFamily::Inet };
+    let fd = socket(family, SockType::Stream, SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC, None);
     // Back home before anything else, whatever happened.
     let home_again = setns(home.as_fd(), CloneFlags::CLONE_NEWNET).is_ok();
-    if fd < 0 {
-        return (Err(format!("socket: {err}")), home_again);
-    }
-    // SAFETY: `fd` is a new descriptor nothing else owns.
-    (Ok(unsafe { OwnedFd::from_raw_fd(fd) }), home_again)
+    (fd.map_err(|e| format!("socket: {e}")), home_again)
 }

@@ -209,8 +209,8 @@ async fn exec(env: &Env, target: &Target<'_>, argv: &[String], timeout: Duration
         Ok(Ok(e)) => Some(e),
         Ok(Err(_)) => None,
         Err(_) => {
-            // SAFETY: kill(2) of our child, not yet reaped (we hold its watch).
-            unsafe { libc::kill(pid, libc::SIGKILL) };
+            // Our child, not yet reaped: we hold its watch.
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
             let _ = exit.await;
             None
         }

@@ -10,3 +10,4 @@ pub mod image;
 pub mod network;
 pub mod reaper;
 pub mod seccomp;
+pub mod sys;

@@ -53,10 +53,27 @@ pub struct Uplink {
     pub gateway: Option<std::net::Ipv4Addr>,
 }
 
+/// What is wrong with the configuration file.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}:{line}:{column}: {message}", path.display())]
+    Parse { path: PathBuf, line: usize, column: usize, message: String },
+    #[error("uplink.address: {0:?} is not ADDRESS/PREFIX (like 10.0.2.15/24)")]
+    UplinkAddress(String),
+    #[error("socket_group: no group named {0:?}")]
+    NoGroup(String),
+}
+
 impl Uplink {
     /// The address and prefix length.
-    pub fn address(&self) -> Result<(std::net::Ipv4Addr, u8), String> {
-        let bad = || format!("uplink.address: {:?} is not ADDRESS/PREFIX (like 10.0.2.15/24)", self.address);
+    pub fn address(&self) -> Result<(std::net::Ipv4Addr, u8), ConfigError> {
+        let bad = || ConfigError::UplinkAddress(self.address.clone());
         let (a, p) = self.address.split_once('/').ok_or_else(bad)?;
         let prefix: u8 = p.parse().ok().filter(|p| *p <= 32).ok_or_else(bad)?;
         Ok((a.parse().map_err(|_| bad())?, prefix))
@@ -72,27 +89,27 @@ pub struct Network {
 
 impl Config {
     /// Reads `path`; `explicit` when the operator named it.
-    pub fn load(path: &Path, explicit: bool) -> Result<Config, String> {
+    pub fn load(path: &Path, explicit: bool) -> Result<Config, ConfigError> {
         let text = match std::fs::read_to_string(path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => return Ok(Config::default()),
-            Err(e) => return Err(format!("{}: {e}", path.display())),
+            Err(source) => return Err(ConfigError::Read { path: path.to_path_buf(), source }),
         };
         toml::from_str(&text).map_err(|e| {
-            let (line, col) = e.span().map_or((0, 0), |s| line_col(&text, s.start));
-            format!("{}:{line}:{col}: {}", path.display(), e.message())
+            let (line, column) = e.span().map_or((0, 0), |s| line_col(&text, s.start));
+            ConfigError::Parse { path: path.to_path_buf(), line, column, message: e.message().to_string() }
         })
     }
 
     /// The socket group's id.
-    pub fn socket_gid(&self) -> Result<Option<u32>, String> {
+    pub fn socket_gid(&self) -> Result<Option<u32>, ConfigError> {
         let Some(g) = &self.socket_group else { return Ok(None) };
         if let Ok(n) = g.parse::<u32>() {
             return Ok(Some(n));
         }
         match nix::unistd::Group::from_name(g) {
             Ok(Some(group)) => Ok(Some(group.gid.as_raw())),
-            _ => Err(format!("socket_group: no group named {g:?}")),
+            _ => Err(ConfigError::NoGroup(g.clone())),
         }
     }
 }
@@ -113,7 +130,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("s.toml");
         std::fs::write(&p, "units = \"/u\"\ninsecure_registry = [\"x\"]\n").unwrap();
-        let e = Config::load(&p, true).unwrap_err();
+        let e = Config::load(&p, true).unwrap_err().to_string();
         assert!(e.contains("s.toml:2:1") && e.contains("insecure_registry"), "{e}");
         std::fs::write(&p, "units = \"/u\"\ninsecure_registries = [\"h:5000\"]\n[network]\nsubnet = \"10.1.0.0/16\"\n")
             .unwrap();
@@ -129,7 +146,7 @@ mod tests {
         assert_eq!(c.modules, ["overlay"]);
         assert!(Uplink { address: "10.0.2.15".into(), ..Uplink::default() }.address().is_err());
         std::fs::write(&p, "[uplink]\naddress = \"10.0.2.15/24\"\ngateway = \"10.0.2\"\n").unwrap();
-        assert!(Config::load(&p, true).unwrap_err().contains("s.toml:3:11"));
+        assert!(Config::load(&p, true).unwrap_err().to_string().contains("s.toml:3:11"));
         assert!(Config::load(&dir.path().join("none.toml"), true).is_err());
     }
 }

@@ -18,6 +18,7 @@ use super::{pid1, watch as watcher};
 use crate::runtime::cgroups::Manager;
 use crate::runtime::container::state::clean_up;
 use crate::runtime::image::{PullOptions, RegistryOptions, Store};
+use crate::runtime::network::NetworkError;
 use crate::runtime::network::bridge::{Bridge, Config as BridgeConfig};
 use crate::runtime::reaper::Reaper;
 
@@ -57,12 +58,10 @@ pub struct Uplink {
 /// Raises our soft NOFILE limit to the hard one: hundreds of containers
 /// mean thousands of descriptors (pipes, sockets, cgroup files).
 fn raise_nofile() {
-    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    // SAFETY: getrlimit/setrlimit on a struct we own.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
-            lim.rlim_cur = lim.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if soft < hard {
+            let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
         }
     }
 }
@@ -77,16 +76,21 @@ fn notify(states: &[sd_notify::NotifyState]) {
 pub fn run(options: Options) -> u8 {
     let pid1 = pid1::is_pid1();
     let escaped = if pid1 { pid1::leave_initramfs() } else { None };
-    if pid1 && std::env::var_os("PATH").is_none() {
-        // The kernel gives init no PATH; helpers (nft) are found by it.
-        // SAFETY: no other thread exists yet.
-        unsafe { std::env::set_var("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin") };
-    }
+    let mut no_path = None;
     if pid1 {
         pid1::mount_basics();
         pid1::console();
+        if std::env::var_os("PATH").is_none() {
+            // The kernel gives init no PATH; helpers (nft) are found by it.
+            // Set once /proc is there, which tells that no other thread runs.
+            let path = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+            no_path = crate::runtime::sys::set_env_single_threaded("PATH", path).err();
+        }
     }
     super::init_logging();
+    if let Some(e) = no_path {
+        tracing::warn!("{e}");
+    }
     if let Some(what) = escaped {
         tracing::info!("{what}");
     }
@@ -95,16 +99,16 @@ pub fn run(options: Options) -> u8 {
         pid1::host_setup();
         // The power button asks for what SIGUSR2 does: a clean power-off.
         pid1::power_button::watch(|| {
-            // SAFETY: kill(2) of our own process.
-            unsafe { libc::kill(std::process::id() as i32, libc::SIGUSR2) };
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::this(), nix::sys::signal::Signal::SIGUSR2);
         });
         // A panic in PID 1 is a kernel panic: log it and keep going (the
         // task that panicked ends; the loop below starts a new engine).
         std::panic::set_hook(Box::new(|info| tracing::error!("panic: {info}")));
     } else {
         // Orphans of our containers' helpers and execs are ours to reap.
-        // SAFETY: prctl(PR_SET_CHILD_SUBREAPER) changes only our process.
-        unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+        if let Err(e) = nix::sys::prctl::set_child_subreaper(true) {
+            tracing::warn!("become the subreaper of our descendants: {e}");
+        }
     }
     if let Some(port) = &options.control_port {
         pid1::serial::serve(port.clone(), options.paths.run_dir.join("control.sock"));
@@ -113,8 +117,7 @@ pub fn run(options: Options) -> u8 {
     // glibc gives each thread that allocates an arena of its own; for a
     // daemon whose threads are tokio's few workers and short-lived
     // blocking ones, two arenas hold the same with less memory.
-    // SAFETY: mallopt only tunes the allocator; called before any thread.
-    unsafe { libc::mallopt(libc::M_ARENA_MAX, 2) };
+    crate::runtime::sys::limit_malloc_arenas(2);
     let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(r) => r,
         Err(e) => {
@@ -140,6 +143,44 @@ pub fn run(options: Options) -> u8 {
     }
 }
 
+/// Why one life of the daemon could not start, or how it ended.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("SIGCHLD handler: {0}")]
+    Reaper(#[source] std::io::Error),
+    #[error("{op} {}: {source}", path.display())]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("another supervisord runs with the run directory {} ({source})", run_dir.display())]
+    Locked {
+        run_dir: PathBuf,
+        #[source]
+        source: nix::errno::Errno,
+    },
+    #[error("cgroups: {0}")]
+    Cgroups(#[source] crate::runtime::cgroups::CgroupError),
+    #[error("{0}")]
+    Images(#[source] crate::runtime::image::ImageError),
+    #[error("probe socket thread: {0}")]
+    Probes(#[source] std::io::Error),
+    #[error("bridge network {name}: {source}")]
+    Bridge {
+        name: String,
+        #[source]
+        source: NetworkError,
+    },
+    #[error("the engine ended: {0}")]
+    Engine(#[source] tokio::task::JoinError),
+    #[error("no ethernet interface")]
+    NoEthernet,
+    #[error(transparent)]
+    Uplink(#[from] NetworkError),
+}
+
 /// Ends the reaper with the life of the daemon that started it.
 struct ReaperGuard(Reaper);
 
@@ -151,13 +192,17 @@ impl Drop for ReaperGuard {
 
 /// One life of the daemon: until shutdown (`Ok(power)` as PID 1) or a
 /// setup error.
-async fn daemon(options: &Options, pid1: bool) -> Result<Option<Power>, String> {
+async fn daemon(options: &Options, pid1: bool) -> Result<Option<Power>, DaemonError> {
     let paths = &options.paths;
+    let io = |op, path: &std::path::Path| {
+        let path = path.to_path_buf();
+        move |source| DaemonError::Io { op, path, source }
+    };
     // The reaper comes first: no child's exit may be missed.
-    let reaper = Reaper::start().map_err(|e| format!("SIGCHLD handler: {e}"))?;
+    let reaper = Reaper::start().map_err(DaemonError::Reaper)?;
     let _reaper_guard = ReaperGuard(reaper.clone());
     for d in [&paths.state_dir, &paths.run_dir, &paths.log_dir] {
-        std::fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
+        std::fs::create_dir_all(d).map_err(io("create", d))?;
     }
     // One supervisor per run directory: a second one would take the
     // first's containers for leftovers.
@@ -167,20 +212,19 @@ async fn daemon(options: &Options, pid1: bool) -> Result<Option<Power>, String> 
         .truncate(false)
         .write(true)
         .open(&lock_path)
-        .map_err(|e| format!("{}: {e}", lock_path.display()))?;
-    let _lock = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(|(_, e)| {
-        format!("another supervisord runs with the run directory {} ({e})", paths.run_dir.display())
-    })?;
+        .map_err(io("open", &lock_path))?;
+    let _lock = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusiveNonblock)
+        .map_err(|(_, source)| DaemonError::Locked { run_dir: paths.run_dir.clone(), source })?;
     // What an earlier supervisor that died left behind goes first.
     let cleaned = clean_up(&paths.run_dir);
     for name in &cleaned.containers {
         tracing::info!("{name}: removed the container an earlier supervisor left");
     }
-    let cgroups = Manager::for_host("supervisor").map_err(|e| format!("cgroups: {e}"))?;
-    let store = Store::open(&paths.state_dir).map_err(|e| e.to_string())?;
+    let cgroups = Manager::for_host("supervisor").map_err(DaemonError::Cgroups)?;
+    let store = Store::open(&paths.state_dir).map_err(DaemonError::Images)?;
     let registry = RegistryOptions { insecure: options.insecure_registries.clone(), ..RegistryOptions::default() }
         .with_auth_file(&options.authfile)
-        .map_err(|e| e.to_string())?;
+        .map_err(DaemonError::Images)?;
     let pull = PullOptions { registry, ..PullOptions::default() };
     // Our own program serves `runtime spawn` and `runtime exec`.
     let helper = std::fs::read_link("/proc/self/exe").unwrap_or_else(|_| PathBuf::from("/proc/self/exe"));
@@ -188,7 +232,7 @@ async fn daemon(options: &Options, pid1: bool) -> Result<Option<Power>, String> 
         helper: helper.clone(),
         run_dir: paths.run_dir.clone(),
         reaper: reaper.clone(),
-        sockets: crate::health::netns::Factory::start().map_err(|e| format!("probe socket thread: {e}"))?,
+        sockets: crate::health::netns::Factory::start().map_err(DaemonError::Probes)?,
     });
     if let Some(up) = &options.uplink {
         // Not fatal: the units still run, only not reachable from outside.
@@ -200,7 +244,7 @@ async fn daemon(options: &Options, pid1: bool) -> Result<Option<Power>, String> 
         Some(config) => Some(Arc::new(
             Bridge::setup(config.clone(), &paths.state_dir, &paths.run_dir, reaper.clone())
                 .await
-                .map_err(|e| format!("bridge network {}: {e}", config.name))?,
+                .map_err(|source| DaemonError::Bridge { name: config.name.clone(), source })?,
         )),
         None => None,
     };
@@ -234,7 +278,7 @@ async fn daemon(options: &Options, pid1: bool) -> Result<Option<Power>, String> 
         group: options.socket_group,
     });
     let socket = paths.run_dir.join("control.sock");
-    let listener = control::bind(&socket, options.socket_group).map_err(|e| format!("{}: {e}", socket.display()))?;
+    let listener = control::bind(&socket, options.socket_group).map_err(io("bind the control socket", &socket))?;
     let server = tokio::spawn(control::serve(listener, control));
 
     let (rescan_tx, mut rescan_rx) = mpsc::unbounded_channel();
@@ -286,13 +330,13 @@ async fn daemon(options: &Options, pid1: bool) -> Result<Option<Power>, String> 
             tracing::info!("every unit is stopped");
             Ok(power)
         }
-        Err(e) => Err(format!("the engine ended: {e}")),
+        Err(e) => Err(DaemonError::Engine(e)),
     }
 }
 
 /// Configures the host's interface (waiting a while for it to appear: a
 /// just-loaded driver probes in the background).
-async fn uplink(up: &Uplink) -> Result<(), String> {
+async fn uplink(up: &Uplink) -> Result<(), DaemonError> {
     let mut name = up.interface.clone();
     for _ in 0..50 {
         name = name.or_else(first_ethernet);
@@ -301,7 +345,7 @@ async fn uplink(up: &Uplink) -> Result<(), String> {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let name = name.ok_or("no ethernet interface")?;
+    let name = name.ok_or(DaemonError::NoEthernet)?;
     let netlink = crate::runtime::network::netlink::Netlink::open()?;
     netlink.uplink(&name, up.address, up.prefix, up.gateway).await?;
     tracing::info!(

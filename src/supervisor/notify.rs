@@ -16,17 +16,30 @@ pub const MOUNT: &str = "/run/notify";
 /// `NOTIFY_SOCKET` in the container.
 pub const SOCKET: &str = "/run/notify/notify.sock";
 
+/// A notify socket that could not be made: the step, its path, the errno.
+#[derive(Debug, thiserror::Error)]
+#[error("notify socket: {op} {}: {source}", path.display())]
+pub struct NotifyError {
+    op: &'static str,
+    path: PathBuf,
+    #[source]
+    source: std::io::Error,
+}
+
 /// Makes the unit's socket; its directory and the socket.
-pub fn bind(run_dir: &Path, unit: &str) -> Result<(PathBuf, Arc<UnixDatagram>), String> {
+pub fn bind(run_dir: &Path, unit: &str) -> Result<(PathBuf, Arc<UnixDatagram>), NotifyError> {
     let dir = run_dir.join("notify").join(unit);
     remove(&dir);
-    let err = |e: std::io::Error| format!("notify socket {}: {e}", dir.display());
-    std::fs::create_dir_all(&dir).map_err(err)?;
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).map_err(err)?;
+    let err = |op, path: &Path| {
+        let path = path.to_path_buf();
+        move |source| NotifyError { op, path, source }
+    };
+    std::fs::create_dir_all(&dir).map_err(err("create", &dir))?;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).map_err(err("chmod", &dir))?;
     let path = dir.join("notify.sock");
-    let socket = UnixDatagram::bind(&path).map_err(err)?;
+    let socket = UnixDatagram::bind(&path).map_err(err("bind", &path))?;
     // The service may run as any user of its image.
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).map_err(err)?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).map_err(err("chmod", &path))?;
     Ok((dir, Arc::new(socket)))
 }
 

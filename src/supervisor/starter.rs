@@ -49,9 +49,9 @@ pub enum StartError {
     Runtime(#[from] RuntimeError),
     #[error("ports: {0}: the bridge network is IPv4 only")]
     Ipv6Port(IpAddr),
-    /// The bridge refused (its errors are text so far).
-    #[error("{0}")]
-    Network(String),
+    /// The bridge refused.
+    #[error(transparent)]
+    Network(#[from] crate::runtime::network::NetworkError),
     #[error("log pipe: {0}")]
     Pipe(#[source] nix::errno::Errno),
     #[error("start task failed: {0}")]

@@ -8,6 +8,8 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use super::CgroupError;
+
 /// The v1 controllers we use.
 pub const V1_CONTROLLERS: [&str; 6] = ["memory", "cpu", "cpuacct", "pids", "freezer", "devices"];
 
@@ -21,7 +23,7 @@ pub enum Layout {
 }
 
 /// Parses `/proc/self/mountinfo`.
-pub fn detect(mountinfo: &str) -> Result<Layout, String> {
+pub fn detect(mountinfo: &str) -> Result<Layout, CgroupError> {
     let mut controllers = BTreeMap::new();
     let mut unified = None;
     for line in mountinfo.lines() {
@@ -47,12 +49,12 @@ pub fn detect(mountinfo: &str) -> Result<Layout, String> {
         (false, unified) => {
             for needed in ["memory", "cpu", "pids"] {
                 if !controllers.contains_key(needed) {
-                    return Err(format!("the cgroup v1 {needed} controller is not mounted"));
+                    return Err(CgroupError::ControllerNotMounted(needed));
                 }
             }
             Ok(Layout::Legacy { controllers, unified })
         }
-        (true, None) => Err("no cgroup filesystem is mounted (neither cgroup v1 nor cgroup2)".into()),
+        (true, None) => Err(CgroupError::NotMounted),
     }
 }
 
@@ -125,7 +127,7 @@ mod tests {
         let v2 = "25 21 0:22 / /sys/fs/cgroup rw,nosuid - cgroup2 cgroup2 rw,nsdelegate\n";
         assert_eq!(detect(v2).unwrap(), Layout::Unified { root: "/sys/fs/cgroup".into() });
         assert!(detect("").is_err());
-        assert!(detect("35 31 0:32 / /m rw - cgroup cgroup rw,memory\n").unwrap_err().contains("cpu"));
+        assert!(detect("35 31 0:32 / /m rw - cgroup cgroup rw,memory\n").unwrap_err().to_string().contains("cpu"));
     }
 
     #[test]

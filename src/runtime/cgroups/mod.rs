@@ -34,8 +34,10 @@ pub enum CgroupError {
         #[source]
         source: io::Error,
     },
-    #[error("cgroups: {0}")]
-    Setup(String),
+    #[error("the cgroup v1 {0} controller is not mounted")]
+    ControllerNotMounted(&'static str),
+    #[error("no cgroup filesystem is mounted (neither cgroup v1 nor cgroup2)")]
+    NotMounted,
 }
 
 type Result<T> = std::result::Result<T, CgroupError>;
@@ -109,7 +111,7 @@ impl Manager {
     pub fn for_host(subtree: &str) -> Result<Manager> {
         let mountinfo = read(Path::new("/proc/self/mountinfo"))?;
         let own = read(Path::new("/proc/self/cgroup"))?;
-        let layout = detect(&mountinfo).map_err(CgroupError::Setup)?;
+        let layout = detect(&mountinfo)?;
         Manager::new(&layout, &own_paths(&own), subtree, std::process::id())
     }
 
@@ -309,8 +311,7 @@ impl Cgroup {
         };
         let frozen = freezer.as_ref().is_some_and(|(file, on, _)| write(file, on).is_ok());
         for pid in self.procs()? {
-            // SAFETY: kill(2) with a pid read from the cgroup and SIGKILL.
-            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL);
         }
         if let (true, Some((file, _, off))) = (frozen, freezer) {
             write(&file, off)?;

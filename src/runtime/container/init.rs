@@ -141,13 +141,13 @@ pub(crate) fn process(p: &ProcessPlan) -> Result<Never> {
     let filter: Option<Vec<libc::sock_filter>> =
         p.seccomp.as_ref().map(|f| f.iter().map(|&(code, jt, jf, k)| libc::sock_filter { code, jt, jf, k }).collect());
     if let (Some(f), false) = (&filter, p.no_new_privileges) {
-        crate::runtime::seccomp::install(f).map_err(|message| InitError::Seccomp { message })?;
+        crate::runtime::seccomp::install(f).map_err(|e| InitError::Seccomp { message: e.to_string() })?;
     }
     set_user_and_caps(p)?;
     if p.no_new_privileges {
         nix::sys::prctl::set_no_new_privs().map_err(err("set no_new_privs"))?;
         if let Some(f) = &filter {
-            crate::runtime::seccomp::install(f).map_err(|message| InitError::Seccomp { message })?;
+            crate::runtime::seccomp::install(f).map_err(|e| InitError::Seccomp { message: e.to_string() })?;
         }
     }
     chdir(p.cwd.as_str()).map_err(err(format!("chdir to the working directory {:?}", p.cwd)))?;

@@ -5,6 +5,8 @@ use std::io::{self, Read};
 
 use sha2::{Digest as _, Sha256};
 
+use super::error::ImageError;
+
 /// A `sha256:<hex>` digest. Other algorithms are refused where blobs are
 /// stored, since the store is addressed by sha256.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
@@ -12,11 +14,10 @@ use sha2::{Digest as _, Sha256};
 pub struct Digest(String);
 
 impl Digest {
-    pub fn parse(s: &str) -> Result<Digest, String> {
-        let hex =
-            s.strip_prefix("sha256:").ok_or_else(|| format!("unsupported digest {s:?} (expected sha256:<hex>)"))?;
+    pub fn parse(s: &str) -> Result<Digest, ImageError> {
+        let hex = s.strip_prefix("sha256:").ok_or_else(|| ImageError::DigestAlgorithm(s.to_string()))?;
         if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
-            return Err(format!("malformed digest {s:?}"));
+            return Err(ImageError::MalformedDigest(s.to_string()));
         }
         Ok(Digest(s.to_string()))
     }
@@ -36,8 +37,8 @@ impl Digest {
 }
 
 impl TryFrom<String> for Digest {
-    type Error = String;
-    fn try_from(s: String) -> Result<Self, String> {
+    type Error = ImageError;
+    fn try_from(s: String) -> Result<Self, ImageError> {
         Digest::parse(&s)
     }
 }
@@ -103,7 +104,7 @@ mod tests {
     fn digests() {
         let d = Digest::of(b"");
         assert_eq!(d.as_str(), "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
-        assert_eq!(Digest::parse(d.as_str()), Ok(d.clone()));
+        assert_eq!(Digest::parse(d.as_str()).unwrap(), d.clone());
         assert!(Digest::parse("sha512:00").is_err());
         assert!(Digest::parse("sha256:E3B0").is_err());
     }

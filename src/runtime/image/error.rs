@@ -37,6 +37,10 @@ pub enum ImageError {
     NotInStore(String),
     #[error("{0}")]
     Invalid(String),
+    #[error("unsupported digest {0:?} (expected sha256:<hex>)")]
+    DigestAlgorithm(String),
+    #[error("malformed digest {0:?}")]
+    MalformedDigest(String),
 }
 
 impl ImageError {

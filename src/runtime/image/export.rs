@@ -52,10 +52,7 @@ pub fn merge_layers(layers: &[PathBuf], dest: &Path) -> Result<()> {
 }
 
 fn tree_error(at: &Path, e: TreeError) -> ImageError {
-    let message = match e {
-        TreeError::Unsafe(m) | TreeError::Io(m) => m,
-    };
-    ImageError::Invalid(format!("export to {}: {message}", at.display()))
+    ImageError::Invalid(format!("export to {}: {e}", at.display()))
 }
 
 fn copy_layer(layer: &Path, tree: &mut SafeTree, dir_times: &mut Vec<(Vec<Vec<u8>>, i64)>) -> Result<()> {

@@ -331,7 +331,7 @@ impl Fetcher for Registry {
     fn top(&self) -> Result<Fetched> {
         match (&self.reference.digest, &self.reference.tag) {
             (Some(d), _) => {
-                let d = Digest::parse(d).map_err(ImageError::Invalid)?;
+                let d = Digest::parse(d)?;
                 self.fetch_manifest(d.as_str(), Some(&d))
             }
             (None, Some(t)) => self.fetch_manifest(t, None),

@@ -24,16 +24,25 @@ use nix::sys::time::TimeSpec;
 use nix::unistd::{Gid, Uid, UnlinkatFlags, fchown, fchownat, linkat, symlinkat, unlinkat};
 
 /// Why a write into the tree failed.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum TreeError {
     /// The path tries to leave the tree: the caller must refuse the entry.
+    #[error("{0}")]
     Unsafe(String),
-    Io(String),
+    /// A call on the tree failed: the operation and the errno.
+    #[error("{op}: {source}")]
+    Io {
+        op: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("changing a file's owner was refused: unpacking image layers needs root")]
+    ChownRefused,
 }
 
 impl TreeError {
-    fn io(what: &str, e: impl std::fmt::Display) -> TreeError {
-        TreeError::Io(format!("{what}: {e}"))
+    fn io(op: &str, e: impl Into<io::Error>) -> TreeError {
+        TreeError::Io { op: op.to_string(), source: e.into() }
     }
 }
 
@@ -56,18 +65,18 @@ pub const OPAQUE_XATTR: &[u8] = b"trusted.overlay.opaque";
 /// Splits a path from an archive into components: `.` and empty ones are
 /// dropped; `..` and absolute paths are refused. `/` alone, which some
 /// tools (umoci) write for the layer's root directory, is the root.
-pub fn components(path: &[u8]) -> std::result::Result<Vec<&[u8]>, String> {
+pub fn components(path: &[u8]) -> Result<Vec<&[u8]>> {
     if path.first() == Some(&b'/') && !path.iter().all(|b| *b == b'/') {
-        return Err("absolute path".into());
+        return Err(TreeError::Unsafe("absolute path".into()));
     }
     if path.contains(&0) {
-        return Err("NUL byte in path".into());
+        return Err(TreeError::Unsafe("NUL byte in path".into()));
     }
     let mut out = Vec::new();
     for c in path.split(|b| *b == b'/') {
         match c {
             b"" | b"." => {}
-            b".." => return Err("'..' in path".into()),
+            b".." => return Err(TreeError::Unsafe("'..' in path".into())),
             c => out.push(c),
         }
     }
@@ -159,7 +168,7 @@ impl SafeTree {
         let Some(name) = comps.last() else { return Ok(None) };
         let parent = match self.parent(comps, false) {
             Ok(p) => p,
-            Err(TreeError::Io(_)) => return Ok(None),
+            Err(TreeError::Io { .. }) => return Ok(None),
             Err(e) => return Err(e),
         };
         match fstatat(parent, os(name), AtFlags::AT_SYMLINK_NOFOLLOW) {
@@ -174,7 +183,7 @@ impl SafeTree {
         let Some(name) = comps.last() else { return Err(TreeError::Unsafe("cannot remove the root".into())) };
         let parent = match self.parent(comps, false) {
             Ok(p) => p,
-            Err(TreeError::Io(_)) => return Ok(()),
+            Err(TreeError::Io { .. }) => return Ok(()),
             Err(e) => return Err(e),
         };
         remove_at(parent, name)
@@ -319,11 +328,7 @@ impl SafeTree {
 }
 
 fn owner_error(e: Errno) -> TreeError {
-    if e == Errno::EPERM {
-        TreeError::Io("changing a file's owner was refused: unpacking image layers needs root".into())
-    } else {
-        TreeError::io("chown", e)
-    }
+    if e == Errno::EPERM { TreeError::ChownRefused } else { TreeError::io("chown", e) }
 }
 
 /// Owner and time of `name` in `parent`, without following it (links and

@@ -47,11 +47,9 @@ pub fn unpack_layer(input: &mut dyn Read, dest: &Path, layer: &str, max_bytes: u
             |reason: String| ImageError::UnsafeEntry { layer: layer.to_string(), entry: shown.clone(), reason };
         let fail = |e: TreeError| match e {
             TreeError::Unsafe(reason) => refuse(reason),
-            TreeError::Io(message) => {
-                ImageError::Layer { layer: layer.to_string(), message: format!("{shown}: {message}") }
-            }
+            other => ImageError::Layer { layer: layer.to_string(), message: format!("{shown}: {other}") },
         };
-        let comps = components(&path).map_err(refuse)?;
+        let comps = components(&path).map_err(fail)?;
         let meta = meta_of(&mut entry).map_err(read_error)?;
         let kind = entry.header().entry_type();
         stats.entries += 1;
@@ -97,7 +95,7 @@ pub fn unpack_layer(input: &mut dyn Read, dest: &Path, layer: &str, max_bytes: u
             }
             EntryType::Link => {
                 let target = entry.link_name_bytes().ok_or_else(|| refuse("hard link without a target".into()))?;
-                let target = components(&target).map_err(|r| refuse(format!("hard link target: {r}")))?;
+                let target = components(&target).map_err(|e| refuse(format!("hard link target: {e}")))?;
                 tree.hardlink(&comps, &target).map_err(fail)?;
             }
             EntryType::Char | EntryType::Block | EntryType::Fifo => {

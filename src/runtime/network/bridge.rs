@@ -13,10 +13,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use super::NetPlan;
 use super::ipam::{Pool, Subnet};
 use super::netlink::{Netlink, index};
 use super::ports::{self, Publish, Published};
+use super::{NetPlan, NetworkError};
 use crate::runtime::reaper::{Exit, Reaper};
 
 /// The bridge's name and subnet.
@@ -52,18 +52,18 @@ fn table(bridge: &str) -> String {
 
 /// Runs `nft -f -` on `script`. Its exit comes from the reaper: a wait
 /// of our own would race it.
-async fn nft(reaper: &Reaper, script: &str) -> Result<(), String> {
-    let err_file = tempfile_in_memory().map_err(|e| format!("nft: {e}"))?;
+async fn nft(reaper: &Reaper, script: &str) -> Result<(), NetworkError> {
+    let err_file = tempfile_in_memory().map_err(NetworkError::NftPipe)?;
     let mut child = std::process::Command::new("nft")
         .args(["-f", "-"])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::null())
-        .stderr(err_file.try_clone().map_err(|e| format!("nft: {e}"))?)
+        .stderr(err_file.try_clone().map_err(NetworkError::NftPipe)?)
         .spawn()
-        .map_err(|e| format!("nft: {e} (install Debian's nftables)"))?;
+        .map_err(NetworkError::NftStart)?;
     let exit = reaper.watch(child.id() as i32);
     if let Some(mut stdin) = child.stdin.take() {
-        stdin.write_all(script.as_bytes()).map_err(|e| format!("nft: {e}"))?;
+        stdin.write_all(script.as_bytes()).map_err(NetworkError::NftPipe)?;
     }
     drop(child);
     match exit.await {
@@ -73,21 +73,15 @@ async fn nft(reaper: &Reaper, script: &str) -> Result<(), String> {
             let mut f = err_file;
             let mut text = String::new();
             let _ = f.rewind().and_then(|()| f.read_to_string(&mut text));
-            Err(format!("nft: {} ({other:?})", text.trim()))
+            Err(NetworkError::Nft { stderr: text.trim().to_string(), exit: format!("{other:?}") })
         }
     }
 }
 
 /// An anonymous file for a child's stderr.
 fn tempfile_in_memory() -> std::io::Result<std::fs::File> {
-    let name = std::ffi::CString::new("nft-stderr").map_err(std::io::Error::other)?;
-    // SAFETY: memfd_create with a NUL-terminated name we own.
-    let fd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: a new descriptor nothing else owns.
-    Ok(unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fd) })
+    use nix::sys::memfd::{MFdFlags, memfd_create};
+    Ok(memfd_create("nft-stderr", MFdFlags::MFD_CLOEXEC)?.into())
 }
 
 /// `/etc/resolv.conf` for containers: the host's, without the loopback
@@ -142,20 +136,21 @@ fn write_in_place(path: &Path, text: &str) -> std::io::Result<()> {
 impl Bridge {
     /// Sets the bridge up (or takes over the one an earlier run left).
     /// Nothing runs on it yet: every address is free.
-    pub async fn setup(config: Config, state_dir: &Path, run_dir: &Path, reaper: Reaper) -> Result<Bridge, String> {
+    pub async fn setup(
+        config: Config,
+        state_dir: &Path,
+        run_dir: &Path,
+        reaper: Reaper,
+    ) -> Result<Bridge, NetworkError> {
         let routes = std::fs::read_to_string("/proc/net/route").unwrap_or_default();
         let clash = super::route_conflicts(&routes, &config.subnet, &config.name);
         if !clash.is_empty() {
-            return Err(format!(
-                "the bridge subnet {} overlaps the host's route {}: choose another [network] subnet",
-                config.subnet,
-                clash.join(", ")
-            ));
+            return Err(NetworkError::SubnetOverlap { subnet: config.subnet, routes: clash.join(", ") });
         }
         let netlink = Netlink::open()?;
         let index = netlink.bridge(&config.name, config.subnet.gateway(), config.subnet.prefix).await?;
         let dir = run_dir.join("network").join(&config.name);
-        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        std::fs::create_dir_all(&dir).map_err(NetworkError::io("create", &dir))?;
         // What ip_forward was before the first of us turned it on: kept in
         // the run dir, so a successor of a crashed supervisor still knows.
         let was_path = dir.join("ip_forward.was");
@@ -164,19 +159,19 @@ impl Bridge {
             Err(_) => {
                 let was = std::fs::read_to_string(FORWARD).ok();
                 if let Some(was) = was.as_deref().filter(|w| w.trim() != "1") {
-                    std::fs::write(&was_path, was).map_err(|e| format!("{}: {e}", was_path.display()))?;
+                    std::fs::write(&was_path, was).map_err(NetworkError::io("write", &was_path))?;
                 }
                 was
             }
         };
-        std::fs::write(FORWARD, "1").map_err(|e| format!("{FORWARD}: {e}"))?;
+        std::fs::write(FORWARD, "1").map_err(NetworkError::io("write", FORWARD))?;
         nft(&reaper, &ports::ruleset(&table(&config.name), &config.name, config.subnet, &[])).await?;
         // Connections from the host to 127.0.0.1 of a published port are
         // routed out of the bridge (then masqueraded).
         let localnet = format!("/proc/sys/net/ipv4/conf/{}/route_localnet", config.name);
-        std::fs::write(&localnet, "1").map_err(|e| format!("{localnet}: {e}"))?;
+        std::fs::write(&localnet, "1").map_err(NetworkError::io("write", &localnet))?;
         let pool_dir = state_dir.join("network");
-        std::fs::create_dir_all(&pool_dir).map_err(|e| format!("{}: {e}", pool_dir.display()))?;
+        std::fs::create_dir_all(&pool_dir).map_err(NetworkError::io("create", &pool_dir))?;
         let pool_path = pool_dir.join(format!("{}.json", config.name));
         let mut pool = std::fs::read(&pool_path)
             .ok()
@@ -188,7 +183,8 @@ impl Bridge {
             tracing::info!("network: reclaimed {ip} of {holder}");
         }
         let resolv = resolv_conf(&std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default());
-        std::fs::write(dir.join("resolv.conf"), resolv).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let resolv_path = dir.join("resolv.conf");
+        std::fs::write(&resolv_path, resolv).map_err(NetworkError::io("write", &resolv_path))?;
         let bridge = Bridge {
             config,
             index,
@@ -243,7 +239,7 @@ impl Bridge {
 
     /// An address for `holder` and its published ports (held from now
     /// on, and in the table), and what its container will configure.
-    pub async fn reserve(&self, holder: &str, publish: &[Publish]) -> Result<(NetPlan, Vec<String>), String> {
+    pub async fn reserve(&self, holder: &str, publish: &[Publish]) -> Result<(NetPlan, Vec<String>), NetworkError> {
         let ip = self.pool.lock().unwrap_or_else(|e| e.into_inner()).allocate(holder)?;
         self.save_pool();
         let mut held = Vec::new();
@@ -283,7 +279,7 @@ impl Bridge {
     /// Our table as the published ports now say. One change at a time:
     /// each nft run replaces the whole table, so a text made before
     /// another change must not be applied after it.
-    async fn apply_rules(&self) -> Result<(), String> {
+    async fn apply_rules(&self) -> Result<(), NetworkError> {
         let _one = self.rules_lock.lock().await;
         let text = {
             let published = self.published.lock().unwrap_or_else(|e| e.into_inner());
@@ -308,7 +304,13 @@ impl Bridge {
 
     /// Puts the container `pid` on the bridge with `plan`'s address and
     /// names it (and its aliases) in the hosts file; the host end's name.
-    pub async fn attach(&self, holder: &str, aliases: &[String], pid: u32, plan: &NetPlan) -> Result<String, String> {
+    pub async fn attach(
+        &self,
+        holder: &str,
+        aliases: &[String],
+        pid: u32,
+        plan: &NetPlan,
+    ) -> Result<String, NetworkError> {
         let n = self.next_veth.fetch_add(1, Ordering::Relaxed);
         let host = format!("sv{:x}{n:x}", std::process::id() & 0xffff);
         self.netlink.veth_into(&host, self.index, pid, &plan.interface, mac(plan.address)).await?;

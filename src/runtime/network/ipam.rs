@@ -12,6 +12,8 @@ use std::net::Ipv4Addr;
 
 use serde::{Deserialize, Serialize};
 
+use super::NetworkError;
+
 /// An IPv4 subnet, `10.213.0.0/16`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
@@ -21,15 +23,19 @@ pub struct Subnet {
 }
 
 impl Subnet {
-    pub fn parse(s: &str) -> Result<Subnet, String> {
-        let (addr, prefix) = s.split_once('/').ok_or_else(|| format!("{s:?}: a subnet is ADDRESS/PREFIX"))?;
-        let addr: Ipv4Addr = addr.parse().map_err(|_| format!("{s:?}: {addr:?} is not an IPv4 address"))?;
-        let prefix: u8 = prefix.parse().ok().filter(|p| (8..=30).contains(p)).ok_or_else(|| {
-            format!("{s:?}: the prefix must be 8 to 30 (a bridge needs room for a gateway and containers)")
-        })?;
+    pub fn parse(s: &str) -> Result<Subnet, NetworkError> {
+        let (address, prefix) = s.split_once('/').ok_or_else(|| NetworkError::SubnetSyntax(s.to_string()))?;
+        let addr: Ipv4Addr = address
+            .parse()
+            .map_err(|_| NetworkError::SubnetAddress { text: s.to_string(), address: address.to_string() })?;
+        let prefix: u8 = prefix
+            .parse()
+            .ok()
+            .filter(|p| (8..=30).contains(p))
+            .ok_or_else(|| NetworkError::SubnetPrefix(s.to_string()))?;
         let net = Subnet { network: Ipv4Addr::from(u32::from(addr) & mask(prefix)), prefix };
         if net.network != addr {
-            return Err(format!("{s:?}: host bits are set (the subnet is {net})"));
+            return Err(NetworkError::SubnetHostBits { text: s.to_string(), subnet: net });
         }
         Ok(net)
     }
@@ -70,8 +76,8 @@ impl std::fmt::Display for Subnet {
 }
 
 impl TryFrom<String> for Subnet {
-    type Error = String;
-    fn try_from(s: String) -> Result<Subnet, String> {
+    type Error = NetworkError;
+    fn try_from(s: String) -> Result<Subnet, NetworkError> {
         Subnet::parse(&s)
     }
 }
@@ -103,7 +109,7 @@ impl Pool {
 
     /// An address for `holder`: the next free one after the last handed
     /// out, wrapping around.
-    pub fn allocate(&mut self, holder: &str) -> Result<Ipv4Addr, String> {
+    pub fn allocate(&mut self, holder: &str) -> Result<Ipv4Addr, NetworkError> {
         let (first, count) = (self.subnet.base() + 2, self.subnet.capacity());
         let start = self.last.map_or(0, |l| (u32::from(l) - first + 1) % count);
         for i in 0..count {
@@ -114,7 +120,7 @@ impl Pool {
                 return Ok(ip);
             }
         }
-        Err(format!("no address left in {} ({} in use)", self.subnet, self.used.len()))
+        Err(NetworkError::AddressesExhausted { subnet: self.subnet, used: self.used.len() })
     }
 
     /// Frees what `holder` held.
@@ -143,7 +149,7 @@ mod tests {
         let s = Subnet::parse("10.213.0.0/16").unwrap();
         assert_eq!(s.gateway(), Ipv4Addr::new(10, 213, 0, 1));
         assert_eq!(s.capacity(), 65533);
-        assert!(Subnet::parse("10.213.0.1/16").unwrap_err().contains("host bits"));
+        assert!(Subnet::parse("10.213.0.1/16").unwrap_err().to_string().contains("host bits"));
         assert!(Subnet::parse("10.213.0.0/31").is_err());
         assert!(Subnet::parse("10.213.0.0").is_err());
         assert!(s.overlaps(&Subnet::parse("10.213.7.0/24").unwrap()));
@@ -159,7 +165,7 @@ mod tests {
         let ips: Vec<Ipv4Addr> = (0..5).map(|i| p.allocate(&format!("c{i}")).unwrap()).collect();
         assert_eq!(ips.first(), Some(&Ipv4Addr::new(192, 168, 50, 2)));
         assert_eq!(ips.last(), Some(&Ipv4Addr::new(192, 168, 50, 6)));
-        assert!(p.allocate("c5").unwrap_err().contains("no address left"));
+        assert!(p.allocate("c5").unwrap_err().to_string().contains("no address left"));
         p.release("c1");
         p.release("c3");
         // After .6 comes .3 (the first free one, wrapping), then .5.

@@ -7,10 +7,76 @@ pub mod ipam;
 pub mod netlink;
 pub mod ports;
 
-use std::net::Ipv4Addr;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
 
 use ipam::{Subnet, mask};
 use serde::{Deserialize, Serialize};
+
+/// What failed in the network code: the operation, its object, and the
+/// kernel's (or netlink's, or nft's) answer.
+#[derive(Debug, thiserror::Error)]
+pub enum NetworkError {
+    #[error("netlink: {0}")]
+    Connect(#[source] io::Error),
+    /// A netlink request: `op` on `object` (`create the bridge` `sv0`).
+    #[error("{op} {object}: {source}")]
+    Netlink {
+        op: &'static str,
+        object: String,
+        #[source]
+        source: rtnetlink::Error,
+    },
+    #[error("the bridge {0} did not appear")]
+    BridgeMissing(String),
+    #[error("no interface {0}")]
+    NoInterface(String),
+    #[error("nft: {0} (install Debian's nftables)")]
+    NftStart(#[source] io::Error),
+    #[error("nft: {0}")]
+    NftPipe(#[source] io::Error),
+    /// nft ran and refused the script: its stderr, and how it ended.
+    #[error("nft: {stderr} ({exit})")]
+    Nft { stderr: String, exit: String },
+    #[error("{op} {}: {source}", path.display())]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("the bridge subnet {subnet} overlaps the host's route {routes}: choose another [network] subnet")]
+    SubnetOverlap { subnet: Subnet, routes: String },
+    #[error("{0:?}: a subnet is ADDRESS/PREFIX")]
+    SubnetSyntax(String),
+    #[error("{text:?}: {address:?} is not an IPv4 address")]
+    SubnetAddress { text: String, address: String },
+    #[error("{0:?}: the prefix must be 8 to 30 (a bridge needs room for a gateway and containers)")]
+    SubnetPrefix(String),
+    #[error("{text:?}: host bits are set (the subnet is {subnet})")]
+    SubnetHostBits { text: String, subnet: Subnet },
+    #[error("no address left in {subnet} ({used} in use)")]
+    AddressesExhausted { subnet: Subnet, used: usize },
+    #[error("host port {address}/{protocol} is already in use by another program")]
+    PortInUse { address: SocketAddr, protocol: &'static str },
+    #[error("host address {0} is not an address of this host")]
+    NotHostAddress(IpAddr),
+    #[error("host port {address}/{protocol}: {source}")]
+    Port {
+        address: SocketAddr,
+        protocol: &'static str,
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl NetworkError {
+    fn io(op: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> NetworkError {
+        let path = path.into();
+        move |source| NetworkError::Io { op, path, source }
+    }
+}
 
 /// What a container configures on the interface the runtime gives it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

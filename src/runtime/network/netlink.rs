@@ -6,14 +6,17 @@ use std::net::{IpAddr, Ipv4Addr};
 use rtnetlink::packet_route::link::{InfoData, InfoVeth};
 use rtnetlink::{Handle, LinkBridge, LinkMessageBuilder, LinkUnspec, LinkVeth};
 
+use super::NetworkError;
+
 /// A netlink connection whose socket lives in our network namespace.
 #[derive(Clone)]
 pub struct Netlink {
     handle: Handle,
 }
 
-fn err(what: &str) -> impl Fn(rtnetlink::Error) -> String + '_ {
-    move |e| format!("{what}: {e}")
+fn err(op: &'static str, object: &str) -> impl FnOnce(rtnetlink::Error) -> NetworkError {
+    let object = object.to_string();
+    move |source| NetworkError::Netlink { op, object, source }
 }
 
 /// Success, or the thing was there already (EEXIST).
@@ -28,56 +31,60 @@ fn exists_ok(r: Result<(), rtnetlink::Error>) -> Result<(), rtnetlink::Error> {
 /// socket of ours; /sys/class/net shows the namespace sysfs was mounted
 /// in, which need not be ours).
 pub fn index(name: &str) -> Option<u32> {
-    let c = std::ffi::CString::new(name).ok()?;
-    // SAFETY: if_nametoindex reads a NUL-terminated string we own.
-    let i = unsafe { libc::if_nametoindex(c.as_ptr()) };
-    (i != 0).then_some(i)
+    nix::net::if_::if_nametoindex(name).ok().filter(|i| *i != 0)
 }
 
 impl Netlink {
     /// Opens the connection; its task runs on the current tokio runtime.
-    pub fn open() -> Result<Netlink, String> {
-        let (connection, handle, _) = rtnetlink::new_connection().map_err(|e| format!("netlink: {e}"))?;
+    pub fn open() -> Result<Netlink, NetworkError> {
+        let (connection, handle, _) = rtnetlink::new_connection().map_err(NetworkError::Connect)?;
         tokio::spawn(connection);
         Ok(Netlink { handle })
     }
 
     /// Makes the bridge `name` (or keeps it), with `address/prefix`, up.
-    pub async fn bridge(&self, name: &str, address: Ipv4Addr, prefix: u8) -> Result<u32, String> {
+    pub async fn bridge(&self, name: &str, address: Ipv4Addr, prefix: u8) -> Result<u32, NetworkError> {
         if index(name).is_none() {
             self.handle
                 .link()
                 .add(LinkBridge::new(name).build())
                 .execute()
                 .await
-                .map_err(err(&format!("create the bridge {name}")))?;
+                .map_err(err("create the bridge", name))?;
         }
-        let idx = index(name).ok_or_else(|| format!("the bridge {name} did not appear"))?;
+        let idx = index(name).ok_or_else(|| NetworkError::BridgeMissing(name.to_string()))?;
         // An address kept from an earlier run is fine.
         self.add_address(idx, name, address, prefix).await?;
         self.up(idx, name).await?;
         Ok(idx)
     }
 
-    async fn up(&self, idx: u32, name: &str) -> Result<(), String> {
+    async fn up(&self, idx: u32, name: &str) -> Result<(), NetworkError> {
         self.handle
             .link()
             .set(LinkUnspec::new_with_index(idx).up().build())
             .execute()
             .await
-            .map_err(err(&format!("bring up {name}")))
+            .map_err(err("bring up", name))
     }
 
     /// Adds `address/prefix` to the interface, unless it has it already.
-    async fn add_address(&self, idx: u32, name: &str, address: Ipv4Addr, prefix: u8) -> Result<(), String> {
+    async fn add_address(&self, idx: u32, name: &str, address: Ipv4Addr, prefix: u8) -> Result<(), NetworkError> {
         exists_ok(self.handle.address().add(idx, IpAddr::V4(address), prefix).execute().await)
-            .map_err(|e| format!("address {address}/{prefix} on {name}: {e}"))
+            .map_err(err("address", &format!("{address}/{prefix} on {name}")))
     }
 
     /// A veth pair: `host` on the bridge `bridge` (up), and its peer
     /// created directly in the network namespace of `pid` as `peer` with
     /// the MAC address `mac` (down: the container configures it).
-    pub async fn veth_into(&self, host: &str, bridge: u32, pid: u32, peer: &str, mac: [u8; 6]) -> Result<(), String> {
+    pub async fn veth_into(
+        &self,
+        host: &str,
+        bridge: u32,
+        pid: u32,
+        peer: &str,
+        mac: [u8; 6],
+    ) -> Result<(), NetworkError> {
         let peer_msg =
             LinkMessageBuilder::<LinkUnspec>::new().name(peer).address(mac.to_vec()).setns_by_pid(pid).build();
         let msg = LinkVeth::new(host, peer)
@@ -85,7 +92,7 @@ impl Netlink {
             .controller(bridge)
             .up()
             .build();
-        self.handle.link().add(msg).execute().await.map_err(err(&format!("create the veth pair {host}")))
+        self.handle.link().add(msg).execute().await.map_err(err("create the veth pair", host))
     }
 
     /// The host's uplink: `name` up with `address/prefix`, and the
@@ -96,25 +103,25 @@ impl Netlink {
         address: Ipv4Addr,
         prefix: u8,
         gateway: Option<Ipv4Addr>,
-    ) -> Result<(), String> {
-        let idx = index(name).ok_or_else(|| format!("no interface {name}"))?;
+    ) -> Result<(), NetworkError> {
+        let idx = index(name).ok_or_else(|| NetworkError::NoInterface(name.to_string()))?;
         self.up(idx, name).await?;
         self.add_address(idx, name, address, prefix).await?;
         if let Some(gw) = gateway {
             let route = rtnetlink::RouteMessageBuilder::<Ipv4Addr>::new().gateway(gw).output_interface(idx).build();
             exists_ok(self.handle.route().add(route).execute().await)
-                .map_err(|e| format!("default route via {gw} on {name}: {e}"))?;
+                .map_err(err("default route via", &format!("{gw} on {name}")))?;
         }
         Ok(())
     }
 
     /// Deletes the interface `name`, if there.
-    pub async fn delete(&self, name: &str) -> Result<(), String> {
+    pub async fn delete(&self, name: &str) -> Result<(), NetworkError> {
         let Some(idx) = index(name) else { return Ok(()) };
         match self.handle.link().del(idx).execute().await {
             Ok(()) => Ok(()),
             Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::ENODEV => Ok(()),
-            Err(e) => Err(format!("delete {name}: {e}")),
+            Err(e) => Err(err("delete", name)(e)),
         }
     }
 }

@@ -12,6 +12,7 @@ use std::net::{Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
 
 use serde::Serialize;
 
+use super::NetworkError;
 use super::ipam::Subnet;
 
 /// One port to publish.
@@ -53,20 +54,20 @@ impl Published {
 }
 
 /// Binds the host port of `p` (or a free one); the socket and the port.
-pub fn hold(p: &Publish) -> Result<(Held, u16), String> {
-    let addr = SocketAddr::from((p.host_ip.unwrap_or(Ipv4Addr::UNSPECIFIED), p.host_port));
-    let proto = if p.udp { "udp" } else { "tcp" };
-    let busy = |e: std::io::Error| match e.kind() {
-        std::io::ErrorKind::AddrInUse => format!("host port {addr}/{proto} is already in use by another program"),
-        std::io::ErrorKind::AddrNotAvailable => format!("host address {} is not an address of this host", addr.ip()),
-        _ => format!("host port {addr}/{proto}: {e}"),
+pub fn hold(p: &Publish) -> Result<(Held, u16), NetworkError> {
+    let address = SocketAddr::from((p.host_ip.unwrap_or(Ipv4Addr::UNSPECIFIED), p.host_port));
+    let protocol = if p.udp { "udp" } else { "tcp" };
+    let busy = |source: std::io::Error| match source.kind() {
+        std::io::ErrorKind::AddrInUse => NetworkError::PortInUse { address, protocol },
+        std::io::ErrorKind::AddrNotAvailable => NetworkError::NotHostAddress(address.ip()),
+        _ => NetworkError::Port { address, protocol, source },
     };
     if p.udp {
-        let s = UdpSocket::bind(addr).map_err(busy)?;
+        let s = UdpSocket::bind(address).map_err(busy)?;
         let port = s.local_addr().map_err(busy)?.port();
         Ok((Held::Udp(s), port))
     } else {
-        let s = TcpListener::bind(addr).map_err(busy)?;
+        let s = TcpListener::bind(address).map_err(busy)?;
         let port = s.local_addr().map_err(busy)?.port();
         Ok((Held::Tcp(s), port))
     }
@@ -134,7 +135,7 @@ mod tests {
         let taken = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = taken.local_addr().unwrap().port();
         let p = Publish { host_ip: Some(Ipv4Addr::LOCALHOST), host_port: port, container_port: 80, udp: false };
-        let e = hold(&p).unwrap_err();
+        let e = hold(&p).unwrap_err().to_string();
         assert!(e.contains("already in use") && e.contains(&port.to_string()), "{e}");
         let (_, picked) = hold(&Publish { host_port: 0, ..p }).unwrap();
         assert_ne!(picked, 0);

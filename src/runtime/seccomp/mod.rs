@@ -161,14 +161,29 @@ pub fn default_filter(caps: &[String]) -> Vec<Instruction> {
     p
 }
 
+/// What failed in building or installing a filter.
+#[derive(Debug, thiserror::Error)]
+pub enum SeccompError {
+    #[error("install the seccomp filter: {0}")]
+    Install(#[source] std::io::Error),
+    #[error("the seccomp action {0} is not supported")]
+    Action(String),
+    #[error("seccomp: argument index {0} (at most 5)")]
+    ArgIndex(u8),
+    #[error("seccomp: a rule is too long")]
+    RuleTooLong,
+    #[error("seccomp: the profile needs {0} instructions, more than the kernel's 4096")]
+    TooLong(usize),
+}
+
 /// Installs `program` on the calling thread. Needs `no_new_privs` or
 /// CAP_SYS_ADMIN.
-pub fn install(program: &[Instruction]) -> Result<(), String> {
+pub fn install(program: &[Instruction]) -> Result<(), SeccompError> {
     let prog = libc::sock_fprog { len: program.len() as u16, filter: program.as_ptr() as *mut Instruction };
     // SAFETY: prog points to `len` valid instructions for the call's
     // duration; the kernel copies them.
     let rc = unsafe { libc::prctl(libc::PR_SET_SECCOMP, libc::SECCOMP_MODE_FILTER, &prog as *const libc::sock_fprog) };
-    if rc == 0 { Ok(()) } else { Err(format!("install the seccomp filter: {}", std::io::Error::last_os_error())) }
+    if rc == 0 { Ok(()) } else { Err(SeccompError::Install(std::io::Error::last_os_error())) }
 }
 
 /// A comparison of one argument of a call, as OCI profiles write them.
@@ -203,7 +218,7 @@ pub struct Rule {
 
 /// The return values of the OCI actions (`SCMP_ACT_*`), with `errno` for
 /// ERRNO and TRACE.
-pub fn action(name: &str, errno: Option<u32>) -> Result<u32, String> {
+pub fn action(name: &str, errno: Option<u32>) -> Result<u32, SeccompError> {
     Ok(match name {
         "SCMP_ACT_ALLOW" => SECCOMP_RET_ALLOW,
         "SCMP_ACT_ERRNO" => SECCOMP_RET_ERRNO | (errno.unwrap_or(libc::EPERM as u32) & 0xffff),
@@ -212,7 +227,7 @@ pub fn action(name: &str, errno: Option<u32>) -> Result<u32, String> {
         "SCMP_ACT_TRAP" => 0x0003_0000,
         "SCMP_ACT_LOG" => 0x7ffc_0000,
         "SCMP_ACT_TRACE" => 0x7ff0_0000 | (errno.unwrap_or(0) & 0xffff),
-        other => return Err(format!("the seccomp action {other} is not supported")),
+        other => return Err(SeccompError::Action(other.to_string())),
     })
 }
 
@@ -294,7 +309,7 @@ fn condition(c: &ArgCmp) -> Vec<Op> {
 
 /// A filter from an OCI profile's rules, tried in order: the first rule
 /// whose call and conditions match decides; otherwise `default`.
-pub fn profile_filter(rules: &[Rule], default: u32) -> Result<Vec<Instruction>, String> {
+pub fn profile_filter(rules: &[Rule], default: u32) -> Result<Vec<Instruction>, SeccompError> {
     let mut p = vec![stmt(LD_W_ABS, 4), jump(JEQ_K, AUDIT_ARCH_X86_64, 1, 0), stmt(RET_K, SECCOMP_RET_KILL_PROCESS)];
     for rule in rules {
         // The rule's block: its call, its conditions, its verdict.
@@ -305,7 +320,7 @@ pub fn profile_filter(rules: &[Rule], default: u32) -> Result<Vec<Instruction>, 
         let mut conds: Vec<(usize, usize)> = Vec::new();
         for c in &rule.args {
             if c.index > 5 {
-                return Err(format!("seccomp: argument index {} (at most 5)", c.index));
+                return Err(SeccompError::ArgIndex(c.index));
             }
             let start = ops.len();
             ops.extend(condition(c));
@@ -318,13 +333,13 @@ pub fn profile_filter(rules: &[Rule], default: u32) -> Result<Vec<Instruction>, 
                 Op::Plain(ins) => p.push(*ins),
                 Op::Jump(j) => {
                     let cond_end = conds.iter().find(|(s, e)| (*s..*e).contains(&i)).map_or(end, |(_, e)| *e);
-                    let off = |to: To| -> Result<u8, String> {
+                    let off = |to: To| -> Result<u8, SeccompError> {
                         let target = match to {
                             To::Next => i + 1,
                             To::CondEnd => cond_end,
                             To::RuleEnd => end,
                         };
-                        u8::try_from(target - i - 1).map_err(|_| "seccomp: a rule is too long".to_string())
+                        u8::try_from(target - i - 1).map_err(|_| SeccompError::RuleTooLong)
                     };
                     p.push(jump(j.code, j.k, off(j.jt)?, off(j.jf)?));
                 }
@@ -333,7 +348,7 @@ pub fn profile_filter(rules: &[Rule], default: u32) -> Result<Vec<Instruction>, 
     }
     p.push(stmt(RET_K, default));
     if p.len() > 4096 {
-        return Err(format!("seccomp: the profile needs {} instructions, more than the kernel's 4096", p.len()));
+        return Err(SeccompError::TooLong(p.len()));
     }
     Ok(p)
 }

@@ -10,6 +10,28 @@ use tokio::net::UnixStream;
 pub const MAX_HEAD: usize = 16 * 1024;
 pub const MAX_BODY: usize = 1 << 20;
 
+/// Why a request is refused (the text of its 400 answer).
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    #[error("bad Content-Length")]
+    BadLength,
+    #[error("request body too large")]
+    BodyTooLarge,
+    #[error("request head too large")]
+    HeadTooLarge,
+    #[error("read the request: {0}")]
+    Read(#[source] std::io::Error),
+    /// The client closed its end in the `head` or the `body`.
+    #[error("connection closed in the {0}")]
+    Closed(&'static str),
+    #[error("request head is not UTF-8")]
+    NotUtf8,
+    #[error("bad request line")]
+    RequestLine,
+    #[error("since: {0:?} is neither a time (2026-11-23T07:00:00Z) nor a duration (10m)")]
+    Since(String),
+}
+
 #[derive(Debug)]
 pub struct Request {
     pub method: String,
@@ -60,47 +82,47 @@ pub fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
 }
 
 /// A request head's body length (0 without Content-Length), bounded.
-pub fn content_length(head: &str) -> Result<usize, String> {
+pub fn content_length(head: &str) -> Result<usize, RequestError> {
     let length = match header(head, "content-length") {
-        Some(v) => v.parse().map_err(|_| "bad Content-Length")?,
+        Some(v) => v.parse().map_err(|_| RequestError::BadLength)?,
         None => 0,
     };
     if length > MAX_BODY {
-        return Err("request body too large".into());
+        return Err(RequestError::BodyTooLarge);
     }
     Ok(length)
 }
 
 /// Reads one request; an error text for a 400 answer.
-pub async fn read_request(stream: &mut UnixStream) -> Result<Request, String> {
+pub async fn read_request(stream: &mut UnixStream) -> Result<Request, RequestError> {
     let mut buf = Vec::new();
     let head_end = loop {
         if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
             break i;
         }
         if buf.len() > MAX_HEAD {
-            return Err("request head too large".into());
+            return Err(RequestError::HeadTooLarge);
         }
         let mut chunk = [0u8; 4096];
-        let n = stream.read(&mut chunk).await.map_err(|e| e.to_string())?;
+        let n = stream.read(&mut chunk).await.map_err(RequestError::Read)?;
         if n == 0 {
-            return Err("connection closed in the request".into());
+            return Err(RequestError::Closed("request"));
         }
         buf.extend_from_slice(&chunk[..n]);
     };
-    let head = std::str::from_utf8(&buf[..head_end]).map_err(|_| "request head is not UTF-8")?;
+    let head = std::str::from_utf8(&buf[..head_end]).map_err(|_| RequestError::NotUtf8)?;
     let mut parts = head.split("\r\n").next().unwrap_or("").split(' ');
     let (method, target) = match (parts.next(), parts.next(), parts.next()) {
         (Some(m), Some(t), Some(v)) if v.starts_with("HTTP/1.") => (m.to_string(), t.to_string()),
-        _ => return Err("bad request line".into()),
+        _ => return Err(RequestError::RequestLine),
     };
     let length = content_length(head)?;
     let mut body = buf[head_end + 4..].to_vec();
     while body.len() < length {
         let mut chunk = vec![0u8; (length - body.len()).min(65536)];
-        let n = stream.read(&mut chunk).await.map_err(|e| e.to_string())?;
+        let n = stream.read(&mut chunk).await.map_err(RequestError::Read)?;
         if n == 0 {
-            return Err("connection closed in the body".into());
+            return Err(RequestError::Closed("body"));
         }
         body.extend_from_slice(&chunk[..n]);
     }

@@ -14,7 +14,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-use self::http::Request;
+use self::http::{Request, RequestError};
 use super::engine::{Command, Event, Op, StateEvent, UnitStatus};
 use super::lifecycle::State;
 use super::logs::{Hub, tail};
@@ -55,11 +55,9 @@ pub fn bind(path: &Path, group: Option<u32>) -> std::io::Result<UnixListener> {
         _ => {}
     }
     // Bound with a umask that leaves nobody a moment of access.
-    // SAFETY: umask only changes this process's file creation mask.
-    let old = unsafe { libc::umask(0o177) };
+    let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o177));
     let listener = UnixListener::bind(path);
-    // SAFETY: as above, restoring it.
-    unsafe { libc::umask(old) };
+    nix::sys::stat::umask(old);
     let listener = listener?;
     if let Some(gid) = group {
         std::os::unix::fs::chown(path, Some(0), Some(gid))?;
@@ -101,7 +99,7 @@ async fn connection(stream: &mut UnixStream, control: &Control) -> std::io::Resu
     }
     let req = match req {
         Ok(r) => r,
-        Err(e) => return http::error(stream, 400, &e).await,
+        Err(e) => return http::error(stream, 400, &e.to_string()).await,
     };
     route(stream, control, req).await
 }
@@ -417,7 +415,7 @@ async fn logs(stream: &mut UnixStream, control: &Control, name: &str, req: &Requ
         None => None,
         Some(s) => match parse_since(s) {
             Ok(t) => Some(t),
-            Err(e) => return http::error(stream, 400, &e).await,
+            Err(e) => return http::error(stream, 400, &e.to_string()).await,
         },
     };
     // Subscribe first: no line between the read of the file and the
@@ -440,13 +438,11 @@ async fn logs(stream: &mut UnixStream, control: &Control, name: &str, req: &Requ
 }
 
 /// `--since`: an RFC 3339 time, or a duration ago (`10m`).
-pub fn parse_since(s: &str) -> Result<SystemTime, String> {
+pub fn parse_since(s: &str) -> Result<SystemTime, RequestError> {
     if let Ok(t) = humantime::parse_rfc3339_weak(s) {
         return Ok(t);
     }
-    humantime::parse_duration(s)
-        .map(|d| SystemTime::now() - d)
-        .map_err(|_| format!("since: {s:?} is neither a time (2026-11-23T07:00:00Z) nor a duration (10m)"))
+    humantime::parse_duration(s).map(|d| SystemTime::now() - d).map_err(|_| RequestError::Since(s.to_string()))
 }
 
 async fn volumes(stream: &mut UnixStream, control: &Control, remove: Option<&str>) -> std::io::Result<()> {

@@ -47,7 +47,7 @@ pub(super) async fn run(
     let notify = match unit.container.notify {
         true => match notify::bind(&env.run_dir, &name) {
             Ok(n) => Some(n),
-            Err(e) => return failed(e),
+            Err(e) => return failed(e.to_string()),
         },
         false => None,
     };

@@ -70,12 +70,14 @@ impl Backend for Real {
     }
 
     fn probe(&mut self, name: &str, generation: u64, probe: Option<ProbeLoop>, events: &Events) {
-        let task = probe.map(|p| probe_loop(self.probes.clone(), name.to_string(), generation, p, events.clone()));
+        // Only for a container that is still there: a loop nobody can
+        // abort would probe a pid that may be reused.
+        let probes = self.probes.clone();
         self.live.with(name, generation, |l| {
             if let Some(old) = l.probe.take() {
                 old.abort();
             }
-            l.probe = task;
+            l.probe = probe.map(|p| probe_loop(probes, name.to_string(), generation, p, events.clone()));
         });
     }
 

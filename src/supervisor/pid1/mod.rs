@@ -109,18 +109,14 @@ pub fn mount_basics() {
 /// Our stderr goes to /dev/console when it is not open (the kernel gives
 /// init no descriptors when the initramfs has no /dev/console).
 pub fn console() {
-    // SAFETY: fcntl(F_GETFD) only asks whether descriptor 2 is open.
-    if unsafe { libc::fcntl(2, libc::F_GETFD) } >= 0 {
+    use std::os::fd::AsFd;
+    if nix::fcntl::fcntl(std::io::stderr().as_fd(), nix::fcntl::FcntlArg::F_GETFD).is_ok() {
         return;
     }
     if let Ok(c) = std::fs::OpenOptions::new().read(true).write(true).open("/dev/console") {
-        use std::os::fd::AsRawFd;
-        // SAFETY: dup2 of a descriptor we hold onto 0, 1 and 2.
-        unsafe {
-            for fd in 0..3 {
-                libc::dup2(c.as_raw_fd(), fd);
-            }
-        }
+        let _ = nix::unistd::dup2_stdin(&c);
+        let _ = nix::unistd::dup2_stdout(&c);
+        let _ = nix::unistd::dup2_stderr(&c);
     }
 }
 

@@ -21,7 +21,36 @@ use std::time::{Duration, Instant};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
-use crate::supervisor::control::http;
+use crate::supervisor::control::http::{self, RequestError};
+
+/// Why an answer over the port failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SerialError {
+    #[error("the host side went away")]
+    HostGone,
+    #[error("the host side went away in an answer")]
+    HostGoneInAnswer,
+    #[error("a new request came in an answer")]
+    NewRequest,
+    #[error("write: {0}")]
+    Write(#[source] std::io::Error),
+    #[error("supervisord does not answer yet ({}: {source})", socket.display())]
+    NoDaemon {
+        socket: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}: {source}", socket.display())]
+    SendRequest {
+        socket: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("control socket: {0}")]
+    ReadAnswer(#[source] std::io::Error),
+    #[error("the control socket closed before its answer")]
+    NoAnswer,
+}
 
 /// The device of the virtio-serial port named `name`, from
 /// `sys_ports` (`/sys/class/virtio-ports`).
@@ -111,23 +140,23 @@ impl Port {
 
     /// Writes all of `bytes` (the port is non-blocking); fails when the
     /// client is gone.
-    fn write_all(&mut self, mut bytes: &[u8]) -> Result<(), String> {
+    fn write_all(&mut self, mut bytes: &[u8]) -> Result<(), SerialError> {
         while !bytes.is_empty() {
             match self.file.write(bytes) {
                 Ok(n) => bytes = &bytes[n..],
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                     if self.wait(PollFlags::POLLOUT, IDLE).1 {
-                        return Err("the host side went away".into());
+                        return Err(SerialError::HostGone);
                     }
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(format!("write: {e}")),
+                Err(e) => return Err(SerialError::Write(e)),
             }
         }
         Ok(())
     }
 
-    fn send(&mut self, bytes: &[u8], chunked: bool) -> Result<(), String> {
+    fn send(&mut self, bytes: &[u8], chunked: bool) -> Result<(), SerialError> {
         if bytes.is_empty() {
             return Ok(());
         }
@@ -159,7 +188,8 @@ fn relay(file: std::fs::File, socket: &Path) {
                     // Nothing was sent yet: the client gets an error, not silence.
                     Err(Failed::Before(e)) => {
                         let id = request_id(&request);
-                        let _ = port.write_all(&error_answer(503, "Service Unavailable", &e, id.as_deref()));
+                        let _ =
+                            port.write_all(&error_answer(503, "Service Unavailable", &e.to_string(), id.as_deref()));
                     }
                     Err(Failed::During(e)) => tracing::debug!("serial control: {e}"),
                 }
@@ -168,7 +198,7 @@ fn relay(file: std::fs::File, socket: &Path) {
             Ok(None) => {}
             Err(e) => {
                 buf.clear();
-                let _ = port.write_all(&error_answer(400, "Bad Request", &e, None));
+                let _ = port.write_all(&error_answer(400, "Bad Request", &e.to_string(), None));
                 continue;
             }
         }
@@ -204,9 +234,9 @@ fn relay(file: std::fs::File, socket: &Path) {
 
 /// The length of the complete request at the start of `buf`, if it is
 /// all there (with the control socket's own limits).
-pub fn request_len(buf: &[u8]) -> Result<Option<usize>, String> {
+pub fn request_len(buf: &[u8]) -> Result<Option<usize>, RequestError> {
     let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
-        return if buf.len() > http::MAX_HEAD { Err("request head too large".into()) } else { Ok(None) };
+        return if buf.len() > http::MAX_HEAD { Err(RequestError::HeadTooLarge) } else { Ok(None) };
     };
     let total = end + 4 + http::content_length(&String::from_utf8_lossy(&buf[..end]))?;
     Ok((buf.len() >= total).then_some(total))
@@ -225,8 +255,8 @@ fn error_answer(status: u16, reason: &str, message: &str, request_id: Option<&st
 
 /// Why an answer failed: before any of it was sent, or during.
 enum Failed {
-    Before(String),
-    During(String),
+    Before(SerialError),
+    During(SerialError),
 }
 
 /// How long a request waits for the control socket (supervisord starting,
@@ -239,24 +269,26 @@ fn answer(port: &mut Port, socket: &Path, request: &[u8]) -> Result<(), Failed> 
     let mut control = loop {
         match UnixStream::connect(socket) {
             Ok(c) => break c,
-            Err(e) if Instant::now() >= deadline => {
-                return Err(Failed::Before(format!("supervisord does not answer yet ({}: {e})", socket.display())));
+            Err(source) if Instant::now() >= deadline => {
+                return Err(Failed::Before(SerialError::NoDaemon { socket: socket.to_path_buf(), source }));
             }
             Err(_) => {
                 if port.wait(PollFlags::empty(), IDLE).1 {
-                    return Err(Failed::During("the host side went away".into()));
+                    return Err(Failed::During(SerialError::HostGone));
                 }
                 std::thread::sleep(IDLE);
             }
         }
     };
-    control.write_all(request).map_err(|e| Failed::Before(format!("{}: {e}", socket.display())))?;
+    control
+        .write_all(request)
+        .map_err(|source| Failed::Before(SerialError::SendRequest { socket: socket.to_path_buf(), source }))?;
     answer_from(port, &mut control, request_id(request).as_deref()).map_err(Failed::During)
 }
 
 /// Copies the control socket's answer to the port (reframed), until its
 /// end or until the client is gone (a stream it stopped reading).
-fn answer_from(port: &mut Port, control: &mut UnixStream, request_id: Option<&str>) -> Result<(), String> {
+fn answer_from(port: &mut Port, control: &mut UnixStream, request_id: Option<&str>) -> Result<(), SerialError> {
     let mut head = Vec::new();
     let mut chunked = false;
     let mut chunk = [0u8; 16384];
@@ -277,14 +309,14 @@ fn answer_from(port: &mut Port, control: &mut UnixStream, request_id: Option<&st
                 // it stopped reading). They start the next request.
                 Ok(n) if n > 0 => {
                     port.carry.extend_from_slice(&next[..n]);
-                    return Err("a new request came in an answer".into());
+                    return Err(SerialError::NewRequest);
                 }
                 Ok(_) => hangup = true,
                 Err(_) => {}
             }
         }
         if port.gone(hangup) {
-            return Err("the host side went away in an answer".into());
+            return Err(SerialError::HostGoneInAnswer);
         }
         if !readable {
             continue;
@@ -292,11 +324,11 @@ fn answer_from(port: &mut Port, control: &mut UnixStream, request_id: Option<&st
         let n = match control.read(&mut chunk) {
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(format!("control socket: {e}")),
+            Err(e) => return Err(SerialError::ReadAnswer(e)),
         };
         if head.is_empty() || head.windows(4).all(|w| w != b"\r\n\r\n") {
             if n == 0 {
-                return Err("the control socket closed before its answer".into());
+                return Err(SerialError::NoAnswer);
             }
             head.extend_from_slice(&chunk[..n]);
             let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") else { continue };

@@ -76,13 +76,13 @@ impl Core {
                 vs.iter().any(|v| v != name && !kept(v) && self.records.get(v).is_some_and(|x| x.run().is_some()))
             });
             if !blocked {
-                let why = self.stop_reason(name);
+                let why = self.stop_reason(name, keep);
                 self.stop(name, why);
             }
         }
     }
 
-    fn stop_reason(&self, name: &str) -> String {
+    fn stop_reason(&self, name: &str, keep: &HashMap<String, bool>) -> String {
         let r = &self.records[name];
         if self.shutting_down {
             return "shutdown".into();
@@ -106,7 +106,7 @@ impl Core {
             if st != State::Running {
                 return format!("requires {dep} ({st})");
             }
-            if !d.current(false) {
+            if !keep.get(&dep).copied().unwrap_or(false) {
                 // Running still, but about to be stopped itself.
                 return format!("requires {dep} (stopping)");
             }

@@ -133,13 +133,13 @@ impl Core {
                 }));
                 // Asked to stop while it started: the next converge stops
                 // it, in order (its dependents first), as it would any
-                // container it does not keep.
-                let stop_asked = std::mem::take(&mut run.stopping);
+                // container it does not keep, or keeps it if it is wanted
+                // again by then; its probes start either way (a stop ends
+                // them).
+                run.stopping = false;
                 r.start_error = None;
                 r.reason = None;
-                if !stop_asked {
-                    self.start_probes(name);
-                }
+                self.start_probes(name);
             }
             StartOutcome::Failed(err) => {
                 self.pending.push(Action::Note { name: name.into(), level: Level::Error, message: err.clone() });

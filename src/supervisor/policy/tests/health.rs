@@ -146,3 +146,17 @@ fn health_shows_in_status_as_it_changes() {
         .collect();
     assert_eq!(notes, ["health healthy (ok)", "health unhealthy (connection refused)"]);
 }
+
+#[test]
+fn a_container_kept_after_a_stop_asked_while_starting_is_still_probed() {
+    let mut h = Harness::with(&[("db", &checked("")), ("web", &with_unit("requires = [\"db\"]", ""))]);
+    // Stopped, then started again, while its image is still pulled.
+    h.op(Op::Stop, &["db"]).unwrap();
+    h.op(Op::Start, &["db"]).unwrap();
+    h.run("db");
+    assert_eq!(h.state("db"), State::Running);
+    assert!(probes(&h, "db").last().unwrap().is_some(), "its check runs");
+    assert_eq!(h.reason("web"), "requires db (running, health starting)");
+    h.probe("db", true);
+    assert_eq!(h.state("web"), State::Starting);
+}

@@ -150,3 +150,17 @@ fn a_held_unit_is_inactive_even_with_a_failure_behind_it() {
     h.op(Op::Stop, &["a"]).unwrap();
     assert_eq!(h.state("a"), State::Inactive);
 }
+
+#[test]
+fn a_dependent_two_links_away_says_which_requirement_goes_down() {
+    let mut h = Harness::with(&[
+        ("db", PLAIN),
+        ("app", &with_unit("requires = [\"db\"]", "")),
+        ("web", &with_unit("requires = [\"app\"]", "")),
+    ]);
+    h.run_all();
+    h.op(Op::Stop, &["db"]).unwrap();
+    assert_eq!(h.reason("web"), "requires app (stopping)");
+    h.exit("web", 0);
+    assert_eq!(h.reason("app"), "requires db (stopping)");
+}

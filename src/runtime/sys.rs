@@ -1,0 +1,50 @@
+//! The calls of the daemon's own process setup that neither std nor `nix`
+//! wraps safely, each behind a safe function with a narrow signature, so
+//! that `unsafe` stays inside the runtime. Code elsewhere uses `nix`.
+
+use std::io;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SysError {
+    #[error("count our threads in /proc/self/task: {0}")]
+    Threads(#[source] io::Error),
+    #[error("set {key}: {threads} threads run, and the environment may change only while one does")]
+    NotSingleThreaded { key: String, threads: usize },
+}
+
+/// Sets the environment variable `key` of this process, only while it has
+/// a single thread (read from `/proc/self/task`, so /proc must be mounted):
+/// another thread could read the environment at the same time.
+pub fn set_env_single_threaded(key: &str, value: &str) -> Result<(), SysError> {
+    let threads = std::fs::read_dir("/proc/self/task").map_err(SysError::Threads)?.count();
+    if threads != 1 {
+        return Err(SysError::NotSingleThreaded { key: key.to_string(), threads });
+    }
+    // SAFETY: this is the only thread (counted just above), and only it
+    // could start another, so nothing reads or writes the environment
+    // while it changes.
+    unsafe { std::env::set_var(key, value) };
+    Ok(())
+}
+
+/// Caps glibc's malloc arenas at `max` (`M_ARENA_MAX`); whether glibc
+/// took it.
+pub fn limit_malloc_arenas(max: i32) -> bool {
+    // SAFETY: mallopt takes two integers and only tunes the allocator,
+    // under the allocator's own lock.
+    unsafe { libc::mallopt(libc::M_ARENA_MAX, max) == 1 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_environment_is_not_changed_while_other_threads_run() {
+        // The test harness runs this test on a thread of its own.
+        let e = set_env_single_threaded("SUPERVISOR_SYS_TEST", "1").unwrap_err();
+        assert!(matches!(e, SysError::NotSingleThreaded { threads, .. } if threads > 1), "{e}");
+        assert!(std::env::var_os("SUPERVISOR_SYS_TEST").is_none());
+        assert!(limit_malloc_arenas(8));
+    }
+}
