@@ -6,9 +6,15 @@
 //! commands of `supervisorctl` and `supervisord`. See `docs/` for the unit
 //! format and the design.
 
+// `unsafe` lives in the runtime only (docs/architecture.md), and every
+// block there says why it is sound.
+#![deny(unsafe_code)]
+#![warn(clippy::undocumented_unsafe_blocks)]
+
 pub mod cli;
 pub mod health;
 pub mod names;
+#[allow(unsafe_code)]
 pub mod runtime;
 pub mod supervisor;
 pub mod timefmt;

@@ -51,12 +51,9 @@ impl Backend for Real {
     }
 
     fn signal(&mut self, _name: &str, pid: i32, signal: i32) -> std::io::Result<()> {
-        // SAFETY: kill(2) of our own child, not yet reaped: its exit would
-        // have ended the container's record in the core.
-        match unsafe { libc::kill(pid, signal) } {
-            0 => Ok(()),
-            _ => Err(std::io::Error::last_os_error()),
-        }
+        // Our own child, not yet reaped: its exit would have ended the
+        // container's record in the core, so the pid is not reused.
+        crate::runtime::sys::kill(pid, signal)
     }
 
     fn kill_all(&mut self, name: &str, generation: u64) {
