@@ -314,8 +314,8 @@ pub fn power(client: &Client, verb: &str) -> ExitCode {
 /// its run directory. Exits with the command's code; 126/127 when it
 /// cannot be run.
 pub fn exec(client: &Client, unit: &str, interactive: bool, tty: bool, command: Vec<String>) -> ExitCode {
-    use crate::runtime::container::exec::{exec, reexec_from_sealed_copy};
-    use crate::runtime::container::state::ContainerState;
+    use crate::runtime::container::ContainerState;
+    use crate::runtime::container::{exec, reexec_from_sealed_copy};
     match client.request("GET", &format!("/v1/units/{}", encode(unit))) {
         Ok(r) if r.status == 200 => {
             let v = r.json().unwrap_or(Value::Null);

@@ -100,7 +100,7 @@ pub enum RuntimeCommand {
 
 pub fn run(args: Args) -> ExitCode {
     if let Some(Command::Runtime(RuntimeCommand::Spawn)) = &args.command {
-        return ExitCode::from(crate::runtime::container::helper::serve());
+        return ExitCode::from(crate::runtime::container::serve_spawn_helper());
     }
     let default_config = PathBuf::from("/etc/supervisor/supervisord.toml");
     let config = match Config::load(args.config.as_ref().unwrap_or(&default_config), args.config.is_some()) {
@@ -127,7 +127,7 @@ pub fn run(args: Args) -> ExitCode {
 
 fn run_with(args: Args, paths: Paths, config: Config) -> ExitCode {
     if let Some(Command::Runtime(RuntimeCommand::Run { bundle, id })) = &args.command {
-        return match crate::runtime::container::bundle::run_bundle(bundle, id) {
+        return match crate::runtime::container::run_bundle(bundle, id) {
             Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
             Err(e) => {
                 eprintln!("supervisord: {e}");
@@ -145,14 +145,14 @@ fn run_with(args: Args, paths: Paths, config: Config) -> ExitCode {
         };
     }
     if let Some(Command::Runtime(RuntimeCommand::Cleanup)) = &args.command {
-        for name in crate::runtime::container::state::clean_up(&paths.run_dir).containers {
+        for name in crate::runtime::container::clean_up(&paths.run_dir).containers {
             println!("removed {name}");
         }
         return ExitCode::SUCCESS;
     }
     if let Some(Command::Runtime(RuntimeCommand::Exec { tty, timeout, name, command })) = &args.command {
-        use crate::runtime::container::exec::{exec, reexec_from_sealed_copy};
-        use crate::runtime::container::state::ContainerState;
+        use crate::runtime::container::ContainerState;
+        use crate::runtime::container::{exec, reexec_from_sealed_copy};
         let result = ContainerState::load(&paths.run_dir, name).and_then(|state| {
             reexec_from_sealed_copy()?;
             exec(&state, command.clone(), *tty, *timeout)

@@ -16,7 +16,7 @@ use super::logs::Hub;
 use super::starter::Env;
 use super::{pid1, watch as watcher};
 use crate::runtime::cgroups::Manager;
-use crate::runtime::container::state::clean_up;
+use crate::runtime::container::clean_up;
 use crate::runtime::image::{PullOptions, RegistryOptions, Store};
 use crate::runtime::network::NetworkError;
 use crate::runtime::network::bridge::{Bridge, Config as BridgeConfig};

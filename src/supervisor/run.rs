@@ -11,7 +11,7 @@ use nix::sys::signal::Signal;
 
 use super::prepare::{PrepareError, image, prepare};
 use crate::runtime::cgroups::Manager;
-use crate::runtime::container::signals::Forwarding;
+use crate::runtime::container::Forwarding;
 use crate::runtime::container::{Container, RuntimeError, Setup, Stdio};
 use crate::runtime::image::{ImageError, PullOptions, Quiet, Store};
 use crate::units::diag::Diagnostic;

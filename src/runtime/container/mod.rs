@@ -9,29 +9,37 @@
 //! the first process, `init` is what that process does before `execve`,
 //! and `helper` creates it from a single-threaded process for the daemon.
 
-pub(crate) mod bundle;
-pub(crate) mod exec;
-pub(crate) mod helper;
-pub(crate) mod init;
+mod bundle;
+mod exec;
+mod helper;
+mod init;
 mod init_error;
 mod lifecycle;
 mod limits;
 mod plan;
 mod process;
-pub(crate) mod signals;
+mod signals;
 mod spawn;
-pub(crate) mod state;
+mod state;
 mod wire;
 
 use std::path::PathBuf;
 
 use nix::errno::Errno;
 
+// The commands of `supervisord runtime` and what the daemon needs besides
+// a Container: the whole surface the rest of the crate sees.
+pub use bundle::run_bundle;
+pub use exec::{exec, reexec_from_sealed_copy};
+pub use helper::serve as serve_spawn_helper;
+pub(crate) use init::loopback_up;
 pub use init_error::InitError;
 pub use lifecycle::{Container, Destroyed, Pending, Setup};
 pub use limits::hard_limit;
 pub use plan::{Plan, PlanError};
+pub use signals::Forwarding;
 pub use spawn::{Output, Stdio};
+pub use state::{ContainerState, clean_up};
 
 use crate::runtime::cgroups::CgroupError;
 

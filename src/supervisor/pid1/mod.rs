@@ -130,7 +130,7 @@ pub fn host_setup() {
             }
         }
     }
-    if let Err(e) = crate::runtime::container::init::loopback_up() {
+    if let Err(e) = crate::runtime::container::loopback_up() {
         tracing::warn!("{e}");
     }
     // Ctrl-Alt-Del sends us SIGINT instead of an immediate reboot.
