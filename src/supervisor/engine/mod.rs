@@ -152,7 +152,7 @@ impl<B: Backend> Engine<B> {
         let set = match load_dir(&self.units_dir) {
             Ok(set) => set,
             Err(e) => {
-                let err = ReloadError { dir: self.units_dir.clone(), error: e.to_string() };
+                let err = ReloadError { dir: self.units_dir.clone(), source: e };
                 // A directory that vanished for a moment (being replaced)
                 // must not stop everything: keep what runs.
                 tracing::error!("{err}; keeping the units as they are");

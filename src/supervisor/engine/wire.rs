@@ -61,10 +61,11 @@ pub enum StartPhase {
 
 /// Why the unit directory could not be read.
 #[derive(Debug, thiserror::Error)]
-#[error("{dir}: {error}")]
+#[error("{}: {source}", dir.display())]
 pub struct ReloadError {
     pub dir: std::path::PathBuf,
-    pub error: String,
+    #[source]
+    pub source: std::io::Error,
 }
 
 /// What an operator asks, with where the answer goes.
