@@ -31,7 +31,15 @@ use crate::units::load_dir;
 
 /// The clocks now: the loop reads them, the core never does.
 fn now() -> Now {
-    Now { mono: std::time::Instant::now(), wall: std::time::SystemTime::now() }
+    Now { mono: std::time::Instant::now(), wall: std::time::SystemTime::now(), jitter: random_fraction() }
+}
+
+/// A fraction in [0, 1) from std's randomly keyed hasher: enough to spread
+/// restarts, with no random-number crate.
+fn random_fraction() -> f64 {
+    use std::hash::{BuildHasher, Hasher};
+    let bits = std::collections::hash_map::RandomState::new().build_hasher().finish();
+    (bits >> 11) as f64 / (1u64 << 53) as f64
 }
 
 pub struct Engine<B: Backend> {

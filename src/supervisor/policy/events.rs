@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use super::health;
-use super::lifecycle::{AfterExit, ExitInfo, after_exit};
+use super::lifecycle::{AfterExit, ExitInfo, after_exit, jittered};
 use super::record::{Life, Notify, Phase, Record, Rest, Run, Running};
 use super::reload::{Step, plan};
 use super::{Action, Core, Level, Now, Op, ProbeLoop, StartOutcome, Timer};
@@ -201,6 +201,7 @@ impl Core {
         r.record(exit);
         r.life = Life::Idle(match decision {
             AfterExit::Restart(delay) => {
+                let delay = jittered(delay, &policy, now.jitter);
                 r.restarts += 1;
                 let generation = r.generation;
                 let timer = Timer::Backoff { name: name.to_string(), generation };

@@ -144,6 +144,13 @@ pub fn after_exit(policy: &Restart, in_row: u32, ran_for: Duration, exit: &ExitI
     (AfterExit::Restart(backoff(policy, in_row)), in_row)
 }
 
+/// Up to a tenth more than `delay`, by `jitter` (a fraction in [0, 1)),
+/// and never past `max_delay`: the cap stays a cap.
+pub fn jittered(delay: Duration, policy: &Restart, jitter: f64) -> Duration {
+    let extra = delay.mul_f64(jitter.clamp(0.0, 1.0) / 10.0);
+    delay.saturating_add(extra).min(policy.max_delay.max(delay))
+}
+
 /// The delay before restart number `n` in a row (from 1): `delay`,
 /// doubling up to `max_delay`.
 pub fn backoff(policy: &Restart, n: u32) -> Duration {
@@ -173,6 +180,15 @@ mod tests {
         let d: Vec<u128> = (1..=7).map(|n| backoff(&p, n).as_millis()).collect();
         assert_eq!(d, [100, 200, 400, 800, 1000, 1000, 1000]);
         assert_eq!(backoff(&p, 200), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn jitter_adds_up_to_a_tenth_and_never_passes_the_cap() {
+        let p = policy(RestartPolicy::Always, 0);
+        assert_eq!(jittered(Duration::from_millis(100), &p, 0.0), Duration::from_millis(100));
+        assert_eq!(jittered(Duration::from_millis(100), &p, 0.5), Duration::from_millis(105));
+        assert_eq!(jittered(Duration::from_millis(800), &p, 0.99), Duration::from_micros(879_200));
+        assert_eq!(jittered(Duration::from_secs(1), &p, 0.9), Duration::from_secs(1), "at the cap");
     }
 
     #[test]

@@ -44,11 +44,15 @@ use status::{StateEvent, UnitStatus};
 pub struct Now {
     pub mono: Instant,
     pub wall: SystemTime,
+    /// A random fraction in [0, 1) drawn for this event: the restart
+    /// backoff's jitter, so that units failing together do not all come
+    /// back at the same instant. An input like the clock, so tests fix it.
+    pub jitter: f64,
 }
 
 impl Now {
     pub fn after(self, d: Duration) -> Now {
-        Now { mono: self.mono + d, wall: self.wall + d }
+        Now { mono: self.mono + d, wall: self.wall + d, ..self }
     }
 }
 

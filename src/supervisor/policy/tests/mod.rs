@@ -52,7 +52,11 @@ impl Harness {
     pub fn new() -> Harness {
         Harness {
             core: Core::new(),
-            now: Now { mono: Instant::now(), wall: SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000) },
+            now: Now {
+                mono: Instant::now(),
+                wall: SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000),
+                jitter: 0.0,
+            },
             dir: tempfile::tempdir().unwrap(),
             timers: Vec::new(),
             log: Vec::new(),

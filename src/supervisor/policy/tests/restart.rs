@@ -158,3 +158,15 @@ fn the_exit_history_keeps_the_last_five() {
     let codes: Vec<i32> = h.core.record("a").unwrap().history.iter().filter_map(|e| e.exit_code).collect();
     assert_eq!(codes, [3, 4, 5, 6, 7]);
 }
+
+#[test]
+fn the_jitter_of_the_event_lengthens_the_delay_by_up_to_a_tenth() {
+    let mut h = crash_loop("delay = \"1s\"\nmax_delay = \"1m\"");
+    h.run("a");
+    h.now.jitter = 0.5;
+    h.exit("a", 1);
+    h.advance(ms(1049));
+    assert_eq!(h.state("a"), State::Backoff);
+    h.advance(ms(1));
+    assert_eq!(h.state("a"), State::Starting);
+}
