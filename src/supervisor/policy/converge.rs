@@ -164,7 +164,7 @@ impl Core {
         // The container whose network it joins (running: it is required).
         let join = |core: &Core, owner: &str| {
             let running = core.records.get(owner)?.run()?.running()?;
-            Some(Join { pid: running.pid, address: running.address })
+            Some(Join { pid: running.container.pid, address: running.container.address })
         };
         let r = &self.records[name];
         let unit = r.config.clone().expect("wanted units have a config");

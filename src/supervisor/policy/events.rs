@@ -121,12 +121,7 @@ impl Core {
         match outcome {
             StartOutcome::Running(s) => {
                 run.phase = Phase::Running(Box::new(Running {
-                    pid: s.pid,
-                    stop_signal: s.stop_signal,
-                    image_digest: s.image_digest,
-                    image_health: s.image_health,
-                    address: s.address,
-                    ports: s.ports,
+                    container: s,
                     started_at: now.mono,
                     started_wall: now.wall,
                     health: None,
@@ -238,10 +233,10 @@ impl Core {
         let Some(run) = r.run_mut() else { return };
         let generation = run.generation;
         let Some(running) = run.running_mut() else { return };
-        let check = health::effective(&health, running.image_health.as_ref());
+        let check = health::effective(&health, running.container.image_health.as_ref());
         running.health =
             check.as_ref().map(|c| (c.clone(), Tracker::new(running.started_at, c.start_period, c.retries)));
-        let probe = check.map(|check| ProbeLoop { check, pid: running.pid, hostname });
+        let probe = check.map(|check| ProbeLoop { check, pid: running.container.pid, hostname });
         self.pending.push(Action::Probe { name: name.into(), generation, probe });
     }
 
@@ -321,7 +316,7 @@ impl Core {
             // Still starting: stopped as soon as it is started.
             return;
         };
-        let (pid, signal) = (running.pid, running.stop_signal);
+        let (pid, signal) = (running.container.pid, running.container.stop_signal);
         self.pending.push(Action::Signal { name: name.into(), generation, pid, signal });
         let timer = Timer::StopTimeout { name: name.into(), generation };
         self.pending.push(Action::Timer { after: timeout, timer });
@@ -359,7 +354,7 @@ impl Core {
     /// The pid of `name`'s running container, for `kill`.
     pub fn pid(&self, name: &str) -> Result<i32, OpError> {
         let r = self.records.get(name).ok_or_else(|| OpError::Unknown(name.into()))?;
-        r.run().and_then(Run::running).map(|x| x.pid).ok_or_else(|| OpError::NotRunning(name.into()))
+        r.run().and_then(Run::running).map(|x| x.container.pid).ok_or_else(|| OpError::NotRunning(name.into()))
     }
 
     fn note(&mut self, name: &str, message: String) {

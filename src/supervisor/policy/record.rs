@@ -7,11 +7,11 @@ use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::time::{Instant, SystemTime};
 
+use super::Started;
 use super::health::Check;
 use super::lifecycle::{ExitInfo, State};
 use super::status::UnitStatus;
 use crate::health::{Health, Tracker};
-use crate::runtime::image::config::Healthcheck;
 use crate::units::LoadedUnit;
 use crate::units::model::OnUnhealthy;
 
@@ -107,12 +107,8 @@ pub enum Phase {
 /// What is known of a container once it runs.
 #[derive(Debug, Clone)]
 pub struct Running {
-    pub pid: i32,
-    pub stop_signal: i32,
-    pub image_digest: String,
-    pub image_health: Option<Healthcheck>,
-    pub address: Option<std::net::Ipv4Addr>,
-    pub ports: Vec<String>,
+    /// What its start reported: pid, stop signal, image, address.
+    pub container: Started,
     pub started_at: Instant,
     pub started_wall: SystemTime,
     /// The health check and its state, when there is one.
@@ -273,7 +269,7 @@ impl Record {
             name: self.name.clone(),
             state: self.state(shutting_down),
             since: self.since,
-            pid: running.map(|r| r.pid),
+            pid: running.map(|r| r.container.pid),
             health: running.and_then(|r| r.health.as_ref()).map(|(_, t)| t.status.name().to_string()),
             notify_status: self.run().and_then(|r| r.notify.as_ref()).and_then(|n| n.status.clone()),
             restarts: self.restarts,
@@ -287,9 +283,9 @@ impl Record {
             },
             reason: self.reason.clone(),
             image: self.config.as_ref().map(|u| u.unit.container.image.to_string()),
-            image_digest: running.map(|r| r.image_digest.clone()),
-            address: running.and_then(|r| r.address).map(|a| a.to_string()),
-            ports: running.map(|r| r.ports.clone()).unwrap_or_default(),
+            image_digest: running.map(|r| r.container.image_digest.clone()),
+            address: running.and_then(|r| r.container.address).map(|a| a.to_string()),
+            ports: running.map(|r| r.container.ports.clone()).unwrap_or_default(),
             started_at: running.map(|r| r.started_wall),
             file: self.file.clone(),
             held: self.held,
