@@ -85,8 +85,7 @@ pub fn run_unit(file: &Path, state_dir: &Path, run_dir: &Path, log: Option<&Path
     let stdio = if log_file.is_some() { Stdio::Pipes } else { Stdio::Inherit };
     // SIGTERM or SIGINT to `run-unit` stops the container as the daemon
     // will: its stop signal at once, SIGKILL to all of it after the timeout.
-    let stop_signal = Signal::try_from(prepared.stop_signal).unwrap_or(Signal::SIGTERM);
-    let forwarding = Forwarding::stop(&[Signal::SIGTERM, Signal::SIGINT], stop_signal)?;
+    let forwarding = Forwarding::stop(&[Signal::SIGTERM, Signal::SIGINT], prepared.stop_signal)?;
     let (container, output) = Container::create(&setup, &prepared.plan, stdio)?;
     forwarding.started(container.pid());
     let result = std::thread::scope(|s| {

@@ -46,7 +46,16 @@ struct Parts {
 
 impl Parts {
     fn new(setup: &Setup) -> Result<Parts, RuntimeError> {
-        let cgroup = setup.cgroups.create(setup.name)?;
+        let cgroup = match setup.cgroups.create(setup.name) {
+            Ok(c) => c,
+            Err(e) => {
+                // Its directory is ours from here: nothing else removes it.
+                if let Some(dir) = setup.dir {
+                    let _ = std::fs::remove_dir_all(dir);
+                }
+                return Err(e.into());
+            }
+        };
         let parts = Parts {
             name: setup.name.to_string(),
             cgroup,

@@ -9,8 +9,8 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicI32, Ordering};
 
 use nix::fcntl::OFlag;
-use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, kill, sigaction};
-use nix::unistd::{Pid, pipe2};
+use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
+use nix::unistd::pipe2;
 
 use super::RuntimeError;
 
@@ -18,26 +18,40 @@ use super::RuntimeError;
 static CONTAINER: AtomicI32 = AtomicI32::new(0);
 /// A signal not yet delivered: it came before the pid was known.
 static PENDING: AtomicI32 = AtomicI32::new(0);
-/// Deliver every signal as this one (a stop signal); 0: as itself.
+/// Deliver every signal as this one (a stop signal, by number: it may be
+/// a real-time one, which nix's `Signal` cannot name); 0: as itself.
 static SEND_AS: AtomicI32 = AtomicI32::new(0);
 /// The write end of the pipe that tells the waiter a stop was asked for.
 static WAKE: AtomicI32 = AtomicI32::new(-1);
 
+/// Sends the signal that came before the pid was known, if one did.
 fn deliver(pid: i32) {
     // Whoever swaps the pending signal out sends it: the handler and
     // `started` can race, and the signal must go exactly once.
     let sig = PENDING.swap(0, Ordering::SeqCst);
-    if let (true, Ok(sig)) = (sig != 0, Signal::try_from(sig)) {
-        let _ = kill(Pid::from_raw(pid), sig);
+    if sig != 0 {
+        let _ = crate::runtime::sys::kill(pid, sig);
     }
 }
 
 extern "C" fn forward(sig: libc::c_int) {
+    // SAFETY: reading this thread's errno location, to restore it before
+    // returning: the interrupted code may be about to read errno.
+    let saved = unsafe { *libc::__errno_location() };
     let send_as = SEND_AS.load(Ordering::SeqCst);
-    PENDING.store(if send_as != 0 { send_as } else { sig }, Ordering::SeqCst);
+    let sig = if send_as != 0 { send_as } else { sig };
     let pid = CONTAINER.load(Ordering::SeqCst);
     if pid > 0 {
-        deliver(pid);
+        // Known: straight to it, so that a second signal interrupting this
+        // handler cannot overwrite this one.
+        let _ = crate::runtime::sys::kill(pid, sig);
+    } else {
+        PENDING.store(sig, Ordering::SeqCst);
+        // The pid may have become known meanwhile: `started` then missed it.
+        let pid = CONTAINER.load(Ordering::SeqCst);
+        if pid > 0 {
+            deliver(pid);
+        }
     }
     let wake = WAKE.load(Ordering::SeqCst);
     if wake >= 0 {
@@ -45,6 +59,8 @@ extern "C" fn forward(sig: libc::c_int) {
         // `Forwarding` owns while it is installed, and one byte of ours.
         unsafe { libc::write(wake, [1u8].as_ptr().cast(), 1) };
     }
+    // SAFETY: as above; this thread's errno, as it was on entry.
+    unsafe { *libc::__errno_location() = saved };
 }
 
 /// The handlers, installed; the container they forward to is given by
@@ -75,11 +91,13 @@ impl Forwarding {
     /// Each of `signals` asks the container to stop: `stop` goes to it, and
     /// [`Forwarding::stop_requested`] becomes readable, for the stop
     /// escalation.
-    pub fn stop(signals: &[Signal], stop: Signal) -> Result<Forwarding, RuntimeError> {
+    pub fn stop(signals: &[Signal], stop: i32) -> Result<Forwarding, RuntimeError> {
         let (r, w) = pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK).map_err(|e| RuntimeError::sys("pipe", e))?;
-        WAKE.store(w.as_raw_fd(), Ordering::SeqCst);
-        SEND_AS.store(stop as i32, Ordering::SeqCst);
+        SEND_AS.store(stop, Ordering::SeqCst);
         install(signals)?;
+        // Only once the handlers are ours: a failed install must not leave
+        // a descriptor number that a later signal writes to.
+        WAKE.store(w.as_raw_fd(), Ordering::SeqCst);
         Ok(Forwarding { stop_requested: Some((r, w)) })
     }
 
