@@ -89,7 +89,7 @@ pub(super) async fn run(
         address,
         ports,
     } = started;
-    let (pid, cgroup) = (container.pid(), container.cgroup().clone());
+    let pid = container.pid();
     let notify_task = notify.as_ref().map(|(_, socket)| {
         let (tx, name, socket) = (tx.clone(), name.clone(), socket.clone());
         tokio::spawn(async move {
@@ -100,8 +100,10 @@ pub(super) async fn run(
         })
         .abort_handle()
     });
+    // The loop's copy of the cgroup (for kill_all, live limits, inspect);
+    // the container keeps its own until it is destroyed.
     live.with(&name, generation, |l| {
-        l.cgroup = Some(cgroup.clone());
+        l.cgroup = Some(container.cgroup().clone());
         l.tasks.extend(notify_task);
     });
     let log_path = logs::log_path(&log_dir, &name);
