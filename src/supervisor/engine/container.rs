@@ -63,9 +63,12 @@ pub(super) async fn run(
         let phase = phase.clone();
         move || phase(StartPhase::Pulling)
     };
-    let result = starter::start(env.clone(), unit, notify_dir, join, pulling, move || phase(StartPhase::Starting))
-        .await
-        .map_err(|e| e.to_string());
+    // Boxed: a future is as large as its largest state, and the start's
+    // (the prepared plan and spec) would otherwise stay reserved in every
+    // container's task for as long as the container runs.
+    let start =
+        Box::pin(starter::start(env.clone(), unit, notify_dir, join, pulling, move || phase(StartPhase::Starting)));
+    let result = start.await.map_err(|e| e.to_string());
     // The next start may go; this task goes on to wait for the exit.
     drop(permit);
     let started = match result {
