@@ -124,10 +124,22 @@ pub async fn start(
     })
     .await??;
 
+    // Until the container owns its directory (the writable layer prepare
+    // made), a failure removes it here.
+    let dir = prepared.dir.clone();
+    let drop_dir = async || {
+        let _ = spawn_blocking(move || std::fs::remove_dir_all(dir)).await;
+    };
     let mut ports = Vec::new();
     let mut net = None;
     if let Some(b) = &bridge {
-        let (plan, described) = b.reserve(&name, &publish).await.map_err(StartError::Network)?;
+        let (plan, described) = match b.reserve(&name, &publish).await {
+            Ok(r) => r,
+            Err(e) => {
+                drop_dir().await;
+                return Err(StartError::Network(e));
+            }
+        };
         prepared.plan.set_network(Some(plan.clone()));
         net = Some(plan);
         ports = described;
@@ -148,6 +160,7 @@ pub async fn start(
         Ok(p) => p,
         Err(e) => {
             undo(None).await;
+            drop_dir().await;
             return Err(StartError::Pipe(e));
         }
     };
