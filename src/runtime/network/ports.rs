@@ -79,14 +79,29 @@ pub fn hold(p: &Publish) -> Result<(Held, u16), NetworkError> {
 /// `route_localnet`, and such connections are masqueraded to the bridge's
 /// address); a container reaching a published port through the host
 /// (hairpin) is masqueraded too, so that the answer comes back the same way.
+///
+/// And filters, so that the host does not route what was never published:
+/// `forward` lets into the bridge from elsewhere only answers (to what the
+/// containers opened) and connections a published port's DNAT led there
+/// (a peer that routes the subnet through this host reaches nothing else,
+/// as with Docker 28); `input` drops what comes in from the bridge for
+/// 127.0.0.0/8 unless it belongs to a DNATed connection: `route_localnet`
+/// would otherwise hand the host's loopback-only services to any container
+/// that forges such a packet (CVE-2020-8558, fixed the same way by
+/// kube-proxy). For the same reason, prerouting never DNATs a packet sent to
+/// 127.0.0.0/8: a port published on 127.0.0.1 is the host's alone.
 pub fn ruleset(table: &str, bridge: &str, subnet: Subnet, published: &[&Published]) -> String {
-    let mut dnat = String::new();
+    let (mut from_outside, mut from_host) = (String::new(), String::new());
     for p in published {
         let only = p.host_ip.map(|ip| format!("ip daddr {ip} ")).unwrap_or_default();
-        dnat.push_str(&format!(
-            "\t\tfib daddr type local {only}{} dport {} dnat to {}:{}\n",
+        let rule = format!(
+            "fib daddr type local {only}{} dport {} dnat to {}:{}\n",
             p.protocol, p.host_port, p.container_ip, p.container_port
-        ));
+        );
+        from_host.push_str(&format!("\t\t{rule}"));
+        if !p.host_ip.is_some_and(|ip| ip.is_loopback()) {
+            from_outside.push_str(&format!("\t\tip daddr != 127.0.0.0/8 {rule}"));
+        }
     }
     format!(
         "table ip {table}\ndelete table ip {table}\ntable ip {table} {{\n\
@@ -94,8 +109,15 @@ pub fn ruleset(table: &str, bridge: &str, subnet: Subnet, published: &[&Publishe
          \t\tip saddr {subnet} oifname != \"{bridge}\" masquerade\n\
          \t\toifname \"{bridge}\" ip saddr 127.0.0.0/8 masquerade\n\
          \t\toifname \"{bridge}\" ip saddr {subnet} ct status dnat masquerade\n\t}}\n\
-         \tchain prerouting {{\n\t\ttype nat hook prerouting priority dstnat; policy accept;\n{dnat}\t}}\n\
-         \tchain output {{\n\t\ttype nat hook output priority -100; policy accept;\n{dnat}\t}}\n}}\n"
+         \tchain prerouting {{\n\t\ttype nat hook prerouting priority dstnat; policy accept;\n{from_outside}\t}}\n\
+         \tchain output {{\n\t\ttype nat hook output priority -100; policy accept;\n{from_host}\t}}\n\
+         \tchain forward {{\n\t\ttype filter hook forward priority filter; policy accept;\n\
+         \t\toifname \"{bridge}\" iifname != \"{bridge}\" ct state established,related accept\n\
+         \t\toifname \"{bridge}\" iifname != \"{bridge}\" ct status dnat accept\n\
+         \t\toifname \"{bridge}\" iifname != \"{bridge}\" drop\n\t}}\n\
+         \tchain input {{\n\t\ttype filter hook input priority filter; policy accept;\n\
+         \t\tiifname \"{bridge}\" ip daddr 127.0.0.0/8 ct status dnat accept\n\
+         \t\tiifname \"{bridge}\" ip daddr 127.0.0.0/8 drop\n\t}}\n}}\n"
     )
 }
 
@@ -123,11 +145,21 @@ mod tests {
         };
         let text = ruleset("supervisor_sv0", "sv0", Subnet::parse("10.213.0.0/16").unwrap(), &[&web, &dns]);
         assert_eq!(text.matches("fib daddr type local tcp dport 8080 dnat to 10.213.0.2:80").count(), 2);
-        assert_eq!(text.matches("ip daddr 127.0.0.1 udp dport 5353 dnat to 10.213.0.3:53").count(), 2);
+        assert_eq!(text.matches("ip daddr != 127.0.0.0/8 fib daddr type local tcp dport 8080").count(), 1);
+        // Published on loopback: the host's alone (output), never DNATed
+        // from outside (prerouting).
+        assert_eq!(text.matches("ip daddr 127.0.0.1 udp dport 5353 dnat to 10.213.0.3:53").count(), 1);
+        let prerouting = text.split("chain prerouting").nth(1).unwrap().split("chain output").next().unwrap();
+        assert!(!prerouting.contains("5353"), "{prerouting}");
         assert!(text.starts_with("table ip supervisor_sv0\ndelete table ip supervisor_sv0\n"));
         assert_eq!(web.describe(), "0.0.0.0:8080->80/tcp");
         let empty = ruleset("t", "sv0", Subnet::parse("10.213.0.0/16").unwrap(), &[]);
         assert!(!empty.contains("dnat to"));
+        // Nothing routed into the bridge but answers and published ports;
+        // nothing from it to the host's loopback but DNATed connections.
+        assert!(empty.contains("oifname \"sv0\" iifname != \"sv0\" ct status dnat accept"));
+        assert!(empty.contains("oifname \"sv0\" iifname != \"sv0\" drop"));
+        assert!(empty.contains("iifname \"sv0\" ip daddr 127.0.0.0/8 drop"));
     }
 
     #[test]
