@@ -217,3 +217,154 @@ fn a_peer_on_the_bridge_cannot_reach_the_hosts_loopback() {
     );
     drop(peer);
 }
+
+/// One raw request on the control socket (or none, or half of one): the
+/// open connection.
+fn connect(d: &Daemon, request: &str) -> std::os::unix::net::UnixStream {
+    use std::io::Write;
+    let mut s = std::os::unix::net::UnixStream::connect(d.socket()).unwrap();
+    s.write_all(request.as_bytes()).unwrap();
+    s
+}
+
+/// Everything the daemon sends until it closes the connection, and how
+/// long that took; panics if it is still open after `secs`.
+fn read_to_close(s: &mut std::os::unix::net::UnixStream, secs: u64) -> (String, Duration) {
+    use std::io::Read;
+    let start = Instant::now();
+    s.set_read_timeout(Some(Duration::from_secs(secs))).unwrap();
+    let mut out = Vec::new();
+    match s.read_to_end(&mut out) {
+        Ok(_) => (text(&out), start.elapsed()),
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => (text(&out), start.elapsed()),
+        Err(e) => panic!("the connection is still open after {secs}s ({e}); it sent {:?}", text(&out)),
+    }
+}
+
+fn sleeper(d: &Daemon, extra: &str) -> String {
+    let name = common::unique_name("sc");
+    d.write_unit(&name, &unit("sleep 100000 & wait", &format!("network = \"none\"\n{extra}")));
+    d.wait_state(&name, "running");
+    name
+}
+
+#[test]
+fn a_huge_since_is_a_400_that_names_it_and_the_daemon_answers_after() {
+    if !common::require_root("a_huge_since_is_a_400_that_names_it_and_the_daemon_answers_after") {
+        return;
+    }
+    let d = Daemon::start();
+    let name = sleeper(&d, "");
+    let out = d.ctl(&["logs", "--since", "999999999999h", &name]);
+    assert!(!out.status.success(), "{}", text(&out.stdout));
+    assert!(text(&out.stderr).contains("since"), "the error does not name the argument: {}", text(&out.stderr));
+    let mut raw = connect(&d, &format!("GET /v1/units/{name}/logs?since=999999999999h HTTP/1.1\r\n\r\n"));
+    let (answer, _) = read_to_close(&mut raw, 10);
+    assert!(answer.starts_with("HTTP/1.1 400 "), "{answer}");
+    let status = d.ctl(&["status", &name]);
+    assert!(status.status.success(), "{}", text(&status.stderr));
+}
+
+#[test]
+fn a_silent_client_and_half_a_request_are_dropped_while_others_are_served() {
+    if !common::require_root("a_silent_client_and_half_a_request_are_dropped_while_others_are_served") {
+        return;
+    }
+    let d = Daemon::start();
+    let mut silent = connect(&d, "");
+    let mut half = connect(&d, "GET /v1/units HTTP/1.1\r\nHost: supervisord\r\n");
+    let start = Instant::now();
+    let status = d.ctl(&["status"]);
+    assert!(status.status.success(), "{}", text(&status.stderr));
+    assert!(start.elapsed() < Duration::from_secs(5), "status waited {:?} behind idle clients", start.elapsed());
+    // The daemon's read timeout is 10 s from the connection; 20 s is its bound here.
+    for (what, conn) in [("silent", &mut silent), ("half a request", &mut half)] {
+        let (answer, _) = read_to_close(conn, 20);
+        assert!(answer.is_empty() || answer.starts_with("HTTP/1.1 408 "), "{what}: {answer}");
+    }
+}
+
+/// The daemon's open sockets.
+fn sockets(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .flatten()
+        .filter(|e| std::fs::read_link(e.path()).is_ok_and(|l| l.to_string_lossy().starts_with("socket:")))
+        .count()
+}
+
+#[test]
+fn idle_connections_past_the_bound_neither_stop_a_client_nor_pile_up_in_the_daemon() {
+    if !common::require_root("idle_connections_past_the_bound_neither_stop_a_client_nor_pile_up_in_the_daemon") {
+        return;
+    }
+    const BOUND: usize = 64;
+    let d = Daemon::start();
+    let pid = d.child.as_ref().unwrap().id();
+    let before = sockets(pid);
+    let idle: Vec<_> = (0..BOUND + 36).map(|_| connect(&d, "")).collect();
+    let socket = d.socket();
+    let client = std::thread::spawn(move || {
+        let start = Instant::now();
+        (common::daemon::ctl(&socket, &["status", "--json"]), start.elapsed())
+    });
+    let mut most = 0;
+    while !client.is_finished() {
+        most = most.max(sockets(pid).saturating_sub(before));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (status, took) = client.join().unwrap();
+    assert!(status.status.success(), "{}", text(&status.stderr));
+    // Served once the first idle ones were dropped (10 s), not after all.
+    assert!(took < Duration::from_secs(25), "status took {took:?}");
+    assert!(most <= BOUND + 2, "the daemon held {most} connections at once (bound {BOUND})");
+    drop(idle);
+}
+
+#[test]
+fn a_group_peer_cannot_pull_a_local_path_nor_read_env_file_values() {
+    if !common::require_root("a_group_peer_cannot_pull_a_local_path_nor_read_env_file_values") {
+        return;
+    }
+    let d = Daemon::start_configured("socket_group = \"65534\"\n", |_| {});
+    // The group's member reaches the socket through the test's directories.
+    let mut dir = Some(d.dir.path().join("run"));
+    while let Some(p) = dir {
+        std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        if p == d.dir.path() {
+            break;
+        }
+        dir = p.parent().map(std::path::Path::to_path_buf);
+    }
+    let secret = "hunter2-0f9c";
+    let env_file = d.dir.path().join("app.env");
+    std::fs::write(&env_file, format!("API_TOKEN={secret}\n")).unwrap();
+    let name = sleeper(&d, &format!("env_file = {:?}\n", env_file.display().to_string()));
+    let rootfs = d.dir.path().join("rootfs");
+    std::fs::create_dir_all(rootfs.join("bin")).unwrap();
+    std::fs::write(rootfs.join("bin/hello"), "hello\n").unwrap();
+    let as_member = |args: &[&str]| {
+        Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .arg(env!("CARGO_BIN_EXE_supervisorctl"))
+            .arg("--socket")
+            .arg(d.socket())
+            .args(args)
+            .current_dir("/")
+            .output()
+            .unwrap()
+    };
+    // Root sees the value; the member sees the name only.
+    assert!(text(&d.ctl(&["inspect", &name]).stdout).contains(secret));
+    let inspect = as_member(&["inspect", &name]);
+    assert!(inspect.status.success(), "{}", text(&inspect.stderr));
+    let shown = text(&inspect.stdout);
+    assert!(!shown.contains(secret), "a group member read an env_file value: {shown}");
+    assert!(shown.contains("API_TOKEN") && shown.contains("<from env_file>"), "{shown}");
+    // A local path is refused to the member, whatever the path.
+    let pull = as_member(&["pull", &format!("dir:{}", rootfs.display())]);
+    assert!(!pull.status.success(), "a group member pulled a local path: {}", text(&pull.stdout));
+    assert!(text(&pull.stderr).contains("only root"), "{}", text(&pull.stderr));
+    let images = text(&d.ctl(&["images", "--json"]).stdout);
+    assert!(!images.contains(&rootfs.display().to_string()), "{images}");
+}

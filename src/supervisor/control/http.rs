@@ -1,14 +1,27 @@
 //! Just enough HTTP/1.1 for the control socket: one request per
 //! connection, bounded headers and body, answers with `Connection: close`
 //! (streams end when the connection does), so `curl --unix-socket` works.
+//! Bounded in time too: a request must arrive whole within
+//! [`READ_TIMEOUT`], and a client that stops reading its answer for
+//! [`WRITE_TIMEOUT`] is dropped, so that no client holds a connection (of
+//! the [`MAX_CONNECTIONS`]) or the daemon's memory by doing nothing.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 
 pub const MAX_HEAD: usize = 16 * 1024;
 pub const MAX_BODY: usize = 1 << 20;
+/// From the connection to the end of its request (a client that sends
+/// nothing, or half a request, is dropped then).
+pub const READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long one write of an answer may wait for the client to read.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Connections served at once; more wait in the socket's backlog until one
+/// ends (an idle one within [`READ_TIMEOUT`]).
+pub const MAX_CONNECTIONS: usize = 64;
 
 /// Why a request is refused (the text of its 400 answer).
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +43,8 @@ pub enum RequestError {
     RequestLine,
     #[error("since: {0:?} is neither a time (2026-11-23T07:00:00Z) nor a duration (10m)")]
     Since(String),
+    #[error("since: {0:?} is before 1970: give a later time, or no since for the whole log")]
+    SinceTooEarly(String),
 }
 
 #[derive(Debug)]
@@ -147,7 +162,9 @@ fn reason(status: u16) -> &'static str {
         403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
+        408 => "Request Timeout",
         409 => "Conflict",
+        422 => "Unprocessable Entity",
         500 => "Internal Server Error",
         _ => "Unknown",
     }
@@ -160,9 +177,40 @@ pub async fn respond(stream: &mut UnixStream, status: u16, content_type: &str, b
         reason(status),
         body.len()
     );
-    stream.write_all(head.as_bytes()).await?;
-    stream.write_all(body).await?;
+    send(stream, head.as_bytes()).await?;
+    send(stream, body).await?;
     stream.shutdown().await
+}
+
+/// Writes `bytes`, or fails if the client has not taken them within
+/// [`WRITE_TIMEOUT`] (it stopped reading: its answer would pile up).
+pub async fn send(stream: &mut UnixStream, bytes: &[u8]) -> std::io::Result<()> {
+    match tokio::time::timeout(WRITE_TIMEOUT, stream.write_all(bytes)).await {
+        Ok(done) => done,
+        Err(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("the client read nothing for {}s", WRITE_TIMEOUT.as_secs()),
+        )),
+    }
+}
+
+/// Resolves when the client hangs up. A stream that has nothing to write
+/// for a long time (`logs -f` of a quiet unit, `events`) learns so only
+/// here, and frees its connection; what the client sends meanwhile is
+/// read and dropped.
+pub async fn hangup(stream: &UnixStream) {
+    let mut buf = [0u8; 1024];
+    loop {
+        if stream.readable().await.is_err() {
+            return;
+        }
+        match stream.try_read(&mut buf) {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(_) => return,
+        }
+    }
 }
 
 pub async fn json(stream: &mut UnixStream, status: u16, value: &impl serde::Serialize) -> std::io::Result<()> {
@@ -180,7 +228,7 @@ pub async fn error(stream: &mut UnixStream, status: u16, message: &str) -> std::
 /// closes.
 pub async fn stream_head(stream: &mut UnixStream, content_type: &str) -> std::io::Result<()> {
     let head = format!("HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nConnection: close\r\n\r\n");
-    stream.write_all(head.as_bytes()).await
+    send(stream, head.as_bytes()).await
 }
 
 #[cfg(test)]

@@ -66,9 +66,14 @@ pub fn bind(path: &Path, group: Option<u32>) -> std::io::Result<UnixListener> {
     Ok(listener)
 }
 
-/// Serves connections until the listener fails.
+/// Serves connections until the listener fails, at most
+/// [`http::MAX_CONNECTIONS`] at once: past that, new ones wait in the
+/// socket's backlog (not refused: an idle connection ends within
+/// [`http::READ_TIMEOUT`], and the waiting client is served then).
 pub async fn serve(listener: UnixListener, control: Arc<Control>) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(http::MAX_CONNECTIONS));
     loop {
+        let Ok(slot) = slots.clone().acquire_owned().await else { return };
         let (stream, _) = match listener.accept().await {
             Ok(s) => s,
             Err(e) => {
@@ -83,6 +88,7 @@ pub async fn serve(listener: UnixListener, control: Arc<Control>) {
             if let Err(e) = connection(&mut stream, &control).await {
                 tracing::debug!("control connection: {e}");
             }
+            drop(slot);
         });
     }
 }
@@ -93,7 +99,13 @@ async fn connection(stream: &mut UnixStream, control: &Control) -> std::io::Resu
     // The request is read (bounded) even from a peer that is refused: an
     // answer sent before it would meet a client still writing, which
     // would see a broken pipe instead of the refusal.
-    let req = http::read_request(stream).await;
+    let req = match tokio::time::timeout(http::READ_TIMEOUT, http::read_request(stream)).await {
+        Ok(req) => req,
+        Err(_) => {
+            let message = format!("no whole request within {}s", http::READ_TIMEOUT.as_secs());
+            return http::error(stream, 408, &message).await;
+        }
+    };
     if !allowed {
         return http::error(stream, 403, "only root (or the control group) may use the control socket").await;
     }
@@ -101,7 +113,39 @@ async fn connection(stream: &mut UnixStream, control: &Control) -> std::io::Resu
         Ok(r) => r,
         Err(e) => return http::error(stream, 400, &e.to_string()).await,
     };
-    route(stream, control, req).await
+    let peer = if cred.uid() == 0 { Peer::Root } else { Peer::Group };
+    route(stream, control, req, peer).await
+}
+
+/// Who is asking: root, or a member of the socket's group, who may drive
+/// the units but not make the root daemon open paths of their choosing
+/// nor read the units' `env_file` secrets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Peer {
+    Root,
+    Group,
+}
+
+/// What `inspect` shows in place of each value read from a unit's
+/// `env_file` to a peer that is not root.
+pub const HIDDEN: &str = "<from env_file>";
+
+/// An inspect answer for a peer that is not root: the variables of the
+/// unit's `env_file` keep their names, not their values. (`env` of the
+/// unit file itself is shown: the unit file is not a secret store.)
+fn hide_env_file(mut inspect: serde_json::Value) -> serde_json::Value {
+    if let Some(vars) = inspect.pointer_mut("/unit/container/env_file_vars").and_then(|v| v.as_object_mut()) {
+        for v in vars.values_mut() {
+            *v = serde_json::json!(HIDDEN);
+        }
+    }
+    inspect
+}
+
+/// Whether `source` makes the daemon open a local path (refused to peers
+/// that are not root: the daemon would read files they cannot).
+fn local_path(source: &ImageSource) -> bool {
+    !matches!(source, ImageSource::Registry(_))
 }
 
 /// Whether process `pid` has `gid` among its supplementary groups.
@@ -120,7 +164,7 @@ async fn ask<T>(control: &Control, make: impl FnOnce(oneshot::Sender<T>) -> Comm
     rx.await.ok()
 }
 
-async fn route(stream: &mut UnixStream, control: &Control, req: Request) -> std::io::Result<()> {
+async fn route(stream: &mut UnixStream, control: &Control, req: Request, peer: Peer) -> std::io::Result<()> {
     let path: Vec<&str> = req.path.iter().map(String::as_str).collect();
     let shutting = || "the supervisor is shutting down";
     match (req.method.as_str(), path.as_slice()) {
@@ -132,7 +176,8 @@ async fn route(stream: &mut UnixStream, control: &Control, req: Request) -> std:
             None => http::error(stream, 500, shutting()).await,
         },
         ("GET", ["v1", "units", name]) => match ask(control, |tx| Command::Inspect(name.to_string(), tx)).await {
-            Some(Some(v)) => http::json(stream, 200, &v).await,
+            Some(Some(v)) if peer == Peer::Root => http::json(stream, 200, &v).await,
+            Some(Some(v)) => http::json(stream, 200, &hide_env_file(v)).await,
             Some(None) => http::error(stream, 404, &format!("no unit named {name:?}")).await,
             None => http::error(stream, 500, shutting()).await,
         },
@@ -168,7 +213,7 @@ async fn route(stream: &mut UnixStream, control: &Control, req: Request) -> std:
             let Some(reference) = req.query.get("reference").cloned() else {
                 return http::error(stream, 400, "pull needs ?reference=").await;
             };
-            pull(stream, control, &reference).await
+            pull(stream, control, &reference, peer).await
         }
         ("DELETE", ["v1", "images", reference]) => {
             // An image a unit names stays (as Docker keeps a container's).
@@ -260,32 +305,43 @@ async fn unit_op(stream: &mut UnixStream, control: &Control, name: &str, op: Op,
     }
 }
 
-/// Pull progress as JSON lines for the client's bars.
-struct StreamProgress(mpsc::UnboundedSender<serde_json::Value>);
+/// Pull progress as JSON lines for the client's bars, through a bounded
+/// channel: a client that reads slowly slows the pull (it cannot make the
+/// daemon buffer without limit), one that stops reading is dropped after
+/// [`http::WRITE_TIMEOUT`], and the pull then goes on without it.
+struct StreamProgress(mpsc::Sender<serde_json::Value>);
+
+/// Progress lines waiting for a slow client.
+const PROGRESS_LINES: usize = 256;
 
 impl Progress for StreamProgress {
     fn resolved(&self, reference: &str, manifest: &Digest, layers: &[Descriptor]) {
-        let _ = self
-            .0
-            .send(serde_json::json!({"resolved": {"reference": reference, "manifest": manifest, "layers": layers}}));
+        let _ = self.0.blocking_send(
+            serde_json::json!({"resolved": {"reference": reference, "manifest": manifest, "layers": layers}}),
+        );
     }
     fn layer_bytes(&self, layer: &Digest, bytes: u64) {
-        let _ = self.0.send(serde_json::json!({"layer_bytes": {"digest": layer, "bytes": bytes}}));
+        let _ = self.0.blocking_send(serde_json::json!({"layer_bytes": {"digest": layer, "bytes": bytes}}));
     }
     fn layer_done(&self, layer: &Digest, cached: bool) {
-        let _ = self.0.send(serde_json::json!({"layer_done": {"digest": layer, "cached": cached}}));
+        let _ = self.0.blocking_send(serde_json::json!({"layer_done": {"digest": layer, "cached": cached}}));
     }
 }
 
 /// A pull into the daemon's store, its progress streamed as JSON lines
 /// and its outcome as the last line (`{"image": ...}` or `{"error": ...}`).
-async fn pull(stream: &mut UnixStream, control: &Control, reference: &str) -> std::io::Result<()> {
+async fn pull(stream: &mut UnixStream, control: &Control, reference: &str, peer: Peer) -> std::io::Result<()> {
     let source = match ImageSource::parse(reference, Path::new("/")) {
         Ok(s) => s,
         Err(e) => return http::error(stream, 400, &format!("{reference}: {e}")).await,
     };
+    if peer != Peer::Root && local_path(&source) {
+        let message =
+            format!("{reference}: only root may pull from a local path (oci:, oci-archive:, docker-archive:, dir:)");
+        return http::error(stream, 403, &message).await;
+    }
     http::stream_head(stream, "application/x-ndjson").await?;
-    let (tx, mut rx) = mpsc::unbounded_channel();
+    let (tx, mut rx) = mpsc::channel(PROGRESS_LINES);
     let (store, options) = (control.store.clone(), control.pull.clone());
     let task = tokio::task::spawn_blocking(move || store.pull(&source, &options, &StreamProgress(tx)));
     while let Some(v) = rx.recv().await {
@@ -309,7 +365,7 @@ fn users_of<'a>(used: &'a BTreeMap<String, Vec<String>>, name: &str) -> Vec<&'a 
 async fn json_line(stream: &mut UnixStream, value: &impl serde::Serialize) -> std::io::Result<()> {
     let mut line = serde_json::to_vec(value).unwrap_or_default();
     line.push(b'\n');
-    stream.write_all(&line).await
+    http::send(stream, &line).await
 }
 
 /// Runs blocking `work` off the event loop and answers with its value
@@ -389,13 +445,17 @@ async fn events(stream: &mut UnixStream, control: &Control) -> std::io::Result<(
     let mut rx = control.events.subscribe();
     http::stream_head(stream, "application/x-ndjson").await?;
     loop {
-        match rx.recv().await {
+        let next = tokio::select! {
+            next = rx.recv() => next,
+            () = http::hangup(stream) => return Ok(()),
+        };
+        match next {
             Ok(ev) => {
                 json_line(stream, &ev).await?;
             }
             Err(broadcast::error::RecvError::Lagged(n)) => {
                 let line = format!("{{\"lagged\": {n}}}\n");
-                stream.write_all(line.as_bytes()).await?;
+                http::send(stream, line.as_bytes()).await?;
             }
             Err(broadcast::error::RecvError::Closed) => return Ok(()),
         }
@@ -406,10 +466,12 @@ async fn logs(stream: &mut UnixStream, control: &Control, name: &str, req: &Requ
     let Some(Some(files)) = ask(control, |tx| Command::LogFiles(name.to_string(), tx)).await else {
         return http::error(stream, 404, &format!("no unit named {name:?}")).await;
     };
-    let n = match req.query.get("tail").map(|t| t.parse::<usize>()) {
+    let n = match req.query.get("tail").map(|t| (t, t.parse::<usize>())) {
         None => None,
-        Some(Ok(n)) => Some(n),
-        Some(Err(_)) => return http::error(stream, 400, "tail must be a number").await,
+        Some((_, Ok(n))) => Some(n),
+        Some((t, Err(_))) => {
+            return http::error(stream, 400, &format!("tail: {t:?} is not a number of lines")).await;
+        }
     };
     let since = match req.query.get("since") {
         None => None,
@@ -425,24 +487,40 @@ async fn logs(stream: &mut UnixStream, control: &Control, name: &str, req: &Requ
     let lines = tokio::task::spawn_blocking(move || tail(&dir, &unit, n, since, files)).await.unwrap_or_default();
     http::stream_head(stream, "text/plain; charset=utf-8").await?;
     for l in lines {
-        stream.write_all(&l).await?;
+        http::send(stream, &l).await?;
     }
     let Some(mut rx) = follow else { return stream.shutdown().await };
     loop {
-        match rx.recv().await {
-            Ok(line) => stream.write_all(&line).await?,
+        let next = tokio::select! {
+            next = rx.recv() => next,
+            () = http::hangup(stream) => return Ok(()),
+        };
+        match next {
+            Ok(line) => http::send(stream, &line).await?,
             Err(broadcast::error::RecvError::Lagged(_)) => continue,
             Err(broadcast::error::RecvError::Closed) => return Ok(()),
         }
     }
 }
 
-/// `--since`: an RFC 3339 time, or a duration ago (`10m`).
+/// `--since`: an RFC 3339 time, or a duration ago (`10m`), not before
+/// 1970 (log lines are stamped from there on).
 pub fn parse_since(s: &str) -> Result<SystemTime, RequestError> {
-    if let Ok(t) = humantime::parse_rfc3339_weak(s) {
-        return Ok(t);
+    parse_since_at(s, SystemTime::now())
+}
+
+fn parse_since_at(s: &str, now: SystemTime) -> Result<SystemTime, RequestError> {
+    let t = match humantime::parse_rfc3339_weak(s) {
+        Ok(t) => t,
+        Err(_) => {
+            let ago = humantime::parse_duration(s).map_err(|_| RequestError::Since(s.to_string()))?;
+            now.checked_sub(ago).ok_or_else(|| RequestError::SinceTooEarly(s.to_string()))?
+        }
+    };
+    if t < SystemTime::UNIX_EPOCH {
+        return Err(RequestError::SinceTooEarly(s.to_string()));
     }
-    humantime::parse_duration(s).map(|d| SystemTime::now() - d).map_err(|_| RequestError::Since(s.to_string()))
+    Ok(t)
 }
 
 async fn volumes(stream: &mut UnixStream, control: &Control, remove: Option<&str>) -> std::io::Result<()> {
@@ -472,4 +550,51 @@ async fn volumes(stream: &mut UnixStream, control: &Control, remove: Option<&str
     }
     list.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
     http::json(stream, 200, &list).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn since_is_a_time_or_a_duration_ago_never_before_1970() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        assert_eq!(parse_since_at("10m", now).unwrap(), now - Duration::from_secs(600));
+        let t = parse_since_at("2026-11-23T07:00:00Z", now).unwrap();
+        assert_eq!(t, humantime::parse_rfc3339("2026-11-23T07:00:00Z").unwrap());
+        for early in ["999999999999h", "100y", "18446744073709551615s"] {
+            let e = parse_since_at(early, now).unwrap_err().to_string();
+            assert!(e.starts_with("since: ") && e.contains(early), "{e}");
+        }
+        // Longer than a duration can be: refused by the parser, named too.
+        let e = parse_since_at("99999999999999999999999h", now).unwrap_err().to_string();
+        assert!(e.starts_with("since: "), "{e}");
+        assert!(parse_since_at("soon", now).is_err());
+    }
+
+    #[test]
+    fn a_peer_that_is_not_root_sees_the_names_of_env_file_variables_not_their_values() {
+        let v = serde_json::json!({"unit": {"container": {
+            "env": {"TZ": "UTC"},
+            "env_file": "/etc/web.env",
+            "env_file_vars": {"PASSWORD": "hunter2", "USER": "web"},
+        }}});
+        let hidden = hide_env_file(v);
+        assert_eq!(
+            hidden["unit"]["container"]["env_file_vars"],
+            serde_json::json!({"PASSWORD": HIDDEN, "USER": HIDDEN})
+        );
+        assert_eq!(hidden["unit"]["container"]["env"]["TZ"], "UTC");
+        // An invalid unit has no config: nothing to hide, nothing broken.
+        assert_eq!(hide_env_file(serde_json::json!({"unit": null})), serde_json::json!({"unit": null}));
+    }
+
+    #[test]
+    fn every_source_but_a_registry_is_a_local_path() {
+        let parse = |s: &str| ImageSource::parse(s, Path::new("/")).unwrap();
+        assert!(!local_path(&parse("docker.io/library/busybox:1.36")));
+        for s in ["oci:/srv/layout:tag", "oci-archive:/srv/i.tar", "docker-archive:/srv/s.tar", "dir:/srv/rootfs"] {
+            assert!(local_path(&parse(s)), "{s}");
+        }
+    }
 }
