@@ -227,17 +227,22 @@ pub fn network_config() -> String {
     assert_eq!(unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&f), libc::LOCK_EX) }, 0);
     let mut text = String::new();
     f.read_to_string(&mut text).unwrap();
-    let n: u32 = text.trim().parse().unwrap_or(0);
+    let mut n: u32 = text.trim().parse().unwrap_or(0);
+    // Test processes of other checkouts may hold /24s the counter has come
+    // round to: skip what the host routes already.
+    let routes = std::process::Command::new("ip").args(["-4", "route", "show", "table", "all"]).output().unwrap();
+    let routes = super::text(&routes.stdout);
+    let subnet = |n: u32| format!("10.{}.{}.0/24", 214 + (n % 512) / 256, n % 256);
+    for _ in 0..512 {
+        if !routes.lines().any(|l| l.starts_with(&format!("{} ", subnet(n)))) {
+            break;
+        }
+        n = n.wrapping_add(1);
+    }
     f.set_len(0).unwrap();
     f.rewind().unwrap();
     write!(f, "{}", n.wrapping_add(1)).unwrap();
-    let n = n % 512;
-    format!(
-        "[network]\nbridge = \"{}\"\nsubnet = \"10.{}.{}.0/24\"\n",
-        super::unique_name("tb"),
-        214 + n / 256,
-        n % 256
-    )
+    format!("[network]\nbridge = \"{}\"\nsubnet = \"{}\"\n", super::unique_name("tb"), subnet(n))
 }
 
 /// Whether a process exists (and is not a zombie).
