@@ -16,6 +16,7 @@ use super::hash::Hashes;
 use super::model::Unit;
 use super::parse::{ParseInput, UnitSpans, parse_unit};
 use super::values::names::check_dns_label;
+use crate::names::label::DAEMON_CGROUP_LEAF;
 
 /// Unit files (and env files) larger than this are refused unread.
 pub const MAX_FILE_SIZE: u64 = 1 << 20;
@@ -94,6 +95,11 @@ pub fn load_files(paths: &[PathBuf]) -> UnitSet {
             continue;
         }
         set.files.insert(name.clone(), path.clone());
+        // Known by name (so status shows it invalid), never run.
+        if let Err(e) = check_not_reserved(&name) {
+            set.errors.push(Diagnostic::whole_file(path, e));
+            continue;
+        }
         let text = match read_text(path) {
             Ok(t) => t,
             Err(d) => {
@@ -146,6 +152,17 @@ pub fn unit_name(path: &Path) -> Result<String, String> {
     let stem = file_name.strip_suffix(".toml").unwrap_or(file_name);
     check_dns_label(stem).map_err(|e| format!("the unit name (the file name without .toml) {e}"))?;
     Ok(stem.to_string())
+}
+
+/// Refuses the names the daemon uses for itself where units' names go.
+pub fn check_not_reserved(name: &str) -> Result<(), String> {
+    if name == DAEMON_CGROUP_LEAF {
+        return Err(format!(
+            "the unit name {name:?} is reserved: it is the cgroup supervisord moves itself into, so the unit's \
+             container would share it and stopping the unit would kill supervisord; rename the file"
+        ));
+    }
+    Ok(())
 }
 
 /// Reads a small regular file as UTF-8, refusing what is not one.
