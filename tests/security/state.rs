@@ -32,3 +32,27 @@ fn a_unit_named_like_the_daemons_cgroup_is_refused() {
     d.ctl(&["stop", "supervisord"]);
     assert!(d.unit(&good).is_some_and(|u| u["state"] == "running"), "{}", d.log());
 }
+
+#[test]
+fn a_unit_file_others_can_write_is_refused() {
+    if !common::require_root("a_unit_file_others_can_write_is_refused") {
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let d = Daemon::start();
+    let (good, bad) = (common::unique_name("wg"), common::unique_name("wb"));
+    // Written elsewhere and moved in whole, so the daemon never reads the
+    // bad file before its mode is set.
+    let staged = d.dir.path().join(format!("{bad}.toml"));
+    std::fs::write(&staged, unit(SLEEPER, "")).unwrap();
+    std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(0o664)).unwrap();
+    std::fs::rename(&staged, d.units().join(format!("{bad}.toml"))).unwrap();
+    d.write_unit(&good, &unit(SLEEPER, ""));
+    d.wait_state(&good, "running");
+    let u = d.wait_for(&bad, "refused", 10, |u| u.is_some_and(|u| !u["error"].is_null())).unwrap();
+    assert!(u["pid"].is_null(), "a container runs for a group-writable unit file: {u}");
+    let err = u["error"].as_str().unwrap();
+    assert!(err.contains(&format!("{bad}.toml")) && err.contains("group-writable"), "{err}");
+    let human = d.ctl(&["status", &bad]);
+    assert!(crate::common::text(&human.stdout).contains("group-writable"), "{}", crate::common::text(&human.stdout));
+}
