@@ -1,9 +1,12 @@
 //! The default seccomp filter, with the intent of Docker's default profile:
 //! the system calls that would let a container reach the kernel or other
 //! processes fail with EPERM (module loading, kexec, keyrings, bpf, ptrace
-//! of others, mounts and namespaces, clocks, swap, reboot, ...), unless the
+//! of others, mounts and namespaces, clocks, swap, reboot, io_uring, ...), unless the
 //! container holds the capability that guards them, as Docker relaxes its
 //! profile for `--cap-add`. Everything else the filter knows is allowed.
+//!
+//! `clone` is allowed without namespace flags only (fork and threads),
+//! as in Docker's profile: with one it is `unshare` by another name.
 //!
 //! `clone3`, and any system call newer than this filter's table, fail with
 //! ENOSYS rather than EPERM: glibc (2.34 and later) then falls back to
@@ -83,7 +86,24 @@ const DENIED: &[(&str, Option<&str>)] = &[
     ("mbind", Some("CAP_SYS_NICE")),
     ("move_pages", Some("CAP_SYS_NICE")),
     ("migrate_pages", Some("CAP_SYS_NICE")),
+    // An attack surface of its own, and a way around the filter (its
+    // operations are not system calls); Docker 25 and later refuse it too.
+    ("io_uring_setup", None),
+    ("io_uring_enter", None),
+    ("io_uring_register", None),
 ];
+
+/// The namespace flags of `clone(2)`'s first argument: NEWNS, NEWCGROUP,
+/// NEWUTS, NEWIPC, NEWUSER, NEWPID, NEWNET (Docker's mask). CLONE_NEWTIME
+/// has no bit of its own in `clone`'s flags (0x80 is part of the exit
+/// signal there); only `clone3` and `unshare` take it, and both are refused.
+const CLONE_NAMESPACES: u32 = (libc::CLONE_NEWNS
+    | libc::CLONE_NEWCGROUP
+    | libc::CLONE_NEWUTS
+    | libc::CLONE_NEWIPC
+    | libc::CLONE_NEWUSER
+    | libc::CLONE_NEWPID
+    | libc::CLONE_NEWNET) as u32;
 
 /// Calls that must fail with ENOSYS so that libc falls back.
 const ENOSYS_CALLS: &[&str] = &["clone3"];
@@ -147,6 +167,18 @@ pub fn default_filter(caps: &[String]) -> Vec<Instruction> {
             p.push(jump(JEQ_K, n, 0, 1));
             p.push(stmt(RET_K, enosys));
         }
+    }
+    // `clone` with a namespace flag is `unshare` by another name: refused
+    // the same way, unless the container holds CAP_SYS_ADMIN.
+    if let (Some(clone), false) = (number("clone"), caps.iter().any(|c| c == "CAP_SYS_ADMIN")) {
+        p.extend([
+            jump(JEQ_K, clone, 0, 4),
+            stmt(LD_W_ABS, 16), // the low word of args[0], where the flags are
+            stmt(libc::BPF_ALU | libc::BPF_AND | libc::BPF_K, CLONE_NAMESPACES),
+            jump(JEQ_K, 0, 1, 0),
+            stmt(RET_K, eperm),
+            stmt(LD_W_ABS, 0), // the number again, for the tests below
+        ]);
     }
     for (name, cap) in DENIED {
         if cap.is_some_and(|c| caps.iter().any(|have| have == c)) {
@@ -466,6 +498,27 @@ mod tests {
             assert_eq!(eval(&p, x, nr(denied)), EPERM, "{denied}");
         }
         assert_eq!(eval(&p, x, nr("clone3")), ENOSYS);
+        for call in ["io_uring_setup", "io_uring_enter", "io_uring_register"] {
+            assert_eq!(eval(&p, x, nr(call)), EPERM, "{call}");
+        }
+        // fork and threads: clone without namespace flags.
+        let fork = (libc::SIGCHLD | libc::CLONE_CHILD_SETTID | libc::CLONE_CHILD_CLEARTID) as u64;
+        let thread = (libc::CLONE_VM | libc::CLONE_FS | libc::CLONE_FILES | libc::CLONE_SIGHAND | libc::CLONE_THREAD)
+            as u64
+            | (libc::CLONE_SYSVSEM | libc::CLONE_SETTLS | libc::CLONE_PARENT_SETTID | libc::CLONE_CHILD_CLEARTID)
+                as u64;
+        for flags in [fork, thread, 0] {
+            assert_eq!(eval_args(&p, x, nr("clone"), [flags, 0, 0, 0, 0, 0]), SECCOMP_RET_ALLOW, "{flags:#x}");
+        }
+        for ns in
+            [libc::CLONE_NEWUSER, libc::CLONE_NEWNET, libc::CLONE_NEWNS, libc::CLONE_NEWPID, libc::CLONE_NEWCGROUP]
+        {
+            let flags = ns as u64 | libc::SIGCHLD as u64;
+            assert_eq!(eval_args(&p, x, nr("clone"), [flags, 0, 0, 0, 0, 0]), EPERM, "{flags:#x}");
+        }
+        // The calls after clone's test are still told apart.
+        assert_eq!(eval(&p, x, nr("setns")), EPERM);
+        assert_eq!(eval(&p, x, nr("read")), SECCOMP_RET_ALLOW);
         assert_eq!(eval(&p, x, 451), ENOSYS, "newer than the table");
         assert_eq!(eval(&p, x, 400), ENOSYS, "a gap in the table");
         assert_eq!(eval(&p, x, 334), SECCOMP_RET_ALLOW, "rseq, the last before the gap");
@@ -479,6 +532,9 @@ mod tests {
         let p = default_filter(&["CAP_SYS_ADMIN".to_string(), "CAP_SYS_PTRACE".to_string()]);
         let x = AUDIT_ARCH_X86_64;
         assert_eq!(eval(&p, x, nr("mount")), SECCOMP_RET_ALLOW);
+        let ns = (libc::CLONE_NEWNS | libc::CLONE_NEWUTS | libc::SIGCHLD) as u64;
+        assert_eq!(eval_args(&p, x, nr("clone"), [ns, 0, 0, 0, 0, 0]), SECCOMP_RET_ALLOW);
+        assert_eq!(eval(&p, x, nr("io_uring_setup")), EPERM, "never allowed");
         assert_eq!(eval(&p, x, nr("ptrace")), SECCOMP_RET_ALLOW);
         assert_eq!(eval(&p, x, nr("keyctl")), EPERM, "never allowed");
         assert_eq!(eval(&p, x, nr("kexec_load")), EPERM);
