@@ -189,6 +189,10 @@ pub enum DaemonError {
     Uplink(#[from] NetworkError),
 }
 
+/// The directories the daemon makes in the run directory: container
+/// records, the bridge's files, notify sockets.
+const RUN_SUBDIRS: [&str; 3] = ["containers", "network", "notify"];
+
 /// Makes the state, run and log directories private to root, at every
 /// start (so an installation made under a loose umask, or by a version
 /// that did not do this, is fixed): the state directory 0700; the run
@@ -210,10 +214,12 @@ fn private_dirs(
     private_dir(&paths.state_dir, 0o700, None).map_err(at(&paths.state_dir))?;
     let run_mode = if socket_group.is_some() { 0o711 } else { 0o700 };
     private_dir(&paths.run_dir, run_mode, None).map_err(at(&paths.run_dir))?;
-    let subdirs = std::fs::read_dir(&paths.run_dir).map_err(at(&paths.run_dir))?;
-    for entry in subdirs.flatten() {
-        if entry.file_type().is_ok_and(|t| t.is_dir()) {
-            private_dir(&entry.path(), 0o700, None).map_err(at(&entry.path()))?;
+    // Only the subdirectories we make: a run directory shared with others
+    // (`--run-dir /run`) keeps the modes of theirs.
+    for sub in RUN_SUBDIRS {
+        let dir = paths.run_dir.join(sub);
+        if dir.is_dir() {
+            private_dir(&dir, 0o700, None).map_err(at(&dir))?;
         }
     }
     let log_mode = if log_group.is_some() { 0o750 } else { 0o700 };
