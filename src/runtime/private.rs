@@ -11,7 +11,7 @@
 //! them).
 
 use std::io;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
 /// Makes `path` (with any missing parents) a directory of mode `mode`,
@@ -20,12 +20,25 @@ use std::path::Path;
 /// state (an operator may have moved it to another disk).
 pub fn private_dir(path: &Path, mode: u32, group: Option<u32>) -> io::Result<()> {
     std::fs::create_dir_all(path)?;
-    let dir = std::fs::File::open(path)?;
-    if !dir.metadata()?.is_dir() {
+    let done = |meta: &std::fs::Metadata| meta.mode() & 0o7777 == mode && group.is_none_or(|g| g == meta.gid());
+    // Left alone when already so: whoever does not own it (a user's
+    // `supervisorctl --store` on root's store) then meets the plain
+    // permission error of what it reads next, not one of chmod.
+    let meta = std::fs::metadata(path)?;
+    if !meta.is_dir() {
         return Err(io::Error::from(io::ErrorKind::NotADirectory));
     }
-    if let Some(gid) = group {
-        std::os::unix::fs::fchown(&dir, None, Some(gid))?;
+    if done(&meta) {
+        return Ok(());
+    }
+    // Changed through the opened directory: the one checked is the one set.
+    let dir = std::fs::File::open(path)?;
+    let meta = dir.metadata()?;
+    if !meta.is_dir() {
+        return Err(io::Error::from(io::ErrorKind::NotADirectory));
+    }
+    if group.is_some_and(|g| g != meta.gid()) {
+        std::os::unix::fs::fchown(&dir, None, group)?;
     }
     dir.set_permissions(std::fs::Permissions::from_mode(mode))
 }
@@ -33,7 +46,6 @@ pub fn private_dir(path: &Path, mode: u32, group: Option<u32>) -> io::Result<()>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::MetadataExt;
 
     #[test]
     fn made_and_fixed_whatever_the_umask() {
