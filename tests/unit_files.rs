@@ -131,3 +131,45 @@ fn hostile_files_are_errors_not_crashes() {
 fn unreadable_directory_is_an_error_of_the_call() {
     assert!(load_dir(Path::new("/nonexistent/units.d")).is_err());
 }
+
+/// A unit is root-equivalent: a file, env file or directory that others
+/// could write makes the unit invalid, and says why.
+#[test]
+fn files_others_can_write_are_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let chmod = |p: &Path, m: u32| fs::set_permissions(p, fs::Permissions::from_mode(m)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    chmod(d, 0o755);
+    let body = "[container]\nimage = \"busybox\"\n";
+    for name in ["good", "bad"] {
+        fs::write(d.join(format!("{name}.toml")), body).unwrap();
+        chmod(&d.join(format!("{name}.toml")), 0o644);
+    }
+    chmod(&d.join("bad.toml"), 0o664);
+    fs::write(d.join("app.env"), "A=1\n").unwrap();
+    chmod(&d.join("app.env"), 0o646);
+    fs::write(d.join("env.toml"), format!("{body}env_file = \"app.env\"\n")).unwrap();
+    chmod(&d.join("env.toml"), 0o644);
+    let set = load_dir(d).unwrap();
+    assert_eq!(set.units.iter().map(|u| u.unit.name.as_str()).collect::<Vec<_>>(), ["good"]);
+    let errors: Vec<String> = set.errors.iter().map(short).collect();
+    assert_eq!(errors.len(), 2, "{errors:#?}");
+    assert!(
+        errors[0].starts_with("bad.toml: refused: it is group-writable (mode 0664), and a unit is root-equivalent")
+    );
+    assert!(errors[1].starts_with("env.toml:3:12: cannot read env_file"), "{errors:#?}");
+    assert!(errors[1].contains("app.env\": refused: it is world-writable (mode 0646)"), "{errors:#?}");
+    assert!(set.files.contains_key("bad"), "a refused unit is still known by name");
+
+    // The directory: every unit in it.
+    chmod(d, 0o777);
+    let set = load_dir(d).unwrap();
+    assert!(set.units.is_empty());
+    assert_eq!(set.errors.len(), 3);
+    let msg = format!(
+        "good.toml: refused: the directory {} that holds this unit file can be written by others: it is group- and world-writable (mode 0777)",
+        d.display()
+    );
+    assert!(set.errors.iter().map(short).any(|e| e.starts_with(&msg)), "{:#?}", set.errors);
+}

@@ -168,6 +168,10 @@ mkdir -p "$stage/etc/units.d"
 # only for the seeding, not into the appliance.
 cp -a "$units/." "$stage/etc/units.d/"
 find "$stage/etc/units.d" -mindepth 1 -name '.*' -prune -exec rm -rf {} +
+# cp -a kept the builder's owners and modes: supervisord refuses unit files
+# and directories that anyone but root can write.
+chown -R 0:0 "$stage/etc/units.d"
+chmod -R go-w "$stage/etc"
 toml_list() { local first=1; printf '['; for x in "$@"; do ((first)) || printf ', '; first=0; printf '"%s"' "$x"; done; printf ']'; }
 {
   echo "# Written by packaging/appliance/build.sh."

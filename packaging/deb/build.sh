@@ -82,6 +82,10 @@ Description: declarative container supervisor (supervisord, supervisorctl)
  Not Debian's "supervisor" (a Python process control system), whose
  command names and /etc/supervisor it shares; the two conflict.
 CTRL
+# Shipped files are root's (--root-owner-group) and, whatever the umask of
+# the build, writable by root alone: supervisord refuses a unit file or
+# units directory that others can write.
+chmod -R go-w "$root"
 # Nothing under /etc is changed by an upgrade without asking.
 (cd "$root" && find etc -type f -printf '/%p\n') >"$root/DEBIAN/conffiles"
 mkdir -p "$out"

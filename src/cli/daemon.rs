@@ -166,7 +166,7 @@ fn run_with(args: Args, paths: Paths, config: Config) -> ExitCode {
         };
     }
     if !args.check {
-        let socket_group = match config.socket_gid() {
+        let (socket_group, log_group) = match config.socket_gid().and_then(|s| Ok((s, config.log_gid()?))) {
             Ok(g) => g,
             Err(e) => {
                 eprintln!("supervisord: {e}");
@@ -204,6 +204,7 @@ fn run_with(args: Args, paths: Paths, config: Config) -> ExitCode {
             insecure_registries: config.insecure_registries.clone(),
             authfile: config.authfile.clone().unwrap_or_else(|| PathBuf::from("/etc/supervisor/auth.json")),
             socket_group,
+            log_group,
             modules: config.modules.clone(),
             control_port: config.control_port.clone(),
             uplink,

@@ -1,5 +1,12 @@
 //! DNS labels: unit names, aliases and container ids.
 
+/// The cgroup leaf supervisord moves itself into (on a cgroup v2 host where
+/// it does not start in the root cgroup) beside its containers' cgroups,
+/// which are named after their units. A unit of this name would share the
+/// daemon's cgroup, and stopping it would kill the daemon: such a unit is
+/// refused at validation.
+pub const DAEMON_CGROUP_LEAF: &str = "supervisord";
+
 /// A DNS label (RFC 1123): `[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?`. Unit names
 /// and aliases are DNS labels because units resolve each other by name.
 pub fn check_dns_label(s: &str) -> Result<(), String> {

@@ -8,6 +8,7 @@ pub mod cgroups;
 pub mod container;
 pub mod image;
 pub mod network;
+pub mod private;
 pub mod reaper;
 pub mod seccomp;
 pub mod sys;

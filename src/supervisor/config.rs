@@ -27,6 +27,10 @@ pub struct Config {
     /// A group (name or number) whose members may use the control socket
     /// (mode 0660); without it the socket is root's alone (0600).
     pub socket_group: Option<String>,
+    /// A group (name or number) whose members may read the unit logs:
+    /// the log directory is then 0750 and the logs 0640 with this group
+    /// (Debian's `adm` is the usual one); without it they are root's alone.
+    pub log_group: Option<String>,
     /// The bridge network (used by the network code).
     #[serde(default)]
     pub network: Network,
@@ -68,6 +72,8 @@ pub enum ConfigError {
     UplinkAddress(String),
     #[error("socket_group: no group named {0:?}")]
     NoGroup(String),
+    #[error("log_group: no group named {0:?}")]
+    NoLogGroup(String),
 }
 
 impl Uplink {
@@ -104,13 +110,24 @@ impl Config {
     /// The socket group's id.
     pub fn socket_gid(&self) -> Result<Option<u32>, ConfigError> {
         let Some(g) = &self.socket_group else { return Ok(None) };
-        if let Ok(n) = g.parse::<u32>() {
-            return Ok(Some(n));
-        }
-        match nix::unistd::Group::from_name(g) {
-            Ok(Some(group)) => Ok(Some(group.gid.as_raw())),
-            _ => Err(ConfigError::NoGroup(g.clone())),
-        }
+        gid(g).ok_or_else(|| ConfigError::NoGroup(g.clone())).map(Some)
+    }
+
+    /// The log group's id.
+    pub fn log_gid(&self) -> Result<Option<u32>, ConfigError> {
+        let Some(g) = &self.log_group else { return Ok(None) };
+        gid(g).ok_or_else(|| ConfigError::NoLogGroup(g.clone())).map(Some)
+    }
+}
+
+/// A group's id from its number or name.
+fn gid(g: &str) -> Option<u32> {
+    if let Ok(n) = g.parse::<u32>() {
+        return Some(n);
+    }
+    match nix::unistd::Group::from_name(g) {
+        Ok(Some(group)) => Some(group.gid.as_raw()),
+        _ => None,
     }
 }
 
@@ -148,5 +165,15 @@ mod tests {
         std::fs::write(&p, "[uplink]\naddress = \"10.0.2.15/24\"\ngateway = \"10.0.2\"\n").unwrap();
         assert!(Config::load(&p, true).unwrap_err().to_string().contains("s.toml:3:11"));
         assert!(Config::load(&dir.path().join("none.toml"), true).is_err());
+    }
+
+    #[test]
+    fn log_group_by_name_or_number() {
+        let group = |g: &str| Config { log_group: Some(g.into()), ..Config::default() }.log_gid();
+        assert_eq!(group("root").unwrap(), Some(0));
+        assert_eq!(group("4").unwrap(), Some(4));
+        let e = group("no-such-group-here").unwrap_err().to_string();
+        assert_eq!(e, "log_group: no group named \"no-such-group-here\"");
+        assert_eq!(Config::default().log_gid().unwrap(), None);
     }
 }

@@ -3,6 +3,7 @@
 //! a shutdown signal, and stop every unit in reverse order on the way out.
 
 use std::collections::BTreeSet;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,6 +39,8 @@ pub struct Options {
     pub insecure_registries: Vec<String>,
     pub authfile: PathBuf,
     pub socket_group: Option<u32>,
+    /// The group that may read the unit logs (files 0640); none: root alone.
+    pub log_group: Option<u32>,
     /// Kernel modules to load first.
     pub modules: Vec<String>,
     /// A virtio-serial port to serve the control protocol on.
@@ -74,6 +77,11 @@ fn notify(states: &[sd_notify::NotifyState]) {
 
 /// Runs the daemon; its exit code. As PID 1 it never returns.
 pub fn run(options: Options) -> u8 {
+    // What the daemon creates without a mode of its own is root's alone,
+    // whatever umask it was started with (systemd's unit sets the same);
+    // what containers must read is given its mode explicitly, and the
+    // container's processes get Docker's 0022.
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     let pid1 = pid1::is_pid1();
     let escaped = if pid1 { pid1::leave_initramfs() } else { None };
     let mut no_path = None;
@@ -181,6 +189,43 @@ pub enum DaemonError {
     Uplink(#[from] NetworkError),
 }
 
+/// The directories the daemon makes in the run directory: container
+/// records, the bridge's files, notify sockets.
+const RUN_SUBDIRS: [&str; 3] = ["containers", "network", "notify"];
+
+/// Makes the state, run and log directories private to root, at every
+/// start (so an installation made under a loose umask, or by a version
+/// that did not do this, is fixed): the state directory 0700; the run
+/// directory 0700, or 0711 when a socket group must reach the control
+/// socket in it, with each of its subdirectories (container records that
+/// hold the units' environments, network files, notify sockets) 0700; the
+/// log directory 0700, or 0750 with the log group. Below these, nothing is
+/// reachable by path for anyone else, whatever its own mode.
+fn private_dirs(
+    paths: &Paths,
+    socket_group: Option<u32>,
+    log_group: Option<u32>,
+) -> Result<(), (PathBuf, std::io::Error)> {
+    use crate::runtime::private::private_dir;
+    let at = |p: &std::path::Path| {
+        let p = p.to_path_buf();
+        move |e| (p, e)
+    };
+    private_dir(&paths.state_dir, 0o700, None).map_err(at(&paths.state_dir))?;
+    let run_mode = if socket_group.is_some() { 0o711 } else { 0o700 };
+    private_dir(&paths.run_dir, run_mode, None).map_err(at(&paths.run_dir))?;
+    // Only the subdirectories we make: a run directory shared with others
+    // (`--run-dir /run`) keeps the modes of theirs.
+    for sub in RUN_SUBDIRS {
+        let dir = paths.run_dir.join(sub);
+        if dir.is_dir() {
+            private_dir(&dir, 0o700, None).map_err(at(&dir))?;
+        }
+    }
+    let log_mode = if log_group.is_some() { 0o750 } else { 0o700 };
+    private_dir(&paths.log_dir, log_mode, log_group).map_err(at(&paths.log_dir))
+}
+
 /// Ends the reaper with the life of the daemon that started it.
 struct ReaperGuard(Reaper);
 
@@ -201,9 +246,11 @@ async fn daemon(options: &Options, pid1: bool) -> Result<Option<Power>, DaemonEr
     // The reaper comes first: no child's exit may be missed.
     let reaper = Reaper::start().map_err(DaemonError::Reaper)?;
     let _reaper_guard = ReaperGuard(reaper.clone());
-    for d in [&paths.state_dir, &paths.run_dir, &paths.log_dir] {
-        std::fs::create_dir_all(d).map_err(io("create", d))?;
-    }
+    private_dirs(paths, options.socket_group, options.log_group).map_err(|(path, source)| DaemonError::Io {
+        op: "make private",
+        path,
+        source,
+    })?;
     // One supervisor per run directory: a second one would take the
     // first's containers for leftovers.
     let lock_path = paths.run_dir.join("supervisord.lock");
@@ -211,8 +258,10 @@ async fn daemon(options: &Options, pid1: bool) -> Result<Option<Power>, DaemonEr
         .create(true)
         .truncate(false)
         .write(true)
+        .mode(0o600)
         .open(&lock_path)
         .map_err(io("open", &lock_path))?;
+    lock.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600)).map_err(io("chmod", &lock_path))?;
     let _lock = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusiveNonblock)
         .map_err(|(_, source)| DaemonError::Locked { run_dir: paths.run_dir.clone(), source })?;
     // What an earlier supervisor that died left behind goes first.

@@ -50,6 +50,22 @@ fn rotated(path: &Path, n: u32) -> PathBuf {
     PathBuf::from(s)
 }
 
+/// Opens (or makes) a log file for appending, root's alone (0600), or
+/// 0640 with the log directory's group when the daemon gave it one (the
+/// global `log_group`). Set on every open, so an older file's looser
+/// mode is fixed too; created 0600, so it is never readable by others
+/// for a moment.
+fn open_private(path: &Path) -> std::io::Result<File> {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+    let file = OpenOptions::new().create(true).append(true).mode(0o600).open(path)?;
+    let group = path.parent().and_then(|d| fs::metadata(d).ok()).filter(|m| m.mode() & 0o050 == 0o050).map(|m| m.gid());
+    if let Some(gid) = group {
+        std::os::unix::fs::fchown(&file, None, Some(gid))?;
+    }
+    file.set_permissions(fs::Permissions::from_mode(if group.is_some() { 0o640 } else { 0o600 }))?;
+    Ok(file)
+}
+
 /// One unit's log file.
 pub struct Writer {
     path: PathBuf,
@@ -63,7 +79,7 @@ impl Writer {
         if let Some(dir) = path.parent() {
             fs::create_dir_all(dir)?;
         }
-        let file = OpenOptions::new().create(true).append(true).open(&path)?;
+        let file = open_private(&path)?;
         let size = file.metadata()?.len();
         Ok(Writer { path, file, size, limits })
     }
@@ -94,7 +110,7 @@ impl Writer {
             }
         }
         fs::rename(&self.path, rotated(&self.path, 1))?;
-        self.file = OpenOptions::new().create(true).append(true).open(&self.path)?;
+        self.file = open_private(&self.path)?;
         self.size = 0;
         Ok(())
     }

@@ -142,12 +142,20 @@ pub fn prepare(
     for d in [&upper, &work, &rootfs] {
         fs::create_dir_all(d).map_err(|source| PrepareError::Dir { path: d.clone(), source })?;
     }
+    // The writable layer's top is the container's `/`: 0755 as in Docker,
+    // whatever the daemon's umask (0077), or a non-root user in the
+    // container could not reach its own root.
+    set_mode(&upper, 0o755).map_err(|source| PrepareError::Dir { path: upper.clone(), source })?;
     let volumes = state_dir.join("volumes");
     for v in &unit.container.volumes {
         match &v.source {
             // Missing sources are made, as docker run -v does.
             VolumeSource::Bind(p) => {
-                fs::create_dir_all(p).map_err(|source| PrepareError::Volume { name: p.clone(), source })?
+                let new = !Path::new(p).exists();
+                fs::create_dir_all(p).map_err(|source| PrepareError::Volume { name: p.clone(), source })?;
+                if new {
+                    set_mode(Path::new(p), 0o755).map_err(|source| PrepareError::Volume { name: p.clone(), source })?;
+                }
             }
             // A new named volume starts with the image's content at its
             // mount point, as Docker's do.
@@ -156,6 +164,7 @@ pub fn prepare(
                 let new = !data.exists();
                 fs::create_dir_all(&data).map_err(|source| PrepareError::Volume { name: n.clone(), source })?;
                 if new {
+                    set_mode(&data, 0o755).map_err(|source| PrepareError::Volume { name: n.clone(), source })?;
                     seed_from_layers(&image.layer_dirs, &v.target, &data)
                         .map_err(|source| PrepareError::Seed { name: n.clone(), source })?;
                 }
@@ -237,6 +246,11 @@ fn add_bind(
 }
 
 /// Our own hard limits, which no container may exceed.
+fn set_mode(path: &Path, mode: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(path, fs::Permissions::from_mode(mode))
+}
+
 fn hard_limits() -> BTreeMap<String, u64> {
     ULIMIT_NAMES.iter().filter_map(|name| Some((name.to_string(), hard_limit(&rlimit_name(name))?))).collect()
 }

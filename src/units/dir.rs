@@ -14,8 +14,10 @@ use super::diag::{Diagnostic, Source};
 use super::graph;
 use super::hash::Hashes;
 use super::model::Unit;
+use super::owner;
 use super::parse::{ParseInput, UnitSpans, parse_unit};
 use super::values::names::check_dns_label;
+use crate::names::label::DAEMON_CGROUP_LEAF;
 
 /// Unit files (and env files) larger than this are refused unread.
 pub const MAX_FILE_SIZE: u64 = 1 << 20;
@@ -80,6 +82,7 @@ pub fn load_dir(dir: &Path) -> io::Result<UnitSet> {
 pub fn load_files(paths: &[PathBuf]) -> UnitSet {
     let mut set = UnitSet::default();
     let mut texts: BTreeMap<String, (PathBuf, String)> = BTreeMap::new();
+    let mut dirs: BTreeMap<PathBuf, Option<String>> = BTreeMap::new();
     for path in paths {
         let name = match unit_name(path) {
             Ok(n) => n,
@@ -94,6 +97,17 @@ pub fn load_files(paths: &[PathBuf]) -> UnitSet {
             continue;
         }
         set.files.insert(name.clone(), path.clone());
+        // Known by name (so status shows it invalid), never run.
+        if let Err(e) = check_not_reserved(&name) {
+            set.errors.push(Diagnostic::whole_file(path, e));
+            continue;
+        }
+        let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let problem = dirs.entry(dir.to_path_buf()).or_insert_with(|| dir_problem(dir));
+        if let Some(why) = problem {
+            set.errors.push(Diagnostic::whole_file(path, owner::dir_message(dir, why)));
+            continue;
+        }
         let text = match read_text(path) {
             Ok(t) => t,
             Err(d) => {
@@ -148,11 +162,36 @@ pub fn unit_name(path: &Path) -> Result<String, String> {
     Ok(stem.to_string())
 }
 
+/// What lets others than root write the directory `dir` (which can then
+/// add or replace unit files), judged on the opened directory.
+fn dir_problem(dir: &Path) -> Option<String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    // O_PATH: a directory we may search but not list is still judged.
+    let opened = fs::OpenOptions::new().read(true).custom_flags(libc::O_PATH | libc::O_DIRECTORY).open(dir);
+    match opened.and_then(|d| d.metadata()) {
+        Ok(meta) => owner::writable_by_others(&meta, owner::reader()),
+        // Not reachable: its files cannot be read either, and say so.
+        Err(_) => None,
+    }
+}
+
+/// Refuses the names the daemon uses for itself where units' names go.
+pub fn check_not_reserved(name: &str) -> Result<(), String> {
+    if name == DAEMON_CGROUP_LEAF {
+        return Err(format!(
+            "the unit name {name:?} is reserved: it is the cgroup supervisord moves itself into, so the unit's \
+             container would share it and stopping the unit would kill supervisord; rename the file"
+        ));
+    }
+    Ok(())
+}
+
 /// Reads a small regular file as UTF-8, refusing what is not one.
 pub fn read_text(path: &Path) -> Result<String, Box<Diagnostic>> {
     let fail = |m: String| Box::new(Diagnostic::whole_file(path, m));
     // Checking the type first means a FIFO or a device is never opened,
-    // so reading can neither block nor run forever.
+    // so reading can neither block nor run forever (it is checked again on
+    // the opened file, with the owner and mode).
     let meta = fs::metadata(path).map_err(|e| {
         let dangling = e.kind() == io::ErrorKind::NotFound && fs::symlink_metadata(path).is_ok();
         fail(match e.raw_os_error() {
@@ -170,10 +209,18 @@ pub fn read_text(path: &Path) -> Result<String, Box<Diagnostic>> {
     if meta.len() > MAX_FILE_SIZE {
         return Err(fail(format!("file is too large ({} bytes; the limit is {MAX_FILE_SIZE})", meta.len())));
     }
+    let file = fs::File::open(path).map_err(|e| fail(format!("cannot read: {e}")))?;
+    // What is read is judged by the opened file's own metadata: the path
+    // could name another file by now.
+    let meta = file.metadata().map_err(|e| fail(format!("cannot read: {e}")))?;
+    if !meta.is_file() {
+        return Err(fail("cannot read: not a regular file".into()));
+    }
+    if let Some(why) = owner::writable_by_others(&meta, owner::reader()) {
+        return Err(fail(owner::file_message(&why)));
+    }
     let mut bytes = Vec::new();
-    fs::File::open(path)
-        .and_then(|f| f.take(MAX_FILE_SIZE + 1).read_to_end(&mut bytes))
-        .map_err(|e| fail(format!("cannot read: {e}")))?;
+    file.take(MAX_FILE_SIZE + 1).read_to_end(&mut bytes).map_err(|e| fail(format!("cannot read: {e}")))?;
     if bytes.len() as u64 > MAX_FILE_SIZE {
         return Err(fail(format!("file is too large (over {MAX_FILE_SIZE} bytes)")));
     }

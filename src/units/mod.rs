@@ -17,6 +17,7 @@ pub mod envfile;
 pub mod graph;
 pub mod hash;
 pub mod model;
+pub mod owner;
 pub mod parse;
 pub mod schema;
 pub mod suggest;

@@ -150,7 +150,7 @@ impl Manager {
                 } else {
                     // Leave our cgroup for a leaf, so that it may delegate.
                     let base = join(root, own_path);
-                    let leaf = base.join("supervisord");
+                    let leaf = base.join(crate::names::label::DAEMON_CGROUP_LEAF);
                     fs::create_dir_all(&leaf).map_err(|source| CgroupError::Io {
                         op: "create",
                         path: leaf.clone(),

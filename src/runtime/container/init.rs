@@ -45,6 +45,9 @@ fn setup(plan: &Plan, go: OwnedFd) -> Result<Never> {
         _ => return Err(InitError::Abandoned),
     }
     drop(go);
+    // Docker's (runc's) umask for the container, not the daemon's 0077:
+    // the device nodes and mount points made below, and the service's files.
+    nix::sys::stat::umask(Mode::from_bits_truncate(0o022));
     if let Some(path) = &plan.join_network {
         // Opened before the root changes: the path is the host's.
         let fd = nix::fcntl::open(path, OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty())
@@ -135,6 +138,8 @@ fn setup(plan: &Plan, go: OwnedFd) -> Result<Never> {
 /// and seccomp, working directory, then `execve`. The container's first
 /// process ends its setup here, and `exec` runs only this.
 pub(crate) fn process(p: &ProcessPlan) -> Result<Never> {
+    // An exec'd process too gets the container's umask, not the daemon's.
+    nix::sys::stat::umask(Mode::from_bits_truncate(0o022));
     // Installing a filter needs no_new_privs or CAP_SYS_ADMIN: without
     // no_new_privs it goes in while we are still privileged (it allows what
     // the rest of the setup calls), else last.

@@ -102,11 +102,23 @@ impl ContainerState {
         run_dir.join("containers").join(format!("{name}.json"))
     }
 
+    /// Writes the record root's alone: it holds the unit's environment,
+    /// `env_file` secrets included. The directory is 0700 and the file
+    /// 0600 from its creation, whatever the umask (a file made first and
+    /// narrowed after would be readable for a moment).
     pub fn save(&self, run_dir: &Path) -> std::io::Result<()> {
+        use std::io::Write;
+        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
         let path = Self::path(run_dir, &self.name);
-        std::fs::create_dir_all(path.parent().unwrap_or(run_dir))?;
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(path.parent().unwrap_or(run_dir))?;
         let tmp = path.with_extension("json.tmp");
-        std::fs::write(&tmp, serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?)?;
+        // A leftover of a crash keeps its old mode if reused: start anew.
+        match std::fs::remove_file(&tmp) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
+        f.write_all(&serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?)?;
         std::fs::rename(tmp, path)
     }
 
@@ -159,6 +171,10 @@ mod tests {
             process: ProcessState::of(&p),
         };
         state.save(dir.path()).unwrap();
+        use std::os::unix::fs::MetadataExt;
+        let mode = |p: PathBuf| std::fs::metadata(p).unwrap().mode() & 0o7777;
+        assert_eq!(mode(ContainerState::path(dir.path(), "web")), 0o600, "the record holds the environment");
+        assert_eq!(mode(dir.path().join("containers")), 0o700);
         let loaded = ContainerState::load(dir.path(), "web").unwrap();
         assert_eq!(loaded, state);
         assert!(loaded.alive());

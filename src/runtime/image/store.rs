@@ -136,6 +136,9 @@ pub struct Store {
 impl Store {
     /// Opens (and creates) the store in `state_dir`.
     pub fn open(state_dir: &Path) -> Result<Store> {
+        // Private, as the daemon's state directory is: layers hold setuid
+        // binaries and device nodes (`supervisorctl --store DIR` too).
+        crate::runtime::private::private_dir(state_dir, 0o700, None).map_err(ImageError::io("create", state_dir))?;
         let root = state_dir.join("images");
         for d in ["blobs/sha256", "layers", "refs", "tmp", "locks"] {
             let p = root.join(d);

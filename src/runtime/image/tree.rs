@@ -154,6 +154,15 @@ impl SafeTree {
                 Err(Errno::ENOENT) => {
                     mkdirat(cur.as_fd(), os(c), Mode::from_bits_truncate(0o755))
                         .map_err(|e| TreeError::io("mkdir", e))?;
+                    // 0755 whatever the daemon's umask (0077): in the
+                    // overlay this directory hides the lower layers' own.
+                    nix::sys::stat::fchmodat(
+                        cur.as_fd(),
+                        os(c),
+                        Mode::from_bits_truncate(0o755),
+                        nix::sys::stat::FchmodatFlags::FollowSymlink,
+                    )
+                    .map_err(|e| TreeError::io("chmod", e))?;
                     open_dir_beneath(cur.as_fd(), c).map_err(|e| resolve_error(&join(&comps[..=i]), e))?
                 }
                 Err(e) => return Err(resolve_error(&join(&comps[..=i]), e)),

@@ -128,7 +128,10 @@ pub fn mac(ip: Ipv4Addr) -> [u8; 6] {
 /// Writes `text` over `path` in place: the bind mounts in running
 /// containers keep seeing the same file.
 fn write_in_place(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
     let mut f = std::fs::OpenOptions::new().create(true).write(true).truncate(false).open(path)?;
+    // Read by any user in the containers, whatever the daemon's umask.
+    f.set_permissions(std::fs::Permissions::from_mode(0o644))?;
     f.write_all(text.as_bytes())?;
     f.set_len(text.len() as u64)
 }
@@ -184,7 +187,7 @@ impl Bridge {
         }
         let resolv = resolv_conf(&std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default());
         let resolv_path = dir.join("resolv.conf");
-        std::fs::write(&resolv_path, resolv).map_err(NetworkError::io("write", &resolv_path))?;
+        write_in_place(&resolv_path, &resolv).map_err(NetworkError::io("write", &resolv_path))?;
         let bridge = Bridge {
             config,
             index,
