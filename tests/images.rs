@@ -537,9 +537,10 @@ fn unpacked_size_is_bounded() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
     // busybox alone is over a megabyte unpacked.
-    let options = PullOptions { max_layer_size: 1 << 20, ..PullOptions::default() };
+    let options = PullOptions { max_image_size: 1 << 20, ..PullOptions::default() };
     let err = store.pull(&layout(&fx, "base"), &options, &Quiet).unwrap_err();
-    assert!(err.to_string().contains("exceeds the limit of 1048576 bytes"), "{err}");
+    assert!(matches!(err, ImageError::Limit { .. }), "{err}");
+    assert!(err.to_string().contains("unpacks to more than the limit of 1048576 bytes (max_image_size)"), "{err}");
     assert_eq!(count(&store.root().join("layers")), 0);
     assert_store_clean(&store);
 }

@@ -1,1 +1,120 @@
-//! See docs/security.md.
+//! Hostile images, garbage collection and the registry client (see
+//! docs/security.md: "Hostile images", "Garbage collection", "Registry
+//! client"), end to end through a real supervisord.
+
+use std::fs;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::common;
+use crate::common::daemon::Daemon;
+use supervisor::runtime::image::Digest;
+use supervisor::runtime::image::digest::HashingReader;
+
+const GZIP_LAYER: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+const TAR_LAYER: &str = "application/vnd.oci.image.layer.v1.tar";
+
+/// Writes an OCI layout at `dir/layout` whose image `tag` has one layer,
+/// the tar stream `tar` (gzip-compressed when `gzip`), streamed to disk
+/// and hashed on the way, so that gigabytes of content need no memory.
+fn layout_with_layer(dir: &Path, tag: &str, tar: impl Read, gzip: bool) -> PathBuf {
+    let layout = dir.join("layout");
+    let blobs = layout.join("blobs/sha256");
+    fs::create_dir_all(&blobs).unwrap();
+    let put = |bytes: &[u8]| {
+        let d = Digest::of(bytes);
+        fs::write(blobs.join(d.hex()), bytes).unwrap();
+        (d, bytes.len())
+    };
+    let tmp = blobs.join("layer.tmp");
+    let mut diff = HashingReader::new(tar, u64::MAX);
+    let (layer, layer_size) = {
+        let mut out = fs::File::create(&tmp).unwrap();
+        let body: Box<dyn Read + '_> = if gzip {
+            Box::new(flate2::read::GzEncoder::new(&mut diff, flate2::Compression::fast()))
+        } else {
+            Box::new(&mut diff)
+        };
+        let mut blob = HashingReader::new(body, u64::MAX);
+        io::copy(&mut blob, &mut out).unwrap();
+        blob.finish()
+    };
+    let (diff_id, _) = diff.finish();
+    fs::rename(&tmp, blobs.join(layer.hex())).unwrap();
+    let config = format!(
+        r#"{{"architecture":"amd64","os":"linux","config":{{"Cmd":["/bin/sh"]}},"rootfs":{{"type":"layers","diff_ids":["{diff_id}"]}}}}"#
+    );
+    let (config_digest, config_size) = put(config.as_bytes());
+    let media = if gzip { GZIP_LAYER } else { TAR_LAYER };
+    let manifest = format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config_digest}","size":{config_size}}},"layers":[{{"mediaType":"{media}","digest":"{layer}","size":{layer_size}}}]}}"#
+    );
+    let (m, msize) = put(manifest.as_bytes());
+    fs::write(layout.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    fs::write(
+        layout.join("index.json"),
+        format!(r#"{{"schemaVersion":2,"manifests":[{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{m}","size":{msize},"annotations":{{"org.opencontainers.image.ref.name":"{tag}"}}}}]}}"#),
+    )
+    .unwrap();
+    layout
+}
+
+/// A ustar header of `kind` for `name` with `size` bytes of data.
+fn header(name: &str, kind: tar::EntryType, size: u64) -> Vec<u8> {
+    let mut h = tar::Header::new_ustar();
+    h.set_path(name).unwrap();
+    h.set_entry_type(kind);
+    h.set_mode(0o644);
+    h.set_mtime(0);
+    h.set_size(size);
+    h.set_cksum();
+    h.as_bytes().to_vec()
+}
+
+/// The peak resident memory of process `pid`, in bytes (VmHWM).
+fn peak_rss(pid: u32) -> u64 {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).expect("VmHWM in /proc/PID/status");
+    let kb: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    kb * 1024
+}
+
+#[test]
+fn a_pax_record_of_a_gibibyte_is_refused_and_the_daemon_stays_small() {
+    if !common::require_root("a_pax_record_of_a_gibibyte_is_refused_and_the_daemon_stays_small") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    // One well-formed PAX record of exactly 1 GiB ("<len> comment=AAA...\n"),
+    // then a file it would describe: a few MB once gzipped.
+    const RECORD: u64 = 1 << 30;
+    let prefix = format!("{RECORD} comment=");
+    let value = RECORD - prefix.len() as u64 - 1;
+    // 1 GiB is a multiple of 512: no padding after the record's newline.
+    let mut tail = b"\n".to_vec();
+    tail.extend_from_slice(&header("victim", tar::EntryType::Regular, 0));
+    tail.extend_from_slice(&[0; 1024]);
+    let tar = io::Cursor::new(header("PaxHeaders/victim", tar::EntryType::XHeader, RECORD))
+        .chain(io::Cursor::new(prefix.into_bytes()))
+        .chain(io::repeat(b'A').take(value))
+        .chain(io::Cursor::new(tail));
+    let layout = layout_with_layer(dir.path(), "evil", tar, true);
+
+    let d = Daemon::start();
+    let pid = d.child.as_ref().unwrap().id();
+    let started = Instant::now();
+    let out = d.ctl(&["pull", &format!("oci:{}:evil", layout.display())]);
+    let err = common::text(&out.stderr);
+    assert!(!out.status.success(), "the pull succeeded: {}", common::text(&out.stdout));
+    assert!(
+        err.contains("a PAX extended header of 1073741824 bytes is over the limit of 1048576 bytes"),
+        "the error does not name the limit: {err}"
+    );
+    assert!(err.contains("layer sha256:"), "the error does not name the layer: {err}");
+    let peak = peak_rss(pid);
+    assert!(peak < 256 << 20, "supervisord's peak RSS was {} MiB", peak >> 20);
+    // Refused at the header: not after reading the gigabyte.
+    assert!(started.elapsed() < Duration::from_secs(20), "took {:?}", started.elapsed());
+    assert!(d.ctl(&["status"]).status.success(), "the daemon stopped answering:\n{}", d.log());
+}
