@@ -118,3 +118,54 @@ fn a_pax_record_of_a_gibibyte_is_refused_and_the_daemon_stays_small() {
     assert!(started.elapsed() < Duration::from_secs(20), "took {:?}", started.elapsed());
     assert!(d.ctl(&["status"]).status.success(), "the daemon stopped answering:\n{}", d.log());
 }
+
+/// Runs `supervisorctl args` against `d`, killed after `limit`; the output
+/// and how long it took (None: it was still running at `limit`).
+fn ctl_within(d: &Daemon, args: &[&str], limit: Duration) -> (Option<std::process::Output>, Duration) {
+    let started = Instant::now();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_supervisorctl"))
+        .arg("--socket")
+        .arg(d.socket())
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            return (None, started.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (Some(child.wait_with_output().unwrap()), started.elapsed())
+}
+
+#[test]
+fn a_stalled_registry_fails_a_pull_within_the_timeout() {
+    if !common::require_root("a_stalled_registry_fails_a_pull_within_the_timeout") {
+        return;
+    }
+    use crate::common::proxy::{Options, Proxy};
+    use std::sync::atomic::Ordering;
+    let registry = common::registry::Registry::start(None);
+    registry.push(&common::daemon::busybox(), "stall/busybox:1", false);
+    // busybox's layer is about a megabyte: it stalls after 64 KiB; the
+    // config, smaller, comes whole.
+    let proxy = Proxy::start(registry.port, Options { stall: Some(64 << 10), ..Options::plain() });
+    let d = Daemon::start_configured("registry_timeout = \"2s\"\n", |_| {});
+    let reference = format!("{}/stall/busybox:1", proxy.host());
+    let (out, took) = ctl_within(&d, &["pull", &reference], Duration::from_secs(20));
+    let out = out.unwrap_or_else(|| panic!("the pull still hung after {took:?}"));
+    let err = common::text(&out.stderr);
+    assert!(!out.status.success(), "the pull succeeded");
+    eprintln!("the stalled pull failed after {took:?}");
+    let expected = format!("registry {}: no data for 2s while fetching blob sha256:", proxy.host());
+    assert!(err.contains(&expected), "the error does not say what stalled: {err}");
+    // Then the layer was tried again, as after any broken connection.
+    let blob_requests = proxy.stats.blob_requests.load(Ordering::SeqCst);
+    assert!(blob_requests >= 3, "{blob_requests} blob requests: the stalled layer was not retried");
+    let (status, _) = ctl_within(&d, &["status"], Duration::from_secs(5));
+    assert!(status.is_some_and(|s| s.status.success()), "the daemon stopped answering:\n{}", d.log());
+}

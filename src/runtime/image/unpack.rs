@@ -67,6 +67,8 @@ pub fn unpack_layer(
             |reason: String| ImageError::UnsafeEntry { layer: layer.to_string(), entry: shown.clone(), reason };
         let fail = |e: TreeError| match e {
             TreeError::Unsafe(reason) => refuse(reason),
+            // The stream broke (or was refused) inside a file's content.
+            TreeError::Read(e) => read_error(e),
             other => ImageError::Layer { layer: layer.to_string(), message: format!("{shown}: {other}") },
         };
         let comps = components(&path).map_err(fail)?;
