@@ -341,7 +341,7 @@ fn prune_and_rmi_keep_what_is_used() {
     let layered = store.pull(&layout(&fx, "layered"), &PullOptions::default(), &Quiet).unwrap();
     assert_eq!(store.list().unwrap().len(), 2);
     // Prune keeping base: layered goes, its top layer too, the shared one stays.
-    let removed = store.prune(&BTreeSet::from([base.record.reference.clone()])).unwrap();
+    let removed = store.prune(&BTreeSet::from([base.record.reference.clone()]), &BTreeSet::new()).unwrap();
     assert_eq!(removed.images, vec![layered.record.reference.clone()]);
     assert_eq!(removed.layers, 1);
     assert_eq!(count(&store.root().join("layers")), 1);

@@ -225,6 +225,8 @@ async fn daemon(options: &Options, pid1: bool) -> Result<Option<Power>, DaemonEr
     }
     let cgroups = Manager::for_host("supervisor").map_err(DaemonError::Cgroups)?;
     let store = Store::open(&paths.state_dir).map_err(DaemonError::Images)?;
+    // Offline prune and rmi stay out while we run (see Store::hold_for_daemon).
+    let _store_in_use = store.hold_for_daemon().map_err(DaemonError::Images)?;
     let mut registry = RegistryOptions { insecure: options.insecure_registries.clone(), ..RegistryOptions::default() }
         .with_auth_file(&options.authfile)
         .map_err(DaemonError::Images)?;

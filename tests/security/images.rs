@@ -169,3 +169,89 @@ fn a_stalled_registry_fails_a_pull_within_the_timeout() {
     let (status, _) = ctl_within(&d, &["status"], Duration::from_secs(5));
     assert!(status.is_some_and(|s| s.status.success()), "the daemon stopped answering:\n{}", d.log());
 }
+
+/// A copy of the busybox layout at `dir/NAME` with one more layer holding
+/// `/NAME.txt` (its content: `content`), made by umoci, not by our code.
+fn busybox_plus_file(dir: &Path, name: &str, content: &str) -> String {
+    let busybox = common::daemon::busybox();
+    let base = busybox.strip_prefix("oci:").unwrap().rsplit_once(':').unwrap().0;
+    let layout = dir.join(name);
+    let ok = std::process::Command::new("cp").arg("-a").arg(base).arg(&layout).status().unwrap();
+    assert!(ok.success());
+    let files = dir.join(format!("{name}-files"));
+    fs::create_dir_all(&files).unwrap();
+    fs::write(files.join(format!("{name}.txt")), content).unwrap();
+    let tarball = dir.join(format!("{name}.tar"));
+    let ok = std::process::Command::new("tar")
+        .arg("-cf")
+        .arg(&tarball)
+        .arg("-C")
+        .arg(&files)
+        .arg(format!("{name}.txt"))
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let out = std::process::Command::new("umoci")
+        .args(["raw", "add-layer", "--image"])
+        .arg(format!("{}:latest", layout.display()))
+        .arg(&tarball)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "umoci raw add-layer: {}", common::text(&out.stderr));
+    format!("oci:{}:latest", layout.display())
+}
+
+#[test]
+fn prune_after_a_tag_moved_keeps_a_running_containers_layers() {
+    if !common::require_root("prune_after_a_tag_moved_keeps_a_running_containers_layers") {
+        return;
+    }
+    use supervisor::runtime::image::Store;
+    let work = tempfile::tempdir().unwrap();
+    let registry = common::registry::Registry::start(None);
+    let image_a = busybox_plus_file(work.path(), "a", "from A\n");
+    let image_b = busybox_plus_file(work.path(), "b", "from B\n");
+    let tag = format!("{}/gc/app:t", registry.host());
+    registry.push(&image_a, "gc/app:t", false);
+
+    let d = Daemon::start();
+    d.write_unit("app", &format!("[container]\nimage = \"{tag}\"\ncommand = [\"sh\", \"-c\", \"trap 'exit 0' TERM; while :; do sleep 1; done\"]\n"));
+    let running = d.wait_state("app", "running");
+    let digest_a = running["image_digest"].as_str().unwrap().to_string();
+    let store = Store::open(&d.dir.path().join("state")).unwrap();
+    let lower_dirs = store.image(&tag).unwrap().expect("A is recorded").layer_dirs;
+    assert_eq!(lower_dirs.len(), 2);
+
+    // The tag moves to B and is pulled again while A's container runs.
+    registry.push(&image_b, "gc/app:t", false);
+    let pulled = d.ctl(&["pull", &tag]);
+    assert!(pulled.status.success(), "pull: {}", common::text(&pulled.stderr));
+    let pruned = d.ctl(&["prune"]);
+    assert!(pruned.status.success(), "prune: {}", common::text(&pruned.stderr));
+    for dir in &lower_dirs {
+        assert!(dir.is_dir(), "prune removed {} under the running container", dir.display());
+    }
+    let cat = d.ctl(&["exec", "app", "--", "cat", "/a.txt"]);
+    assert_eq!(common::text(&cat.stdout), "from A\n", "{}", common::text(&cat.stderr));
+    // Nor may an offline prune (which cannot know what runs) remove it.
+    let offline = crate::common::daemon::ctl(
+        &d.socket(),
+        &["--store", d.dir.path().join("state").to_str().unwrap(), "prune", "--units", d.units().to_str().unwrap()],
+    );
+    assert!(!offline.status.success(), "an offline prune ran beside the daemon");
+    assert!(common::text(&offline.stderr).contains("a running supervisord uses the store"));
+    assert!(lower_dirs.iter().all(|d| d.is_dir()));
+
+    // Once the unit runs B and A's container is gone, A goes.
+    assert!(d.ctl(&["restart", "app"]).status.success());
+    d.wait_for("app", "running B", 30, |u| {
+        u.is_some_and(|u| u["state"] == "running" && u["image_digest"].as_str().is_some_and(|x| x != digest_a))
+    });
+    let pruned = d.ctl(&["prune"]);
+    let said = common::text(&pruned.stdout);
+    assert!(pruned.status.success() && said.contains(&digest_a), "prune: {said}{}", common::text(&pruned.stderr));
+    assert!(!lower_dirs[1].exists(), "A's own layer is still there");
+    assert!(lower_dirs[0].is_dir(), "the busybox layer B shares was removed");
+    let cat = d.ctl(&["exec", "app", "--", "cat", "/b.txt"]);
+    assert_eq!(common::text(&cat.stdout), "from B\n", "{}", common::text(&cat.stderr));
+}

@@ -184,13 +184,17 @@ async fn route(stream: &mut UnixStream, control: &Control, req: Request) -> std:
             blocking(stream, 404, move || store.remove(&reference)).await
         }
         ("POST", ["v1", "images", "prune"]) => {
-            // Every image a known unit names is kept, running or not.
+            // Every image a known unit names is kept, running or not, and
+            // every image a container runs, by digest: a tag pulled anew
+            // may name another image than the one still running.
             let Some(list) = ask(control, Command::Status).await else {
                 return http::error(stream, 500, shutting()).await;
             };
+            let running: BTreeSet<Digest> =
+                list.iter().filter_map(|u| u.image_digest.as_deref().and_then(|d| Digest::parse(d).ok())).collect();
             let keep: BTreeSet<String> = list.into_iter().filter_map(|u| u.image).collect();
             let store = control.store.clone();
-            blocking(stream, 500, move || store.prune(&keep)).await
+            blocking(stream, 500, move || store.prune(&keep, &running)).await
         }
         ("POST", ["v1", verb @ ("poweroff" | "reboot")]) => match &control.power {
             Some(power) => {
