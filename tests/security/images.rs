@@ -66,6 +66,8 @@ fn header(name: &str, kind: tar::EntryType, size: u64) -> Vec<u8> {
     h.set_path(name).unwrap();
     h.set_entry_type(kind);
     h.set_mode(0o644);
+    h.set_uid(0);
+    h.set_gid(0);
     h.set_mtime(0);
     h.set_size(size);
     h.set_cksum();
@@ -254,4 +256,107 @@ fn prune_after_a_tag_moved_keeps_a_running_containers_layers() {
     assert!(lower_dirs[0].is_dir(), "the busybox layer B shares was removed");
     let cat = d.ctl(&["exec", "app", "--", "cat", "/b.txt"]);
     assert_eq!(common::text(&cat.stdout), "from B\n", "{}", common::text(&cat.stderr));
+}
+
+#[test]
+fn max_image_size_from_the_config_bounds_a_pull() {
+    if !common::require_root("max_image_size_from_the_config_bounds_a_pull") {
+        return;
+    }
+    // busybox alone unpacks to over a megabyte.
+    let d = Daemon::start_configured("max_image_size = \"1M\"\n", |_| {});
+    let out = d.ctl(&["pull", &common::daemon::busybox()]);
+    let err = common::text(&out.stderr);
+    assert!(!out.status.success(), "the pull succeeded");
+    assert!(err.contains("unpacks to more than the limit of 1048576 bytes (max_image_size)"), "{err}");
+    let layers = d.dir.path().join("state/images/layers");
+    assert_eq!(fs::read_dir(&layers).unwrap().count(), 0, "a layer was kept");
+}
+
+#[test]
+fn a_sparse_file_is_unpacked_sparse() {
+    if !common::require_root("a_sparse_file_is_unpacked_sparse") {
+        return;
+    }
+    use std::os::unix::fs::MetadataExt;
+    use supervisor::runtime::image::{PullOptions, Quiet, Store};
+    use supervisor::units::values::reference::ImageSource;
+    let dir = tempfile::tempdir().unwrap();
+    // 1 GiB apparent, 4 KiB of data at its start: GNU tar writes an `S` entry.
+    let files = dir.path().join("files");
+    fs::create_dir(&files).unwrap();
+    fs::write(files.join("sparse"), "data at the start\n").unwrap();
+    let f = fs::OpenOptions::new().write(true).open(files.join("sparse")).unwrap();
+    f.set_len(1 << 30).unwrap();
+    drop(f);
+    let tarball = dir.path().join("sparse.tar");
+    let ok = std::process::Command::new("tar")
+        .args(["--sparse", "--format=gnu", "--owner=0", "--group=0", "-cf"])
+        .arg(&tarball)
+        .arg("-C")
+        .arg(&files)
+        .arg("sparse")
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    assert!(fs::metadata(&tarball).unwrap().len() < 1 << 20, "GNU tar did not write a sparse entry");
+    let layout = layout_with_layer(dir.path(), "sparse", fs::File::open(&tarball).unwrap(), false);
+    let store = Store::open(&dir.path().join("state")).unwrap();
+    let source = ImageSource::parse(&format!("oci:{}:sparse", layout.display()), Path::new("/")).unwrap();
+    let image = store.pull(&source, &PullOptions::default(), &Quiet).unwrap();
+    let file = image.layer_dirs[0].join("sparse");
+    let meta = fs::metadata(&file).unwrap();
+    assert_eq!(meta.len(), 1 << 30, "apparent size");
+    assert!(meta.blocks() * 512 < 1 << 20, "{} bytes written for a sparse file", meta.blocks() * 512);
+    let mut start = String::new();
+    fs::File::open(&file).unwrap().take(18).read_to_string(&mut start).unwrap();
+    assert_eq!(start, "data at the start\n");
+}
+
+/// A tmpfs of `size` mounted at a new directory, unmounted when dropped.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(parent: &Path, size: &str) -> Tmpfs {
+        let dir = parent.join("tmpfs");
+        fs::create_dir(&dir).unwrap();
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&dir)
+            .status()
+            .unwrap();
+        assert!(ok.success(), "mount tmpfs");
+        Tmpfs(dir)
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_pull_stops_before_filling_the_stores_filesystem() {
+    if !common::require_root("a_pull_stops_before_filling_the_stores_filesystem") {
+        return;
+    }
+    use supervisor::runtime::image::{ImageError, PullOptions, Quiet, Store};
+    use supervisor::units::values::reference::ImageSource;
+    let dir = tempfile::tempdir().unwrap();
+    // 200 MiB of zeros: a few hundred kilobytes gzipped.
+    const SIZE: u64 = 200 << 20;
+    let tar = io::Cursor::new(header("zeros", tar::EntryType::Regular, SIZE))
+        .chain(io::repeat(0).take(SIZE))
+        .chain(io::Cursor::new(vec![0; 1024]));
+    let layout = layout_with_layer(dir.path(), "big", tar, true);
+    let fs_dir = Tmpfs::mount(dir.path(), "128M");
+    let store = Store::open(&fs_dir.0).unwrap();
+    let source = ImageSource::parse(&format!("oci:{}:big", layout.display()), Path::new("/")).unwrap();
+    let err = store.pull(&source, &PullOptions::default(), &Quiet).unwrap_err();
+    assert!(matches!(err, ImageError::Limit { .. }), "{err}");
+    let message = err.to_string();
+    assert!(message.contains("would leave less than the reserve of"), "{message}");
+    let free = nix::sys::statvfs::statvfs(&fs_dir.0).unwrap();
+    assert!(free.blocks_available() * free.fragment_size() > 100 << 20, "the failed pull left its files behind");
 }

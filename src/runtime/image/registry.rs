@@ -50,7 +50,8 @@ pub struct RegistryOptions {
     pub timeout: Duration,
 }
 
-/// Docker's and containerd's clients give up on a stalled read after 30 s.
+/// Long enough for a congested link or a registry's slow start of a large
+/// blob, short enough that a hung registry is noticed and retried.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl Default for RegistryOptions {
