@@ -175,8 +175,13 @@ async fn route(stream: &mut UnixStream, control: &Control, req: Request) -> std:
             let Some(list) = ask(control, Command::Status).await else {
                 return http::error(stream, 500, shutting()).await;
             };
-            let users: Vec<String> =
-                list.into_iter().filter(|u| u.image.as_deref() == Some(*reference)).map(|u| u.name).collect();
+            // And one a container runs: its unit may name another by now.
+            let digest = control.store.record(reference).ok().flatten().map(|r| r.manifest_digest.to_string());
+            let users: Vec<String> = list
+                .into_iter()
+                .filter(|u| u.image.as_deref() == Some(*reference) || (digest.is_some() && u.image_digest == digest))
+                .map(|u| u.name)
+                .collect();
             if !users.is_empty() {
                 return http::error(stream, 409, &format!("{reference} is used by {}", users.join(", "))).await;
             }
