@@ -521,6 +521,56 @@ mod tests {
         assert_eq!(redirect_target(plain, "https://s3.example/b").unwrap(), "https://s3.example/b");
     }
 
+    type Seen = std::sync::Arc<Mutex<Vec<(String, bool)>>>;
+
+    /// A registry on loopback that redirects every /v2/ request to
+    /// /storage/blob; the paths asked for, with whether they carried an
+    /// Authorization header.
+    fn redirecting_registry() -> (u16, Seen) {
+        use std::io::{BufRead, BufReader, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let seen = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming().take(2) {
+                let mut conn = conn.unwrap();
+                let mut reader = BufReader::new(conn.try_clone().unwrap());
+                let (mut path, mut auth) = (String::new(), false);
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap() == 0 || line == "\r\n" {
+                        break;
+                    }
+                    if path.is_empty() {
+                        path = line.split(' ').nth(1).unwrap_or("").to_string();
+                    }
+                    auth |= line.to_ascii_lowercase().starts_with("authorization:");
+                }
+                let answer = if path.starts_with("/v2/") {
+                    "HTTP/1.1 307 Temporary Redirect\r\nLocation: /storage/blob\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                } else {
+                    "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello"
+                };
+                log.lock().unwrap().push((path, auth));
+                conn.write_all(answer.as_bytes()).unwrap();
+            }
+        });
+        (port, seen)
+    }
+
+    #[test]
+    fn a_redirect_is_followed_without_the_credentials() {
+        let (port, seen) = redirecting_registry();
+        let reference = ImageRef::parse(&format!("127.0.0.1:{port}/x:t")).unwrap();
+        let r = Registry::new(&reference, &RegistryOptions::default());
+        *r.auth.lock().unwrap() = Auth::Basic("Basic bWU6c2VjcmV0".into());
+        let mut resp = r.get("blobs/sha256:1", None, "blob").unwrap();
+        assert_eq!(resp.body_mut().read_to_string().unwrap(), "hello");
+        let seen = seen.lock().unwrap().clone();
+        assert_eq!(seen, [("/v2/x/blobs/sha256:1".to_string(), true), ("/storage/blob".to_string(), false)]);
+    }
+
     #[test]
     fn credentials_never_go_to_a_plain_http_realm_of_a_secure_registry() {
         assert!(check_realm("https://auth.example/token", false, true).is_ok());
