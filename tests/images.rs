@@ -341,7 +341,7 @@ fn prune_and_rmi_keep_what_is_used() {
     let layered = store.pull(&layout(&fx, "layered"), &PullOptions::default(), &Quiet).unwrap();
     assert_eq!(store.list().unwrap().len(), 2);
     // Prune keeping base: layered goes, its top layer too, the shared one stays.
-    let removed = store.prune(&BTreeSet::from([base.record.reference.clone()])).unwrap();
+    let removed = store.prune(&BTreeSet::from([base.record.reference.clone()]), &BTreeSet::new()).unwrap();
     assert_eq!(removed.images, vec![layered.record.reference.clone()]);
     assert_eq!(removed.layers, 1);
     assert_eq!(count(&store.root().join("layers")), 1);
@@ -537,9 +537,10 @@ fn unpacked_size_is_bounded() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
     // busybox alone is over a megabyte unpacked.
-    let options = PullOptions { max_layer_size: 1 << 20, ..PullOptions::default() };
+    let options = PullOptions { max_image_size: 1 << 20, ..PullOptions::default() };
     let err = store.pull(&layout(&fx, "base"), &options, &Quiet).unwrap_err();
-    assert!(err.to_string().contains("exceeds the limit of 1048576 bytes"), "{err}");
+    assert!(matches!(err, ImageError::Limit { .. }), "{err}");
+    assert!(err.to_string().contains("unpacks to more than the limit of 1048576 bytes (max_image_size)"), "{err}");
     assert_eq!(count(&store.root().join("layers")), 0);
     assert_store_clean(&store);
 }

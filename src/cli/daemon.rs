@@ -203,6 +203,8 @@ fn run_with(args: Args, paths: Paths, config: Config) -> ExitCode {
             bridge: Some(crate::runtime::network::bridge::Config { name: bridge, subnet }),
             insecure_registries: config.insecure_registries.clone(),
             authfile: config.authfile.clone().unwrap_or_else(|| PathBuf::from("/etc/supervisor/auth.json")),
+            registry_timeout: config.registry_timeout,
+            max_image_size: config.max_image_size,
             socket_group,
             log_group,
             modules: config.modules.clone(),

@@ -181,7 +181,9 @@ pub fn prune_via(client: &Client) -> ExitCode {
 pub fn rmi(args: &StoreArgs, reference: &str) -> ExitCode {
     let run = || -> Result<(), String> {
         let src = source(reference)?;
-        let removed = open(args)?.remove(&src.to_string()).map_err(|e| e.to_string())?;
+        let store = open(args)?;
+        let _no_daemon = store.lock_out_daemon().map_err(|e| e.to_string())?;
+        let removed = store.remove(&src.to_string()).map_err(|e| e.to_string())?;
         println!("removed {} ({} layers, {} blobs)", src, removed.layers, removed.blobs);
         Ok(())
     };
@@ -201,7 +203,10 @@ pub fn prune(args: &StoreArgs, units: &Path) -> ExitCode {
             ));
         }
         let keep: BTreeSet<String> = set.units.iter().map(|u| u.unit.container.image.to_string()).collect();
-        let removed = open(args)?.prune(&keep).map_err(|e| e.to_string())?;
+        let store = open(args)?;
+        // Which images a live supervisord's containers run only it knows.
+        let _no_daemon = store.lock_out_daemon().map_err(|e| e.to_string())?;
+        let removed = store.prune(&keep, &BTreeSet::new()).map_err(|e| e.to_string())?;
         for image in &removed.images {
             println!("removed {image}");
         }

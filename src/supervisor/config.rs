@@ -24,6 +24,13 @@ pub struct Config {
     pub insecure_registries: Vec<String>,
     /// Registry credentials (auth.json).
     pub authfile: Option<PathBuf>,
+    /// How long a registry transfer may go without receiving a byte
+    /// before it fails (and is retried) [default: 30s].
+    #[serde(default, deserialize_with = "duration")]
+    pub registry_timeout: Option<std::time::Duration>,
+    /// Most bytes of file content one image may unpack to [default: 32G].
+    #[serde(default, deserialize_with = "size")]
+    pub max_image_size: Option<u64>,
     /// A group (name or number) whose members may use the control socket
     /// (mode 0660); without it the socket is root's alone (0600).
     pub socket_group: Option<String>,
@@ -131,6 +138,24 @@ fn gid(g: &str) -> Option<u32> {
     }
 }
 
+fn duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<std::time::Duration>, D::Error> {
+    let text = String::deserialize(d)?;
+    let value = crate::units::values::duration::parse_duration(&text).map_err(serde::de::Error::custom)?;
+    if value.is_zero() {
+        return Err(serde::de::Error::custom("must be more than zero"));
+    }
+    Ok(Some(value))
+}
+
+fn size<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    let text = String::deserialize(d)?;
+    let value = crate::units::values::size::parse_size(&text).map_err(serde::de::Error::custom)?;
+    if value == 0 {
+        return Err(serde::de::Error::custom("must be more than zero"));
+    }
+    Ok(Some(value))
+}
+
 fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let before = &text[..offset.min(text.len())];
     let line = before.matches('\n').count() + 1;
@@ -175,5 +200,26 @@ mod tests {
         let e = group("no-such-group-here").unwrap_err().to_string();
         assert_eq!(e, "log_group: no group named \"no-such-group-here\"");
         assert_eq!(Config::default().log_gid().unwrap(), None);
+    }
+
+    #[test]
+    fn image_limits_and_registry_timeout() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("s.toml");
+        std::fs::write(&p, "registry_timeout = \"2s\"\nmax_image_size = \"1G\"\n").unwrap();
+        let c = Config::load(&p, true).unwrap();
+        assert_eq!(c.registry_timeout, Some(std::time::Duration::from_secs(2)));
+        assert_eq!(c.max_image_size, Some(1 << 30));
+        let defaults = Config::load(&dir.path().join("none.toml"), false).unwrap();
+        assert_eq!((defaults.registry_timeout, defaults.max_image_size), (None, None));
+        for (text, key_line) in [
+            ("\nregistry_timeout = \"30\"\n", "s.toml:2:"),
+            ("max_image_size = \"lots\"\n", "s.toml:1:"),
+            ("registry_timeout = \"0s\"\n", "s.toml:1:"),
+        ] {
+            std::fs::write(&p, text).unwrap();
+            let e = Config::load(&p, true).unwrap_err().to_string();
+            assert!(e.contains(key_line), "{e}");
+        }
     }
 }

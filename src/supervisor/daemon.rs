@@ -38,6 +38,9 @@ pub struct Options {
     pub bridge: Option<BridgeConfig>,
     pub insecure_registries: Vec<String>,
     pub authfile: PathBuf,
+    /// `registry_timeout` and `max_image_size` (None: the defaults).
+    pub registry_timeout: Option<std::time::Duration>,
+    pub max_image_size: Option<u64>,
     pub socket_group: Option<u32>,
     /// The group that may read the unit logs (files 0640); none: root alone.
     pub log_group: Option<u32>,
@@ -271,10 +274,14 @@ async fn daemon(options: &Options, pid1: bool) -> Result<Option<Power>, DaemonEr
     }
     let cgroups = Manager::for_host("supervisor").map_err(DaemonError::Cgroups)?;
     let store = Store::open(&paths.state_dir).map_err(DaemonError::Images)?;
-    let registry = RegistryOptions { insecure: options.insecure_registries.clone(), ..RegistryOptions::default() }
+    // Offline prune and rmi stay out while we run (see Store::hold_for_daemon).
+    let _store_in_use = store.hold_for_daemon().map_err(DaemonError::Images)?;
+    let mut registry = RegistryOptions { insecure: options.insecure_registries.clone(), ..RegistryOptions::default() }
         .with_auth_file(&options.authfile)
         .map_err(DaemonError::Images)?;
-    let pull = PullOptions { registry, ..PullOptions::default() };
+    registry.timeout = options.registry_timeout.unwrap_or(registry.timeout);
+    let mut pull = PullOptions { registry, ..PullOptions::default() };
+    pull.max_image_size = options.max_image_size.unwrap_or(pull.max_image_size);
     // Our own program serves `runtime spawn` and `runtime exec`.
     let helper = std::fs::read_link("/proc/self/exe").unwrap_or_else(|_| PathBuf::from("/proc/self/exe"));
     let probes = Arc::new(crate::health::probe::Env {

@@ -1,7 +1,8 @@
 //! An HTTP proxy in front of a registry, for what a plain registry cannot
 //! show: it can demand Bearer tokens from a token service of its own (the
-//! distribution spec's token flow), count requests, and cut blob downloads
-//! off in the middle, like a registry killed mid-layer.
+//! distribution spec's token flow), count requests, cut blob downloads
+//! off in the middle, like a registry killed mid-layer, or stall them
+//! there with the connection open, like a registry that hangs.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -32,11 +33,14 @@ pub struct Options {
     /// Answer this many manifest requests with this status (429 comes
     /// with `Retry-After: 1`).
     pub fail: Option<(u32, u16)>,
+    /// Stop sending every blob response after this many body bytes, and
+    /// keep its connection open (until the proxy is dropped).
+    pub stall: Option<usize>,
 }
 
 impl Options {
     pub fn plain() -> Options {
-        Options { bearer: None, cut: None, fail: None }
+        Options { bearer: None, cut: None, fail: None, stall: None }
     }
 }
 
@@ -160,6 +164,16 @@ fn serve(conn: TcpStream, upstream: u16, port: u16, options: &Options, stats: &S
             let end = (body_start + after).min(response.len());
             let _ = conn.write_all(&response[..end]);
             let _ = conn.shutdown(std::net::Shutdown::Both);
+            return;
+        }
+    }
+    if let (true, Some(after)) = (is_blob, options.stall) {
+        let body_start = response.windows(4).position(|w| w == b"\r\n\r\n").map_or(0, |i| i + 4);
+        if response.len() > body_start + after {
+            let _ = conn.write_all(&response[..body_start + after]);
+            while !stats.stop.load(Ordering::SeqCst) {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
             return;
         }
     }

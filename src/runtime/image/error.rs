@@ -27,6 +27,9 @@ pub enum ImageError {
     UnsafeEntry { layer: String, entry: String, reason: String },
     #[error("layer {layer}: {message}")]
     Layer { layer: String, message: String },
+    /// Content over one of the bounds a pull keeps (never retried).
+    #[error("{what}: {message}")]
+    Limit { what: String, message: String },
     #[error("no image for {wanted} in the index; it has: {available}")]
     NoPlatform { wanted: String, available: String },
     #[error("{source_name}: {message}")]

@@ -97,7 +97,7 @@ fn copy_layer(layer: &Path, tree: &mut SafeTree, dir_times: &mut Vec<(Vec<Vec<u8
                     links.insert((md.dev(), md.ino()), c.clone());
                 }
                 let mut f = File::open(&path).map_err(ImageError::io("open", &path))?;
-                tree.file(&refs, &meta, &mut f).map_err(fail)?;
+                tree.file(&refs, &meta, &mut f, false).map_err(fail)?;
             } else if ft.is_symlink() {
                 let target = fs::read_link(&path).map_err(ImageError::io("readlink", &path))?;
                 tree.symlink(&refs, target.as_os_str().as_bytes(), &meta).map_err(fail)?;

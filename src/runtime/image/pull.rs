@@ -20,11 +20,13 @@ use flate2::read::MultiGzDecoder;
 use super::config::ImageConfig;
 use super::digest::{Digest, HashingReader};
 use super::error::{ImageError, Result};
+use super::guard::TarLimits;
 use super::manifest::{
     Compression, Descriptor, Document, Manifest, Platform, layer_compression, parse_document, select_platform,
 };
 use super::registry::{Registry, RegistryOptions};
 use super::source::{DockerArchive, Fetched, Fetcher, OciLayout};
+use super::space::Budget;
 use super::store::{Image, ImageRecord, LayerRecord, Store, now, unique_name};
 use super::unpack::unpack_layer;
 use crate::names::reference::ImageSource;
@@ -34,18 +36,29 @@ use crate::names::reference::ImageSource;
 pub struct PullOptions {
     pub registry: RegistryOptions,
     pub platform: Platform,
-    /// Most bytes of file content one layer may unpack to.
-    pub max_layer_size: u64,
+    /// Most bytes of file content one image may unpack to (its layers
+    /// made by this pull together).
+    pub max_image_size: u64,
+    /// What one layer's tar stream may hold.
+    pub tar: TarLimits,
     /// Layers made at once.
     pub concurrency: usize,
 }
+
+/// 32 GiB: the largest common images (CUDA and machine-learning stacks)
+/// unpack to 10-20 GiB.
+pub const MAX_IMAGE_SIZE: u64 = 32 << 30;
+
+/// Image configs are a few kilobytes; a long history makes hundreds.
+pub const MAX_CONFIG: u64 = 8 << 20;
 
 impl Default for PullOptions {
     fn default() -> Self {
         PullOptions {
             registry: RegistryOptions::default(),
             platform: Platform::host(),
-            max_layer_size: 64 << 30,
+            max_image_size: MAX_IMAGE_SIZE,
+            tar: TarLimits::default(),
             concurrency: 4,
         }
     }
@@ -116,6 +129,12 @@ impl Store {
             match self.read_blob(&manifest.config.digest) {
                 Ok(b) => b,
                 Err(_) => {
+                    if manifest.config.size > MAX_CONFIG {
+                        return Err(ImageError::Limit {
+                            what: format!("{reference}: config {}", manifest.config.digest),
+                            message: format!("{} bytes is over the limit of {MAX_CONFIG} bytes", manifest.config.size),
+                        });
+                    }
                     let b = read_verified(fetcher, &manifest.config, "config")?;
                     self.put_blob(&manifest.config.digest, &b)?;
                     b
@@ -134,7 +153,18 @@ impl Store {
         progress.resolved(&reference, &manifest_digest, &manifest.layers);
 
         let layers: Vec<(&Descriptor, &Digest)> = manifest.layers.iter().zip(&config.rootfs.diff_ids).collect();
-        self.make_layers(fetcher, &layers, options, progress)?;
+        let budget = Budget::new(&reference, options.max_image_size, &self.tmp_dir());
+        // The blobs alone take their compressed size: a floor of what the
+        // missing layers need (what they unpack to is checked as they do).
+        let missing: u64 = layers
+            .iter()
+            .filter(|(d, diff)| !(self.blob_path(&d.digest).is_file() && self.layer_path(diff).is_dir()))
+            .map(|(d, _)| d.size)
+            .fold(0, u64::saturating_add);
+        budget
+            .check_space(missing)
+            .map_err(|message| ImageError::Limit { what: format!("image {reference}"), message })?;
+        self.make_layers(fetcher, &layers, options, &budget, progress)?;
 
         let record = ImageRecord {
             reference: reference.clone(),
@@ -164,6 +194,7 @@ impl Store {
         fetcher: &dyn Fetcher,
         layers: &[(&Descriptor, &Digest)],
         options: &PullOptions,
+        budget: &Budget,
         progress: &dyn Progress,
     ) -> Result<()> {
         let next = AtomicUsize::new(0);
@@ -180,7 +211,7 @@ impl Store {
                         }
                         let mut attempt = 1;
                         let result = loop {
-                            match self.make_layer(fetcher, desc, diff_id, options, progress) {
+                            match self.make_layer(fetcher, desc, diff_id, options, budget, progress) {
                                 Err(e) if attempt < LAYER_TRIES && transient(&e) => attempt += 1,
                                 other => break other,
                             }
@@ -205,6 +236,7 @@ impl Store {
         desc: &Descriptor,
         diff_id: &Digest,
         options: &PullOptions,
+        budget: &Budget,
         progress: &dyn Progress,
     ) -> Result<()> {
         let _lock = self.lock_layer(diff_id)?;
@@ -248,10 +280,13 @@ impl Store {
                 Compression::Gzip => Box::new(MultiGzDecoder::new(&mut tee)),
                 Compression::Zstd => Box::new(zstd::Decoder::new(&mut tee).map_err(|e| layer_error(&layer_name, e))?),
             };
-            // Tar headers come on top of the content that unpack_layer bounds.
-            let mut diff = HashingReader::new(&mut tar, options.max_layer_size.saturating_mul(2));
+            // Tar headers and padding come on top of the content that the
+            // budget bounds: 1.5 KiB at most for each entry.
+            let headers = options.tar.max_entries.saturating_mul(1536);
+            let stream_limit = options.max_image_size.saturating_add(headers);
+            let mut diff = HashingReader::new(&mut tar, stream_limit);
             if let Some(dir) = &unpack_dir {
-                unpack_layer(&mut diff, dir, &layer_name, options.max_layer_size)?;
+                unpack_layer(&mut diff, dir, &layer_name, options.tar, budget)?;
             }
             io::copy(&mut diff, &mut io::sink()).map_err(|e| layer_error(&layer_name, e))?;
             let (diff_digest, _) = diff.finish();

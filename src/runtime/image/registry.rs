@@ -12,6 +12,13 @@
 //! HTTPS with the system's trust roots is the default; plain HTTP is used
 //! for loopback registries and for hosts named as insecure.
 //!
+//! Registries are untrusted: a transfer that receives nothing for the
+//! configured timeout fails (a per-read timeout, since a total one would
+//! cut off a large layer on a slow link) and is retried like any broken
+//! connection; redirects are followed here, not by ureq, so that none goes
+//! from HTTPS to plain HTTP; credentials go to a token realm over plain
+//! HTTP only for a registry that is itself reached over plain HTTP.
+//!
 //! This is a synchronous client (ureq) on purpose: a layer's body is read by
 //! the single-pass verify-decompress-unpack pipeline as a plain `Read`, in
 //! one thread per layer.
@@ -33,12 +40,24 @@ use super::source::{BlobReader, Fetched, Fetcher};
 use crate::names::reference::ImageRef;
 
 /// Where credentials and insecure hosts come from.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct RegistryOptions {
     /// Registries (`host[:port]`) reached over plain HTTP.
     pub insecure: Vec<String>,
     /// Credentials by registry host.
     pub credentials: BTreeMap<String, (String, String)>,
+    /// How long a connection may go without a byte before it fails.
+    pub timeout: Duration,
+}
+
+/// Long enough for a congested link or a registry's slow start of a large
+/// blob, short enough that a hung registry is noticed and retried.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl Default for RegistryOptions {
+    fn default() -> Self {
+        RegistryOptions { insecure: Vec::new(), credentials: BTreeMap::new(), timeout: DEFAULT_TIMEOUT }
+    }
 }
 
 impl RegistryOptions {
@@ -98,6 +117,10 @@ fn is_loopback(host: &str) -> bool {
 }
 
 const TRIES: u32 = 5;
+/// Redirects followed for one request (ureq's and curl's default is 10).
+const MAX_REDIRECTS: u32 = 10;
+/// The longest a token is reused, whatever the token service says.
+const MAX_TOKEN_LIFE: u64 = 24 * 3600;
 const NO_CREDENTIALS: &str = " (no credentials for this registry in the auth file)";
 
 enum Auth {
@@ -117,6 +140,9 @@ pub struct Registry {
     credentials: Option<(String, String)>,
     auth: Mutex<Auth>,
     reference: ImageRef,
+    /// Reached over plain HTTP (loopback, or named insecure).
+    plain: bool,
+    timeout: Duration,
 }
 
 impl Registry {
@@ -128,6 +154,9 @@ impl Registry {
             .http_status_as_error(false)
             .timeout_connect(Some(Duration::from_secs(30)))
             .timeout_recv_response(Some(Duration::from_secs(60)))
+            .timeout_per_read(Some(options.timeout))
+            .timeout_per_write(Some(options.timeout))
+            .max_redirects(0)
             .tls_config(tls)
             .user_agent(concat!("supervisor/", env!("CARGO_PKG_VERSION")))
             .build()
@@ -140,7 +169,22 @@ impl Registry {
             credentials: options.credentials_for(&reference.registry).cloned(),
             auth: Mutex::new(Auth::None),
             reference: reference.clone(),
+            plain,
+            timeout: options.timeout,
         }
+    }
+
+    /// What a failed request says: a stall is named as one.
+    fn describe(&self, url: &str, what: &str, e: &ureq::Error) -> String {
+        if matches!(e, ureq::Error::Timeout(_)) || matches!(e, ureq::Error::Io(io) if is_stall(io)) {
+            self.stalled(what)
+        } else {
+            format!("{url}: {e}")
+        }
+    }
+
+    fn stalled(&self, what: &str) -> String {
+        format!("no data for {} while fetching {what}", crate::units::values::duration::format_duration(self.timeout))
     }
 
     fn error(&self, message: impl Into<String>) -> ImageError {
@@ -168,26 +212,41 @@ impl Registry {
     /// GET `/v2/<repository>/<path>`, authenticating and retrying as
     /// needed. Returns a 2xx response.
     fn get(&self, path: &str, accept: Option<&str>, what: &str) -> Result<Response<ureq::Body>> {
-        let url = format!("{}/v2/{}/{path}", self.base, self.repository);
+        let mut url = format!("{}/v2/{}/{path}", self.base, self.repository);
         let mut authenticated = false;
         let mut attempt = 0;
+        let mut redirects = 0;
         loop {
             let mut req = self.agent.get(&url);
             if let Some(a) = accept {
                 req = req.header("Accept", a);
             }
-            if let Some(h) = self.auth_header() {
+            // Only the registry sees its credentials: a redirect goes to
+            // blob storage elsewhere (with a signed URL), as ureq does.
+            if redirects == 0
+                && let Some(h) = self.auth_header()
+            {
                 req = req.header("Authorization", h);
             }
             let retry_in = match req.call() {
                 Err(e) => {
                     if attempt + 1 >= TRIES {
-                        return Err(self.error(format!("{url}: {e}")));
+                        return Err(self.error(self.describe(&url, what, &e)));
                     }
                     backoff(attempt)
                 }
                 Ok(resp) => match resp.status().as_u16() {
                     200..=299 => return Ok(resp),
+                    301 | 302 | 303 | 307 | 308 => {
+                        let location = header(&resp, "location")
+                            .ok_or_else(|| self.error(format!("{url}: a redirect without a Location")))?;
+                        redirects += 1;
+                        if redirects > MAX_REDIRECTS {
+                            return Err(self.error(format!("{url}: more than {MAX_REDIRECTS} redirects")));
+                        }
+                        url = redirect_target(&url, &location).map_err(|m| self.error(format!("{url}: {m}")))?;
+                        continue;
+                    }
                     401 if !authenticated => {
                         authenticated = true;
                         let challenge = header(&resp, "www-authenticate").unwrap_or_default();
@@ -232,6 +291,7 @@ impl Registry {
             "basic" => Auth::Basic(basic.ok_or_else(|| self.denied(401, NO_CREDENTIALS))?),
             "bearer" => {
                 let realm = params.get("realm").ok_or_else(|| self.error("Bearer challenge without a realm"))?;
+                check_realm(realm, self.plain, basic.is_some()).map_err(|m| self.error(m))?;
                 let mut req = self.agent.get(realm);
                 if let Some(service) = params.get("service") {
                     req = req.query("service", service);
@@ -242,7 +302,7 @@ impl Registry {
                 if let Some(b) = &basic {
                     req = req.header("Authorization", b);
                 }
-                let mut resp = req.call().map_err(|e| self.error(format!("token service {realm}: {e}")))?;
+                let mut resp = req.call().map_err(|e| self.error(self.describe(realm, "a token", &e)))?;
                 let status = resp.status().as_u16();
                 if status == 401 || status == 403 {
                     return Err(self.denied(status, " (by the token service)"));
@@ -265,9 +325,7 @@ impl Registry {
                 let t: TokenResponse =
                     serde_json::from_slice(&body).map_err(|e| self.error(format!("token service answered: {e}")))?;
                 let token = t.token.or(t.access_token).ok_or_else(|| self.error("token service gave no token"))?;
-                // Tokens live at least 60 s by the spec; renew a little early.
-                let life = Duration::from_secs(t.expires_in.unwrap_or(60).max(10));
-                Auth::Bearer { token, expires: Instant::now() + life - Duration::from_secs(5) }
+                Auth::Bearer { token, expires: token_expiry(Instant::now(), t.expires_in) }
             }
             _ => return Err(self.error(format!("unsupported authentication challenge {challenge:?}"))),
         };
@@ -284,7 +342,7 @@ impl Registry {
             .with_config()
             .limit(4 << 20)
             .read_to_vec()
-            .map_err(|e| self.error(format!("{what}: {e}")))?;
+            .map_err(|e| self.error(self.describe(&what, &what, &e)))?;
         Ok(Fetched { bytes, content_type, digest: expected.cloned() })
     }
 }
@@ -344,9 +402,89 @@ impl Fetcher for Registry {
     }
 
     fn blob(&self, desc: &Descriptor) -> Result<BlobReader<'_>> {
-        let resp = self.get(&format!("blobs/{}", desc.digest), None, &format!("blob {}", desc.digest))?;
-        Ok(Box::new(resp.into_body().into_reader()) as Box<dyn Read + Send>)
+        let what = format!("blob {}", desc.digest);
+        let resp = self.get(&format!("blobs/{}", desc.digest), None, &what)?;
+        let stalled = format!("registry {}: {}", self.registry, self.stalled(&what));
+        Ok(Box::new(StallNamed { inner: resp.into_body().into_reader(), stalled }) as Box<dyn Read + Send>)
     }
+}
+
+/// A blob's body, whose read timeout says what stalled.
+struct StallNamed<R> {
+    inner: R,
+    stalled: String,
+}
+
+impl<R: Read> Read for StallNamed<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.inner.read(buf).map_err(|e| {
+            let timeout = e
+                .get_ref()
+                .and_then(|i| i.downcast_ref::<ureq::Error>())
+                .is_some_and(|u| matches!(u, ureq::Error::Timeout(_)));
+            if timeout || is_stall(&e) {
+                std::io::Error::new(std::io::ErrorKind::TimedOut, self.stalled.clone())
+            } else {
+                e
+            }
+        })
+    }
+}
+
+fn is_stall(e: &std::io::Error) -> bool {
+    matches!(e.kind(), std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock)
+}
+
+/// Where a redirect from `from` to `location` goes, unless it is one we do
+/// not follow: to another scheme than HTTP(S), or from HTTPS to plain
+/// HTTP (a downgrade that would let anyone on the path serve the content).
+fn redirect_target(from: &str, location: &str) -> std::result::Result<String, String> {
+    let scheme_of = |u: &str| u.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
+    let from_scheme = scheme_of(from).unwrap_or_default();
+    let location = location.trim();
+    let target = if location.contains("://") {
+        location.to_string()
+    } else if let Some(rest) = location.strip_prefix("//") {
+        format!("{from_scheme}://{rest}")
+    } else {
+        let after_scheme = from.split_once("://").map_or(from, |(_, r)| r);
+        let authority = after_scheme.split(['/', '?', '#']).next().unwrap_or(after_scheme);
+        if location.starts_with('/') {
+            format!("{from_scheme}://{authority}{location}")
+        } else {
+            let path = from.split(['?', '#']).next().unwrap_or(from);
+            let dir = path.rsplit_once('/').map_or(path, |(d, _)| d);
+            format!("{dir}/{location}")
+        }
+    };
+    match (from_scheme.as_str(), scheme_of(&target).as_deref()) {
+        (_, Some("https")) | ("http", Some("http")) => Ok(target),
+        ("https", Some("http")) => Err(format!("refusing a redirect from HTTPS to plain HTTP ({target})")),
+        _ => Err(format!("refusing a redirect to {target:?}")),
+    }
+}
+
+/// Whether a token may be fetched from `realm`: credentials never go over
+/// plain HTTP, unless the registry itself is reached that way (loopback,
+/// or named in `insecure_registries`), where they would anyway.
+fn check_realm(realm: &str, registry_plain: bool, with_credentials: bool) -> std::result::Result<(), String> {
+    let scheme = realm.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
+    match scheme.as_deref() {
+        Some("https") => Ok(()),
+        Some("http") if registry_plain || !with_credentials => Ok(()),
+        Some("http") => Err(format!(
+            "token service {realm} is plain HTTP: not sending the registry's credentials to it (name the registry in insecure_registries to allow it)"
+        )),
+        _ => Err(format!("token service {realm:?} is not an HTTP(S) URL")),
+    }
+}
+
+/// When a token given `expires_in` seconds at `now` stops being used:
+/// 60 s when unsaid (the spec's minimum), at least 10 s and at most a day,
+/// 5 s early; never an overflow, whatever the number.
+fn token_expiry(now: Instant, expires_in: Option<u64>) -> Instant {
+    let secs = expires_in.unwrap_or(60).clamp(10, MAX_TOKEN_LIFE);
+    now.checked_add(Duration::from_secs(secs - 5)).unwrap_or(now)
 }
 
 #[cfg(test)]
@@ -364,6 +502,94 @@ mod tests {
         assert_eq!(p["scope"], "repository:library/nginx:pull");
         let (s, p) = parse_challenge(r#"Basic realm="Registry Realm""#);
         assert_eq!((s.as_str(), p["realm"].as_str()), ("Basic", "Registry Realm"));
+    }
+
+    #[test]
+    fn redirects_never_downgrade_to_http() {
+        let from = "https://r.example/v2/x/blobs/sha256:1";
+        assert_eq!(redirect_target(from, "https://s3.example/b?sig=1").unwrap(), "https://s3.example/b?sig=1");
+        assert_eq!(redirect_target(from, "/other").unwrap(), "https://r.example/other");
+        assert_eq!(redirect_target(from, "//cdn.example/b").unwrap(), "https://cdn.example/b");
+        assert_eq!(redirect_target(from, "c").unwrap(), "https://r.example/v2/x/blobs/c");
+        let e = redirect_target(from, "http://s3.example/b").unwrap_err();
+        assert!(e.contains("from HTTPS to plain HTTP"), "{e}");
+        assert!(redirect_target(from, "HTTP://s3.example/b").is_err());
+        assert!(redirect_target(from, "file:///etc/passwd").is_err());
+        // A plain registry may redirect to plain HTTP, or up to HTTPS.
+        let plain = "http://127.0.0.1:5000/v2/x/blobs/sha256:1";
+        assert_eq!(redirect_target(plain, "http://127.0.0.1:9000/b").unwrap(), "http://127.0.0.1:9000/b");
+        assert_eq!(redirect_target(plain, "https://s3.example/b").unwrap(), "https://s3.example/b");
+    }
+
+    type Seen = std::sync::Arc<Mutex<Vec<(String, bool)>>>;
+
+    /// A registry on loopback that redirects every /v2/ request to
+    /// /storage/blob; the paths asked for, with whether they carried an
+    /// Authorization header.
+    fn redirecting_registry() -> (u16, Seen) {
+        use std::io::{BufRead, BufReader, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let seen = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming().take(2) {
+                let mut conn = conn.unwrap();
+                let mut reader = BufReader::new(conn.try_clone().unwrap());
+                let (mut path, mut auth) = (String::new(), false);
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap() == 0 || line == "\r\n" {
+                        break;
+                    }
+                    if path.is_empty() {
+                        path = line.split(' ').nth(1).unwrap_or("").to_string();
+                    }
+                    auth |= line.to_ascii_lowercase().starts_with("authorization:");
+                }
+                let answer = if path.starts_with("/v2/") {
+                    "HTTP/1.1 307 Temporary Redirect\r\nLocation: /storage/blob\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                } else {
+                    "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello"
+                };
+                log.lock().unwrap().push((path, auth));
+                conn.write_all(answer.as_bytes()).unwrap();
+            }
+        });
+        (port, seen)
+    }
+
+    #[test]
+    fn a_redirect_is_followed_without_the_credentials() {
+        let (port, seen) = redirecting_registry();
+        let reference = ImageRef::parse(&format!("127.0.0.1:{port}/x:t")).unwrap();
+        let r = Registry::new(&reference, &RegistryOptions::default());
+        *r.auth.lock().unwrap() = Auth::Basic("Basic bWU6c2VjcmV0".into());
+        let mut resp = r.get("blobs/sha256:1", None, "blob").unwrap();
+        assert_eq!(resp.body_mut().read_to_string().unwrap(), "hello");
+        let seen = seen.lock().unwrap().clone();
+        assert_eq!(seen, [("/v2/x/blobs/sha256:1".to_string(), true), ("/storage/blob".to_string(), false)]);
+    }
+
+    #[test]
+    fn credentials_never_go_to_a_plain_http_realm_of_a_secure_registry() {
+        assert!(check_realm("https://auth.example/token", false, true).is_ok());
+        let e = check_realm("http://auth.example/token", false, true).unwrap_err();
+        assert!(e.contains("plain HTTP") && e.contains("insecure_registries"), "{e}");
+        assert!(check_realm("http://auth.example/token", false, false).is_ok(), "no credentials, nothing to leak");
+        assert!(check_realm("http://127.0.0.1:5000/token", true, true).is_ok(), "a plain registry's own realm");
+        assert!(check_realm("ftp://auth.example/token", false, false).is_err());
+    }
+
+    #[test]
+    fn a_huge_expires_in_does_not_overflow() {
+        let now = Instant::now();
+        for e in [Some(u64::MAX), Some(u64::MAX / 1000), Some(i64::MAX as u64)] {
+            let t = token_expiry(now, e);
+            assert_eq!(t, now + Duration::from_secs(MAX_TOKEN_LIFE - 5));
+        }
+        assert_eq!(token_expiry(now, None), now + Duration::from_secs(55));
+        assert_eq!(token_expiry(now, Some(0)), now + Duration::from_secs(5));
     }
 
     #[test]

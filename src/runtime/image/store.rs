@@ -4,6 +4,10 @@
 //! images/blobs/sha256/<hex>   blobs as fetched (manifests, configs, layers)
 //! images/layers/<hex>/        one unpacked directory per layer, by diff ID
 //! images/refs/<hex>.json      a record per reference (hex of its name)
+//! images/dangling/<hex>.json  an image a reference no longer names, by
+//!                             its manifest digest (kept until a prune
+//!                             finds no container running it)
+//! images/daemon.lock          held (shared) by a running supervisord
 //! images/tmp/                 work in progress
 //! images/locks/               per-layer lock files
 //! images/lock                 the store lock
@@ -19,6 +23,14 @@
 //! two pulls of one image do the work once; garbage collection (`rmi`,
 //! `prune`) holds the store lock exclusively and so never removes what a
 //! pull is making.
+//!
+//! Images are identified by their manifest digest (what `status` shows as
+//! a container's `image_digest`): the manifest names the exact blobs and,
+//! through its config, the layers. When a pull moves a reference to
+//! another image (a tag pushed anew), the image it named stays as a
+//! dangling record, because a running container's overlay may still have
+//! its layers as lower directories; `prune` drops it only when the caller
+//! says no container runs it.
 
 use std::collections::BTreeSet;
 use std::fs::{self, File};
@@ -208,9 +220,60 @@ impl Store {
         Ok(bytes)
     }
 
+    fn dangling_dir(&self) -> PathBuf {
+        self.root.join("dangling")
+    }
+
+    /// Records `record`; the image its reference named before, if another,
+    /// becomes dangling (see the module's documentation).
     pub(super) fn put_record(&self, record: &ImageRecord) -> Result<()> {
+        if let Some(old) = self.record(&record.reference)?
+            && old.manifest_digest != record.manifest_digest
+        {
+            let dir = self.dangling_dir();
+            fs::create_dir_all(&dir).map_err(ImageError::io("create", &dir))?;
+            let bytes = serde_json::to_vec_pretty(&old).map_err(|e| ImageError::Invalid(e.to_string()))?;
+            write_atomic(&self.tmp_dir(), &dir.join(format!("{}.json", old.manifest_digest.hex())), &bytes)?;
+        }
         let bytes = serde_json::to_vec_pretty(record).map_err(|e| ImageError::Invalid(e.to_string()))?;
         write_atomic(&self.tmp_dir(), &self.record_path(&record.reference), &bytes)
+    }
+
+    /// Images no reference names any more, kept for the containers that
+    /// may run them.
+    pub fn dangling(&self) -> Result<Vec<ImageRecord>> {
+        read_records(&self.dangling_dir())
+    }
+
+    /// Held (shared) by a supervisord for as long as it runs: its
+    /// containers' images are known only to it, so an offline prune or
+    /// rmi must not run beside it. Waits for an offline one to finish.
+    pub fn hold_for_daemon(&self) -> Result<Lock> {
+        flock(&self.root.join("daemon.lock"), false)
+    }
+
+    /// For an offline prune or rmi: fails at once if a supervisord is
+    /// using the store, and keeps one from starting until dropped.
+    pub fn lock_out_daemon(&self) -> Result<Lock> {
+        let path = self.root.join("daemon.lock");
+        let file = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(ImageError::io("open lock", &path))?;
+        // SAFETY: flock on a descriptor we own; LOCK_NB: it never blocks.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+            return Ok(Lock(file));
+        }
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+            return Err(ImageError::Invalid(format!(
+                "a running supervisord uses the store {}, and only it knows which images its containers run: use `supervisorctl prune` or `rmi` through it (without --store), or stop it first",
+                self.root.display()
+            )));
+        }
+        Err(ImageError::io("lock", &path)(e))
     }
 
     pub fn record(&self, reference: &str) -> Result<Option<ImageRecord>> {
@@ -240,19 +303,7 @@ impl Store {
 
     /// Every recorded image, sorted by reference.
     pub fn list(&self) -> Result<Vec<ImageRecord>> {
-        let dir = self.root.join("refs");
-        let mut out = Vec::new();
-        for entry in fs::read_dir(&dir).map_err(ImageError::io("read", &dir))? {
-            let path = entry.map_err(ImageError::io("read", &dir))?.path();
-            if path.extension().is_some_and(|e| e == "json") {
-                let bytes = fs::read(&path).map_err(ImageError::io("read", &path))?;
-                let record: ImageRecord = serde_json::from_slice(&bytes)
-                    .map_err(|e| ImageError::Invalid(format!("{}: {e}", path.display())))?;
-                out.push(record);
-            }
-        }
-        out.sort_by(|a, b| a.reference.cmp(&b.reference));
-        Ok(out)
+        read_records(&self.root.join("refs"))
     }
 
     /// Removes the image `reference` and whatever only it used.
@@ -268,17 +319,31 @@ impl Store {
         Ok(removed)
     }
 
-    /// Removes every image whose reference is not in `keep`, then every
-    /// layer and blob that no remaining image uses, and leftovers of
-    /// interrupted pulls.
-    pub fn prune(&self, keep: &BTreeSet<String>) -> Result<Removed> {
+    /// Removes every image whose reference is not in `keep` and whose
+    /// manifest digest is not in `running` (the images containers run),
+    /// every dangling image not in `running`, then every layer and blob
+    /// that no remaining image uses, and leftovers of interrupted pulls.
+    pub fn prune(&self, keep: &BTreeSet<String>, running: &BTreeSet<Digest>) -> Result<Removed> {
         let _lock = self.lock_store(true)?;
         let mut images = Vec::new();
+        let mut named = BTreeSet::new();
         for record in self.list()? {
-            if !keep.contains(&record.reference) {
+            if keep.contains(&record.reference) || running.contains(&record.manifest_digest) {
+                named.insert(record.manifest_digest);
+            } else {
                 let path = self.record_path(&record.reference);
                 fs::remove_file(&path).map_err(ImageError::io("remove", &path))?;
                 images.push(record.reference);
+            }
+        }
+        for record in self.dangling()? {
+            // One that a kept reference names again needs no record of its own.
+            if !running.contains(&record.manifest_digest) || named.contains(&record.manifest_digest) {
+                let path = self.dangling_dir().join(format!("{}.json", record.manifest_digest.hex()));
+                fs::remove_file(&path).map_err(ImageError::io("remove", &path))?;
+                if !named.contains(&record.manifest_digest) {
+                    images.push(format!("{}@{}", record.reference, record.manifest_digest));
+                }
             }
         }
         let mut removed = self.collect_garbage()?;
@@ -291,7 +356,7 @@ impl Store {
     fn collect_garbage(&self) -> Result<Removed> {
         let mut blobs = BTreeSet::new();
         let mut layers = BTreeSet::new();
-        for r in self.list()? {
+        for r in self.list()?.into_iter().chain(self.dangling()?) {
             blobs.insert(r.manifest_digest.hex().to_string());
             blobs.insert(r.config_digest.hex().to_string());
             for l in &r.layers {
@@ -318,6 +383,27 @@ impl Store {
         sweep(&self.root.join("tmp"), &BTreeSet::new(), &mut 0)?;
         Ok(removed)
     }
+}
+
+/// The records in `dir` (none if it does not exist), sorted by reference.
+fn read_records(dir: &Path) -> Result<Vec<ImageRecord>> {
+    let mut out = Vec::new();
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(ImageError::io("read", dir)(e)),
+    };
+    for entry in entries {
+        let path = entry.map_err(ImageError::io("read", dir))?.path();
+        if path.extension().is_some_and(|e| e == "json") {
+            let bytes = fs::read(&path).map_err(ImageError::io("read", &path))?;
+            let record: ImageRecord =
+                serde_json::from_slice(&bytes).map_err(|e| ImageError::Invalid(format!("{}: {e}", path.display())))?;
+            out.push(record);
+        }
+    }
+    out.sort_by(|a, b| a.reference.cmp(&b.reference));
+    Ok(out)
 }
 
 impl Image {
@@ -370,5 +456,59 @@ impl Image {
             }
         }
         Ok(None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(reference: &str, manifest: &[u8]) -> ImageRecord {
+        ImageRecord {
+            reference: reference.into(),
+            manifest_digest: Digest::of(manifest),
+            config_digest: Digest::of(b"config"),
+            platform: "linux/amd64".into(),
+            layers: Vec::new(),
+            size: 0,
+            pulled: 0,
+        }
+    }
+
+    #[test]
+    fn a_moved_reference_leaves_its_image_until_nothing_runs_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let (a, b) = (record("r:t", b"A"), record("r:t", b"B"));
+        store.put_record(&a).unwrap();
+        store.put_record(&a).unwrap();
+        assert!(store.dangling().unwrap().is_empty(), "the same image again is no move");
+        store.put_record(&b).unwrap();
+        assert_eq!(store.record("r:t").unwrap(), Some(b.clone()));
+        assert_eq!(store.dangling().unwrap(), vec![a.clone()]);
+        let keep = BTreeSet::from(["r:t".to_string()]);
+        // A container runs A: it stays.
+        let removed = store.prune(&keep, &BTreeSet::from([a.manifest_digest.clone()])).unwrap();
+        assert!(removed.images.is_empty());
+        assert_eq!(store.dangling().unwrap().len(), 1);
+        // No reference named, but a container runs it: stays too.
+        let removed = store.prune(&BTreeSet::new(), &BTreeSet::from([b.manifest_digest.clone()])).unwrap();
+        assert_eq!(removed.images, vec![format!("r:t@{}", a.manifest_digest)]);
+        assert_eq!(store.record("r:t").unwrap(), Some(b.clone()));
+        let removed = store.prune(&BTreeSet::new(), &BTreeSet::new()).unwrap();
+        assert_eq!(removed.images, vec!["r:t".to_string()]);
+    }
+
+    #[test]
+    fn an_offline_prune_is_locked_out_while_a_daemon_holds_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let daemon = store.hold_for_daemon().unwrap();
+        let e = store.lock_out_daemon().err().expect("refused").to_string();
+        assert!(e.contains("a running supervisord uses the store"), "{e}");
+        drop(daemon);
+        let offline = store.lock_out_daemon().unwrap();
+        drop(offline);
+        store.hold_for_daemon().unwrap();
     }
 }

@@ -38,6 +38,9 @@ pub enum TreeError {
     },
     #[error("changing a file's owner was refused: unpacking image layers needs root")]
     ChownRefused,
+    /// Reading a file's content from its source failed (not the tree).
+    #[error("reading its content: {0}")]
+    Read(#[source] io::Error),
 }
 
 impl TreeError {
@@ -212,15 +215,16 @@ impl SafeTree {
         Ok(parent)
     }
 
-    /// Writes a regular file from `data`; returns its size.
-    pub fn file(&mut self, comps: &[&[u8]], meta: &Meta, data: &mut dyn Read) -> Result<u64> {
+    /// Writes a regular file from `data`; returns its size. With `sparse`,
+    /// runs of zeros become holes instead of written blocks.
+    pub fn file(&mut self, comps: &[&[u8]], meta: &Meta, data: &mut dyn Read, sparse: bool) -> Result<u64> {
         let name = os(comps.last().copied().unwrap_or_default());
         let parent = self.replace(comps)?;
         let flags = OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
         let fd =
             openat(parent, name, flags, Mode::from_bits_truncate(0o600)).map_err(|e| TreeError::io("create", e))?;
         let mut file = File::from(fd);
-        let size = copy(data, &mut file).map_err(|e| TreeError::io("write", e))?;
+        let size = copy(data, &mut file, sparse)?;
         set_meta_fd(file.as_fd(), meta, true)?;
         Ok(size)
     }
@@ -404,20 +408,32 @@ fn clear_at(dir: OwnedFd) -> Result<()> {
     Ok(())
 }
 
-/// Copies with a large buffer (layer files are often big).
-fn copy(from: &mut dyn Read, to: &mut File) -> io::Result<u64> {
+/// Copies with a large buffer (layer files are often big). With `sparse`,
+/// a read of zeros only moves the offset, so a hole stays a hole however
+/// large the file's apparent size; the length is set at the end.
+fn copy(from: &mut dyn Read, to: &mut File, sparse: bool) -> Result<u64> {
+    use std::io::{Seek, SeekFrom};
     let mut buf = vec![0u8; 256 * 1024];
     let mut total = 0;
     loop {
         let n = match from.read(&mut buf) {
-            Ok(0) => return Ok(total),
+            Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
+            Err(e) => return Err(TreeError::Read(e)),
         };
-        to.write_all(&buf[..n])?;
+        let written = if sparse && buf[..n].iter().all(|b| *b == 0) {
+            to.seek(SeekFrom::Current(n as i64)).map(|_| ())
+        } else {
+            to.write_all(&buf[..n])
+        };
+        written.map_err(|e| TreeError::io("write", e))?;
         total += n as u64;
     }
+    if sparse {
+        to.set_len(total).map_err(|e| TreeError::io("set length", e))?;
+    }
+    Ok(total)
 }
 
 #[cfg(test)]

@@ -6,7 +6,9 @@
 //! directory, so that mounting the layers gives the image's filesystem.
 //! Modes, owners, setuid bits, xattrs, hard links, symlinks, device nodes
 //! and mtimes are kept. Every path goes through [`SafeTree`], which refuses
-//! entries that would leave the layer. The unpacked size is bounded.
+//! entries that would leave the layer. What the tar reader buffers, the
+//! number of entries, the image's unpacked size and the free space left
+//! are bounded ([`TarGuard`], [`Budget`]); GNU sparse files stay sparse.
 
 use std::io::Read;
 use std::path::Path;
@@ -15,6 +17,8 @@ use nix::sys::stat::SFlag;
 use tar::EntryType;
 
 use super::error::{ImageError, Result};
+use super::guard::{LimitExceeded, TarGuard, TarLimits};
+use super::space::Budget;
 use super::tree::{Meta, SafeTree, TreeError, components};
 
 const WHITEOUT_PREFIX: &[u8] = b".wh.";
@@ -28,16 +32,32 @@ pub struct UnpackStats {
     pub bytes: u64,
 }
 
+/// Most bytes of directory paths kept to set their times at the end.
+const MAX_DIR_PATHS: usize = 64 << 20;
+
 /// Unpacks the (uncompressed) tar stream `input` into the empty directory
-/// `dest`. `layer` names the layer in errors. Stops at the end-of-archive
-/// marker: the caller drains and checks the rest of the stream.
-pub fn unpack_layer(input: &mut dyn Read, dest: &Path, layer: &str, max_bytes: u64) -> Result<UnpackStats> {
+/// `dest`. `layer` names the layer in errors. Every file's size is taken
+/// from `budget` (the image's, shared by its layers) before it is written.
+/// Stops at the end-of-archive marker: the caller drains and checks the
+/// rest of the stream.
+pub fn unpack_layer(
+    input: &mut dyn Read,
+    dest: &Path,
+    layer: &str,
+    limits: TarLimits,
+    budget: &Budget,
+) -> Result<UnpackStats> {
     let mut tree = SafeTree::open(dest).map_err(ImageError::io("open layer directory", dest))?;
-    let mut archive = tar::Archive::new(input);
+    let mut guard = TarGuard::new(input, limits);
+    let mut archive = tar::Archive::new(&mut guard as &mut dyn Read);
     let mut stats = UnpackStats::default();
-    let mut dir_times: Vec<(Vec<Vec<u8>>, i64)> = Vec::new();
-    let read_error =
-        |e: std::io::Error| ImageError::Layer { layer: layer.to_string(), message: format!("reading the layer: {e}") };
+    let mut dir_times: Vec<(Vec<u8>, i64)> = Vec::new();
+    let mut dir_bytes = 0usize;
+    let limit = |message: String| ImageError::Limit { what: format!("layer {layer}"), message };
+    let read_error = |e: std::io::Error| match LimitExceeded::of(&e) {
+        Some(refused) => limit(refused.0.clone()),
+        None => ImageError::Layer { layer: layer.to_string(), message: format!("reading the layer: {e}") },
+    };
 
     for entry in archive.entries().map_err(read_error)? {
         let mut entry = entry.map_err(read_error)?;
@@ -47,6 +67,8 @@ pub fn unpack_layer(input: &mut dyn Read, dest: &Path, layer: &str, max_bytes: u
             |reason: String| ImageError::UnsafeEntry { layer: layer.to_string(), entry: shown.clone(), reason };
         let fail = |e: TreeError| match e {
             TreeError::Unsafe(reason) => refuse(reason),
+            // The stream broke (or was refused) inside a file's content.
+            TreeError::Read(e) => read_error(e),
             other => ImageError::Layer { layer: layer.to_string(), message: format!("{shown}: {other}") },
         };
         let comps = components(&path).map_err(fail)?;
@@ -76,18 +98,22 @@ pub fn unpack_layer(input: &mut dyn Read, dest: &Path, layer: &str, max_bytes: u
 
         match kind {
             EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => {
+                // A sparse file counts at its apparent size (reading its
+                // holes costs time too); only its data takes disk space.
+                let sparse = kind == EntryType::GNUSparse;
                 let size = entry.size();
-                if stats.bytes.saturating_add(size) > max_bytes {
-                    return Err(ImageError::Layer {
-                        layer: layer.to_string(),
-                        message: format!("unpacked content exceeds the limit of {max_bytes} bytes"),
-                    });
-                }
-                stats.bytes += tree.file(&comps, &meta, &mut entry).map_err(fail)?;
+                let on_disk = if sparse { entry.header().entry_size().unwrap_or(size) } else { size };
+                budget.take(size, on_disk).map_err(limit)?;
+                stats.bytes += tree.file(&comps, &meta, &mut entry, sparse).map_err(fail)?;
             }
             EntryType::Directory => {
                 tree.dir(&comps, &meta).map_err(fail)?;
-                dir_times.push((comps.iter().map(|c| c.to_vec()).collect(), meta.mtime));
+                let joined = comps.join(&b'/');
+                dir_bytes += joined.len() + 32;
+                if dir_bytes > MAX_DIR_PATHS {
+                    return Err(limit(format!("more than {MAX_DIR_PATHS} bytes of directory paths")));
+                }
+                dir_times.push((joined, meta.mtime));
             }
             EntryType::Symlink => {
                 let target = entry.link_name_bytes().ok_or_else(|| refuse("symbolic link without a target".into()))?;
@@ -117,8 +143,8 @@ pub fn unpack_layer(input: &mut dyn Read, dest: &Path, layer: &str, max_bytes: u
 
     // A directory's mtime changes while entries are added to it: set them
     // last, the deepest first.
-    for (comps, mtime) in dir_times.iter().rev() {
-        let comps: Vec<&[u8]> = comps.iter().map(Vec::as_slice).collect();
+    for (joined, mtime) in dir_times.iter().rev() {
+        let comps: Vec<&[u8]> = if joined.is_empty() { Vec::new() } else { joined.split(|b| *b == b'/').collect() };
         tree.set_mtime(&comps, *mtime)
             .map_err(|e| ImageError::Layer { layer: layer.to_string(), message: format!("{e:?}") })?;
     }

@@ -220,8 +220,13 @@ async fn route(stream: &mut UnixStream, control: &Control, req: Request, peer: P
             let Some(list) = ask(control, Command::Status).await else {
                 return http::error(stream, 500, shutting()).await;
             };
-            let users: Vec<String> =
-                list.into_iter().filter(|u| u.image.as_deref() == Some(*reference)).map(|u| u.name).collect();
+            // And one a container runs: its unit may name another by now.
+            let digest = control.store.record(reference).ok().flatten().map(|r| r.manifest_digest.to_string());
+            let users: Vec<String> = list
+                .into_iter()
+                .filter(|u| u.image.as_deref() == Some(*reference) || (digest.is_some() && u.image_digest == digest))
+                .map(|u| u.name)
+                .collect();
             if !users.is_empty() {
                 return http::error(stream, 409, &format!("{reference} is used by {}", users.join(", "))).await;
             }
@@ -229,13 +234,17 @@ async fn route(stream: &mut UnixStream, control: &Control, req: Request, peer: P
             blocking(stream, 404, move || store.remove(&reference)).await
         }
         ("POST", ["v1", "images", "prune"]) => {
-            // Every image a known unit names is kept, running or not.
+            // Every image a known unit names is kept, running or not, and
+            // every image a container runs, by digest: a tag pulled anew
+            // may name another image than the one still running.
             let Some(list) = ask(control, Command::Status).await else {
                 return http::error(stream, 500, shutting()).await;
             };
+            let running: BTreeSet<Digest> =
+                list.iter().filter_map(|u| u.image_digest.as_deref().and_then(|d| Digest::parse(d).ok())).collect();
             let keep: BTreeSet<String> = list.into_iter().filter_map(|u| u.image).collect();
             let store = control.store.clone();
-            blocking(stream, 500, move || store.prune(&keep)).await
+            blocking(stream, 500, move || store.prune(&keep, &running)).await
         }
         ("POST", ["v1", verb @ ("poweroff" | "reboot")]) => match &control.power {
             Some(power) => {
