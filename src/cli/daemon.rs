@@ -155,7 +155,7 @@ fn run_with(args: Args, paths: Paths, config: Config) -> ExitCode {
         use crate::runtime::container::{exec, reexec_from_sealed_copy};
         let result = ContainerState::load(&paths.run_dir, name).and_then(|state| {
             reexec_from_sealed_copy()?;
-            exec(&state, command.clone(), *tty, *timeout)
+            exec(&state, command.clone(), *tty, true, *timeout)
         });
         return match result {
             Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),

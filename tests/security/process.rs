@@ -1,1 +1,164 @@
-//! See docs/security.md.
+//! The container's processes against the operator and the host: exec and
+//! the operator's terminal, the first process and our binary, mounts. See
+//! docs/security.md.
+
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::Path;
+use std::process::Command;
+
+use crate::common;
+use crate::common::daemon::{Daemon, busybox};
+use crate::common::text;
+
+/// Tries every way a process can push input into a terminal it was given:
+/// TIOCSTI on its stdio and on /dev/tty. Exits 3 when none worked.
+const TIOCSTI: &str = r#"
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <unistd.h>
+int push(int fd, const char *what) {
+    const char *text = "echo INJECTED\n";
+    int pushed = 0;
+    for (const char *c = text; *c; c++)
+        if (ioctl(fd, TIOCSTI, c) == 0) pushed++;
+    fprintf(stderr, "%s: tty=%d pushed=%d\n", what, isatty(fd), pushed);
+    return pushed > 0 || isatty(fd);
+}
+int main(void) {
+    int reached = 0;
+    reached |= push(0, "fd0");
+    reached |= push(1, "fd1");
+    reached |= push(2, "fd2");
+    int tty = open("/dev/tty", O_RDWR | O_NOCTTY);
+    if (tty >= 0) reached |= 1 | push(tty, "/dev/tty");
+    else fprintf(stderr, "/dev/tty: %s\n", strerror(errno));
+    printf("out-line\n");
+    fflush(stdout);
+    return reached ? 0 : 3;
+}
+"#;
+
+/// A pseudo-terminal pair in raw mode (no echo, no line discipline): what
+/// is queued on its input is what a shell on it would read next.
+fn raw_pty() -> (OwnedFd, OwnedFd) {
+    let (mut master, mut slave) = (-1, -1);
+    // SAFETY: openpty writes two descriptors into integers we own.
+    let rc =
+        unsafe { libc::openpty(&mut master, &mut slave, std::ptr::null_mut(), std::ptr::null(), std::ptr::null()) };
+    assert_eq!(rc, 0, "openpty");
+    // SAFETY: new descriptors that nothing else owns.
+    let (master, slave) = unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
+    // SAFETY: termios calls on a descriptor we own, with a struct we own.
+    unsafe {
+        let mut t: libc::termios = std::mem::zeroed();
+        assert_eq!(libc::tcgetattr(slave.as_raw_fd(), &mut t), 0);
+        libc::cfmakeraw(&mut t);
+        assert_eq!(libc::tcsetattr(slave.as_raw_fd(), libc::TCSANOW, &t), 0);
+    }
+    (master, slave)
+}
+
+/// Bytes waiting to be read on `fd` (FIONREAD).
+fn queued(fd: &OwnedFd) -> i32 {
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one int we own.
+    assert_eq!(unsafe { libc::ioctl(fd.as_raw_fd(), libc::FIONREAD, &mut n) }, 0);
+    n
+}
+
+/// Everything the master has to read once `child` is gone.
+fn drain(master: &OwnedFd) -> String {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let mut p = libc::pollfd { fd: master.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+        // SAFETY: poll on one pollfd we own.
+        if unsafe { libc::poll(&mut p, 1, 200) } <= 0 {
+            break;
+        }
+        // SAFETY: read into a buffer we own.
+        let n = unsafe { libc::read(master.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+        if n <= 0 {
+            break;
+        }
+        out.extend_from_slice(&buf[..n as usize]);
+    }
+    text(&out)
+}
+
+/// A unit that sleeps, with `dir` mounted at /t.
+fn sleeper(image: &str, dir: &Path, extra: &str) -> String {
+    format!(
+        "[container]\nimage = \"{image}\"\ncommand = [\"sleep\", \"600\"]\nvolumes = [\"{}:/t\"]\n{extra}[stop]\ntimeout = \"1s\"\n",
+        dir.display()
+    )
+}
+
+#[test]
+fn exec_from_a_terminal_cannot_push_keystrokes_into_it() {
+    if !common::require_root("exec_from_a_terminal_cannot_push_keystrokes_into_it") {
+        return;
+    }
+    let d = Daemon::start();
+    let tools = tempfile::tempdir().unwrap();
+    common::compile_static(tools.path(), "tiocsti", TIOCSTI);
+    let name = common::unique_name("tty");
+    d.write_unit(&name, &sleeper(&busybox(), tools.path(), ""));
+    d.wait_state(&name, "running");
+    for flags in [&[][..], &["-i"][..]] {
+        let (master, slave) = raw_pty();
+        let fd = slave.as_raw_fd();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_supervisorctl"));
+        command.arg("--socket").arg(d.socket()).arg("exec").args(flags).args([&name, "--", "/t/bin/tiocsti"]);
+        for stdio in 0..3 {
+            // SAFETY: dup of a descriptor we own; the copy goes to the child.
+            let copy = unsafe { OwnedFd::from_raw_fd(libc::dup(fd)) };
+            match stdio {
+                0 => command.stdin(copy),
+                1 => command.stdout(copy),
+                _ => command.stderr(copy),
+            };
+        }
+        // The operator's shell: supervisorctl runs in a session whose
+        // controlling terminal is the pty, as from an interactive shell.
+        // SAFETY: setsid and ioctl are async-signal-safe; fd 0 is the slave.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut command, || {
+                if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let mut child = command.spawn().unwrap();
+        // Its output is a few lines: the pty's buffer holds it until read.
+        let status = child.wait().unwrap();
+        let output = drain(&master);
+        assert_eq!(
+            queued(&slave),
+            0,
+            "exec {flags:?}: the container pushed input into the operator's terminal; its output: {output}"
+        );
+        assert!(output.contains("out-line\n"), "exec {flags:?}: the command's stdout is relayed: {output:?}");
+        assert!(output.contains("fd1: tty=0 pushed=0"), "exec {flags:?}: its stderr too: {output:?}");
+        assert!(output.contains("/dev/tty: No such device"), "exec {flags:?}: no controlling terminal: {output:?}");
+        assert_eq!(status.code(), Some(3), "exec {flags:?}: the command reached a terminal: {output}");
+    }
+    // -i still feeds our input, and the exit code is the command's.
+    let mut cat = Command::new(env!("CARGO_BIN_EXE_supervisorctl"))
+        .arg("--socket")
+        .arg(d.socket())
+        .args(["exec", "-i", &name, "--", "sh", "-c", "cat; echo err >&2; exit 9"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(cat.stdin.as_mut().unwrap(), b"typed\n").unwrap();
+    drop(cat.stdin.take());
+    let out = cat.wait_with_output().unwrap();
+    assert_eq!((out.status.code(), text(&out.stdout), text(&out.stderr)), (Some(9), "typed\n".into(), "err\n".into()));
+}

@@ -135,6 +135,13 @@ fn setup(plan: &Plan, go: OwnedFd) -> Result<Never> {
 /// and seccomp, working directory, then `execve`. The container's first
 /// process ends its setup here, and `exec` runs only this.
 pub(crate) fn process(p: &ProcessPlan) -> Result<Never> {
+    // Our runtime ignores SIGPIPE, and an ignored signal stays ignored
+    // across execve: the program must die of a closed pipe as it would
+    // anywhere else (exec relays its output through pipes).
+    // SAFETY: SIG_DFL installs no handler; nothing in this process relies
+    // on SIGPIPE being ignored between here and execve.
+    unsafe { nix::sys::signal::signal(nix::sys::signal::Signal::SIGPIPE, nix::sys::signal::SigHandler::SigDfl) }
+        .map_err(err("reset SIGPIPE"))?;
     // Installing a filter needs no_new_privs or CAP_SYS_ADMIN: without
     // no_new_privs it goes in while we are still privileged (it allows what
     // the rest of the setup calls), else last.
