@@ -162,3 +162,96 @@ fn exec_from_a_terminal_cannot_push_keystrokes_into_it() {
     let out = cat.wait_with_output().unwrap();
     assert_eq!((out.status.code(), text(&out.stdout), text(&out.stderr)), (Some(9), "typed\n".into(), "err\n".into()));
 }
+
+/// Stands in for the dynamic loader of a container's image: a program
+/// whose interpreter it is runs it first, with `/proc/self/exe` already
+/// naming the program (runc's CVE-2019-5736 used this way in). It reports
+/// what that program is: its link, device and inode, and whether it opens
+/// for writing. No libc: it must not need one from the image.
+const LOADER: &str = r#"
+#define SYS_write 1
+#define SYS_open 2
+#define SYS_stat 4
+#define SYS_readlink 89
+#define SYS_exit_group 231
+static long sys(long n, long a, long b, long c) {
+    long r;
+    __asm__ volatile("syscall" : "=a"(r) : "a"(n), "D"(a), "S"(b), "d"(c) : "rcx", "r11", "memory");
+    return r;
+}
+static char out[512];
+static int len;
+static void put(const char *s) { while (*s && len < 500) out[len++] = *s++; }
+static void num(long v) {
+    char b[24]; int i = 0;
+    if (v < 0) { put("-"); v = -v; }
+    do { b[i++] = '0' + v % 10; v /= 10; } while (v);
+    while (i) { char c[2] = { b[--i], 0 }; put(c); }
+}
+__attribute__((force_align_arg_pointer)) void _start(void) {
+    unsigned long st[18];
+    char link[256];
+    long n = sys(SYS_readlink, (long)"/proc/self/exe", (long)link, 255);
+    link[n > 0 ? n : 0] = 0;
+    put("exe="); put(link);
+    if (sys(SYS_stat, (long)"/proc/self/exe", (long)st, 0) == 0) {
+        put(" dev="); num(st[0]); put(" ino="); num(st[1]);
+    }
+    put(" open-for-write="); num(sys(SYS_open, (long)"/proc/self/exe", 1 /* O_WRONLY */, 0));
+    put("\n");
+    sys(SYS_write, 1, (long)out, len);
+    sys(SYS_exit_group, 0, 0, 0);
+}
+"#;
+
+/// The interpreter a dynamically linked program names (PT_INTERP).
+fn interpreter(program: &Path) -> String {
+    let out = Command::new("readelf").arg("-l").arg(program).output().expect("readelf (binutils)");
+    let text = text(&out.stdout);
+    let at = text.find("interpreter: ").expect("our binary is dynamically linked") + "interpreter: ".len();
+    text[at..].split(']').next().unwrap().to_string()
+}
+
+#[test]
+fn the_first_process_finds_a_sealed_copy_not_the_host_binary() {
+    if !common::require_root("the_first_process_finds_a_sealed_copy_not_the_host_binary") {
+        return;
+    }
+    use std::os::unix::fs::MetadataExt;
+    let installed = Path::new(env!("CARGO_BIN_EXE_supervisord"));
+    let dir = tempfile::tempdir().unwrap();
+    // An image whose dynamic loader is ours: `/proc/self/exe` as the
+    // entrypoint then runs whatever our binary is in the container.
+    let rootfs = dir.path().join("rootfs");
+    let loader = rootfs.join(interpreter(installed).trim_start_matches('/'));
+    std::fs::create_dir_all(loader.parent().unwrap()).unwrap();
+    let src = dir.path().join("loader.c");
+    std::fs::write(&src, LOADER).unwrap();
+    let cc = Command::new("cc")
+        .args(["-static", "-nostdlib", "-ffreestanding", "-fno-stack-protector", "-O1", "-o"])
+        .arg(&loader)
+        .arg(&src)
+        .status();
+    assert!(cc.is_ok_and(|s| s.success()), "cc (gcc) is needed for this test");
+    let d = Daemon::start();
+    let name = common::unique_name("exe");
+    d.write_unit(
+        &name,
+        &format!(
+            "[container]\nimage = \"dir:{}\"\nentrypoint = [\"/proc/self/exe\"]\n[restart]\npolicy = \"no\"\n",
+            rootfs.display()
+        ),
+    );
+    d.wait_for(&name, "exited", 30, |u| u.is_some_and(|u| u["state"] == "exited" || u["state"] == "failed"));
+    let logs = text(&d.ctl(&["logs", &name]).stdout);
+    let line = logs.lines().find(|l| l.contains("exe=")).unwrap_or_else(|| panic!("no report: {logs}\n{}", d.log()));
+    let field = |k: &str| line.split(' ').find_map(|f| f.strip_prefix(k)).unwrap_or_default().to_string();
+    let md = std::fs::metadata(installed).unwrap();
+    assert!(
+        (field("dev="), field("ino=")) != (md.dev().to_string(), md.ino().to_string()),
+        "the container's first process ran the host's binary {}: {line}",
+        installed.display()
+    );
+    assert!(field("exe=").starts_with("/memfd:supervisord"), "not a sealed copy: {line}");
+    assert!(field("open-for-write=").starts_with('-'), "the copy opened for writing: {line}");
+}

@@ -408,39 +408,3 @@ pub fn exec(
         _ => Ok(status),
     }
 }
-
-/// The environment variable that tells a re-executed program it already
-/// runs from a sealed copy.
-const SEALED: &str = "_SUPERVISOR_SEALED_COPY";
-
-/// Re-executes this program from a sealed in-memory copy of itself, unless
-/// it already runs from one. `exec` calls this before it joins a container:
-/// its forked child runs this program inside the container's pid namespace
-/// until its own `execve`, and a container process allowed to trace it
-/// could otherwise open `/proc/PID/exe` and reach the host's binary (the
-/// CVE-2019-5736 class). A sealed memfd cannot be written, grown or shrunk.
-pub fn reexec_from_sealed_copy() -> Result<(), RuntimeError> {
-    use nix::fcntl::{FcntlArg, SealFlag, fcntl};
-    use nix::sys::memfd::{MFdFlags, memfd_create};
-    use std::ffi::CString;
-    use std::os::unix::ffi::OsStrExt;
-    if std::env::var_os(SEALED).is_some() {
-        return Ok(());
-    }
-    let sys = |what: &'static str| move |e| RuntimeError::sys(what, e);
-    let copy = memfd_create("supervisord", MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING)
-        .map_err(sys("memfd_create"))?;
-    let mut copy = std::fs::File::from(copy);
-    let mut me = std::fs::File::open("/proc/self/exe").map_err(|e| RuntimeError::io("open", "/proc/self/exe", e))?;
-    std::io::copy(&mut me, &mut copy).map_err(|e| RuntimeError::io("copy", "/proc/self/exe", e))?;
-    let seals = SealFlag::F_SEAL_SEAL | SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW | SealFlag::F_SEAL_WRITE;
-    fcntl(&copy, FcntlArg::F_ADD_SEALS(seals)).map_err(sys("seal the copy of /proc/self/exe"))?;
-    let c = |b: &[u8]| CString::new(b).map_err(|_| RuntimeError::NulByte);
-    let args: Vec<CString> = std::env::args_os().map(|a| c(a.as_bytes())).collect::<Result<_, _>>()?;
-    let mut env: Vec<CString> =
-        std::env::vars_os().map(|(k, v)| c(&[k.as_bytes(), b"=", v.as_bytes()].concat())).collect::<Result<_, _>>()?;
-    env.push(c(format!("{SEALED}=1").as_bytes())?);
-    // Only returns on failure.
-    let Err(e) = nix::unistd::fexecve(&copy, &args, &env);
-    Err(RuntimeError::sys("re-execute from the sealed copy", e))
-}
