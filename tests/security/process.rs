@@ -3,7 +3,7 @@
 //! docs/security.md.
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::common;
@@ -254,4 +254,151 @@ fn the_first_process_finds_a_sealed_copy_not_the_host_binary() {
     );
     assert!(field("exe=").starts_with("/memfd:supervisord"), "not a sealed copy: {line}");
     assert!(field("open-for-write=").starts_with('-'), "the copy opened for writing: {line}");
+}
+
+/// A root filesystem of busybox alone, as a `dir:` image.
+fn busybox_rootfs(root: &Path) {
+    std::fs::create_dir_all(root.join("bin")).unwrap();
+    std::fs::copy("/bin/busybox", root.join("bin/busybox")).expect("busybox-static");
+    for applet in ["sh", "cat", "touch", "echo", "sleep", "ls"] {
+        std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
+    }
+}
+
+/// Waits for `name` to end and returns its log.
+fn exited_log(d: &Daemon, name: &str) -> String {
+    d.wait_for(name, "exited", 30, |u| u.is_some_and(|u| u["state"] == "exited" || u["state"] == "failed"));
+    text(&d.ctl(&["logs", name]).stdout)
+}
+
+#[test]
+fn a_volume_under_an_absolute_symlink_lands_inside_the_container() {
+    if !common::require_root("a_volume_under_an_absolute_symlink_lands_inside_the_container") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let rootfs = dir.path().join("rootfs");
+    busybox_rootfs(&rootfs);
+    // As in Debian's images: /var/run is a link to /run.
+    std::fs::create_dir_all(rootfs.join("var")).unwrap();
+    std::fs::create_dir_all(rootfs.join("run")).unwrap();
+    std::os::unix::fs::symlink("/run", rootfs.join("var/run")).unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::write(data.join("hello"), "from-the-host\n").unwrap();
+    let d = Daemon::start();
+    let name = common::unique_name("vr");
+    d.write_unit(
+        &name,
+        &format!(
+            "[container]\nimage = \"dir:{}\"\ncommand = [\"sh\", \"-c\", \"cat /run/app/hello && cat /var/run/app/hello\"]\nvolumes = [\"{}:/var/run/app:ro\"]\n[restart]\npolicy = \"no\"\n",
+            rootfs.display(),
+            data.display()
+        ),
+    );
+    let logs = exited_log(&d, &name);
+    let u = d.unit(&name).unwrap();
+    assert_eq!(u["state"], "exited", "{u}\n{logs}\n{}", d.log());
+    assert_eq!(logs.matches("from-the-host").count(), 2, "the volume is at /run/app: {logs}");
+    assert!(!rootfs.join("run/app").exists(), "nothing was made in the image's directory");
+}
+
+/// A tmpfs mounted at `path` while it lives.
+struct Mounted(PathBuf);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_read_only_volume_is_read_only_below_its_top_mount_too() {
+    if !common::require_root("a_read_only_volume_is_read_only_below_its_top_mount_too") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let volume = dir.path().join("volume");
+    let sub = volume.join("sub");
+    std::fs::create_dir_all(&sub).unwrap();
+    assert!(
+        Command::new("mount").args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"]).arg(&sub).status().unwrap().success()
+    );
+    let _mounted = Mounted(sub.clone());
+    let d = Daemon::start();
+    let name = common::unique_name("ro");
+    let script = "touch /data/top && echo wrote-top; touch /data/sub/below && echo wrote-below; echo done";
+    d.write_unit(
+        &name,
+        &format!(
+            "[container]\nimage = \"{}\"\ncommand = [\"sh\", \"-c\", \"{script}\"]\nvolumes = [\"{}:/data:ro\"]\n[restart]\npolicy = \"no\"\n",
+            busybox(),
+            volume.display()
+        ),
+    );
+    let logs = exited_log(&d, &name);
+    assert!(logs.contains("done"), "{logs}\n{}", d.log());
+    assert!(!logs.contains("wrote-top") && !volume.join("top").exists(), "{logs}");
+    assert!(
+        !logs.contains("wrote-below") && !sub.join("below").exists(),
+        "a container wrote below its read-only volume: {logs}"
+    );
+}
+
+/// Sends one datagram (argv[2]) to the unix socket argv[1].
+const NOTIFY: &str = r#"
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+int main(int argc, char **argv) {
+    if (argc < 3) return 2;
+    int s = socket(AF_UNIX, SOCK_DGRAM, 0);
+    struct sockaddr_un a = { .sun_family = AF_UNIX };
+    strncpy(a.sun_path, argv[1], sizeof a.sun_path - 1);
+    if (sendto(s, argv[2], strlen(argv[2]), 0, (struct sockaddr *)&a, sizeof a) < 0) {
+        perror("sendto");
+        return 1;
+    }
+    return 0;
+}
+"#;
+
+#[test]
+fn only_its_container_reaches_a_units_notify_socket() {
+    if !common::require_root("only_its_container_reaches_a_units_notify_socket") {
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    let tools = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(tools.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let bin = common::compile_static(tools.path(), "notify", NOTIFY);
+    let d = Daemon::start();
+    // The directories above the run directory as on a host (/run is 0755):
+    // what keeps other users out must be ours.
+    std::fs::set_permissions(d.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let name = common::unique_name("nt");
+    let script = "echo x > /run/notify/fill; while [ ! -e /t/go ]; do sleep 0.05; done; \
+                  /t/bin/notify $NOTIFY_SOCKET READY=1 && exec sleep 600";
+    d.write_unit(
+        &name,
+        &format!(
+            "[container]\nimage = \"{}\"\nnotify = true\ncommand = [\"sh\", \"-c\", \"{script}\"]\nvolumes = [\"{}:/t\"]\n[stop]\ntimeout = \"1s\"\n",
+            busybox(),
+            tools.path().display()
+        ),
+    );
+    let socket = d.dir.path().join("run/notify").join(&name).join("notify.sock");
+    d.wait_for(&name, "started", 30, |u| u.is_some_and(|u| u["state"] == "starting" && !u["pid"].is_null()));
+    assert!(socket.exists(), "{}", socket.display());
+    let nobody = Command::new(bin.join("notify")).arg(&socket).arg("READY=1").uid(65534).gid(65534).output().unwrap();
+    assert_eq!(nobody.status.code(), Some(1), "another user sent READY=1: {}", text(&nobody.stderr));
+    assert!(text(&nobody.stderr).contains("Permission denied"), "{}", text(&nobody.stderr));
+    assert_eq!(d.unit(&name).unwrap()["state"], "starting");
+    // The container itself still can; and it wrote nothing in our run
+    // directory.
+    std::fs::write(tools.path().join("go"), "").unwrap();
+    d.wait_state(&name, "running");
+    assert!(!socket.with_file_name("fill").exists(), "the container wrote into the host's run directory");
 }

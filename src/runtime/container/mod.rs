@@ -34,6 +34,7 @@ pub use bundle::run_bundle;
 pub use exec::exec;
 pub use helper::serve as serve_spawn_helper;
 pub(crate) use init::loopback_up;
+pub use init::recursive_readonly;
 pub use init_error::InitError;
 pub use lifecycle::{Container, Destroyed, Pending, Setup};
 pub use limits::hard_limit;
