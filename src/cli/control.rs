@@ -312,7 +312,8 @@ pub fn power(client: &Client, verb: &str) -> ExitCode {
 /// `exec`: the command runs in the unit's container, entered from this
 /// process (root, like the socket) with the state supervisord recorded in
 /// its run directory. Exits with the command's code; 126/127 when it
-/// cannot be run.
+/// cannot be run. It never gets our terminal: pipes we relay, or with -t a
+/// pseudo-terminal of its own (see `runtime::container::exec`).
 pub fn exec(client: &Client, unit: &str, interactive: bool, tty: bool, command: Vec<String>) -> ExitCode {
     use crate::runtime::container::ContainerState;
     use crate::runtime::container::{exec, reexec_from_sealed_copy};
@@ -333,7 +334,7 @@ pub fn exec(client: &Client, unit: &str, interactive: bool, tty: bool, command: 
             return ExitCode::from(126);
         }
     }
-    if !interactive && !tty {
+    if !interactive && tty {
         // Without -i the command gets no input, as with docker exec.
         if let Ok(null) = std::fs::File::open("/dev/null") {
             let _ = nix::unistd::dup2_stdin(&null);
@@ -342,7 +343,7 @@ pub fn exec(client: &Client, unit: &str, interactive: bool, tty: bool, command: 
     let run_dir = super::client::run_dir(&client.socket);
     let result = ContainerState::load(&run_dir, unit).and_then(|state| {
         reexec_from_sealed_copy()?;
-        exec(&state, command, tty, None)
+        exec(&state, command, tty, interactive, None)
     });
     match result {
         Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),

@@ -136,6 +136,11 @@ fn run_with(args: Args, paths: Paths, config: Config) -> ExitCode {
         };
     }
     if let Some(Command::Runtime(RuntimeCommand::RunUnit { log, file })) = &args.command {
+        // Its container is cloned from this process: from a sealed copy.
+        if let Err(e) = crate::runtime::container::reexec_from_sealed_copy() {
+            eprintln!("supervisord: {e}");
+            return ExitCode::from(e.exit_code());
+        }
         return match crate::supervisor::run::run_unit(file, &paths.state_dir, &paths.run_dir, log.as_deref()) {
             Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
             Err(e) => {
@@ -155,7 +160,7 @@ fn run_with(args: Args, paths: Paths, config: Config) -> ExitCode {
         use crate::runtime::container::{exec, reexec_from_sealed_copy};
         let result = ContainerState::load(&paths.run_dir, name).and_then(|state| {
             reexec_from_sealed_copy()?;
-            exec(&state, command.clone(), *tty, *timeout)
+            exec(&state, command.clone(), *tty, true, *timeout)
         });
         return match result {
             Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),

@@ -283,7 +283,13 @@ async fn daemon(options: &Options, pid1: bool) -> Result<Option<Power>, DaemonEr
     let mut pull = PullOptions { registry, ..PullOptions::default() };
     pull.max_image_size = options.max_image_size.unwrap_or(pull.max_image_size);
     // Our own program serves `runtime spawn` and `runtime exec`.
-    let helper = std::fs::read_link("/proc/self/exe").unwrap_or_else(|_| PathBuf::from("/proc/self/exe"));
+    // From one sealed in-memory copy, so that no container process can
+    // reach the host's binary (see runtime/container/sealed.rs).
+    let helper = crate::runtime::container::sealed_self().map_err(|e| DaemonError::Io {
+        op: "make a sealed copy of",
+        path: "/proc/self/exe".into(),
+        source: std::io::Error::other(e),
+    })?;
     let probes = Arc::new(crate::health::probe::Env {
         helper: helper.clone(),
         run_dir: paths.run_dir.clone(),

@@ -1,9 +1,14 @@
 //! `notify = true`: the service says when it is ready, as systemd's
 //! `Type=notify` services do. Each such container gets a datagram socket
-//! of its own, `<run-dir>/notify/<unit>/notify.sock`, its directory
-//! bind-mounted at [`MOUNT`] and `NOTIFY_SOCKET` pointing there. A
-//! datagram holds newline-separated `KEY=VALUE` lines; `READY=1` makes the
-//! unit ready and `STATUS=...` is shown in `status`.
+//! of its own, `<run-dir>/notify/<unit>/notify.sock`, bind-mounted alone
+//! at [`SOCKET`] with `NOTIFY_SOCKET` naming it. A datagram holds
+//! newline-separated `KEY=VALUE` lines; `READY=1` makes the unit ready and
+//! `STATUS=...` is shown in `status`.
+//!
+//! Only the container reaches its socket: on the host it sits in
+//! directories that only root may enter (another local user cannot make
+//! a unit ready), and the container sees the socket and nothing else of
+//! the run directory (it cannot fill the host's `/run`).
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -11,10 +16,10 @@ use std::sync::Arc;
 
 use tokio::net::UnixDatagram;
 
-/// Where the socket's directory appears in the container.
-pub const MOUNT: &str = "/run/notify";
 /// `NOTIFY_SOCKET` in the container.
 pub const SOCKET: &str = "/run/notify/notify.sock";
+/// The socket's name in its directory on the host.
+pub const SOCKET_FILE: &str = "notify.sock";
 
 /// A notify socket that could not be made: the step, its path, the errno.
 #[derive(Debug, thiserror::Error)]
@@ -35,10 +40,15 @@ pub fn bind(run_dir: &Path, unit: &str) -> Result<(PathBuf, Arc<UnixDatagram>), 
         move |source| NotifyError { op, path, source }
     };
     std::fs::create_dir_all(&dir).map_err(err("create", &dir))?;
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).map_err(err("chmod", &dir))?;
-    let path = dir.join("notify.sock");
+    // Root's alone, whatever the umask: a local user who could reach the
+    // socket could make the unit ready.
+    for d in [dir.as_path(), dir.parent().unwrap_or(&dir)] {
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o700)).map_err(err("chmod", d))?;
+    }
+    let path = dir.join(SOCKET_FILE);
     let socket = UnixDatagram::bind(&path).map_err(err("bind", &path))?;
-    // The service may run as any user of its image.
+    // The service may run as any user of its image; the container reaches
+    // the socket through its own mount of it, not through our directories.
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).map_err(err("chmod", &path))?;
     Ok((dir, Arc::new(socket)))
 }

@@ -207,10 +207,12 @@ pub fn prepare(
     Ok(Prepared { plan, dir, resources, stop_signal, image_digest: image.record.manifest_digest.to_string() })
 }
 
-/// The notify socket's directory mounted at `/run/notify`, and
-/// `NOTIFY_SOCKET` naming the socket in it.
+/// The notify socket alone (not its directory: the container must not
+/// write into the host's run directory) mounted at [`super::notify::SOCKET`],
+/// and `NOTIFY_SOCKET` naming it.
 fn add_notify_socket(spec: &mut oci_spec::runtime::Spec, dir: &Path) -> Result<(), PrepareError> {
-    add_bind(spec, dir, super::notify::MOUNT, &["rbind", "nosuid", "nodev", "noexec"])?;
+    let socket = dir.join(super::notify::SOCKET_FILE);
+    add_bind(spec, &socket, super::notify::SOCKET, &["bind", "nosuid", "nodev", "noexec"])?;
     if let Some(process) = spec.process_mut() {
         let mut env = process.env().clone().unwrap_or_default();
         env.retain(|e| !e.starts_with("NOTIFY_SOCKET="));

@@ -83,6 +83,20 @@ pub struct Join {
     pub address: Option<Ipv4Addr>,
 }
 
+/// Says once, when the first unit with a read-only volume starts, that the
+/// kernel can only make the volume's top mount read-only (no
+/// mount_setattr before Linux 5.12): mounts below it stay writable.
+fn warn_once_without_recursive_readonly() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        if !crate::runtime::container::recursive_readonly() {
+            tracing::warn!(
+                "this kernel has no mount_setattr (Linux 5.12+): a read-only volume's sub-mounts stay writable"
+            );
+        }
+    });
+}
+
 /// Starts `unit`'s container. `pulling` is called first when the image
 /// must be fetched, `starting` once it is there.
 pub async fn start(
@@ -112,6 +126,9 @@ pub async fn start(
         None => Vec::new(),
     };
 
+    if unit.container.volumes.iter().any(|v| v.read_only) {
+        warn_once_without_recursive_readonly();
+    }
     let e = env.clone();
     let (mut prepared, image_health) = spawn_blocking(move || -> Result<_, StartError> {
         if needs_pull(&unit, &e.store) {

@@ -119,15 +119,190 @@ fn relay(master: &OwnedFd) {
     }
 }
 
-/// Runs `args` in the container `state` describes, on a new pseudo-terminal
-/// when `tty`; its exit code.
-/// With `timeout`, the command runs in a process group of its own, which
-/// is killed whole (SIGKILL) when the timeout passes; the exit code is then
-/// 124, as timeout(1) reports.
+/// How an exec'd command's stdio is made. Never the caller's own
+/// descriptors: a terminal passed in would let the command push input into
+/// the operator's shell with `TIOCSTI` (bubblewrap's CVE-2017-5226) or
+/// change its settings.
+enum Io {
+    /// A pseudo-terminal of the command's own.
+    Tty(Pty),
+    /// Pipes we relay: `stdin` is /dev/null or a pipe fed from our stdin.
+    Pipes { stdin: (OwnedFd, Option<OwnedFd>), stdout: (OwnedFd, OwnedFd), stderr: (OwnedFd, OwnedFd) },
+}
+
+fn pipe() -> Result<(OwnedFd, OwnedFd), RuntimeError> {
+    nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| RuntimeError::sys("pipe", e))
+}
+
+impl Io {
+    fn new(tty: bool, interactive: bool) -> Result<Io, RuntimeError> {
+        if tty {
+            return Ok(Io::Tty(open_pty()?));
+        }
+        let stdin = if interactive {
+            let (r, w) = pipe()?;
+            // Non-blocking: a command that does not read its input must not
+            // stop us from relaying its output.
+            nix::fcntl::fcntl(&w, nix::fcntl::FcntlArg::F_SETFL(OFlag::O_NONBLOCK))
+                .map_err(|e| RuntimeError::sys("fcntl", e))?;
+            (r, Some(w))
+        } else {
+            let null = open("/dev/null", OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty())
+                .map_err(|e| RuntimeError::io("open", "/dev/null", e.into()))?;
+            (null, None)
+        };
+        Ok(Io::Pipes { stdin, stdout: pipe()?, stderr: pipe()? })
+    }
+}
+
+/// Relays our stdin to the command's and its stdout and stderr to ours
+/// until it has exited and what it wrote before is read. With `deadline`,
+/// `kill` runs once it passes; true if it did. One thread with poll(2):
+/// after entering the container's pid namespace this process may not
+/// create threads.
+fn relay_pipes(
+    exited: &OwnedFd,
+    mut stdin: Option<OwnedFd>,
+    stdout: OwnedFd,
+    stderr: OwnedFd,
+    deadline: Option<std::time::Instant>,
+    kill: impl Fn(),
+) -> bool {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    let ours_in = std::io::stdin();
+    // A stream of the command's output, and where it goes.
+    let mut outputs: Vec<(OwnedFd, std::os::fd::RawFd)> = vec![(stdout, 1), (stderr, 2)];
+    for (fd, _) in &outputs {
+        let _ = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFL(OFlag::O_NONBLOCK));
+    }
+    let mut pending: Vec<u8> = Vec::new();
+    let mut timed_out = false;
+    let mut buf = [0u8; 16384];
+    let mut gone = false;
+    loop {
+        // Once the command has exited, what it wrote is read to the end of
+        // what is there; a process it left behind does not hold us.
+        if gone {
+            for (fd, to) in &outputs {
+                while let Ok(n @ 1..) = nix::unistd::read(fd.as_fd(), &mut buf) {
+                    if write_all(*to, &buf[..n]).is_err() {
+                        break;
+                    }
+                }
+            }
+            return timed_out;
+        }
+        let mut fds = vec![PollFd::new(exited.as_fd(), PollFlags::POLLIN)];
+        for (fd, _) in &outputs {
+            fds.push(PollFd::new(fd.as_fd(), PollFlags::POLLIN));
+        }
+        // Our input is read only when the last read went through.
+        let feed = match &stdin {
+            Some(w) if !pending.is_empty() => Some(PollFd::new(w.as_fd(), PollFlags::POLLOUT)),
+            Some(_) => Some(PollFd::new(ours_in.as_fd(), PollFlags::POLLIN)),
+            None => None,
+        };
+        let feed_at = fds.len();
+        fds.extend(feed);
+        let timeout = match deadline {
+            Some(d) if !timed_out => {
+                let left = d.saturating_duration_since(std::time::Instant::now());
+                PollTimeout::try_from(left.as_millis().min(i32::MAX as u128) as i32).unwrap_or(PollTimeout::MAX)
+            }
+            _ => PollTimeout::NONE,
+        };
+        match poll(&mut fds, timeout) {
+            Ok(0) => {
+                timed_out = true;
+                kill();
+                continue;
+            }
+            Ok(_) => {}
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => return timed_out,
+        }
+        let revents: Vec<bool> = fds.iter().map(|f| f.revents().is_some_and(|r| !r.is_empty())).collect();
+        drop(fds);
+        gone = revents[0];
+        let mut closed = Vec::new();
+        for (i, (fd, to)) in outputs.iter().enumerate() {
+            if !revents[i + 1] {
+                continue;
+            }
+            match nix::unistd::read(fd.as_fd(), &mut buf) {
+                Ok(n @ 1..) => {
+                    // Ours is closed (a pipe whose reader went away): the
+                    // command's own writes fail from now on, as they would
+                    // have on ours.
+                    if write_all(*to, &buf[..n]).is_err() {
+                        closed.push(i);
+                    }
+                }
+                Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EINTR) => {}
+                _ => closed.push(i),
+            }
+        }
+        for i in closed.into_iter().rev() {
+            outputs.remove(i);
+        }
+        if revents.get(feed_at).copied().unwrap_or(false)
+            && let Some(w) = &stdin
+        {
+            if pending.is_empty() {
+                match nix::unistd::read(ours_in.as_fd(), &mut buf) {
+                    Ok(n @ 1..) => pending.extend_from_slice(&buf[..n]),
+                    Err(nix::errno::Errno::EINTR | nix::errno::Errno::EAGAIN) => {}
+                    // End of our input: the command's ends too.
+                    _ => stdin = None,
+                }
+            } else {
+                match nix::unistd::write(w, &pending) {
+                    Ok(n) => drop(pending.drain(..n)),
+                    Err(nix::errno::Errno::EINTR | nix::errno::Errno::EAGAIN) => {}
+                    // The command closed its input.
+                    Err(_) => {
+                        pending.clear();
+                        stdin = None;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Writes all of `bytes` to our descriptor `fd` (1 or 2).
+fn write_all(fd: std::os::fd::RawFd, mut bytes: &[u8]) -> Result<(), nix::errno::Errno> {
+    // SAFETY: our standard output and error stay open while we live.
+    let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    while !bytes.is_empty() {
+        match nix::unistd::write(fd, bytes) {
+            Ok(n) => bytes = &bytes[n..],
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Signals that we pass on to the command, as `docker exec` relays them.
+const FORWARDED: [nix::sys::signal::Signal; 6] = {
+    use nix::sys::signal::Signal::*;
+    [SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2]
+};
+
+/// Runs `args` in the container `state` describes; its exit code. The
+/// command runs in a new session, so it has no controlling terminal of
+/// ours: with `tty` on a new pseudo-terminal of its own, else with pipes
+/// that we relay (its stdin fed from ours when `interactive`, else
+/// /dev/null). Signals that end us (SIGINT, SIGTERM, ...) are passed on.
+/// With `timeout`, the command's process group is killed whole (SIGKILL)
+/// when the timeout passes; the exit code is then 124, as timeout(1)
+/// reports.
 pub fn exec(
     state: &ContainerState,
     args: Vec<String>,
     tty: bool,
+    interactive: bool,
     timeout: Option<std::time::Duration>,
 ) -> Result<i32, RuntimeError> {
     if !state.alive() {
@@ -137,8 +312,9 @@ pub fn exec(
         return Err(RuntimeError::NoCommand);
     }
     let plan = state.process.plan(args)?;
-    // The pty comes from the host's devpts, before we enter the container.
-    let pty = if tty { Some(open_pty()?) } else { None };
+    // The pty and /dev/null come from the host, before we enter the
+    // container.
+    let io = Io::new(tty, interactive)?;
     nix::sys::prctl::set_dumpable(false).map_err(|e| RuntimeError::sys("make us non-dumpable", e))?;
     // Open every namespace first: once in the mount namespace, the host's
     // /proc is out of reach.
@@ -169,85 +345,66 @@ pub fn exec(
     for (name, flag, fd) in &namespaces {
         setns(fd.as_fd(), *flag).map_err(|e| RuntimeError::io("enter the namespace", *name, e.into()))?;
     }
+    // From here a signal that would end us goes to the command (once its
+    // pid is known), so that it does not outlive an interrupted exec.
+    let forwarding = super::Forwarding::each(&FORWARDED)?;
     // Entering a pid namespace applies to children: fork into it (the
     // process is single-threaded: setns into a mount namespace requires it).
-    let own_group = timeout.is_some() && pty.is_none();
-    let slave = pty.as_ref().map(|p| p.slave.as_fd());
+    let child_io = match &io {
+        Io::Tty(p) => (p.slave.as_fd(), p.slave.as_fd(), p.slave.as_fd()),
+        Io::Pipes { stdin, stdout, stderr } => (stdin.0.as_fd(), stdout.1.as_fd(), stderr.1.as_fd()),
+    };
     let child = clone_reporting(0, move || {
-        if own_group {
-            // A process group of its own, killed whole at the timeout.
-            let _ = nix::unistd::setpgid(nix::unistd::Pid::from_raw(0), nix::unistd::Pid::from_raw(0));
+        // A session of its own: no controlling terminal but its own pty,
+        // and a process group that a timeout kills whole.
+        let _ = nix::unistd::setsid();
+        if tty {
+            // SAFETY: TIOCSCTTY takes an integer argument; the slave is open.
+            unsafe { libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(&child_io.0), libc::TIOCSCTTY, 0) };
         }
-        if let Some(slave) = slave {
-            // The slave becomes the controlling terminal and stdio.
-            let _ = nix::unistd::setsid();
-            // SAFETY: TIOCSCTTY takes an integer argument; `slave` is open.
-            unsafe { libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(&slave), libc::TIOCSCTTY, 0) };
-            let _ = nix::unistd::dup2_stdin(slave);
-            let _ = nix::unistd::dup2_stdout(slave);
-            let _ = nix::unistd::dup2_stderr(slave);
-        }
+        // The copies on 0-2 do not close on exec.
+        let _ = nix::unistd::dup2_stdin(child_io.0);
+        let _ = nix::unistd::dup2_stdout(child_io.1);
+        let _ = nix::unistd::dup2_stderr(child_io.2);
         match init::process(&plan) {
             Ok(never) => match never {},
             Err(e) => e,
         }
     })?;
     let pid = child.executed()?;
-    if let Some(Pty { master, slave }) = pty {
-        // Only the command holds the slave now: its exit ends the relay.
-        drop(slave);
-        let _raw = RawMode::enter();
-        relay(&master);
-    }
-    match timeout {
-        Some(t) => {
-            let kill = || {
-                let _ = nix::sys::signal::killpg(pid, nix::sys::signal::Signal::SIGKILL);
-            };
-            match wait_or_kill(pid, t, kill)? {
-                (_, true) => {
-                    eprintln!("timed out after {}", humantime::format_duration(t));
-                    Ok(124)
-                }
-                (status, false) => Ok(status),
-            }
+    forwarding.started(pid.as_raw());
+    let kill = || {
+        let _ = nix::sys::signal::killpg(pid, nix::sys::signal::Signal::SIGKILL);
+    };
+    let deadline = timeout.map(|t| std::time::Instant::now() + t);
+    let timed_out = match io {
+        Io::Tty(Pty { master, slave }) => {
+            // Only the command holds the slave now: its exit ends the relay.
+            drop(slave);
+            let _raw = RawMode::enter();
+            relay(&master);
+            false
         }
-        None => wait_exit(pid),
+        Io::Pipes { stdin, stdout, stderr } => {
+            // Only the command holds its ends now.
+            drop((stdin.0, stdout.1, stderr.1));
+            let exited = super::process::pidfd(pid)?;
+            relay_pipes(&exited, stdin.1, stdout.0, stderr.0, deadline, kill)
+        }
+    };
+    let (status, timed_out) = match deadline {
+        Some(d) if !timed_out => {
+            let (status, killed) = wait_or_kill(pid, d.saturating_duration_since(std::time::Instant::now()), kill)?;
+            (status, killed)
+        }
+        _ => (wait_exit(pid)?, timed_out),
+    };
+    drop(forwarding);
+    match (timed_out, timeout) {
+        (true, Some(t)) => {
+            eprintln!("timed out after {}", humantime::format_duration(t));
+            Ok(124)
+        }
+        _ => Ok(status),
     }
-}
-
-/// The environment variable that tells a re-executed program it already
-/// runs from a sealed copy.
-const SEALED: &str = "_SUPERVISOR_SEALED_COPY";
-
-/// Re-executes this program from a sealed in-memory copy of itself, unless
-/// it already runs from one. `exec` calls this before it joins a container:
-/// its forked child runs this program inside the container's pid namespace
-/// until its own `execve`, and a container process allowed to trace it
-/// could otherwise open `/proc/PID/exe` and reach the host's binary (the
-/// CVE-2019-5736 class). A sealed memfd cannot be written, grown or shrunk.
-pub fn reexec_from_sealed_copy() -> Result<(), RuntimeError> {
-    use nix::fcntl::{FcntlArg, SealFlag, fcntl};
-    use nix::sys::memfd::{MFdFlags, memfd_create};
-    use std::ffi::CString;
-    use std::os::unix::ffi::OsStrExt;
-    if std::env::var_os(SEALED).is_some() {
-        return Ok(());
-    }
-    let sys = |what: &'static str| move |e| RuntimeError::sys(what, e);
-    let copy = memfd_create("supervisord", MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING)
-        .map_err(sys("memfd_create"))?;
-    let mut copy = std::fs::File::from(copy);
-    let mut me = std::fs::File::open("/proc/self/exe").map_err(|e| RuntimeError::io("open", "/proc/self/exe", e))?;
-    std::io::copy(&mut me, &mut copy).map_err(|e| RuntimeError::io("copy", "/proc/self/exe", e))?;
-    let seals = SealFlag::F_SEAL_SEAL | SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW | SealFlag::F_SEAL_WRITE;
-    fcntl(&copy, FcntlArg::F_ADD_SEALS(seals)).map_err(sys("seal the copy of /proc/self/exe"))?;
-    let c = |b: &[u8]| CString::new(b).map_err(|_| RuntimeError::NulByte);
-    let args: Vec<CString> = std::env::args_os().map(|a| c(a.as_bytes())).collect::<Result<_, _>>()?;
-    let mut env: Vec<CString> =
-        std::env::vars_os().map(|(k, v)| c(&[k.as_bytes(), b"=", v.as_bytes()].concat())).collect::<Result<_, _>>()?;
-    env.push(c(format!("{SEALED}=1").as_bytes())?);
-    // Only returns on failure.
-    let Err(e) = nix::unistd::fexecve(&copy, &args, &env);
-    Err(RuntimeError::sys("re-execute from the sealed copy", e))
 }

@@ -81,6 +81,12 @@ fn receive<T: DeserializeOwned>(input: &mut BufReader<UnixStream>) -> Result<T, 
 /// The helper's main: serves one request on stdin; its exit code.
 pub fn serve() -> u8 {
     use std::os::fd::AsFd;
+    // The daemon starts us from a sealed copy; anyone else gets one here,
+    // before the request is read (our stdin survives the re-execution).
+    if let Err(e) = super::reexec_from_sealed_copy() {
+        eprintln!("supervisord: {e}");
+        return e.exit_code();
+    }
     // Our stdin is the socket to the caller; move it out of the way so the
     // container's stdin can be /dev/null.
     let Ok(socket) = std::io::stdin().as_fd().try_clone_to_owned() else { return 125 };

@@ -140,6 +140,13 @@ fn setup(plan: &Plan, go: OwnedFd) -> Result<Never> {
 pub(crate) fn process(p: &ProcessPlan) -> Result<Never> {
     // An exec'd process too gets the container's umask, not the daemon's.
     nix::sys::stat::umask(Mode::from_bits_truncate(0o022));
+    // Our runtime ignores SIGPIPE, and an ignored signal stays ignored
+    // across execve: the program must die of a closed pipe as it would
+    // anywhere else (exec relays its output through pipes).
+    // SAFETY: SIG_DFL installs no handler; nothing in this process relies
+    // on SIGPIPE being ignored between here and execve.
+    unsafe { nix::sys::signal::signal(nix::sys::signal::Signal::SIGPIPE, nix::sys::signal::SigHandler::SigDfl) }
+        .map_err(err("reset SIGPIPE"))?;
     // Installing a filter needs no_new_privs or CAP_SYS_ADMIN: without
     // no_new_privs it goes in while we are still privileged (it allows what
     // the rest of the setup calls), else last.
@@ -266,28 +273,31 @@ fn configure_interface(net: &crate::runtime::network::NetPlan) -> Result<()> {
 
 /// Opens (making directories, and the last component as a file when
 /// `file`) `path` inside the root, with links resolved inside the root.
+/// Each prefix of the path is resolved from the root, as a path in the
+/// container is: a link met partway, absolute (`/var/run -> /run`) or
+/// relative, leads where it leads in the container, never out of it.
 fn open_in_root(root: BorrowedFd<'_>, path: &str, file: bool) -> Result<OwnedFd> {
     let how = |flags: OFlag| OpenHow::new().flags(flags | OFlag::O_CLOEXEC).resolve(ResolveFlag::RESOLVE_IN_ROOT);
     let comps: Vec<&str> = path.split('/').filter(|c| !c.is_empty() && *c != ".").collect();
     let mut cur = openat2(root, ".", how(OFlag::O_PATH | OFlag::O_DIRECTORY)).map_err(err("open the root"))?;
     for (i, c) in comps.iter().enumerate() {
         let last = i + 1 == comps.len();
-        let next = openat2(cur.as_fd(), *c, how(OFlag::O_PATH));
+        let prefix = comps[..=i].join("/");
+        let next = openat2(root, prefix.as_str(), how(OFlag::O_PATH));
+        // What is missing is made in `cur`, the resolved parent; never
+        // through a link (O_EXCL, O_NOFOLLOW; mkdir makes no link's target).
         cur = match next {
             Ok(fd) => fd,
             Err(Errno::ENOENT) if last && file => {
-                let fd = openat2(
-                    cur.as_fd(),
-                    *c,
-                    how(OFlag::O_CREAT | OFlag::O_WRONLY).mode(Mode::from_bits_truncate(0o644)),
-                )
-                .map_err(err(format!("create {path}")))?;
+                let flags = OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_WRONLY;
+                let fd = openat2(cur.as_fd(), *c, how(flags).mode(Mode::from_bits_truncate(0o644)))
+                    .map_err(err(format!("create {path}")))?;
                 drop(fd);
-                openat2(cur.as_fd(), *c, how(OFlag::O_PATH)).map_err(err(format!("open {path}")))?
+                openat2(cur.as_fd(), *c, how(OFlag::O_PATH | OFlag::O_NOFOLLOW)).map_err(err(format!("open {path}")))?
             }
             Err(Errno::ENOENT) => {
                 mkdirat(cur.as_fd(), *c, Mode::from_bits_truncate(0o755)).map_err(err(format!("mkdir {path}")))?;
-                openat2(cur.as_fd(), *c, how(OFlag::O_PATH | OFlag::O_DIRECTORY))
+                openat2(cur.as_fd(), *c, how(OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW))
                     .map_err(err(format!("open {path}")))?
             }
             Err(e) => return Err(err(format!("open {path} in the root filesystem"))(e)),
@@ -328,6 +338,12 @@ fn mount_one(root: BorrowedFd<'_>, m: &MountPlan) -> Result<()> {
             // Bind mounts take flags like ro only on a remount.
             mount(None::<&str>, &at, None::<&str>, MsFlags::MS_REMOUNT | MsFlags::MS_BIND | extra, None::<&str>)
                 .map_err(err(format!("{what} (remount)")))?;
+            if m.flags.contains(MsFlags::MS_REC) {
+                // The remount changed the top mount only: the mounts
+                // below it (a tmpfs mounted in a read-only volume) get
+                // the same flags, where the kernel can (Linux 5.12+).
+                set_attributes_recursively(&mounted, extra).map_err(err(format!("{what} (recursively)")))?;
+            }
         }
         if !m.propagation.is_empty() {
             mount(None::<&str>, &at, None::<&str>, m.propagation, None::<&str>)
@@ -335,6 +351,66 @@ fn mount_one(root: BorrowedFd<'_>, m: &MountPlan) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// `struct mount_attr` of mount_setattr(2) (linux/mount.h).
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+const MOUNT_ATTR_RDONLY: u64 = 0x1;
+const MOUNT_ATTR_NOSUID: u64 = 0x2;
+const MOUNT_ATTR_NODEV: u64 = 0x4;
+const MOUNT_ATTR_NOEXEC: u64 = 0x8;
+const AT_RECURSIVE: libc::c_uint = 0x8000;
+
+/// The mount_setattr(2) attributes of mount flags (the ones it can set).
+fn mount_attributes(flags: MsFlags) -> u64 {
+    [
+        (MsFlags::MS_RDONLY, MOUNT_ATTR_RDONLY),
+        (MsFlags::MS_NOSUID, MOUNT_ATTR_NOSUID),
+        (MsFlags::MS_NODEV, MOUNT_ATTR_NODEV),
+        (MsFlags::MS_NOEXEC, MOUNT_ATTR_NOEXEC),
+    ]
+    .into_iter()
+    .filter(|(f, _)| flags.contains(*f))
+    .fold(0, |acc, (_, a)| acc | a)
+}
+
+fn mount_setattr(fd: libc::c_int, flags: libc::c_uint, attr: Option<&MountAttr>) -> std::result::Result<(), Errno> {
+    let (ptr, size) = match attr {
+        Some(a) => (a as *const MountAttr, std::mem::size_of::<MountAttr>()),
+        None => (std::ptr::null(), 0),
+    };
+    // SAFETY: mount_setattr(2) reads `size` bytes at `ptr` (a MountAttr we
+    // own, or null with size 0) and the empty path; `fd` is ours.
+    let rc = unsafe { libc::syscall(libc::SYS_mount_setattr, fd, c"".as_ptr(), flags, ptr, size) };
+    if rc == 0 { Ok(()) } else { Err(Errno::last()) }
+}
+
+/// Sets `flags` (ro, nosuid, nodev, noexec) on the mount `fd` names and on
+/// every mount below it. Without mount_setattr (Linux before 5.12) the top
+/// mount keeps them alone, as before; [`recursive_readonly`] tells.
+fn set_attributes_recursively(fd: &OwnedFd, flags: MsFlags) -> std::result::Result<(), Errno> {
+    let attr = MountAttr { attr_set: mount_attributes(flags), attr_clr: 0, propagation: 0, userns_fd: 0 };
+    if attr.attr_set == 0 {
+        return Ok(());
+    }
+    match mount_setattr(fd.as_raw_fd(), libc::AT_EMPTY_PATH as libc::c_uint | AT_RECURSIVE, Some(&attr)) {
+        Err(Errno::ENOSYS) => Ok(()),
+        other => other,
+    }
+}
+
+/// Whether the kernel makes read-only volumes read-only recursively
+/// (it has mount_setattr(2)).
+pub fn recursive_readonly() -> bool {
+    // An invalid descriptor: EBADF (or EINVAL) where the call exists.
+    mount_setattr(-1, 0, None) != Err(Errno::ENOSYS)
 }
 
 /// `/sys/fs/cgroup` in the container: cgroup2 where the host is unified;

@@ -18,6 +18,7 @@ mod lifecycle;
 mod limits;
 mod plan;
 mod process;
+mod sealed;
 mod signals;
 mod spawn;
 mod state;
@@ -30,13 +31,15 @@ use nix::errno::Errno;
 // The commands of `supervisord runtime` and what the daemon needs besides
 // a Container: the whole surface the rest of the crate sees.
 pub use bundle::run_bundle;
-pub use exec::{exec, reexec_from_sealed_copy};
+pub use exec::exec;
 pub use helper::serve as serve_spawn_helper;
 pub(crate) use init::loopback_up;
+pub use init::recursive_readonly;
 pub use init_error::InitError;
 pub use lifecycle::{Container, Destroyed, Pending, Setup};
 pub use limits::hard_limit;
 pub use plan::{Plan, PlanError};
+pub use sealed::{reexec_from_sealed_copy, sealed_self};
 pub use signals::Forwarding;
 pub use spawn::{Output, Stdio};
 pub use state::{ContainerState, clean_up};
@@ -63,6 +66,8 @@ pub enum RuntimeError {
     },
     #[error("containers must be created from a single-threaded process")]
     Threads,
+    #[error("containers must be created from a sealed copy of our program, never from its file")]
+    NotSealed,
     #[error("container id {reason}")]
     Id { reason: String },
     #[error("{}: {source}", path.display())]

@@ -63,6 +63,11 @@ pub(crate) fn spawn(
     if threads() != 1 {
         return Err(RuntimeError::Threads);
     }
+    // Until it executes its program, the child runs ours, visible to the
+    // container as /proc/PID/exe.
+    if !super::sealed::runs_sealed() {
+        return Err(RuntimeError::NotSealed);
+    }
     let pipes = match stdio {
         Stdio::Inherit => None,
         Stdio::Pipes => {
