@@ -48,8 +48,7 @@ fn edits_are_applied_unit_by_unit() {
         .unwrap();
     assert!(!alive(pid(&ub)), "the old container of {b} is still there");
     assert_eq!(d.unit(&a).unwrap()["pid"], ua["pid"], "{a} was touched by an edit of {b}");
-    let logs = d.ctl(&["logs", &b]);
-    assert!(text(&logs.stdout).contains("stdout second-config"), "{}", text(&logs.stdout));
+    d.wait_log(&b, None, "stdout second-config");
 
     // An invalid edit keeps the container running and shows where.
     std::fs::write(&file_b, format!("{}\nmemroy = \"1G\"\n", unit("sleep 100000 & wait"))).unwrap();
@@ -85,8 +84,7 @@ fn editors_renames_and_half_written_files() {
     std::fs::write(&tmp, unit("echo renamed-in; sleep 100000 & wait")).unwrap();
     std::fs::rename(&tmp, d.units().join(format!("{name}.toml"))).unwrap();
     d.wait_state(&name, "running");
-    let out = text(&d.ctl(&["logs", &name]).stdout);
-    assert!(out.contains("renamed-in"), "{out}");
+    d.wait_log(&name, None, "renamed-in");
 
     // A file written in two parts, with a pause longer than the settle
     // time: the first half alone (a valid unit without its command) must
@@ -101,8 +99,7 @@ fn editors_renames_and_half_written_files() {
     let u = d.wait_state(&half, "running");
     assert_eq!(u["generation"], 1, "the half-written file was started: {u}");
     assert_eq!(u["restarts"], 0);
-    let out = text(&d.ctl(&["logs", &half]).stdout);
-    assert!(out.contains("whole-file"), "{out}");
+    d.wait_log(&half, None, "whole-file");
 }
 
 #[test]
@@ -543,7 +540,7 @@ fn a_configmap_style_swap_and_a_replaced_directory_are_followed() {
     std::os::unix::fs::symlink("..v2", units.join("..data_tmp")).unwrap();
     std::fs::rename(units.join("..data_tmp"), units.join("..data")).unwrap();
     d.wait_for(&name, "restarted", 30, |u| u.is_some_and(|u| u["state"] == "running" && u["pid"] != first["pid"]));
-    assert!(text(&d.ctl(&["logs", &name]).stdout).contains("config-v2"));
+    d.wait_log(&name, None, "config-v2");
 
     // The directory itself replaced by another one (renamed over it).
     let other = common::unique_name("rp");
@@ -580,7 +577,7 @@ fn a_changed_env_file_restarts_its_unit_and_an_operator_stop_holds_across_reload
     let first = d.wait_state(&name, "running");
     std::fs::write(&env, "GREETING=two\n").unwrap();
     d.wait_for(&name, "restarted", 30, |u| u.is_some_and(|u| u["state"] == "running" && u["pid"] != first["pid"]));
-    assert!(text(&d.ctl(&["logs", &name]).stdout).contains("greeting=two"));
+    d.wait_log(&name, None, "greeting=two");
 
     // stop holds: an edit that would restart it, and a reload, leave it stopped.
     assert!(d.ctl(&["stop", &name]).status.success());
@@ -591,7 +588,7 @@ fn a_changed_env_file_restarts_its_unit_and_an_operator_stop_holds_across_reload
     assert_eq!((u["state"].as_str(), u["held"].as_bool()), (Some("inactive"), Some(true)), "{u}");
     let out = d.ctl(&["start", &name]);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(text(&d.ctl(&["logs", "-n", "1", &name]).stdout).contains("greeting=three"));
+    d.wait_log(&name, Some(1), "greeting=three");
 }
 
 #[test]

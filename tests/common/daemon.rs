@@ -128,6 +128,27 @@ impl Daemon {
         }
     }
 
+    /// Waits until the unit's log (the last `n` lines, or all) holds
+    /// `needle`, and returns it: a line is logged after the unit is
+    /// reported running, by another task.
+    pub fn wait_log(&self, name: &str, n: Option<usize>, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let n = n.map(|n| n.to_string());
+        loop {
+            let mut args = vec!["logs"];
+            if let Some(n) = &n {
+                args.extend(["-n", n]);
+            }
+            args.push(name);
+            let out = super::text(&self.ctl(&args).stdout);
+            if out.contains(needle) {
+                return out;
+            }
+            assert!(Instant::now() < deadline, "{name}: no {needle:?} in its log after 30s: {out}\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     pub fn wait_state(&self, name: &str, state: &str) -> Value {
         self.wait_for(name, state, 30, |u| u.is_some_and(|u| u["state"] == state)).unwrap()
     }

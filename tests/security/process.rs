@@ -243,7 +243,7 @@ fn the_first_process_finds_a_sealed_copy_not_the_host_binary() {
         ),
     );
     d.wait_for(&name, "exited", 30, |u| u.is_some_and(|u| u["state"] == "exited" || u["state"] == "failed"));
-    let logs = text(&d.ctl(&["logs", &name]).stdout);
+    let logs = d.wait_log(&name, None, "exe=");
     let line = logs.lines().find(|l| l.contains("exe=")).unwrap_or_else(|| panic!("no report: {logs}\n{}", d.log()));
     let field = |k: &str| line.split(' ').find_map(|f| f.strip_prefix(k)).unwrap_or_default().to_string();
     let md = std::fs::metadata(installed).unwrap();
@@ -265,10 +265,12 @@ fn busybox_rootfs(root: &Path) {
     }
 }
 
-/// Waits for `name` to end and returns its log.
-fn exited_log(d: &Daemon, name: &str) -> String {
+/// Waits for `name` to end and for its log to hold `last` (what its
+/// command prints last: the log is written by another task than the one
+/// that sees the exit), and returns the log.
+fn exited_log(d: &Daemon, name: &str, last: &str) -> String {
     d.wait_for(name, "exited", 30, |u| u.is_some_and(|u| u["state"] == "exited" || u["state"] == "failed"));
-    text(&d.ctl(&["logs", name]).stdout)
+    d.wait_log(name, None, last)
 }
 
 #[test]
@@ -291,12 +293,12 @@ fn a_volume_under_an_absolute_symlink_lands_inside_the_container() {
     d.write_unit(
         &name,
         &format!(
-            "[container]\nimage = \"dir:{}\"\ncommand = [\"sh\", \"-c\", \"cat /run/app/hello && cat /var/run/app/hello\"]\nvolumes = [\"{}:/var/run/app:ro\"]\n[restart]\npolicy = \"no\"\n",
+            "[container]\nimage = \"dir:{}\"\ncommand = [\"sh\", \"-c\", \"cat /run/app/hello && cat /var/run/app/hello; echo done\"]\nvolumes = [\"{}:/var/run/app:ro\"]\n[restart]\npolicy = \"no\"\n",
             rootfs.display(),
             data.display()
         ),
     );
-    let logs = exited_log(&d, &name);
+    let logs = exited_log(&d, &name, "done");
     let u = d.unit(&name).unwrap();
     assert_eq!(u["state"], "exited", "{u}\n{logs}\n{}", d.log());
     assert_eq!(logs.matches("from-the-host").count(), 2, "the volume is at /run/app: {logs}");
@@ -336,8 +338,7 @@ fn a_read_only_volume_is_read_only_below_its_top_mount_too() {
             volume.display()
         ),
     );
-    let logs = exited_log(&d, &name);
-    assert!(logs.contains("done"), "{logs}\n{}", d.log());
+    let logs = exited_log(&d, &name, "done");
     assert!(!logs.contains("wrote-top") && !volume.join("top").exists(), "{logs}");
     assert!(
         !logs.contains("wrote-below") && !sub.join("below").exists(),
