@@ -3,6 +3,10 @@
 //! credentials checked. The protocol is documented in docs/api.md.
 
 pub mod http;
+mod peer;
+mod pull;
+
+use self::peer::{Peer, hide_env_file, in_group};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::PermissionsExt;
@@ -18,9 +22,7 @@ use self::http::{Request, RequestError};
 use super::engine::{Command, Event, Op, StateEvent, UnitStatus};
 use super::lifecycle::State;
 use super::logs::{Hub, tail};
-use crate::runtime::image::manifest::Descriptor;
-use crate::runtime::image::{Digest, Progress, PullOptions, Store};
-use crate::units::values::reference::ImageSource;
+use crate::runtime::image::{Digest, PullOptions, Store};
 use crate::units::values::signal::Signal;
 
 /// What the power verbs ask of PID 1.
@@ -117,47 +119,6 @@ async fn connection(stream: &mut UnixStream, control: &Control) -> std::io::Resu
     route(stream, control, req, peer).await
 }
 
-/// Who is asking: root, or a member of the socket's group, who may drive
-/// the units but not make the root daemon open paths of their choosing
-/// nor read the units' `env_file` secrets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Peer {
-    Root,
-    Group,
-}
-
-/// What `inspect` shows in place of each value read from a unit's
-/// `env_file` to a peer that is not root.
-pub const HIDDEN: &str = "<from env_file>";
-
-/// An inspect answer for a peer that is not root: the variables of the
-/// unit's `env_file` keep their names, not their values. (`env` of the
-/// unit file itself is shown: the unit file is not a secret store.)
-fn hide_env_file(mut inspect: serde_json::Value) -> serde_json::Value {
-    if let Some(vars) = inspect.pointer_mut("/unit/container/env_file_vars").and_then(|v| v.as_object_mut()) {
-        for v in vars.values_mut() {
-            *v = serde_json::json!(HIDDEN);
-        }
-    }
-    inspect
-}
-
-/// Whether `source` makes the daemon open a local path (refused to peers
-/// that are not root: the daemon would read files they cannot).
-fn local_path(source: &ImageSource) -> bool {
-    !matches!(source, ImageSource::Registry(_))
-}
-
-/// Whether process `pid` has `gid` among its supplementary groups.
-fn in_group(pid: Option<i32>, gid: u32) -> bool {
-    let Some(pid) = pid else { return false };
-    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else { return false };
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("Groups:"))
-        .is_some_and(|g| g.split_whitespace().any(|x| x.parse() == Ok(gid)))
-}
-
 async fn ask<T>(control: &Control, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Option<T> {
     let (tx, rx) = oneshot::channel();
     control.tx.send(Event::Command(make(tx))).ok()?;
@@ -213,7 +174,7 @@ async fn route(stream: &mut UnixStream, control: &Control, req: Request, peer: P
             let Some(reference) = req.query.get("reference").cloned() else {
                 return http::error(stream, 400, "pull needs ?reference=").await;
             };
-            pull(stream, control, &reference, peer).await
+            pull::pull(stream, control, &reference, peer).await
         }
         ("DELETE", ["v1", "images", reference]) => {
             // An image a unit names stays (as Docker keeps a container's).
@@ -312,80 +273,6 @@ async fn unit_op(stream: &mut UnixStream, control: &Control, name: &str, op: Op,
             }
         }
     }
-}
-
-/// Pull progress as JSON lines for the client's bars, through a bounded
-/// channel, so that a slow client cannot make the daemon buffer without
-/// limit; one that stops reading is dropped after [`http::WRITE_TIMEOUT`]
-/// and the pull goes on without it. Byte counts are not waited for when
-/// the channel is full: a pull holds the store, and a slow reader must not
-/// hold up the units' pulls for a progress bar. They are added up and sent
-/// with the next count that fits (or before the layer's `layer_done`), so
-/// the client's totals stay right.
-struct StreamProgress {
-    tx: mpsc::Sender<serde_json::Value>,
-    unsent: std::sync::Mutex<BTreeMap<String, u64>>,
-}
-
-/// Progress lines waiting for a slow client.
-const PROGRESS_LINES: usize = 256;
-
-fn layer_bytes_line(layer: &str, bytes: u64) -> serde_json::Value {
-    serde_json::json!({"layer_bytes": {"digest": layer, "bytes": bytes}})
-}
-
-impl Progress for StreamProgress {
-    fn resolved(&self, reference: &str, manifest: &Digest, layers: &[Descriptor]) {
-        let _ = self.tx.blocking_send(
-            serde_json::json!({"resolved": {"reference": reference, "manifest": manifest, "layers": layers}}),
-        );
-    }
-    fn layer_bytes(&self, layer: &Digest, bytes: u64) {
-        let key = layer.to_string();
-        let mut unsent = self.unsent.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let total = unsent.remove(&key).unwrap_or(0).saturating_add(bytes);
-        if let Err(mpsc::error::TrySendError::Full(_)) = self.tx.try_send(layer_bytes_line(&key, total)) {
-            unsent.insert(key, total);
-        }
-    }
-    fn layer_done(&self, layer: &Digest, cached: bool) {
-        let key = layer.to_string();
-        let owed = self.unsent.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&key);
-        if let Some(total) = owed {
-            let _ = self.tx.blocking_send(layer_bytes_line(&key, total));
-        }
-        let _ = self.tx.blocking_send(serde_json::json!({"layer_done": {"digest": layer, "cached": cached}}));
-    }
-}
-
-/// A pull into the daemon's store, its progress streamed as JSON lines
-/// and its outcome as the last line (`{"image": ...}` or `{"error": ...}`).
-async fn pull(stream: &mut UnixStream, control: &Control, reference: &str, peer: Peer) -> std::io::Result<()> {
-    let source = match ImageSource::parse(reference, Path::new("/")) {
-        Ok(s) => s,
-        Err(e) => return http::error(stream, 400, &format!("{reference}: {e}")).await,
-    };
-    if peer != Peer::Root && local_path(&source) {
-        let message =
-            format!("{reference}: only root may pull from a local path (oci:, oci-archive:, docker-archive:, dir:)");
-        return http::error(stream, 403, &message).await;
-    }
-    http::stream_head(stream, "application/x-ndjson").await?;
-    let (tx, mut rx) = mpsc::channel(PROGRESS_LINES);
-    let (store, options) = (control.store.clone(), control.pull.clone());
-    let task = tokio::task::spawn_blocking(move || {
-        store.pull(&source, &options, &StreamProgress { tx, unsent: Default::default() })
-    });
-    while let Some(v) = rx.recv().await {
-        json_line(stream, &v).await?;
-    }
-    let last = match task.await {
-        Ok(Ok(image)) => serde_json::json!({"image": image.record}),
-        Ok(Err(e)) => serde_json::json!({"error": e.to_string()}),
-        Err(e) => serde_json::json!({"error": e.to_string()}),
-    };
-    json_line(stream, &last).await?;
-    stream.shutdown().await
 }
 
 /// The units that name volume `name`.
@@ -602,31 +489,5 @@ mod tests {
         let e = parse_since_at("99999999999999999999999h", now).unwrap_err().to_string();
         assert!(e.starts_with("since: "), "{e}");
         assert!(parse_since_at("soon", now).is_err());
-    }
-
-    #[test]
-    fn a_peer_that_is_not_root_sees_the_names_of_env_file_variables_not_their_values() {
-        let v = serde_json::json!({"unit": {"container": {
-            "env": {"TZ": "UTC"},
-            "env_file": "/etc/web.env",
-            "env_file_vars": {"PASSWORD": "hunter2", "USER": "web"},
-        }}});
-        let hidden = hide_env_file(v);
-        assert_eq!(
-            hidden["unit"]["container"]["env_file_vars"],
-            serde_json::json!({"PASSWORD": HIDDEN, "USER": HIDDEN})
-        );
-        assert_eq!(hidden["unit"]["container"]["env"]["TZ"], "UTC");
-        // An invalid unit has no config: nothing to hide, nothing broken.
-        assert_eq!(hide_env_file(serde_json::json!({"unit": null})), serde_json::json!({"unit": null}));
-    }
-
-    #[test]
-    fn every_source_but_a_registry_is_a_local_path() {
-        let parse = |s: &str| ImageSource::parse(s, Path::new("/")).unwrap();
-        assert!(!local_path(&parse("docker.io/library/busybox:1.36")));
-        for s in ["oci:/srv/layout:tag", "oci-archive:/srv/i.tar", "docker-archive:/srv/s.tar", "dir:/srv/rootfs"] {
-            assert!(local_path(&parse(s)), "{s}");
-        }
     }
 }
