@@ -184,7 +184,7 @@ impl Registry {
     }
 
     fn stalled(&self, what: &str) -> String {
-        format!("no data for {} while fetching {what}", crate::units::values::duration::format_duration(self.timeout))
+        format!("no data for {} while fetching {what}", humantime::format_duration(self.timeout))
     }
 
     fn error(&self, message: impl Into<String>) -> ImageError {
