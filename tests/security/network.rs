@@ -2,7 +2,7 @@
 //! ports" and "Control API").
 
 use std::net::{Ipv4Addr, UdpSocket};
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::common::daemon::{Daemon, busybox};
@@ -367,4 +367,76 @@ fn a_group_peer_cannot_pull_a_local_path_nor_read_env_file_values() {
     assert!(text(&pull.stderr).contains("only root"), "{}", text(&pull.stderr));
     let images = text(&d.ctl(&["images", "--json"]).stdout);
     assert!(!images.contains(&rootfs.display().to_string()), "{images}");
+}
+
+/// `supervisorctl ARGS` as uid 65534 (a member of the test daemon's
+/// `socket_group`, which must reach the socket through the test's
+/// directories: see `open_the_way_to_the_socket`).
+fn member(d: &Daemon) -> Command {
+    let mut c = Command::new("setpriv");
+    c.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(env!("CARGO_BIN_EXE_supervisorctl"))
+        .arg("--socket")
+        .arg(d.socket())
+        .current_dir("/");
+    c
+}
+
+fn open_the_way_to_the_socket(d: &Daemon) {
+    let mut dir = Some(d.dir.path().join("run"));
+    while let Some(p) = dir {
+        std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        if p == d.dir.path() {
+            break;
+        }
+        dir = p.parent().map(std::path::Path::to_path_buf);
+    }
+}
+
+/// Kills the member streams when the test ends, passed or not.
+struct Streams(Vec<std::process::Child>);
+
+impl Drop for Streams {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+#[test]
+fn the_socket_group_cannot_take_every_connection_from_root() {
+    if !common::require_root("the_socket_group_cannot_take_every_connection_from_root") {
+        return;
+    }
+    let d = Daemon::start_configured("socket_group = \"65534\"\n", |_| {});
+    open_the_way_to_the_socket(&d);
+    // More endless streams than the group may hold, and than the whole
+    // socket serves at once.
+    let mut streams = Streams(Vec::new());
+    for _ in 0..70 {
+        let child = member(&d).arg("events").stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+        streams.0.push(child);
+    }
+    // Once the group's share is taken, a member is told so ...
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let out = member(&d).arg("status").output().unwrap();
+        if !out.status.success() && text(&out.stderr).contains("other than root") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "members were never limited: {}", text(&out.stderr));
+    }
+    // ... while root is still served.
+    let start = Instant::now();
+    let out = d.ctl(&["status"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(start.elapsed() < Duration::from_secs(5), "root waited {:?} behind the group's streams", start.elapsed());
+    // Streams that end give their slots back.
+    drop(streams);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !member(&d).arg("status").output().unwrap().status.success() {
+        assert!(Instant::now() < deadline, "the ended streams' slots never came back");
+    }
 }

@@ -247,7 +247,11 @@ impl Registry {
                         url = redirect_target(&url, &location).map_err(|m| self.error(format!("{url}: {m}")))?;
                         continue;
                     }
-                    401 if !authenticated => {
+                    // A challenge is answered only for the registry itself:
+                    // one from where a redirect led (blob storage, or a host
+                    // an open redirect names) would be handed the
+                    // registry's credentials.
+                    401 if !authenticated && self.own_origin(&url) => {
                         authenticated = true;
                         let challenge = header(&resp, "www-authenticate").unwrap_or_default();
                         self.authenticate(&challenge)?;
@@ -278,6 +282,11 @@ impl Registry {
             attempt += 1;
             std::thread::sleep(retry_in);
         }
+    }
+
+    /// Whether `url` is on the registry itself (scheme, host and port).
+    fn own_origin(&self, url: &str) -> bool {
+        url.strip_prefix(self.base.as_str()).is_some_and(|rest| rest.starts_with('/'))
     }
 
     /// Answers a 401 challenge: fetch a Bearer token, or use Basic.
@@ -569,6 +578,19 @@ mod tests {
         assert_eq!(resp.body_mut().read_to_string().unwrap(), "hello");
         let seen = seen.lock().unwrap().clone();
         assert_eq!(seen, [("/v2/x/blobs/sha256:1".to_string(), true), ("/storage/blob".to_string(), false)]);
+    }
+
+    #[test]
+    fn only_the_registrys_own_challenges_are_answered() {
+        let reference = ImageRef::parse("127.0.0.1:5000/x:t").unwrap();
+        let r = Registry::new(&reference, &RegistryOptions::default());
+        let base = r.base.clone();
+        assert!(r.own_origin(&format!("{base}/v2/x/blobs/sha256:1")));
+        // Where a redirect led: another host, port, or a host that only
+        // begins like the registry's.
+        for other in ["https://storage.example/blob", "http://127.0.0.1:50001/v2/x", "http://127.0.0.1:5000.evil/v2"] {
+            assert!(!r.own_origin(other), "{other}");
+        }
     }
 
     #[test]

@@ -22,6 +22,9 @@ pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Connections served at once; more wait in the socket's backlog until one
 /// ends (an idle one within [`READ_TIMEOUT`]).
 pub const MAX_CONNECTIONS: usize = 64;
+/// Of those, the most that peers other than root may hold: the rest stay
+/// root's.
+pub const MAX_OTHERS: usize = 32;
 
 /// Why a request is refused (the text of its 400 answer).
 #[derive(Debug, thiserror::Error)]
@@ -166,6 +169,7 @@ fn reason(status: u16) -> &'static str {
         409 => "Conflict",
         422 => "Unprocessable Entity",
         500 => "Internal Server Error",
+        503 => "Service Unavailable",
         _ => "Unknown",
     }
 }

@@ -71,9 +71,14 @@ pub fn bind(path: &Path, group: Option<u32>) -> std::io::Result<UnixListener> {
 /// Serves connections until the listener fails, at most
 /// [`http::MAX_CONNECTIONS`] at once: past that, new ones wait in the
 /// socket's backlog (not refused: an idle connection ends within
-/// [`http::READ_TIMEOUT`], and the waiting client is served then).
+/// [`http::READ_TIMEOUT`], and the waiting client is served then). Peers
+/// other than root hold at most [`http::MAX_OTHERS`] of them (more get a
+/// 503): streams (`events`, `logs -f`) last as long as their client wants,
+/// and a member of the socket group must not be able to fill every slot
+/// and lock root out.
 pub async fn serve(listener: UnixListener, control: Arc<Control>) {
     let slots = Arc::new(tokio::sync::Semaphore::new(http::MAX_CONNECTIONS));
+    let others = Arc::new(tokio::sync::Semaphore::new(http::MAX_OTHERS));
     loop {
         let Ok(slot) = slots.clone().acquire_owned().await else { return };
         let (stream, _) = match listener.accept().await {
@@ -84,10 +89,10 @@ pub async fn serve(listener: UnixListener, control: Arc<Control>) {
                 continue;
             }
         };
-        let control = control.clone();
+        let (control, others) = (control.clone(), others.clone());
         tokio::spawn(async move {
             let mut stream = stream;
-            if let Err(e) = connection(&mut stream, &control).await {
+            if let Err(e) = connection(&mut stream, &control, &others).await {
                 tracing::debug!("control connection: {e}");
             }
             drop(slot);
@@ -95,9 +100,14 @@ pub async fn serve(listener: UnixListener, control: Arc<Control>) {
     }
 }
 
-async fn connection(stream: &mut UnixStream, control: &Control) -> std::io::Result<()> {
+async fn connection(
+    stream: &mut UnixStream,
+    control: &Control,
+    others: &Arc<tokio::sync::Semaphore>,
+) -> std::io::Result<()> {
     let cred = stream.peer_cred()?;
     let allowed = cred.uid() == 0 || control.group.is_some_and(|g| cred.gid() == g || in_group(cred.pid(), g));
+    let other_slot = if cred.uid() == 0 { None } else { Some(others.clone().try_acquire_owned()) };
     // The request is read (bounded) even from a peer that is refused: an
     // answer sent before it would meet a client still writing, which
     // would see a broken pipe instead of the refusal.
@@ -111,6 +121,14 @@ async fn connection(stream: &mut UnixStream, control: &Control) -> std::io::Resu
     if !allowed {
         return http::error(stream, 403, "only root (or the control group) may use the control socket").await;
     }
+    let _other_slot = match other_slot {
+        Some(Err(_)) => {
+            let message =
+                format!("{} connections of users other than root are open already: try again", http::MAX_OTHERS);
+            return http::error(stream, 503, &message).await;
+        }
+        held => held,
+    };
     let req = match req {
         Ok(r) => r,
         Err(e) => return http::error(stream, 400, &e.to_string()).await,
