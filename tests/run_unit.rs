@@ -184,19 +184,23 @@ fn exec_runs_in_the_container_as_its_process_does() {
     assert_eq!(out.status.code(), Some(5), "{}", text(&out.stderr));
     // ps: the container's own first process is PID 1 of what exec sees.
     assert_eq!(text(&out.stdout), format!("1000\n/data\nhi\n{name}\nbusybox sleep 60\nNoNewPrivs:1\nSeccomp:2\n"));
-    // The joining process runs from a sealed in-memory copy of our binary,
-    // never from the host's file, and says nothing of it to the command.
+    // The joining process runs from a read-only view of our binary (or a
+    // sealed in-memory copy), never from the host's file, and says nothing
+    // of it to the command.
+    let installed = std::path::PathBuf::from(env!("CARGO_BIN_EXE_supervisord"));
     let mut joiner = daemon().args(["runtime", "exec", &name, "--", "busybox", "sleep", "2"]).spawn().unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_millis(1800);
-    let mut exe = std::path::PathBuf::new();
+    let mut exe = installed.clone();
     while std::time::Instant::now() < deadline {
         exe = std::fs::read_link(format!("/proc/{}/exe", joiner.id())).unwrap_or_default();
-        if exe.to_string_lossy().starts_with("/memfd:supervisord") {
+        if !exe.as_os_str().is_empty() && exe != installed {
             break;
         }
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    assert!(exe.to_string_lossy().starts_with("/memfd:supervisord"), "{exe:?}");
+    assert_ne!(exe, installed, "the joining process runs the host's binary");
+    let w = std::fs::OpenOptions::new().write(true).open(format!("/proc/{}/exe", joiner.id()));
+    assert!(w.is_err(), "the joining process's binary opened for writing: {exe:?}");
     assert_eq!(joiner.wait().unwrap().code(), Some(0));
     assert_eq!(text(&exec(&["sh", "-c", "env | busybox grep -c SEALED"]).stdout), "0\n");
     // With -t the command gets a terminal, and what we type reaches it.

@@ -316,7 +316,7 @@ pub fn power(client: &Client, verb: &str) -> ExitCode {
 /// pseudo-terminal of its own (see `runtime::container::exec`).
 pub fn exec(client: &Client, unit: &str, interactive: bool, tty: bool, command: Vec<String>) -> ExitCode {
     use crate::runtime::container::ContainerState;
-    use crate::runtime::container::{exec, reexec_from_sealed_copy};
+    use crate::runtime::container::{exec, reexec_protected};
     match client.request("GET", &format!("/v1/units/{}", encode(unit))) {
         Ok(r) if r.status == 200 => {
             let v = r.json().unwrap_or(Value::Null);
@@ -342,7 +342,7 @@ pub fn exec(client: &Client, unit: &str, interactive: bool, tty: bool, command: 
     }
     let run_dir = super::client::run_dir(&client.socket);
     let result = ContainerState::load(&run_dir, unit).and_then(|state| {
-        reexec_from_sealed_copy()?;
+        reexec_protected()?;
         exec(&state, command, tty, interactive, None)
     });
     match result {

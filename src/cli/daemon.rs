@@ -136,8 +136,8 @@ fn run_with(args: Args, paths: Paths, config: Config) -> ExitCode {
         };
     }
     if let Some(Command::Runtime(RuntimeCommand::RunUnit { log, file })) = &args.command {
-        // Its container is cloned from this process: from a sealed copy.
-        if let Err(e) = crate::runtime::container::reexec_from_sealed_copy() {
+        // Its container is cloned from this process: from a protected form of it.
+        if let Err(e) = crate::runtime::container::reexec_protected() {
             eprintln!("supervisord: {e}");
             return ExitCode::from(e.exit_code());
         }
@@ -157,9 +157,9 @@ fn run_with(args: Args, paths: Paths, config: Config) -> ExitCode {
     }
     if let Some(Command::Runtime(RuntimeCommand::Exec { tty, timeout, name, command })) = &args.command {
         use crate::runtime::container::ContainerState;
-        use crate::runtime::container::{exec, reexec_from_sealed_copy};
+        use crate::runtime::container::{exec, reexec_protected};
         let result = ContainerState::load(&paths.run_dir, name).and_then(|state| {
-            reexec_from_sealed_copy()?;
+            reexec_protected()?;
             exec(&state, command.clone(), *tty, true, *timeout)
         });
         return match result {

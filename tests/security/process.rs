@@ -222,17 +222,7 @@ fn the_first_process_finds_a_sealed_copy_not_the_host_binary() {
     let dir = tempfile::tempdir().unwrap();
     // An image whose dynamic loader is ours: `/proc/self/exe` as the
     // entrypoint then runs whatever our binary is in the container.
-    let rootfs = dir.path().join("rootfs");
-    let loader = rootfs.join(interpreter(installed).trim_start_matches('/'));
-    std::fs::create_dir_all(loader.parent().unwrap()).unwrap();
-    let src = dir.path().join("loader.c");
-    std::fs::write(&src, LOADER).unwrap();
-    let cc = Command::new("cc")
-        .args(["-static", "-nostdlib", "-ffreestanding", "-fno-stack-protector", "-O1", "-o"])
-        .arg(&loader)
-        .arg(&src)
-        .status();
-    assert!(cc.is_ok_and(|s| s.success()), "cc (gcc) is needed for this test");
+    let rootfs = loader_rootfs(dir.path(), installed);
     let d = Daemon::start();
     let name = common::unique_name("exe");
     d.write_unit(
@@ -254,6 +244,62 @@ fn the_first_process_finds_a_sealed_copy_not_the_host_binary() {
     );
     assert!(field("exe=").starts_with("/memfd:supervisord"), "not a sealed copy: {line}");
     assert!(field("open-for-write=").starts_with('-'), "the copy opened for writing: {line}");
+}
+
+/// An image at `dir`/rootfs whose dynamic loader is [`LOADER`], so that
+/// `/proc/self/exe` as the entrypoint reports what our binary is there.
+fn loader_rootfs(dir: &Path, installed: &Path) -> PathBuf {
+    let rootfs = dir.join("rootfs");
+    let loader = rootfs.join(interpreter(installed).trim_start_matches('/'));
+    std::fs::create_dir_all(loader.parent().unwrap()).unwrap();
+    let src = dir.join("loader.c");
+    std::fs::write(&src, LOADER).unwrap();
+    let cc = Command::new("cc")
+        .args(["-static", "-nostdlib", "-ffreestanding", "-fno-stack-protector", "-O1", "-o"])
+        .arg(&loader)
+        .arg(&src)
+        .status();
+    assert!(cc.is_ok_and(|s| s.success()), "cc (gcc) is needed for this test");
+    rootfs
+}
+
+#[test]
+fn a_foreground_run_protects_our_binary_without_copying_it() {
+    if !common::require_root("a_foreground_run_protects_our_binary_without_copying_it") {
+        return;
+    }
+    use std::os::unix::fs::MetadataExt;
+    let installed = Path::new(env!("CARGO_BIN_EXE_supervisord"));
+    let dir = tempfile::tempdir().unwrap();
+    let rootfs = loader_rootfs(dir.path(), installed);
+    let name = common::unique_name("fg");
+    let file = dir.path().join(format!("{name}.toml"));
+    std::fs::write(
+        &file,
+        format!("[container]\nimage = \"dir:{}\"\nentrypoint = [\"/proc/self/exe\"]\n", rootfs.display()),
+    )
+    .unwrap();
+    let out = Command::new(installed)
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
+        .arg("--run-dir")
+        .arg(dir.path().join("run"))
+        .args(["runtime", "run-unit"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    let line = stdout.lines().find(|l| l.contains("exe=")).unwrap_or_else(|| panic!("no report: {stdout}{stderr}"));
+    let field = |k: &str| line.split(' ').find_map(|f| f.strip_prefix(k)).unwrap_or_default().to_string();
+    let md = std::fs::metadata(installed).unwrap();
+    assert!(
+        (field("dev="), field("ino=")) != (md.dev().to_string(), md.ino().to_string()),
+        "the container's first process ran the host's binary {}: {line}",
+        installed.display()
+    );
+    // -30 is EROFS: the read-only overlay view, not a copy in memory.
+    assert_eq!(field("open-for-write="), "-30", "our binary opened for writing, or not the overlay view: {line}");
+    assert!(!field("exe=").starts_with("/memfd:"), "a copy was made: {line}");
 }
 
 /// A root filesystem of busybox alone, as a `dir:` image.

@@ -14,8 +14,8 @@ use crate::runtime::cgroups::Manager;
 /// Runs the bundle and returns the container's exit code (128 + N when a
 /// signal N ended it).
 pub fn run_bundle(bundle: &Path, id: &str) -> Result<i32, RuntimeError> {
-    // The container is cloned from this process: from a sealed copy of it.
-    super::reexec_from_sealed_copy()?;
+    // The container is cloned from this process: from a protected form of it.
+    super::reexec_protected()?;
     crate::names::check_dns_label(id).map_err(|reason| RuntimeError::Id { reason })?;
     let config = bundle.join("config.json");
     let spec = Spec::load(&config).map_err(|source| RuntimeError::LoadSpec { path: config.clone(), source })?;

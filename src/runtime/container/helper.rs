@@ -81,9 +81,9 @@ fn receive<T: DeserializeOwned>(input: &mut BufReader<UnixStream>) -> Result<T, 
 /// The helper's main: serves one request on stdin; its exit code.
 pub fn serve() -> u8 {
     use std::os::fd::AsFd;
-    // The daemon starts us from a sealed copy; anyone else gets one here,
+    // The daemon starts us from a sealed copy; anyone else gets a protected form here,
     // before the request is read (our stdin survives the re-execution).
-    if let Err(e) = super::reexec_from_sealed_copy() {
+    if let Err(e) = super::reexec_protected() {
         eprintln!("supervisord: {e}");
         return e.exit_code();
     }

@@ -39,7 +39,7 @@ pub use init_error::InitError;
 pub use lifecycle::{Container, Destroyed, Pending, Setup};
 pub use limits::hard_limit;
 pub use plan::{Plan, PlanError};
-pub use sealed::{reexec_from_sealed_copy, sealed_self};
+pub use sealed::{reexec_protected, sealed_self};
 pub use signals::Forwarding;
 pub use spawn::{Output, Stdio};
 pub use state::{ContainerState, clean_up};
@@ -66,7 +66,9 @@ pub enum RuntimeError {
     },
     #[error("containers must be created from a single-threaded process")]
     Threads,
-    #[error("containers must be created from a sealed copy of our program, never from its file")]
+    #[error(
+        "containers must be created from a protected form of our program (a sealed copy or a read-only overlay view), never from its file"
+    )]
     NotSealed,
     #[error("container id {reason}")]
     Id { reason: String },

@@ -65,7 +65,7 @@ pub(crate) fn spawn(
     }
     // Until it executes its program, the child runs ours, visible to the
     // container as /proc/PID/exe.
-    if !super::sealed::runs_sealed() {
+    if !super::sealed::runs_protected() {
         return Err(RuntimeError::NotSealed);
     }
     let pipes = match stdio {
