@@ -151,11 +151,7 @@ pub fn prepare(
         match &v.source {
             // Missing sources are made, as docker run -v does.
             VolumeSource::Bind(p) => {
-                let new = !Path::new(p).exists();
-                fs::create_dir_all(p).map_err(|source| PrepareError::Volume { name: p.clone(), source })?;
-                if new {
-                    set_mode(Path::new(p), 0o755).map_err(|source| PrepareError::Volume { name: p.clone(), source })?;
-                }
+                create_dirs_open(Path::new(p)).map_err(|source| PrepareError::Volume { name: p.clone(), source })?
             }
             // A new named volume starts with the image's content at its
             // mount point, as Docker's do.
@@ -247,6 +243,22 @@ fn add_bind(
     Ok(())
 }
 
+/// Makes `path` and its missing parents as `docker run -v` does: each
+/// directory made `0755`, whatever the daemon's umask (`0077`), so that
+/// host users and services that could reach the parent still can.
+fn create_dirs_open(path: &Path) -> std::io::Result<()> {
+    let missing: Vec<&Path> = path.ancestors().take_while(|p| !p.as_os_str().is_empty() && !p.exists()).collect();
+    for dir in missing.into_iter().rev() {
+        match fs::create_dir(dir) {
+            Ok(()) => set_mode(dir, 0o755)?,
+            // Made meanwhile by someone else: theirs, as it is.
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 /// Our own hard limits, which no container may exceed.
 fn set_mode(path: &Path, mode: u32) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
@@ -268,4 +280,25 @@ fn device(path: &str) -> std::io::Result<(char, u64, u64)> {
         return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a device"));
     };
     Ok((kind, libc::major(md.rdev()).into(), libc::minor(md.rdev()).into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn a_bind_source_and_its_new_parents_are_made_0755_whatever_the_umask() {
+        let t = tempfile::tempdir().unwrap();
+        set_mode(t.path(), 0o700).unwrap();
+        let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
+        let made = create_dirs_open(&t.path().join("srv/data/app"));
+        nix::sys::stat::umask(old);
+        made.unwrap();
+        let mode = |p: &str| fs::metadata(t.path().join(p)).unwrap().permissions().mode() & 0o7777;
+        assert_eq!([mode("srv"), mode("srv/data"), mode("srv/data/app")], [0o755; 3]);
+        // What was there is left as it was.
+        assert_eq!(fs::metadata(t.path()).unwrap().permissions().mode() & 0o7777, 0o700);
+        create_dirs_open(&t.path().join("srv/data/app")).unwrap();
+    }
 }

@@ -30,8 +30,9 @@ fn open_pty() -> Result<Pty, RuntimeError> {
     let (mut master, mut slave) = (-1, -1);
     // Our own terminal's size, when we have one.
     let mut size = libc::winsize { ws_row: 0, ws_col: 0, ws_xpixel: 0, ws_ypixel: 0 };
+    // Asked of our output too: without -i our stdin is /dev/null by now.
     // SAFETY: TIOCGWINSZ writes one winsize we own; failure leaves it zero.
-    let have_size = unsafe { libc::ioctl(0, libc::TIOCGWINSZ, &mut size) } == 0;
+    let have_size = [0, 1, 2].into_iter().any(|fd| unsafe { libc::ioctl(fd, libc::TIOCGWINSZ, &mut size) } == 0);
     let size_ptr = if have_size { &size as *const libc::winsize } else { std::ptr::null() };
     // SAFETY: openpty writes two descriptors into integers we own; the
     // name buffer and termios may be null, and `size_ptr` is null or points
@@ -181,10 +182,17 @@ fn relay_pipes(
     let mut gone = false;
     loop {
         // Once the command has exited, what it wrote is read to the end of
-        // what is there; a process it left behind does not hold us.
+        // what is there; a process it left behind does not hold us, even
+        // one that keeps writing (`sh -c 'yes &'`): what the command wrote
+        // before it exited is in the pipe, whose buffer is at most
+        // DRAIN_MAX, so reading more than that would only be the others'.
         if gone {
             for (fd, to) in &outputs {
-                while let Ok(n @ 1..) = nix::unistd::read(fd.as_fd(), &mut buf) {
+                let mut drained = 0;
+                while drained < DRAIN_MAX
+                    && let Ok(n @ 1..) = nix::unistd::read(fd.as_fd(), &mut buf)
+                {
+                    drained += n;
                     if write_all(*to, &buf[..n]).is_err() {
                         break;
                     }
@@ -269,6 +277,11 @@ fn relay_pipes(
         }
     }
 }
+
+/// The most read from each of the command's outputs after it exited: the
+/// largest pipe buffer an unprivileged process can ask for
+/// (`/proc/sys/fs/pipe-max-size`'s default).
+const DRAIN_MAX: usize = 1 << 20;
 
 /// Writes all of `bytes` to our descriptor `fd` (1 or 2).
 fn write_all(fd: std::os::fd::RawFd, mut bytes: &[u8]) -> Result<(), nix::errno::Errno> {
