@@ -271,6 +271,8 @@ impl Store {
             Some(p)
         };
 
+        // Files of a failed try are removed with it; their bytes go back.
+        let mut attempt = budget.attempt();
         let layer_name = desc.digest.to_string();
         let mut blob = HashingReader::new(reader, desc.size);
         let diff_digest = {
@@ -286,7 +288,7 @@ impl Store {
             let stream_limit = options.max_image_size.saturating_add(headers);
             let mut diff = HashingReader::new(&mut tar, stream_limit);
             if let Some(dir) = &unpack_dir {
-                unpack_layer(&mut diff, dir, &layer_name, options.tar, budget)?;
+                unpack_layer(&mut diff, dir, &layer_name, options.tar, &mut attempt)?;
             }
             io::copy(&mut diff, &mut io::sink()).map_err(|e| layer_error(&layer_name, e))?;
             let (diff_digest, _) = diff.finish();
@@ -318,6 +320,7 @@ impl Store {
         if let Some(dir) = &unpack_dir {
             fs::rename(dir, &layer_path).map_err(ImageError::io("rename", &layer_path))?;
         }
+        attempt.commit();
         tmp.0.clear();
         for d in [self.blob_path(&desc.digest), layer_path] {
             if let Some(parent) = d.parent() {
@@ -463,5 +466,121 @@ impl Drop for TempPaths {
         for p in &self.0 {
             let _ = if p.is_dir() { fs::remove_dir_all(p) } else { fs::remove_file(p) };
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicU32;
+
+    use super::*;
+
+    /// An image of one uncompressed layer whose blob breaks, the first
+    /// `cuts` times it is fetched, after `cut_at` bytes (a registry that
+    /// drops the connection late in the layer).
+    struct Flaky {
+        manifest: Vec<u8>,
+        config: Vec<u8>,
+        layer: Vec<u8>,
+        cut_at: usize,
+        cuts: AtomicU32,
+    }
+
+    struct Broken;
+    impl Read for Broken {
+        fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
+            Err(io::Error::new(io::ErrorKind::ConnectionReset, "connection reset by peer"))
+        }
+    }
+
+    impl Flaky {
+        /// A layer with a directory and a file of `file_size` bytes, owned
+        /// by the caller (so that no root is needed to unpack it).
+        fn new(file_size: usize, cuts: u32) -> Flaky {
+            let mut b = tar::Builder::new(Vec::new());
+            let (uid, gid) = (nix::unistd::geteuid().as_raw().into(), nix::unistd::getegid().as_raw().into());
+            for (path, kind, size) in
+                [("etc/", tar::EntryType::Directory, 0), ("etc/big", tar::EntryType::Regular, file_size)]
+            {
+                let mut h = tar::Header::new_ustar();
+                h.set_entry_type(kind);
+                h.set_size(size as u64);
+                h.set_mode(0o755);
+                h.set_uid(uid);
+                h.set_gid(gid);
+                h.set_mtime(1_700_000_000);
+                b.append_data(&mut h, path, &vec![7u8; size][..]).unwrap();
+            }
+            let layer = b.into_inner().unwrap();
+            let diff_id = Digest::of(&layer);
+            let config = serde_json::json!({
+                "architecture": "amd64", "os": "linux",
+                "rootfs": {"type": "layers", "diff_ids": [diff_id.to_string()]},
+            })
+            .to_string()
+            .into_bytes();
+            let manifest = serde_json::json!({
+                "schemaVersion": 2,
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                           "digest": Digest::of(&config).to_string(), "size": config.len()},
+                "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
+                            "digest": diff_id.to_string(), "size": layer.len()}],
+            })
+            .to_string()
+            .into_bytes();
+            // Past the file's content, in the end-of-archive blocks.
+            let cut_at = layer.len() - 600;
+            Flaky { manifest, config, layer, cut_at, cuts: AtomicU32::new(cuts) }
+        }
+    }
+
+    impl Fetcher for Flaky {
+        fn name(&self) -> String {
+            "flaky".into()
+        }
+        fn top(&self) -> Result<Fetched> {
+            Ok(Fetched { bytes: self.manifest.clone(), content_type: None, digest: None })
+        }
+        fn manifest(&self, _: &Digest) -> Result<Fetched> {
+            self.top()
+        }
+        fn blob(&self, desc: &Descriptor) -> Result<super::super::source::BlobReader<'_>> {
+            if desc.digest == Digest::of(&self.config) {
+                return Ok(Box::new(io::Cursor::new(self.config.clone())));
+            }
+            if self.cuts.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1)).is_ok() {
+                return Ok(Box::new(io::Cursor::new(self.layer[..self.cut_at].to_vec()).chain(Broken)));
+            }
+            Ok(Box::new(io::Cursor::new(self.layer.clone())))
+        }
+    }
+
+    fn options(max_image_size: u64) -> PullOptions {
+        PullOptions { max_image_size, ..PullOptions::default() }
+    }
+
+    #[test]
+    fn a_retried_layer_is_not_counted_twice_against_max_image_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        // 700 bytes under a limit of 1000: a retry that counted the first
+        // try's file again would be refused at 1400.
+        let flaky = Flaky::new(700, 1);
+        let image = store.pull_from("flaky:v1", &flaky, &options(1000), &Quiet).unwrap();
+        assert_eq!(flaky.cuts.load(Ordering::Relaxed), 0, "the layer was not cut");
+        let big = image.layer_dirs[0].join("etc/big");
+        assert_eq!(fs::metadata(&big).unwrap().len(), 700);
+
+        // Cut on every try: the error is the connection's, not the limit.
+        let store = Store::open(&dir.path().join("b")).unwrap();
+        let flaky = Flaky::new(700, LAYER_TRIES);
+        let e = store.pull_from("flaky:v1", &flaky, &options(1000), &Quiet).unwrap_err().to_string();
+        assert!(e.contains("connection reset") && !e.contains("max_image_size"), "{e}");
+
+        // The limit still holds for what the layer really unpacks to.
+        let store = Store::open(&dir.path().join("c")).unwrap();
+        let e = store.pull_from("flaky:v1", &Flaky::new(700, 0), &options(600), &Quiet).unwrap_err().to_string();
+        assert!(e.contains("limit of 600 bytes (max_image_size)"), "{e}");
     }
 }

@@ -1,5 +1,6 @@
-//! Bounds on what one pull may write: the image's unpacked size, and the
-//! free space of the store's filesystem.
+//! Bounds on what one pull may write and hold: the image's unpacked size,
+//! the free space of the store's filesystem, and the memory its layers'
+//! directory bookkeeping takes.
 //!
 //! A layer's compressed size says little about what it unpacks to (zeros
 //! compress a thousandfold), so both are checked while unpacking, before
@@ -9,12 +10,21 @@
 //! show room for it above a reserve, so that a hostile or oversized image
 //! fails with an error that says why instead of filling the disk the
 //! containers, logs and the daemon itself write to.
+//!
+//! A layer is made by [`Attempt`]s: a transient failure (a registry that
+//! drops the connection late in a large layer) starts the layer afresh, and
+//! its files, removed with the failed attempt, must not count twice.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 /// Bytes written between two looks at the free space.
 pub const CHECK_EVERY: u64 = 64 << 20;
+
+/// 16 MiB: the most memory the directory times of a pull's layers (all
+/// that unpack at once) may take, part of the daemon's 256 MB goal. At the
+/// usual 50-byte paths that is some 150,000 directories.
+pub const MAX_DIR_MEMORY: usize = 16 << 20;
 
 /// Free space a pull leaves untouched: 5 % of the filesystem, at most
 /// 1 GiB (a small appliance disk keeps 5 %, a large disk 1 GiB).
@@ -30,6 +40,8 @@ pub struct Budget {
     used: AtomicU64,
     dir: PathBuf,
     since_check: AtomicU64,
+    max_memory: usize,
+    memory: AtomicUsize,
 }
 
 /// Free and total bytes of the filesystem holding `dir`, for unprivileged
@@ -44,12 +56,19 @@ impl Budget {
     /// `max`: the most bytes of file content the image may unpack to;
     /// `dir`: where the layers are written.
     pub fn new(image: &str, max: u64, dir: &Path) -> Budget {
+        Budget::with_memory(image, max, dir, MAX_DIR_MEMORY)
+    }
+
+    /// As [`Budget::new`], with `max_memory` bytes for directory times.
+    pub fn with_memory(image: &str, max: u64, dir: &Path, max_memory: usize) -> Budget {
         Budget {
             image: image.to_string(),
             max,
             used: AtomicU64::new(0),
             dir: dir.to_path_buf(),
             since_check: AtomicU64::new(0),
+            max_memory,
+            memory: AtomicUsize::new(0),
         }
     }
 
@@ -67,16 +86,27 @@ impl Budget {
         Ok(())
     }
 
+    /// Starts making one layer: what it takes is given back unless it is
+    /// committed.
+    pub fn attempt(&self) -> Attempt<'_> {
+        Attempt { budget: self, taken: 0, committed: false }
+    }
+
+    /// Memory for directory bookkeeping, given back when dropped.
+    pub fn memory(&self) -> Memory<'_> {
+        Memory { budget: self, held: 0 }
+    }
+
     /// Takes a file of `size` bytes (`on_disk`: of which this many are
-    /// written, the rest being holes) from the budget.
-    pub fn take(&self, size: u64, on_disk: u64) -> Result<(), String> {
-        let used = self.used.fetch_add(size, Ordering::Relaxed).saturating_add(size);
-        if used > self.max {
-            return Err(format!(
-                "image {}: unpacks to more than the limit of {} bytes (max_image_size)",
-                self.image, self.max
-            ));
-        }
+    /// written, the rest being holes). A refused take leaves the budget as
+    /// it was.
+    fn take(&self, size: u64, on_disk: u64) -> Result<(), String> {
+        let max = self.max;
+        self.used
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |used| used.checked_add(size).filter(|n| *n <= max))
+            .map_err(|_| {
+                format!("image {}: unpacks to more than the limit of {} bytes (max_image_size)", self.image, self.max)
+            })?;
         let since = self.since_check.fetch_add(on_disk, Ordering::Relaxed).saturating_add(on_disk);
         if since >= CHECK_EVERY || on_disk >= CHECK_EVERY {
             self.since_check.store(0, Ordering::Relaxed);
@@ -85,8 +115,89 @@ impl Budget {
         Ok(())
     }
 
+    fn give_back(&self, size: u64) {
+        let _ = self.used.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |used| Some(used.saturating_sub(size)));
+    }
+
     pub fn used(&self) -> u64 {
         self.used.load(Ordering::Relaxed)
+    }
+
+    pub fn memory_used(&self) -> usize {
+        self.memory.load(Ordering::Relaxed)
+    }
+}
+
+/// One try at making a layer: the file bytes it took from the image's
+/// budget go back when it is dropped uncommitted (it failed, and its files
+/// were removed).
+pub struct Attempt<'a> {
+    budget: &'a Budget,
+    taken: u64,
+    committed: bool,
+}
+
+impl<'a> Attempt<'a> {
+    /// Takes a file of `size` bytes, `on_disk` of them written.
+    pub fn take(&mut self, size: u64, on_disk: u64) -> Result<(), String> {
+        self.budget.take(size, on_disk)?;
+        self.taken = self.taken.saturating_add(size);
+        Ok(())
+    }
+
+    /// The layer is in the store: its files stay counted.
+    pub fn commit(mut self) {
+        self.committed = true;
+    }
+
+    pub fn budget(&self) -> &'a Budget {
+        self.budget
+    }
+}
+
+impl Drop for Attempt<'_> {
+    fn drop(&mut self) {
+        if !self.committed {
+            self.budget.give_back(self.taken);
+        }
+    }
+}
+
+/// Bytes of memory held from the pull's [`MAX_DIR_MEMORY`], given back
+/// when dropped with what they account for.
+pub struct Memory<'a> {
+    budget: &'a Budget,
+    held: usize,
+}
+
+impl Memory<'_> {
+    /// Holds `more` bytes, unless the pull's layers together would then
+    /// hold more than the limit.
+    pub fn grow(&mut self, more: usize) -> Result<(), String> {
+        let max = self.budget.max_memory;
+        self.budget
+            .memory
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |held| held.checked_add(more).filter(|n| *n <= max))
+            .map_err(|_| {
+                format!(
+                    "image {}: its directories' times would take more than the limit of {max} bytes of memory \
+                     (for the layers unpacking at once); too many directories",
+                    self.budget.image
+                )
+            })?;
+        self.held += more;
+        Ok(())
+    }
+
+    pub fn held(&self) -> usize {
+        self.held
+    }
+}
+
+impl Drop for Memory<'_> {
+    fn drop(&mut self) {
+        let held = self.held;
+        let _ = self.budget.memory.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |m| Some(m.saturating_sub(held)));
     }
 }
 
@@ -105,12 +216,64 @@ mod tests {
     fn the_budget_is_shared_and_names_the_limit() {
         let dir = tempfile::tempdir().unwrap();
         let b = Budget::new("img:1", 100, dir.path());
-        b.take(60, 60).unwrap();
-        let e = b.take(41, 41).unwrap_err();
+        let (mut one, mut two) = (b.attempt(), b.attempt());
+        one.take(60, 60).unwrap();
+        let e = two.take(41, 41).unwrap_err();
         assert!(e.contains("img:1") && e.contains("limit of 100 bytes") && e.contains("max_image_size"), "{e}");
         // Asking for more than any disk has fails the space check.
         let big = Budget::new("img:2", u64::MAX, dir.path());
-        let e = big.take(u64::MAX / 2, u64::MAX / 2).unwrap_err();
+        let e = big.attempt().take(u64::MAX / 2, u64::MAX / 2).unwrap_err();
         assert!(e.contains("reserve"), "{e}");
+    }
+
+    #[test]
+    fn a_failed_attempt_gives_its_bytes_back_and_a_committed_one_keeps_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = Budget::new("img", 100, dir.path());
+        // A layer of 70 bytes fails late, then is tried again whole.
+        let mut first = b.attempt();
+        first.take(60, 60).unwrap();
+        drop(first);
+        assert_eq!(b.used(), 0);
+        let mut second = b.attempt();
+        second.take(60, 60).unwrap();
+        second.take(10, 10).unwrap();
+        second.commit();
+        assert_eq!(b.used(), 70);
+        // The next layer finds the committed bytes still counted.
+        let e = b.attempt().take(31, 31).unwrap_err();
+        assert!(e.contains("limit of 100 bytes"), "{e}");
+        // A refused take is not charged, so nothing is given back twice.
+        assert_eq!(b.used(), 70);
+    }
+
+    #[test]
+    fn a_huge_charge_does_not_wrap() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = Budget::new("img", u64::MAX, dir.path());
+        let mut a = b.attempt();
+        // Sparse: nothing on disk, so no space check.
+        a.take(u64::MAX - 10, 0).unwrap();
+        assert!(a.take(100, 0).is_err(), "the sum wrapped around");
+        assert_eq!(b.used(), u64::MAX - 10);
+        drop(a);
+        assert_eq!(b.used(), 0);
+    }
+
+    #[test]
+    fn directory_memory_is_shared_bounded_and_given_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = Budget::with_memory("img", 0, dir.path(), 1000);
+        let mut one = b.memory();
+        let mut two = b.memory();
+        one.grow(600).unwrap();
+        let e = two.grow(401).unwrap_err();
+        assert!(e.contains("img") && e.contains("limit of 1000 bytes of memory"), "{e}");
+        two.grow(400).unwrap();
+        assert!(one.grow(usize::MAX).is_err());
+        drop(one);
+        assert_eq!(b.memory_used(), 400);
+        drop(two);
+        assert_eq!(b.memory_used(), 0);
     }
 }

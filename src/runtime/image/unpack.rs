@@ -18,7 +18,7 @@ use tar::EntryType;
 
 use super::error::{ImageError, Result};
 use super::guard::{LimitExceeded, TarGuard, TarLimits};
-use super::space::Budget;
+use super::space::{Attempt, Budget, Memory};
 use super::tree::{Meta, SafeTree, TreeError, components};
 
 const WHITEOUT_PREFIX: &[u8] = b".wh.";
@@ -32,12 +32,70 @@ pub struct UnpackStats {
     pub bytes: u64,
 }
 
-/// Most bytes of directory paths kept to set their times at the end.
-const MAX_DIR_PATHS: usize = 64 << 20;
+/// What the allocator adds to each heap block (glibc: a 16-byte header,
+/// rounded up).
+const ALLOC_OVERHEAD: usize = 32;
+
+/// Directory times to set once the layer is unpacked, in two allocations:
+/// the paths back to back, and for each the end of its path and its mtime.
+/// A directory costs its path and 16 bytes, not a heap block of its own.
+/// Their capacity is held from the pull's directory memory (shared by the
+/// layers unpacking at once) before it is allocated.
+struct DirTimes<'a> {
+    paths: Vec<u8>,
+    index: Vec<(usize, i64)>,
+    memory: Memory<'a>,
+}
+
+impl<'a> DirTimes<'a> {
+    fn new(budget: &'a Budget) -> DirTimes<'a> {
+        DirTimes { paths: Vec::new(), index: Vec::new(), memory: budget.memory() }
+    }
+
+    fn push(&mut self, comps: &[&[u8]], mtime: i64) -> std::result::Result<(), String> {
+        let len = comps.iter().map(|c| c.len()).sum::<usize>() + comps.len().saturating_sub(1);
+        reserve(&mut self.paths, len, &mut self.memory)?;
+        reserve(&mut self.index, 1, &mut self.memory)?;
+        for (i, c) in comps.iter().enumerate() {
+            if i > 0 {
+                self.paths.push(b'/');
+            }
+            self.paths.extend_from_slice(c);
+        }
+        self.index.push((self.paths.len(), mtime));
+        Ok(())
+    }
+
+    /// The paths and times, the last pushed first.
+    fn rev(&self) -> impl Iterator<Item = (&[u8], i64)> {
+        (0..self.index.len()).rev().map(|i| {
+            let start = if i == 0 { 0 } else { self.index[i - 1].0 };
+            let (end, mtime) = self.index[i];
+            (&self.paths[start..end], mtime)
+        })
+    }
+}
+
+/// Makes room in `v` for `more` items, growing it by half (not doubling,
+/// which would leave up to half the bound unused), after holding the new
+/// capacity from `memory`.
+fn reserve<T>(v: &mut Vec<T>, more: usize, memory: &mut Memory<'_>) -> std::result::Result<(), String> {
+    if v.capacity() - v.len() >= more {
+        return Ok(());
+    }
+    let item = std::mem::size_of::<T>();
+    let want = v.len().saturating_add(more).max(v.capacity().saturating_add(v.capacity() / 2)).max(4096 / item);
+    let overhead = if v.capacity() == 0 { ALLOC_OVERHEAD } else { 0 };
+    let bytes = (want - v.capacity()).saturating_mul(item).saturating_add(overhead);
+    memory.grow(bytes)?;
+    v.reserve_exact(want - v.len());
+    Ok(())
+}
 
 /// Unpacks the (uncompressed) tar stream `input` into the empty directory
 /// `dest`. `layer` names the layer in errors. Every file's size is taken
-/// from `budget` (the image's, shared by its layers) before it is written.
+/// from `attempt` (the image's budget, shared by its layers) before it is
+/// written.
 /// Stops at the end-of-archive marker: the caller drains and checks the
 /// rest of the stream.
 pub fn unpack_layer(
@@ -45,14 +103,14 @@ pub fn unpack_layer(
     dest: &Path,
     layer: &str,
     limits: TarLimits,
-    budget: &Budget,
+    attempt: &mut Attempt<'_>,
 ) -> Result<UnpackStats> {
     let mut tree = SafeTree::open(dest).map_err(ImageError::io("open layer directory", dest))?;
     let mut guard = TarGuard::new(input, limits);
     let mut archive = tar::Archive::new(&mut guard as &mut dyn Read);
     let mut stats = UnpackStats::default();
-    let mut dir_times: Vec<(Vec<u8>, i64)> = Vec::new();
-    let mut dir_bytes = 0usize;
+    let budget = attempt.budget();
+    let mut dir_times = DirTimes::new(budget);
     let limit = |message: String| ImageError::Limit { what: format!("layer {layer}"), message };
     let read_error = |e: std::io::Error| match LimitExceeded::of(&e) {
         Some(refused) => limit(refused.0.clone()),
@@ -103,17 +161,12 @@ pub fn unpack_layer(
                 let sparse = kind == EntryType::GNUSparse;
                 let size = entry.size();
                 let on_disk = if sparse { entry.header().entry_size().unwrap_or(size) } else { size };
-                budget.take(size, on_disk).map_err(limit)?;
+                attempt.take(size, on_disk).map_err(limit)?;
                 stats.bytes += tree.file(&comps, &meta, &mut entry, sparse).map_err(fail)?;
             }
             EntryType::Directory => {
                 tree.dir(&comps, &meta).map_err(fail)?;
-                let joined = comps.join(&b'/');
-                dir_bytes += joined.len() + 32;
-                if dir_bytes > MAX_DIR_PATHS {
-                    return Err(limit(format!("more than {MAX_DIR_PATHS} bytes of directory paths")));
-                }
-                dir_times.push((joined, meta.mtime));
+                dir_times.push(&comps, meta.mtime).map_err(limit)?;
             }
             EntryType::Symlink => {
                 let target = entry.link_name_bytes().ok_or_else(|| refuse("symbolic link without a target".into()))?;
@@ -143,9 +196,9 @@ pub fn unpack_layer(
 
     // A directory's mtime changes while entries are added to it: set them
     // last, the deepest first.
-    for (joined, mtime) in dir_times.iter().rev() {
+    for (joined, mtime) in dir_times.rev() {
         let comps: Vec<&[u8]> = if joined.is_empty() { Vec::new() } else { joined.split(|b| *b == b'/').collect() };
-        tree.set_mtime(&comps, *mtime)
+        tree.set_mtime(&comps, mtime)
             .map_err(|e| ImageError::Layer { layer: layer.to_string(), message: format!("{e:?}") })?;
     }
     tree.sync().map_err(ImageError::io("sync layer", dest))?;
@@ -179,4 +232,37 @@ fn meta_of<R: Read>(entry: &mut tar::Entry<'_, R>) -> std::io::Result<Meta> {
         }
     }
     Ok(meta)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn directory_times_hold_their_real_size_from_the_pulls_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let budget = Budget::with_memory("img:1", 0, dir.path(), 64 << 10);
+        let mut other = budget.memory();
+        other.grow(1000).unwrap();
+        let mut times = DirTimes::new(&budget);
+        let name = [b'd'; 50];
+        let e = loop {
+            if let Err(e) = times.push(&[b"usr", &name], 1) {
+                break e;
+            }
+            // Whatever was allocated was held first, with the allocator's
+            // overhead for each of the two blocks.
+            let allocated = times.paths.capacity() + times.index.capacity() * size_of::<(usize, i64)>();
+            assert!(times.memory.held() >= allocated + 2 * ALLOC_OVERHEAD);
+        };
+        assert!(e.contains("img:1") && e.contains("limit of 65536 bytes of memory"), "{e}");
+        // 54-byte paths and 16 bytes of index each: close to the bound,
+        // not a quarter of it.
+        assert!(times.index.len() > 500, "{} directories", times.index.len());
+        let last: Vec<_> = times.rev().take(1).collect();
+        assert_eq!(last[0].0.len(), 4 + name.len());
+        drop(times);
+        // The bound is the pull's: what another layer held stays held.
+        assert_eq!(budget.memory_used(), other.held());
+    }
 }
