@@ -172,4 +172,24 @@ fn files_others_can_write_are_refused() {
         d.display()
     );
     assert!(set.errors.iter().map(short).any(|e| e.starts_with(&msg)), "{:#?}", set.errors);
+
+    // A unit file that is a link into a directory others can write: they
+    // can replace the file it points to, so it is refused too.
+    chmod(d, 0o755);
+    let elsewhere = dir.path().join("elsewhere");
+    fs::create_dir(&elsewhere).unwrap();
+    fs::write(elsewhere.join("linked.toml"), body).unwrap();
+    chmod(&elsewhere.join("linked.toml"), 0o644);
+    std::os::unix::fs::symlink(elsewhere.join("linked.toml"), d.join("linked.toml")).unwrap();
+    chmod(&elsewhere, 0o755);
+    let set = load_dir(d).unwrap();
+    assert!(set.units.iter().any(|u| u.unit.name == "linked"), "{:#?}", set.errors);
+    chmod(&elsewhere, 0o777);
+    let set = load_dir(d).unwrap();
+    assert!(!set.units.iter().any(|u| u.unit.name == "linked"));
+    let msg = format!(
+        "linked.toml: refused: the directory {} that holds the file this unit file links to can be written by others",
+        elsewhere.display()
+    );
+    assert!(set.errors.iter().map(short).any(|e| e.starts_with(&msg)), "{:#?}", set.errors);
 }

@@ -103,9 +103,22 @@ pub fn load_files(paths: &[PathBuf]) -> UnitSet {
             continue;
         }
         let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-        let problem = dirs.entry(dir.to_path_buf()).or_insert_with(|| dir_problem(dir));
-        if let Some(why) = problem {
-            set.errors.push(Diagnostic::whole_file(path, owner::dir_message(dir, why)));
+        // A unit file that is a link: whoever can write the directory of
+        // the file it points to can replace that file too.
+        let linked_dir = fs::symlink_metadata(path)
+            .is_ok_and(|m| m.file_type().is_symlink())
+            .then(|| fs::canonicalize(path).ok()?.parent().map(Path::to_path_buf))
+            .flatten();
+        let checked = [
+            Some((dir.to_path_buf(), "holds this unit file")),
+            linked_dir.map(|d| (d, "holds the file this unit file links to")),
+        ];
+        let refused = checked.into_iter().flatten().find_map(|(d, holds)| {
+            let why = dirs.entry(d.clone()).or_insert_with(|| dir_problem(&d)).clone()?;
+            Some(owner::dir_message(&d, holds, &why))
+        });
+        if let Some(message) = refused {
+            set.errors.push(Diagnostic::whole_file(path, message));
             continue;
         }
         let text = match read_text(path) {

@@ -41,10 +41,11 @@ pub fn file_message(why: &str) -> String {
     )
 }
 
-/// The message for a unit whose directory others can write.
-pub fn dir_message(dir: &std::path::Path, why: &str) -> String {
+/// The message for a unit whose directory (the one that `holds` its file,
+/// in words) others can write.
+pub fn dir_message(dir: &std::path::Path, holds: &str, why: &str) -> String {
     format!(
-        "refused: the directory {} that holds this unit file can be written by others: {why}; a unit is \
+        "refused: the directory {} that {holds} can be written by others: {why}; a unit is \
          root-equivalent, so only root may be able to add or replace its files (chown root and chmod go-w)",
         dir.display()
     )
