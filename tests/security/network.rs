@@ -327,15 +327,7 @@ fn a_group_peer_cannot_pull_a_local_path_nor_read_env_file_values() {
         return;
     }
     let d = Daemon::start_configured("socket_group = \"65534\"\n", |_| {});
-    // The group's member reaches the socket through the test's directories.
-    let mut dir = Some(d.dir.path().join("run"));
-    while let Some(p) = dir {
-        std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-        if p == d.dir.path() {
-            break;
-        }
-        dir = p.parent().map(std::path::Path::to_path_buf);
-    }
+    open_the_way_to_the_socket(&d);
     let secret = "hunter2-0f9c";
     let env_file = d.dir.path().join("app.env");
     std::fs::write(&env_file, format!("API_TOKEN={secret}\n")).unwrap();
@@ -343,17 +335,7 @@ fn a_group_peer_cannot_pull_a_local_path_nor_read_env_file_values() {
     let rootfs = d.dir.path().join("rootfs");
     std::fs::create_dir_all(rootfs.join("bin")).unwrap();
     std::fs::write(rootfs.join("bin/hello"), "hello\n").unwrap();
-    let as_member = |args: &[&str]| {
-        Command::new("setpriv")
-            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
-            .arg(env!("CARGO_BIN_EXE_supervisorctl"))
-            .arg("--socket")
-            .arg(d.socket())
-            .args(args)
-            .current_dir("/")
-            .output()
-            .unwrap()
-    };
+    let as_member = |args: &[&str]| member(&d).args(args).output().unwrap();
     // Root sees the value; the member sees the name only.
     assert!(text(&d.ctl(&["inspect", &name]).stdout).contains(secret));
     let inspect = as_member(&["inspect", &name]);
@@ -369,7 +351,7 @@ fn a_group_peer_cannot_pull_a_local_path_nor_read_env_file_values() {
     assert!(!images.contains(&rootfs.display().to_string()), "{images}");
 }
 
-/// `supervisorctl ARGS` as uid 65534 (a member of the test daemon's
+/// `supervisorctl` as uid 65534 (a member of the test daemon's
 /// `socket_group`, which must reach the socket through the test's
 /// directories: see `open_the_way_to_the_socket`).
 fn member(d: &Daemon) -> Command {
