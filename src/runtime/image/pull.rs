@@ -24,7 +24,8 @@ use super::guard::TarLimits;
 use super::manifest::{
     Compression, Descriptor, Document, Manifest, Platform, layer_compression, parse_document, select_platform,
 };
-use super::registry::{Registry, RegistryOptions};
+use super::registry::Registry;
+use super::registry_options::RegistryOptions;
 use super::source::{DockerArchive, Fetched, Fetcher, OciLayout};
 use super::space::Budget;
 use super::store::{Image, ImageRecord, LayerRecord, Store, now, unique_name};
