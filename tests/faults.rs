@@ -1,0 +1,9 @@
+//! Faults end to end, as root: the daemon killed mid-work, full disks, a
+//! registry that misbehaves, event storms and crash-looping fleets. Each
+//! test shows one guarantee of docs/reliability.md.
+
+mod common;
+
+mod faults {
+    //! One file per area, named as in docs/reliability.md.
+}
