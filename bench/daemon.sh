@@ -1,24 +1,32 @@
 #!/usr/bin/env bash
-# Many units at once, and the latency of an edit, beside podman:
+# Many units at once, and the latency of an edit, beside podman, for the
+# same counts:
 #
-#   ours     N busybox `sleep` unit files, supervisord started on an empty
-#            state directory: time until every unit is running, and
-#            supervisord's RSS then; for the first count, the time from
-#            a file edit to the new container running (stop signal
-#            SIGKILL, so no stop timeout is in it) and the shutdown time.
-#   podman   `podman run -d --network none busybox sleep` of PODMAN_N
-#            containers one after another (its own storage root, the same
-#            image imported from the same OCI layout): total time, and the
+#   ours     N busybox `sleep` unit files, supervisord started on them:
+#            time until every unit is running, and supervisord's RSS then;
+#            for the first count, the time from a file edit to the new
+#            container running (stop signal SIGKILL, so no stop timeout is
+#            in it) and the shutdown time.
+#   podman   `podman run -d --network none busybox sleep` of N containers
+#            one after another (its own storage root): total time, and the
 #            memory of its per-container processes (conmon).
 #
+# Both sides have the image in their store before the clock starts (ours:
+# `supervisorctl --store` pull from the OCI layout; podman: `podman pull`
+# from the same layout), so neither side's timing has an import in it.
+# For each count, the two sides alternate for ROUNDS rounds (the first of
+# each round switching) and each figure is the median of its rounds; the
+# ratio compares the same count.
+#
 # Usage (as root): bench/daemon.sh [COUNTS...]   (default: 100 500)
-#        PODMAN_N=100 (podman's count; 0 skips it)
+#        ROUNDS=3 (rounds per count); PODMAN=0 skips podman
 # Needs: podman, jq, busybox-static (scripts/build-example-images.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 counts=("${@:-100}")
 [[ $# -eq 0 ]] && counts=(100 500)
-podman_n=${PODMAN_N:-100}
+rounds=${ROUNDS:-3}
+with_podman=${PODMAN:-1}
 work=$(mktemp -d /var/tmp/bench-daemon.XXXXXX)
 cleanup() {
   [[ -n ${daemon:-} ]] && kill -TERM "$daemon" 2>/dev/null && wait "$daemon" 2>/dev/null
@@ -36,18 +44,23 @@ cargo build -q --release --bins
 bin=$PWD/target/release
 image="oci:$PWD/units.example/images/busybox:latest"
 now() { date +%s.%N; }
-ms() { echo "($2 - $1) * 1000" | bc -l | xargs printf '%.0f'; }
+ms() { echo "($2 - $1) * 1000" | bc -l | xargs printf '%.0f\n'; }
 
-declare -A took rss
-for n in "${counts[@]}"; do
-  dir=$work/ours-$n
+median() { sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+
+# ours N FIRST: one round of ours with N units; FIRST also measures the
+# edit latency and the shutdown. Appends to $work/ours-N.{ms,rss}.
+ours() {
+  local n=$1 first=$2 dir=$work/ours-$1
   mkdir -p "$dir/units"
   for i in $(seq 1 "$n"); do
     printf '[container]\nimage = "%s"\ncommand = ["sleep", "100000"]\n[stop]\nsignal = "SIGKILL"\n' \
       "$image" > "$dir/units/s$i.toml"
   done
+  "$bin/supervisorctl" --store "$dir/state" pull "$image" > /dev/null
   export SUPERVISOR_SOCKET=$dir/run/control.sock
   : > "$dir/supervisord.toml"
+  local t0 t1
   t0=$(now)
   SUPERVISOR_LOG=warn "$bin/supervisord" --units "$dir/units" --state-dir "$dir/state" --run-dir "$dir/run" \
     --log-dir "$dir/log" --config "$dir/supervisord.toml" &
@@ -56,18 +69,17 @@ for n in "${counts[@]}"; do
     sleep 0.05
   done
   t1=$(now)
-  took[$n]=$(ms "$t0" "$t1")
-  rss[$n]=$(awk '/^VmRSS/{print $2}' "/proc/$daemon/status")
-  echo "ours: $n units running after ${took[$n]} ms; supervisord RSS $((rss[$n] / 1024)) MB" >&2
-  if [[ $n == "${counts[0]}" ]]; then
+  ms "$t0" "$t1" >> "$work/ours-$n.ms"
+  awk '/^VmRSS/{print $2}' "/proc/$daemon/status" >> "$work/ours-$n.rss"
+  echo "ours: $n units running after $(tail -1 "$work/ours-$n.ms") ms; supervisord RSS $(($(tail -1 "$work/ours-$n.rss") / 1024)) MB" >&2
+  if [[ $first == 1 ]]; then
     # Edit latency, from the daemon's own event times (a status poll
     # would measure itself): file renamed into place -> new container
     # running.
-    ev=$dir/events.ndjson
+    local ev=$dir/events.ndjson k
     "$bin/supervisorctl" events --json >> "$ev" &
-    events=$!
-    sleep 0.3
-    lat=()
+    local events=$!
+    sleep 0.3 # for the stream to connect: it prints nothing until an event
     for k in 1 2 3 4 5; do
       t0=$(now)
       printf '[container]\nimage = "%s"\ncommand = ["sleep", "%s"]\n[stop]\nsignal = "SIGKILL"\n' \
@@ -75,22 +87,40 @@ for n in "${counts[@]}"; do
       mv "$dir/units/s1.toml.tmp" "$dir/units/s1.toml"
       until [[ $(jq -c 'select(.unit == "s1" and .new == "running")' "$ev" | wc -l) -ge $k ]]; do sleep 0.02; done
       t1=$(date -d "$(jq -r 'select(.unit == "s1" and .new == "running") | .time' "$ev" | sed -n "${k}p")" +%s.%N)
-      lat+=("$(ms "$t0" "$t1")")
+      ms "$t0" "$t1" >> "$work/edit.ms"
     done
     kill "$events"
-    edit=$(printf '%s\n' "${lat[@]}" | sort -n | sed -n 3p)
-    echo "ours: edit to new container running: ${lat[*]} ms (median $edit)" >&2
+    echo "ours: edit to new container running: $(paste -sd' ' "$work/edit.ms") ms" >&2
   fi
   t0=$(now)
   kill -TERM "$daemon"
   wait "$daemon"
   daemon=
-  shutdown_ms=$(ms "$t0" "$(now)")
-  echo "ours: SIGTERM to every unit stopped and exit: $shutdown_ms ms" >&2
+  if [[ $first == 1 ]]; then
+    ms "$t0" "$(now)" >> "$work/shutdown-$n.ms"
+    echo "ours: SIGTERM to every unit stopped and exit: $(tail -1 "$work/shutdown-$n.ms") ms" >&2
+  fi
   rm -rf "$dir"
-done
+}
 
-if [[ $podman_n -gt 0 ]]; then
+# podman N: one round of N `podman run -d`; appends to $work/podman-N.{ms,rss}.
+podman_round() {
+  local n=$1 t0 t1 conmon_rss=0 p
+  t0=$(now)
+  for i in $(seq 1 "$n"); do
+    "${podman[@]}" run -d --network none "$pimage" sleep 100000 > /dev/null
+  done
+  t1=$(now)
+  ms "$t0" "$t1" >> "$work/podman-$n.ms"
+  for p in $(pgrep -x conmon); do
+    conmon_rss=$((conmon_rss + $(awk '/^VmRSS/{print $2}' "/proc/$p/status")))
+  done
+  echo "$conmon_rss" >> "$work/podman-$n.rss"
+  echo "podman: $n containers running after $(tail -1 "$work/podman-$n.ms") ms; conmon RSS total $((conmon_rss / 1024)) MB" >&2
+  "${podman[@]}" rm -af -t0 > /dev/null
+}
+
+if [[ $with_podman == 1 ]]; then
   cat > "$work/containers.conf" <<'CONF'
 [containers]
 default_ulimits = ["nofile=1024:1024", "nproc=4096:4096"]
@@ -103,29 +133,32 @@ CONF
   podman_ready=1
   "${podman[@]}" pull -q "$image" > /dev/null
   pimage=$("${podman[@]}" images -q | head -1)
-  t0=$(now)
-  for i in $(seq 1 "$podman_n"); do
-    "${podman[@]}" run -d --network none "$pimage" sleep 100000 > /dev/null
-  done
-  t1=$(now)
-  podman_ms=$(ms "$t0" "$t1")
-  conmon_rss=0
-  for p in $(pgrep -x conmon); do
-    conmon_rss=$((conmon_rss + $(awk '/^VmRSS/{print $2}' "/proc/$p/status")))
-  done
-  echo "podman: $podman_n containers running after $podman_ms ms; conmon RSS total $((conmon_rss / 1024)) MB" >&2
 fi
 
+for n in "${counts[@]}"; do
+  for ((r = 0; r < rounds; r++)); do
+    first=0
+    [[ $n == "${counts[0]}" && $r == 0 ]] && first=1
+    if [[ $with_podman == 1 && $((r % 2)) == 1 ]]; then podman_round "$n"; fi
+    ours "$n" "$first"
+    if [[ $with_podman == 1 && $((r % 2)) == 0 ]]; then podman_round "$n"; fi
+  done
+done
+
 echo
-echo "| count | ours: all running | ours: supervisord RSS | podman run -d ($podman_n) | ratio (podman $podman_n / ours) |"
+echo "| count | ours: all running | ours: supervisord RSS | podman: N \`run -d\` | podman / ours |"
 echo "| --- | --- | --- | --- | --- |"
 for n in "${counts[@]}"; do
-  if [[ $podman_n -gt 0 ]]; then
-    ratio=$(echo "$podman_ms / ${took[$n]}" | bc -l | xargs printf '%.1f')
-    echo "| $n | ${took[$n]} ms | $((rss[$n] / 1024)) MB | $podman_ms ms, conmon $((conmon_rss / 1024)) MB | ${ratio}x |"
+  o=$(median < "$work/ours-$n.ms") orss=$(median < "$work/ours-$n.rss")
+  if [[ $with_podman == 1 ]]; then
+    p=$(median < "$work/podman-$n.ms") prss=$(median < "$work/podman-$n.rss")
+    ratio=$(echo "$p / $o" | bc -l | xargs printf '%.1f')
+    echo "| $n | $o ms | $((orss / 1024)) MB | $p ms, conmon $((prss / 1024)) MB | ${ratio}x |"
   else
-    echo "| $n | ${took[$n]} ms | $((rss[$n] / 1024)) MB | - | - |"
+    echo "| $n | $o ms | $((orss / 1024)) MB | - | - |"
   fi
 done
+echo "(medians of $rounds rounds, the two sides alternating)"
 echo
-echo "edit to running (median of 5, ${counts[0]} units): $edit ms"
+echo "edit to running (median of 5, ${counts[0]} units): $(median < "$work/edit.ms") ms;" \
+  "SIGTERM to exit: $(median < "$work/shutdown-${counts[0]}.ms") ms"

@@ -6,11 +6,18 @@
 #   podman    podman pull REF (its own storage root, overlay driver)
 #
 # the same image from the same registry in the same run, each cold (its
-# store emptied before every run). Prints each one's median and our
-# speed-up over it.
+# store emptied before every run, outside the timing), in alternation
+# (bench/lib.sh: one run of each per round, the order rotating). Prints
+# each one's median and our speed-up over it.
+#
+# Not quite the same work: `umoci unpack` also writes an mtree manifest of
+# the unpacked rootfs (bundle/sha256_*.mtree, for `umoci repack`), which
+# costs it a walk and a hash of every file; ours and podman write none.
+# podman's pull includes its own image-store bookkeeping (and its overlay
+# layers), ours its records.
 #
 # Usage (as root): bench/pull.sh [RUNS]     (default 5)
-# Needs: docker-registry, skopeo, umoci, podman, hyperfine, jq, busybox-static.
+# Needs: docker-registry, skopeo, umoci, podman, jq, busybox-static.
 set -euo pipefail
 runs=${1:-5}
 cd "$(dirname "$0")/.."
@@ -23,6 +30,8 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
+BENCH_WORK=$work
+source bench/lib.sh
 
 cargo build -q --release --bins
 ctl=$PWD/target/release/supervisorctl
@@ -67,17 +76,8 @@ CONF
 export CONTAINERS_CONF=$work/containers.conf
 podman=(podman --root "$work/podman" --runroot "$work/podman-run" --storage-driver overlay)
 
-hyperfine --runs "$runs" --warmup 1 --export-json "$work/result.json" --style basic \
-  --command-name ours --prepare "rm -rf $work/store" \
-  "$ctl --store $work/store pull $ref" \
-  --command-name "skopeo+umoci" --prepare "rm -rf $work/oci $work/bundle" \
+alternate "$runs" \
+  ours "rm -rf $work/store" "$ctl --store $work/store pull $ref" \
+  skopeo+umoci "rm -rf $work/oci $work/bundle" \
   "skopeo copy -q --src-tls-verify=false docker://$ref oci:$work/oci:big && umoci unpack --image $work/oci:big $work/bundle" \
-  --command-name "podman pull" --prepare "${podman[*]} rmi -af" \
-  "${podman[*]} pull -q --tls-verify=false $ref" >&2
-
-echo
-jq -r '
-  (.results[] | select(.command == "ours") | .median) as $ours |
-  "tool            median     ours is",
-  (.results[] | "\(.command | . + " " * (14 - length)) \(.median * 1000 | floor | tostring + " ms" | " " * (9 - length) + .)   \(if .command == "ours" then "-" else ((.median / $ours * 100 | floor) / 100 | tostring) + "x faster" end)")
-' "$work/result.json"
+  podman "${podman[*]} rmi -af" "${podman[*]} pull -q --tls-verify=false $ref"

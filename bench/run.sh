@@ -7,19 +7,22 @@
 #   crun   crun run --bundle B ID
 #   runc   runc run --bundle B ID
 #
-# side by side with hyperfine; prints each one's median and our ratio.
+# in alternation (bench/lib.sh: one run of each per round, the order
+# rotating); prints each one's median and our ratio.
 #
 # crun 1.8 refuses hybrid cgroup hosts while a controller is left on the
 # cgroup2 mount (here: hugetlb); this script moves hugetlb to a v1
 # hierarchy first (idempotent, and harmless to the others).
 #
 # Usage (as root): bench/run.sh [RUNS]   (default 200)
-# Needs: crun, runc, hyperfine, jq, busybox-static.
+# Needs: crun, runc, jq, busybox-static.
 set -euo pipefail
 runs=${1:-200}
 cd "$(dirname "$0")/.."
 work=$(mktemp -d /var/tmp/bench-run.XXXXXX)
 trap 'rm -rf "$work"' EXIT
+BENCH_WORK=$work
+source bench/lib.sh
 
 cargo build -q --release --bins
 ours=$PWD/target/release/supervisord
@@ -42,14 +45,7 @@ for tool in "$ours runtime" crun runc; do
   $tool run --bundle "$bundle" check-$$ || { echo "$tool cannot run the bundle" >&2; exit 1; }
 done
 
-hyperfine -N --warmup 10 --runs "$runs" --export-json "$work/result.json" --style basic \
-  --command-name ours "$ours runtime run --bundle $bundle bench-ours" \
-  --command-name crun "crun run --bundle $bundle bench-crun" \
-  --command-name runc "runc run --bundle $bundle bench-runc" >&2
-
-echo
-jq -r '
-  (.results[] | select(.command == "ours") | .median) as $ours |
-  "runtime   median     ours is",
-  (.results[] | "\(.command | . + " " * (8 - length)) \(.median * 1000 * 100 | floor / 100 | tostring + " ms" | " " * (10 - length) + .)   \(if .command == "ours" then "-" else ((.median / $ours * 100 | floor) / 100 | tostring) + "x faster" end)")
-' "$work/result.json"
+alternate "$runs" \
+  ours "" "$ours runtime run --bundle $bundle bench-ours" \
+  crun "" "crun run --bundle $bundle bench-crun" \
+  runc "" "runc run --bundle $bundle bench-runc"
