@@ -57,7 +57,7 @@ ours() {
     printf '[container]\nimage = "%s"\ncommand = ["sleep", "100000"]\n[stop]\nsignal = "SIGKILL"\n' \
       "$image" > "$dir/units/s$i.toml"
   done
-  "$bin/supervisorctl" --store "$dir/state" pull "$image" > /dev/null
+  "$bin/supervisorctl" --store "$dir/state" pull "$image" > /dev/null 2>&1
   export SUPERVISOR_SOCKET=$dir/run/control.sock
   : > "$dir/supervisord.toml"
   local t0 t1

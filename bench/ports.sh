@@ -10,7 +10,7 @@
 # ratios, and every round.
 #
 # Usage (as root): bench/ports.sh [ROUNDS]   (default 5)
-# Needs: iperf3, wrk, jq (scripts/install-deps.sh), the example images
+# Needs: iperf3, wrk, jq (apt-get install iperf3 wrk jq), the example images
 # (built offline here, plus an iperf3 image from Debian's packages).
 set -euo pipefail
 rounds=${1:-5}
@@ -62,6 +62,11 @@ iperf=$(address iperf) web=$(address web)
 # both paths alike; a fresh client namespace per measurement keeps the
 # client side clean too.
 web_pid=$("$bin/supervisorctl" status --json web | jq -r '.[0].pid')
+# The direct path is closed by default: the bridge's forward filter lets
+# in only answers and published (DNATed) connections (docs/network.md).
+# The bench opens it for its own clients (10.217.0.0/16), ahead of that
+# filter in its chain, so the path can be measured at all.
+nft insert rule ip supervisor_svbench0 forward ip saddr 10.217.0.0/16 oifname svbench0 accept
 nsenter -t "$web_pid" -n sysctl -qw net.ipv4.tcp_max_tw_buckets=0
 
 # Each measurement runs from a network namespace of its own, routed to
@@ -71,8 +76,7 @@ nsenter -t "$web_pid" -n sysctl -qw net.ipv4.tcp_max_tw_buckets=0
 # slow whichever measurement came later for that reason alone.
 n=0
 client() {
-  n=$((n + 1))
-  local ns=svbench-$n
+  local n=$1 ns=svbench-$1
   ip netns add "$ns"
   ip link add "svb$n" type veth peer name eth0 netns "$ns"
   ip addr add "10.217.$n.1/30" dev "svb$n"
@@ -95,7 +99,8 @@ client() {
 # per request).
 measure() {
   local ns host
-  read -r ns host < <(client)
+  n=$((n + 1)) # here: client runs in a subshell
+  read -r ns host < <(client "$n")
   local target port
   case $1-$2 in
     throughput-published) target=$host port=15201 ;;
