@@ -3,8 +3,10 @@
 #![allow(dead_code)]
 
 use std::io::BufRead;
+use std::io::Write;
+use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -37,33 +39,42 @@ pub fn time(v: &Value) -> SystemTime {
     humantime::parse_rfc3339_weak(s.trim_end_matches('Z')).unwrap_or_else(|e| panic!("{s}: {e}"))
 }
 
-/// `supervisorctl events --json`, read line by line on a thread.
+/// `GET /v1/events`, read line by line on a thread. Subscribed once
+/// [`Events::follow`] returns: the daemon subscribes before it sends the
+/// answer's head, which `follow` waits for (a `supervisorctl events`
+/// started just before the units are written may miss their first events).
 pub struct Events {
-    child: Child,
+    stream: UnixStream,
     lines: Receiver<Value>,
 }
 
 impl Events {
     pub fn follow(d: &Daemon) -> Events {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_supervisorctl"))
-            .arg("--socket")
-            .arg(d.socket())
-            .args(["events", "--json"])
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let out = child.stdout.take().unwrap();
+        let mut stream = UnixStream::connect(d.socket()).unwrap();
+        stream.write_all(b"GET /v1/events HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
+        let mut status = String::new();
+        reader.read_line(&mut status).unwrap();
+        assert!(status.starts_with("HTTP/1.1 200 "), "events: {status}");
+        loop {
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            if line.trim().is_empty() {
+                break;
+            }
+        }
+        stream.set_read_timeout(None).unwrap();
         let (tx, lines) = channel();
         std::thread::spawn(move || {
-            for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
-                if let Ok(v) = serde_json::from_str::<Value>(&line)
-                    && tx.send(v).is_err()
-                {
+            for line in reader.lines().map_while(Result::ok) {
+                let v: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("an event: {e}: {line}"));
+                if tx.send(v).is_err() {
                     break;
                 }
             }
         });
-        Events { child, lines }
+        Events { stream, lines }
     }
 
     /// The events of `unit` until `until` holds for one (included), or
@@ -80,6 +91,7 @@ impl Events {
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.lines.recv_timeout(left) {
+                Ok(v) if !v["lagged"].is_null() => panic!("the event stream lagged: {v}"),
                 Ok(v) if keep(&v) => {
                     let done = until(&v);
                     seen.push(v);
@@ -97,8 +109,7 @@ impl Events {
 
 impl Drop for Events {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let _ = self.stream.shutdown(std::net::Shutdown::Both);
     }
 }
 
