@@ -98,7 +98,7 @@ workdir = "/srv/./app/"
 user = "101:101"
 hostname = "www"
 read_only = true
-ports = ["8080:80", "127.0.0.1:5353:53/udp", "9000-9001:9000-9001", "[::1]:8443:443", "80"]
+ports = ["8080:80", "127.0.0.1:5353:53/udp", "9000-9001:9000-9001", "80"]
 volumes = ["/srv/www:/usr/share/nginx/html:ro", "web-cache:/var/cache/nginx", "./conf:/etc/nginx/conf.d"]
 tmpfs = ["/run", "/tmp:size=64M,mode=1777"]
 network = "bridge"
@@ -153,10 +153,7 @@ max_files = 10
     assert_eq!((env["TZ"].as_str(), env["FROM_FILE"].as_str()), ("UTC", "1"));
     assert_eq!(c.workdir.as_deref(), Some("/srv/app"));
     let ports: Vec<String> = c.ports.iter().map(|p| p.to_string()).collect();
-    assert_eq!(
-        ports,
-        ["80/tcp", "8080:80/tcp", "9000-9001:9000-9001/tcp", "127.0.0.1:5353:53/udp", "[::1]:8443:443/tcp"]
-    );
+    assert_eq!(ports, ["80/tcp", "8080:80/tcp", "9000-9001:9000-9001/tcp", "127.0.0.1:5353:53/udp"]);
     let volumes: Vec<String> = c.volumes.iter().map(|v| v.to_string()).collect();
     assert_eq!(
         volumes,

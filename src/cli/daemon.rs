@@ -145,7 +145,7 @@ fn run_with(args: Args, paths: Paths, config: Config) -> ExitCode {
             Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
             Err(e) => {
                 eprintln!("supervisord: {e}");
-                ExitCode::from(125)
+                ExitCode::from(e.exit_code())
             }
         };
     }

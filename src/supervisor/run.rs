@@ -46,6 +46,18 @@ pub enum RunError {
     Runtime(#[from] RuntimeError),
 }
 
+impl RunError {
+    /// The exit status of `run-unit` that failed, as `runtime run`'s and
+    /// Docker's: 127 when the program is not in the image, 126 when it
+    /// cannot be run, else 125.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            RunError::Runtime(e) => e.exit_code(),
+            _ => 125,
+        }
+    }
+}
+
 /// Runs the unit in `file` to completion; its exit code. With `log`, the
 /// container's stdout and stderr lines go there, each tagged with its
 /// stream, instead of to ours.

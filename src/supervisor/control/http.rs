@@ -116,6 +116,11 @@ pub async fn read_request(stream: &mut UnixStream) -> Result<Request, RequestErr
     let mut buf = Vec::new();
     let head_end = loop {
         if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            // Wherever the read that brought the end stopped: a head that
+            // came in one piece is held to the limit as well.
+            if i + 4 > MAX_HEAD {
+                return Err(RequestError::HeadTooLarge);
+            }
             break i;
         }
         if buf.len() > MAX_HEAD {

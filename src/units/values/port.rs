@@ -1,7 +1,8 @@
 //! Published ports, `docker run -p` syntax: `[host_ip:][host_port:]container_port[/proto]`,
-//! where ports may be ranges of equal length (`8000-8003:8000-8003`) and an
-//! IPv6 host address is written in brackets (`[::1]:8080:80`). Without a host
-//! port the kernel picks one, as Docker does.
+//! where ports may be ranges of equal length (`8000-8003:8000-8003`). An IPv6
+//! host address (in brackets, `[::1]:8080:80`) is read, to be refused by
+//! name while only IPv4 is built. Without a host port the kernel picks one,
+//! as Docker does.
 
 use std::fmt;
 use std::net::IpAddr;
@@ -83,6 +84,13 @@ impl PortMapping {
             None | Some("") => None,
             Some(ip) => Some(ip.parse::<IpAddr>().map_err(|_| format!("{input:?}: {ip:?} is not an IP address"))?),
         };
+        // Refused here, where `validate` sees it, rather than at start:
+        // only IPv4 networking is built (docs/network.md).
+        if let Some(ip @ IpAddr::V6(_)) = host_ip {
+            return Err(format!(
+                "{input:?}: {ip} is an IPv6 address, and only IPv4 is supported: give an IPv4 host address or none"
+            ));
+        }
         let host_port = match host {
             None | Some("") => None,
             Some(h) => Some(parse_range(h, input)?),
@@ -173,8 +181,6 @@ mod tests {
         assert_eq!(canon("80"), "80/tcp");
         assert_eq!(canon("127.0.0.1::80"), "127.0.0.1::80/tcp");
         assert_eq!(canon("8000-8003:8000-8003"), "8000-8003:8000-8003/tcp");
-        assert_eq!(canon("[::1]:8080:80"), "[::1]:8080:80/tcp");
-        assert_eq!(canon("[::]:53:53/udp"), "[::]:53:53/udp");
         let m = PortMapping::parse("0.0.0.0:1:65535").unwrap();
         assert_eq!(m.host_port, Some(PortRange { start: 1, end: 1 }));
     }
@@ -197,6 +203,10 @@ mod tests {
             ":80:80:",
         ] {
             assert!(PortMapping::parse(bad).is_err(), "{bad:?} accepted");
+        }
+        for v6 in ["[::1]:8080:80", "[::]:53:53/udp", "[fe80::1]::80"] {
+            let msg = PortMapping::parse(v6).unwrap_err();
+            assert!(msg.contains("only IPv4 is supported"), "{v6}: {msg}");
         }
         let msg = PortMapping::parse("8000-8003:9000-9001").unwrap_err();
         assert!(msg.contains("different lengths"), "{msg}");
