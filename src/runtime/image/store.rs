@@ -268,7 +268,9 @@ impl Store {
             });
         }
         let path = self.blob_path(digest);
-        if path.is_file() {
+        // A stored copy that is not whole (damaged since) is replaced, or
+        // every later read of it would fail.
+        if fs::read(&path).is_ok_and(|stored| Digest::of(&stored) == *digest) {
             return Ok(());
         }
         write_atomic(&self.tmp_dir(), &path, bytes)
@@ -556,6 +558,18 @@ mod tests {
         assert_eq!(store.record("r:t").unwrap(), Some(b.clone()));
         let removed = store.prune(&BTreeSet::new(), &BTreeSet::new()).unwrap();
         assert_eq!(removed.images, vec!["r:t".to_string()]);
+    }
+
+    #[test]
+    fn a_damaged_small_blob_is_replaced_when_it_is_stored_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let d = Digest::of(b"config");
+        store.put_blob(&d, b"config").unwrap();
+        fs::write(store.blob_path(&d), b"damaged").unwrap();
+        assert!(matches!(store.read_blob(&d), Err(ImageError::DigestMismatch { .. })));
+        store.put_blob(&d, b"config").unwrap();
+        assert_eq!(store.read_blob(&d).unwrap(), b"config");
     }
 
     #[test]
