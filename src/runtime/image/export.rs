@@ -171,7 +171,7 @@ pub const VOLUME_DATA: &str = "_data";
 pub const VOLUME_SEEDING: &str = "_data.seeding";
 
 /// The lock of a volume's seeding, in the volume's directory.
-const VOLUME_LOCK: &str = ".seed.lock";
+pub(super) const VOLUME_LOCK: &str = ".seed.lock";
 
 /// Makes the named volume `volume` (a directory under the state
 /// directory's `volumes/`) once, seeded with what the image has at

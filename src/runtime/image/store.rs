@@ -150,7 +150,7 @@ pub struct Store {
 }
 
 /// The exclusive `flock` of `path` if no one holds it, at once.
-fn try_flock_exclusive(path: &Path) -> Result<Option<Lock>> {
+pub(super) fn try_flock_exclusive(path: &Path) -> Result<Option<Lock>> {
     let file = File::options()
         .create(true)
         .truncate(false)

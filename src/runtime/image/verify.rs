@@ -21,10 +21,10 @@ use serde::{Deserialize, Serialize};
 use super::config::ImageConfig;
 use super::digest::{Digest, HashingReader};
 use super::error::{ImageError, Result};
-use super::export::{VOLUME_DATA, VOLUME_SEEDING};
+use super::export::{VOLUME_DATA, VOLUME_LOCK, VOLUME_SEEDING};
 use super::manifest::{Document, parse_document};
 use super::pull::{PullOptions, Quiet};
-use super::store::{ImageRecord, Store, remove_path};
+use super::store::{ImageRecord, Store, remove_path, try_flock_exclusive};
 use crate::runtime::container::ContainerState;
 
 /// One thing that is wrong.
@@ -363,7 +363,10 @@ fn check_volumes(dir: &Path) -> Vec<Problem> {
     let mut problems = Vec::new();
     for volume in fs::read_dir(dir).into_iter().flatten().flatten() {
         let seeding = volume.path().join(VOLUME_SEEDING);
-        if fs::symlink_metadata(&seeding).is_ok() {
+        // One being seeded now (a unit starting) holds its lock.
+        let lock = volume.path().join(VOLUME_LOCK);
+        let busy = lock.exists() && !matches!(try_flock_exclusive(&lock), Ok(Some(_)));
+        if !busy && fs::symlink_metadata(&seeding).is_ok() {
             let name = volume.file_name().to_string_lossy().into_owned();
             let seeded = volume.path().join(VOLUME_DATA).exists();
             problems.push(Problem {

@@ -171,6 +171,11 @@ fn a_half_seeded_volume_is_seeded_again_and_a_seeded_one_left_alone() {
     // What a seeding killed halfway leaves: never the volume's data.
     fs::create_dir_all(volume.join("_data.seeding")).unwrap();
     fs::write(volume.join("_data.seeding/one"), b"1").unwrap();
+    {
+        // Being seeded now (its lock held): not a leftover.
+        let _seeding = crate::runtime::image::store::flock(&volume.join(".seed.lock"), true).unwrap();
+        assert_eq!(check_volumes(&t.path().join("state/volumes")), Vec::new());
+    }
     let problems = check_volumes(&t.path().join("state/volumes"));
     assert_eq!(problems.len(), 1);
     assert!(problems[0].to_string().contains("volume v: "), "{problems:?}");
