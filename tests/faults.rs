@@ -6,4 +6,5 @@ mod common;
 
 mod faults {
     //! One file per area, named as in docs/reliability.md.
+    pub mod store;
 }

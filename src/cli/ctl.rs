@@ -70,6 +70,26 @@ pub enum Command {
         #[arg(long, default_value = "/etc/units.d")]
         units: PathBuf,
     },
+    /// Check the store: every blob's digest, every image against its blobs
+    /// and layers, leftovers of interrupted pulls and volume seedings, the
+    /// containers' records and writable layers. One line per problem.
+    ///
+    /// Exit status: 0 when everything is consistent (after the repair, with
+    /// --repair), 1 when something is wrong.
+    Verify {
+        /// Remove what is half-made or corrupt (an image that needs a
+        /// corrupt blob loses its record, so its next start pulls it
+        /// again), and make missing layers again from their stored blobs.
+        #[arg(long)]
+        repair: bool,
+        /// With --store: the run directory, whose container records are
+        /// checked against the writable layers.
+        #[arg(long, value_name = "DIR")]
+        run_dir: Option<PathBuf>,
+        /// Print {"problems": [...], "repaired": [...], "remaining": [...]}.
+        #[arg(long)]
+        json: bool,
+    },
     /// Write an image's merged root filesystem into DIR (new or empty).
     Export { reference: String, dir: PathBuf },
     /// One line per unit (or the named ones); exit 0 when all run, 3 when
@@ -197,6 +217,8 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Rmi { reference } => images::rmi(&store, &reference),
         Command::Prune { .. } if daemon => images::prune_via(&client),
         Command::Prune { units } => images::prune(&store, &units),
+        Command::Verify { repair, json, .. } if daemon => images::verify_via(&client, repair, json),
+        Command::Verify { repair, run_dir, json } => images::verify(&store, run_dir.as_deref(), repair, json),
         Command::Export { reference, dir } => images::export(&store, &reference, &dir),
         Command::Status { units, json } => control::status(&client, &units, json),
         Command::Start { units, no_block, json } => control::op(&client, "start", &units, no_block, json),

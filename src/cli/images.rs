@@ -1,4 +1,4 @@
-//! `supervisorctl pull|images|rmi|prune|export`, on a store directory.
+//! `supervisorctl pull|images|rmi|prune|export|verify`, on a store directory.
 //!
 //! These work without a daemon, on `--store DIR` (the daemon's
 //! `--state-dir`, same layout), safely beside a running daemon thanks to
@@ -14,6 +14,7 @@ use std::time::Instant;
 
 use super::client::{Client, encode};
 use crate::runtime::image::manifest::Descriptor;
+use crate::runtime::image::verify::{Containers, Report};
 use crate::runtime::image::{Digest, ImageError, ImageRecord, Progress, PullOptions, RegistryOptions, Store};
 use crate::units::load_dir;
 use crate::units::values::reference::ImageSource;
@@ -182,7 +183,7 @@ pub fn rmi(args: &StoreArgs, reference: &str) -> ExitCode {
     let run = || -> Result<(), String> {
         let src = source(reference)?;
         let store = open(args)?;
-        let _no_daemon = store.lock_out_daemon().map_err(|e| e.to_string())?;
+        let _no_daemon = store.lock_out_daemon("rmi").map_err(|e| e.to_string())?;
         let removed = store.remove(&src.to_string()).map_err(|e| e.to_string())?;
         println!("removed {} ({} layers, {} blobs)", src, removed.layers, removed.blobs);
         Ok(())
@@ -205,7 +206,7 @@ pub fn prune(args: &StoreArgs, units: &Path) -> ExitCode {
         let keep: BTreeSet<String> = set.units.iter().map(|u| u.unit.container.image.to_string()).collect();
         let store = open(args)?;
         // Which images a live supervisord's containers run only it knows.
-        let _no_daemon = store.lock_out_daemon().map_err(|e| e.to_string())?;
+        let _no_daemon = store.lock_out_daemon("prune").map_err(|e| e.to_string())?;
         let removed = store.prune(&keep, &BTreeSet::new()).map_err(|e| e.to_string())?;
         for image in &removed.images {
             println!("removed {image}");
@@ -214,6 +215,85 @@ pub fn prune(args: &StoreArgs, units: &Path) -> ExitCode {
         Ok(())
     };
     run().map_or_else(fail, |()| ExitCode::SUCCESS)
+}
+
+/// `verify [--repair]` on a store no supervisord uses; `run_dir`: where
+/// the containers' records are, if they are to be checked.
+pub fn verify(args: &StoreArgs, run_dir: Option<&Path>, repair: bool, json: bool) -> ExitCode {
+    let run = || -> Result<Report, String> {
+        // As it is: a sweep would hide what killed pulls left.
+        let store = Store::open_as_is(&args.store).map_err(|e| e.to_string())?;
+        // A running supervisord's pulls and containers are in flight:
+        // through it, it knows which (`verify` without --store).
+        let _no_daemon = store.lock_out_daemon("verify").map_err(|e| e.to_string())?;
+        let containers = Containers {
+            layers: crate::supervisor::prepare::containers_dir(&args.store),
+            run_dir: run_dir.map(Path::to_path_buf),
+            daemon_units: None,
+        };
+        let options = if repair {
+            let registry = RegistryOptions { insecure: args.insecure.clone(), ..RegistryOptions::default() }
+                .with_auth_file(&args.authfile)
+                .map_err(|e| e.to_string())?;
+            Some(PullOptions { registry, ..PullOptions::default() })
+        } else {
+            None
+        };
+        store.verify_report(&containers, options.as_ref()).map_err(|e| e.to_string())
+    };
+    match run() {
+        Ok(report) => print_report(&report, repair, json),
+        Err(e) => fail(e),
+    }
+}
+
+/// `verify [--repair]` by the running supervisord.
+pub fn verify_via(client: &Client, repair: bool, json: bool) -> ExitCode {
+    let run = || -> Result<Report, String> {
+        let target = if repair { "/v1/images/verify?repair=true" } else { "/v1/images/verify" };
+        let r = client.request("POST", target)?;
+        if r.status != 200 {
+            return Err(r.error());
+        }
+        serde_json::from_slice(&r.body).map_err(|e| format!("bad answer from supervisord: {e}"))
+    };
+    match run() {
+        Ok(report) => print_report(&report, repair, json),
+        Err(e) => fail(e),
+    }
+}
+
+/// One line per problem; with a repair, what it did and what is left.
+/// Exit 0 only when the store is consistent (after the repair, if any).
+fn print_report(report: &Report, repair: bool, json: bool) -> ExitCode {
+    if json {
+        match serde_json::to_string_pretty(report) {
+            Ok(text) => println!("{text}"),
+            Err(e) => return fail(e),
+        }
+    } else {
+        let mut out = std::io::stdout().lock();
+        for p in &report.problems {
+            let _ = writeln!(out, "{p}");
+        }
+        for line in &report.repaired {
+            let _ = writeln!(out, "repaired: {line}");
+        }
+        if repair {
+            for p in &report.remaining {
+                let _ = writeln!(out, "not repaired: {p}");
+            }
+        }
+        match (report.problems.len(), report.clean()) {
+            (0, _) => eprintln!("the store is consistent"),
+            (_, true) => eprintln!("{} problems found and repaired; the store is consistent", report.problems.len()),
+            (n, false) if repair => eprintln!("{n} problems found, {} not repaired", report.remaining.len()),
+            (n, false) => {
+                eprintln!("{n} problems found (supervisorctl verify --repair removes what is half-made or corrupt)")
+            }
+        }
+    }
+    if report.clean() { ExitCode::SUCCESS } else { ExitCode::from(1) }
 }
 
 pub fn export(args: &StoreArgs, reference: &str, dest: &Path) -> ExitCode {

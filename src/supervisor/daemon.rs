@@ -334,6 +334,7 @@ async fn daemon(options: &Options, pid1: bool) -> Result<Option<Power>, DaemonEr
         hub,
         log_dir: paths.log_dir.clone(),
         state_dir: paths.state_dir.clone(),
+        run_dir: paths.run_dir.clone(),
         store,
         pull,
         power: pid1.then_some(power_tx.clone()),

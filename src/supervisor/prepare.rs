@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use super::spec::{SpecContext, SpecError, build, rlimit_name};
 use crate::runtime::cgroups::Resources;
 use crate::runtime::container::{Plan, PlanError, hard_limit};
-use crate::runtime::image::export::seed_from_layers;
+use crate::runtime::image::export::seed_volume;
 use crate::runtime::image::{Image, ImageError, Progress, PullOptions, Store};
 use crate::units::model::{Network, PullPolicy, Seccomp, Unit};
 use crate::units::values::limits::ULIMIT_NAMES;
@@ -104,7 +104,12 @@ pub fn needs_pull(unit: &Unit, store: &Store) -> bool {
 
 /// The container directory of `name`: its writable layer and mount point.
 pub fn container_dir(state_dir: &Path, name: &str) -> PathBuf {
-    state_dir.join("containers").join(name)
+    containers_dir(state_dir).join(name)
+}
+
+/// Where the containers' directories are (for `verify`).
+pub fn containers_dir(state_dir: &Path) -> PathBuf {
+    state_dir.join("containers")
 }
 
 /// What no retry can mend: a unit asking for what is not built. Checked
@@ -155,15 +160,11 @@ pub fn prepare(
             }
             // A new named volume starts with the image's content at its
             // mount point, as Docker's do.
+            // Seeded aside and renamed into place: a kill mid-seed leaves
+            // no half-seeded volume to be taken for a seeded one.
             VolumeSource::Named(n) => {
-                let data = volumes.join(n).join("_data");
-                let new = !data.exists();
-                fs::create_dir_all(&data).map_err(|source| PrepareError::Volume { name: n.clone(), source })?;
-                if new {
-                    set_mode(&data, 0o755).map_err(|source| PrepareError::Volume { name: n.clone(), source })?;
-                    seed_from_layers(&image.layer_dirs, &v.target, &data)
-                        .map_err(|source| PrepareError::Seed { name: n.clone(), source })?;
-                }
+                seed_volume(&image.layer_dirs, &v.target, &volumes.join(n))
+                    .map_err(|source| PrepareError::Seed { name: n.clone(), source })?;
             }
         }
     }

@@ -163,6 +163,52 @@ pub(super) fn get_xattr(path: &Path, name: &[u8]) -> Option<Vec<u8>> {
     (len >= 0).then(|| buf[..len as usize].to_vec())
 }
 
+/// A named volume's data directory, below the volume's own directory.
+pub const VOLUME_DATA: &str = "_data";
+
+/// Where a named volume's data is seeded before it is renamed to
+/// [`VOLUME_DATA`]: what a killed seeding leaves, never used.
+pub const VOLUME_SEEDING: &str = "_data.seeding";
+
+/// The lock of a volume's seeding, in the volume's directory.
+pub(super) const VOLUME_LOCK: &str = ".seed.lock";
+
+/// Makes the named volume `volume` (a directory under the state
+/// directory's `volumes/`) once, seeded with what the image has at
+/// `path`, as Docker seeds a new named volume; a volume that exists is
+/// left as it is. Atomic against a kill at any point: the data is copied
+/// into [`VOLUME_SEEDING`], synced, and renamed to [`VOLUME_DATA`], so a
+/// volume is either absent (and seeded again, from the start, by the next
+/// caller) or whole. Two callers at once seed it once (a lock in the
+/// volume's directory). Returns whether it was seeded now.
+pub fn seed_volume(layers: &[PathBuf], path: &str, volume: &Path) -> Result<bool> {
+    let data = volume.join(VOLUME_DATA);
+    if fs::symlink_metadata(&data).is_ok() {
+        return Ok(false);
+    }
+    fs::create_dir_all(volume).map_err(ImageError::io("create", volume))?;
+    let _lock = super::store::flock(&volume.join(VOLUME_LOCK), true)?;
+    if fs::symlink_metadata(&data).is_ok() {
+        return Ok(false);
+    }
+    let seeding = volume.join(VOLUME_SEEDING);
+    match super::store::remove_path(&seeding) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(ImageError::io("remove", &seeding)(e)),
+        _ => {}
+    }
+    fs::create_dir(&seeding).map_err(ImageError::io("create", &seeding))?;
+    // 0755 as in Docker, whatever the daemon's umask (0077).
+    fs::set_permissions(&seeding, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .map_err(ImageError::io("chmod", &seeding))?;
+    seed_from_layers(layers, path, &seeding)?;
+    // The content first, then the rename that makes it the volume's.
+    let dir = File::open(&seeding).map_err(ImageError::io("open", &seeding))?;
+    nix::unistd::syncfs(&dir).map_err(|e| ImageError::io("sync", &seeding)(e.into()))?;
+    fs::rename(&seeding, &data).map_err(ImageError::io("rename", &data))?;
+    File::open(volume).and_then(|d| d.sync_all()).map_err(ImageError::io("sync", volume))?;
+    Ok(true)
+}
+
 /// Copies what the image has at `path` (merged over its layers) into
 /// `dest`, as Docker seeds a new named volume: only real directories are
 /// followed down the path in each layer (never a link), and a whiteout of

@@ -22,6 +22,7 @@ pub mod space;
 pub mod store;
 pub mod tree;
 pub mod unpack;
+pub mod verify;
 
 pub use config::ImageConfig;
 pub use digest::Digest;

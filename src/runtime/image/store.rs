@@ -15,8 +15,12 @@
 //!
 //! Crash safety: everything is made under `tmp/` and renamed into place once
 //! complete and synced (blobs: fsync; layers: one `syncfs`), and a record is
-//! written last, so a record always names complete blobs and layers; what a
-//! killed pull leaves in `tmp/` is removed by the next garbage collection.
+//! written last, so a record always names complete blobs and layers. The
+//! rename is a layer's completion marker: a directory under `layers/` is
+//! whole, one under `tmp/` never is. What a killed pull leaves in `tmp/`
+//! (a partial blob, a half-unpacked layer) is removed when the store is
+//! next opened with no pull running ([`Store::open`]), and by every garbage
+//! collection; it is never resumed (a pull starts the layer afresh).
 //!
 //! Concurrency, across threads and processes: a pull holds the store lock
 //! shared and each layer's lock exclusively while it makes that layer, so
@@ -87,7 +91,7 @@ pub struct Removed {
 /// A held `flock`; released when dropped.
 pub struct Lock(#[allow(dead_code)] File);
 
-fn flock(path: &Path, exclusive: bool) -> Result<Lock> {
+pub(super) fn flock(path: &Path, exclusive: bool) -> Result<Lock> {
     let file = File::options()
         .create(true)
         .truncate(false)
@@ -145,9 +149,46 @@ pub struct Store {
     root: PathBuf,
 }
 
+/// The exclusive `flock` of `path` if no one holds it, at once.
+pub(super) fn try_flock_exclusive(path: &Path) -> Result<Option<Lock>> {
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(ImageError::io("open lock", path))?;
+    loop {
+        // SAFETY: flock on a descriptor we own; LOCK_NB: it never blocks.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+            return Ok(Some(Lock(file)));
+        }
+        let e = std::io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::EWOULDBLOCK) => return Ok(None),
+            Some(libc::EINTR) => continue,
+            _ => return Err(ImageError::io("lock", path)(e)),
+        }
+    }
+}
+
+/// Removes `path`, a file or a whole directory (never following a link).
+pub(super) fn remove_path(path: &Path) -> std::io::Result<()> {
+    let md = fs::symlink_metadata(path)?;
+    if md.is_dir() { fs::remove_dir_all(path) } else { fs::remove_file(path) }
+}
+
 impl Store {
-    /// Opens (and creates) the store in `state_dir`.
+    /// Opens (and creates) the store in `state_dir`, and removes what
+    /// killed pulls left in `tmp/` when no pull runs (see [`Store::sweep`]).
     pub fn open(state_dir: &Path) -> Result<Store> {
+        let store = Store::open_as_is(state_dir)?;
+        store.sweep()?;
+        Ok(store)
+    }
+
+    /// Opens (and creates) the store without sweeping it: for `verify`,
+    /// which reports what a killed pull left.
+    pub fn open_as_is(state_dir: &Path) -> Result<Store> {
         // Private, as the daemon's state directory is: layers hold setuid
         // binaries and device nodes (`supervisorctl --store DIR` too).
         crate::runtime::private::private_dir(state_dir, 0o700, None).map_err(ImageError::io("create", state_dir))?;
@@ -163,6 +204,34 @@ impl Store {
         &self.root
     }
 
+    /// The state directory the store is in.
+    pub fn state_dir(&self) -> &Path {
+        self.root.parent().unwrap_or(Path::new("/"))
+    }
+
+    /// Removes everything in `tmp/` (partial blobs, half-unpacked layers,
+    /// half-written records) if no pull or garbage collection runs, in
+    /// this process or another: every pull holds the store lock shared
+    /// while it has files there, so with the lock taken exclusively what is
+    /// there belongs to no one. Returns the paths removed; none when the
+    /// store is busy (the next open or garbage collection sweeps).
+    pub fn sweep(&self) -> Result<Vec<PathBuf>> {
+        let Some(_lock) = try_flock_exclusive(&self.root.join("lock"))? else { return Ok(Vec::new()) };
+        self.sweep_locked()
+    }
+
+    /// [`Store::sweep`], with the store lock held exclusively.
+    fn sweep_locked(&self) -> Result<Vec<PathBuf>> {
+        let dir = self.tmp_dir();
+        let mut removed = Vec::new();
+        for entry in fs::read_dir(&dir).map_err(ImageError::io("read", &dir))? {
+            let path = entry.map_err(ImageError::io("read", &dir))?.path();
+            remove_path(&path).map_err(ImageError::io("remove", &path))?;
+            removed.push(path);
+        }
+        Ok(removed)
+    }
+
     pub fn blob_path(&self, d: &Digest) -> PathBuf {
         self.root.join("blobs/sha256").join(d.hex())
     }
@@ -175,11 +244,11 @@ impl Store {
         self.root.join("tmp")
     }
 
-    fn record_path(&self, reference: &str) -> PathBuf {
+    pub(super) fn record_path(&self, reference: &str) -> PathBuf {
         self.root.join("refs").join(format!("{}.json", Digest::of(reference.as_bytes()).hex()))
     }
 
-    /// Shared for pulls, exclusive for garbage collection.
+    /// Shared for pulls, exclusive for garbage collection and `verify`.
     pub(super) fn lock_store(&self, exclusive: bool) -> Result<Lock> {
         flock(&self.root.join("lock"), exclusive)
     }
@@ -199,7 +268,9 @@ impl Store {
             });
         }
         let path = self.blob_path(digest);
-        if path.is_file() {
+        // A stored copy that is not whole (damaged since) is replaced, or
+        // every later read of it would fail.
+        if fs::read(&path).is_ok_and(|stored| Digest::of(&stored) == *digest) {
             return Ok(());
         }
         write_atomic(&self.tmp_dir(), &path, bytes)
@@ -220,7 +291,7 @@ impl Store {
         Ok(bytes)
     }
 
-    fn dangling_dir(&self) -> PathBuf {
+    pub(super) fn dangling_dir(&self) -> PathBuf {
         self.root.join("dangling")
     }
 
@@ -252,28 +323,18 @@ impl Store {
         flock(&self.root.join("daemon.lock"), false)
     }
 
-    /// For an offline prune or rmi: fails at once if a supervisord is
-    /// using the store, and keeps one from starting until dropped.
-    pub fn lock_out_daemon(&self) -> Result<Lock> {
+    /// For an offline prune, rmi or verify (`verb`): fails at once if a
+    /// supervisord is using the store, and keeps one from starting until
+    /// dropped.
+    pub fn lock_out_daemon(&self, verb: &str) -> Result<Lock> {
         let path = self.root.join("daemon.lock");
-        let file = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(ImageError::io("open lock", &path))?;
-        // SAFETY: flock on a descriptor we own; LOCK_NB: it never blocks.
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
-            return Ok(Lock(file));
-        }
-        let e = std::io::Error::last_os_error();
-        if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
-            return Err(ImageError::Invalid(format!(
-                "a running supervisord uses the store {}, and only it knows which images its containers run: use `supervisorctl prune` or `rmi` through it (without --store), or stop it first",
+        match try_flock_exclusive(&path)? {
+            Some(lock) => Ok(lock),
+            None => Err(ImageError::Invalid(format!(
+                "a running supervisord uses the store {}, and only it knows which images its containers run: use `supervisorctl {verb}` through it (without --store), or stop it first",
                 self.root.display()
-            )));
+            ))),
         }
-        Err(ImageError::io("lock", &path)(e))
     }
 
     pub fn record(&self, reference: &str) -> Result<Option<ImageRecord>> {
@@ -380,7 +441,7 @@ impl Store {
         };
         sweep(&self.root.join("blobs/sha256"), &blobs, &mut removed.blobs)?;
         sweep(&self.root.join("layers"), &layers, &mut removed.layers)?;
-        sweep(&self.root.join("tmp"), &BTreeSet::new(), &mut 0)?;
+        self.sweep_locked()?;
         Ok(removed)
     }
 }
@@ -500,14 +561,26 @@ mod tests {
     }
 
     #[test]
+    fn a_damaged_small_blob_is_replaced_when_it_is_stored_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let d = Digest::of(b"config");
+        store.put_blob(&d, b"config").unwrap();
+        fs::write(store.blob_path(&d), b"damaged").unwrap();
+        assert!(matches!(store.read_blob(&d), Err(ImageError::DigestMismatch { .. })));
+        store.put_blob(&d, b"config").unwrap();
+        assert_eq!(store.read_blob(&d).unwrap(), b"config");
+    }
+
+    #[test]
     fn an_offline_prune_is_locked_out_while_a_daemon_holds_the_store() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let daemon = store.hold_for_daemon().unwrap();
-        let e = store.lock_out_daemon().err().expect("refused").to_string();
+        let e = store.lock_out_daemon("prune").err().expect("refused").to_string();
         assert!(e.contains("a running supervisord uses the store"), "{e}");
         drop(daemon);
-        let offline = store.lock_out_daemon().unwrap();
+        let offline = store.lock_out_daemon("prune").unwrap();
         drop(offline);
         store.hold_for_daemon().unwrap();
     }

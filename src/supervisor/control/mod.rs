@@ -39,6 +39,8 @@ pub struct Control {
     pub hub: Hub,
     pub log_dir: PathBuf,
     pub state_dir: PathBuf,
+    /// The run directory: the containers' records (for `verify`).
+    pub run_dir: PathBuf,
     pub store: Store,
     pub pull: PullOptions,
     /// Set when we are PID 1: where power requests go.
@@ -225,6 +227,7 @@ async fn route(stream: &mut UnixStream, control: &Control, req: Request, peer: P
             let store = control.store.clone();
             blocking(stream, 500, move || store.prune(&keep, &running)).await
         }
+        ("POST", ["v1", "images", "verify"]) => verify(stream, control, req.flag("repair"), peer).await,
         ("POST", ["v1", verb @ ("poweroff" | "reboot")]) => match &control.power {
             Some(power) => {
                 let _ = power.send(if *verb == "poweroff" { Power::Off } else { Power::Reboot });
@@ -321,6 +324,25 @@ where
         Ok(Err(e)) => http::error(stream, status, &e.to_string()).await,
         Err(e) => http::error(stream, 500, &e.to_string()).await,
     }
+}
+
+/// `verify [--repair]` of the daemon's store and containers. The
+/// containers of the units it knows are its own business (one may be
+/// halfway through its start): only the rest are checked.
+async fn verify(stream: &mut UnixStream, control: &Control, repair: bool, peer: Peer) -> std::io::Result<()> {
+    if repair && peer != Peer::Root {
+        return http::error(stream, 403, "only root may repair the store").await;
+    }
+    let Some(list) = ask(control, Command::Status).await else {
+        return http::error(stream, 500, "the supervisor is shutting down").await;
+    };
+    let containers = crate::runtime::image::verify::Containers {
+        layers: super::prepare::containers_dir(&control.state_dir),
+        run_dir: Some(control.run_dir.clone()),
+        daemon_units: Some(list.into_iter().map(|u| u.name).collect()),
+    };
+    let (store, pull) = (control.store.clone(), control.pull.clone());
+    blocking(stream, 500, move || store.verify_report(&containers, repair.then_some(&pull))).await
 }
 
 async fn unit_status(control: &Control, name: &str) -> Option<UnitStatus> {
