@@ -657,7 +657,7 @@ fn a_changed_env_file_restarts_its_unit_and_an_operator_stop_holds_across_reload
     assert!(out.status.success(), "{}", text(&out.stderr));
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     let step = v["plan"].as_array().unwrap().iter().find(|s| s["unit"] == name.as_str()).cloned();
-    assert!(step.as_ref().is_none_or(|s| s["state"] == "inactive"), "{v}");
+    assert_eq!(step.map(|s| s["state"].clone()), Some(Value::from("inactive")), "{v}");
     let u = d.unit(&name).unwrap();
     assert_eq!((u["state"].as_str(), u["held"].as_bool()), (Some("inactive"), Some(true)), "{u}");
     let out = d.ctl(&["start", &name]);
