@@ -522,6 +522,13 @@ fn as_pid_1_of_a_pid_namespace_it_reaps_orphans() {
         .unwrap()
         .parse()
         .unwrap();
+    // Its children's pids (a child not yet past its exec is still "sh":
+    // pids, not names, tell the orphans).
+    let children = || -> std::collections::BTreeSet<String> {
+        let list = std::fs::read_to_string(format!("/proc/{init}/task/{init}/children")).unwrap_or_default();
+        list.split_whitespace().map(String::from).collect()
+    };
+    let before = children();
     // Orphans in its namespace: a shell that leaves three short-lived
     // background processes behind and exits.
     let st = std::process::Command::new("nsenter")
@@ -529,28 +536,22 @@ fn as_pid_1_of_a_pid_namespace_it_reaps_orphans() {
         .status()
         .unwrap();
     assert!(st.success());
-    // The `sleep`s among its children, with their states (Z: a zombie).
-    let orphans = || -> Vec<String> {
-        let children = std::fs::read_to_string(format!("/proc/{init}/task/{init}/children")).unwrap_or_default();
-        children
-            .split_whitespace()
-            .filter_map(|c| std::fs::read_to_string(format!("/proc/{c}/stat")).ok())
-            .filter(|s| s.contains(" (sleep) "))
-            .collect()
-    };
-    // They become its children, run their two seconds, and are reaped: none
-    // is left, alive or a zombie.
-    let seen = orphans().len();
+    // They are its children once the shell has ended; they run their two
+    // seconds and are reaped: none is left, alive or a zombie.
+    let orphans: Vec<String> = children().difference(&before).cloned().collect();
+    assert_eq!(orphans.len(), 3, "the orphans are not supervisord's children: {orphans:?}");
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
-        let left = orphans();
+        let now = children();
+        let left: Vec<&String> = orphans.iter().filter(|o| now.contains(*o)).collect();
         if left.is_empty() {
             break;
         }
-        assert!(Instant::now() < deadline, "not reaped by supervisord as PID 1: {left:?}");
+        let states: Vec<String> =
+            left.iter().filter_map(|c| std::fs::read_to_string(format!("/proc/{c}/stat")).ok()).collect();
+        assert!(Instant::now() < deadline, "not reaped by supervisord as PID 1: {states:?}");
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert_eq!(seen, 3, "the orphans were not supervisord's children when the shell had ended");
     // SIGTERM: as PID 1 it stops everything and powers off (here: ends
     // its pid namespace).
     // SAFETY: kill(2) of a process we started.

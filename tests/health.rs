@@ -297,6 +297,9 @@ fn past_its_ready_timeout_a_waiting_unit_says_what_it_waits_for() {
             busybox()
         ),
     );
+    // Running first: a pull or start that outlasts the app's ready timeout
+    // on a loaded machine would be what it waits for instead.
+    d.wait_state(&db, "running");
     d.write_unit(
         &app,
         &format!(
