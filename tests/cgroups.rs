@@ -30,7 +30,7 @@ fn the_v2_device_program_confines_device_access() {
     }
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     let Some(root) = mountinfo.lines().find(|l| l.contains(" - cgroup2 ")).and_then(|l| l.split(' ').nth(4)) else {
-        eprintln!("skipped: no cgroup2 mount on this host");
+        common::cannot_run("the_v2_device_program_confines_device_access", "no cgroup2 mount on this host");
         return;
     };
     let dir = Path::new(root).join(common::unique_name("dev"));

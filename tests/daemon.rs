@@ -125,7 +125,9 @@ fn a_container_that_ignores_sigterm_is_killed_at_its_timeout_with_its_children()
     let took = t.elapsed();
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(took >= Duration::from_millis(1900), "stopped before its timeout: {took:?}");
-    assert!(took < Duration::from_millis(3500), "stop took {took:?}");
+    // Killed at the timeout, not long after: a bound loose enough for a
+    // loaded machine (the timeout is 2 s; no timeout at all would hang).
+    assert!(took < Duration::from_secs(10), "stop took {took:?}");
     assert!(!alive(pid(&u)));
     for p in procs {
         assert!(!alive(p), "process {p} of the container survived its stop");
@@ -163,18 +165,14 @@ fn restart_policies_and_backoff() {
     assert!(delays[2] >= Duration::from_millis(800), "{delays:?}");
     assert!(delays[2] > delays[0], "{delays:?}");
 
-    // on-failure: exit 0 stays down; exit 3 is restarted.
-    let clean = common::unique_name("rc");
+    // on-failure: exit 0 stays down; exit 3 is restarted. Both start
+    // together with the same delay: by the time the failing one has been
+    // restarted twice, the clean one would have been too, were it to be.
+    let (clean, failing) = (common::unique_name("rc"), common::unique_name("rf"));
     d.write_unit(
         &clean,
-        &format!("{}[restart]\npolicy = \"on-failure\"\ndelay = \"100ms\"\n", unit("sleep 0.3; exit 0")),
+        &format!("{}[restart]\npolicy = \"on-failure\"\ndelay = \"100ms\"\n", unit("sleep 0.2; exit 0")),
     );
-    let u = d.wait_state(&clean, "exited");
-    assert_eq!(u["exit_code"], 0);
-    std::thread::sleep(Duration::from_millis(800));
-    let u = d.unit(&clean).unwrap();
-    assert_eq!((u["state"].as_str(), u["restarts"].as_u64()), (Some("exited"), Some(0)));
-    let failing = common::unique_name("rf");
     d.write_unit(
         &failing,
         &format!("{}[restart]\npolicy = \"on-failure\"\ndelay = \"100ms\"\nlimit = 2\n", unit("sleep 0.2; exit 3")),
@@ -183,6 +181,9 @@ fn restart_policies_and_backoff() {
     assert_eq!(u["restarts"], 2, "{u}");
     assert_eq!(u["exit_code"], 3);
     assert!(u["reason"].as_str().unwrap().contains("restart limit"), "{u}");
+    let u = d.wait_state(&clean, "exited");
+    assert_eq!(u["exit_code"], 0);
+    assert_eq!((u["state"].as_str(), u["restarts"].as_u64()), (Some("exited"), Some(0)), "{u}");
 }
 
 #[test]
@@ -292,28 +293,61 @@ fn reload_dry_run_prints_the_plan_and_reload_carries_it_out() {
     root_only!("reload_dry_run_prints_the_plan_and_reload_carries_it_out");
     let d = Daemon::start();
     let (keep, change, bad) = (common::unique_name("rk"), common::unique_name("rr"), common::unique_name("ri"));
-    d.write_unit(&keep, &sleeper());
-    d.write_unit(&change, &sleeper());
-    d.wait_state(&keep, "running");
-    let old = d.wait_state(&change, "running");
-    // Edits the watcher has not applied yet are what reload sees: stop
-    // the watcher's view by asking at once after the writes.
-    d.write_unit(&change, &unit("echo v2; sleep 100000 & wait"));
-    d.write_unit(&bad, "[container]\nimage = 1\n");
-    let out = d.ctl(&["reload", "--json"]);
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let action = |n: &str| {
-        v["plan"].as_array().unwrap().iter().find(|s| s["unit"] == n).map(|s| s["action"].as_str().unwrap().to_string())
+    // `change` and `bad` are links to files outside the unit directory:
+    // editing those in place makes no event the watcher hears, so only a
+    // reload can see the edits, and what happens after --dry-run is the
+    // dry run's doing alone.
+    let outside = d.dir.path().join("outside");
+    std::fs::create_dir(&outside).unwrap();
+    let linked = |name: &str, body: &str| {
+        let target = outside.join(format!("{name}.toml"));
+        std::fs::write(&target, body).unwrap();
+        std::os::unix::fs::symlink(&target, d.units().join(format!("{name}.toml"))).unwrap();
+        target
     };
-    assert_eq!(out.status.code(), Some(1), "an invalid file makes reload exit 1");
-    assert_eq!(action(&keep).as_deref(), Some("keep"));
-    assert_eq!(action(&bad).as_deref(), Some("invalid"));
-    // The watcher may have carried out the restart already; either way it
-    // is done once, and the unit runs its new config.
-    let now = d
-        .wait_for(&change, "restarted", 30, |u| u.is_some_and(|u| u["state"] == "running" && u["pid"] != old["pid"]))
-        .unwrap();
-    assert_eq!(now["generation"], 2);
+    d.write_unit(&keep, &sleeper());
+    let change_file = linked(&change, &sleeper());
+    let bad_file = linked(&bad, &sleeper());
+    let kept = d.wait_state(&keep, "running");
+    let old = d.wait_state(&change, "running");
+    let old_bad = d.wait_state(&bad, "running");
+    std::fs::write(&change_file, unit("echo v2; sleep 100000 & wait")).unwrap();
+    std::fs::write(&bad_file, "[container]\nimage = 1\n").unwrap();
+
+    let plan = |args: &[&str]| {
+        let out = d.ctl(args);
+        assert_eq!(out.status.code(), Some(1), "an invalid file makes reload exit 1: {}", text(&out.stderr));
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let action = |n: &str| {
+            let step = v["plan"].as_array().unwrap().iter().find(|s| s["unit"] == n);
+            step.map(|s| s["action"].as_str().unwrap().to_string())
+        };
+        (v["dry_run"].clone(), action(&keep), action(&change), action(&bad))
+    };
+    let some = |a: &str| Some(a.to_string());
+    let dry = plan(&["reload", "--dry-run", "--json"]);
+    assert_eq!(dry, (Value::Bool(true), some("keep"), some("restart"), some("invalid")));
+    // Nothing was done: the same containers run the old configs...
+    for (name, before) in [(&keep, &kept), (&change, &old), (&bad, &old_bad)] {
+        let u = d.unit(name).unwrap();
+        assert_eq!(
+            (&u["state"], &u["pid"], &u["generation"]),
+            (&before["state"], &before["pid"], &before["generation"])
+        );
+        assert!(u["error"].is_null(), "a dry run recorded the invalid file: {u}");
+    }
+    // ...and the daemon still sees the same difference to carry out.
+    let real = plan(&["reload", "--json"]);
+    assert_eq!(real, (Value::Bool(false), some("keep"), some("restart"), some("invalid")));
+    let now = d.unit(&change).unwrap();
+    assert_eq!((now["state"].as_str(), now["generation"].as_u64()), (Some("running"), Some(2)), "{now}");
+    assert_ne!(now["pid"], old["pid"]);
+    d.wait_log(&change, None, "v2");
+    // The invalid file keeps its unit on the last good config, and says why.
+    let b = d.unit(&bad).unwrap();
+    assert_eq!((&b["state"], &b["pid"]), (&old_bad["state"], &old_bad["pid"]), "{b}");
+    assert!(b["error"].as_str().is_some_and(|e| e.contains(&format!("{bad}.toml"))), "{b}");
+    assert_eq!(d.unit(&keep).unwrap()["pid"], kept["pid"]);
 }
 
 #[test]
@@ -382,7 +416,8 @@ fn kill_exec_inspect_and_events() {
     assert_eq!(v["unit"]["name"], name.as_str());
     assert!(v["usage"]["memory"].as_u64().is_some(), "{v}");
 
-    // events: a live stream of state changes.
+    // events: a live stream of state changes. It is known to be listening
+    // once it shows a marker unit's start; the restart comes after that.
     let mut ev = std::process::Command::new(env!("CARGO_BIN_EXE_supervisorctl"))
         .arg("--socket")
         .arg(d.socket())
@@ -390,17 +425,36 @@ fn kill_exec_inspect_and_events() {
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(200));
+    let (tx, rx) = std::sync::mpsc::channel::<Value>();
+    let stdout = ev.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)).map_while(Result::ok) {
+            if let Ok(v) = serde_json::from_str(&line) {
+                let _ = tx.send(v);
+            }
+        }
+    });
+    let next_of = |unit: &str, deadline: Instant| loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let v = rx.recv_timeout(left).unwrap_or_else(|e| panic!("no event of {unit}: {e}"));
+        if v["unit"] == unit {
+            return (v["old"].as_str().unwrap().to_string(), v["new"].as_str().unwrap().to_string());
+        }
+    };
+    // The marker fails and is restarted again and again, so that the
+    // stream, whenever it begins listening, sees it.
+    let marker = common::unique_name("km");
+    d.write_unit(&marker, &format!("{}[restart]\npolicy = \"always\"\ndelay = \"100ms\"\n", unit("sleep 0.1; exit 1")));
+    next_of(&marker, Instant::now() + Duration::from_secs(30));
+    std::fs::remove_file(d.units().join(format!("{marker}.toml"))).unwrap();
     assert!(d.ctl(&["restart", &name]).status.success());
-    std::thread::sleep(Duration::from_millis(200));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut states = vec![next_of(&name, deadline)];
+    while states.last().is_some_and(|(_, new)| new != "running") {
+        states.push(next_of(&name, deadline));
+    }
     ev.kill().unwrap();
-    let out = ev.wait_with_output().unwrap();
-    let states: Vec<(String, String)> = text(&out.stdout)
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|v| v["unit"] == name.as_str())
-        .map(|v| (v["old"].as_str().unwrap().to_string(), v["new"].as_str().unwrap().to_string()))
-        .collect();
+    ev.wait().unwrap();
     let pairs: Vec<(&str, &str)> = states.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
     assert_eq!(pairs.first(), Some(&("running", "stopping")), "{pairs:?}");
     assert_eq!(pairs.last(), Some(&("starting", "running")), "{pairs:?}");
@@ -468,20 +522,36 @@ fn as_pid_1_of_a_pid_namespace_it_reaps_orphans() {
         .unwrap()
         .parse()
         .unwrap();
+    // Its children's pids (a child not yet past its exec is still "sh":
+    // pids, not names, tell the orphans).
+    let children = || -> std::collections::BTreeSet<String> {
+        let list = std::fs::read_to_string(format!("/proc/{init}/task/{init}/children")).unwrap_or_default();
+        list.split_whitespace().map(String::from).collect()
+    };
+    let before = children();
     // Orphans in its namespace: a shell that leaves three short-lived
     // background processes behind and exits.
     let st = std::process::Command::new("nsenter")
-        .args(["-t", &init.to_string(), "-p", "--", "sh", "-c", "sleep 0.2 & sleep 0.2 & sleep 0.2 & exit 0"])
+        .args(["-t", &init.to_string(), "-p", "--", "sh", "-c", "sleep 2 & sleep 2 & sleep 2 & exit 0"])
         .status()
         .unwrap();
     assert!(st.success());
-    std::thread::sleep(Duration::from_millis(1200));
-    let children = std::fs::read_to_string(format!("/proc/{init}/task/{init}/children")).unwrap_or_default();
-    let zombies: Vec<&str> = children
-        .split_whitespace()
-        .filter(|c| std::fs::read_to_string(format!("/proc/{c}/stat")).is_ok_and(|s| s.contains(") Z ")))
-        .collect();
-    assert!(zombies.is_empty(), "zombies under supervisord as PID 1: {zombies:?}");
+    // They are its children once the shell has ended; they run their two
+    // seconds and are reaped: none is left, alive or a zombie.
+    let orphans: Vec<String> = children().difference(&before).cloned().collect();
+    assert_eq!(orphans.len(), 3, "the orphans are not supervisord's children: {orphans:?}");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let now = children();
+        let left: Vec<&String> = orphans.iter().filter(|o| now.contains(*o)).collect();
+        if left.is_empty() {
+            break;
+        }
+        let states: Vec<String> =
+            left.iter().filter_map(|c| std::fs::read_to_string(format!("/proc/{c}/stat")).ok()).collect();
+        assert!(Instant::now() < deadline, "not reaped by supervisord as PID 1: {states:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     // SIGTERM: as PID 1 it stops everything and powers off (here: ends
     // its pid namespace).
     // SAFETY: kill(2) of a process we started.
@@ -582,8 +652,13 @@ fn a_changed_env_file_restarts_its_unit_and_an_operator_stop_holds_across_reload
     // stop holds: an edit that would restart it, and a reload, leave it stopped.
     assert!(d.ctl(&["stop", &name]).status.success());
     std::fs::write(&env, "GREETING=three\n").unwrap();
-    assert!(d.ctl(&["reload"]).status.success());
-    std::thread::sleep(Duration::from_millis(300));
+    // reload answers once what it touched has settled: its answer, and the
+    // unit's status after it, are final.
+    let out = d.ctl(&["reload", "--json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let step = v["plan"].as_array().unwrap().iter().find(|s| s["unit"] == name.as_str()).cloned();
+    assert_eq!(step.map(|s| s["state"].clone()), Some(Value::from("inactive")), "{v}");
     let u = d.unit(&name).unwrap();
     assert_eq!((u["state"].as_str(), u["held"].as_bool()), (Some("inactive"), Some(true)), "{u}");
     let out = d.ctl(&["start", &name]);
@@ -664,9 +739,13 @@ fn a_socket_group_may_connect_and_others_may_not() {
     let member = as_user("65534");
     assert!(member.status.success(), "{}", text(&member.stderr));
     assert_eq!(text(&member.stdout).trim(), "[]");
-    // Another group cannot even open the socket file.
+    // Another group cannot even open the socket file: the kernel refuses
+    // the connect (EACCES), before the daemon's own peer check.
     let other = as_user("65533");
-    assert!(!other.status.success());
+    let err = text(&other.stderr);
+    assert_eq!(other.status.code(), Some(1), "{err}");
+    assert!(err.contains(&format!("{}: Permission denied", d.socket().display())), "{err}");
+    assert!(text(&other.stdout).is_empty(), "{}", text(&other.stdout));
 }
 
 #[test]

@@ -112,12 +112,13 @@ fn an_exec_probe_that_hangs_is_killed_at_its_timeout_and_fails() {
     assert_eq!(last["exit_code"], 124, "{v}");
     assert!(last["output"].as_str().unwrap().contains("timed out"), "{v}");
     // Stop probing, then nothing of the probes may be left.
+    // (Left behind, they would live half a minute: past the deadline.)
     assert!(d.ctl(&["stop", &name]).status.success());
-    std::thread::sleep(Duration::from_millis(200));
-    assert!(
-        processes(&["sleep", "31"]).is_empty() && processes(&["sleep", "32"]).is_empty(),
-        "a probe process was left"
-    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !(processes(&["sleep", "31"]).is_empty() && processes(&["sleep", "32"]).is_empty()) {
+        assert!(Instant::now() < deadline, "a probe process was left");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// A copy of the busybox OCI layout whose config has a Docker HEALTHCHECK.
@@ -169,17 +170,28 @@ fn an_images_healthcheck_is_probed_without_a_health_section_and_only_reported() 
     assert_eq!(inspect(&d, &name)["health"]["check"]["from_image"], true);
     assert!(d.ctl(&["exec", &name, "--", "rm", "/tmp/healthy"]).status.success());
     let bad = d.wait_for(&name, "unhealthy", 30, |x| x.is_some_and(|x| x["health"] == "unhealthy")).unwrap();
-    // The image's check only reports, as Docker's does.
-    std::thread::sleep(Duration::from_millis(500));
+    // The image's check only reports, as Docker's does: more failed probes
+    // come, and the container stays.
+    let streak = |n: &str| inspect(&d, n)["health"]["failing_streak"].as_u64().unwrap_or(0);
+    let probes_after = |n: &str, from: u64| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while streak(n) < from + 2 {
+            assert!(Instant::now() < deadline, "{n}: no more probes after {from} failures");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    probes_after(&name, streak(&name));
     let now = d.unit(&name).unwrap();
     assert_eq!((now["pid"].clone(), now["restarts"].clone()), (u["pid"].clone(), 0.into()), "{bad}");
 
-    // `disable = true` turns it off.
+    // `disable = true` turns it off: while the other unit is probed twice
+    // more, this one has no health at all.
     let off = common::unique_name("io");
     d.write_unit(&off, &format!("{body}[health]\ndisable = true\n"));
     let u = d.wait_state(&off, "running");
-    std::thread::sleep(Duration::from_millis(500));
+    probes_after(&name, streak(&name));
     assert!(u["health"].is_null() && d.unit(&off).unwrap()["health"].is_null());
+    assert!(inspect(&d, &off)["health"].is_null(), "{}", inspect(&d, &off));
 }
 
 #[test]
@@ -285,6 +297,9 @@ fn past_its_ready_timeout_a_waiting_unit_says_what_it_waits_for() {
             busybox()
         ),
     );
+    // Running first: a pull or start that outlasts the app's ready timeout
+    // on a loaded machine would be what it waits for instead.
+    d.wait_state(&db, "running");
     d.write_unit(
         &app,
         &format!(

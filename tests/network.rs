@@ -189,7 +189,10 @@ fn the_hosts_and_resolv_files_are_the_bridges() {
         assert!(!line.contains("127.0.0."), "a loopback resolver reached the container: {resolv}");
     }
     // Read-only in the container.
-    assert!(!sh(&d, &name, "echo x >> /etc/hosts").status.success());
+    let write = sh(&d, &name, "echo x >> /etc/hosts");
+    assert_eq!(write.status.code(), Some(1), "{}", text(&write.stderr));
+    assert!(text(&write.stderr).contains("Read-only file system"), "{}", text(&write.stderr));
+    assert_eq!(text(&sh(&d, &name, "cat /etc/hosts").stdout), hosts);
     let v: Value = serde_json::from_slice(&d.ctl(&["status", "--json", &name]).stdout).unwrap();
     assert_eq!(v[0]["address"], u["address"]);
 }

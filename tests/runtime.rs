@@ -151,13 +151,20 @@ fn a_memory_hog_is_oom_killed_and_reported() {
 #[test]
 fn the_pids_limit_holds_and_the_container_still_ends() {
     root_only!("the_pids_limit_holds_and_the_container_still_ends");
-    let b = bundle("for i in $(busybox seq 40); do busybox sleep 30 & done; echo spawned", |s| {
+    // A subshell forks sleepers until a fork fails, which ends it (as a
+    // failed fork ends a shell); its sleepers stay, and the first shell
+    // counts them with a glob (a builtin: no fork is left to count with).
+    let script = "(for i in $(busybox seq 40); do busybox sleep 30 & done); set -- /proc/[0-9]*; echo procs=$#";
+    let b = bundle(script, |s| {
         s["linux"]["resources"]["pids"] = json!({ "limit": 10 });
     });
     let started = Instant::now();
     let out = run(&b, &common::unique_name("pid"));
     let stderr = text(&out.stderr);
     assert!(stderr.contains("fork") || stderr.contains("Resource temporarily unavailable"), "{stderr}");
+    // Ten at the most: the shell, the subshell and eight sleepers; the
+    // subshell has ended, the shell and the eight are left.
+    assert_eq!(text(&out.stdout), "procs=9\n", "{stderr}");
     // The sleepers die with the namespace's init: no 30 s wait.
     assert!(started.elapsed() < Duration::from_secs(10));
 }
@@ -181,8 +188,9 @@ fn half_a_cpu_is_half_a_cpu() {
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     assert_eq!(child.wait().unwrap().code(), Some(0));
     // The quota is the ceiling; the floor only shows the loop ran, since the
-    // other tests running beside this one on two cores may take CPU from it.
-    assert!((0.25..=0.6).contains(&share), "CPU share {share:.2}, expected at most about 0.5");
+    // other tests (and builds) beside this one on two cores may take most
+    // of the CPU from it.
+    assert!((0.05..=0.6).contains(&share), "CPU share {share:.2}, expected at most about 0.5");
 }
 
 #[test]

@@ -129,7 +129,8 @@ fn hostile_files_are_errors_not_crashes() {
 
 #[test]
 fn unreadable_directory_is_an_error_of_the_call() {
-    assert!(load_dir(Path::new("/nonexistent/units.d")).is_err());
+    let err = load_dir(Path::new("/nonexistent/units.d")).expect_err("a missing directory is an error");
+    assert_eq!(err.kind(), std::io::ErrorKind::NotFound, "{err}");
 }
 
 /// A unit is root-equivalent: a file, env file or directory that others

@@ -296,7 +296,10 @@ mod tests {
         let mut d = Dechunk::default();
         assert_eq!(d.feed(b"3\r\nabc\r\n").unwrap(), b"abc");
         assert!(!d.done());
-        assert!(Dechunk::default().feed(b"zz\r\n").is_err());
-        assert!(Dechunk::default().feed(b"2\r\nabXY").is_err());
+        assert_eq!(Dechunk::default().feed(b"zz\r\n").unwrap_err().to_string(), "bad chunk size \"zz\"");
+        assert_eq!(
+            Dechunk::default().feed(b"2\r\nabXY").unwrap_err().to_string(),
+            "bad chunked answer: no CRLF after a chunk"
+        );
     }
 }

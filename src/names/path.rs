@@ -52,10 +52,16 @@ mod tests {
         assert_eq!(clean_absolute("/").unwrap(), "/");
         assert_eq!(clean_absolute("//a/./b/../c/").unwrap(), "/a/c");
         assert_eq!(clean_absolute("/../..").unwrap(), "/");
-        assert!(clean_absolute("a/b").is_err());
-        assert!(clean_absolute("").is_err());
-        assert!(clean_absolute("/a\0b").is_err());
-        assert!(clean_absolute("/a\u{6}b").is_err());
+        assert_eq!(
+            clean_absolute("a/b").unwrap_err().to_string(),
+            "\"a/b\" is not an absolute path (it must start with '/')"
+        );
+        assert_eq!(
+            clean_absolute("").unwrap_err().to_string(),
+            "\"\" is not an absolute path (it must start with '/')"
+        );
+        assert_eq!(clean_absolute("/a\0b").unwrap_err().to_string(), "\"/a\\0b\" contains a control character");
+        assert_eq!(clean_absolute("/a\u{6}b").unwrap_err().to_string(), "\"/a\\u{6}b\" contains a control character");
     }
 
     #[test]
@@ -64,6 +70,6 @@ mod tests {
         assert_eq!(host_path("./web.env", Path::new("/etc/units.d")).unwrap(), "/etc/units.d/web.env");
         assert_eq!(host_path("../x", Path::new("/etc/units.d/")).unwrap(), "/etc/x");
         assert_eq!(host_path("images/bb", Path::new("units.example")).unwrap(), "units.example/images/bb");
-        assert!(host_path("", Path::new("/")).is_err());
+        assert_eq!(host_path("", Path::new("/")).unwrap_err().to_string(), "empty path");
     }
 }

@@ -186,10 +186,14 @@ mod tests {
         assert_eq!(up.address().unwrap(), ("10.0.2.15".parse().unwrap(), 24));
         assert_eq!(up.gateway, Some("10.0.2.2".parse().unwrap()));
         assert_eq!(c.modules, ["overlay"]);
-        assert!(Uplink { address: "10.0.2.15".into(), ..Uplink::default() }.address().is_err());
+        assert_eq!(
+            Uplink { address: "10.0.2.15".into(), ..Uplink::default() }.address().unwrap_err().to_string(),
+            "uplink.address: \"10.0.2.15\" is not ADDRESS/PREFIX (like 10.0.2.15/24)"
+        );
         std::fs::write(&p, "[uplink]\naddress = \"10.0.2.15/24\"\ngateway = \"10.0.2\"\n").unwrap();
         assert!(Config::load(&p, true).unwrap_err().to_string().contains("s.toml:3:11"));
-        assert!(Config::load(&dir.path().join("none.toml"), true).is_err());
+        let err = Config::load(&dir.path().join("none.toml"), true).unwrap_err().to_string();
+        assert!(err.contains("none.toml: No such file or directory"), "{err}");
     }
 
     #[test]

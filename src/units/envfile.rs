@@ -71,6 +71,8 @@ mod tests {
         assert!(errs[0].message.contains("has no value"));
         assert_eq!(errs[1].line, Some(3));
         // "B = two" has a space in the name.
-        assert!(parse("B = two\n").is_err());
+        let err = parse("B = two\n").unwrap_err();
+        assert_eq!((err.len(), err[0].line, err[0].column), (1, Some(1), Some(1)), "{err:?}");
+        assert!(err[0].message.contains("\"B \" is not an environment variable name"), "{err:?}");
     }
 }

@@ -1,9 +1,13 @@
 //! The test convention for privileged tests (see docs/testing.md).
 //!
-//! - A test that needs root calls [`require_root`] first. As root (as CI
-//!   runs) it proceeds. Otherwise it is skipped with a printed reason, unless
-//!   `SUPERVISOR_TEST_ROOT=1` asks for the privileged tests: then it fails
-//!   loudly instead of passing silently.
+//! - A test that needs root calls [`require_root`] first (or `root_only!`),
+//!   one that needs a kernel feature [`require`]. When the prerequisite is
+//!   there it proceeds. Otherwise it is skipped, the reason recorded by
+//!   [`skip`] where a summary finds it, unless `SUPERVISOR_TEST_ROOT=1` asks
+//!   for every privileged test (CI sets it): then it fails loudly instead
+//!   of passing silently.
+//! - A missing tool (one `scripts/install-deps.sh` installs) is always a
+//!   failure that names the package, never a skip.
 //! - Names of host-global things (bridges, netns, cgroups, ports) come from
 //!   [`unique_name`], so tests can run in parallel.
 //! - A test that changes something host-wide that others read holds
@@ -37,14 +41,48 @@ pub fn is_root() -> bool {
 /// True when the calling test may run its privileged part.
 #[must_use]
 pub fn require_root(test: &str) -> bool {
-    if is_root() {
-        return true;
+    require(test, is_root(), "needs root")
+}
+
+/// True when the calling test's prerequisite (`present`) holds. Otherwise
+/// the test is skipped, and says so through [`skip`]; or, when
+/// `SUPERVISOR_TEST_ROOT=1` asks for every privileged test (as CI does),
+/// it fails: a run meant to prove something must not pass without it.
+#[must_use]
+pub fn require(test: &str, present: bool, missing: &str) -> bool {
+    if !present {
+        cannot_run(test, missing);
     }
+    present
+}
+
+/// `test` cannot run (`why`): a failure under `SUPERVISOR_TEST_ROOT=1`,
+/// else a recorded [`skip`]; the caller returns.
+pub fn cannot_run(test: &str, why: &str) {
     if std::env::var("SUPERVISOR_TEST_ROOT").as_deref() == Ok("1") {
-        panic!("{test}: needs root, and SUPERVISOR_TEST_ROOT=1 asks for the privileged tests: run as root");
+        panic!("{test}: {why}, and SUPERVISOR_TEST_ROOT=1 asks for every privileged test to run");
     }
-    eprintln!("skipped {test}: needs root (SUPERVISOR_TEST_ROOT=1 makes this a failure)");
-    false
+    skip(test, why);
+}
+
+/// Records that `test` did not run, and why: on stderr (which libtest
+/// shows only for failures) and as a line `test: reason` appended to the
+/// file `SUPERVISOR_TEST_SKIPS` names, which `.ci/run` and
+/// `scripts/test-unprivileged.sh` print as a summary at the end.
+pub fn skip(test: &str, reason: &str) {
+    let line = format!("{test}: {reason}\n");
+    eprint!("skipped {line}");
+    let Some(path) = std::env::var_os("SUPERVISOR_TEST_SKIPS") else { return };
+    // One write(2) of one short line to an O_APPEND file: lines of tests
+    // running in parallel do not mix.
+    let written = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, line.as_bytes()));
+    if let Err(e) = written {
+        panic!("{test}: skipped ({reason}), and recording that in {} failed: {e}", path.to_string_lossy());
+    }
 }
 
 /// A short name unique to this process and call: `prefix` + pid + counter,
@@ -173,6 +211,41 @@ pub fn example_redis() -> std::path::PathBuf {
         assert!(ok.success(), "building the example images failed");
     }
     redis
+}
+
+/// The OCI digest (`sha256:HEX`) of `bytes`, computed with sha2 itself
+/// rather than by the code under test, for images a test writes.
+pub fn sha256(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    format!("sha256:{:x}", sha2::Sha256::digest(bytes))
+}
+
+/// A reader that hashes (sha2 itself, see [`sha256`]) and counts what
+/// passes through it, for layers too large to hold in memory.
+pub struct HashRead<R> {
+    inner: R,
+    hash: sha2::Sha256,
+    len: u64,
+}
+
+impl<R: std::io::Read> HashRead<R> {
+    pub fn new(inner: R) -> HashRead<R> {
+        HashRead { inner, hash: sha2::Digest::new(), len: 0 }
+    }
+
+    /// `sha256:HEX` and the byte count.
+    pub fn finish(self) -> (String, u64) {
+        (format!("sha256:{:x}", sha2::Digest::finalize(self.hash)), self.len)
+    }
+}
+
+impl<R: std::io::Read> std::io::Read for HashRead<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        sha2::Digest::update(&mut self.hash, &buf[..n]);
+        self.len += n as u64;
+        Ok(n)
+    }
 }
 
 /// A free TCP port on 127.0.0.1.

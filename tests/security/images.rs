@@ -9,8 +9,6 @@ use std::time::{Duration, Instant};
 
 use crate::common;
 use crate::common::daemon::Daemon;
-use supervisor::runtime::image::Digest;
-use supervisor::runtime::image::digest::HashingReader;
 
 const GZIP_LAYER: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
 const TAR_LAYER: &str = "application/vnd.oci.image.layer.v1.tar";
@@ -23,12 +21,12 @@ fn layout_with_layer(dir: &Path, tag: &str, tar: impl Read, gzip: bool) -> PathB
     let blobs = layout.join("blobs/sha256");
     fs::create_dir_all(&blobs).unwrap();
     let put = |bytes: &[u8]| {
-        let d = Digest::of(bytes);
-        fs::write(blobs.join(d.hex()), bytes).unwrap();
+        let d = common::sha256(bytes);
+        fs::write(blobs.join(&d["sha256:".len()..]), bytes).unwrap();
         (d, bytes.len())
     };
     let tmp = blobs.join("layer.tmp");
-    let mut diff = HashingReader::new(tar, u64::MAX);
+    let mut diff = common::HashRead::new(tar);
     let (layer, layer_size) = {
         let mut out = fs::File::create(&tmp).unwrap();
         let body: Box<dyn Read + '_> = if gzip {
@@ -36,12 +34,12 @@ fn layout_with_layer(dir: &Path, tag: &str, tar: impl Read, gzip: bool) -> PathB
         } else {
             Box::new(&mut diff)
         };
-        let mut blob = HashingReader::new(body, u64::MAX);
+        let mut blob = common::HashRead::new(body);
         io::copy(&mut blob, &mut out).unwrap();
         blob.finish()
     };
     let (diff_id, _) = diff.finish();
-    fs::rename(&tmp, blobs.join(layer.hex())).unwrap();
+    fs::rename(&tmp, blobs.join(&layer["sha256:".len()..])).unwrap();
     let config = format!(
         r#"{{"architecture":"amd64","os":"linux","config":{{"Cmd":["/bin/sh"]}},"rootfs":{{"type":"layers","diff_ids":["{diff_id}"]}}}}"#
     );

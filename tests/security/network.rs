@@ -276,7 +276,8 @@ fn a_silent_client_and_half_a_request_are_dropped_while_others_are_served() {
     let start = Instant::now();
     let status = d.ctl(&["status"]);
     assert!(status.status.success(), "{}", text(&status.stderr));
-    assert!(start.elapsed() < Duration::from_secs(5), "status waited {:?} behind idle clients", start.elapsed());
+    // Under the 10 s the idle ones are given: it was not served after them.
+    assert!(start.elapsed() < Duration::from_secs(8), "status waited {:?} behind idle clients", start.elapsed());
     // The daemon's read timeout is 10 s from the connection; 20 s is its bound here.
     for (what, conn) in [("silent", &mut silent), ("half a request", &mut half)] {
         let (answer, _) = read_to_close(conn, 20);
@@ -414,7 +415,8 @@ fn the_socket_group_cannot_take_every_connection_from_root() {
     let start = Instant::now();
     let out = d.ctl(&["status"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(start.elapsed() < Duration::from_secs(5), "root waited {:?} behind the group's streams", start.elapsed());
+    // Behind the streams it would wait as long as they last.
+    assert!(start.elapsed() < Duration::from_secs(10), "root waited {:?} behind the group's streams", start.elapsed());
     // Streams that end give their slots back.
     drop(streams);
     let deadline = Instant::now() + Duration::from_secs(30);

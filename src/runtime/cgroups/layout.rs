@@ -126,7 +126,10 @@ mod tests {
         assert_eq!(unified, None);
         let v2 = "25 21 0:22 / /sys/fs/cgroup rw,nosuid - cgroup2 cgroup2 rw,nsdelegate\n";
         assert_eq!(detect(v2).unwrap(), Layout::Unified { root: "/sys/fs/cgroup".into() });
-        assert!(detect("").is_err());
+        assert_eq!(
+            detect("").unwrap_err().to_string(),
+            "no cgroup filesystem is mounted (neither cgroup v1 nor cgroup2)"
+        );
         assert!(detect("35 31 0:32 / /m rw - cgroup cgroup rw,memory\n").unwrap_err().to_string().contains("cpu"));
     }
 

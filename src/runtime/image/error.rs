@@ -36,6 +36,9 @@ pub enum ImageError {
     Source { source_name: String, message: String },
     #[error("unsupported media type {0:?}")]
     MediaType(String),
+    /// A message of its own: schema 1 has no media type worth naming.
+    #[error("Docker schema 1 manifests are not supported (the image is too old)")]
+    SchemaOne,
     #[error("{0}: not in the store (pull it first)")]
     NotInStore(String),
     #[error("{0}")]

@@ -110,7 +110,7 @@ pub fn parse_document(bytes: &[u8], content_type: Option<&str>) -> Result<Docume
     let media = if probe.media_type.is_empty() { content_type.unwrap_or_default() } else { &probe.media_type };
     let media = media.split(';').next().unwrap_or_default().trim();
     if probe.schema_version == 1 || media.contains("distribution.manifest.v1") {
-        return Err(ImageError::MediaType("Docker schema 1 manifests are not supported (the image is too old)".into()));
+        return Err(ImageError::SchemaOne);
     }
     match media {
         OCI_INDEX | DOCKER_LIST => Ok(Document::Index(serde_json::from_slice(bytes).map_err(bad)?)),
@@ -202,8 +202,11 @@ mod tests {
         assert!(matches!(parse_document(m, Some(DOCKER_MANIFEST)).unwrap(), Document::Manifest(_)));
         assert!(matches!(parse_document(m, None).unwrap(), Document::Manifest(_)));
         assert!(matches!(parse_document(br#"{"schemaVersion":2,"manifests":[]}"#, None).unwrap(), Document::Index(_)));
-        assert!(parse_document(br#"{"schemaVersion":1}"#, None).is_err());
+        assert!(matches!(parse_document(br#"{"schemaVersion":1}"#, None), Err(ImageError::SchemaOne)));
         assert_eq!(layer_compression("application/vnd.oci.image.layer.v1.tar+zstd").unwrap(), Compression::Zstd);
-        assert!(layer_compression("application/x-foo").is_err());
+        assert_eq!(
+            layer_compression("application/x-foo").unwrap_err().to_string(),
+            "unsupported media type \"application/x-foo\""
+        );
     }
 }

@@ -445,8 +445,14 @@ mod tests {
         assert_eq!(redirect_target(from, "c").unwrap(), "https://r.example/v2/x/blobs/c");
         let e = redirect_target(from, "http://s3.example/b").unwrap_err();
         assert!(e.contains("from HTTPS to plain HTTP"), "{e}");
-        assert!(redirect_target(from, "HTTP://s3.example/b").is_err());
-        assert!(redirect_target(from, "file:///etc/passwd").is_err());
+        assert_eq!(
+            redirect_target(from, "HTTP://s3.example/b").unwrap_err().to_string(),
+            "refusing a redirect from HTTPS to plain HTTP (HTTP://s3.example/b)"
+        );
+        assert_eq!(
+            redirect_target(from, "file:///etc/passwd").unwrap_err().to_string(),
+            "refusing a redirect to \"file:///etc/passwd\""
+        );
         // A plain registry may redirect to plain HTTP, or up to HTTPS.
         let plain = "http://127.0.0.1:5000/v2/x/blobs/sha256:1";
         assert_eq!(redirect_target(plain, "http://127.0.0.1:9000/b").unwrap(), "http://127.0.0.1:9000/b");
@@ -523,7 +529,10 @@ mod tests {
         assert!(e.contains("plain HTTP") && e.contains("insecure_registries"), "{e}");
         assert!(check_realm("http://auth.example/token", false, false).is_ok(), "no credentials, nothing to leak");
         assert!(check_realm("http://127.0.0.1:5000/token", true, true).is_ok(), "a plain registry's own realm");
-        assert!(check_realm("ftp://auth.example/token", false, false).is_err());
+        assert_eq!(
+            check_realm("ftp://auth.example/token", false, false).unwrap_err().to_string(),
+            "token service \"ftp://auth.example/token\" is not an HTTP(S) URL"
+        );
     }
 
     #[test]

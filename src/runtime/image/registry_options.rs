@@ -118,6 +118,7 @@ mod tests {
             RegistryOptions::default().with_auth_file(&dir.path().join("none.json")).unwrap().credentials.is_empty()
         );
         std::fs::write(&path, r#"{"auths":{"x":{"auth":"!!"}}}"#).unwrap();
-        assert!(RegistryOptions::default().with_auth_file(&path).is_err());
+        let err = RegistryOptions::default().with_auth_file(&path).unwrap_err().to_string();
+        assert!(err.contains("auth.json: the auth of \"x\" is not base64"), "{err}");
     }
 }

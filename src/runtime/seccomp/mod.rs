@@ -510,8 +510,40 @@ mod tests {
         assert_eq!(eval_args(&p, 0x4000_0003, nr("read"), [0; 6]), SECCOMP_RET_KILL_PROCESS);
     }
 
+    /// The kernel's own numbers, from its UAPI header (linux-libc-dev),
+    /// not from our table: a wrong entry there must fail these tests.
+    fn kernel_numbers() -> &'static std::collections::BTreeMap<String, u32> {
+        static NUMBERS: std::sync::OnceLock<std::collections::BTreeMap<String, u32>> = std::sync::OnceLock::new();
+        NUMBERS.get_or_init(|| {
+            let header = "/usr/include/x86_64-linux-gnu/asm/unistd_64.h";
+            let text = std::fs::read_to_string(header)
+                .unwrap_or_else(|e| panic!("{header}: {e} (scripts/install-deps.sh installs gcc, which brings it)"));
+            text.lines()
+                .filter_map(|l| {
+                    let mut w = l.split_whitespace();
+                    let (Some("#define"), Some(name), Some(n)) = (w.next(), w.next(), w.next()) else { return None };
+                    Some((name.strip_prefix("__NR_")?.to_string(), n.parse().ok()?))
+                })
+                .collect()
+        })
+    }
+
     fn nr(name: &str) -> u32 {
-        number(name).unwrap()
+        *kernel_numbers().get(name).unwrap_or_else(|| panic!("{name} is not in the kernel's header"))
+    }
+
+    #[test]
+    fn our_table_is_the_kernels() {
+        let kernel = kernel_numbers();
+        assert!(kernel.len() >= 360, "{} calls read from the header", kernel.len());
+        for (name, n) in SYSCALLS {
+            assert_eq!(kernel.get(name), Some(&n), "{name}");
+        }
+        // Every call of the kernel's header up to our newest is in the table.
+        let newest = SYSCALLS.iter().map(|(_, n)| *n).max().unwrap_or(0);
+        for (name, n) in kernel.iter().filter(|(_, n)| **n <= newest) {
+            assert_eq!(number(name), Some(*n), "{name} is missing from the table");
+        }
     }
 
     const EPERM: u32 = SECCOMP_RET_ERRNO | libc::EPERM as u32;

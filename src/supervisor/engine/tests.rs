@@ -255,7 +255,7 @@ async fn shutdown_stops_dependents_first_and_ends_the_loop_when_all_are_gone() {
     l.no_call().await;
     l.exited("web", 1, 0);
     assert_eq!(l.call().await, signal("db", 10));
-    assert!(done.try_recv().is_err());
+    assert_eq!(done.try_recv(), Err(oneshot::error::TryRecvError::Empty), "shutdown answered before db ended");
     l.exited("db", 1, 0);
     done.await.unwrap();
     l.task.await.unwrap();

@@ -391,8 +391,11 @@ mod tests {
         assert_eq!(request_len(post).unwrap(), None);
         let head = "POST /v1/x HTTP/1.1\r\ncontent-length: 4\r\n\r\n";
         assert_eq!(request_len(format!("{head}abcdEXTRA").as_bytes()).unwrap(), Some(head.len() + 4));
-        assert!(request_len(b"POST / HTTP/1.1\r\nContent-Length: x\r\n\r\n").is_err());
-        assert!(request_len(&vec![b'a'; 20000]).is_err());
+        assert_eq!(
+            request_len(b"POST / HTTP/1.1\r\nContent-Length: x\r\n\r\n").unwrap_err().to_string(),
+            "bad Content-Length"
+        );
+        assert_eq!(request_len(&vec![b'a'; 20000]).unwrap_err().to_string(), "request head too large");
     }
 
     #[test]

@@ -79,7 +79,29 @@ mod tests {
     fn unknown_with_hint() {
         let msg = parse_capability("NET_ADMN").unwrap_err();
         assert!(msg.contains("did you mean \"CAP_NET_ADMIN\""), "{msg}");
-        assert!(parse_capability("").is_err());
-        assert!(parse_capability("CAP_").is_err());
+        assert_eq!(parse_capability("").unwrap_err().to_string(), "unknown capability \"\"");
+        assert_eq!(parse_capability("CAP_").unwrap_err().to_string(), "unknown capability \"CAP_\"");
+    }
+
+    /// The list, in order, is the kernel's: each name at its number, as
+    /// the kernel's UAPI header (linux-libc-dev) defines them.
+    #[test]
+    fn the_list_is_the_kernels() {
+        let header = "/usr/include/linux/capability.h";
+        let text = std::fs::read_to_string(header)
+            .unwrap_or_else(|e| panic!("{header}: {e} (scripts/install-deps.sh installs gcc, which brings it)"));
+        let mut kernel: Vec<(u32, &str)> = text
+            .lines()
+            .filter_map(|l| {
+                let mut w = l.split_whitespace();
+                let (Some("#define"), Some(name), Some(n)) = (w.next(), w.next(), w.next()) else { return None };
+                Some((n.parse().ok()?, name.strip_prefix("CAP_").map(|_| name)?))
+            })
+            .collect();
+        kernel.sort();
+        let names: Vec<&str> = kernel.iter().map(|(_, n)| *n).collect();
+        let numbers: Vec<u32> = kernel.iter().map(|(n, _)| *n).collect();
+        assert_eq!(numbers, (0..41).collect::<Vec<u32>>(), "{kernel:?}");
+        assert_eq!(names, ALL_CAPABILITIES);
     }
 }

@@ -39,10 +39,22 @@ mod tests {
     #[test]
     fn rejects_bad_forms() {
         assert!(parse_duration("10").unwrap_err().contains("\"10s\""));
-        assert!(parse_duration("").is_err());
-        assert!(parse_duration("ten seconds").is_err());
-        assert!(parse_duration("-1s").is_err());
-        assert!(parse_duration("10 parsecs").is_err());
+        assert_eq!(
+            parse_duration("").unwrap_err().to_string(),
+            "empty duration: use a number with a unit, like \"10s\" or \"1m30s\""
+        );
+        assert_eq!(
+            parse_duration("ten seconds").unwrap_err().to_string(),
+            "\"ten seconds\" is not a duration (expected number at 0): use e.g. \"100ms\", \"10s\", \"1h30m\""
+        );
+        assert_eq!(
+            parse_duration("-1s").unwrap_err().to_string(),
+            "\"-1s\" is not a duration (expected number at 0): use e.g. \"100ms\", \"10s\", \"1h30m\""
+        );
+        assert_eq!(
+            parse_duration("10 parsecs").unwrap_err().to_string(),
+            "\"10 parsecs\" is not a duration (unknown time unit \"parsecs\", supported units: ns, us/µs, ms, sec, min, hours, days, weeks, months, years (and few variations)): use e.g. \"100ms\", \"10s\", \"1h30m\""
+        );
     }
 
     #[test]

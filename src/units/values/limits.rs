@@ -135,9 +135,15 @@ mod tests {
         assert!(check_sysctl("fs.mqueue.msg_max", true).is_ok());
         assert!(check_sysctl("net.core.somaxconn", true).unwrap_err().contains("host"));
         assert!(check_sysctl("kernel.panic", false).unwrap_err().contains("not namespaced"));
-        assert!(check_sysctl("vm.swappiness", false).is_err());
+        assert_eq!(
+            check_sysctl("vm.swappiness", false).unwrap_err().to_string(),
+            "sysctl \"vm.swappiness\" is not namespaced: setting it would change the host (allowed: net.*, fs.mqueue.*, kernel.msg*, kernel.sem, kernel.shm*)"
+        );
         assert!(check_sysctl("kernel.hostname", false).unwrap_err().contains("hostname key"));
-        assert!(check_sysctl("net..x", false).is_err());
+        assert_eq!(
+            check_sysctl("net..x", false).unwrap_err().to_string(),
+            "\"net..x\" is not a sysctl name (dot-separated, like \"net.core.somaxconn\")"
+        );
     }
 
     #[test]
@@ -147,8 +153,11 @@ mod tests {
         assert_eq!(Ulimit::parse("-1").unwrap().to_string(), "unlimited:unlimited");
         assert_eq!(Ulimit::parse("1024:unlimited").unwrap().to_string(), "1024:unlimited");
         assert!(Ulimit::parse("4096:1024").unwrap_err().contains("above the hard"));
-        assert!(Ulimit::parse("unlimited:10").is_err());
-        assert!(Ulimit::parse("lots").is_err());
+        assert_eq!(Ulimit::parse("unlimited:10").unwrap_err().to_string(), "the soft limit is above the hard limit");
+        assert_eq!(
+            Ulimit::parse("lots").unwrap_err().to_string(),
+            "\"lots\" is not a limit (a number, -1 or \"unlimited\")"
+        );
         assert!(check_ulimit_name("nofile").is_ok());
         assert!(check_ulimit_name("nofiles").unwrap_err().contains("did you mean \"nofile\""));
     }

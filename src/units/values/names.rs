@@ -113,8 +113,17 @@ mod tests {
     fn volume_names() {
         assert!(check_volume_name("web-cache").is_ok());
         assert!(check_volume_name("data_1.v2").is_ok());
-        assert!(check_volume_name("-x").is_err());
-        assert!(check_volume_name("a/b").is_err());
-        assert!(check_volume_name("").is_err());
+        assert_eq!(
+            check_volume_name("-x").unwrap_err().to_string(),
+            "\"-x\" is not a volume name: use letters, digits, '_', '.' and '-', starting with a letter or digit (a bind mount needs an absolute host path)"
+        );
+        assert_eq!(
+            check_volume_name("a/b").unwrap_err().to_string(),
+            "\"a/b\" is not a volume name: use letters, digits, '_', '.' and '-', starting with a letter or digit (a bind mount needs an absolute host path)"
+        );
+        assert_eq!(
+            check_volume_name("").unwrap_err().to_string(),
+            "\"\" is not a volume name: use letters, digits, '_', '.' and '-', starting with a letter or digit (a bind mount needs an absolute host path)"
+        );
     }
 }

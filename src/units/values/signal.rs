@@ -128,12 +128,15 @@ mod tests {
 
     #[test]
     fn rejects_unknown() {
-        assert!(Signal::parse("0").is_err());
-        assert!(Signal::parse("32").is_err());
-        assert!(Signal::parse("65").is_err());
-        assert!(Signal::parse("-9").is_err());
-        assert!(Signal::parse("SIGRTMIN+31").is_err());
-        assert!(Signal::parse("SIGRTMIN+").is_err());
+        assert_eq!(Signal::parse("0").unwrap_err().to_string(), "0 is not a signal number (1-31, 34-64)");
+        assert_eq!(Signal::parse("32").unwrap_err().to_string(), "32 is not a signal number (1-31, 34-64)");
+        assert_eq!(Signal::parse("65").unwrap_err().to_string(), "65 is not a signal number (1-31, 34-64)");
+        assert_eq!(Signal::parse("-9").unwrap_err().to_string(), "-9 is not a signal number (1-31, 34-64)");
+        assert_eq!(Signal::parse("SIGRTMIN+31").unwrap_err().to_string(), "unknown signal \"SIGRTMIN+31\"");
+        assert_eq!(
+            Signal::parse("SIGRTMIN+").unwrap_err().to_string(),
+            "unknown signal \"SIGRTMIN+\", did you mean \"SIGTTIN\"?"
+        );
         let msg = Signal::parse("SIGTREM").unwrap_err();
         assert!(msg.contains("did you mean \"SIGTERM\""), "{msg}");
     }

@@ -95,7 +95,10 @@ mod tests {
     #[test]
     fn rejects_overflow() {
         assert!(parse_size("16E").unwrap_err().contains("too large"));
-        assert!(parse_size("99999999999999999999999999999999999999999").is_err());
+        assert_eq!(
+            parse_size("99999999999999999999999999999999999999999").unwrap_err().to_string(),
+            "\"99999999999999999999999999999999999999999\" is too large (at most 16 EiB)"
+        );
         assert_eq!(parse_size("15E"), Ok(15 << 60));
     }
 
