@@ -87,7 +87,7 @@ pub enum StartError {
     #[error("start task failed: {0}")]
     Task(#[from] JoinError),
     #[error(
-        "no space left on the filesystem of the run directory {} (mounted at {}): {free} bytes free, a start needs {RUN_DIR_ROOM}",
+        "no space left on the filesystem of the run directory {} (mounted at {}): {free} bytes free, a start needs {RUN_DIR_ROOM} bytes",
         path.display(), mount.display()
     )]
     RunDirFull { path: PathBuf, mount: PathBuf, free: u64 },
@@ -364,5 +364,27 @@ pub fn live_resources(unit: &Unit) -> Resources {
         cpu_period: unit.resources.nano_cpus.map(|_| period),
         pids: unit.resources.pids,
         devices: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pull_slots_are_per_registry() {
+        let pulls = Pulls::default();
+        let source = |s: &str| ImageSource::parse(s, std::path::Path::new("/")).unwrap();
+        let a = pulls.slots(&source("127.0.0.1:5000/x:1"));
+        let same = pulls.slots(&source("127.0.0.1:5000/y:2"));
+        let other = pulls.slots(&source("127.0.0.1:5001/x:1"));
+        assert!(Arc::ptr_eq(&a, &same));
+        assert!(!Arc::ptr_eq(&a, &other));
+        // A registry's slots all taken leave another's free.
+        let held: Vec<_> = (0..PULLS_PER_SOURCE).map(|_| a.clone().try_acquire_owned().unwrap()).collect();
+        assert!(same.clone().try_acquire_owned().is_err());
+        assert!(other.clone().try_acquire_owned().is_ok());
+        drop(held);
+        assert!(a.try_acquire_owned().is_ok());
     }
 }
