@@ -6,5 +6,7 @@ mod common;
 
 mod faults {
     //! One file per area, named as in docs/reliability.md.
+    pub mod disk;
+    pub mod registry;
     pub mod store;
 }

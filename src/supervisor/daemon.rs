@@ -319,6 +319,7 @@ async fn daemon(options: &Options, pid1: bool) -> Result<Option<Power>, DaemonEr
         reaper,
         helper,
         bridge: bridge.clone(),
+        pulls: Default::default(),
     });
     let (tx, rx) = mpsc::unbounded_channel();
     let (events, _) = broadcast::channel(1024);

@@ -5,20 +5,23 @@
 //! Its pid is registered with the reaper, and its interface is on the
 //! bridge, before the container may run.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::net::{IpAddr, Ipv4Addr};
-use std::path::PathBuf;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use nix::fcntl::OFlag;
 use nix::unistd::pipe2;
-use tokio::sync::oneshot;
+use tokio::sync::{Semaphore, oneshot};
 use tokio::task::{JoinError, spawn_blocking};
 
 use super::prepare::{PrepareError, image, needs_pull, prepare};
+use crate::names::reference::ImageSource;
 use crate::runtime::cgroups::{Manager, Resources};
 use crate::runtime::container::{Container, RuntimeError, Setup};
 use crate::runtime::image::config::Healthcheck;
+use crate::runtime::image::space::{free_space, mount_point};
 use crate::runtime::image::{PullOptions, Quiet, Store};
 use crate::runtime::network::bridge::Bridge;
 use crate::runtime::network::ports::Publish;
@@ -38,7 +41,34 @@ pub struct Env {
     pub helper: PathBuf,
     /// The bridge network, for units on it.
     pub bridge: Option<Arc<Bridge>>,
+    /// Pulls under way, by registry.
+    pub pulls: Pulls,
 }
+
+/// Pulls at once from one registry (each fetches up to four layers at
+/// once): a registry that stalls holds its own pulls back, never a start
+/// whose image is in the store, nor a pull from elsewhere.
+const PULLS_PER_SOURCE: usize = 4;
+
+/// The pull slots of each registry (local layouts and archives share one
+/// set).
+#[derive(Default)]
+pub struct Pulls(Mutex<HashMap<String, Arc<Semaphore>>>);
+
+impl Pulls {
+    fn slots(&self, source: &ImageSource) -> Arc<Semaphore> {
+        let key = match source {
+            ImageSource::Registry(r) => r.registry.clone(),
+            _ => String::new(),
+        };
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        map.entry(key).or_insert_with(|| Arc::new(Semaphore::new(PULLS_PER_SOURCE))).clone()
+    }
+}
+
+/// Free bytes a start needs on the run directory's filesystem (a tmpfs):
+/// the container's state record, its sockets, the bridge's files.
+const RUN_DIR_ROOM: u64 = 256 << 10;
 
 /// Why a unit's container did not start.
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +86,27 @@ pub enum StartError {
     Pipe(#[source] nix::errno::Errno),
     #[error("start task failed: {0}")]
     Task(#[from] JoinError),
+    #[error(
+        "no space left on the filesystem of the run directory {} (mounted at {}): {free} bytes free, a start needs {RUN_DIR_ROOM} bytes",
+        path.display(), mount.display()
+    )]
+    RunDirFull { path: PathBuf, mount: PathBuf, free: u64 },
+    #[error("statvfs {}: {source}", path.display())]
+    RunDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Fails a start when the run directory's filesystem cannot hold what a
+/// container writes there: its state record would be lost silently.
+fn check_run_dir(run_dir: &Path) -> Result<(), StartError> {
+    let (free, _) = free_space(run_dir).map_err(|source| StartError::RunDir { path: run_dir.to_path_buf(), source })?;
+    if free < RUN_DIR_ROOM {
+        return Err(StartError::RunDirFull { path: run_dir.to_path_buf(), mount: mount_point(run_dir), free });
+    }
+    Ok(())
 }
 
 /// A running container.
@@ -98,9 +149,12 @@ fn warn_once_without_recursive_readonly() {
 }
 
 /// Starts `unit`'s container. `pulling` is called first when the image
-/// must be fetched, `starting` once it is there.
+/// must be fetched, `starting` once it is there. A permit of `starts` is
+/// held from then to the end: a pull, which may wait on a slow registry
+/// for minutes, holds none.
 pub async fn start(
     env: Arc<Env>,
+    starts: Arc<Semaphore>,
     unit: Unit,
     notify_dir: Option<PathBuf>,
     join: Option<Join>,
@@ -129,13 +183,23 @@ pub async fn start(
     if unit.container.volumes.iter().any(|v| v.read_only) {
         warn_once_without_recursive_readonly();
     }
+    let (e, u) = (env.clone(), unit.clone());
+    let pull = spawn_blocking(move || needs_pull(&u, &e.store)).await?;
+    let slot = match pull {
+        true => {
+            pulling();
+            Some(env.pulls.slots(&unit.container.image).acquire_owned().await)
+        }
+        false => None,
+    };
+    let (e, u) = (env.clone(), unit.clone());
+    let image = spawn_blocking(move || image(&u, &e.store, &e.pull, &Quiet)).await??;
+    drop(slot);
+    let _permit = starts.acquire_owned().await;
+    starting();
+    check_run_dir(&env.run_dir)?;
     let e = env.clone();
     let (mut prepared, image_health) = spawn_blocking(move || -> Result<_, StartError> {
-        if needs_pull(&unit, &e.store) {
-            pulling();
-        }
-        let image = image(&unit, &e.store, &e.pull, &Quiet)?;
-        starting();
         let prepared = prepare(&unit, &image, &e.state_dir, notify_dir.as_deref(), &files, netns.as_deref())?;
         Ok((prepared, image.config.config.healthcheck.clone()))
     })
@@ -300,5 +364,27 @@ pub fn live_resources(unit: &Unit) -> Resources {
         cpu_period: unit.resources.nano_cpus.map(|_| period),
         pids: unit.resources.pids,
         devices: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pull_slots_are_per_registry() {
+        let pulls = Pulls::default();
+        let source = |s: &str| ImageSource::parse(s, std::path::Path::new("/")).unwrap();
+        let a = pulls.slots(&source("127.0.0.1:5000/x:1"));
+        let same = pulls.slots(&source("127.0.0.1:5000/y:2"));
+        let other = pulls.slots(&source("127.0.0.1:5001/x:1"));
+        assert!(Arc::ptr_eq(&a, &same));
+        assert!(!Arc::ptr_eq(&a, &other));
+        // A registry's slots all taken leave another's free.
+        let held: Vec<_> = (0..PULLS_PER_SOURCE).map(|_| a.clone().try_acquire_owned().unwrap()).collect();
+        assert!(same.clone().try_acquire_owned().is_err());
+        assert!(other.clone().try_acquire_owned().is_ok());
+        drop(held);
+        assert!(a.try_acquire_owned().is_ok());
     }
 }

@@ -15,6 +15,15 @@ pub enum ImageError {
     },
     #[error("{registry}: {message}")]
     Registry { registry: String, message: String },
+    /// A transfer that kept failing (a connection, a status, a stall): the
+    /// source (`127.0.0.1:5000/app:v1`), what was fetched, what went wrong
+    /// the last time, and how many tries were made.
+    #[error("pull {source_name}: {what}: {fault}, {attempts} attempt{}", if *.attempts == 1 { "" } else { "s" })]
+    Transfer { source_name: String, what: String, fault: String, attempts: u32 },
+    /// The store's filesystem is full (ENOSPC, EDQUOT, or the free-space
+    /// reserve of a pull is not there).
+    #[error("no space left on the filesystem of {} (mounted at {}): {detail}", store.display(), mount.display())]
+    NoSpace { store: PathBuf, mount: PathBuf, detail: String },
     #[error("{registry}/{repository}: {what} not found")]
     NotFound { registry: String, repository: String, what: String },
     #[error("{registry}/{repository}: access denied ({status}){hint}")]
@@ -27,6 +36,15 @@ pub enum ImageError {
     UnsafeEntry { layer: String, entry: String, reason: String },
     #[error("layer {layer}: {message}")]
     Layer { layer: String, message: String },
+    /// Writing an entry of a layer into its directory failed.
+    #[error("layer {layer}: {entry}: {op}: {source}")]
+    Unpack {
+        layer: String,
+        entry: String,
+        op: String,
+        #[source]
+        source: io::Error,
+    },
     /// Content over one of the bounds a pull keeps (never retried).
     #[error("{what}: {message}")]
     Limit { what: String, message: String },
@@ -54,6 +72,11 @@ impl ImageError {
         let path = path.into();
         move |source| ImageError::Io { op, path, source }
     }
+}
+
+/// Whether `e` says the filesystem is full (or the user's quota is).
+pub fn is_no_space(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT)) || e.kind() == io::ErrorKind::StorageFull
 }
 
 pub type Result<T, E = ImageError> = std::result::Result<T, E>;

@@ -20,6 +20,7 @@ pub mod registry_options;
 pub mod source;
 pub mod space;
 pub mod store;
+mod transfer;
 pub mod tree;
 pub mod unpack;
 pub mod verify;

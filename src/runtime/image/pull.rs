@@ -9,17 +9,19 @@
 //! blob and the layer directory renamed into the store; a failed or
 //! interrupted layer leaves nothing behind, and a retry starts it afresh.
 
+use std::cell::RefCell;
 use std::fs::{self, File};
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use flate2::read::MultiGzDecoder;
 
 use super::config::ImageConfig;
 use super::digest::{Digest, HashingReader};
-use super::error::{ImageError, Result};
+use super::error::{ImageError, Result, is_no_space};
 use super::guard::TarLimits;
 use super::manifest::{
     Compression, Descriptor, Document, Manifest, Platform, layer_compression, parse_document, select_platform,
@@ -27,8 +29,9 @@ use super::manifest::{
 use super::registry::Registry;
 use super::registry_options::RegistryOptions;
 use super::source::{DockerArchive, Fetched, Fetcher, OciLayout};
-use super::space::Budget;
+use super::space::{Budget, mount_point};
 use super::store::{Image, ImageRecord, LayerRecord, Store, now, unique_name};
+use super::transfer::{Failure, Tee, Transport, Watched, classify, read_verified, size_text, tried};
 use super::unpack::unpack_layer;
 use crate::names::reference::ImageSource;
 
@@ -44,6 +47,9 @@ pub struct PullOptions {
     pub tar: TarLimits,
     /// Layers made at once.
     pub concurrency: usize,
+    /// The pause after a blob's transfer first breaks; it doubles for each
+    /// try after (see `transfer::LAYER_TRIES`).
+    pub retry_pause: Duration,
 }
 
 /// 32 GiB: the largest common images (CUDA and machine-learning stacks)
@@ -61,6 +67,7 @@ impl Default for PullOptions {
             max_image_size: MAX_IMAGE_SIZE,
             tar: TarLimits::default(),
             concurrency: 4,
+            retry_pause: Duration::from_secs(1),
         }
     }
 }
@@ -76,9 +83,6 @@ pub trait Progress: Sync {
 /// Reports nothing.
 pub struct Quiet;
 impl Progress for Quiet {}
-
-/// Layer attempts before a transient failure is final.
-const LAYER_TRIES: u32 = 3;
 
 impl Store {
     /// Pulls `source` into the store (or finds it complete there) and
@@ -114,6 +118,29 @@ impl Store {
         options: &PullOptions,
         progress: &dyn Progress,
     ) -> Result<Image> {
+        self.pull_inner(reference, fetcher, options, progress).map_err(|e| self.no_space(e))
+    }
+
+    /// `e`, or, when it is a full filesystem, an error that says so and
+    /// names the store and its mount point.
+    fn no_space(&self, e: ImageError) -> ImageError {
+        let full = match &e {
+            ImageError::Io { source, .. } | ImageError::Unpack { source, .. } => is_no_space(source),
+            _ => false,
+        };
+        if !full {
+            return e;
+        }
+        ImageError::NoSpace { store: self.root().to_path_buf(), mount: mount_point(self.root()), detail: e.to_string() }
+    }
+
+    fn pull_inner(
+        &self,
+        reference: &str,
+        fetcher: &dyn Fetcher,
+        options: &PullOptions,
+        progress: &dyn Progress,
+    ) -> Result<Image> {
         let reference = reference.to_string();
         let _shared = self.lock_store(false)?;
 
@@ -136,7 +163,7 @@ impl Store {
                             message: format!("{} bytes is over the limit of {MAX_CONFIG} bytes", manifest.config.size),
                         });
                     }
-                    let b = read_verified(fetcher, &manifest.config, "config")?;
+                    let b = read_verified(fetcher, &manifest.config, "config", options.retry_pause)?;
                     self.put_blob(&manifest.config.digest, &b)?;
                     b
                 }
@@ -154,7 +181,8 @@ impl Store {
         progress.resolved(&reference, &manifest_digest, &manifest.layers);
 
         let layers: Vec<(&Descriptor, &Digest)> = manifest.layers.iter().zip(&config.rootfs.diff_ids).collect();
-        let budget = Budget::new(&reference, options.max_image_size, &self.tmp_dir());
+        // The store's root names the filesystem in errors; tmp is on it.
+        let budget = Budget::new(&reference, options.max_image_size, self.root());
         // The blobs alone take their compressed size: a floor of what the
         // missing layers need (what they unpack to is checked as they do).
         let missing: u64 = layers
@@ -210,13 +238,10 @@ impl Store {
                         if first_error.lock().unwrap_or_else(|e| e.into_inner()).is_some() {
                             break;
                         }
-                        let mut attempt = 1;
-                        let result = loop {
-                            match self.make_layer(fetcher, desc, diff_id, options, budget, progress) {
-                                Err(e) if attempt < LAYER_TRIES && transient(&e) => attempt += 1,
-                                other => break other,
-                            }
-                        };
+                        let what = format!("blob {}", desc.digest);
+                        let result = tried(&fetcher.name(), &what, options.retry_pause, || {
+                            self.make_layer(fetcher, desc, diff_id, options, budget, progress)
+                        });
                         if let Err(e) = result {
                             first_error.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert(e);
                         }
@@ -239,7 +264,7 @@ impl Store {
         options: &PullOptions,
         budget: &Budget,
         progress: &dyn Progress,
-    ) -> Result<()> {
+    ) -> Result<(), Failure> {
         let _lock = self.lock_layer(diff_id)?;
         let blob_path = self.blob_path(&desc.digest);
         let layer_path = self.layer_path(diff_id);
@@ -256,6 +281,9 @@ impl Store {
         } else {
             fetcher.blob(desc)?
         };
+        // What the source did, told apart from what the unpacking did.
+        let transport = RefCell::new(Transport::default());
+        let reader = Watched { inner: reader, seen: &transport };
         let mut tmp = TempPaths::default();
         let tmp_dir = self.tmp_dir();
         let mut blob_file = if have_blob {
@@ -276,8 +304,10 @@ impl Store {
         let mut attempt = budget.attempt();
         let layer_name = desc.digest.to_string();
         let mut blob = HashingReader::new(reader, desc.size);
-        let diff_digest = {
-            let mut tee = Tee { inner: &mut blob, copy: blob_file.as_mut(), progress, digest: &desc.digest };
+        let write_error = RefCell::new(None);
+        let diff_digest = (|| {
+            let copy = blob_file.as_mut();
+            let mut tee = Tee { inner: &mut blob, copy, write_error: &write_error, progress, digest: &desc.digest };
             let mut tar: Box<dyn Read> = match compression {
                 Compression::None => Box::new(&mut tee),
                 Compression::Gzip => Box::new(MultiGzDecoder::new(&mut tee)),
@@ -296,22 +326,40 @@ impl Store {
             drop(tar);
             // Whatever follows the compressed stream is part of the blob too.
             io::copy(&mut tee, &mut io::sink()).map_err(|e| layer_error(&layer_name, e))?;
-            diff_digest
+            Ok(diff_digest)
+        })();
+        let seen = transport.take();
+        let received = blob.count();
+        let diff_digest = match diff_digest {
+            Ok(d) => d,
+            Err(e) => {
+                if let (Some(source), false) = (write_error.take(), have_blob) {
+                    return Err(ImageError::Io { op: "write", path: tmp.0[0].clone(), source }.into());
+                }
+                return Err(classify(&fetcher.name(), desc, e, seen, received));
+            }
         };
         let (digest, size) = blob.finish();
+        if seen.ended && size < desc.size && !have_blob {
+            return Err(Failure::Transfer(format!(
+                "the body ended after {} of {}",
+                size_text(size),
+                size_text(desc.size)
+            )));
+        }
         if digest != desc.digest || size != desc.size {
-            return Err(ImageError::DigestMismatch {
+            return Err(Failure::Other(ImageError::DigestMismatch {
                 what: "layer".into(),
                 expected: format!("{} ({} bytes)", desc.digest, desc.size),
                 actual: format!("{digest} ({size} bytes)"),
-            });
+            }));
         }
         if diff_digest != *diff_id {
-            return Err(ImageError::DigestMismatch {
+            return Err(Failure::Other(ImageError::DigestMismatch {
                 what: format!("uncompressed layer {}, diff ID", desc.digest),
                 expected: diff_id.to_string(),
                 actual: diff_digest.to_string(),
-            });
+            }));
         }
         if let (Some(file), false) = (blob_file, have_blob) {
             let tmp_blob = &tmp.0[0];
@@ -384,33 +432,8 @@ fn verify(f: &Fetched, name: &str) -> Result<Digest> {
     }
 }
 
-fn read_verified(fetcher: &dyn Fetcher, desc: &Descriptor, what: &str) -> Result<Vec<u8>> {
-    let mut r = HashingReader::new(fetcher.blob(desc)?, desc.size);
-    let mut bytes = Vec::new();
-    r.read_to_end(&mut bytes).map_err(|e| ImageError::Blob {
-        what: what.into(),
-        digest: desc.digest.to_string(),
-        message: e.to_string(),
-    })?;
-    let (digest, size) = r.finish();
-    if digest != desc.digest || size != desc.size {
-        return Err(ImageError::DigestMismatch {
-            what: what.into(),
-            expected: desc.digest.to_string(),
-            actual: digest.to_string(),
-        });
-    }
-    Ok(bytes)
-}
-
 fn layer_error(layer: &str, e: io::Error) -> ImageError {
     ImageError::Layer { layer: layer.to_string(), message: format!("reading the layer: {e}") }
-}
-
-/// Failures worth another try: the connection, not the content.
-fn transient(e: &ImageError) -> bool {
-    matches!(e, ImageError::Registry { .. } | ImageError::Io { .. })
-        || matches!(e, ImageError::Layer { message, .. } if message.starts_with("reading the layer"))
 }
 
 /// A `dir:` source: the directory is the one read-only layer.
@@ -430,25 +453,6 @@ fn dir_image(reference: &str, path: &Path) -> Result<Image> {
         pulled: now(),
     };
     Ok(Image { record, config: ImageConfig::default(), layer_dirs: vec![path.to_path_buf()] })
-}
-
-/// Copies what is read to the blob file, and reports progress.
-struct Tee<'a, R> {
-    inner: &'a mut R,
-    copy: Option<&'a mut File>,
-    progress: &'a dyn Progress,
-    digest: &'a Digest,
-}
-
-impl<R: Read> Read for Tee<'_, R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        if let Some(f) = self.copy.as_mut() {
-            f.write_all(&buf[..n])?;
-        }
-        self.progress.layer_bytes(self.digest, n as u64);
-        Ok(n)
-    }
 }
 
 /// Paths removed when dropped, unless taken out.
@@ -473,6 +477,8 @@ impl Drop for TempPaths {
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::AtomicU32;
+
+    use super::super::transfer::LAYER_TRIES;
 
     use super::*;
 
@@ -558,7 +564,7 @@ mod tests {
     }
 
     fn options(max_image_size: u64) -> PullOptions {
-        PullOptions { max_image_size, ..PullOptions::default() }
+        PullOptions { max_image_size, retry_pause: Duration::ZERO, ..PullOptions::default() }
     }
 
     #[test]

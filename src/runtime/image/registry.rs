@@ -39,7 +39,10 @@ use super::registry_options::{RegistryOptions, is_loopback, normalize_host};
 use super::source::{BlobReader, Fetched, Fetcher};
 use crate::names::reference::ImageRef;
 
+/// Tries of one request (a connection refused or reset, 429, 5xx).
 const TRIES: u32 = 5;
+/// Manifests and indexes are a few kilobytes.
+const MAX_MANIFEST: u64 = 4 << 20;
 /// Redirects followed for one request (ureq's and curl's default is 10).
 const MAX_REDIRECTS: u32 = 10;
 /// The longest a token is reused, whatever the token service says.
@@ -98,16 +101,21 @@ impl Registry {
     }
 
     /// What a failed request says: a stall is named as one.
-    fn describe(&self, url: &str, what: &str, e: &ureq::Error) -> String {
+    fn describe(&self, url: &str, e: &ureq::Error) -> String {
         if matches!(e, ureq::Error::Timeout(_)) || matches!(e, ureq::Error::Io(io) if is_stall(io)) {
-            self.stalled(what)
+            self.stalled()
         } else {
             format!("{url}: {e}")
         }
     }
 
-    fn stalled(&self, what: &str) -> String {
-        format!("no data for {} while fetching {what}", humantime::format_duration(self.timeout))
+    fn stalled(&self) -> String {
+        format!("no data for {} (registry_timeout)", humantime::format_duration(self.timeout))
+    }
+
+    /// A transfer of `what` that failed `attempts` times, the last with `fault`.
+    fn gave_up(&self, what: &str, fault: String, attempts: u32) -> ImageError {
+        ImageError::Transfer { source_name: self.reference.to_string(), what: what.to_string(), fault, attempts }
     }
 
     fn error(&self, message: impl Into<String>) -> ImageError {
@@ -154,7 +162,7 @@ impl Registry {
             let retry_in = match req.call() {
                 Err(e) => {
                     if attempt + 1 >= TRIES {
-                        return Err(self.error(self.describe(&url, what, &e)));
+                        return Err(self.gave_up(what, self.describe(&url, &e), attempt + 1));
                     }
                     backoff(attempt)
                 }
@@ -193,12 +201,12 @@ impl Registry {
                         });
                     }
                     s @ (429 | 500..=599) if attempt + 1 < TRIES => {
-                        let after = header(&resp, "retry-after").and_then(|v| v.trim().parse::<u64>().ok());
-                        match (s, after) {
-                            (429, Some(secs)) => Duration::from_secs(secs.min(30)),
+                        match (s, header(&resp, "retry-after").and_then(|v| retry_after(&v))) {
+                            (429, Some(after)) => after,
                             _ => backoff(attempt),
                         }
                     }
+                    s @ (429 | 500..=599) => return Err(self.gave_up(what, format!("{url}: HTTP {s}"), attempt + 1)),
                     s => return Err(self.error(format!("{url}: HTTP {s}"))),
                 },
             };
@@ -234,7 +242,7 @@ impl Registry {
                 if let Some(b) = &basic {
                     req = req.header("Authorization", b);
                 }
-                let mut resp = req.call().map_err(|e| self.error(self.describe(realm, "a token", &e)))?;
+                let mut resp = req.call().map_err(|e| self.error(format!("a token: {}", self.describe(realm, &e))))?;
                 let status = resp.status().as_u16();
                 if status == 401 || status == 403 {
                     return Err(self.denied(status, " (by the token service)"));
@@ -265,17 +273,25 @@ impl Registry {
         Ok(())
     }
 
+    /// A manifest, its request and its body tried [`TRIES`] times: a
+    /// body that breaks or stalls is fetched again.
     fn fetch_manifest(&self, reference: &str, expected: Option<&Digest>) -> Result<Fetched> {
         let what = format!("manifest {reference}");
-        let mut resp = self.get(&format!("manifests/{reference}"), Some(ACCEPT), &what)?;
-        let content_type = header(&resp, "content-type");
-        let bytes = resp
-            .body_mut()
-            .with_config()
-            .limit(4 << 20)
-            .read_to_vec()
-            .map_err(|e| self.error(self.describe(&what, &what, &e)))?;
-        Ok(Fetched { bytes, content_type, digest: expected.cloned() })
+        let mut attempt = 1;
+        loop {
+            let mut resp = self.get(&format!("manifests/{reference}"), Some(ACCEPT), &what)?;
+            let content_type = header(&resp, "content-type");
+            match resp.body_mut().with_config().limit(MAX_MANIFEST).read_to_vec() {
+                Ok(bytes) => return Ok(Fetched { bytes, content_type, digest: expected.cloned() }),
+                // Over the limit: the same again would be too.
+                Err(e @ ureq::Error::BodyExceedsLimit(_)) => return Err(self.error(format!("{what}: {e}"))),
+                Err(e) if attempt >= TRIES => return Err(self.gave_up(&what, self.describe(&what, &e), attempt)),
+                Err(_) => {
+                    std::thread::sleep(backoff(attempt - 1));
+                    attempt += 1;
+                }
+            }
+        }
     }
 }
 
@@ -283,8 +299,19 @@ fn header(resp: &Response<ureq::Body>, name: &str) -> Option<String> {
     resp.headers().get(name).and_then(|v| v.to_str().ok()).map(String::from)
 }
 
-fn backoff(attempt: u32) -> Duration {
+/// The pause before try `attempt + 2`: 200 ms, doubling, at most 12.8 s.
+pub(super) fn backoff(attempt: u32) -> Duration {
     Duration::from_millis(200 << attempt.min(6))
+}
+
+/// The longest `Retry-After` honoured: a registry asking for more is
+/// tried again after this (and the tries stay bounded).
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
+
+/// A `Retry-After` of seconds as a pause, at most [`MAX_RETRY_AFTER`]; an
+/// HTTP date (rare from registries) is left to the usual backoff.
+fn retry_after(value: &str) -> Option<Duration> {
+    value.trim().parse::<u64>().ok().map(|secs| Duration::from_secs(secs).min(MAX_RETRY_AFTER))
 }
 
 /// `Bearer realm="https://auth",service="reg",scope="repository:x:pull"`.
@@ -336,12 +363,13 @@ impl Fetcher for Registry {
     fn blob(&self, desc: &Descriptor) -> Result<BlobReader<'_>> {
         let what = format!("blob {}", desc.digest);
         let resp = self.get(&format!("blobs/{}", desc.digest), None, &what)?;
-        let stalled = format!("registry {}: {}", self.registry, self.stalled(&what));
-        Ok(Box::new(StallNamed { inner: resp.into_body().into_reader(), stalled }) as Box<dyn Read + Send>)
+        Ok(Box::new(StallNamed { inner: resp.into_body().into_reader(), stalled: self.stalled() })
+            as Box<dyn Read + Send>)
     }
 }
 
-/// A blob's body, whose read timeout says what stalled.
+/// A blob's body, whose errors say what happened: a read timeout that
+/// it stalled, an end before its length that the connection went.
 struct StallNamed<R> {
     inner: R,
     stalled: String,
@@ -356,6 +384,9 @@ impl<R: Read> Read for StallNamed<R> {
                 .is_some_and(|u| matches!(u, ureq::Error::Timeout(_)));
             if timeout || is_stall(&e) {
                 std::io::Error::new(std::io::ErrorKind::TimedOut, self.stalled.clone())
+            } else if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                // ureq tells a reset from a close by neither.
+                std::io::Error::new(e.kind(), "the registry closed or reset the connection")
             } else {
                 e
             }

@@ -52,6 +52,21 @@ pub fn free_space(dir: &Path) -> std::io::Result<(u64, u64)> {
     Ok((st.blocks_available().saturating_mul(unit), st.blocks().saturating_mul(unit)))
 }
 
+/// Where the filesystem holding `path` is mounted: its highest ancestor
+/// on the same device (`path` itself when it cannot be read).
+pub fn mount_point(path: &Path) -> PathBuf {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(dev) = std::fs::metadata(path).map(|m| m.dev()) else { return path.to_path_buf() };
+    let mut top = path;
+    while let Some(parent) = top.parent() {
+        match std::fs::metadata(parent) {
+            Ok(m) if m.dev() == dev => top = parent,
+            _ => break,
+        }
+    }
+    top.to_path_buf()
+}
+
 impl Budget {
     /// `max`: the most bytes of file content the image may unpack to;
     /// `dir`: where the layers are written.
@@ -78,9 +93,11 @@ impl Budget {
         let (free, total) = free_space(&self.dir).map_err(|e| format!("statvfs {}: {e}", self.dir.display()))?;
         let keep = reserve(total);
         if free < need.saturating_add(keep) {
+            // Worded as a full disk's error (ImageError::NoSpace) is.
             return Err(format!(
-                "the store's filesystem ({}) has {free} bytes free; {need} more would leave less than the reserve of {keep} bytes (5% of the filesystem, at most 1 GiB)",
-                self.dir.display()
+                "no space left on the filesystem of {} (mounted at {}): {free} bytes free; {need} more would leave less than the reserve of {keep} bytes (5% of the filesystem, at most 1 GiB)",
+                self.dir.display(),
+                mount_point(&self.dir).display()
             ));
         }
         Ok(())
@@ -204,6 +221,18 @@ impl Drop for Memory<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_mount_point_is_the_highest_ancestor_on_the_same_filesystem() {
+        let dir = tempfile::tempdir().unwrap();
+        let deep = dir.path().join("a/b");
+        std::fs::create_dir_all(&deep).unwrap();
+        let top = mount_point(&deep);
+        assert!(deep.starts_with(&top), "{}", top.display());
+        // /proc is a filesystem of its own, mounted at /proc.
+        assert_eq!(mount_point(Path::new("/proc/self")), Path::new("/proc"));
+        assert_eq!(mount_point(Path::new("/")), Path::new("/"));
+    }
 
     #[test]
     fn reserve_is_five_percent_up_to_a_gibibyte() {

@@ -127,6 +127,10 @@ pub fn unpack_layer(
             TreeError::Unsafe(reason) => refuse(reason),
             // The stream broke (or was refused) inside a file's content.
             TreeError::Read(e) => read_error(e),
+            // Kept typed: a full filesystem is told apart from bad content.
+            TreeError::Io { op, source } => {
+                ImageError::Unpack { layer: layer.to_string(), entry: shown.clone(), op, source }
+            }
             other => ImageError::Layer { layer: layer.to_string(), message: format!("{shown}: {other}") },
         };
         let comps = components(&path).map_err(fail)?;

@@ -38,7 +38,6 @@ pub(super) async fn run(
     tx: Events,
 ) {
     let Parts { env, hub, log_dir, starts, live } = parts;
-    let permit = starts.acquire_owned().await;
     let failed = |e: String| {
         let _ = tx.send(Event::Started { name: name.clone(), generation, outcome: StartOutcome::Failed(e) });
         live.remove(&name, generation);
@@ -66,11 +65,12 @@ pub(super) async fn run(
     // Boxed: a future is as large as its largest state, and the start's
     // (the prepared plan and spec) would otherwise stay reserved in every
     // container's task for as long as the container runs.
-    let start =
-        Box::pin(starter::start(env.clone(), unit, notify_dir, join, pulling, move || phase(StartPhase::Starting)));
+    // The start holds a permit of `starts` once its image is there, and
+    // gives it back when done: this task goes on to wait for the exit.
+    let start = Box::pin(starter::start(env.clone(), starts, unit, notify_dir, join, pulling, move || {
+        phase(StartPhase::Starting)
+    }));
     let result = start.await.map_err(|e| e.to_string());
-    // The next start may go; this task goes on to wait for the exit.
-    drop(permit);
     let started = match result {
         Ok(s) => s,
         Err(e) => {
