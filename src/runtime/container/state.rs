@@ -136,8 +136,9 @@ impl ContainerState {
     }
 
     /// Whether the recorded first process still runs (and is that process).
+    /// A record written before the process existed has pid 0: never alive.
     pub fn alive(&self) -> bool {
-        start_time(self.pid) == Some(self.start_time)
+        self.pid > 0 && start_time(self.pid) == Some(self.start_time)
     }
 }
 
@@ -194,15 +195,24 @@ pub struct Cleaned {
 /// it is killed (SIGKILL to its whole cgroup), then its cgroups, its
 /// directory and its record go. A supervisor calls this at start, before
 /// any unit starts, for what an earlier one that died left behind.
+///
+/// Every container is found: its record is written before its cgroup is
+/// made and its first process cloned (see `lifecycle.rs`), so a record
+/// whose pid is still 0 (killed between the two) names a cgroup that is
+/// empty, or holds a process that never ran its program. A record torn by
+/// the crash cannot be: it is written to a temporary file and renamed;
+/// that temporary file, if left, is removed here.
 pub fn clean_up(run_dir: &Path) -> Cleaned {
     let mut cleaned = Cleaned::default();
     let Ok(entries) = std::fs::read_dir(run_dir.join("containers")) else { return cleaned };
     for entry in entries.flatten() {
         let path = entry.path();
-        let Some(name) = path.file_stem().and_then(|s| s.to_str()).map(String::from) else { continue };
-        if path.extension().is_none_or(|e| e != "json") {
+        let Some(file) = path.file_name().and_then(|s| s.to_str()) else { continue };
+        if file.ends_with(".json.tmp") {
+            let _ = std::fs::remove_file(&path);
             continue;
         }
+        let Some(name) = file.strip_suffix(".json").map(String::from) else { continue };
         if let Ok(state) = ContainerState::load(run_dir, &name) {
             let alive = state.alive();
             let container = super::Container::recorded(run_dir, state);
@@ -217,4 +227,45 @@ pub fn clean_up(run_dir: &Path) -> Cleaned {
     }
     cleaned.containers.sort();
     cleaned
+}
+
+#[cfg(test)]
+mod clean_up_tests {
+    use super::*;
+
+    #[test]
+    fn a_pending_record_and_a_torn_write_are_cleaned_without_signalling_pid_0() {
+        let t = tempfile::tempdir().unwrap();
+        let (run, layer) = (t.path().join("run"), t.path().join("layer"));
+        std::fs::create_dir_all(layer.join("upper")).unwrap();
+        let process = ProcessState {
+            uid: 0,
+            gid: 0,
+            additional_gids: vec![],
+            caps: None,
+            no_new_privileges: true,
+            seccomp: None,
+            cwd: "/".into(),
+            env: vec![],
+        };
+        // Killed between the record and the clone: pid 0, a cgroup that
+        // was never made. SIGKILL to pid 0 would end this test's process
+        // group.
+        let pending = ContainerState {
+            name: "web".into(),
+            pid: 0,
+            start_time: 0,
+            cgroup: Cgroup::V2(t.path().join("cg/web")),
+            dir: layer.clone(),
+            process,
+        };
+        pending.save(&run).unwrap();
+        // Killed while writing a record: its temporary file.
+        std::fs::write(ContainerState::path(&run, "db").with_extension("json.tmp"), "{\"na").unwrap();
+        assert_eq!(clean_up(&run), Cleaned { containers: vec!["web".into()] });
+        assert!(!layer.exists());
+        let left: Vec<_> =
+            std::fs::read_dir(run.join("containers")).unwrap().flatten().map(|e| e.file_name()).collect();
+        assert!(left.is_empty(), "{left:?}");
+    }
 }
