@@ -176,14 +176,14 @@ impl Bridge {
         let pool_dir = state_dir.join("network");
         std::fs::create_dir_all(&pool_dir).map_err(NetworkError::io("create", &pool_dir))?;
         let pool_path = pool_dir.join(format!("{}.json", config.name));
-        let mut pool = std::fs::read(&pool_path)
-            .ok()
-            .and_then(|b| serde_json::from_slice::<Pool>(&b).ok())
-            .filter(|p| p.subnet == config.subnet)
-            .unwrap_or_else(|| Pool::new(config.subnet));
-        // What an earlier supervisor held is free: its containers are gone.
+        let (mut pool, unreadable) = Pool::load(&pool_path, config.subnet);
+        if let Some(why) = unreadable {
+            tracing::warn!("network: the address pool starts anew: {why}");
+        }
+        // What an earlier supervisor held is free: its containers are gone
+        // (the daemon's start killed what was left of them).
         for (ip, holder) in pool.reclaim(|_| false) {
-            tracing::info!("network: reclaimed {ip} of {holder}");
+            tracing::info!("network: reclaimed {ip} of {holder}, a container an earlier supervisor left");
         }
         let resolv = resolv_conf(&std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default());
         let resolv_path = dir.join("resolv.conf");
@@ -220,15 +220,12 @@ impl Bridge {
         self.dir.join("resolv.conf")
     }
 
+    /// Saved after every change, synced (see [`Pool::save`]); a failure is
+    /// logged, not fatal: the next start frees every address anyway.
     fn save_pool(&self) {
         let pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
-        let tmp = self.pool_path.with_extension("json.tmp");
-        let ok = serde_json::to_vec(&*pool)
-            .map_err(std::io::Error::other)
-            .and_then(|b| std::fs::write(&tmp, b))
-            .and_then(|()| std::fs::rename(&tmp, &self.pool_path));
-        if let Err(e) = ok {
-            tracing::warn!("network: cannot save {}: {e}", self.pool_path.display());
+        if let Err(e) = pool.save(&self.pool_path) {
+            tracing::warn!("network: cannot save the address pool: {e}");
         }
     }
 
