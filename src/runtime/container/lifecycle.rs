@@ -58,12 +58,13 @@ impl Parts {
         };
         if let Some(run_dir) = &parts.run_dir {
             let pending = parts.state(Pid::from_raw(0), process.clone());
-            if let Err(e) = pending.save(run_dir) {
+            if let Err(e) = pending.save_pending(run_dir) {
                 // Its directory is ours from here: nothing else removes it.
                 if let Some(dir) = &parts.dir {
                     let _ = std::fs::remove_dir_all(dir);
                 }
-                return Err(RuntimeError::io("record the container in", ContainerState::path(run_dir, &parts.name), e));
+                let path = ContainerState::pending_path(run_dir, &parts.name);
+                return Err(RuntimeError::io("record the container in", path, e));
             }
         }
         if let Err(e) = setup.cgroups.create(setup.name) {
@@ -96,13 +97,26 @@ impl Parts {
         }
     }
 
-    /// Completes the record with the first process's pid (for `exec`, and
-    /// so a successor may kill it outside its cgroup too). A failure here
-    /// leaves the pending record, which still names the cgroup.
+    /// Completes the pending record with the first process's pid, which is
+    /// in its cgroup and has not run yet (so a successor may kill it by pid
+    /// too). A failure leaves the pending record, which names the cgroup.
+    fn record_pid(&self, pid: Pid, process: ProcessState) {
+        let Some(run_dir) = &self.run_dir else { return };
+        if let Err(e) = self.state(pid, process).save_pending(run_dir) {
+            tracing::warn!("{}: cannot record the container's pid: {e}", self.name);
+        }
+    }
+
+    /// Its program runs: the running record (for `exec` and the cleanup)
+    /// replaces the pending one.
     fn record(&self, pid: Pid, process: ProcessState) {
         let Some(run_dir) = &self.run_dir else { return };
-        if let Err(e) = self.state(pid, process).save(run_dir) {
-            tracing::warn!("{}: cannot record the container's pid: {e}", self.name);
+        match self.state(pid, process).save(run_dir) {
+            Ok(()) => {
+                let _ = std::fs::remove_file(ContainerState::pending_path(run_dir, &self.name));
+            }
+            // The pending record stays: the cleanup still finds it.
+            Err(e) => tracing::warn!("{}: cannot record the container's state: {e}", self.name),
         }
     }
 
@@ -149,6 +163,7 @@ pub struct Pending {
     parts: Parts,
     pid: Pid,
     client: Client,
+    process: ProcessState,
 }
 
 impl Container {
@@ -187,8 +202,8 @@ impl Container {
         match Client::start(helper, &request, stdout, stderr) {
             Ok((client, pid)) => {
                 // It is in its cgroup and waits for our go.
-                parts.record(pid, process);
-                Ok(Pending { parts, pid, client })
+                parts.record_pid(pid, process.clone());
+                Ok(Pending { parts, pid, client, process })
             }
             Err(e) => {
                 parts.remove();
@@ -273,9 +288,12 @@ impl Pending {
 
     /// Lets it run; returns once its program runs.
     pub fn go(self) -> Result<Container, RuntimeError> {
-        let Pending { parts, pid, client } = self;
+        let Pending { parts, pid, client, process } = self;
         match client.go() {
-            Ok(()) => Ok(Container { parts, pid }),
+            Ok(()) => {
+                parts.record(pid, process);
+                Ok(Container { parts, pid })
+            }
             Err(e) => {
                 parts.remove();
                 Err(e)
@@ -320,15 +338,22 @@ mod tests {
         let setup =
             Setup { name: "web", cgroups: &cgroups, resources: &resources, run_dir: Some(&run), dir: Some(&layer) };
         let parts = Parts::new(&setup, &process()).unwrap();
-        let pending = ContainerState::load(&run, "web").unwrap();
+        // Not running yet: `exec` and the rest do not see it.
+        assert!(matches!(ContainerState::load(&run, "web"), Err(RuntimeError::NotRunning(_))));
+        let read = |p: PathBuf| serde_json::from_slice::<ContainerState>(&std::fs::read(p).unwrap()).unwrap();
+        let pending = read(ContainerState::pending_path(&run, "web"));
         assert_eq!((pending.pid, &pending.cgroup, &pending.dir), (0, &Cgroup::V2(base.join("web")), &layer));
         assert!(!pending.alive(), "a pending record is never alive (pid 0 is never signalled)");
         assert!(base.join("web").is_dir());
         let me = Pid::from_raw(std::process::id() as i32);
+        parts.record_pid(me, process());
+        assert_eq!(read(ContainerState::pending_path(&run, "web")).pid, me.as_raw());
+        assert!(matches!(ContainerState::load(&run, "web"), Err(RuntimeError::NotRunning(_))));
         parts.record(me, process());
         let recorded = ContainerState::load(&run, "web").unwrap();
         assert_eq!(recorded.pid, me.as_raw());
         assert!(recorded.alive());
+        assert!(!ContainerState::pending_path(&run, "web").exists());
     }
 
     #[test]
@@ -343,7 +368,7 @@ mod tests {
         let setup =
             Setup { name: "web", cgroups: &cgroups, resources: &resources, run_dir: Some(&run), dir: Some(&layer) };
         assert!(matches!(Parts::new(&setup, &process()), Err(RuntimeError::Cgroup(_))));
-        assert!(matches!(ContainerState::load(&run, "web"), Err(RuntimeError::NotRunning(_))));
+        assert!(!ContainerState::pending_path(&run, "web").exists());
         assert!(!layer.exists());
     }
 }
