@@ -6,6 +6,7 @@ mod common;
 
 mod faults {
     //! One file per area, named as in docs/reliability.md.
+    pub mod crash;
     pub mod disk;
     pub mod registry;
     pub mod store;

@@ -229,6 +229,33 @@ fn private_dirs(
     private_dir(&paths.log_dir, log_mode, log_group).map_err(at(&paths.log_dir))
 }
 
+/// What a supervisor killed before a container got its record leaves, now
+/// that [`clean_up`] has removed every recorded container: writable layers
+/// (`<state>/containers/NAME`, made before the record) and notify sockets
+/// (`<run>/notify/NAME`). Nothing runs yet and the run directory is ours
+/// (locked), so each is a leftover. What was removed, by kind and name.
+fn sweep_leftovers(paths: &Paths) -> Vec<(&'static str, String)> {
+    let mut out = Vec::new();
+    let dirs =
+        [("writable layer", paths.state_dir.join("containers")), ("notify socket", paths.run_dir.join("notify"))];
+    for (what, dir) in dirs {
+        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let gone = match entry.file_type() {
+                Ok(t) if t.is_dir() => std::fs::remove_dir_all(&path),
+                _ => std::fs::remove_file(&path),
+            };
+            match gone {
+                Ok(()) => out.push((what, entry.file_name().to_string_lossy().into_owned())),
+                Err(e) => tracing::warn!("remove the leftover {}: {e}", path.display()),
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
 /// Ends the reaper with the life of the daemon that started it.
 struct ReaperGuard(Reaper);
 
@@ -271,6 +298,9 @@ async fn daemon(options: &Options, pid1: bool) -> Result<Option<Power>, DaemonEr
     let cleaned = clean_up(&paths.run_dir);
     for name in &cleaned.containers {
         tracing::info!("{name}: removed the container an earlier supervisor left");
+    }
+    for (what, name) in sweep_leftovers(paths) {
+        tracing::info!("{name}: removed the {what} an earlier supervisor left");
     }
     let cgroups = Manager::for_host("supervisor").map_err(DaemonError::Cgroups)?;
     let store = Store::open(&paths.state_dir).map_err(DaemonError::Images)?;

@@ -45,23 +45,40 @@ struct Parts {
 }
 
 impl Parts {
-    fn new(setup: &Setup) -> Result<Parts, RuntimeError> {
-        let cgroup = match setup.cgroups.create(setup.name) {
-            Ok(c) => c,
-            Err(e) => {
-                // Its directory is ours from here: nothing else removes it.
-                if let Some(dir) = setup.dir {
-                    let _ = std::fs::remove_dir_all(dir);
-                }
-                return Err(e.into());
-            }
-        };
+    /// The record first (with the pid still unknown), then the cgroup: a
+    /// container's first process exists only once a record names its
+    /// cgroup, so a supervisor killed at any point leaves nothing its
+    /// successor's [`super::clean_up`] cannot find.
+    fn new(setup: &Setup, process: &ProcessState) -> Result<Parts, RuntimeError> {
         let parts = Parts {
             name: setup.name.to_string(),
-            cgroup,
+            cgroup: setup.cgroups.open(setup.name),
             run_dir: setup.run_dir.map(Path::to_path_buf),
             dir: setup.dir.map(Path::to_path_buf),
         };
+        if let Some(run_dir) = &parts.run_dir {
+            let pending = parts.state(Pid::from_raw(0), process.clone());
+            if let Err(e) = pending.save_pending(run_dir) {
+                // Its directory is ours from here: nothing else removes it.
+                if let Some(dir) = &parts.dir {
+                    let _ = std::fs::remove_dir_all(dir);
+                }
+                let path = ContainerState::pending_path(run_dir, &parts.name);
+                return Err(RuntimeError::io("record the container in", path, e));
+            }
+        }
+        if let Err(e) = setup.cgroups.create(setup.name) {
+            // Nothing can be in it: what was made of it (a v1 hierarchy or
+            // two) goes without a kill, with its directory and record.
+            let _ = parts.cgroup.remove(Duration::ZERO);
+            if let Some(dir) = &parts.dir {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+            if let Some(run_dir) = &parts.run_dir {
+                ContainerState::remove(run_dir, &parts.name);
+            }
+            return Err(e.into());
+        }
         if let Err(e) = parts.cgroup.set(setup.resources) {
             parts.remove();
             return Err(e.into());
@@ -69,18 +86,37 @@ impl Parts {
         Ok(parts)
     }
 
-    fn record(&self, pid: Pid, process: ProcessState) {
-        let Some(run_dir) = &self.run_dir else { return };
-        let state = ContainerState {
+    fn state(&self, pid: Pid, process: ProcessState) -> ContainerState {
+        ContainerState {
             name: self.name.clone(),
             pid: pid.as_raw(),
-            start_time: start_time(pid.as_raw()).unwrap_or(0),
+            start_time: if pid.as_raw() > 0 { start_time(pid.as_raw()).unwrap_or(0) } else { 0 },
             cgroup: self.cgroup.clone(),
             dir: self.dir.clone().unwrap_or_default(),
             process,
-        };
-        if let Err(e) = state.save(run_dir) {
-            tracing::warn!("{}: cannot record the container's state: {e}", self.name);
+        }
+    }
+
+    /// Completes the pending record with the first process's pid, which is
+    /// in its cgroup and has not run yet (so a successor may kill it by pid
+    /// too). A failure leaves the pending record, which names the cgroup.
+    fn record_pid(&self, pid: Pid, process: ProcessState) {
+        let Some(run_dir) = &self.run_dir else { return };
+        if let Err(e) = self.state(pid, process).save_pending(run_dir) {
+            tracing::warn!("{}: cannot record the container's pid: {e}", self.name);
+        }
+    }
+
+    /// Its program runs: the running record (for `exec` and the cleanup)
+    /// replaces the pending one.
+    fn record(&self, pid: Pid, process: ProcessState) {
+        let Some(run_dir) = &self.run_dir else { return };
+        match self.state(pid, process).save(run_dir) {
+            Ok(()) => {
+                let _ = std::fs::remove_file(ContainerState::pending_path(run_dir, &self.name));
+            }
+            // The pending record stays: the cleanup still finds it.
+            Err(e) => tracing::warn!("{}: cannot record the container's state: {e}", self.name),
         }
     }
 
@@ -135,13 +171,11 @@ impl Container {
     /// single-threaded (a foreground `runtime` command). Returns once its
     /// program runs; with [`Stdio::Pipes`], its output.
     pub fn create(setup: &Setup, plan: &Plan, stdio: Stdio) -> Result<(Container, Option<Output>), RuntimeError> {
-        let parts = Parts::new(setup)?;
+        let process = ProcessState::of(&plan.process);
+        let parts = Parts::new(setup, &process)?;
         match spawn(plan, &parts.cgroup, stdio, &Options::default()) {
             Ok((pid, output)) => {
-                // No record, no copy of the process (the bundle's hot path).
-                if parts.run_dir.is_some() {
-                    parts.record(pid, ProcessState::of(&plan.process));
-                }
+                parts.record(pid, process);
                 Ok((Container { parts, pid }, output))
             }
             Err(e) => {
@@ -162,10 +196,15 @@ impl Container {
         stdout: OwnedFd,
         stderr: OwnedFd,
     ) -> Result<Pending, RuntimeError> {
-        let parts = Parts::new(setup)?;
+        let process = ProcessState::of(&plan.process);
+        let parts = Parts::new(setup, &process)?;
         let request = Request { plan: plan.clone(), cgroup: parts.cgroup.clone() };
         match Client::start(helper, &request, stdout, stderr) {
-            Ok((client, pid)) => Ok(Pending { parts, pid, client, process: ProcessState::of(&plan.process) }),
+            Ok((client, pid)) => {
+                // It is in its cgroup and waits for our go.
+                parts.record_pid(pid, process.clone());
+                Ok(Pending { parts, pid, client, process })
+            }
             Err(e) => {
                 parts.remove();
                 Err(e)
@@ -268,5 +307,68 @@ impl Pending {
         let Pending { parts, client, .. } = self;
         drop(client);
         parts.remove();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn process() -> ProcessState {
+        ProcessState {
+            uid: 0,
+            gid: 0,
+            additional_gids: vec![],
+            caps: None,
+            no_new_privileges: true,
+            seccomp: None,
+            cwd: "/".into(),
+            env: vec![],
+        }
+    }
+
+    #[test]
+    fn the_record_names_the_cgroup_before_the_first_process_exists() {
+        let t = tempfile::tempdir().unwrap();
+        let (base, run, layer) = (t.path().join("cg"), t.path().join("run"), t.path().join("layer"));
+        std::fs::create_dir(&base).unwrap();
+        std::fs::create_dir(&layer).unwrap();
+        let cgroups = Manager::V2(base.clone());
+        let resources = Resources::default();
+        let setup =
+            Setup { name: "web", cgroups: &cgroups, resources: &resources, run_dir: Some(&run), dir: Some(&layer) };
+        let parts = Parts::new(&setup, &process()).unwrap();
+        // Not running yet: `exec` and the rest do not see it.
+        assert!(matches!(ContainerState::load(&run, "web"), Err(RuntimeError::NotRunning(_))));
+        let read = |p: PathBuf| serde_json::from_slice::<ContainerState>(&std::fs::read(p).unwrap()).unwrap();
+        let pending = read(ContainerState::pending_path(&run, "web"));
+        assert_eq!((pending.pid, &pending.cgroup, &pending.dir), (0, &Cgroup::V2(base.join("web")), &layer));
+        assert!(!pending.alive(), "a pending record is never alive (pid 0 is never signalled)");
+        assert!(base.join("web").is_dir());
+        let me = Pid::from_raw(std::process::id() as i32);
+        parts.record_pid(me, process());
+        assert_eq!(read(ContainerState::pending_path(&run, "web")).pid, me.as_raw());
+        assert!(matches!(ContainerState::load(&run, "web"), Err(RuntimeError::NotRunning(_))));
+        parts.record(me, process());
+        let recorded = ContainerState::load(&run, "web").unwrap();
+        assert_eq!(recorded.pid, me.as_raw());
+        assert!(recorded.alive());
+        assert!(!ContainerState::pending_path(&run, "web").exists());
+    }
+
+    #[test]
+    fn a_container_whose_cgroup_cannot_be_made_leaves_no_record_and_no_directory() {
+        let t = tempfile::tempdir().unwrap();
+        let (base, run, layer) = (t.path().join("cg"), t.path().join("run"), t.path().join("layer"));
+        // A file where the cgroup's parent should be: mkdir fails.
+        std::fs::write(&base, "").unwrap();
+        std::fs::create_dir(&layer).unwrap();
+        let cgroups = Manager::V2(base);
+        let resources = Resources::default();
+        let setup =
+            Setup { name: "web", cgroups: &cgroups, resources: &resources, run_dir: Some(&run), dir: Some(&layer) };
+        assert!(matches!(Parts::new(&setup, &process()), Err(RuntimeError::Cgroup(_))));
+        assert!(!ContainerState::pending_path(&run, "web").exists());
+        assert!(!layer.exists());
     }
 }

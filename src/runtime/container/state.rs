@@ -98,8 +98,18 @@ pub fn start_time(pid: i32) -> Option<u64> {
 }
 
 impl ContainerState {
+    /// The record of a running container (its program was executed).
     pub fn path(run_dir: &Path, name: &str) -> PathBuf {
         run_dir.join("containers").join(format!("{name}.json"))
+    }
+
+    /// The record of a container being made: written before its cgroup
+    /// and first process exist (pid 0 until known), replaced by the
+    /// running record once its program runs. Only the cleanup reads it;
+    /// `exec` and the rest see a container once it runs. (Unit names have
+    /// no dot, so it never collides with a running record.)
+    pub fn pending_path(run_dir: &Path, name: &str) -> PathBuf {
+        run_dir.join("containers").join(format!("{name}.pending.json"))
     }
 
     /// Writes the record root's alone: it holds the unit's environment,
@@ -107,9 +117,17 @@ impl ContainerState {
     /// 0600 from its creation, whatever the umask (a file made first and
     /// narrowed after would be readable for a moment).
     pub fn save(&self, run_dir: &Path) -> std::io::Result<()> {
+        self.save_to(run_dir, &Self::path(run_dir, &self.name))
+    }
+
+    /// [`ContainerState::save`] of the pending record.
+    pub fn save_pending(&self, run_dir: &Path) -> std::io::Result<()> {
+        self.save_to(run_dir, &Self::pending_path(run_dir, &self.name))
+    }
+
+    fn save_to(&self, run_dir: &Path, path: &Path) -> std::io::Result<()> {
         use std::io::Write;
         use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-        let path = Self::path(run_dir, &self.name);
         std::fs::DirBuilder::new().recursive(true).mode(0o700).create(path.parent().unwrap_or(run_dir))?;
         let tmp = path.with_extension("json.tmp");
         // A leftover of a crash keeps its old mode if reused: start anew.
@@ -123,21 +141,28 @@ impl ContainerState {
     }
 
     pub fn load(run_dir: &Path, name: &str) -> Result<ContainerState, RuntimeError> {
-        let path = Self::path(run_dir, name);
-        let bytes = std::fs::read(&path).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => RuntimeError::NotRunning(name.to_string()),
-            _ => RuntimeError::io("read", &path, e),
-        })?;
-        serde_json::from_slice(&bytes).map_err(|source| RuntimeError::Record { path, source })
+        Self::load_from(&Self::path(run_dir, name), name)
     }
 
+    /// The record at `path` (running or pending) of container `name`.
+    pub fn load_from(path: &Path, name: &str) -> Result<ContainerState, RuntimeError> {
+        let bytes = std::fs::read(path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => RuntimeError::NotRunning(name.to_string()),
+            _ => RuntimeError::io("read", path, e),
+        })?;
+        serde_json::from_slice(&bytes).map_err(|source| RuntimeError::Record { path: path.to_path_buf(), source })
+    }
+
+    /// Removes both records of `name`.
     pub fn remove(run_dir: &Path, name: &str) {
         let _ = std::fs::remove_file(Self::path(run_dir, name));
+        let _ = std::fs::remove_file(Self::pending_path(run_dir, name));
     }
 
     /// Whether the recorded first process still runs (and is that process).
+    /// A record written before the process existed has pid 0: never alive.
     pub fn alive(&self) -> bool {
-        start_time(self.pid) == Some(self.start_time)
+        self.pid > 0 && start_time(self.pid) == Some(self.start_time)
     }
 }
 
@@ -194,16 +219,29 @@ pub struct Cleaned {
 /// it is killed (SIGKILL to its whole cgroup), then its cgroups, its
 /// directory and its record go. A supervisor calls this at start, before
 /// any unit starts, for what an earlier one that died left behind.
+///
+/// Every container is found: its pending record is written before its
+/// cgroup is made and its first process cloned (see `lifecycle.rs`), so a
+/// pending record whose pid is still 0 (killed between the two) names a
+/// cgroup that is empty, or holds a process that never ran its program. A record torn by
+/// the crash cannot be: it is written to a temporary file and renamed;
+/// that temporary file, if left, is removed here.
 pub fn clean_up(run_dir: &Path) -> Cleaned {
     let mut cleaned = Cleaned::default();
     let Ok(entries) = std::fs::read_dir(run_dir.join("containers")) else { return cleaned };
     for entry in entries.flatten() {
         let path = entry.path();
-        let Some(name) = path.file_stem().and_then(|s| s.to_str()).map(String::from) else { continue };
-        if path.extension().is_none_or(|e| e != "json") {
+        let Some(file) = path.file_name().and_then(|s| s.to_str()) else { continue };
+        if file.ends_with(".json.tmp") {
+            let _ = std::fs::remove_file(&path);
             continue;
         }
-        if let Ok(state) = ContainerState::load(run_dir, &name) {
+        let Some(stem) = file.strip_suffix(".json") else { continue };
+        let name = stem.strip_suffix(".pending").unwrap_or(stem).to_string();
+        // Both records of one container may be there (killed between
+        // writing the running one and removing the pending one): the
+        // second finds it gone.
+        if let Ok(state) = ContainerState::load_from(&path, &name) {
             let alive = state.alive();
             let container = super::Container::recorded(run_dir, state);
             if alive {
@@ -216,5 +254,47 @@ pub fn clean_up(run_dir: &Path) -> Cleaned {
         cleaned.containers.push(name);
     }
     cleaned.containers.sort();
+    cleaned.containers.dedup();
     cleaned
+}
+
+#[cfg(test)]
+mod clean_up_tests {
+    use super::*;
+
+    #[test]
+    fn a_pending_record_and_a_torn_write_are_cleaned_without_signalling_pid_0() {
+        let t = tempfile::tempdir().unwrap();
+        let (run, layer) = (t.path().join("run"), t.path().join("layer"));
+        std::fs::create_dir_all(layer.join("upper")).unwrap();
+        let process = ProcessState {
+            uid: 0,
+            gid: 0,
+            additional_gids: vec![],
+            caps: None,
+            no_new_privileges: true,
+            seccomp: None,
+            cwd: "/".into(),
+            env: vec![],
+        };
+        // Killed between the record and the clone: pid 0, a cgroup that
+        // was never made. SIGKILL to pid 0 would end this test's process
+        // group.
+        let pending = ContainerState {
+            name: "web".into(),
+            pid: 0,
+            start_time: 0,
+            cgroup: Cgroup::V2(t.path().join("cg/web")),
+            dir: layer.clone(),
+            process,
+        };
+        pending.save_pending(&run).unwrap();
+        // Killed while writing a record: its temporary file.
+        std::fs::write(ContainerState::path(&run, "db").with_extension("json.tmp"), "{\"na").unwrap();
+        assert_eq!(clean_up(&run), Cleaned { containers: vec!["web".into()] });
+        assert!(!layer.exists());
+        let left: Vec<_> =
+            std::fs::read_dir(run.join("containers")).unwrap().flatten().map(|e| e.file_name()).collect();
+        assert!(left.is_empty(), "{left:?}");
+    }
 }

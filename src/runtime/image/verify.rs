@@ -391,8 +391,8 @@ fn check_containers(c: &Containers) -> Vec<Problem> {
         let dir = run_dir.join("containers");
         for entry in fs::read_dir(&dir).into_iter().flatten().flatten() {
             let path = entry.path();
-            let Some(name) = path.file_stem().map(|s| s.to_string_lossy().into_owned()) else { continue };
-            if path.extension().is_none_or(|e| e != "json") {
+            let file = entry.file_name().to_string_lossy().into_owned();
+            let Some(stem) = file.strip_suffix(".json") else {
                 // A record half-written (`.json.tmp`) by a killed start.
                 if c.daemon_units.is_none() {
                     problems.push(Problem {
@@ -402,10 +402,13 @@ fn check_containers(c: &Containers) -> Vec<Problem> {
                     });
                 }
                 continue;
-            }
+            };
+            // A container being made has a pending record (see
+            // ContainerState::pending_path); its layer is as much its own.
+            let name = stem.strip_suffix(".pending").unwrap_or(stem).to_string();
             recorded.insert(name.clone());
             let object = format!("container {name}");
-            match ContainerState::load(run_dir, &name) {
+            match ContainerState::load_from(&path, &name) {
                 Err(e) => problems.push(Problem {
                     object,
                     problem: format!("its record {} cannot be read: {e}", path.display()),

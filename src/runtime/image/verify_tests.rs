@@ -196,7 +196,7 @@ fn a_half_seeded_volume_is_seeded_again_and_a_seeded_one_left_alone() {
 fn container_layers_and_records_are_checked_against_each_other() {
     let t = tempfile::tempdir().unwrap();
     let (layers, run) = (t.path().join("containers"), t.path().join("run"));
-    for name in ["recorded", "orphan", "known"] {
+    for name in ["recorded", "orphan", "known", "starting"] {
         fs::create_dir_all(layers.join(name).join("upper")).unwrap();
     }
     let me = std::process::id() as i32;
@@ -215,6 +215,8 @@ fn container_layers_and_records_are_checked_against_each_other() {
     record("recorded", me, start).save(&run).unwrap();
     record("gone", me, start + 1).save(&run).unwrap();
     fs::write(run.join("containers/torn.json"), b"{\"name\": ").unwrap();
+    // Killed while being made: a pending record, pid 0, owns its layer.
+    record("starting", 0, 0).save_pending(&run).unwrap();
 
     // Offline, no supervisord: a live one is left for the next one's start
     // to remove, as is a dead one's record; the orphan layer goes.
@@ -227,10 +229,12 @@ fn container_layers_and_records_are_checked_against_each_other() {
         "container torn: its record",
         "container orphan: writable layer",
         "container known: writable layer",
+        "container starting: its record",
     ] {
         assert!(text.contains(needle), "no {needle:?} in:\n{text}");
     }
-    assert_eq!(problems.len(), 5, "{text}");
+    assert!(!text.contains("container starting: writable layer"), "{text}");
+    assert_eq!(problems.len(), 6, "{text}");
     let removable: BTreeSet<&str> = problems
         .iter()
         .filter(|p| p.repair.is_some())

@@ -10,8 +10,8 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use super::ipam::{Pool, Subnet};
 use super::netlink::{Netlink, index};
@@ -32,6 +32,11 @@ pub struct Bridge {
     netlink: Netlink,
     pool: Mutex<Pool>,
     pool_path: PathBuf,
+    /// Each change of the pool is numbered (under its lock); the number of
+    /// the last one written, under the lock that orders the writes. A write
+    /// older than the one on disk is skipped.
+    pool_changes: AtomicU64,
+    pool_written: Arc<Mutex<u64>>,
     dir: PathBuf,
     /// Name -> (address, aliases) of every attached container.
     names: Mutex<BTreeMap<String, (Ipv4Addr, Vec<String>)>>,
@@ -176,14 +181,14 @@ impl Bridge {
         let pool_dir = state_dir.join("network");
         std::fs::create_dir_all(&pool_dir).map_err(NetworkError::io("create", &pool_dir))?;
         let pool_path = pool_dir.join(format!("{}.json", config.name));
-        let mut pool = std::fs::read(&pool_path)
-            .ok()
-            .and_then(|b| serde_json::from_slice::<Pool>(&b).ok())
-            .filter(|p| p.subnet == config.subnet)
-            .unwrap_or_else(|| Pool::new(config.subnet));
-        // What an earlier supervisor held is free: its containers are gone.
+        let (mut pool, unreadable) = Pool::load(&pool_path, config.subnet);
+        if let Some(why) = unreadable {
+            tracing::warn!("network: the address pool starts anew: {why}");
+        }
+        // What an earlier supervisor held is free: its containers are gone
+        // (the daemon's start killed what was left of them).
         for (ip, holder) in pool.reclaim(|_| false) {
-            tracing::info!("network: reclaimed {ip} of {holder}");
+            tracing::info!("network: reclaimed {ip} of {holder}, a container an earlier supervisor left");
         }
         let resolv = resolv_conf(&std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default());
         let resolv_path = dir.join("resolv.conf");
@@ -194,6 +199,8 @@ impl Bridge {
             netlink,
             pool: Mutex::new(pool),
             pool_path,
+            pool_changes: AtomicU64::new(0),
+            pool_written: Arc::new(Mutex::new(0)),
             dir,
             names: Mutex::new(BTreeMap::new()),
             published: Mutex::new(BTreeMap::new()),
@@ -202,7 +209,7 @@ impl Bridge {
             forward_was,
             reaper,
         };
-        bridge.save_pool();
+        bridge.save_pool().await;
         bridge.write_hosts();
         Ok(bridge)
     }
@@ -220,15 +227,30 @@ impl Bridge {
         self.dir.join("resolv.conf")
     }
 
-    fn save_pool(&self) {
-        let pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
-        let tmp = self.pool_path.with_extension("json.tmp");
-        let ok = serde_json::to_vec(&*pool)
-            .map_err(std::io::Error::other)
-            .and_then(|b| std::fs::write(&tmp, b))
-            .and_then(|()| std::fs::rename(&tmp, &self.pool_path));
-        if let Err(e) = ok {
-            tracing::warn!("network: cannot save {}: {e}", self.pool_path.display());
+    /// Saved after every change, synced (see [`Pool::save`]), on the
+    /// blocking pool: a sync takes milliseconds, too long for the loop's
+    /// threads. A failure is logged, not fatal: the next start frees every
+    /// address anyway.
+    async fn save_pool(&self) {
+        let (pool, change) = {
+            let pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
+            (pool.clone(), self.pool_changes.fetch_add(1, Ordering::SeqCst) + 1)
+        };
+        let (path, written) = (self.pool_path.clone(), self.pool_written.clone());
+        let saved = tokio::task::spawn_blocking(move || {
+            let mut last = written.lock().unwrap_or_else(|e| e.into_inner());
+            if *last >= change {
+                return Ok(());
+            }
+            pool.save(&path)?;
+            *last = change;
+            Ok::<(), NetworkError>(())
+        })
+        .await;
+        match saved {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!("network: cannot save the address pool: {e}"),
+            Err(e) => tracing::warn!("network: cannot save the address pool: {e}"),
         }
     }
 
@@ -244,7 +266,7 @@ impl Bridge {
     /// on, and in the table), and what its container will configure.
     pub async fn reserve(&self, holder: &str, publish: &[Publish]) -> Result<(NetPlan, Vec<String>), NetworkError> {
         let ip = self.pool.lock().unwrap_or_else(|e| e.into_inner()).allocate(holder)?;
-        self.save_pool();
+        self.save_pool().await;
         let mut held = Vec::new();
         for p in publish {
             match ports::hold(p) {
@@ -302,7 +324,7 @@ impl Bridge {
             }
         }
         self.pool.lock().unwrap_or_else(|e| e.into_inner()).release(holder);
-        self.save_pool();
+        self.save_pool().await;
     }
 
     /// Puts the container `pid` on the bridge with `plan`'s address and
