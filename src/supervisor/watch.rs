@@ -114,6 +114,11 @@ pub async fn run(dir: PathBuf, mut extra: watch::Receiver<BTreeSet<PathBuf>>, re
                 if !wanted && !overflow {
                     continue;
                 }
+                if overflow {
+                    // Events were lost: which files changed is unknown, so
+                    // the whole directory is read (as for any event).
+                    tracing::warn!("inotify: the event queue overflowed; reading all of {} again", dir.display());
+                }
                 if let Some(name) = event.name {
                     if event.mask.contains(EventMask::MODIFY) {
                         writing.insert(name);
