@@ -6,4 +6,6 @@ mod common;
 
 mod faults {
     //! One file per area, named as in docs/reliability.md.
+    pub mod logs;
+    pub mod storms;
 }
