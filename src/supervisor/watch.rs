@@ -86,6 +86,12 @@ pub async fn run(dir: PathBuf, mut extra: watch::Receiver<BTreeSet<PathBuf>>, re
         }
     };
     add_all(&extra.borrow(), &mut filters);
+    // The daemon's first read of the directory may have come before these
+    // watches existed: a file written in between would be seen by no
+    // event. One read now that they do closes that window.
+    if rescan.send(()).is_err() {
+        return;
+    }
     let mut writing: HashSet<OsString> = HashSet::new();
     let mut dirty_since: Option<Instant> = None;
     let mut deadline: Option<Instant> = None;
