@@ -277,6 +277,9 @@ fn a_log_flood_leaves_status_quick_and_memory_bounded() {
         times[19], quiet[10]
     );
     assert_eq!(u["state"], "running");
-    assert!(median < Duration::from_millis(100), "status took {median:?} (median of 20): {times:?}");
+    // 100 ms, unless the machine alone (other tests, other builds) already
+    // makes `status` slower than half that: then twice its quiet median.
+    let bound = Duration::from_millis(100).max(quiet[10] * 2);
+    assert!(median < bound, "status took {median:?} (median of 20, bound {bound:?}): {times:?}");
     assert!(rss_max < rss0 + 64 * 1024, "RSS grew from {rss0} KiB to {rss_max} KiB");
 }
