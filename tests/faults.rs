@@ -8,6 +8,8 @@ mod faults {
     //! One file per area, named as in docs/reliability.md.
     pub mod crash;
     pub mod disk;
+    pub mod logs;
     pub mod registry;
     pub mod store;
+    pub mod storms;
 }

@@ -57,7 +57,8 @@ fn rotated(path: &Path, n: u32) -> PathBuf {
 /// for a moment.
 fn open_private(path: &Path) -> std::io::Result<File> {
     use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
-    let file = OpenOptions::new().create(true).append(true).mode(0o600).open(path)?;
+    // Readable too: a torn tail is found by reading the end.
+    let file = OpenOptions::new().create(true).read(true).append(true).mode(0o600).open(path)?;
     let group = path.parent().and_then(|d| fs::metadata(d).ok()).filter(|m| m.mode() & 0o050 == 0o050).map(|m| m.gid());
     if let Some(gid) = group {
         std::os::unix::fs::fchown(&file, None, Some(gid))?;
@@ -67,10 +68,22 @@ fn open_private(path: &Path) -> std::io::Result<File> {
 }
 
 /// One unit's log file.
+///
+/// A record is written whole or not at all: a write the disk could take
+/// only part of (a full file system) is cut back off at once, and a file
+/// left with a half record by a daemon killed mid-write is cut back to its
+/// last whole line when it is opened again. Cut rather than ended with a
+/// newline: the half record's text would read as a whole line that the
+/// container never wrote.
 pub struct Writer {
     path: PathBuf,
-    file: File,
+    /// None after a rotation whose new file could not be made: made at
+    /// the next record.
+    file: Option<File>,
+    /// The file's length up to its last whole record.
     size: u64,
+    /// A partial record could not be cut off yet: cut before the next.
+    torn: bool,
     limits: Arc<Limits>,
 }
 
@@ -80,17 +93,50 @@ impl Writer {
             fs::create_dir_all(dir)?;
         }
         let file = open_private(&path)?;
-        let size = file.metadata()?.len();
-        Ok(Writer { path, file, size, limits })
+        let size = cut_torn_tail(&file)?;
+        Ok(Writer { path, file: Some(file), size, limits, torn: false })
     }
 
-    /// Writes one record; rotates first when it would not fit.
+    /// A writer whose file could not be opened (a full or failing log
+    /// file system): it opens the file at the next record that comes, so
+    /// the container's output is still read.
+    pub fn closed(path: PathBuf, limits: Arc<Limits>) -> Writer {
+        Writer { path, file: None, size: 0, limits, torn: false }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Writes one record, or several whole ones; rotates first when it
+    /// would not fit. On an error nothing of it is left in the file (or,
+    /// if even the cut failed, it is cut before the next record).
     pub fn write_record(&mut self, record: &[u8]) -> std::io::Result<()> {
+        if self.torn {
+            if let Some(f) = &self.file {
+                f.set_len(self.size)?;
+            }
+            self.torn = false;
+        }
         let max = self.limits.max_size.load(Ordering::Relaxed);
         if self.size > 0 && self.size + record.len() as u64 > max {
             self.rotate()?;
         }
-        self.file.write_all(record)?;
+        let file = match &mut self.file {
+            Some(f) => f,
+            None => {
+                if let Some(dir) = self.path.parent() {
+                    fs::create_dir_all(dir)?;
+                }
+                let f = open_private(&self.path)?;
+                self.size = cut_torn_tail(&f)?;
+                self.file.insert(f)
+            }
+        };
+        if let Err(e) = file.write_all(record) {
+            self.torn = file.set_len(self.size).is_err();
+            return Err(e);
+        }
         self.size += record.len() as u64;
         Ok(())
     }
@@ -98,7 +144,9 @@ impl Writer {
     fn rotate(&mut self) -> std::io::Result<()> {
         let files = self.limits.max_files.load(Ordering::Relaxed).max(1);
         if files == 1 {
-            self.file.set_len(0)?;
+            if let Some(f) = &self.file {
+                f.set_len(0)?;
+            }
             self.size = 0;
             return Ok(());
         }
@@ -109,32 +157,70 @@ impl Writer {
                 fs::rename(&from, rotated(&self.path, n + 1))?;
             }
         }
-        fs::rename(&self.path, rotated(&self.path, 1))?;
-        self.file = open_private(&self.path)?;
+        // Missing when the last rotation could not make the new file.
+        if self.path.exists() {
+            fs::rename(&self.path, rotated(&self.path, 1))?;
+        }
+        self.file = None;
         self.size = 0;
+        let file = open_private(&self.path)?;
+        self.file = Some(file);
         Ok(())
     }
+}
+
+/// Cuts a half record off the end of a log file (a daemon killed in the
+/// middle of a write); the length up to the last whole line.
+fn cut_torn_tail(file: &File) -> std::io::Result<u64> {
+    use std::os::unix::fs::FileExt;
+    let len = file.metadata()?.len();
+    let mut end = len;
+    let mut chunk = vec![0u8; 64 * 1024];
+    while end > 0 {
+        let start = end.saturating_sub(chunk.len() as u64);
+        let piece = &mut chunk[..(end - start) as usize];
+        file.read_exact_at(piece, start)?;
+        if let Some(i) = piece.iter().rposition(|b| *b == b'\n') {
+            let whole = start + i as u64 + 1;
+            if whole != len {
+                file.set_len(whole)?;
+            }
+            return Ok(whole);
+        }
+        end = start;
+    }
+    if len > 0 {
+        file.set_len(0)?;
+    }
+    Ok(0)
 }
 
 /// `TIME STREAM TEXT\n`.
 pub fn format_record(time: SystemTime, stream: &str, text: &[u8]) -> Vec<u8> {
     let stamp = humantime::format_rfc3339_micros(time).to_string();
     let mut out = Vec::with_capacity(stamp.len() + stream.len() + text.len() + 3);
+    push_record(&mut out, &stamp, stream, text);
+    out
+}
+
+/// Appends `STAMP STREAM TEXT\n` to `out`.
+fn push_record(out: &mut Vec<u8>, stamp: &str, stream: &str, text: &[u8]) {
     out.extend_from_slice(stamp.as_bytes());
     out.push(b' ');
     out.extend_from_slice(stream.as_bytes());
     out.push(b' ');
     out.extend_from_slice(text);
     out.push(b'\n');
-    out
 }
 
 type Follow = broadcast::Sender<Arc<[u8]>>;
 
-/// Live log lines for `logs -f`, per unit; only kept while someone follows.
+/// Live log lines for `logs -f`, per unit (only kept while someone
+/// follows), and the count of lines each unit's log could not take.
 #[derive(Clone, Default)]
 pub struct Hub {
     followers: Arc<Mutex<HashMap<String, Follow>>>,
+    dropped: Arc<Mutex<HashMap<String, Arc<AtomicU64>>>>,
 }
 
 impl Hub {
@@ -153,89 +239,165 @@ impl Hub {
             }
         }
     }
+
+    /// Lines of `unit` that could not be written to its log since the
+    /// daemon started (a full or failing log file system).
+    pub fn dropped(&self, unit: &str) -> u64 {
+        let map = self.dropped.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(unit).map_or(0, |c| c.load(Ordering::Relaxed))
+    }
+
+    fn dropped_counter(&self, unit: &str) -> Arc<AtomicU64> {
+        let mut map = self.dropped.lock().unwrap_or_else(|e| e.into_inner());
+        map.entry(unit.to_string()).or_default().clone()
+    }
 }
 
 /// A stream of the container's output.
 struct Lines<R> {
     stream: &'static str,
     reader: R,
+    /// Read and not yet taken: `buf[start..]`.
     buf: Vec<u8>,
+    start: usize,
     eof: bool,
+    /// The last read filled all the room there was: read more at once.
+    busy: bool,
 }
 
+/// The most read at once from a busy stream.
+const READ_MAX: usize = 64 * 1024;
+
 impl<R: tokio::io::AsyncRead + Unpin> Lines<R> {
-    /// The next whole line (without its newline), or a piece of
-    /// [`MAX_LINE`] bytes of a longer one; none at the end.
-    async fn next(&mut self) -> Option<Vec<u8>> {
+    fn new(stream: &'static str, reader: R) -> Lines<R> {
+        Lines { stream, reader, buf: Vec::new(), start: 0, eof: false, busy: false }
+    }
+
+    /// Waits until a line (or a [`MAX_LINE`] piece, or the rest at the
+    /// end) can be taken; false at the end.
+    async fn ready(&mut self) -> bool {
         loop {
-            if let Some(i) = self.buf.iter().position(|b| *b == b'\n') {
-                let mut line: Vec<u8> = self.buf.drain(..=i).collect();
-                line.pop();
-                self.release();
-                return Some(line);
-            }
-            if self.buf.len() >= MAX_LINE {
-                let piece = self.buf.drain(..MAX_LINE).collect();
-                self.release();
-                return Some(piece);
+            if self.line_len().is_some() {
+                return true;
             }
             if self.eof {
-                return (!self.buf.is_empty()).then(|| std::mem::take(&mut self.buf));
+                return self.start < self.buf.len();
+            }
+            // Lines are taken by moving `start`; the taken bytes are moved
+            // out once per read, not once per line.
+            if self.start > 0 {
+                self.buf.drain(..self.start);
+                self.start = 0;
             }
             // Read into the buffer itself: no chunk array lives in the
             // future while it waits (hundreds of idle containers).
-            if self.buf.capacity() - self.buf.len() < 512 {
-                self.buf.reserve(2048);
+            let room = self.buf.capacity() - self.buf.len();
+            if room < 512 {
+                self.buf.reserve(if self.busy { READ_MAX } else { 2048 });
             }
+            let room = self.buf.capacity() - self.buf.len();
             match self.reader.read_buf(&mut self.buf).await {
                 Ok(0) | Err(_) => self.eof = true,
-                Ok(_) => {}
+                Ok(n) => self.busy = n >= room,
             }
         }
     }
 
-    /// An idle stream holds no buffer.
-    fn release(&mut self) {
-        if self.buf.is_empty() && self.buf.capacity() > 0 {
-            self.buf = Vec::new();
+    /// The length of the line that can be taken now (and of what ends it).
+    fn line_len(&self) -> Option<(usize, usize)> {
+        let data = &self.buf[self.start..];
+        // memchr: a flood is searched at memory speed.
+        match memchr::memchr(b'\n', data) {
+            Some(i) if i <= MAX_LINE => Some((i, 1)),
+            _ if data.len() >= MAX_LINE => Some((MAX_LINE, 0)),
+            _ if self.eof && !data.is_empty() => Some((data.len(), 0)),
+            _ => None,
         }
+    }
+
+    /// Takes the next line (without its newline), or a piece of
+    /// [`MAX_LINE`] bytes of a longer one, if one has been read.
+    fn take(&mut self, f: impl FnOnce(&[u8])) -> bool {
+        let Some((len, end)) = self.line_len() else { return false };
+        f(&self.buf[self.start..self.start + len]);
+        self.start += len + end;
+        // An idle stream holds no buffer.
+        if self.start == self.buf.len() {
+            self.buf = Vec::new();
+            self.start = 0;
+        }
+        true
     }
 }
 
+/// The most bytes of whole records written at once: a flood costs one
+/// write per batch, not one per line.
+const BATCH: usize = 64 * 1024;
+
 /// Copies the container's stdout and stderr into its log until both end.
+///
+/// The pipes are always drained: when the log cannot be written (a full
+/// log file system), lines are dropped and counted (see [`Hub::dropped`]),
+/// never left to fill the pipe and block the container; writing resumes
+/// with the first line that fits again.
 pub async fn copy(unit: String, stdout: File, stderr: File, mut writer: Writer, hub: Hub) {
     let receiver = |f: File| tokio::net::unix::pipe::Receiver::from_file(f);
     let (Ok(out), Ok(err)) = (receiver(stdout), receiver(stderr)) else {
         tracing::error!("{unit}: cannot read the container's output");
         return;
     };
-    let mut out = Lines { stream: "stdout", reader: out, buf: Vec::new(), eof: false };
-    let mut err = Lines { stream: "stderr", reader: err, buf: Vec::new(), eof: false };
+    let dropped = hub.dropped_counter(&unit);
+    let mut out = Lines::new("stdout", out);
+    let mut err = Lines::new("stderr", err);
     let (mut out_done, mut err_done) = (false, false);
-    let mut failed = false;
+    let mut failing: Option<u64> = None;
+    let mut batch = Vec::new();
     while !(out_done && err_done) {
-        let (stream, line) = tokio::select! {
-            l = out.next(), if !out_done => (out.stream, l),
-            l = err.next(), if !err_done => (err.stream, l),
+        let (is_out, more) = tokio::select! {
+            more = out.ready(), if !out_done => (true, more),
+            more = err.ready(), if !err_done => (false, more),
         };
-        let Some(line) = line else {
-            if stream == "stdout" {
-                out_done = true;
-            } else {
-                err_done = true;
-            }
+        if !more {
+            *(if is_out { &mut out_done } else { &mut err_done }) = true;
             continue;
-        };
-        let record = format_record(SystemTime::now(), stream, &line);
-        if let Err(e) = writer.write_record(&record) {
-            // Keep draining (the container must not block on a full
-            // pipe), and say it once.
-            if !failed {
-                tracing::error!("{unit}: writing {}: {e}", writer.path.display());
-                failed = true;
+        }
+        let lines = if is_out { &mut out } else { &mut err };
+        // Every whole line already read goes in one batch, with one time.
+        let limit = BATCH.min(writer.limits.max_size.load(Ordering::Relaxed) as usize);
+        let stamp = humantime::format_rfc3339_micros(SystemTime::now()).to_string();
+        let stream = lines.stream;
+        let mut count = 0u64;
+        while batch.len() < limit.max(1)
+            && lines.take(|line| {
+                let at = batch.len();
+                push_record(&mut batch, &stamp, stream, line);
+                hub.publish(&unit, &batch[at..]);
+            })
+        {
+            count += 1;
+        }
+        match writer.write_record(&batch) {
+            Ok(()) => {
+                if let Some(since) = failing.take() {
+                    let lost = dropped.load(Ordering::Relaxed) - since;
+                    tracing::warn!("{unit}: writing {} again; {lost} lines were dropped", writer.path.display());
+                }
+            }
+            Err(e) => {
+                if failing.is_none() {
+                    tracing::error!(
+                        "{unit}: writing {}: {e}; lines are dropped (and counted) until it works",
+                        writer.path.display()
+                    );
+                    failing = Some(dropped.load(Ordering::Relaxed));
+                }
+                dropped.fetch_add(count, Ordering::Relaxed);
             }
         }
-        hub.publish(&unit, &record);
+        batch.clear();
+        if batch.capacity() > 2 * BATCH {
+            batch = Vec::new();
+        }
     }
 }
 
@@ -301,12 +463,67 @@ mod tests {
 
     #[tokio::test]
     async fn long_lines_are_cut_into_pieces() {
-        let data = vec![b'x'; MAX_LINE * 2 + 10];
-        let mut lines = Lines { stream: "stdout", reader: &data[..], buf: Vec::new(), eof: false };
+        let mut data = vec![b'x'; MAX_LINE * 2 + 10];
+        data.extend_from_slice(b"\nshort\nlast");
+        let mut lines = Lines::new("stdout", &data[..]);
         let mut sizes = Vec::new();
-        while let Some(l) = lines.next().await {
-            sizes.push(l.len());
+        while lines.ready().await {
+            assert!(lines.take(|l| sizes.push(l.len())));
         }
-        assert_eq!(sizes, [MAX_LINE, MAX_LINE, 10]);
+        assert_eq!(sizes, [MAX_LINE, MAX_LINE, 10, 5, 4]);
+    }
+
+    #[test]
+    fn a_half_record_left_by_a_crash_is_cut_at_the_next_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("u.log");
+        fs::write(&path, "2026-11-30T12:00:00.000000Z stdout whole\n2026-11-30T12:00:00.000001Z stdout ha").unwrap();
+        let mut w = Writer::open(path.clone(), Limits::new(1 << 20, 3)).unwrap();
+        w.write_record(b"2026-11-30T12:00:01.000000Z stdout next\n").unwrap();
+        let text = fs::read_to_string(&path).unwrap();
+        assert_eq!(text, "2026-11-30T12:00:00.000000Z stdout whole\n2026-11-30T12:00:01.000000Z stdout next\n");
+        // No whole line at all: nothing is kept.
+        fs::write(&path, "2026-11-30T12:00:00.0000").unwrap();
+        drop(Writer::open(path.clone(), Limits::new(1 << 20, 3)).unwrap());
+        assert_eq!(fs::read(&path).unwrap(), b"");
+    }
+
+    #[test]
+    fn a_log_that_cannot_be_written_resumes_once_it_can() {
+        let dir = tempfile::tempdir().unwrap();
+        // The log's directory cannot be made while a file has its name.
+        let blocker = dir.path().join("logs");
+        fs::write(&blocker, "").unwrap();
+        let path = blocker.join("u.log");
+        let mut w = Writer::closed(path.clone(), Limits::new(1 << 20, 3));
+        assert!(w.write_record(b"lost\n").is_err());
+        fs::remove_file(&blocker).unwrap();
+        w.write_record(b"kept\n").unwrap();
+        assert_eq!(fs::read_to_string(&path).unwrap(), "kept\n");
+    }
+
+    #[tokio::test]
+    async fn lines_the_log_cannot_take_are_drained_and_counted() {
+        use std::os::fd::OwnedFd;
+        let dir = tempfile::tempdir().unwrap();
+        let blocker = dir.path().join("logs");
+        fs::write(&blocker, "").unwrap();
+        let writer = Writer::closed(blocker.join("u.log"), Limits::new(1 << 20, 3));
+        let (out_r, out_w): (OwnedFd, OwnedFd) = nix::unistd::pipe().unwrap();
+        let (err_r, err_w): (OwnedFd, OwnedFd) = nix::unistd::pipe().unwrap();
+        drop(err_w);
+        let hub = Hub::default();
+        let task = tokio::spawn(copy("u".into(), File::from(out_r), File::from(err_r), writer, hub.clone()));
+        // More than a pipe holds: the writer would block if nobody read.
+        let producer = std::thread::spawn(move || {
+            let mut out = File::from(out_w);
+            for i in 0..20_000 {
+                writeln!(out, "line {i:05} of the flood").unwrap();
+            }
+        });
+        task.await.unwrap();
+        producer.join().unwrap();
+        assert_eq!(hub.dropped("u"), 20_000);
+        assert_eq!(hub.dropped("other"), 0);
     }
 }

@@ -86,6 +86,12 @@ pub async fn run(dir: PathBuf, mut extra: watch::Receiver<BTreeSet<PathBuf>>, re
         }
     };
     add_all(&extra.borrow(), &mut filters);
+    // The daemon's first read of the directory may have come before these
+    // watches existed: a file written in between would be seen by no
+    // event. One read now that they do closes that window.
+    if rescan.send(()).is_err() {
+        return;
+    }
     let mut writing: HashSet<OsString> = HashSet::new();
     let mut dirty_since: Option<Instant> = None;
     let mut deadline: Option<Instant> = None;
@@ -113,6 +119,11 @@ pub async fn run(dir: PathBuf, mut extra: watch::Receiver<BTreeSet<PathBuf>>, re
                 };
                 if !wanted && !overflow {
                     continue;
+                }
+                if overflow {
+                    // Events were lost: which files changed is unknown, so
+                    // the whole directory is read (as for any event).
+                    tracing::warn!("inotify: the event queue overflowed; reading all of {} again", dir.display());
                 }
                 if let Some(name) = event.name {
                     if event.mask.contains(EventMask::MODIFY) {

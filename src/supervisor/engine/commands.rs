@@ -66,6 +66,7 @@ impl<B: Backend> Engine<B> {
             "usage": live["usage"],
             "last_exits": r.history,
             "cgroup": live["cgroup"],
+            "logs": { "dropped_lines": self.backend.dropped_lines(&r.name) },
             "health": health.map(|(check, t)| serde_json::json!({
                 "status": t.status,
                 "failing_streak": t.failures(),

@@ -110,12 +110,13 @@ pub(super) async fn run(
         l.tasks.extend(notify_task);
     });
     let log_path = logs::log_path(&log_dir, &name);
-    match logs::Writer::open(log_path.clone(), limits) {
-        Ok(w) => {
-            tokio::spawn(logs::copy(name.clone(), stdout, stderr, w, hub));
-        }
-        Err(e) => tracing::error!("{name}: cannot open {}: {e}", log_path.display()),
-    }
+    // The output is read even when the log cannot be opened: a container
+    // whose pipe is left to fill would block (or die of SIGPIPE).
+    let writer = logs::Writer::open(log_path.clone(), limits.clone()).unwrap_or_else(|e| {
+        tracing::error!("{name}: cannot open {}: {e}; trying again at each line", log_path.display());
+        logs::Writer::closed(log_path, limits)
+    });
+    tokio::spawn(logs::copy(name.clone(), stdout, stderr, writer, hub));
     let started = Started { pid, stop_signal, image_digest, image_health, address, ports };
     let _ = tx.send(Event::Started { name: name.clone(), generation, outcome: StartOutcome::Running(started) });
     // The exit, then nothing of the container left.

@@ -102,6 +102,10 @@ impl Backend for Real {
         let usage: Option<Usage> = cgroup.as_ref().map(Cgroup::usage);
         serde_json::json!({ "usage": usage, "cgroup": cgroup })
     }
+
+    fn dropped_lines(&self, name: &str) -> u64 {
+        self.hub.dropped(name)
+    }
 }
 
 impl Real {

@@ -47,6 +47,10 @@ impl Backend for Fake {
     fn inspect(&self, _name: &str, _generation: u64) -> serde_json::Value {
         serde_json::json!({ "usage": null, "cgroup": null })
     }
+
+    fn dropped_lines(&self, _name: &str) -> u64 {
+        0
+    }
 }
 
 /// A running engine on a unit directory, with the fake's calls.

@@ -197,6 +197,7 @@ impl Core {
         r.life = Life::Idle(match decision {
             AfterExit::Restart(delay) => {
                 let delay = jittered(delay, &policy, now.jitter);
+                let delay = self.pace.slot(now.mono + delay) - now.mono;
                 r.restarts += 1;
                 let generation = r.generation;
                 let timer = Timer::Backoff { name: name.to_string(), generation };

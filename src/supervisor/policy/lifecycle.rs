@@ -1,7 +1,7 @@
 //! A unit's lifecycle, as pure data and decisions: its states, how a
 //! container ended, and what the restart policy makes of an exit.
 
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
 
@@ -149,6 +149,33 @@ pub fn after_exit(policy: &Restart, in_row: u32, ran_for: Duration, exit: &ExitI
 pub fn jittered(delay: Duration, policy: &Restart, jitter: f64) -> Duration {
     let extra = delay.mul_f64(jitter.clamp(0.0, 1.0) / 10.0);
     delay.saturating_add(extra).min(policy.max_delay.max(delay))
+}
+
+/// Restarts of the whole fleet are paced: at most [`Pace::BURST`] at once,
+/// then one per [`Pace::INTERVAL`]. A start costs the daemon tens of
+/// milliseconds of CPU (a helper process, the writable layer, mounts, a
+/// veth pair), so 200 units crash-looping on their own backoff alone would
+/// keep a core busy; paced, their restarts cost a bounded share whatever
+/// their number, while a few failing units keep their own backoff.
+#[derive(Debug, Default)]
+pub struct Pace {
+    /// The theoretical time of the next restart (GCRA).
+    next: Option<Instant>,
+}
+
+impl Pace {
+    pub const INTERVAL: Duration = Duration::from_millis(500);
+    pub const BURST: u32 = 10;
+
+    /// When a restart due at `due` may happen: at `due`, or later when
+    /// the fleet has used its pace.
+    pub fn slot(&mut self, due: Instant) -> Instant {
+        let tolerance = Self::INTERVAL * (Self::BURST - 1);
+        let next = self.next.unwrap_or(due);
+        let at = next.checked_sub(tolerance).map_or(due, |early| early.max(due));
+        self.next = Some(next.max(at) + Self::INTERVAL);
+        at
+    }
 }
 
 /// The delay before restart number `n` in a row (from 1): `delay`,

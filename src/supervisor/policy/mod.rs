@@ -154,6 +154,8 @@ pub struct Core {
     shutting_down: bool,
     /// Actions decided by the event calls, returned by the next converge.
     pending: Vec<Action>,
+    /// The fleet's restart pace.
+    pace: lifecycle::Pace,
 }
 
 impl Core {

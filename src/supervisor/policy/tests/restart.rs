@@ -170,3 +170,43 @@ fn the_jitter_of_the_event_lengthens_the_delay_by_up_to_a_tenth() {
     h.advance(ms(1));
     assert_eq!(h.state("a"), State::Starting);
 }
+
+/// When the delay each unit's backoff gives it ends, or None if not in backoff.
+fn retry_at(h: &Harness, name: &str) -> Option<std::time::Instant> {
+    match h.core.record(name).unwrap().rest() {
+        Some(crate::supervisor::policy::Rest::Backoff { until, .. }) => Some(until),
+        _ => None,
+    }
+}
+
+#[test]
+fn a_fleet_crashing_at_once_is_restarted_at_a_bounded_pace() {
+    use crate::supervisor::policy::lifecycle::Pace;
+    let names: Vec<String> = (0..40).map(|i| format!("u{i:02}")).collect();
+    let body = unit("[restart]\ndelay = \"100ms\"\n");
+    let files: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), body.as_str())).collect();
+    let mut h = Harness::with(&files);
+    h.run_all();
+    let t0 = h.now.mono;
+    for n in &names {
+        h.exit(n, 1);
+    }
+    let mut at: Vec<Duration> = names.iter().map(|n| retry_at(&h, n).expect("in backoff") - t0).collect();
+    at.sort();
+    // The first BURST at their own delay, the others one per INTERVAL.
+    let burst = Pace::BURST as usize;
+    assert!(at[..burst].iter().all(|d| *d <= ms(110)), "{at:?}");
+    for w in at[burst - 1..].windows(2) {
+        assert!(w[1] - w[0] >= Pace::INTERVAL, "{at:?}");
+    }
+    assert!(at[39] >= Pace::INTERVAL * (40 - Pace::BURST), "{at:?}");
+}
+
+#[test]
+fn one_unit_alone_keeps_its_own_backoff_under_the_pace() {
+    // The doubling test above, with the fleet's pace in force: unchanged.
+    let mut h = crash_loop("delay = \"100ms\"\nmax_delay = \"1s\"");
+    let delays: Vec<Duration> = (0..12).map(|_| fail_and_measure(&mut h)).collect();
+    assert_eq!(delays[..5], [ms(100), ms(200), ms(400), ms(800), secs(1)]);
+    assert!(delays[5..].iter().all(|d| *d == secs(1)), "{delays:?}");
+}
