@@ -55,9 +55,9 @@ fn busybox_plus(dir: &Path, tar: &[u8]) -> String {
     assert!(ok.success(), "cp -a {}", base.display());
     let blob = |d: &str| dir.join("blobs/sha256").join(d.trim_start_matches("sha256:"));
     let put = |bytes: &[u8]| {
-        let d = supervisor::runtime::image::Digest::of(bytes);
-        fs::write(blob(d.as_str()), bytes).unwrap();
-        (d.to_string(), bytes.len())
+        let d = common::sha256(bytes);
+        fs::write(blob(&d), bytes).unwrap();
+        (d, bytes.len())
     };
     let read = |d: &str| serde_json::from_slice::<serde_json::Value>(&fs::read(blob(d)).unwrap()).unwrap();
     let index = serde_json::from_slice::<serde_json::Value>(&fs::read(dir.join("index.json")).unwrap()).unwrap();
@@ -258,12 +258,14 @@ fn verify_names_each_damage_and_the_repair_lets_the_units_pull_again_and_run() {
 
     // A's record truncated, B's top layer directory removed, a byte of C's
     // top layer blob flipped.
+    // (Each record found before any is damaged: a truncated one cannot be
+    // read to tell whose it is.)
     let record_a = record_file(&state, &a);
+    let (_, b_diff) = top_layer(&record_file(&state, &b));
+    let (c_blob, _) = top_layer(&record_file(&state, &c));
     let len = fs::metadata(&record_a).unwrap().len();
     fs::File::options().write(true).open(&record_a).unwrap().set_len(len / 2).unwrap();
-    let (_, b_diff) = top_layer(&record_file(&state, &b));
     fs::remove_dir_all(state.join("images/layers").join(&b_diff)).unwrap();
-    let (c_blob, _) = top_layer(&record_file(&state, &c));
     let c_path = state.join("images/blobs/sha256").join(&c_blob);
     let mut bytes = fs::read(&c_path).unwrap();
     bytes[600] ^= 0x20;
@@ -302,7 +304,7 @@ fn verify_names_each_damage_and_the_repair_lets_the_units_pull_again_and_run() {
     for name in &names {
         wait_running(&d, name);
     }
-    assert!(fs::read(&c_path).is_ok_and(|b| supervisor::runtime::image::Digest::of(&b).hex() == c_blob));
+    assert!(fs::read(&c_path).is_ok_and(|b| common::sha256(&b) == format!("sha256:{c_blob}")));
     let v = d.ctl(&["verify"]);
     assert!(v.status.success(), "verify through the daemon: {}{}", text(&v.stdout), text(&v.stderr));
 }
