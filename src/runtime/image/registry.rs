@@ -288,7 +288,7 @@ fn backoff(attempt: u32) -> Duration {
 }
 
 /// `Bearer realm="https://auth",service="reg",scope="repository:x:pull"`.
-fn parse_challenge(s: &str) -> (String, BTreeMap<String, String>) {
+pub(crate) fn parse_challenge(s: &str) -> (String, BTreeMap<String, String>) {
     let s = s.trim();
     let (scheme, rest) = s.split_once(' ').unwrap_or((s, ""));
     let mut params = BTreeMap::new();
