@@ -19,7 +19,7 @@ if [ $# -gt 0 ]; then
 else
   mapfile -t targets < <(cargo +nightly fuzz list)
 fi
-cargo +nightly fuzz build -O
+cargo +nightly fuzz build -O -a
 logs=$(mktemp -d)
 trap 'rm -rf "$logs"' EXIT
 summary=()
@@ -34,7 +34,7 @@ for t in "${targets[@]}"; do
   [ "$t" = tar_layer ] && max_len=262144
   echo "== $t: ${seconds}s"
   status=ok
-  if ! cargo +nightly fuzz run -O "$t" "${dirs[@]}" -- \
+  if ! cargo +nightly fuzz run -O -a "$t" "${dirs[@]}" -- \
     -max_total_time="$seconds" -max_len="$max_len" -timeout=10 -rss_limit_mb=2048 -malloc_limit_mb=512 \
     -print_final_stats=1 2>"$logs/$t.log"; then
     status="FAILED (see fuzz/artifacts/$t/)"
@@ -49,7 +49,7 @@ for t in "${targets[@]}"; do
   # plateaued.
   grown=$(grep -E '^#[0-9]+.*(NEW|REDUCE) ' "$logs/$t.log" | tail -1 | sed -nE 's/^#([0-9]+).*/\1/p' || true)
   if [ "$status" = ok ]; then
-    cargo +nightly fuzz cmin -O "$t" "corpus/$t" -- -max_len="$max_len" -timeout=10 >/dev/null 2>&1 || true
+    cargo +nightly fuzz cmin -O -a "$t" "corpus/$t" -- -max_len="$max_len" -timeout=10 >/dev/null 2>&1 || true
   fi
   summary+=("$(printf '%-18s execs %-10s cov %-6s ft %-6s last new at #%-10s corpus %-5s %s' \
     "$t" "${execs:-?}" "${cov:-?}" "${ft:-?}" "${grown:-?}" "$(ls "corpus/$t" | wc -l)" "$status")")
