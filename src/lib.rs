@@ -12,6 +12,9 @@
 #![warn(clippy::undocumented_unsafe_blocks)]
 
 pub mod cli;
+// The fuzz targets' entry points (fuzz/, tests/fuzz_corpus.rs), not an API.
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod health;
 pub mod names;
 #[allow(unsafe_code)]

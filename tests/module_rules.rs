@@ -241,6 +241,24 @@ fn every_module_imports_only_what_its_rule_allows() {
     assert!(broken.is_empty(), "module rules broken (see docs/design.md):\n{}", broken.join("\n"));
 }
 
+/// The fuzz entry points may call anything (that is their job), and
+/// nothing may call them: they are test code compiled into the library
+/// only so that the fuzz crate and `tests/fuzz_corpus.rs` share them.
+#[test]
+fn nothing_imports_the_fuzz_entry_points() {
+    let mut broken = Vec::new();
+    for (file, found) in &all_imports() {
+        if file.module.first().is_some_and(|m| m == "fuzzing") {
+            continue;
+        }
+        for import in found.iter().filter(|i| i.target == "fuzzing") {
+            let path = file.path.strip_prefix(env!("CARGO_MANIFEST_DIR")).unwrap_or(&file.path).display();
+            broken.push(format!("{path}:{}: `{}`", import.line, import.text));
+        }
+    }
+    assert!(broken.is_empty(), "the fuzz entry points are for fuzzing only:\n{}", broken.join("\n"));
+}
+
 /// The scan must see the edges the design has; otherwise the rule test
 /// would pass on a scanner that finds nothing.
 #[test]

@@ -5,6 +5,13 @@ use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 
+/// The longest answer head read (supervisord's are a few hundred bytes).
+const MAX_ANSWER_HEAD: usize = 64 << 10;
+/// The most bytes skipped before our answer's head: the tail of an earlier
+/// client's answer over the serial port, which the relay stops copying as
+/// soon as the next request comes.
+const MAX_SKIPPED: usize = 1 << 20;
+
 pub struct Client {
     pub socket: PathBuf,
 }
@@ -78,8 +85,12 @@ impl Client {
     /// how the body ends. Over the appliance's serial port the tail of an
     /// earlier client's answer may come first: bytes before a head, and
     /// heads naming another request's id, are skipped.
-    fn head(&self, s: &mut UnixStream, id: &str) -> Result<(u16, Vec<u8>, Framing), String> {
+    pub(crate) fn head(s: &mut dyn Read, id: &str) -> Result<(u16, Vec<u8>, Framing), String> {
         let mut buf = Vec::new();
+        // What is skipped is only ever the tail of one earlier answer: a
+        // peer that sends endless bytes without our head, or a head that
+        // never ends, is an error, not a memory or time sink.
+        let mut skipped = 0;
         loop {
             if let Some(start) = buf.windows(7).position(|w| w == b"HTTP/1.") {
                 if let Some(len) = buf[start..].windows(4).position(|w| w == b"\r\n\r\n") {
@@ -88,11 +99,25 @@ impl Client {
                     match parse_head(&head, id) {
                         Some((status, framing)) => return Ok((status, rest, framing)),
                         None => {
+                            skipped += start + len + 4;
                             buf = rest;
                             continue;
                         }
                     }
                 }
+                if buf.len() - start > MAX_ANSWER_HEAD {
+                    return Err(format!("supervisord's answer has a head of over {MAX_ANSWER_HEAD} bytes"));
+                }
+                skipped += start;
+                buf.drain(..start);
+            } else {
+                // The last bytes may be the start of a head.
+                let before = buf.len().saturating_sub(6);
+                skipped += before;
+                buf.drain(..before);
+            }
+            if skipped > MAX_SKIPPED {
+                return Err(format!("no answer from supervisord in the first {MAX_SKIPPED} bytes it sent"));
             }
             let mut chunk = [0u8; 4096];
             let n = s.read(&mut chunk).map_err(|e| e.to_string())?;
@@ -105,7 +130,12 @@ impl Client {
 
     /// Hands the body to `each` as it comes, until its end (the length,
     /// the last chunk, or the connection's end).
-    fn body(s: &mut UnixStream, first: &[u8], mut framing: Framing, each: &mut dyn FnMut(&[u8])) -> Result<(), String> {
+    pub(crate) fn body(
+        s: &mut dyn Read,
+        first: &[u8],
+        mut framing: Framing,
+        each: &mut dyn FnMut(&[u8]),
+    ) -> Result<(), String> {
         let mut bytes = first.to_vec();
         loop {
             let done = match &mut framing {
@@ -141,7 +171,7 @@ impl Client {
 
     pub fn request(&self, method: &str, target: &str) -> Result<Response, String> {
         let (mut s, id) = self.connect(method, target)?;
-        let (status, first, framing) = self.head(&mut s, &id)?;
+        let (status, first, framing) = Client::head(&mut s, &id)?;
         let mut body = Vec::new();
         Client::body(&mut s, &first, framing, &mut |b| body.extend_from_slice(b))?;
         Ok(Response { status, body })
@@ -161,7 +191,7 @@ impl Client {
         each: &mut dyn FnMut(&[u8]),
     ) -> Result<Option<Response>, String> {
         let (mut s, id) = self.connect(method, target)?;
-        let (status, first, framing) = self.head(&mut s, &id)?;
+        let (status, first, framing) = Client::head(&mut s, &id)?;
         if status != 200 || matches!(framing, Framing::Length(_)) {
             let mut body = Vec::new();
             Client::body(&mut s, &first, framing, &mut |b| body.extend_from_slice(b))?;
@@ -193,7 +223,7 @@ fn parse_head(head: &str, id: &str) -> Option<(u16, Framing)> {
 /// How an answer's body ends. supervisord's own socket closes after each
 /// answer; the appliance's serial control port cannot, and so frames
 /// streams in chunks.
-enum Framing {
+pub(crate) enum Framing {
     Length(usize),
     Chunked(Dechunk),
     Close,
@@ -281,6 +311,36 @@ mod tests {
         // supervisord's own socket names no id.
         let (_, framing) = parse_head("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked", "9-9").unwrap();
         assert!(matches!(framing, Framing::Chunked(_)));
+    }
+
+    /// Endless bytes, and a read past `limit` fails the test.
+    struct Endless {
+        byte: u8,
+        given: usize,
+        limit: usize,
+    }
+
+    impl Read for Endless {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            assert!(self.given < self.limit, "read on after {} bytes", self.given);
+            buf.fill(self.byte);
+            self.given += buf.len();
+            Ok(buf.len())
+        }
+    }
+
+    #[test]
+    fn endless_bytes_without_a_head_or_in_one_are_refused() {
+        let mut garbage = Endless { byte: b'x', given: 0, limit: 2 * MAX_SKIPPED };
+        let e = Client::head(&mut garbage, "9-9").err().unwrap();
+        assert_eq!(e, "no answer from supervisord in the first 1048576 bytes it sent");
+        let mut endless_head = std::io::Cursor::new(b"HTTP/1.1 200 OK\r\nX-A: ".to_vec()).chain(Endless {
+            byte: b'a',
+            given: 0,
+            limit: 2 * MAX_ANSWER_HEAD,
+        });
+        let e = Client::head(&mut endless_head, "9-9").err().unwrap();
+        assert_eq!(e, "supervisord's answer has a head of over 65536 bytes");
     }
 
     #[test]

@@ -315,7 +315,7 @@ fn retry_after(value: &str) -> Option<Duration> {
 }
 
 /// `Bearer realm="https://auth",service="reg",scope="repository:x:pull"`.
-fn parse_challenge(s: &str) -> (String, BTreeMap<String, String>) {
+pub(crate) fn parse_challenge(s: &str) -> (String, BTreeMap<String, String>) {
     let s = s.trim();
     let (scheme, rest) = s.split_once(' ').unwrap_or((s, ""));
     let mut params = BTreeMap::new();

@@ -40,27 +40,7 @@ impl RegistryOptions {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(self),
             Err(e) => return Err(ImageError::io("read", path)(e)),
         };
-        #[derive(Deserialize)]
-        struct AuthFile {
-            #[serde(default)]
-            auths: BTreeMap<String, Entry>,
-        }
-        #[derive(Deserialize)]
-        struct Entry {
-            auth: Option<String>,
-        }
-        let bad = |m: String| ImageError::Invalid(format!("{}: {m}", path.display()));
-        let file: AuthFile = serde_json::from_slice(&text).map_err(|e| bad(e.to_string()))?;
-        for (key, entry) in file.auths {
-            let Some(auth) = entry.auth else { continue };
-            let decoded = base64::engine::general_purpose::STANDARD
-                .decode(auth.trim())
-                .map_err(|_| bad(format!("the auth of {key:?} is not base64")))?;
-            let decoded = String::from_utf8(decoded).map_err(|_| bad(format!("the auth of {key:?} is not UTF-8")))?;
-            let (user, pass) =
-                decoded.split_once(':').ok_or_else(|| bad(format!("the auth of {key:?} is not user:password")))?;
-            self.credentials.insert(normalize_host(&key), (user.to_string(), pass.to_string()));
-        }
+        self.credentials.extend(parse_auth_file(&text, path)?);
         Ok(self)
     }
 
@@ -71,6 +51,34 @@ impl RegistryOptions {
                 .flatten()
         })
     }
+}
+
+/// The credentials of an `auth.json`'s text, by normalized host; `path`
+/// names the file in errors.
+pub(crate) fn parse_auth_file(text: &[u8], path: &Path) -> Result<BTreeMap<String, (String, String)>> {
+    #[derive(Deserialize)]
+    struct AuthFile {
+        #[serde(default)]
+        auths: BTreeMap<String, Entry>,
+    }
+    #[derive(Deserialize)]
+    struct Entry {
+        auth: Option<String>,
+    }
+    let bad = |m: String| ImageError::Invalid(format!("{}: {m}", path.display()));
+    let file: AuthFile = serde_json::from_slice(text).map_err(|e| bad(e.to_string()))?;
+    let mut credentials = BTreeMap::new();
+    for (key, entry) in file.auths {
+        let Some(auth) = entry.auth else { continue };
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(auth.trim())
+            .map_err(|_| bad(format!("the auth of {key:?} is not base64")))?;
+        let decoded = String::from_utf8(decoded).map_err(|_| bad(format!("the auth of {key:?} is not UTF-8")))?;
+        let (user, pass) =
+            decoded.split_once(':').ok_or_else(|| bad(format!("the auth of {key:?} is not user:password")))?;
+        credentials.insert(normalize_host(&key), (user.to_string(), pass.to_string()));
+    }
+    Ok(credentials)
 }
 
 /// `https://index.docker.io/v1/` and `index.docker.io` name the same host.

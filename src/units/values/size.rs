@@ -33,7 +33,7 @@ pub fn parse_size(input: &str) -> Result<u64, String> {
     let multiplier = 1024u128.pow(power);
     let too_big = || format!("{input:?} is too large (at most 16 EiB)");
     let bytes = match number.split_once('.') {
-        None => number.parse::<u128>().map_err(|_| too_big())? * multiplier,
+        None => number.parse::<u128>().map_err(|_| too_big())?.checked_mul(multiplier).ok_or_else(too_big)?,
         Some((whole, frac)) => {
             if frac.contains('.') {
                 return Err(format!("{input:?} is not a size: {HINT}"));
