@@ -97,7 +97,7 @@ impl<B: Backend> Engine<B> {
             Event::Started { name, generation, outcome } => core.started(&name, generation, outcome, now),
             Event::Exited { name, generation, exit } => core.exited(&name, generation, exit, now),
             Event::Timer(t) => match t {
-                super::policy::Timer::Backoff { name, generation } => core.backoff_over(&name, generation),
+                super::policy::Timer::Backoff { name, generation } => core.backoff_over(&name, generation, now),
                 super::policy::Timer::StopTimeout { name, generation } => core.stop_timeout(&name, generation),
                 super::policy::Timer::WaitTimeout { name } => core.wait_timeout(&name, now),
             },

@@ -197,12 +197,11 @@ impl Core {
         r.life = Life::Idle(match decision {
             AfterExit::Restart(delay) => {
                 let delay = jittered(delay, &policy, now.jitter);
-                let delay = self.pace.slot(now.mono + delay) - now.mono;
                 r.restarts += 1;
                 let generation = r.generation;
                 let timer = Timer::Backoff { name: name.to_string(), generation };
                 self.pending.push(Action::Timer { after: delay, timer });
-                Rest::Backoff { generation, until: now.mono + delay, at: now.wall + delay }
+                Rest::Backoff { generation, until: now.mono + delay, at: now.wall + delay, paced: false }
             }
             // A start that failed with no policy to retry it is failed,
             // not a clean exit.
@@ -215,13 +214,29 @@ impl Core {
         });
     }
 
-    /// The backoff timer of `generation` fired.
-    pub fn backoff_over(&mut self, name: &str, generation: u64) {
-        if let Some(r) = self.records.get_mut(name) {
-            if matches!(r.life, Life::Idle(Rest::Backoff { generation: g, .. }) if g == generation) {
-                r.life = Life::Idle(Rest::Ready);
+    /// The backoff timer of `generation` fired. The unit's own delay is
+    /// over; it restarts now if the fleet's pace has a turn free, or waits
+    /// for its turn. Turns are taken here, as timers fire, in time order:
+    /// taken at the exit for when the delay would end, a turn far ahead (a
+    /// unit at a long `max_delay`) would push every other unit's restart
+    /// back behind it.
+    pub fn backoff_over(&mut self, name: &str, generation: u64, now: Now) {
+        let Some(r) = self.records.get_mut(name) else { return };
+        let Life::Idle(Rest::Backoff { generation: g, paced, .. }) = r.life else { return };
+        if g != generation {
+            return;
+        }
+        if !paced {
+            let turn = self.pace.slot(now.mono);
+            if turn > now.mono {
+                let wait = turn - now.mono;
+                r.life = Life::Idle(Rest::Backoff { generation, until: turn, at: now.wall + wait, paced: true });
+                let timer = Timer::Backoff { name: name.to_string(), generation };
+                self.pending.push(Action::Timer { after: wait, timer });
+                return;
             }
         }
+        r.life = Life::Idle(Rest::Ready);
     }
 
     /// (Re)starts the health probe loop of a running unit: its own check,

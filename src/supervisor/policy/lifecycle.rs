@@ -168,7 +168,8 @@ impl Pace {
     pub const BURST: u32 = 10;
 
     /// When a restart due at `due` may happen: at `due`, or later when
-    /// the fleet has used its pace.
+    /// the fleet has used its pace. Calls must come in the order of `due`
+    /// (as timers fire): one far ahead would hold back every later call.
     pub fn slot(&mut self, due: Instant) -> Instant {
         let tolerance = Self::INTERVAL * (Self::BURST - 1);
         let next = self.next.unwrap_or(due);

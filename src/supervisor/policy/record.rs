@@ -64,8 +64,10 @@ pub enum Life {
 pub enum Rest {
     /// Nothing keeps it from starting but its dependencies.
     Ready,
-    /// Restarts when the timer of this generation fires.
-    Backoff { generation: u64, until: Instant, at: SystemTime },
+    /// Restarts when the timer of this generation fires; `paced`: its own
+    /// delay is over and it waits for the fleet's pace to give it a turn
+    /// (see [`super::lifecycle::Pace`]).
+    Backoff { generation: u64, until: Instant, at: SystemTime, paced: bool },
     /// Ended, and the restart policy leaves it so.
     Exited,
     /// The restart limit was hit, or no retry can mend it.

@@ -215,7 +215,7 @@ impl Harness {
 
     fn fire(&mut self, timer: Timer) {
         match timer {
-            Timer::Backoff { name, generation } => self.core.backoff_over(&name, generation),
+            Timer::Backoff { name, generation } => self.core.backoff_over(&name, generation, self.now),
             Timer::StopTimeout { name, generation } => self.core.stop_timeout(&name, generation),
             Timer::WaitTimeout { name } => self.core.wait_timeout(&name, self.now),
         }

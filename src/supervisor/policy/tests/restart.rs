@@ -191,15 +191,44 @@ fn a_fleet_crashing_at_once_is_restarted_at_a_bounded_pace() {
     for n in &names {
         h.exit(n, 1);
     }
-    let mut at: Vec<Duration> = names.iter().map(|n| retry_at(&h, n).expect("in backoff") - t0).collect();
+    // Every own delay (100 ms and up to a tenth of jitter) is over: the
+    // first BURST restart at once, the others wait for a turn each.
+    h.advance(ms(111));
+    let waiting: Vec<&String> = names.iter().filter(|n| retry_at(&h, n).is_some()).collect();
+    assert_eq!(waiting.len(), 40 - Pace::BURST as usize, "{waiting:?}");
+    let mut at: Vec<Duration> = waiting.iter().map(|n| retry_at(&h, n).unwrap() - t0).collect();
     at.sort();
-    // The first BURST at their own delay, the others one per INTERVAL.
-    let burst = Pace::BURST as usize;
-    assert!(at[..burst].iter().all(|d| *d <= ms(110)), "{at:?}");
-    for w in at[burst - 1..].windows(2) {
-        assert!(w[1] - w[0] >= Pace::INTERVAL, "{at:?}");
+    assert!(at[0] >= ms(100) + Pace::INTERVAL, "{at:?}");
+    for w in at.windows(2) {
+        assert_eq!(w[1] - w[0], Pace::INTERVAL, "{at:?}");
     }
-    assert!(at[39] >= Pace::INTERVAL * (40 - Pace::BURST), "{at:?}");
+    // Each starts at its turn, not again held back.
+    h.advance(at[at.len() - 1] - (h.now.mono - t0));
+    assert!(names.iter().all(|n| retry_at(&h, n).is_none()), "still waiting after the last turn");
+}
+
+#[test]
+fn a_unit_at_a_long_max_delay_holds_back_no_other_restart() {
+    // The pace's turns are taken when a unit's own delay is over, in time
+    // order; taken at the exit, a unit due in a minute would book a turn a
+    // minute ahead and every other restart would wait behind it.
+    let slow = unit("[restart]\ndelay = \"1s\"\nmax_delay = \"60s\"\n");
+    let quick = unit("[restart]\ndelay = \"100ms\"\n");
+    let mut h = Harness::with(&[("slow", &slow), ("quick", &quick)]);
+    h.run_all();
+    for _ in 0..8 {
+        h.exit("slow", 1);
+        let until = retry_at(&h, "slow").expect("slow in backoff");
+        h.advance(until - h.now.mono);
+        h.run("slow");
+    }
+    h.exit("slow", 1);
+    assert!(retry_at(&h, "slow").unwrap() - h.now.mono >= secs(60));
+    let t0 = h.now.mono;
+    h.exit("quick", 1);
+    h.advance(ms(111));
+    assert_eq!(retry_at(&h, "quick"), None, "quick still waits at {:?}", h.now.mono - t0);
+    assert_ne!(h.state("quick"), crate::supervisor::policy::State::Backoff);
 }
 
 #[test]

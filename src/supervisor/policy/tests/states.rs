@@ -182,7 +182,7 @@ fn a_backoff_timer_of_an_older_generation_does_not_start_it() {
     h.op(Op::Start, &["a"]).unwrap();
     h.run("a");
     h.exit("a", 1);
-    h.core.backoff_over("a", 1);
+    h.core.backoff_over("a", 1, h.now);
     h.converge();
     assert_eq!(h.state("a"), State::Backoff, "the first backoff's timer is stale");
 }
