@@ -137,6 +137,10 @@ impl ContainerState {
         }
         let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
         f.write_all(&serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?)?;
+        // Renamed whole, so a killed daemon never leaves a torn record; not
+        // fsync'd: a record describes live processes, and the power cut
+        // that could lose an unsynced one ends them too (the run directory
+        // is a tmpfs as a rule).
         std::fs::rename(tmp, path)
     }
 
