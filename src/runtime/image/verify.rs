@@ -15,6 +15,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -62,9 +63,46 @@ pub struct Containers {
     /// The run directory, whose `containers/<name>.json` records the
     /// running ones (None: not checked).
     pub run_dir: Option<PathBuf>,
-    /// Set when a supervisord runs: the units it knows, whose container
-    /// directories are its business (one may be in the making).
-    pub daemon_units: Option<BTreeSet<String>>,
+    /// Set when a supervisord runs: asks it what it knows (see
+    /// [`DaemonView`]) when that matters, not once before the long hashing.
+    pub daemon_units: Option<AskDaemon>,
+}
+
+/// What a running supervisord knows.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DaemonView {
+    /// The units it knows, whose container directories are its business
+    /// (one may be in the making).
+    pub units: BTreeSet<String>,
+    /// The images its containers run, by manifest digest, with the units
+    /// running each: their layer directories are under live overlays.
+    pub running: BTreeMap<String, Vec<String>>,
+    /// The images units being started (pulled, prepared) name, by
+    /// reference, with those units: their containers are not made yet.
+    pub starting: BTreeMap<String, Vec<String>>,
+}
+
+/// Asks the supervisord for its [`DaemonView`] (None: it did not answer).
+/// Asked after the store is hashed and again right before removals, so a
+/// unit added meanwhile is seen.
+#[derive(Clone)]
+pub struct AskDaemon(pub Arc<dyn Fn() -> Option<DaemonView> + Send + Sync>);
+
+impl std::fmt::Debug for AskDaemon {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AskDaemon")
+    }
+}
+
+impl AskDaemon {
+    /// Always the same answer (what a test passes).
+    pub fn fixed(view: DaemonView) -> Self {
+        AskDaemon(Arc::new(move || Some(view.clone())))
+    }
+
+    fn ask(&self) -> Result<DaemonView> {
+        (self.0)().ok_or_else(|| ImageError::Invalid("the supervisor did not say what it runs (shutting down?)".into()))
+    }
 }
 
 /// What a repair did, one line each.
@@ -95,7 +133,7 @@ impl Store {
         let Some(options) = repair.filter(|_| !problems.is_empty()) else {
             return Ok(Report { remaining: problems.clone(), problems, repaired: Vec::new() });
         };
-        let repaired = self.repair(&problems, options)?;
+        let repaired = self.repair(&problems, containers, options)?;
         let remaining = self.verify(containers)?;
         Ok(Report { problems, repaired, remaining })
     }
@@ -104,16 +142,22 @@ impl Store {
     /// exclusively, so no pull is halfway: what is in `tmp/` is a leftover.
     pub fn verify(&self, containers: &Containers) -> Result<Vec<Problem>> {
         let _lock = self.lock_store(true)?;
-        let mut problems = self.check_store()?;
+        let mut problems = Vec::new();
+        let blobs = self.check_blobs(&mut problems)?;
+        // Asked after the hashing, which takes long: what runs now counts.
+        let daemon = containers.daemon_units.as_ref().map(AskDaemon::ask).transpose()?;
+        self.check_store(&blobs, daemon.as_ref(), &mut problems)?;
         problems.extend(check_volumes(&self.state_dir().join("volumes")));
-        problems.extend(check_containers(containers));
+        problems.extend(check_containers(containers, daemon.as_ref()));
         Ok(problems)
     }
 
     /// Does what `problems` say (see [`Problem::repair`]): removals first,
     /// with the store lock held exclusively, then restores (which are
     /// pulls from the store and take it shared). Returns what it did.
-    pub fn repair(&self, problems: &[Problem], options: &PullOptions) -> Result<Repaired> {
+    /// A supervisord is asked again right before: the writable layer of a
+    /// unit it knows by then is kept, as is a seeding under way.
+    pub fn repair(&self, problems: &[Problem], containers: &Containers, options: &PullOptions) -> Result<Repaired> {
         let mut removals = BTreeSet::new();
         let mut restores = BTreeSet::new();
         for p in problems {
@@ -126,7 +170,27 @@ impl Store {
         let mut done = Vec::new();
         {
             let _lock = self.lock_store(true)?;
+            let daemon = containers.daemon_units.as_ref().map(AskDaemon::ask).transpose()?;
             for path in &removals {
+                let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                if path.parent() == Some(containers.layers.as_path())
+                    && daemon.as_ref().is_some_and(|d| d.units.contains(&name))
+                {
+                    done.push(format!("kept {}: unit {name} is known to the supervisor now", path.display()));
+                    continue;
+                }
+                // A volume's seeding: only with its lock, which a start
+                // seeding it now holds.
+                let _seeding = match path.parent().filter(|_| name == VOLUME_SEEDING) {
+                    Some(volume) => match try_flock_exclusive(&volume.join(VOLUME_LOCK))? {
+                        Some(lock) => Some(lock),
+                        None => {
+                            done.push(format!("kept {}: the volume is being seeded now", path.display()));
+                            continue;
+                        }
+                    },
+                    None => None,
+                };
                 match remove_path(path) {
                     Ok(()) => done.push(format!("removed {}", path.display())),
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -143,12 +207,17 @@ impl Store {
         Ok(done)
     }
 
-    fn check_store(&self) -> Result<Vec<Problem>> {
-        let mut problems = Vec::new();
-        let blobs = self.check_blobs(&mut problems)?;
-        let layers = self.check_layer_dirs(&mut problems)?;
+    /// The records, layers and leftovers against `blobs` (checked first);
+    /// `daemon`: the images a supervisord's containers run or are made of.
+    fn check_store(
+        &self,
+        blobs: &BTreeMap<String, Blob>,
+        daemon: Option<&DaemonView>,
+        problems: &mut Vec<Problem>,
+    ) -> Result<()> {
+        let layers = self.check_layer_dirs(problems)?;
         for (dir, dangling) in [(self.root().join("refs"), false), (self.dangling_dir(), true)] {
-            for (path, record) in read_records(&dir, &mut problems)? {
+            for (path, record) in read_records(&dir, problems)? {
                 let expected = if dangling {
                     dir.join(format!("{}.json", record.manifest_digest.hex()))
                 } else {
@@ -162,7 +231,15 @@ impl Store {
                     });
                     continue;
                 }
-                self.check_record(&path, &record, &blobs, &layers, &mut problems);
+                let users: Vec<String> = daemon
+                    .into_iter()
+                    .flat_map(|d| {
+                        let running = d.running.get(record.manifest_digest.hex()).into_iter().flatten();
+                        running.chain(d.starting.get(&record.reference).into_iter().flatten())
+                    })
+                    .cloned()
+                    .collect();
+                self.check_record(&path, &record, blobs, &layers, &users, problems);
             }
         }
         let tmp = self.tmp_dir();
@@ -174,7 +251,7 @@ impl Store {
                 repair: Some(Repair::Remove(path)),
             });
         }
-        Ok(problems)
+        Ok(())
     }
 
     /// Hashes every blob; returns the state of each by its hex.
@@ -240,20 +317,34 @@ impl Store {
         Ok(out)
     }
 
-    /// One record against its blobs and layers.
+    /// One record against its blobs and layers; `users`: the units whose
+    /// containers run it (its record then stays, or a prune would remove
+    /// the layers under their overlays).
     fn check_record(
         &self,
         path: &Path,
         record: &ImageRecord,
         blobs: &BTreeMap<String, Blob>,
         layers: &BTreeSet<String>,
+        users: &[String],
         problems: &mut Vec<Problem>,
     ) {
         let object = format!("image {}", record.reference);
-        let drop_record = |problem: String| Problem {
-            object: object.clone(),
-            problem: format!("{problem}; its record goes, so the next start pulls it again"),
-            repair: Some(Repair::Remove(path.to_path_buf())),
+        let drop_record = |problem: String| match users {
+            [] => Problem {
+                object: object.clone(),
+                problem: format!("{problem}; its record goes, so the next start pulls it again"),
+                repair: Some(Repair::Remove(path.to_path_buf())),
+            },
+            _ => Problem {
+                object: object.clone(),
+                problem: format!(
+                    "{problem}; in use by unit {}: stop {} and run verify --repair again",
+                    users.join(", unit "),
+                    if users.len() > 1 { "them" } else { "it" }
+                ),
+                repair: None,
+            },
         };
         let mut needed = vec![("manifest", &record.manifest_digest), ("config", &record.config_digest)];
         needed.extend(record.layers.iter().map(|l| ("layer", &l.digest)));
@@ -384,7 +475,7 @@ fn check_volumes(dir: &Path) -> Vec<Problem> {
 }
 
 /// The containers' records against their writable layers.
-fn check_containers(c: &Containers) -> Vec<Problem> {
+fn check_containers(c: &Containers, daemon: Option<&DaemonView>) -> Vec<Problem> {
     let mut problems = Vec::new();
     let mut recorded = BTreeSet::new();
     if let Some(run_dir) = &c.run_dir {
@@ -394,7 +485,7 @@ fn check_containers(c: &Containers) -> Vec<Problem> {
             let file = entry.file_name().to_string_lossy().into_owned();
             let Some(stem) = file.strip_suffix(".json") else {
                 // A record half-written (`.json.tmp`) by a killed start.
-                if c.daemon_units.is_none() {
+                if daemon.is_none() {
                     problems.push(Problem {
                         object: path.display().to_string(),
                         problem: "left by an interrupted container start".into(),
@@ -412,9 +503,9 @@ fn check_containers(c: &Containers) -> Vec<Problem> {
                 Err(e) => problems.push(Problem {
                     object,
                     problem: format!("its record {} cannot be read: {e}", path.display()),
-                    repair: c.daemon_units.is_none().then_some(Repair::Remove(path)),
+                    repair: daemon.is_none().then_some(Repair::Remove(path)),
                 }),
-                Ok(state) if c.daemon_units.is_some() => {
+                Ok(state) if daemon.is_some() => {
                     if !state.dir.is_dir() {
                         problems.push(Problem {
                             object,
@@ -444,7 +535,7 @@ fn check_containers(c: &Containers) -> Vec<Problem> {
     }
     for entry in fs::read_dir(&c.layers).into_iter().flatten().flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        let theirs = c.daemon_units.as_ref().is_some_and(|units| units.contains(&name));
+        let theirs = daemon.is_some_and(|d| d.units.contains(&name));
         if recorded.contains(&name) || theirs {
             continue;
         }

@@ -1,9 +1,10 @@
 //! `verify` and the crash-safety sweeps on hand-made stores, corrupted by
 //! hand; no root needed (the layers' files are the caller's own).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::*;
 use crate::names::reference::ImageSource;
@@ -221,7 +222,7 @@ fn container_layers_and_records_are_checked_against_each_other() {
     // Offline, no supervisord: a live one is left for the next one's start
     // to remove, as is a dead one's record; the orphan layer goes.
     let offline = Containers { layers: layers.clone(), run_dir: Some(run.clone()), daemon_units: None };
-    let problems = check_containers(&offline);
+    let problems = check_containers(&offline, None);
     let text = objects(&problems).join("\n");
     for needle in [
         &format!("container recorded: pid {me} still runs, with no supervisord"),
@@ -243,8 +244,87 @@ fn container_layers_and_records_are_checked_against_each_other() {
     assert_eq!(removable, BTreeSet::from(["torn", "orphan", "known"]));
 
     // Through a supervisord: the layers of units it knows are its own.
-    let daemon = Containers { daemon_units: Some(BTreeSet::from(["known".to_string()])), ..offline };
-    let text = objects(&check_containers(&daemon)).join("\n");
+    let view = DaemonView { units: BTreeSet::from(["known".to_string()]), ..DaemonView::default() };
+    let text = objects(&check_containers(&offline, Some(&view))).join("\n");
     assert!(text.contains("container orphan: writable layer") && !text.contains("container known"), "{text}");
     assert!(!text.contains("still runs"), "{text}");
+}
+
+#[test]
+fn a_seeding_under_way_is_kept_by_the_repair() {
+    let t = tempfile::tempdir().unwrap();
+    let state = t.path().join("state");
+    let store = Store::open(&state).unwrap();
+    let volume = state.join("volumes/v");
+    fs::create_dir_all(volume.join(VOLUME_SEEDING)).unwrap();
+    let problems = check_volumes(&state.join("volumes"));
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    // A start began seeding it between the check and the repair.
+    {
+        let _seeding = crate::runtime::image::store::flock(&volume.join(VOLUME_LOCK), true).unwrap();
+        let done = store.repair(&problems, &no_containers(&state), &PullOptions::default()).unwrap();
+        assert!(volume.join(VOLUME_SEEDING).is_dir(), "{done:?}");
+        assert!(done.iter().any(|l| l.contains("being seeded now")), "{done:?}");
+    }
+    let done = store.repair(&problems, &no_containers(&state), &PullOptions::default()).unwrap();
+    assert!(!volume.join(VOLUME_SEEDING).exists(), "{done:?}");
+}
+
+#[test]
+fn an_image_a_container_runs_keeps_its_record_through_a_repair() {
+    let t = tempfile::tempdir().unwrap();
+    let state = t.path().join("state");
+    let store = Store::open(&state).unwrap();
+    let opts = PullOptions::default();
+    let a = layout(&t.path().join("a"), &[("fa", b"aaaa")]);
+    let image = store.pull(&a, &opts, &Quiet).unwrap();
+    let blob = store.blob_path(&image.record.layers[0].digest);
+    let mut bytes = fs::read(&blob).unwrap();
+    bytes[100] ^= 1;
+    fs::write(&blob, bytes).unwrap();
+
+    let view = DaemonView {
+        units: BTreeSet::from(["web".to_string()]),
+        running: BTreeMap::from([(image.record.manifest_digest.hex().to_string(), vec!["web".to_string()])]),
+        starting: BTreeMap::from([(a.to_string(), vec!["new".to_string()])]),
+    };
+    let containers = Containers { daemon_units: Some(AskDaemon::fixed(view)), ..no_containers(&state) };
+    let report = store.verify_report(&containers, Some(&opts)).unwrap();
+    let text = objects(&report.problems).join("\n");
+    let line = report.problems.iter().find(|p| p.object == format!("image {a}")).expect(&text);
+    assert!(line.problem.contains("in use by unit web, unit new: stop them and run verify --repair again"), "{text}");
+    assert_eq!(line.repair, None, "{text}");
+    // Its record and layers stay for the running container (a prune keeps them).
+    assert!(store.record(&a.to_string()).unwrap().is_some(), "{report:?}");
+    assert!(image.layer_dirs[0].join("fa").is_file());
+    assert!(!report.clean(), "{report:?}");
+
+    // Once it is stopped, the repair drops the record as for any other.
+    let report = store.verify_report(&no_containers(&state), Some(&opts)).unwrap();
+    assert!(report.clean(), "{report:?}");
+    assert!(store.record(&a.to_string()).unwrap().is_none());
+}
+
+#[test]
+fn a_unit_the_daemon_learns_of_during_the_check_keeps_its_layer() {
+    let t = tempfile::tempdir().unwrap();
+    let state = t.path().join("state");
+    let store = Store::open(&state).unwrap();
+    let (layers, run) = (state.join("containers"), t.path().join("run"));
+    fs::create_dir_all(layers.join("late/upper")).unwrap();
+    fs::create_dir_all(run.join("containers")).unwrap();
+    // Unknown when the check asks; added (by a reload) before the removal.
+    let added = Arc::new(AtomicBool::new(false));
+    let seen = added.clone();
+    let ask = AskDaemon(Arc::new(move || {
+        let units = if seen.load(Ordering::SeqCst) { BTreeSet::from(["late".to_string()]) } else { BTreeSet::new() };
+        Some(DaemonView { units, ..DaemonView::default() })
+    }));
+    let containers = Containers { layers: layers.clone(), run_dir: Some(run), daemon_units: Some(ask) };
+    let problems = store.verify(&containers).unwrap();
+    assert!(objects(&problems).join("\n").contains("container late: writable layer"), "{problems:?}");
+    added.store(true, Ordering::SeqCst);
+    let done = store.repair(&problems, &containers, &PullOptions::default()).unwrap();
+    assert!(layers.join("late/upper").is_dir(), "{done:?}");
+    assert!(done.iter().any(|l| l.contains("unit late is known to the supervisor now")), "{done:?}");
 }

@@ -22,6 +22,7 @@ use self::http::{Request, RequestError};
 use super::engine::{Command, Event, Op, StateEvent, UnitStatus};
 use super::lifecycle::State;
 use super::logs::{Hub, tail};
+use crate::runtime::image::verify::{AskDaemon, Containers, DaemonView};
 use crate::runtime::image::{Digest, PullOptions, Store};
 use crate::units::values::signal::Signal;
 
@@ -326,20 +327,36 @@ where
     }
 }
 
-/// `verify [--repair]` of the daemon's store and containers. The
-/// containers of the units it knows are its own business (one may be
-/// halfway through its start): only the rest are checked.
+/// `verify [--repair]` of the daemon's store and containers, root only:
+/// even a plain check holds the store lock exclusively while it hashes
+/// every blob, blocking every pull. The containers of the units the daemon
+/// knows are its own business (one may be halfway through its start), and
+/// the images its containers run keep their records: it is asked after the
+/// hashing and again right before removals, not once before.
 async fn verify(stream: &mut UnixStream, control: &Control, repair: bool, peer: Peer) -> std::io::Result<()> {
-    if repair && peer != Peer::Root {
-        return http::error(stream, 403, "only root may repair the store").await;
+    if peer != Peer::Root {
+        return http::error(stream, 403, "only root may verify or repair the store").await;
     }
-    let Some(list) = ask(control, Command::Status).await else {
-        return http::error(stream, 500, "the supervisor is shutting down").await;
+    let tx = control.tx.clone();
+    let ask = move || {
+        let (reply, rx) = oneshot::channel();
+        tx.send(Event::Command(Command::Status(reply))).ok()?;
+        let list: Vec<UnitStatus> = rx.blocking_recv().ok()?;
+        let (mut running, mut starting) = (BTreeMap::<String, Vec<String>>::new(), BTreeMap::new());
+        for u in &list {
+            if let Some(digest) = u.image_digest.as_deref().and_then(|d| Digest::parse(d).ok()) {
+                running.entry(digest.hex().to_string()).or_default().push(u.name.clone());
+            } else if let Some(image) = u.image.clone().filter(|_| matches!(u.state, State::Pulling | State::Starting))
+            {
+                starting.entry(image).or_insert_with(Vec::new).push(u.name.clone());
+            }
+        }
+        Some(DaemonView { units: list.into_iter().map(|u| u.name).collect(), running, starting })
     };
-    let containers = crate::runtime::image::verify::Containers {
+    let containers = Containers {
         layers: super::prepare::containers_dir(&control.state_dir),
         run_dir: Some(control.run_dir.clone()),
-        daemon_units: Some(list.into_iter().map(|u| u.name).collect()),
+        daemon_units: Some(AskDaemon(Arc::new(ask))),
     };
     let (store, pull) = (control.store.clone(), control.pull.clone());
     blocking(stream, 500, move || store.verify_report(&containers, repair.then_some(&pull))).await
