@@ -181,3 +181,65 @@ fn no_torn_line_after_the_daemon_is_killed_mid_write() {
     let lines = assert_whole_lines(&text, &pad, "after kill -9");
     eprintln!("kill -9 mid-write: {lines} whole lines, {before} bytes before the kill, a half line left: {torn}");
 }
+
+/// A unit that floods its output right before each exit and is restarted
+/// at once, cycle after cycle: the restart's writer never shares the log
+/// file with the last run's copy still draining its pipes, so every line
+/// is whole, each run's lines are all there, in order, and no two runs'
+/// lines are mixed.
+#[test]
+fn a_burst_at_exit_is_whole_in_the_log_across_restarts() {
+    root_only!("a_burst_at_exit_is_whole_in_the_log_across_restarts");
+    let d = Daemon::start();
+    let name = common::unique_name("lr");
+    const LINES: usize = 3000;
+    let pad = "r".repeat(200);
+    let body = format!(
+        "{}[restart]\npolicy = \"always\"\ndelay = \"50ms\"\nmax_delay = \"100ms\"\n[logs]\nmax_size = \"500M\"\n",
+        unit(&format!(
+            "c=$RANDOM$RANDOM$RANDOM; i=0; while [ $i -lt {LINES} ]; do echo run-$c-$i-{pad}-end; i=$((i+1)); done; \
+             exit 3"
+        ))
+    );
+    d.write_unit(&name, &body);
+    d.wait_for(&name, "restarted 5 times", 60, |u| u.is_some_and(|u| u["restarts"].as_u64() >= Some(5)));
+    assert!(d.ctl(&["stop", &name]).status.success());
+    d.wait_state(&name, "inactive");
+    let path = d.log_dir().join(format!("{name}.log"));
+    let text = std::fs::read_to_string(&path).unwrap();
+    // Each run's lines, in the order the file has them.
+    let mut runs: Vec<(String, Vec<usize>)> = Vec::new();
+    for l in text.lines() {
+        let fields: Vec<&str> = l.splitn(3, ' ').collect();
+        assert_eq!(fields.len(), 3, "not a record: {l:.300}");
+        assert!(humantime::parse_rfc3339(fields[0]).is_ok(), "no time: {l:.300}");
+        fn torn<T>(l: &str) -> T {
+            panic!("a torn line: {l:.300}")
+        }
+        let body = fields[2].strip_prefix("run-").unwrap_or_else(|| torn(l));
+        let (run, rest) = body.split_once('-').unwrap_or_else(|| torn(l));
+        let (n, rest) = rest.split_once('-').unwrap_or_else(|| torn(l));
+        let n: usize = n.parse().unwrap_or_else(|_| torn(l));
+        if rest != format!("{pad}-end") {
+            torn::<()>(l);
+        }
+        match runs.last_mut() {
+            Some((r, ns)) if r == run => ns.push(n),
+            _ => {
+                assert!(runs.iter().all(|(r, _)| r != run), "run {run}'s lines are mixed with another's: {l:.300}");
+                runs.push((run.to_string(), vec![n]));
+            }
+        }
+    }
+    assert!(runs.len() >= 5, "{} runs in the log, 5 restarts seen", runs.len());
+    for (i, (run, ns)) in runs.iter().enumerate() {
+        // The last run may have been stopped in the middle of its burst.
+        let want = if i + 1 == runs.len() { ns.len() } else { LINES };
+        assert!(
+            ns.len() == want && ns.iter().enumerate().all(|(k, &n)| k == n),
+            "run {run} ({i} of {}): {} lines, not 0..{want} in order",
+            runs.len(),
+            ns.len()
+        );
+    }
+}

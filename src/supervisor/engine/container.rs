@@ -1,13 +1,14 @@
 //! One container's task, from start to nothing left: wait for a start
 //! permit, bind a notify unit's socket, start (pull, prepare, spawn),
 //! report it, copy its output to the log, wait for its exit, clean up,
-//! report the exit.
+//! wait for the copy to end, report the exit.
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
 
 use super::backend::{Events, LiveSet};
 use super::wire::{Event, StartPhase};
@@ -116,12 +117,13 @@ pub(super) async fn run(
         tracing::error!("{name}: cannot open {}: {e}; trying again at each line", log_path.display());
         logs::Writer::closed(log_path, limits)
     });
-    tokio::spawn(logs::copy(name.clone(), stdout, stderr, writer, hub));
+    let copy = tokio::spawn(logs::copy(name.clone(), stdout, stderr, writer, hub));
     let started = Started { pid, stop_signal, image_digest, image_health, address, ports };
     let _ = tx.send(Event::Started { name: name.clone(), generation, outcome: StartOutcome::Running(started) });
     // The exit, then nothing of the container left.
     let status = exit.await.unwrap_or(Exit::Signal(libc::SIGKILL));
     let oom = starter::finish(&env, container, veth.as_deref()).await;
+    drain(&name, copy).await;
     if let Some((dir, _)) = &notify {
         notify::remove(dir);
     }
@@ -131,4 +133,69 @@ pub(super) async fn run(
         Exit::Signal(s) => ExitInfo::signal(s, oom, SystemTime::now()),
     };
     let _ = tx.send(Event::Exited { name, generation, exit });
+}
+
+/// How long the exit waits for the output still in the pipes to reach the
+/// log once every process of the container is gone. The pipes then hold at
+/// most their buffers, written in well under this; a longer wait means a
+/// process that inherited the pipe escaped the container.
+const DRAIN: Duration = Duration::from_secs(5);
+
+/// Waits for the copy of the output to end before the exit is reported:
+/// a restart opens a new writer on the same log file, and two writers
+/// would cut each other's records (the torn-tail cut, a failed write's
+/// cut-back, a rotation). An escaped holder of the pipe cannot hold the
+/// restart: after [`DRAIN`] the copy is aborted (between batches: a
+/// record is written whole or not at all), and awaited so that its
+/// writer is closed before the exit is reported.
+async fn drain(name: &str, mut copy: JoinHandle<()>) {
+    if tokio::time::timeout(DRAIN, &mut copy).await.is_ok() {
+        return;
+    }
+    tracing::warn!("{name}: its output is still open {DRAIN:?} after its exit (a process escaped?); no longer logged");
+    copy.abort();
+    let _ = copy.await;
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use super::*;
+
+    /// Set when dropped: the copy task's future (and its writer) is gone.
+    struct Dropped(Arc<AtomicBool>);
+
+    impl Drop for Dropped {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_exit_waits_for_the_copy_to_end() {
+        let done = Arc::new(AtomicBool::new(false));
+        let flag = done.clone();
+        // Output still draining after the exit, for less than the bound.
+        let copy = tokio::spawn(async move {
+            tokio::time::sleep(DRAIN / 2).await;
+            flag.store(true, Ordering::SeqCst);
+        });
+        drain("u", copy).await;
+        assert!(done.load(Ordering::SeqCst));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_copy_held_open_past_the_bound_is_ended_before_the_exit() {
+        let gone = Arc::new(AtomicBool::new(false));
+        let guard = Dropped(gone.clone());
+        let copy = tokio::spawn(async move {
+            let _guard = guard;
+            std::future::pending::<()>().await;
+        });
+        let start = tokio::time::Instant::now();
+        drain("u", copy).await;
+        assert!(start.elapsed() >= DRAIN && start.elapsed() < DRAIN * 2, "{:?}", start.elapsed());
+        assert!(gone.load(Ordering::SeqCst), "the copy still runs after the exit");
+    }
 }
