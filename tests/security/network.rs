@@ -350,6 +350,12 @@ fn a_group_peer_cannot_pull_a_local_path_nor_read_env_file_values() {
     assert!(text(&pull.stderr).contains("only root"), "{}", text(&pull.stderr));
     let images = text(&d.ctl(&["images", "--json"]).stdout);
     assert!(!images.contains(&rootfs.display().to_string()), "{images}");
+    // verify holds the store lock while it reads every blob: a member
+    // calling it again and again would hold every pull back.
+    let verify = as_member(&["verify"]);
+    assert!(!verify.status.success(), "a group member ran verify: {}", text(&verify.stdout));
+    assert!(text(&verify.stderr).contains("only root may verify"), "{}", text(&verify.stderr));
+    assert!(d.ctl(&["verify"]).status.success(), "root's verify");
 }
 
 /// `supervisorctl` as uid 65534 (a member of the test daemon's
