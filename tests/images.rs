@@ -297,9 +297,11 @@ fn an_interrupted_layer_is_retried_or_leaves_nothing() {
     let store = Store::open(&dir.path().join("b")).unwrap();
     let reference = src(&format!("{}/t/app:v1", proxy.host()));
     let err = store.pull(&reference, &PullOptions::default(), &Quiet).unwrap_err().to_string();
-    // It names the layer and what happened to it, not some other failure.
-    // (It does not name the registry: issue 15's registry faults.)
-    assert!(err.starts_with("layer sha256:") && err.ends_with("reading the layer: Peer disconnected"), "{err}");
+    // It names the image, the blob, what happened to it and the tries,
+    // not some other failure.
+    assert!(err.starts_with(&format!("pull {reference}: blob sha256:")), "{err}");
+    assert!(err.contains("the registry closed or reset the connection after 50.0 kB"), "{err}");
+    assert!(err.ends_with(", 3 attempts"), "{err}");
     assert!(store.record(&reference.to_string()).unwrap().is_none());
     assert_store_clean(&store);
     let layer_blobs: Vec<_> = fs::read_dir(store.root().join("layers")).unwrap().collect();
