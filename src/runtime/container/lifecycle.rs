@@ -315,16 +315,7 @@ mod tests {
     use super::*;
 
     fn process() -> ProcessState {
-        ProcessState {
-            uid: 0,
-            gid: 0,
-            additional_gids: vec![],
-            caps: None,
-            no_new_privileges: true,
-            seccomp: None,
-            cwd: "/".into(),
-            env: vec![],
-        }
+        ProcessState::for_tests()
     }
 
     #[test]

@@ -263,15 +263,10 @@ pub fn clean_up(run_dir: &Path) -> Cleaned {
 }
 
 #[cfg(test)]
-mod clean_up_tests {
-    use super::*;
-
-    #[test]
-    fn a_pending_record_and_a_torn_write_are_cleaned_without_signalling_pid_0() {
-        let t = tempfile::tempdir().unwrap();
-        let (run, layer) = (t.path().join("run"), t.path().join("layer"));
-        std::fs::create_dir_all(layer.join("upper")).unwrap();
-        let process = ProcessState {
+impl ProcessState {
+    /// Root's first process with no capabilities: the tests' fixture.
+    pub(super) fn for_tests() -> ProcessState {
+        ProcessState {
             uid: 0,
             gid: 0,
             additional_gids: vec![],
@@ -280,7 +275,20 @@ mod clean_up_tests {
             seccomp: None,
             cwd: "/".into(),
             env: vec![],
-        };
+        }
+    }
+}
+
+#[cfg(test)]
+mod clean_up_tests {
+    use super::*;
+
+    #[test]
+    fn a_pending_record_and_a_torn_write_are_cleaned_without_signalling_pid_0() {
+        let t = tempfile::tempdir().unwrap();
+        let (run, layer) = (t.path().join("run"), t.path().join("layer"));
+        std::fs::create_dir_all(layer.join("upper")).unwrap();
+        let process = ProcessState::for_tests();
         // Killed between the record and the clone: pid 0, a cgroup that
         // was never made. SIGKILL to pid 0 would end this test's process
         // group.

@@ -91,13 +91,13 @@ pub struct Removed {
 /// A held `flock`; released when dropped.
 pub struct Lock(#[allow(dead_code)] File);
 
+/// The file whose `flock` guards `path`'s object, made if missing.
+fn lock_file(path: &Path) -> Result<File> {
+    File::options().create(true).truncate(false).write(true).open(path).map_err(ImageError::io("open lock", path))
+}
+
 pub(super) fn flock(path: &Path, exclusive: bool) -> Result<Lock> {
-    let file = File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(path)
-        .map_err(ImageError::io("open lock", path))?;
+    let file = lock_file(path)?;
     let op = if exclusive { libc::LOCK_EX } else { libc::LOCK_SH };
     loop {
         // SAFETY: flock on a descriptor we own; blocks until granted.
@@ -107,6 +107,23 @@ pub(super) fn flock(path: &Path, exclusive: bool) -> Result<Lock> {
         let e = std::io::Error::last_os_error();
         if e.kind() != std::io::ErrorKind::Interrupted {
             return Err(ImageError::io("lock", path)(e));
+        }
+    }
+}
+
+/// The exclusive `flock` of `path` if no one holds it, at once.
+pub(super) fn try_flock_exclusive(path: &Path) -> Result<Option<Lock>> {
+    let file = lock_file(path)?;
+    loop {
+        // SAFETY: flock on a descriptor we own; LOCK_NB: it never blocks.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+            return Ok(Some(Lock(file)));
+        }
+        let e = std::io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::EWOULDBLOCK) => return Ok(None),
+            Some(libc::EINTR) => continue,
+            _ => return Err(ImageError::io("lock", path)(e)),
         }
     }
 }
@@ -147,28 +164,6 @@ pub fn now() -> u64 {
 #[derive(Debug, Clone)]
 pub struct Store {
     root: PathBuf,
-}
-
-/// The exclusive `flock` of `path` if no one holds it, at once.
-pub(super) fn try_flock_exclusive(path: &Path) -> Result<Option<Lock>> {
-    let file = File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(path)
-        .map_err(ImageError::io("open lock", path))?;
-    loop {
-        // SAFETY: flock on a descriptor we own; LOCK_NB: it never blocks.
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
-            return Ok(Some(Lock(file)));
-        }
-        let e = std::io::Error::last_os_error();
-        match e.raw_os_error() {
-            Some(libc::EWOULDBLOCK) => return Ok(None),
-            Some(libc::EINTR) => continue,
-            _ => return Err(ImageError::io("lock", path)(e)),
-        }
-    }
 }
 
 /// Removes `path`, a file or a whole directory (never following a link).
