@@ -53,8 +53,11 @@ fn unreadable_paths_and_bad_usage_exit_2() {
 #[test]
 fn json_shows_normalized_units_and_errors() {
     let dir = tempfile::tempdir().unwrap();
-    fs::write(dir.path().join("web.toml"), "[container]\nimage = \"nginx\"\n[resources]\nmemory = \"1024M\"\n")
-        .unwrap();
+    fs::write(
+        dir.path().join("web.toml"),
+        "[container]\nimage = \"nginx\"\n[resources]\nmemory = \"1024M\"\n[update]\nmin_healthy = \"10000ms\"\n",
+    )
+    .unwrap();
     fs::write(dir.path().join("bad.toml"), "[container]\nimage = \"busybox\"\nports = [\"99999:80\"]\n").unwrap();
     let out = ctl(&["validate", "--json", dir.path().to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
@@ -65,6 +68,12 @@ fn json_shows_normalized_units_and_errors() {
     assert_eq!(units[0]["container"]["image"], "docker.io/library/nginx:latest");
     assert_eq!(units[0]["resources"]["memory"], 1u64 << 30);
     assert_eq!(units[0]["restart"]["policy"], "always");
+    assert_eq!(
+        units[0]["update"],
+        serde_json::json!({
+            "strategy": "stop-first", "healthy_within": "1m", "min_healthy": "10s", "rollback": true, "auto": "never"
+        })
+    );
     assert_eq!(units[0]["hash"].as_str().unwrap().len(), 64);
     for class in ["live", "config", "restart"] {
         assert_eq!(units[0]["hashes"][class].as_str().unwrap().len(), 64);

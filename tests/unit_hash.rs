@@ -67,6 +67,11 @@ const FIELDS: &[(&str, &str, &[&[&str]])] = &[
     ("health", "tcp", &[&[ABSENT], &["80"], &["81"]]),
     ("logs", "max_size", &[&[ABSENT, r#""10M""#, "10485760", r#""10240k""#], &[r#""1M""#]]),
     ("logs", "max_files", &[&[ABSENT, "3"], &["5"]]),
+    // `strategy` has one accepted value while start-first is not built.
+    ("update", "healthy_within", &[&[ABSENT, r#""60s""#, r#""1m""#], &[r#""90s""#, r#""1m30s""#]]),
+    ("update", "min_healthy", &[&[ABSENT, r#""5s""#, r#""5000ms""#], &[r#""0s""#]]),
+    ("update", "rollback", &[&[ABSENT, "true"], &["false"]]),
+    ("update", "auto", &[&[ABSENT, r#""never""#], &[r#""registry""#]]),
 ];
 
 /// A tiny deterministic generator, so that one proptest seed drives every
@@ -182,6 +187,19 @@ proptest! {
         prop_assert_ne!(&before.unit, &after.unit, "changing {}.{} kept the hash", section, key);
         prop_assert_eq!(before.change_to(&after), class_of(section), "{}.{}", section, key);
     }
+}
+
+/// Changing how the next update is rolled out replaces nothing now.
+#[test]
+fn the_update_section_is_config_class() {
+    let base = "[container]\nimage = \"nginx:1.27\"\n";
+    let before = hashes(base);
+    let after = hashes(&format!(
+        "{base}[update]\nhealthy_within = \"2m\"\nmin_healthy = \"30s\"\nrollback = false\nauto = \"registry\"\n"
+    ));
+    assert_ne!(before.config, after.config);
+    assert_eq!((&before.restart, &before.live), (&after.restart, &after.live));
+    assert_eq!(before.change_to(&after), Change::Config);
 }
 
 #[test]

@@ -2,10 +2,12 @@
 //! accepted in its Docker-like forms.
 
 use std::path::Path;
+use std::time::Duration;
 
 use serde_json::{Value, json};
 use supervisor::units::Unit;
 use supervisor::units::diag::Source;
+use supervisor::units::model::{AutoUpdate, Strategy, UpdatePolicy};
 use supervisor::units::parse::{ParseInput, parse_unit};
 
 fn parse(name: &str, text: &str) -> Unit {
@@ -71,7 +73,10 @@ fn a_minimal_unit_gets_every_documented_default() {
                 "probe": null, "disable": false, "interval": null, "timeout": null,
                 "retries": null, "start_period": null, "on_unhealthy": "none"
             },
-            "logs": { "max_size": 10485760, "max_files": 3 }
+            "logs": { "max_size": 10485760, "max_files": 3 },
+            "update": {
+                "strategy": "stop-first", "healthy_within": "1m", "min_healthy": "5s", "rollback": true, "auto": "never"
+            }
         })
     );
 }
@@ -140,6 +145,13 @@ on_unhealthy = "stop"
 [logs]
 max_size = "1M"
 max_files = 10
+
+[update]
+strategy = "stop-first"
+healthy_within = "90s"
+min_healthy = "0s"
+rollback = false
+auto = "registry"
 "#,
     );
     let c = &u.container;
@@ -192,6 +204,25 @@ max_files = 10
         })
     );
     assert_eq!(j["logs"], json!({ "max_size": 1048576, "max_files": 10 }));
+    // min_healthy may be zero: the update is then decided the moment the
+    // new container is first healthy.
+    assert_eq!(
+        j["update"],
+        json!({
+            "strategy": "stop-first", "healthy_within": "1m30s", "min_healthy": "0s", "rollback": false,
+            "auto": "registry"
+        })
+    );
+    assert_eq!(
+        u.update,
+        UpdatePolicy {
+            strategy: Strategy::StopFirst,
+            healthy_within: Duration::from_secs(90),
+            min_healthy: Duration::ZERO,
+            rollback: false,
+            auto: AutoUpdate::Registry,
+        }
+    );
 }
 
 #[test]

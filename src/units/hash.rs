@@ -5,8 +5,11 @@
 //!
 //! One hash per class of keys tells the supervisor what a change needs:
 //! `live` (`[resources]`: a cgroup write), `config` (description, ordering,
-//! `[restart]`, `[stop]`, `[health]`, `[logs]`: no touch of the container),
-//! `restart` (`[container]`, including the contents of `env_file`).
+//! `[restart]`, `[stop]`, `[health]`, `[logs]`, `[update]`: no touch of the
+//! container), `restart` (`[container]`, including the contents of
+//! `env_file`). `[update]` says how the next update is rolled out and judged,
+//! so changing it alone replaces nothing; the core reads it when a restart
+//! class change (or a new image) comes.
 
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -27,7 +30,8 @@ pub struct Hashes {
 #[serde(rename_all = "kebab-case")]
 pub enum Change {
     None,
-    /// Only description, ordering, restart, stop, health or logs changed.
+    /// Only description, ordering, restart, stop, health, logs or update
+    /// changed.
     Config,
     /// `[resources]` changed (and maybe config): apply live.
     Live,
@@ -37,7 +41,7 @@ pub enum Change {
 
 impl Hashes {
     pub fn of(unit: &Unit) -> Hashes {
-        let config = (&unit.unit, &unit.restart, &unit.stop, &unit.health, &unit.logs);
+        let config = (&unit.unit, &unit.restart, &unit.stop, &unit.health, &unit.logs, &unit.update);
         let live = digest(&unit.resources);
         let config = digest(&config);
         let restart = digest(&unit.container);

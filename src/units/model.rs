@@ -26,6 +26,7 @@ pub struct Unit {
     pub stop: Stop,
     pub health: Health,
     pub logs: Logs,
+    pub update: UpdatePolicy,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -190,6 +191,53 @@ pub struct Health {
 pub struct Logs {
     pub max_size: u64,
     pub max_files: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Strategy {
+    /// Stop the old container, then start the new one.
+    StopFirst,
+    /// Start the new container beside the old one and move traffic once it
+    /// is healthy.
+    StartFirst,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AutoUpdate {
+    Never,
+    /// Follow the image's tag in its registry.
+    Registry,
+}
+
+/// `[update]`: how a change that replaces the unit's container is rolled
+/// out, and what proves it good (docs/updates.md).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UpdatePolicy {
+    pub strategy: Strategy,
+    /// From the new container's start until it is first running (healthy
+    /// with a probe, ready with `notify`).
+    #[serde(serialize_with = "dur")]
+    pub healthy_within: Duration,
+    /// From then on, how long it must stay so for the update to succeed.
+    #[serde(serialize_with = "dur")]
+    pub min_healthy: Duration,
+    /// Go back to the last good config and image when an update fails.
+    pub rollback: bool,
+    pub auto: AutoUpdate,
+}
+
+impl Default for UpdatePolicy {
+    fn default() -> Self {
+        UpdatePolicy {
+            strategy: Strategy::StopFirst,
+            healthy_within: Duration::from_secs(60),
+            min_healthy: Duration::from_secs(5),
+            rollback: true,
+            auto: AutoUpdate::Never,
+        }
+    }
 }
 
 impl serde::Serialize for Network {

@@ -1,6 +1,6 @@
 //! The keys each section accepts, for unknown-key errors and suggestions.
 
-pub const SECTIONS: [(&str, &[&str]); 7] = [
+pub const SECTIONS: [(&str, &[&str]); 8] = [
     ("unit", &["description", "after", "requires", "ready_timeout"]),
     (
         "container",
@@ -36,6 +36,7 @@ pub const SECTIONS: [(&str, &[&str]); 7] = [
     ("stop", &["signal", "timeout"]),
     ("health", &["exec", "http", "tcp", "disable", "interval", "timeout", "retries", "start_period", "on_unhealthy"]),
     ("logs", &["max_size", "max_files"]),
+    ("update", &["strategy", "healthy_within", "min_healthy", "rollback", "auto"]),
 ];
 
 /// The keys of `section`.

@@ -6,13 +6,14 @@
 //!
 //! `keys` is the typed access to a section's keys that every section uses;
 //! the other files are the sections: `container` (with `security`),
-//! `health`, and the small ones in `sections`.
+//! `health`, `update`, and the small ones in `sections`.
 
 mod container;
 mod health;
 mod keys;
 mod sections;
 mod security;
+mod update;
 
 use std::ops::Range;
 use std::path::Path;
@@ -24,6 +25,7 @@ use self::container::parse_container;
 use self::health::parse_health;
 use self::keys::{Section, a_type};
 use self::sections::{parse_logs, parse_resources, parse_restart, parse_stop, parse_unit_section};
+use self::update::parse_update;
 use super::diag::{Diagnostic, Source};
 use super::model::Unit;
 use super::schema;
@@ -89,6 +91,7 @@ pub fn parse_unit(input: &ParseInput<'_>) -> Result<Parsed, Vec<Diagnostic>> {
     let stop = parse_stop(&mut cx, &sec("stop"));
     let health = parse_health(&mut cx, &sec("health"));
     let logs = parse_logs(&mut cx, &sec("logs"));
+    let update = parse_update(&mut cx, &sec("update"), container.as_ref());
 
     if !cx.diags.is_empty() {
         cx.diags.sort_by_key(|d| (d.line, d.column));
@@ -97,7 +100,17 @@ pub fn parse_unit(input: &ParseInput<'_>) -> Result<Parsed, Vec<Diagnostic>> {
     // The container is Some whenever no error was reported.
     match container {
         Some(container) => Ok(Parsed {
-            unit: Unit { name: input.name.to_string(), unit, container, resources, restart, stop, health, logs },
+            unit: Unit {
+                name: input.name.to_string(),
+                unit,
+                container,
+                resources,
+                restart,
+                stop,
+                health,
+                logs,
+                update,
+            },
             spans,
         }),
         None => Err(vec![src.diagnostic(0..0, "internal error: incomplete unit without a reported error")]),
