@@ -5,10 +5,15 @@
 //! line and key.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
 
-#[derive(Debug, Clone, Default, Deserialize)]
+/// How often units with `auto = "registry"` look for a new image, unless
+/// the file says otherwise.
+pub const DEFAULT_AUTO_UPDATE_INTERVAL: Duration = Duration::from_secs(3600);
+
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Directory of unit files.
@@ -31,6 +36,12 @@ pub struct Config {
     /// Most bytes of file content one image may unpack to [default: 32G].
     #[serde(default, deserialize_with = "size")]
     pub max_image_size: Option<u64>,
+    /// How often units with `[update] auto = "registry"` compare their tag
+    /// in the registry with the image they run; `None` (`"0s"` in the file)
+    /// turns the timer off, leaving `supervisorctl update`. An `Option`
+    /// rather than a zero, so no caller can arm a timer of zero.
+    #[serde(default = "default_auto_update_interval", deserialize_with = "interval_or_off")]
+    pub auto_update_interval: Option<Duration>,
     /// A group (name or number) whose members may use the control socket
     /// (mode 0660); without it the socket is root's alone (0600).
     pub socket_group: Option<String>,
@@ -52,6 +63,28 @@ pub struct Config {
     /// The host's own network interface, for an appliance with no one else
     /// to configure it.
     pub uplink: Option<Uplink>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            units: None,
+            state_dir: None,
+            run_dir: None,
+            log_dir: None,
+            insecure_registries: Vec::new(),
+            authfile: None,
+            registry_timeout: None,
+            max_image_size: None,
+            auto_update_interval: default_auto_update_interval(),
+            socket_group: None,
+            log_group: None,
+            network: Network::default(),
+            modules: Vec::new(),
+            control_port: None,
+            uplink: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -147,6 +180,17 @@ fn duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<std::time::
     Ok(Some(value))
 }
 
+fn default_auto_update_interval() -> Option<Duration> {
+    Some(DEFAULT_AUTO_UPDATE_INTERVAL)
+}
+
+/// A duration where `"0s"` means off (`None`).
+fn interval_or_off<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    let text = String::deserialize(d)?;
+    let value = crate::units::values::duration::parse_duration(&text).map_err(serde::de::Error::custom)?;
+    Ok((!value.is_zero()).then_some(value))
+}
+
 fn size<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
     let text = String::deserialize(d)?;
     let value = crate::units::values::size::parse_size(&text).map_err(serde::de::Error::custom)?;
@@ -224,6 +268,30 @@ mod tests {
             std::fs::write(&p, text).unwrap();
             let e = Config::load(&p, true).unwrap_err().to_string();
             assert!(e.contains(key_line), "{e}");
+        }
+    }
+
+    #[test]
+    fn auto_update_interval_defaults_to_an_hour_and_0s_turns_it_off() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("s.toml");
+        let hour = Some(Duration::from_secs(3600));
+        assert_eq!(Config::load(&dir.path().join("none.toml"), false).unwrap().auto_update_interval, hour);
+        assert_eq!(Config::default().auto_update_interval, hour);
+        std::fs::write(&p, "units = \"/u\"\n").unwrap();
+        assert_eq!(Config::load(&p, true).unwrap().auto_update_interval, hour);
+        std::fs::write(&p, "auto_update_interval = \"15m\"\n").unwrap();
+        assert_eq!(Config::load(&p, true).unwrap().auto_update_interval, Some(Duration::from_secs(900)));
+        std::fs::write(&p, "auto_update_interval = \"0s\"\n").unwrap();
+        assert_eq!(Config::load(&p, true).unwrap().auto_update_interval, None);
+        for (text, expected) in [
+            ("\nauto_update_interval = \"60\"\n", "s.toml:2:24: \"60\" has no unit: write \"60s\" for seconds"),
+            ("auto_update_interval = 3600\n", "s.toml:1:24: invalid type: integer `3600`, expected a string"),
+            ("auto_update_intervall = \"1h\"\n", "s.toml:1:1: unknown field `auto_update_intervall`"),
+        ] {
+            std::fs::write(&p, text).unwrap();
+            let e = Config::load(&p, true).unwrap_err().to_string();
+            assert!(e.contains(expected), "{e}");
         }
     }
 }
