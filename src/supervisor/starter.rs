@@ -148,6 +148,17 @@ fn warn_once_without_recursive_readonly() {
     });
 }
 
+/// What to start.
+pub struct Request {
+    pub unit: Unit,
+    /// The image ID to run; none: the unit's reference, by its pull policy.
+    pub image: Option<String>,
+    /// A notify unit's socket directory.
+    pub notify_dir: Option<PathBuf>,
+    /// The container whose network it joins.
+    pub join: Option<Join>,
+}
+
 /// Starts `unit`'s container. `pulling` is called first when the image
 /// must be fetched, `starting` once it is there. A permit of `starts` is
 /// held from then to the end: a pull, which may wait on a slow registry
@@ -155,12 +166,11 @@ fn warn_once_without_recursive_readonly() {
 pub async fn start(
     env: Arc<Env>,
     starts: Arc<Semaphore>,
-    unit: Unit,
-    notify_dir: Option<PathBuf>,
-    join: Option<Join>,
+    request: Request,
     pulling: impl Fn() + Send + 'static,
     starting: impl Fn() + Send + 'static,
 ) -> Result<Started, StartError> {
+    let Request { unit, image: _pin, notify_dir, join } = request;
     let name = unit.name.clone();
     let bridge = env.bridge.clone().filter(|_| unit.container.network == Network::Bridge);
     // A unit joining another's network is on the bridge if that one is.

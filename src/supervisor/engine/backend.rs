@@ -21,8 +21,17 @@ pub type Events = mpsc::UnboundedSender<Event>;
 pub trait Backend: Send + 'static {
     /// Creates the container of `unit`; reports [`Event::Phase`], then
     /// [`Event::Started`], then [`Event::Exited`] once nothing of it is
-    /// left (or [`Event::Started`] with the error).
-    fn start(&mut self, name: &str, generation: u64, unit: LoadedUnit, join: Option<Join>, events: &Events);
+    /// left (or [`Event::Started`] with the error). `image`: the image ID
+    /// to run; none: the unit's reference, by its pull policy.
+    fn start(
+        &mut self,
+        name: &str,
+        generation: u64,
+        unit: LoadedUnit,
+        join: Option<Join>,
+        image: Option<String>,
+        events: &Events,
+    );
     /// Sends a signal to the container's first process.
     fn signal(&mut self, name: &str, pid: i32, signal: i32) -> std::io::Result<()>;
     /// SIGKILL to every process of the container.

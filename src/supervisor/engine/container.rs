@@ -33,8 +33,7 @@ pub(super) async fn run(
     parts: Parts,
     name: String,
     generation: u64,
-    unit: Unit,
-    join: Option<Join>,
+    (unit, join, image): (Unit, Option<Join>, Option<String>),
     limits: Arc<Limits>,
     tx: Events,
 ) {
@@ -68,9 +67,8 @@ pub(super) async fn run(
     // container's task for as long as the container runs.
     // The start holds a permit of `starts` once its image is there, and
     // gives it back when done: this task goes on to wait for the exit.
-    let start = Box::pin(starter::start(env.clone(), starts, unit, notify_dir, join, pulling, move || {
-        phase(StartPhase::Starting)
-    }));
+    let request = starter::Request { unit, image, notify_dir, join };
+    let start = Box::pin(starter::start(env.clone(), starts, request, pulling, move || phase(StartPhase::Starting)));
     let result = start.await.map_err(|e| e.to_string());
     let started = match result {
         Ok(s) => s,

@@ -100,6 +100,8 @@ impl<B: Backend> Engine<B> {
                 super::policy::Timer::Backoff { name, generation } => core.backoff_over(&name, generation, now),
                 super::policy::Timer::StopTimeout { name, generation } => core.stop_timeout(&name, generation),
                 super::policy::Timer::WaitTimeout { name } => core.wait_timeout(&name, now),
+                // The converge after every event judges the trial.
+                super::policy::Timer::Update { .. } => {}
             },
             Event::Probe { name, generation, result } => core.probed(&name, generation, result, now),
             Event::Notify { name, generation, ready, status } => core.notified(&name, generation, ready, status),
@@ -121,7 +123,9 @@ impl<B: Backend> Engine<B> {
     fn carry_out(&mut self, action: Action) {
         let tx = &self.tx;
         match action {
-            Action::Start { name, generation, unit, join } => self.backend.start(&name, generation, *unit, join, tx),
+            Action::Start { name, generation, unit, join, image } => {
+                self.backend.start(&name, generation, *unit, join, image, tx)
+            }
             Action::Signal { name, pid, signal, .. } => {
                 if let Err(e) = self.backend.signal(&name, pid, signal) {
                     tracing::warn!("{name}: cannot send its stop signal: {e}");

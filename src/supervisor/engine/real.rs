@@ -36,15 +36,22 @@ impl Real {
 }
 
 impl Backend for Real {
-    fn start(&mut self, name: &str, generation: u64, unit: LoadedUnit, join: Option<Join>, events: &Events) {
+    fn start(
+        &mut self,
+        name: &str,
+        generation: u64,
+        unit: LoadedUnit,
+        join: Option<Join>,
+        image: Option<String>,
+        events: &Events,
+    ) {
         let limits = Limits::new(unit.unit.logs.max_size, unit.unit.logs.max_files);
         self.live.insert(name, Live { generation, log_limits: Some(limits.clone()), ..Live::default() });
         tokio::spawn(container::run(
             self.clone_parts(),
             name.to_string(),
             generation,
-            unit.unit,
-            join,
+            (unit.unit, join, image),
             limits,
             events.clone(),
         ));

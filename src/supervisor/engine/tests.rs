@@ -28,7 +28,15 @@ struct Fake {
 }
 
 impl Backend for Fake {
-    fn start(&mut self, name: &str, generation: u64, unit: LoadedUnit, _join: Option<Join>, _events: &Events) {
+    fn start(
+        &mut self,
+        name: &str,
+        generation: u64,
+        unit: LoadedUnit,
+        _join: Option<Join>,
+        _image: Option<String>,
+        _events: &Events,
+    ) {
         let command = unit.unit.container.command.unwrap_or_default();
         let _ = self.calls.send(Call::Start { name: name.into(), generation, command });
     }

@@ -16,6 +16,7 @@ use crate::units::model::Network;
 impl Core {
     /// Decides, and returns every action decided since the last call.
     pub fn converge(&mut self, now: Now) -> Vec<Action> {
+        self.gate(now);
         let keep = self.keep();
         self.stops(&keep);
         self.forget_removed(now);
@@ -154,13 +155,13 @@ impl Core {
                 }
                 None => {
                     self.records.get_mut(&name).expect("known").waiting_since = None;
-                    self.start(&name);
+                    self.start(&name, now);
                 }
             }
         }
     }
 
-    fn start(&mut self, name: &str) {
+    fn start(&mut self, name: &str, now: Now) {
         // The container whose network it joins (running: it is required).
         let join = |core: &Core, owner: &str| {
             let running = core.records.get(owner)?.run()?.running()?;
@@ -183,9 +184,11 @@ impl Core {
         }
         r.generation += 1;
         r.reason = None;
-        r.life = Life::Active(new_run(r.generation, &unit));
+        let image = r.image.clone();
+        r.life = Life::Active(new_run(r.generation, &unit, image.clone()));
         let generation = r.generation;
-        self.pending.push(Action::Start { name: name.into(), generation, unit: Box::new(unit), join });
+        self.pending.push(Action::Start { name: name.into(), generation, unit: Box::new(unit), join, image });
+        self.trial_started(name, generation, now);
     }
 
     /// Units whose file is gone and whose container is gone are done.
@@ -232,5 +235,6 @@ fn state_event(r: &Record, old: State, new: State, removed: bool, now: Now) -> S
         time: now.wall,
         generation: r.generation,
         removed,
+        update: None,
     }
 }

@@ -9,6 +9,7 @@ use super::health;
 use super::lifecycle::{AfterExit, ExitInfo, after_exit, jittered};
 use super::record::{Life, Notify, Phase, Record, Rest, Run, Running};
 use super::reload::{Step, plan};
+use super::update::Cause;
 use super::{Action, Core, Level, Now, Op, ProbeLoop, StartOutcome, Timer};
 use crate::health::{Health, ProbeResult, Tracker};
 use crate::units::model::{OnUnhealthy, RestartPolicy};
@@ -35,7 +36,15 @@ impl Core {
             .filter(|(_, r)| !r.removed)
             .map(|(n, r)| (n.clone(), r.config.as_ref().map(|u| u.hashes.clone())))
             .collect();
-        let steps = plan(&current, &set);
+        let mut steps = plan(&current, &set);
+        // A unit rolled back stays on its previous config until its file
+        // changes again, exactly as with an invalid edit.
+        for u in &set.units {
+            let r = self.records.get(&u.unit.name);
+            if r.is_some_and(|r| r.detached && r.file_hash.as_ref() == Some(&u.hashes.unit)) {
+                steps.insert(u.unit.name.clone(), Step::Keep);
+            }
+        }
         if !dry_run {
             self.apply(&steps, set, now);
         }
@@ -48,9 +57,22 @@ impl Core {
         let mut reprobe = Vec::new();
         for (name, step) in steps {
             let new = loaded.remove(name);
+            if *step == Step::Restart {
+                self.begin_trial(name, Cause::Edit, now);
+            }
             let r = self.records.entry(name.clone()).or_insert_with(|| Record::new(name, now.wall));
             if let Some(f) = set.files.get(name) {
                 r.file = Some(f.clone());
+            }
+            if let Some(new) = &new {
+                if r.file_hash.as_ref() != Some(&new.hashes.unit) {
+                    // The file changed: whatever it says now is followed.
+                    r.file_hash = Some(new.hashes.unit.clone());
+                    r.detached = false;
+                    if r.trial.is_none() {
+                        r.update_error = None;
+                    }
+                }
             }
             match step {
                 Step::Keep => r.file_error = None,
@@ -72,6 +94,8 @@ impl Core {
                 }
                 Step::Restart | Step::Start => {
                     r.config = new;
+                    // A new config resolves its image anew.
+                    r.image = None;
                     r.file_error = None;
                     r.removed = false;
                     // A new config is a new chance.
@@ -120,6 +144,13 @@ impl Core {
         let Some(run) = r.run_of(generation) else { return };
         match outcome {
             StartOutcome::Running(s) => {
+                run.image = Some(s.image_digest.clone());
+                // The first start of a config pins its image.
+                let hash = run.restart_hash.clone();
+                if r.image.is_none() && r.config.as_ref().is_some_and(|u| u.hashes.restart == hash) {
+                    r.image = Some(s.image_digest.clone());
+                }
+                let Some(run) = r.run_of(generation) else { return };
                 run.phase = Phase::Running(Box::new(Running {
                     container: s,
                     started_at: now.mono,
@@ -155,6 +186,13 @@ impl Core {
         let Life::Active(run) = std::mem::replace(&mut r.life, Life::Idle(Rest::Ready)) else { unreachable!() };
         self.pending.push(Action::EndTasks { name: name.into(), generation });
         let ran_for = run.running().map_or(Duration::ZERO, |x| now.mono.saturating_duration_since(x.started_at));
+        if !super::update::current_config(r, &run) {
+            // Its config was replaced meanwhile (an update rolled back):
+            // the config it runs now has not failed.
+            r.reason = Some(exit.describe());
+            r.record(exit);
+            return;
+        }
         match run.unhealthy {
             Some(OnUnhealthy::Restart) => {
                 // Counts as a failure for the backoff, whatever the policy.
@@ -379,7 +417,7 @@ impl Core {
 }
 
 /// A fresh container record for a start.
-pub(super) fn new_run(generation: u64, unit: &LoadedUnit) -> Run {
+pub(super) fn new_run(generation: u64, unit: &LoadedUnit, image: Option<String>) -> Run {
     Run {
         generation,
         restart_hash: unit.hashes.restart.clone(),
@@ -388,5 +426,6 @@ pub(super) fn new_run(generation: u64, unit: &LoadedUnit) -> Run {
         restart: false,
         unhealthy: None,
         notify: unit.unit.container.notify.then(Notify::default),
+        image,
     }
 }

@@ -17,6 +17,7 @@ pub mod health;
 pub mod lifecycle;
 pub mod reload;
 pub mod status;
+pub mod update;
 
 mod converge;
 mod events;
@@ -102,13 +103,18 @@ pub enum Timer {
     StopTimeout { name: String, generation: u64 },
     /// [`Core::wait_timeout`].
     WaitTimeout { name: String },
+    /// A trial's time is up (`healthy_within`, or `min_healthy` of being
+    /// ready): it only wakes the loop, [`Core::converge`] reads the clock.
+    Update { name: String, generation: u64 },
 }
 
 /// What the engine is to do.
 #[derive(Debug, Clone)]
 pub enum Action {
     /// Create the unit's container (pull, prepare, spawn).
-    Start { name: String, generation: u64, unit: Box<LoadedUnit>, join: Option<Join> },
+    /// `image`: the image ID to run (none: resolve the reference by the
+    /// unit's pull policy).
+    Start { name: String, generation: u64, unit: Box<LoadedUnit>, join: Option<Join>, image: Option<String> },
     /// Send the container's first process its stop signal.
     Signal { name: String, generation: u64, pid: i32, signal: i32 },
     /// SIGKILL to every process of the container.

@@ -11,6 +11,7 @@ use super::Started;
 use super::health::Check;
 use super::lifecycle::{ExitInfo, State};
 use super::status::UnitStatus;
+use super::update::{Good, Trial};
 use crate::health::{Health, Tracker};
 use crate::units::LoadedUnit;
 use crate::units::model::OnUnhealthy;
@@ -48,6 +49,25 @@ pub struct Record {
     pub since: SystemTime,
     /// Since when it waits for its dependencies.
     pub waiting_since: Option<Instant>,
+    /// The image ID (manifest digest) its config runs: taken at the first
+    /// start of a config and passed to every later start of it, so that a
+    /// restart never changes image silently. None: the next start
+    /// resolves the image reference by its pull policy.
+    pub image: Option<String>,
+    /// The last good config and image before the current one: what
+    /// `rollback` returns to.
+    pub previous: Option<Good>,
+    /// An update on trial.
+    pub trial: Option<Trial>,
+    /// The hash of the config its file gave last.
+    pub file_hash: Option<String>,
+    /// It runs another config than its file's (an update was rolled back)
+    /// until the file changes again.
+    pub detached: bool,
+    /// Why its last update failed.
+    pub update_error: Option<String>,
+    /// An image that failed its trial: auto-update does not try it again.
+    pub rejected_image: Option<String>,
 }
 
 /// Whether there is a container, and if not, how the last one ended.
@@ -90,6 +110,9 @@ pub struct Run {
     pub unhealthy: Option<OnUnhealthy>,
     /// `notify = true`: READY=1 seen, and the last STATUS= text.
     pub notify: Option<Notify>,
+    /// The image ID it was started with (a pinned one), then the one it
+    /// runs.
+    pub image: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -152,6 +175,13 @@ impl Record {
             reported: State::Inactive,
             since: now,
             waiting_since: None,
+            image: None,
+            previous: None,
+            trial: None,
+            file_hash: None,
+            detached: false,
+            update_error: None,
+            rejected_image: None,
         }
     }
 
@@ -232,10 +262,7 @@ impl Record {
     /// Whether its container (if any) may keep running: wanted, started
     /// from the current config, not asked to restart.
     pub fn current(&self, shutting_down: bool) -> bool {
-        self.wants(shutting_down)
-            && self
-                .run()
-                .is_none_or(|r| !r.restart && self.config.as_ref().is_some_and(|u| u.hashes.restart == r.restart_hash))
+        self.wants(shutting_down) && self.run().is_none_or(|r| !r.restart && super::update::current_config(self, r))
     }
 
     /// Its state as a dependent's reason shows it: `running, health
@@ -286,6 +313,10 @@ impl Record {
             reason: self.reason.clone(),
             image: self.config.as_ref().map(|u| u.unit.container.image.to_string()),
             image_digest: running.map(|r| r.container.image_digest.clone()),
+            image_id: running.map(|r| r.container.image_digest.clone()),
+            previous_image_id: self.previous_image().map(str::to_string),
+            update_state: self.update_state(),
+            update_error: self.update_error.clone(),
             address: running.and_then(|r| r.container.address).map(|a| a.to_string()),
             ports: running.map(|r| r.container.ports.clone()).unwrap_or_default(),
             started_at: running.map(|r| r.started_wall),

@@ -31,6 +31,14 @@ pub struct UnitStatus {
     pub reason: Option<String>,
     pub image: Option<String>,
     pub image_digest: Option<String>,
+    /// The image ID (manifest digest) the running container uses.
+    pub image_id: Option<String>,
+    /// The image a rollback would return to (kept by `prune`).
+    pub previous_image_id: Option<String>,
+    /// `in-progress` or `rolled-back`; null otherwise.
+    pub update_state: Option<super::update::UpdateState>,
+    /// Why the last update failed.
+    pub update_error: Option<String>,
     /// Its address on the bridge network.
     pub address: Option<String>,
     /// Its published ports, `0.0.0.0:8080->80/tcp`.
@@ -56,4 +64,8 @@ pub struct StateEvent {
     pub generation: u64,
     /// The unit is gone (its file was removed).
     pub removed: bool,
+    /// An update's step (`started`, `succeeded`, `rolled-back`, `failed`):
+    /// the state is then unchanged.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub update: Option<String>,
 }

@@ -11,6 +11,7 @@ mod reload;
 mod restart;
 mod shutdown;
 mod states;
+mod update;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant, SystemTime};
@@ -45,6 +46,11 @@ pub struct Harness {
     pub log: Vec<Action>,
     /// Containers asked for: name to generation (until they exit).
     pub containers: BTreeMap<String, u64>,
+    /// The image ID each container asked for was pinned to.
+    pub pins: BTreeMap<String, Option<String>>,
+    /// The image ID the units' tag names in the store now: what a start
+    /// without a pin runs.
+    pub tag: String,
     pub next_pid: i32,
 }
 
@@ -61,6 +67,8 @@ impl Harness {
             timers: Vec::new(),
             log: Vec::new(),
             containers: BTreeMap::new(),
+            pins: BTreeMap::new(),
+            tag: "sha256:0".into(),
             next_pid: 100,
         }
     }
@@ -101,7 +109,8 @@ impl Harness {
         let actions = self.core.converge(self.now);
         for a in &actions {
             match a {
-                Action::Start { name, generation, .. } => {
+                Action::Start { name, generation, image, .. } => {
+                    self.pins.insert(name.clone(), image.clone());
                     let old = self.containers.insert(name.clone(), *generation);
                     assert!(old.is_none(), "{name}: a second container (generation {generation}) beside {old:?}");
                 }
@@ -132,7 +141,7 @@ impl Harness {
         let started = Started {
             pid: self.next_pid,
             stop_signal: libc::SIGTERM,
-            image_digest: "sha256:0".into(),
+            image_digest: self.pins.get(name).cloned().flatten().unwrap_or_else(|| self.tag.clone()),
             image_health: None,
             address: None,
             ports: Vec::new(),
@@ -218,6 +227,7 @@ impl Harness {
             Timer::Backoff { name, generation } => self.core.backoff_over(&name, generation, self.now),
             Timer::StopTimeout { name, generation } => self.core.stop_timeout(&name, generation),
             Timer::WaitTimeout { name } => self.core.wait_timeout(&name, self.now),
+            Timer::Update { .. } => {}
         }
         self.converge();
     }
