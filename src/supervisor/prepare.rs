@@ -9,10 +9,11 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use super::spec::{SpecContext, SpecError, build, rlimit_name};
+use crate::names::reference::ImageSource;
 use crate::runtime::cgroups::Resources;
 use crate::runtime::container::{Plan, PlanError, hard_limit};
 use crate::runtime::image::export::seed_volume;
-use crate::runtime::image::{Image, ImageError, Progress, PullOptions, Store};
+use crate::runtime::image::{Digest, Image, ImageError, Progress, PullOptions, Store};
 use crate::units::model::{Network, PullPolicy, Seccomp, Unit};
 use crate::units::values::limits::ULIMIT_NAMES;
 use crate::units::values::mounts::VolumeSource;
@@ -25,6 +26,10 @@ pub enum PrepareError {
     Image(#[from] ImageError),
     #[error("{reference}: not in the store, and pull = \"never\"")]
     NotStored { reference: String },
+    /// The image a unit is pinned to (the one it ran, or rolls back to)
+    /// has been removed from the store.
+    #[error("image {digest} (the image this unit ran before, {reference}) is no longer in the store")]
+    PinnedGone { digest: Digest, reference: String },
     #[error("ports = [\"{port}\"]: ports are published on the bridge network only")]
     PortsNeedBridge { port: String },
     #[error("{}: {source}", path.display())]
@@ -74,13 +79,26 @@ pub struct Prepared {
 }
 
 /// The image of `unit`, from the store or pulled, as its policy says.
+/// With a `pin` (an image ID: the image the unit ran, or the one it rolls
+/// back to) that very image is used whatever the policy says, and never
+/// pulled: a tag may name another image by now. A `dir:` image is used in
+/// place and has no ID to pin.
 pub fn image(
     unit: &Unit,
     store: &Store,
     options: &PullOptions,
     progress: &dyn Progress,
+    pin: Option<&Digest>,
 ) -> Result<Image, PrepareError> {
     let reference = unit.container.image.to_string();
+    if let Some(digest) = pin.filter(|_| !is_dir(unit)) {
+        let found = match store.image_by_digest(digest) {
+            Ok(found) => found,
+            // Recorded with its blobs but without (some of) its layers.
+            Err(_) => store.restore_by_digest(digest, options, progress)?,
+        };
+        return found.ok_or_else(|| PrepareError::PinnedGone { digest: digest.clone(), reference });
+    }
     let stored = match store.image(&reference) {
         Ok(image) => image,
         // Recorded with its blobs but without (some of) its layers (a
@@ -96,10 +114,17 @@ pub fn image(
 }
 
 /// Whether `unit`'s image must be fetched before it can start (for the
-/// `pulling` state).
-pub fn needs_pull(unit: &Unit, store: &Store) -> bool {
+/// `pulling` state). A pinned image never is (see [`image`]).
+pub fn needs_pull(unit: &Unit, store: &Store, pin: Option<&Digest>) -> bool {
+    if pin.is_some() && !is_dir(unit) {
+        return false;
+    }
     let reference = unit.container.image.to_string();
     unit.container.pull == PullPolicy::Always || store.image(&reference).ok().flatten().is_none()
+}
+
+fn is_dir(unit: &Unit) -> bool {
+    matches!(unit.container.image, ImageSource::Dir { .. })
 }
 
 /// The container directory of `name`: its writable layer and mount point.

@@ -73,7 +73,7 @@ pub fn run_unit(file: &Path, state_dir: &Path, run_dir: &Path, log: Option<&Path
         return Err(RunError::Ports { file: file.to_path_buf(), port: p.to_string() });
     }
     let store = Store::open(state_dir)?;
-    let image = image(unit, &store, &PullOptions::default(), &Quiet).map_err(|e| RunError::Image(Box::new(e)))?;
+    let image = image(unit, &store, &PullOptions::default(), &Quiet, None).map_err(|e| RunError::Image(Box::new(e)))?;
     let prepared = prepare(unit, &image, state_dir, None, &[], None)
         .map_err(|e| RunError::Prepare { file: file.to_path_buf(), source: Box::new(e) })?;
     let log_file = match log {

@@ -194,7 +194,7 @@ pub async fn start(
         warn_once_without_recursive_readonly();
     }
     let (e, u) = (env.clone(), unit.clone());
-    let pull = spawn_blocking(move || needs_pull(&u, &e.store)).await?;
+    let pull = spawn_blocking(move || needs_pull(&u, &e.store, None)).await?;
     let slot = match pull {
         true => {
             pulling();
@@ -203,7 +203,7 @@ pub async fn start(
         false => None,
     };
     let (e, u) = (env.clone(), unit.clone());
-    let image = spawn_blocking(move || image(&u, &e.store, &e.pull, &Quiet)).await??;
+    let image = spawn_blocking(move || image(&u, &e.store, &e.pull, &Quiet, None)).await??;
     drop(slot);
     let _permit = starts.acquire_owned().await;
     starting();

@@ -57,6 +57,14 @@ pub enum ImageError {
     /// A message of its own: schema 1 has no media type worth naming.
     #[error("Docker schema 1 manifests are not supported (the image is too old)")]
     SchemaOne,
+    /// Asking a source which image a reference names now (the moved-tag
+    /// check) failed.
+    #[error("check {image} at its source: {source}")]
+    Check {
+        image: String,
+        #[source]
+        source: Box<ImageError>,
+    },
     #[error("{0}: not in the store (pull it first)")]
     NotInStore(String),
     #[error("{0}")]

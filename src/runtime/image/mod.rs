@@ -8,6 +8,7 @@
 //! refusing any entry that would write outside it. The store knows nothing
 //! of units: what to keep on `prune` is its caller's input.
 
+mod by_id;
 pub mod config;
 pub mod digest;
 pub mod error;
@@ -17,6 +18,7 @@ pub mod manifest;
 pub mod pull;
 pub mod registry;
 pub mod registry_options;
+pub mod remote;
 pub mod source;
 pub mod space;
 pub mod store;
@@ -30,4 +32,5 @@ pub use digest::Digest;
 pub use error::ImageError;
 pub use pull::{Progress, PullOptions, Quiet};
 pub use registry_options::RegistryOptions;
+pub use remote::remote_digest;
 pub use store::{Image, ImageRecord, Store};

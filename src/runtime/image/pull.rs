@@ -23,12 +23,10 @@ use super::config::ImageConfig;
 use super::digest::{Digest, HashingReader};
 use super::error::{ImageError, Result, is_no_space};
 use super::guard::TarLimits;
-use super::manifest::{
-    Compression, Descriptor, Document, Manifest, Platform, layer_compression, parse_document, select_platform,
-};
-use super::registry::Registry;
+use super::manifest::{Compression, Descriptor, Platform, layer_compression};
 use super::registry_options::RegistryOptions;
-use super::source::{DockerArchive, Fetched, Fetcher, OciLayout};
+use super::remote::{Resolved, fetcher, resolve};
+use super::source::{Fetched, Fetcher};
 use super::space::{Budget, mount_point};
 use super::store::{Image, ImageRecord, LayerRecord, Store, now, unique_name};
 use super::transfer::{Failure, Tee, Transport, Watched, classify, read_verified, size_text, tried};
@@ -89,14 +87,11 @@ impl Store {
     /// returns the image. `dir:` sources are used in place.
     pub fn pull(&self, source: &ImageSource, options: &PullOptions, progress: &dyn Progress) -> Result<Image> {
         let reference = source.to_string();
-        let fetcher: Box<dyn Fetcher> = match source {
-            ImageSource::Registry(r) => Box::new(Registry::new(r, &options.registry)),
-            ImageSource::OciLayout { path, tag } => Box::new(OciLayout::dir(Path::new(path), tag.as_deref())),
-            ImageSource::OciArchive { path, tag } => Box::new(OciLayout::archive(Path::new(path), tag.as_deref())?),
-            ImageSource::DockerArchive { path, image } => DockerArchive::open(Path::new(path), image.as_deref())?,
-            ImageSource::Dir { path } => return dir_image(&reference, Path::new(path)),
-        };
-        self.pull_from(&reference, &*fetcher, options, progress)
+        match (fetcher(source, options)?, source) {
+            (Some(fetcher), _) => self.pull_from(&reference, &*fetcher, options, progress),
+            (None, ImageSource::Dir { path }) => dir_image(&reference, Path::new(path)),
+            (None, _) => Err(ImageError::Invalid(format!("{reference}: no source to pull from"))),
+        }
     }
 
     /// Makes the layers of a recorded image that are missing from the
@@ -111,6 +106,22 @@ impl Store {
         self.pull_from(reference, &stored, options, progress).map(Some)
     }
 
+    /// Makes the missing layers of `record` (a reference's or a dangling
+    /// one) from its stored blobs, as [`Store::restore`] does, and leaves
+    /// the records as they are: a dangling image restored must not take
+    /// its reference back from the image the reference names now.
+    pub(super) fn restore_record(
+        &self,
+        record: ImageRecord,
+        options: &PullOptions,
+        progress: &dyn Progress,
+    ) -> Result<Image> {
+        let reference = record.reference.clone();
+        let stored = StoredImage { store: self, record };
+        let image = self.pull_inner(&reference, &stored, options, progress, false).map_err(|e| self.no_space(e))?;
+        Ok(Image { record: stored.record, ..image })
+    }
+
     fn pull_from(
         &self,
         reference: &str,
@@ -118,7 +129,7 @@ impl Store {
         options: &PullOptions,
         progress: &dyn Progress,
     ) -> Result<Image> {
-        self.pull_inner(reference, fetcher, options, progress).map_err(|e| self.no_space(e))
+        self.pull_inner(reference, fetcher, options, progress, true).map_err(|e| self.no_space(e))
     }
 
     /// `e`, or, when it is a full filesystem, an error that says so and
@@ -140,17 +151,13 @@ impl Store {
         fetcher: &dyn Fetcher,
         options: &PullOptions,
         progress: &dyn Progress,
+        save: bool,
     ) -> Result<Image> {
         let reference = reference.to_string();
         let _shared = self.lock_store(false)?;
 
-        let (manifest_bytes, manifest_digest) = resolve(fetcher, &options.platform)?;
-        let manifest: Manifest = match parse_document(&manifest_bytes, None)? {
-            Document::Manifest(m) => m,
-            Document::Index(_) => {
-                return Err(ImageError::Invalid(format!("{reference}: an index points to another index")));
-            }
-        };
+        let Resolved { bytes: manifest_bytes, digest: manifest_digest, manifest } =
+            resolve(fetcher, &options.platform)?;
         let config_bytes = {
             // Locked like a layer, so that concurrent pulls fetch it once.
             let _lock = self.lock_layer(&manifest.config.digest)?;
@@ -212,7 +219,9 @@ impl Store {
             size: manifest.layers.iter().map(|l| l.size).sum(),
             pulled: now(),
         };
-        self.put_record(&record)?;
+        if save {
+            self.put_record(&record)?;
+        }
         let layer_dirs = record.layers.iter().map(|l| self.layer_path(&l.diff_id)).collect();
         Ok(Image { record, config, layer_dirs })
     }
@@ -381,7 +390,6 @@ impl Store {
     }
 }
 
-/// The manifest `fetcher`'s reference names for `platform`, verified.
 /// A recorded image's blobs in the store, as a source.
 struct StoredImage<'a> {
     store: &'a Store,
@@ -402,33 +410,6 @@ impl Fetcher for StoredImage<'_> {
     fn blob(&self, desc: &Descriptor) -> Result<super::source::BlobReader<'_>> {
         let path = self.store.blob_path(&desc.digest);
         Ok(Box::new(File::open(&path).map_err(ImageError::io("open", &path))?))
-    }
-}
-
-fn resolve(fetcher: &dyn Fetcher, platform: &Platform) -> Result<(Vec<u8>, Digest)> {
-    let top = fetcher.top()?;
-    let top_digest = verify(&top, &fetcher.name())?;
-    match parse_document(&top.bytes, top.content_type.as_deref())? {
-        Document::Manifest(_) => Ok((top.bytes, top_digest)),
-        Document::Index(index) => {
-            let desc = select_platform(&index, platform)?;
-            let fetched = fetcher.manifest(&desc.digest)?;
-            let digest = verify(&fetched, &fetcher.name())?;
-            Ok((fetched.bytes, digest))
-        }
-    }
-}
-
-/// The document's digest, checked against the one it was asked for.
-fn verify(f: &Fetched, name: &str) -> Result<Digest> {
-    let actual = Digest::of(&f.bytes);
-    match &f.digest {
-        Some(expected) if *expected != actual => Err(ImageError::DigestMismatch {
-            what: format!("{name}: manifest"),
-            expected: expected.to_string(),
-            actual: actual.to_string(),
-        }),
-        _ => Ok(actual),
     }
 }
 

@@ -34,7 +34,8 @@
 //! another image (a tag pushed anew), the image it named stays as a
 //! dangling record, because a running container's overlay may still have
 //! its layers as lower directories; `prune` drops it only when the caller
-//! says no container runs it.
+//! says no container runs it. [`Store::image_by_digest`] finds an image by
+//! its ID whichever record holds it.
 
 use std::collections::BTreeSet;
 use std::fs::{self, File};
@@ -333,28 +334,28 @@ impl Store {
     }
 
     pub fn record(&self, reference: &str) -> Result<Option<ImageRecord>> {
-        let path = self.record_path(reference);
-        match fs::read(&path) {
-            Ok(b) => serde_json::from_slice(&b)
-                .map(Some)
-                .map_err(|e| ImageError::Invalid(format!("{}: {e}", path.display()))),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(ImageError::io("read", &path)(e)),
-        }
+        read_record(&self.record_path(reference))
     }
 
     /// The image recorded for `reference`, if it is complete.
     pub fn image(&self, reference: &str) -> Result<Option<Image>> {
         let Some(record) = self.record(reference)? else { return Ok(None) };
+        self.complete(record).map(Some)
+    }
+
+    /// The image `record` names, with its config; an error if a layer is
+    /// missing from the store.
+    pub(super) fn complete(&self, record: ImageRecord) -> Result<Image> {
         let config = ImageConfig::parse(&self.read_blob(&record.config_digest)?)?;
         let layer_dirs: Vec<PathBuf> = record.layers.iter().map(|l| self.layer_path(&l.diff_id)).collect();
         if let Some(missing) = layer_dirs.iter().find(|d| !d.is_dir()) {
             return Err(ImageError::Invalid(format!(
-                "{reference}: layer {} is missing from the store",
+                "{}: layer {} is missing from the store",
+                record.reference,
                 missing.display()
             )));
         }
-        Ok(Some(Image { record, config, layer_dirs }))
+        Ok(Image { record, config, layer_dirs })
     }
 
     /// Every recorded image, sorted by reference.
@@ -438,6 +439,17 @@ impl Store {
         sweep(&self.root.join("layers"), &layers, &mut removed.layers)?;
         self.sweep_locked()?;
         Ok(removed)
+    }
+}
+
+/// The record in `path`, if there is one.
+pub(super) fn read_record(path: &Path) -> Result<Option<ImageRecord>> {
+    match fs::read(path) {
+        Ok(b) => {
+            serde_json::from_slice(&b).map(Some).map_err(|e| ImageError::Invalid(format!("{}: {e}", path.display())))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(ImageError::io("read", path)(e)),
     }
 }
 

@@ -3,6 +3,7 @@
 //! credentials checked. The protocol is documented in docs/api.md.
 
 pub mod http;
+mod images;
 mod peer;
 mod pull;
 
@@ -198,17 +199,12 @@ async fn route(stream: &mut UnixStream, control: &Control, req: Request, peer: P
             pull::pull(stream, control, &reference, peer).await
         }
         ("DELETE", ["v1", "images", reference]) => {
-            // An image a unit names stays (as Docker keeps a container's).
+            // An image a unit keeps stays (as Docker keeps a container's).
             let Some(list) = ask(control, Command::Status).await else {
                 return http::error(stream, 500, shutting()).await;
             };
-            // And one a container runs: its unit may name another by now.
-            let digest = control.store.record(reference).ok().flatten().map(|r| r.manifest_digest.to_string());
-            let users: Vec<String> = list
-                .into_iter()
-                .filter(|u| u.image.as_deref() == Some(*reference) || (digest.is_some() && u.image_digest == digest))
-                .map(|u| u.name)
-                .collect();
+            let digest = control.store.record(reference).ok().flatten().map(|r| r.manifest_digest);
+            let users = images::users(&list, reference, digest.as_ref());
             if !users.is_empty() {
                 return http::error(stream, 409, &format!("{reference} is used by {}", users.join(", "))).await;
             }
@@ -216,17 +212,12 @@ async fn route(stream: &mut UnixStream, control: &Control, req: Request, peer: P
             blocking(stream, 404, move || store.remove(&reference)).await
         }
         ("POST", ["v1", "images", "prune"]) => {
-            // Every image a known unit names is kept, running or not, and
-            // every image a container runs, by digest: a tag pulled anew
-            // may name another image than the one still running.
             let Some(list) = ask(control, Command::Status).await else {
                 return http::error(stream, 500, shutting()).await;
             };
-            let running: BTreeSet<Digest> =
-                list.iter().filter_map(|u| u.image_digest.as_deref().and_then(|d| Digest::parse(d).ok())).collect();
-            let keep: BTreeSet<String> = list.into_iter().filter_map(|u| u.image).collect();
+            let (keep, ids) = (images::kept_references(&list), images::kept_digests(&list));
             let store = control.store.clone();
-            blocking(stream, 500, move || store.prune(&keep, &running)).await
+            blocking(stream, 500, move || store.prune(&keep, &ids)).await
         }
         ("POST", ["v1", "images", "verify"]) => verify(stream, control, req.flag("repair"), peer).await,
         ("POST", ["v1", verb @ ("poweroff" | "reboot")]) => match &control.power {
