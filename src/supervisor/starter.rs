@@ -21,6 +21,7 @@ use crate::names::reference::ImageSource;
 use crate::runtime::cgroups::{Manager, Resources};
 use crate::runtime::container::{Container, RuntimeError, Setup};
 use crate::runtime::image::config::Healthcheck;
+use crate::runtime::image::digest::Digest;
 use crate::runtime::image::space::{free_space, mount_point};
 use crate::runtime::image::{PullOptions, Quiet, Store};
 use crate::runtime::network::bridge::Bridge;
@@ -170,7 +171,9 @@ pub async fn start(
     pulling: impl Fn() + Send + 'static,
     starting: impl Fn() + Send + 'static,
 ) -> Result<Started, StartError> {
-    let Request { unit, image: _pin, notify_dir, join } = request;
+    let Request { unit, image: pin, notify_dir, join } = request;
+    // The core's image IDs are the manifest digests the store recorded.
+    let pin = pin.and_then(|p| Digest::parse(&p).ok());
     let name = unit.name.clone();
     let bridge = env.bridge.clone().filter(|_| unit.container.network == Network::Bridge);
     // A unit joining another's network is on the bridge if that one is.
@@ -194,7 +197,8 @@ pub async fn start(
         warn_once_without_recursive_readonly();
     }
     let (e, u) = (env.clone(), unit.clone());
-    let pull = spawn_blocking(move || needs_pull(&u, &e.store, None)).await?;
+    let p = pin.clone();
+    let pull = spawn_blocking(move || needs_pull(&u, &e.store, p.as_ref())).await?;
     let slot = match pull {
         true => {
             pulling();
@@ -203,7 +207,7 @@ pub async fn start(
         false => None,
     };
     let (e, u) = (env.clone(), unit.clone());
-    let image = spawn_blocking(move || image(&u, &e.store, &e.pull, &Quiet, None)).await??;
+    let image = spawn_blocking(move || image(&u, &e.store, &e.pull, &Quiet, pin.as_ref())).await??;
     drop(slot);
     let _permit = starts.acquire_owned().await;
     starting();

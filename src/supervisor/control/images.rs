@@ -43,9 +43,7 @@ pub struct Uses<'a> {
 
 impl<'a> From<&'a UnitStatus> for Uses<'a> {
     fn from(u: &'a UnitStatus) -> Uses<'a> {
-        // The image a unit would roll back to is kept once its status
-        // carries it (previous_image_id, issue 16).
-        let ids = [(u.image_digest.as_deref(), Why::Runs), (None, Why::RollsBackTo)];
+        let ids = [(u.image_id.as_deref(), Why::Runs), (u.previous_image_id.as_deref(), Why::RollsBackTo)];
         Uses {
             name: &u.name,
             image: u.image.as_deref(),

@@ -313,7 +313,7 @@ impl Record {
             reason: self.reason.clone(),
             image: self.config.as_ref().map(|u| u.unit.container.image.to_string()),
             image_digest: running.map(|r| r.container.image_digest.clone()),
-            image_id: running.map(|r| r.container.image_digest.clone()),
+            image_id: running.map(|r| r.container.image_digest.clone()).or_else(|| self.image.clone()),
             previous_image_id: self.previous_image().map(str::to_string),
             update_state: self.update_state(),
             update_error: self.update_error.clone(),

@@ -31,7 +31,8 @@ pub struct UnitStatus {
     pub reason: Option<String>,
     pub image: Option<String>,
     pub image_digest: Option<String>,
-    /// The image ID (manifest digest) the running container uses.
+    /// The image ID (manifest digest) the running container uses, or the
+    /// one its next start will use (a restart never changes image).
     pub image_id: Option<String>,
     /// The image a rollback would return to (kept by `prune`).
     pub previous_image_id: Option<String>,
