@@ -67,7 +67,7 @@ const FIELDS: &[(&str, &str, &[&[&str]])] = &[
     ("health", "tcp", &[&[ABSENT], &["80"], &["81"]]),
     ("logs", "max_size", &[&[ABSENT, r#""10M""#, "10485760", r#""10240k""#], &[r#""1M""#]]),
     ("logs", "max_files", &[&[ABSENT, "3"], &["5"]]),
-    // `strategy` has one accepted value while start-first is not built.
+    ("update", "strategy", &[&[ABSENT, r#""stop-first""#], &[r#""start-first""#]]),
     ("update", "healthy_within", &[&[ABSENT, r#""60s""#, r#""1m""#], &[r#""90s""#, r#""1m30s""#]]),
     ("update", "min_healthy", &[&[ABSENT, r#""5s""#, r#""5000ms""#], &[r#""0s""#]]),
     ("update", "rollback", &[&[ABSENT, "true"], &["false"]]),

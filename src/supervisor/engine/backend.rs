@@ -21,17 +21,11 @@ pub type Events = mpsc::UnboundedSender<Event>;
 pub trait Backend: Send + 'static {
     /// Creates the container of `unit`; reports [`Event::Phase`], then
     /// [`Event::Started`], then [`Event::Exited`] once nothing of it is
-    /// left (or [`Event::Started`] with the error). `image`: the image ID
-    /// to run; none: the unit's reference, by its pull policy.
-    fn start(
-        &mut self,
-        name: &str,
-        generation: u64,
-        unit: LoadedUnit,
-        join: Option<Join>,
-        image: Option<String>,
-        events: &Events,
-    );
+    /// left (or [`Event::Started`] with the error).
+    fn start(&mut self, name: &str, generation: u64, start: Start, events: &Events);
+    /// Moves the unit's traffic from its container of `from` to the one
+    /// of `to` (started beside it); reports [`Event::Switched`].
+    fn switch(&mut self, name: &str, from: u64, to: u64, events: &Events);
     /// Sends a signal to the container's first process.
     fn signal(&mut self, name: &str, pid: i32, signal: i32) -> std::io::Result<()>;
     /// SIGKILL to every process of the container.
@@ -52,7 +46,18 @@ pub trait Backend: Send + 'static {
     fn dropped_lines(&self, name: &str) -> u64;
 }
 
-/// What lives as long as one container, by unit name.
+/// A container to start.
+pub struct Start {
+    pub unit: LoadedUnit,
+    /// The container whose network it joins.
+    pub join: Option<Join>,
+    /// The image ID to run; none: the unit's reference, by its pull policy.
+    pub image: Option<String>,
+    /// A start-first update's new container, beside the serving one.
+    pub beside: bool,
+}
+
+/// What lives as long as one container, by unit name and generation.
 #[derive(Default)]
 pub(super) struct Live {
     pub generation: u64,
@@ -73,18 +78,20 @@ impl Live {
 
 /// The containers' live parts, shared with their tasks.
 #[derive(Clone, Default)]
-pub(super) struct LiveSet(Arc<Mutex<HashMap<String, Live>>>);
+/// A unit may have two containers at once (a start-first update), so
+/// they go by name and generation.
+pub(super) struct LiveSet(Arc<Mutex<HashMap<(String, u64), Live>>>);
 
 impl LiveSet {
     /// Runs `f` on the live parts of `name`'s container of `generation`.
     pub fn with<T>(&self, name: &str, generation: u64, f: impl FnOnce(&mut Live) -> T) -> Option<T> {
         let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        map.get_mut(name).filter(|l| l.generation == generation).map(f)
+        map.get_mut(&(name.to_string(), generation)).map(f)
     }
 
     pub fn insert(&self, name: &str, live: Live) {
         let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(mut old) = map.insert(name.to_string(), live) {
+        if let Some(mut old) = map.insert((name.to_string(), live.generation), live) {
             old.end_tasks();
         }
     }
@@ -92,10 +99,8 @@ impl LiveSet {
     /// Forgets `name`'s container of `generation`, ending its tasks.
     pub fn remove(&self, name: &str, generation: u64) {
         let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if map.get(name).is_some_and(|l| l.generation == generation) {
-            if let Some(mut live) = map.remove(name) {
-                live.end_tasks();
-            }
+        if let Some(mut live) = map.remove(&(name.to_string(), generation)) {
+            live.end_tasks();
         }
     }
 }

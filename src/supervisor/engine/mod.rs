@@ -21,7 +21,7 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 pub use super::policy::Op;
 pub use super::policy::status::{StateEvent, UnitStatus};
-pub use backend::{Backend, Events};
+pub use backend::{Backend, Events, Start};
 pub use real::Real;
 pub use wire::{Command, Event, KillError, ReloadError, StartPhase};
 
@@ -96,6 +96,7 @@ impl<B: Backend> Engine<B> {
             }
             Event::Started { name, generation, outcome } => core.started(&name, generation, outcome, now),
             Event::Exited { name, generation, exit } => core.exited(&name, generation, exit, now),
+            Event::Switched { name, to, result } => core.switched(&name, to, result, now),
             Event::Timer(t) => match t {
                 super::policy::Timer::Backoff { name, generation } => core.backoff_over(&name, generation, now),
                 super::policy::Timer::StopTimeout { name, generation } => core.stop_timeout(&name, generation),
@@ -123,9 +124,11 @@ impl<B: Backend> Engine<B> {
     fn carry_out(&mut self, action: Action) {
         let tx = &self.tx;
         match action {
-            Action::Start { name, generation, unit, join, image } => {
-                self.backend.start(&name, generation, *unit, join, image, tx)
+            Action::Start { name, generation, unit, join, image, beside } => {
+                let start = backend::Start { unit: *unit, join, image, beside };
+                self.backend.start(&name, generation, start, tx)
             }
+            Action::Switch { name, from, to } => self.backend.switch(&name, from, to, tx),
             Action::Signal { name, pid, signal, .. } => {
                 if let Err(e) = self.backend.signal(&name, pid, signal) {
                     tracing::warn!("{name}: cannot send its stop signal: {e}");

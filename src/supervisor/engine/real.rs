@@ -7,13 +7,13 @@ use std::time::Duration;
 
 use tokio::sync::Semaphore;
 
-use super::backend::{Backend, Events, Live, LiveSet};
+use super::backend::{Backend, Events, Live, LiveSet, Start};
 use super::container;
 use super::wire::Event;
 use crate::health::probe;
 use crate::runtime::cgroups::{Cgroup, Usage};
 use crate::supervisor::logs::{Hub, Limits};
-use crate::supervisor::policy::{Join, ProbeLoop};
+use crate::supervisor::policy::ProbeLoop;
 use crate::supervisor::starter::{self, Env};
 use crate::units::LoadedUnit;
 
@@ -36,15 +36,8 @@ impl Real {
 }
 
 impl Backend for Real {
-    fn start(
-        &mut self,
-        name: &str,
-        generation: u64,
-        unit: LoadedUnit,
-        join: Option<Join>,
-        image: Option<String>,
-        events: &Events,
-    ) {
+    fn start(&mut self, name: &str, generation: u64, start: Start, events: &Events) {
+        let Start { unit, join, image, beside: _ } = start;
         let limits = Limits::new(unit.unit.logs.max_size, unit.unit.logs.max_files);
         self.live.insert(name, Live { generation, log_limits: Some(limits.clone()), ..Live::default() });
         tokio::spawn(container::run(
@@ -55,6 +48,12 @@ impl Backend for Real {
             limits,
             events.clone(),
         ));
+    }
+
+    fn switch(&mut self, name: &str, _from: u64, to: u64, events: &Events) {
+        // The unit files refuse start-first until the switchover is built.
+        let result = Err("start-first is not built yet".to_string());
+        let _ = events.send(Event::Switched { name: name.to_string(), to, result });
     }
 
     fn signal(&mut self, _name: &str, pid: i32, signal: i32) -> std::io::Result<()> {

@@ -10,7 +10,7 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use super::*;
 use crate::supervisor::policy::lifecycle::{ExitInfo, State};
-use crate::supervisor::policy::{Join, ProbeLoop, StartOutcome, Started};
+use crate::supervisor::policy::{ProbeLoop, StartOutcome, Started};
 use crate::units::LoadedUnit;
 
 /// What the loop asked of the backend.
@@ -28,17 +28,12 @@ struct Fake {
 }
 
 impl Backend for Fake {
-    fn start(
-        &mut self,
-        name: &str,
-        generation: u64,
-        unit: LoadedUnit,
-        _join: Option<Join>,
-        _image: Option<String>,
-        _events: &Events,
-    ) {
-        let command = unit.unit.container.command.unwrap_or_default();
+    fn start(&mut self, name: &str, generation: u64, start: Start, _events: &Events) {
+        let command = start.unit.unit.container.command.unwrap_or_default();
         let _ = self.calls.send(Call::Start { name: name.into(), generation, command });
+    }
+    fn switch(&mut self, name: &str, _from: u64, to: u64, events: &Events) {
+        let _ = events.send(Event::Switched { name: name.into(), to, result: Ok(std::time::Duration::ZERO) });
     }
     fn signal(&mut self, name: &str, pid: i32, signal: i32) -> std::io::Result<()> {
         let _ = self.calls.send(Call::Signal { name: name.into(), pid, signal });

@@ -48,6 +48,13 @@ pub enum Event {
         generation: u64,
         exit: ExitInfo,
     },
+    /// A unit's traffic moved to its container of `to` (how long it
+    /// took), or could not.
+    Switched {
+        name: String,
+        to: u64,
+        result: Result<std::time::Duration, String>,
+    },
     Command(Command),
     /// Stop every unit in reverse order; the sender hears when all are.
     Shutdown(oneshot::Sender<()>),

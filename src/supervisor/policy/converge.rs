@@ -49,7 +49,7 @@ impl Core {
         let mut keep: HashMap<String, bool> = HashMap::new();
         for name in &self.order {
             let (requires, _) = self.deps(name);
-            let ok = self.records[name].current(down)
+            let ok = (self.records[name].current(down) || self.keeps_beside(name))
                 && requires
                     .iter()
                     .all(|r| keep.get(r).copied().unwrap_or(false) && self.records.get(r).is_some_and(Record::running));
@@ -116,7 +116,7 @@ impl Core {
     }
 
     /// What `name` waits for before it may start, if anything.
-    fn waiting_for(&self, name: &str, keep: &HashMap<String, bool>) -> Option<String> {
+    pub(super) fn waiting_for(&self, name: &str, keep: &HashMap<String, bool>) -> Option<String> {
         let down = self.shutting_down;
         let (requires, after) = self.deps(name);
         for d in &requires {
@@ -159,6 +159,7 @@ impl Core {
                 }
             }
         }
+        self.starts_beside(keep, now);
     }
 
     fn start(&mut self, name: &str, now: Now) {
@@ -187,14 +188,15 @@ impl Core {
         let image = r.image.clone();
         r.life = Life::Active(new_run(r.generation, &unit, image.clone()));
         let generation = r.generation;
-        self.pending.push(Action::Start { name: name.into(), generation, unit: Box::new(unit), join, image });
+        let unit = Box::new(unit);
+        self.pending.push(Action::Start { name: name.into(), generation, unit, join, image, beside: false });
         self.trial_started(name, generation, now);
     }
 
     /// Units whose file is gone and whose container is gone are done.
     fn forget_removed(&mut self, now: Now) {
         let gone: Vec<String> =
-            self.records.values().filter(|r| r.removed && r.run().is_none()).map(|r| r.name.clone()).collect();
+            self.records.values().filter(|r| r.removed && r.no_containers()).map(|r| r.name.clone()).collect();
         for name in gone {
             let r = self.records.remove(&name).expect("known");
             self.order.retain(|n| *n != name);

@@ -112,8 +112,13 @@ impl Core {
                 }
             }
         }
+        for name in steps.iter().filter(|(_, s)| **s == Step::Restart).map(|(n, _)| n) {
+            self.settle_strategy(name);
+        }
         for name in reprobe {
-            self.start_probes(&name);
+            if let Some(g) = self.records[&name].run().map(|r| r.generation) {
+                self.start_probes(&name, g);
+            }
         }
         self.reorder();
     }
@@ -141,6 +146,9 @@ impl Core {
     /// A start ended: the container runs, or it could not be made.
     pub fn started(&mut self, name: &str, generation: u64, outcome: StartOutcome, now: Now) {
         let Some(r) = self.records.get_mut(name) else { return };
+        if !r.serving(generation) {
+            return self.started_beside(name, generation, outcome, now);
+        }
         let Some(run) = r.run_of(generation) else { return };
         match outcome {
             StartOutcome::Running(s) => {
@@ -165,7 +173,7 @@ impl Core {
                 run.stopping = false;
                 r.start_error = None;
                 r.reason = None;
-                self.start_probes(name);
+                self.start_probes(name, generation);
             }
             StartOutcome::Failed(err) => {
                 self.pending.push(Action::Note { name: name.into(), level: Level::Error, message: err.clone() });
@@ -182,6 +190,9 @@ impl Core {
         let Some(r) = self.records.get_mut(name) else { return };
         if r.run_of(generation).is_none() {
             return;
+        }
+        if !r.serving(generation) {
+            return self.exited_beside(name, generation, exit);
         }
         let Life::Active(run) = std::mem::replace(&mut r.life, Life::Idle(Rest::Ready)) else { unreachable!() };
         self.pending.push(Action::EndTasks { name: name.into(), generation });
@@ -279,13 +290,12 @@ impl Core {
 
     /// (Re)starts the health probe loop of a running unit: its own check,
     /// or its image's; none stops the loop.
-    fn start_probes(&mut self, name: &str) {
+    pub(super) fn start_probes(&mut self, name: &str, generation: u64) {
         let Some(r) = self.records.get_mut(name) else { return };
         let Some(unit) = r.config.as_ref() else { return };
         let hostname = unit.unit.container.hostname.clone();
         let health = unit.unit.health.clone();
-        let Some(run) = r.run_mut() else { return };
-        let generation = run.generation;
+        let Some(run) = r.run_of(generation) else { return };
         let Some(running) = run.running_mut() else { return };
         let check = health::effective(&health, running.container.image_health.as_ref());
         running.health =
@@ -312,7 +322,12 @@ impl Core {
         if health != Health::Unhealthy || action == OnUnhealthy::None {
             return;
         }
-        let run = self.records.get_mut(name).and_then(|r| r.run_of(generation)).expect("checked");
+        let r = self.records.get_mut(name).expect("checked");
+        if !r.serving(generation) {
+            // A new container on trial: the trial's gate judges it.
+            return;
+        }
+        let run = r.run_of(generation).expect("checked");
         run.unhealthy = Some(action);
         self.stop(name, format!("unhealthy: {output}"));
     }
@@ -359,12 +374,22 @@ impl Core {
     /// as it has started), SIGKILL to all of it after its stop timeout.
     pub(super) fn stop(&mut self, name: &str, why: String) {
         let r = self.records.get_mut(name).expect("known");
+        if r.config.is_none() {
+            return;
+        }
+        r.reason = Some(why);
+        let Some(generation) = r.run().map(|run| run.generation) else { return };
+        self.stop_generation(name, generation);
+    }
+
+    /// Asks `name`'s container of `generation` (serving or beside) to
+    /// stop, as [`Core::stop`] does.
+    pub(super) fn stop_generation(&mut self, name: &str, generation: u64) {
+        let r = self.records.get_mut(name).expect("known");
         let Some(unit) = r.config.as_ref() else { return };
         let timeout = unit.unit.stop.timeout;
-        r.reason = Some(why);
-        let Some(run) = r.run_mut() else { return };
+        let Some(run) = r.run_of(generation) else { return };
         run.stopping = true;
-        let generation = run.generation;
         self.pending.push(Action::EndTasks { name: name.into(), generation });
         let Some(running) = run.running() else {
             // Still starting: stopped as soon as it is started.

@@ -19,6 +19,7 @@ pub mod reload;
 pub mod status;
 pub mod update;
 
+mod beside;
 mod converge;
 mod events;
 mod record;
@@ -113,8 +114,21 @@ pub enum Timer {
 pub enum Action {
     /// Create the unit's container (pull, prepare, spawn).
     /// `image`: the image ID to run (none: resolve the reference by the
-    /// unit's pull policy).
-    Start { name: String, generation: u64, unit: Box<LoadedUnit>, join: Option<Join>, image: Option<String> },
+    /// unit's pull policy). `beside`: a start-first update's new
+    /// container, beside the serving one (a runtime name of its own, its
+    /// own address, no published ports yet).
+    Start {
+        name: String,
+        generation: u64,
+        unit: Box<LoadedUnit>,
+        join: Option<Join>,
+        image: Option<String>,
+        beside: bool,
+    },
+    /// Move the unit's traffic (published ports, its name on the bridge)
+    /// from its serving container (`from`) to the new one beside it
+    /// (`to`), in one step; reported back by [`Core::switched`].
+    Switch { name: String, from: u64, to: u64 },
     /// Send the container's first process its stop signal.
     Signal { name: String, generation: u64, pid: i32, signal: i32 },
     /// SIGKILL to every process of the container.
@@ -201,7 +215,7 @@ impl Core {
 
     /// Shutting down, and no container is left.
     pub fn all_stopped(&self) -> bool {
-        self.shutting_down && self.records.values().all(|r| r.run().is_none())
+        self.shutting_down && self.records.values().all(Record::no_containers)
     }
 
     /// The directories of every unit's `env_file` (watched for edits).

@@ -68,6 +68,12 @@ pub struct Record {
     pub update_error: Option<String>,
     /// An image that failed its trial: auto-update does not try it again.
     pub rejected_image: Option<String>,
+    /// A start-first update's new container, started beside the serving
+    /// one (in `life`) until it is judged.
+    pub next: Option<Run>,
+    /// Containers being stopped beside the serving one: the old one after
+    /// a switchover, a new one that failed its trial.
+    pub leaving: Vec<Run>,
 }
 
 /// Whether there is a container, and if not, how the last one ended.
@@ -141,6 +147,14 @@ pub struct Running {
 }
 
 impl Run {
+    /// Running and not asked to stop, healthy if it has a health check,
+    /// notified ready if it is a notify unit.
+    pub fn ready(&self) -> bool {
+        !self.stopping
+            && self.running().is_some_and(|x| x.health.as_ref().is_none_or(|(_, t)| t.status == Health::Healthy))
+            && self.notify.as_ref().is_none_or(|n| n.ready)
+    }
+
     pub fn running(&self) -> Option<&Running> {
         match &self.phase {
             Phase::Running(r) => Some(r),
@@ -182,6 +196,8 @@ impl Record {
             detached: false,
             update_error: None,
             rejected_image: None,
+            next: None,
+            leaving: Vec::new(),
         }
     }
 
@@ -199,9 +215,29 @@ impl Record {
         }
     }
 
-    /// Its container of `generation`, if that is the one it has.
+    /// Its container of `generation`: the serving one, or one beside it.
     pub fn run_of(&mut self, generation: u64) -> Option<&mut Run> {
-        self.run_mut().filter(|r| r.generation == generation)
+        let Record { life, next, leaving, .. } = self;
+        let serving = match life {
+            Life::Active(run) => Some(run),
+            Life::Idle(_) => None,
+        };
+        serving.into_iter().chain(next.as_mut()).chain(leaving.iter_mut()).find(|r| r.generation == generation)
+    }
+
+    /// Its container of `generation`, serving or beside.
+    pub fn find(&self, generation: u64) -> Option<&Run> {
+        self.run().into_iter().chain(self.next.as_ref()).chain(self.leaving.iter()).find(|r| r.generation == generation)
+    }
+
+    /// Whether `generation` is the serving container (in `life`).
+    pub fn serving(&self, generation: u64) -> bool {
+        self.run().is_some_and(|r| r.generation == generation)
+    }
+
+    /// It has no container at all, serving or beside.
+    pub fn no_containers(&self) -> bool {
+        self.run().is_none() && self.next.is_none() && self.leaving.is_empty()
     }
 
     pub fn rest(&self) -> Option<Rest> {
@@ -252,11 +288,7 @@ impl Record {
     /// Running, healthy if it has a health check, and notified ready if
     /// it is a notify unit: what its dependents wait for.
     pub fn ready(&self) -> bool {
-        self.running()
-            && self.run().is_some_and(|r| {
-                r.running().is_some_and(|x| x.health.as_ref().is_none_or(|(_, t)| t.status == Health::Healthy))
-                    && r.notify.as_ref().is_none_or(|n| n.ready)
-            })
+        self.run().is_some_and(Run::ready)
     }
 
     /// Whether its container (if any) may keep running: wanted, started

@@ -19,6 +19,7 @@ use super::lifecycle::ExitInfo;
 use super::record::{Life, Record, Rest};
 use super::status::StateEvent;
 use super::{Action, Core, Level, Now, Timer};
+use crate::health::Health;
 use crate::units::LoadedUnit;
 use crate::units::model::RestartPolicy;
 
@@ -55,6 +56,10 @@ pub struct Trial {
     pub deadline: Option<Instant>,
     /// Since when it has been ready without a break.
     pub ready_since: Option<Instant>,
+    /// Start-first: the new container runs beside the serving one.
+    pub beside: bool,
+    /// Passed, and its traffic is being moved to it.
+    pub switching: bool,
 }
 
 /// What `status` says of a unit's updates.
@@ -130,7 +135,16 @@ impl Core {
             return;
         };
         let from_detached = r.trial.as_ref().map_or(r.detached, |t| t.from_detached);
-        r.trial = Some(Trial { from, from_detached, cause, generation: None, deadline: None, ready_since: None });
+        r.trial = Some(Trial {
+            from,
+            from_detached,
+            cause,
+            generation: None,
+            deadline: None,
+            ready_since: None,
+            beside: false,
+            switching: false,
+        });
         r.update_error = None;
         let why = match cause {
             Cause::Edit => "the unit file changed",
@@ -160,6 +174,7 @@ impl Core {
             if r.held || r.removed || r.config.is_none() || down {
                 // Stopped by the operator, removed, or shutting down: the
                 // new config stays, and nothing is judged.
+                self.drop_next(&name);
                 self.records.get_mut(&name).expect("listed").trial = None;
                 continue;
             }
@@ -171,13 +186,23 @@ impl Core {
                     let timer = Timer::Update { name: name.clone(), generation };
                     self.pending.push(Action::Timer { after, timer });
                 }
+                Verdict::Passed if self.records[&name].next.is_some() => {
+                    let r = self.records.get_mut(&name).expect("listed");
+                    let from = r.run().map_or(0, |x| x.generation);
+                    let t = r.trial.as_mut().expect("listed");
+                    if !t.switching {
+                        t.switching = true;
+                        let to = t.generation.expect("judged");
+                        self.pending.push(Action::Switch { name: name.clone(), from, to });
+                    }
+                }
                 Verdict::Passed => self.trial_passed(&name, now),
                 Verdict::Failed(why) => self.trial_failed(&name, why, now),
             }
         }
     }
 
-    fn trial_passed(&mut self, name: &str, now: Now) {
+    pub(super) fn trial_passed(&mut self, name: &str, now: Now) {
         let r = self.records.get_mut(name).expect("known");
         let t = r.trial.take().expect("on trial");
         if t.cause == Cause::Rollback {
@@ -190,7 +215,8 @@ impl Core {
         self.update_event(name, "succeeded", "healthy".into(), now);
     }
 
-    fn trial_failed(&mut self, name: &str, why: String, now: Now) {
+    pub(super) fn trial_failed(&mut self, name: &str, why: String, now: Now) {
+        self.drop_next(name);
         let r = self.records.get_mut(name).expect("known");
         let t = r.trial.take().expect("on trial");
         let rollback = t.cause == Cause::Rollback || r.config.as_ref().is_some_and(|u| u.unit.update.rollback);
@@ -263,6 +289,7 @@ impl Core {
         r.image = Some(previous.image);
         r.in_row = 0;
         r.start_error = None;
+        self.settle_strategy(name);
         Ok(())
     }
 
@@ -285,6 +312,7 @@ impl Core {
             self.begin_trial(name, Cause::Image, now);
         }
         self.records.get_mut(name).expect("known").image = Some(image.to_string());
+        self.settle_strategy(name);
         Ok(true)
     }
 }
@@ -302,7 +330,11 @@ fn verdict(r: &Record, now: Now) -> Verdict {
     let (Some(generation), Some(deadline)) = (t.generation, t.deadline) else { return Verdict::Wait(None) };
     let Some(unit) = r.config.as_ref() else { return Verdict::Wait(None) };
     let policy = &unit.unit.update;
-    let Some(run) = r.run().filter(|x| x.generation == generation) else {
+    if t.beside && r.run().is_none() {
+        return Verdict::Failed("its serving container ended during the update".into());
+    }
+    let beside = r.next.as_ref().filter(|x| x.generation == generation);
+    let Some(run) = r.run().filter(|x| x.generation == generation).or(beside) else {
         // Its container is gone (or never started): how it ended decides.
         let Some(exit) = r.history.back() else { return Verdict::Failed("ended".into()) };
         if ran_to_completion(exit, unit.unit.restart.policy) {
@@ -310,11 +342,13 @@ fn verdict(r: &Record, now: Now) -> Verdict {
         }
         return Verdict::Failed(exit.describe());
     };
-    if run.unhealthy.is_some() {
-        // Its health check is stopping it: it will not get healthy.
-        return Verdict::Failed(format!("unhealthy: {}", why_not_ready(r)));
+    let unhealthy = run.running().and_then(|x| x.health.as_ref()).is_some_and(|(_, t)| t.status == Health::Unhealthy);
+    if run.unhealthy.is_some() || unhealthy && t.beside {
+        // Its health check is stopping it (or would, beside): it will not
+        // get healthy.
+        return Verdict::Failed(format!("unhealthy: {}", why_not_ready(run)));
     }
-    let ready = r.ready() && !run.stopping;
+    let ready = run.ready();
     match (ready, t.ready_since) {
         (true, None) if policy.min_healthy.is_zero() => Verdict::Passed,
         (true, None) => Verdict::Wait(Some((generation, policy.min_healthy))),
@@ -324,13 +358,13 @@ fn verdict(r: &Record, now: Now) -> Verdict {
             "not {} for {}: {}",
             ready_word(run),
             humantime::format_duration(policy.min_healthy),
-            why_not_ready(r)
+            why_not_ready(run)
         )),
         (false, None) if now.mono >= deadline => Verdict::Failed(format!(
             "not {} within {}: {}",
             ready_word(run),
             humantime::format_duration(policy.healthy_within),
-            why_not_ready(r)
+            why_not_ready(run)
         )),
         (false, None) => Verdict::Wait(None),
     }
@@ -345,9 +379,10 @@ fn ready_word(run: &super::record::Run) -> &'static str {
 
 /// Why a unit on trial is not ready: `pulling`, `health starting (last
 /// probe: connection refused)`, `no READY=1`.
-fn why_not_ready(r: &Record) -> String {
-    let Some(run) = r.run() else { return r.state(false).to_string() };
-    let Some(running) = run.running() else { return r.state(false).to_string() };
+fn why_not_ready(run: &super::record::Run) -> String {
+    let Some(running) = run.running() else {
+        return if matches!(run.phase, super::record::Phase::Pulling) { "pulling" } else { "starting" }.to_string();
+    };
     let mut out = Vec::new();
     if let Some((_, t)) = running.health.as_ref().filter(|(_, t)| t.status != crate::health::Health::Healthy) {
         let mut h = format!("health {}", t.status.name());
@@ -359,7 +394,7 @@ fn why_not_ready(r: &Record) -> String {
     if run.notify.as_ref().is_some_and(|n| !n.ready) {
         out.push("no READY=1".to_string());
     }
-    if out.is_empty() { r.state(false).to_string() } else { out.join(", ") }
+    if out.is_empty() { "running".to_string() } else { out.join(", ") }
 }
 
 /// A job whose policy does not restart it after a clean exit has done

@@ -46,10 +46,7 @@ pub(super) fn parse_update(cx: &mut Cx<'_>, s: &Section<'_, '_>, container: Opti
 fn strategy(value: &str) -> Result<Strategy, String> {
     match value {
         "stop-first" => Ok(Strategy::StopFirst),
-        // The switchover (new container beside the old, traffic moved when
-        // it is healthy) is not built yet: accepting the key would promise
-        // zero downtime and deliver a stop-first update.
-        "start-first" => Err(r#"start-first is not built yet; use "stop-first""#.into()),
+        "start-first" => Ok(Strategy::StartFirst),
         other => Err(format!(
             r#"{other:?} is not one of "stop-first", "start-first"{}"#,
             did_you_mean(other, ["stop-first", "start-first"])

@@ -3,6 +3,7 @@
 //! start when told, timers that fire when the clock passes them) and the
 //! unit files are real files read by the real parser.
 
+mod beside;
 mod health;
 mod operator;
 mod ordering;
@@ -44,8 +45,12 @@ pub struct Harness {
     timers: Vec<(Instant, Timer)>,
     /// Every action carried out, in order.
     pub log: Vec<Action>,
-    /// Containers asked for: name to generation (until they exit).
+    /// Containers asked for: name to generation (until they exit); a
+    /// start-first update's new container is `name+` until its traffic
+    /// moves, the old one `name-` from then.
     pub containers: BTreeMap<String, u64>,
+    /// What the switchovers asked for report.
+    pub switch_result: Result<Duration, String>,
     /// The image ID each container asked for was pinned to.
     pub pins: BTreeMap<String, Option<String>>,
     /// The image ID the units' tag names in the store now: what a start
@@ -68,6 +73,7 @@ impl Harness {
             log: Vec::new(),
             containers: BTreeMap::new(),
             pins: BTreeMap::new(),
+            switch_result: Ok(Duration::from_millis(3)),
             tag: "sha256:0".into(),
             next_pid: 100,
         }
@@ -107,18 +113,33 @@ impl Harness {
     /// asked for recorded) and returned.
     pub fn converge(&mut self) -> Vec<Action> {
         let actions = self.core.converge(self.now);
+        let mut switches = Vec::new();
         for a in &actions {
             match a {
-                Action::Start { name, generation, image, .. } => {
-                    self.pins.insert(name.clone(), image.clone());
-                    let old = self.containers.insert(name.clone(), *generation);
-                    assert!(old.is_none(), "{name}: a second container (generation {generation}) beside {old:?}");
+                Action::Start { name, generation, image, beside, .. } => {
+                    let key = if *beside { format!("{name}+") } else { name.clone() };
+                    self.pins.insert(key.clone(), image.clone());
+                    let old = self.containers.insert(key.clone(), *generation);
+                    assert!(old.is_none(), "{key}: a second container (generation {generation}) beside {old:?}");
                 }
                 Action::Timer { after, timer } => self.timers.push((self.now.mono + *after, timer.clone())),
+                Action::Switch { name, to, .. } => switches.push((name.clone(), *to)),
                 _ => {}
             }
         }
         self.log.extend(actions.iter().cloned());
+        for (name, to) in switches {
+            if self.switch_result.is_ok() {
+                let old = self.containers.remove(&name);
+                let new = self.containers.remove(&format!("{name}+")).expect("a new container");
+                self.containers.insert(name.clone(), new);
+                self.containers.extend(old.map(|g| (format!("{name}-"), g)));
+                let pin = self.pins.remove(&format!("{name}+")).flatten();
+                self.pins.insert(name.clone(), pin);
+            }
+            self.core.switched(&name, to, self.switch_result.clone(), self.now);
+            self.converge();
+        }
         actions
     }
 
@@ -134,14 +155,15 @@ impl Harness {
         self.containers.get(name).copied().unwrap_or_else(|| panic!("{name} has no container"))
     }
 
-    /// The container of `name` runs.
-    pub fn run(&mut self, name: &str) {
-        let generation = self.generation(name);
+    /// The container of `key` runs (`name`, `name+`: see `containers`).
+    pub fn run(&mut self, key: &str) {
+        let generation = self.generation(key);
+        let name = unit_of(key);
         self.next_pid += 1;
         let started = Started {
             pid: self.next_pid,
             stop_signal: libc::SIGTERM,
-            image_digest: self.pins.get(name).cloned().flatten().unwrap_or_else(|| self.tag.clone()),
+            image_digest: self.pins.get(key).cloned().flatten().unwrap_or_else(|| self.tag.clone()),
             image_health: None,
             address: None,
             ports: Vec::new(),
@@ -157,9 +179,9 @@ impl Harness {
         loop {
             let pending: Vec<String> = self
                 .containers
-                .keys()
-                .filter(|n| self.core.record(n).and_then(|r| r.run()).is_some_and(|r| r.running().is_none()))
-                .cloned()
+                .iter()
+                .filter(|(k, g)| self.container(k, **g).is_some_and(|r| r.running().is_none()))
+                .map(|(k, _)| k.clone())
                 .collect();
             if pending.is_empty() {
                 return;
@@ -171,9 +193,9 @@ impl Harness {
     }
 
     /// The start of `name` failed.
-    pub fn fail_start(&mut self, name: &str, error: &str) {
-        let generation = self.containers.remove(name).expect("a container was asked for");
-        self.core.started(name, generation, StartOutcome::Failed(error.into()), self.now);
+    pub fn fail_start(&mut self, key: &str, error: &str) {
+        let generation = self.containers.remove(key).expect("a container was asked for");
+        self.core.started(unit_of(key), generation, StartOutcome::Failed(error.into()), self.now);
         self.converge();
     }
 
@@ -182,9 +204,9 @@ impl Harness {
         self.exit_with(name, ExitInfo::code(code, false, self.now.wall));
     }
 
-    pub fn exit_with(&mut self, name: &str, exit: ExitInfo) {
-        let generation = self.containers.remove(name).expect("a container to end");
-        self.core.exited(name, generation, exit, self.now);
+    pub fn exit_with(&mut self, key: &str, exit: ExitInfo) {
+        let generation = self.containers.remove(key).expect("a container to end");
+        self.core.exited(unit_of(key), generation, exit, self.now);
         self.converge();
     }
 
@@ -194,9 +216,9 @@ impl Harness {
         loop {
             let stopping: Vec<String> = self
                 .containers
-                .keys()
-                .filter(|n| self.core.record(n).and_then(|r| r.run()).is_some_and(|r| r.stopping))
-                .cloned()
+                .iter()
+                .filter(|(k, g)| self.container(k, **g).is_some_and(|r| r.stopping))
+                .map(|(k, _)| k.clone())
                 .collect();
             if stopping.is_empty() {
                 return;
@@ -239,8 +261,9 @@ impl Harness {
         r
     }
 
-    pub fn probe(&mut self, name: &str, healthy: bool) {
-        let generation = self.generation(name);
+    pub fn probe(&mut self, key: &str, healthy: bool) {
+        let generation = self.generation(key);
+        let name = unit_of(key);
         let result = ProbeResult {
             time: self.now.wall,
             healthy,
@@ -250,6 +273,11 @@ impl Harness {
         };
         self.core.probed(name, generation, result, self.now);
         self.converge();
+    }
+
+    /// The core's container of `key`'s unit and `generation`.
+    fn container(&self, key: &str, generation: u64) -> Option<&super::Run> {
+        self.core.record(unit_of(key))?.find(generation)
     }
 
     pub fn shutdown(&mut self) {
@@ -273,10 +301,17 @@ impl Harness {
     }
 }
 
+/// The unit of a container key (`a`, `a+`, `a-`).
+pub fn unit_of(key: &str) -> &str {
+    key.trim_end_matches(['+', '-'])
+}
+
 /// An action as the tests name it; state events and notes are left out.
 pub fn describe(a: &Action) -> Option<String> {
     match a {
+        Action::Start { name, beside: true, .. } => Some(format!("start {name}+")),
         Action::Start { name, .. } => Some(format!("start {name}")),
+        Action::Switch { name, .. } => Some(format!("switch {name}")),
         Action::Signal { name, .. } => Some(format!("signal {name}")),
         Action::KillAll { name, .. } => Some(format!("kill {name}")),
         Action::Update { name, resources, .. } => {

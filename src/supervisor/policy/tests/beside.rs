@@ -1,0 +1,158 @@
+//! Start-first updates: the new container beside the serving one, the
+//! switchover once it passes, and a failure that never touches the old.
+
+use super::*;
+use crate::supervisor::policy::update::UpdateState;
+
+fn web(word: &str, extra: &str) -> String {
+    format!(
+        "[container]\nimage = \"busybox\"\ncommand = [\"{word}\"]\nports = [\"8080:80\"]\n{extra}\
+         [health]\nexec = [\"check\"]\ninterval = \"1s\"\nretries = 1\n\
+         [update]\nstrategy = \"start-first\"\n"
+    )
+}
+
+fn pid(h: &Harness, name: &str) -> Option<i32> {
+    h.core.status().into_iter().find(|s| s.name == name).unwrap().pid
+}
+
+fn command(h: &Harness, name: &str) -> String {
+    let r = h.core.record(name).unwrap();
+    r.config.as_ref().unwrap().unit.container.command.clone().unwrap().join(" ")
+}
+
+/// `a` serves v1 (healthy), then its file says v2.
+fn serving_then(new: &str) -> Harness {
+    let mut h = Harness::with(&[("a", &web("v1", ""))]);
+    h.run("a");
+    h.probe("a", true);
+    h.files(&[("a", new)]);
+    h
+}
+
+#[test]
+fn the_new_container_starts_beside_and_takes_the_traffic_once_it_passes() {
+    let mut h = serving_then(&web("v2", ""));
+    let old = pid(&h, "a");
+    let mark = h.mark();
+    assert_eq!(h.since(mark), Vec::<String>::new());
+    assert_eq!(h.history(), ["start a", "start a+"], "the serving container is not stopped");
+    h.run("a+");
+    h.probe("a+", true);
+    assert_eq!(pid(&h, "a"), old, "still the old one serving while the new one proves itself");
+    let mark = h.mark();
+    h.advance(secs(5));
+    assert_eq!(h.since(mark), ["switch a", "signal a"], "traffic moves, then the old one gets its stop signal");
+    assert_ne!(pid(&h, "a"), old, "the new one serves");
+    assert_eq!(h.state("a"), State::Running, "running throughout");
+    h.exit_stopped();
+    assert!(h.containers.keys().eq(["a"]), "{:?}", h.containers);
+    let s = h.core.status().remove(0);
+    assert_eq!((s.update_state, s.update_error), (None, None));
+    assert_eq!(command(&h, "a"), "v2");
+}
+
+#[test]
+fn a_new_container_that_fails_is_stopped_and_the_old_one_is_never_touched() {
+    let mut h = serving_then(&web("v2", ""));
+    let old = pid(&h, "a");
+    h.run("a+");
+    h.probe("a+", false);
+    assert_eq!(h.since(0).iter().filter(|a| a.starts_with("signal")).collect::<Vec<_>>(), ["signal a"]);
+    let s = h.core.status().remove(0);
+    assert_eq!(s.update_error.as_deref(), Some("unhealthy: health unhealthy (last probe: connection refused)"));
+    assert_eq!(s.update_state, Some(UpdateState::RolledBack));
+    h.exit_stopped();
+    assert_eq!(pid(&h, "a"), old, "the same pid serves");
+    assert_eq!(command(&h, "a"), "v1");
+    assert!(h.containers.keys().eq(["a"]), "{:?}", h.containers);
+    assert!(!h.history().iter().any(|a| a == "switch a"));
+}
+
+#[test]
+fn a_new_container_that_exits_or_never_starts_leaves_the_old_one_serving() {
+    let mut h = serving_then(&web("v2", ""));
+    let old = pid(&h, "a");
+    h.run("a+");
+    h.exit("a+", 1);
+    assert_eq!((pid(&h, "a"), command(&h, "a")), (old, "v1".to_string()));
+    assert_eq!(h.core.status()[0].update_error.as_deref(), Some("exited 1"));
+
+    let mut h = serving_then(&web("v2", ""));
+    h.fail_start("a+", "pull busybox: not found");
+    assert_eq!(command(&h, "a"), "v1");
+    assert_eq!(h.core.status()[0].update_error.as_deref(), Some("start failed: pull busybox: not found"));
+}
+
+#[test]
+fn a_failed_switchover_fails_the_update_and_keeps_the_old_one() {
+    let mut h = serving_then(&web("v2", ""));
+    let old = pid(&h, "a");
+    h.switch_result = Err("nft: no such table".into());
+    h.run("a+");
+    h.probe("a+", true);
+    h.advance(secs(5));
+    assert_eq!(h.core.status()[0].update_error.as_deref(), Some("moving its traffic failed: nft: no such table"));
+    h.exit_stopped();
+    assert_eq!((pid(&h, "a"), command(&h, "a")), (old, "v1".to_string()));
+}
+
+#[test]
+fn a_new_container_not_healthy_in_time_is_stopped_beside() {
+    let mut h = serving_then(&web("v2", ""));
+    h.run("a+");
+    h.advance(secs(60));
+    let error = h.core.status()[0].update_error.clone().unwrap();
+    assert!(error.starts_with("not healthy within 1m: health starting"), "{error}");
+    assert_eq!(command(&h, "a"), "v1");
+}
+
+#[test]
+fn dependents_keep_running_through_a_start_first_update() {
+    let dependent = "[unit]\nrequires = [\"a\"]\n[container]\nimage = \"busybox\"\ncommand = [\"client\"]\n";
+    let mut h = Harness::with(&[("a", &web("v1", "")), ("b", dependent)]);
+    h.run("a");
+    h.probe("a", true);
+    h.run("b");
+    h.files(&[("a", &web("v2", "")), ("b", dependent)]);
+    h.run("a+");
+    h.probe("a+", true);
+    h.advance(secs(5));
+    h.exit_stopped();
+    assert_eq!(h.history(), ["start a", "start b", "start a+", "switch a", "signal a"], "b is never stopped");
+    assert_eq!(h.state("b"), State::Running);
+}
+
+#[test]
+fn a_unit_others_join_or_on_the_host_network_updates_stop_first() {
+    let joiner = "[container]\nimage = \"busybox\"\nnetwork = \"unit:a\"\n";
+    let mut h = Harness::with(&[("a", &web("v1", "")), ("j", joiner)]);
+    h.run_all();
+    h.probe("a", true);
+    h.files(&[("a", &web("v2", "")), ("j", joiner)]);
+    h.exit_stopped();
+    assert!(h.history().iter().all(|a| a != "start a+"), "{:?}", h.history());
+    assert!(h.history().iter().any(|a| a == "signal a"), "stopped first");
+    let notes: Vec<String> = h
+        .log
+        .iter()
+        .filter_map(|a| match a {
+            Action::Note { message, .. } if message.contains("stop-first") => Some(message.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        notes,
+        ["start-first update done stop-first: other units join its network, which cannot move to a new container"]
+    );
+}
+
+#[test]
+fn a_shutdown_during_a_start_first_trial_stops_both_containers() {
+    let mut h = serving_then(&web("v2", ""));
+    h.run("a+");
+    h.shutdown();
+    h.exit_stopped();
+    assert!(h.containers.is_empty(), "{:?}", h.containers);
+    assert!(h.core.all_stopped());
+}
