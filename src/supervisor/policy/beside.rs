@@ -131,6 +131,11 @@ impl Core {
         let Some(r) = self.records.get_mut(name) else { return };
         let on_trial = r.trial.as_ref().is_some_and(|t| t.switching && t.generation == Some(to));
         if !on_trial || r.next.as_ref().is_none_or(|n| n.generation != to) {
+            // The trial ended while its traffic moved (the new container
+            // failed meanwhile): the traffic goes back to the one serving.
+            if let (Ok(_), Some(serving)) = (&result, r.run().map(|s| s.generation).filter(|g| *g != to)) {
+                self.pending.push(Action::Switch { name: name.into(), from: to, to: serving });
+            }
             return;
         }
         let took = match result {

@@ -156,3 +156,26 @@ fn a_shutdown_during_a_start_first_trial_stops_both_containers() {
     assert!(h.containers.is_empty(), "{:?}", h.containers);
     assert!(h.core.all_stopped());
 }
+
+#[test]
+fn traffic_moved_after_the_trial_failed_goes_back_to_the_serving_container() {
+    let mut h = serving_then(&web("v2", ""));
+    let serving = h.generation("a");
+    h.run("a+");
+    let to = h.generation("a+");
+    // The new container's trial ends (it died), and then a switchover to
+    // it is reported done (asked for just before its end).
+    h.core.exited("a", to, ExitInfo::code(1, false, h.now.wall), h.now);
+    h.converge();
+    h.core.switched("a", to, Ok(ms(2)), h.now);
+    let back: Vec<(u64, u64)> = h
+        .core
+        .converge(h.now)
+        .iter()
+        .filter_map(|a| match a {
+            Action::Switch { from, to, .. } => Some((*from, *to)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(back, [(to, serving)]);
+}
