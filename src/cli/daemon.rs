@@ -141,6 +141,18 @@ fn run_with(args: Args, paths: Paths, config: Config) -> ExitCode {
             eprintln!("supervisord: {e}");
             return ExitCode::from(e.exit_code());
         }
+        // Beside a daemon, its start (which takes every container of the
+        // run directory for an earlier one's leftover) would remove ours.
+        let owner = std::fs::create_dir_all(&paths.run_dir)
+            .map_err(|source| crate::runtime::container::OwnerError::Open { path: paths.run_dir.clone(), source })
+            .and_then(|()| crate::runtime::container::own(&paths.run_dir, false));
+        let _owner = match owner {
+            Ok(o) => o,
+            Err(e) => {
+                eprintln!("supervisord: {e}: give run-unit another --run-dir");
+                return ExitCode::from(125);
+            }
+        };
         return match crate::supervisor::run::run_unit(file, &paths.state_dir, &paths.run_dir, log.as_deref()) {
             Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
             Err(e) => {
@@ -150,6 +162,17 @@ fn run_with(args: Args, paths: Paths, config: Config) -> ExitCode {
         };
     }
     if let Some(Command::Runtime(RuntimeCommand::Cleanup)) = &args.command {
+        if !paths.run_dir.exists() {
+            return ExitCode::SUCCESS;
+        }
+        // The containers of a live owner are not leftovers.
+        let _owner = match crate::runtime::container::own(&paths.run_dir, true) {
+            Ok(o) => o,
+            Err(e) => {
+                eprintln!("supervisord: {e}: its containers are not leftovers; stop it first");
+                return ExitCode::from(1);
+            }
+        };
         for name in crate::runtime::container::clean_up(&paths.run_dir).containers {
             println!("removed {name}");
         }

@@ -3,7 +3,6 @@
 //! a shutdown signal, and stop every unit in reverse order on the way out.
 
 use std::collections::BTreeSet;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -166,12 +165,8 @@ pub enum DaemonError {
         #[source]
         source: std::io::Error,
     },
-    #[error("another supervisord runs with the run directory {} ({source})", run_dir.display())]
-    Locked {
-        run_dir: PathBuf,
-        #[source]
-        source: nix::errno::Errno,
-    },
+    #[error("{0}; one supervisord per run directory")]
+    Locked(#[source] crate::runtime::container::OwnerError),
     #[error("cgroups: {0}")]
     Cgroups(#[source] crate::runtime::cgroups::CgroupError),
     #[error("{0}")]
@@ -283,17 +278,7 @@ async fn daemon(options: &Options, pid1: bool) -> Result<Option<Power>, DaemonEr
     })?;
     // One supervisor per run directory: a second one would take the
     // first's containers for leftovers.
-    let lock_path = paths.run_dir.join("supervisord.lock");
-    let lock = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .mode(0o600)
-        .open(&lock_path)
-        .map_err(io("open", &lock_path))?;
-    lock.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600)).map_err(io("chmod", &lock_path))?;
-    let _lock = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusiveNonblock)
-        .map_err(|(_, source)| DaemonError::Locked { run_dir: paths.run_dir.clone(), source })?;
+    let _lock = crate::runtime::container::own(&paths.run_dir, true).map_err(DaemonError::Locked)?;
     // What an earlier supervisor that died left behind goes first.
     let cleaned = clean_up(&paths.run_dir);
     for name in &cleaned.containers {

@@ -2,6 +2,7 @@
 //! shutdown, stop signals, the backoff's cap and reset, one daemon per run
 //! directory, SIGHUP, a unit file deleted and written anew, systemd's watchdog.
 
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -150,13 +151,25 @@ fn a_second_supervisord_on_the_same_run_directory_is_refused_and_the_first_is_un
     let err = std::fs::read_to_string(d.dir.path().join("second.log")).unwrap();
     assert_eq!(status.code(), Some(1), "{err}");
     let run = d.dir.path().join("run");
-    assert!(err.contains(&format!("another supervisord runs with the run directory {}", run.display())), "{err}");
+    let said = format!("the run directory {} is in use by a supervisord or a runtime run-unit", run.display());
+    assert!(err.contains(&said) && err.contains("one supervisord per run directory"), "{err}");
     // The first still answers on its socket, and its container was not
     // taken for a leftover.
     let after = d.unit(&name).unwrap();
     assert_eq!((&after["state"], &after["pid"]), (&before["state"], &before["pid"]), "{after}");
     assert!(alive(pid(&after)));
     assert!(run.join(format!("containers/{name}.json")).exists(), "the state record is gone");
+    // Nor does `runtime cleanup` take them for leftovers.
+    let out = Command::new(env!("CARGO_BIN_EXE_supervisord"))
+        .arg("--run-dir")
+        .arg(&run)
+        .args(["runtime", "cleanup"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    assert!(text(&out.stderr).contains("its containers are not leftovers; stop it first"), "{}", text(&out.stderr));
+    assert_eq!(d.unit(&name).unwrap()["pid"], before["pid"]);
+    assert!(alive(pid(&before)), "cleanup killed the daemon's container");
     let out = d.ctl(&["restart", &name]);
     assert!(out.status.success(), "{}", text(&out.stderr));
 }
