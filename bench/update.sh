@@ -1,0 +1,112 @@
+#!/usr/bin/env bash
+# Updates under load through a published port: UPDATES start-first updates
+# (goal: no failed request; the time from the new container passing its
+# trial to its traffic moved, goal under 50 ms), then ROUNDS stop-first
+# updates of the same unit, whose downtime is the comparison. A client in
+# another network namespace (an outside machine, as far as the host can
+# tell) hammers the host's address and the published port with a new
+# connection per request, from 4 threads, throughout (bench/load.py).
+#
+# Usage (as root): bench/update.sh [UPDATES] [ROUNDS]   (default 20 and 5)
+# Needs: jq, python3, the example images (built offline here).
+set -euo pipefail
+updates=${1:-20}
+rounds=${2:-5}
+cd "$(dirname "$0")/.."
+command -v jq >/dev/null || { echo "bench/update.sh: jq is missing: apt-get install jq" >&2; exit 1; }
+work=$(mktemp -d /var/tmp/bench-update.XXXXXX)
+daemon=
+cleanup() {
+  ip netns del svbench-upd 2>/dev/null || true
+  ip link del svbupd 2>/dev/null || true
+  [[ -n $daemon ]] && kill -TERM "$daemon" 2>/dev/null && wait "$daemon" 2>/dev/null
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+scripts/build-example-images.sh >/dev/null 2>&1
+cargo build -q --release --bins
+bin=$PWD/target/release
+images=$PWD/units.example/images
+mkdir -p "$work/units"
+# `web VERSION STRATEGY`: busybox httpd answering VERSION, healthy once it
+# answers; min_healthy = "0s": a trial passes at its first healthy probe,
+# so what is timed after it is the switchover alone.
+web() {
+  cat > "$work/units/web.toml.tmp" <<EOF2
+[container]
+image = "oci:$images/busybox:latest"
+command = ["sh", "-c", "mkdir -p /www; echo $1 > /www/index.html; exec httpd -f -p 80 -h /www"]
+ports = ["18082:80"]
+[health]
+exec = ["wget", "-q", "-O", "/dev/null", "http://127.0.0.1/"]
+interval = "200ms"
+[stop]
+timeout = "5s"
+[update]
+strategy = "$2"
+min_healthy = "0s"
+healthy_within = "30s"
+EOF2
+  mv "$work/units/web.toml.tmp" "$work/units/web.toml"
+}
+web v0 start-first
+printf '[network]\nbridge = "svbupd0"\nsubnet = "10.218.0.0/24"\n' > "$work/supervisord.toml"
+export SUPERVISOR_SOCKET=$work/run/control.sock
+SUPERVISOR_LOG=info "$bin/supervisord" --units "$work/units" --state-dir "$work/state" --run-dir "$work/run" \
+  --log-dir "$work/log" --config "$work/supervisord.toml" 2> "$work/daemon.log" &
+daemon=$!
+status() { "$bin/supervisorctl" status --json web 2>/dev/null | jq -c '.[0]' || echo '{}'; }
+until [[ $(status | jq -r '.state + .health') == runninghealthy ]]; do sleep 0.1; done
+
+# The client's namespace, routed to the host over a veth.
+ip netns add svbench-upd
+ip link add svbupd type veth peer name eth0 netns svbench-upd
+ip addr add 10.219.0.1/30 dev svbupd
+ip link set svbupd up
+ip -n svbench-upd addr add 10.219.0.2/30 dev eth0
+ip -n svbench-upd link set eth0 up
+ip -n svbench-upd link set lo up
+ip -n svbench-upd route add default via 10.219.0.1
+ip netns exec svbench-upd sysctl -qw net.ipv4.ip_local_port_range="1024 65000"
+
+# `update VERSION STRATEGY`: edits the unit and waits until the new
+# container serves and the update is over.
+update() {
+  local before
+  before=$(status | jq -r .pid)
+  web "$1" "$2"
+  local deadline=$((SECONDS + 60))
+  until s=$(status) && [[ $(jq -r '.pid != '"$before"' and .state == "running" and .update_state == null' <<< "$s") == true ]]; do
+    ((SECONDS < deadline)) || { echo "bench/update.sh: update to $1 did not end: $s" >&2; exit 1; }
+    sleep 0.05
+  done
+  [[ $(jq -r '.update_error // empty' <<< "$s") == "" ]] || { echo "bench/update.sh: update to $1 failed: $s" >&2; exit 1; }
+}
+# `load START|STOP`: the client, in the background, until told to stop.
+load_start() { rm -f "$work/stop"; ip netns exec svbench-upd python3 bench/load.py 10.219.0.1 18082 "$work/stop" 4 > "$work/load.json" & load=$!; sleep 0.5; }
+load_stop() { touch "$work/stop"; wait "$load"; cat "$work/load.json"; }
+
+load_start
+for ((i = 1; i <= updates; i++)); do update "s$i" start-first; done
+sleep 0.5
+start_first=$(load_stop)
+moved=$(grep -o 'traffic moved to the new container in [0-9]* ms' "$work/daemon.log" | awk '{ print $(NF - 1) }')
+median() { sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+
+: > "$work/stop-first"
+web "s$updates" stop-first # an [update] edit: the container is kept
+for ((i = 1; i <= rounds; i++)); do
+  load_start
+  update "f$i" stop-first
+  sleep 0.5
+  load_stop >> "$work/stop-first"
+done
+
+echo "| strategy | updates | requests | failed | longest time without an answer | traffic moved after the trial passed |"
+echo "| --- | --- | --- | --- | --- | --- |"
+jq -r --arg n "$updates" --arg med "$(median <<< "$moved")" --arg max "$(sort -g <<< "$moved" | tail -1)" \
+  '"| start-first | \($n) | \(.requests) | \(.failures) | \(.longest_gap_ms) ms | median \($med) ms, max \($max) ms |"' <<< "$start_first"
+jq -rs --arg n "$rounds" '"| stop-first | \($n) | \(map(.requests) | add) | \(map(.failures) | add) | median \(map(.longest_gap_ms) | sort | .[length / 2 | floor]) ms (max \(map(.longest_gap_ms) | max) ms) | - |"' "$work/stop-first"
+echo "(start-first bodies seen: $(jq -r '.bodies | length' <<< "$start_first") of $((updates + 1)); moved ms: $(paste -sd' ' <<< "$moved");" \
+  "stop-first rounds: $(jq -c '{failures, longest_gap_ms}' "$work/stop-first" | paste -sd' '))" >&2
