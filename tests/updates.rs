@@ -246,7 +246,7 @@ fn a_moved_tag_is_found_rolled_out_and_a_broken_image_is_rolled_back() {
 #[test]
 fn rollback_after_a_good_update_returns_to_the_previous_image_kept_by_prune() {
     root_only!("rollback_after_a_good_update_returns_to_the_previous_image_kept_by_prune");
-    let registry = Registry::start(None);
+    let mut registry = Registry::start(None);
     let d = Daemon::start();
     let layout = images(d.dir.path(), &[("v1", &server("one")), ("v2", &server("two"))]);
     let name = common::unique_name("ue");
@@ -277,6 +277,14 @@ fn rollback_after_a_good_update_returns_to_the_previous_image_kept_by_prune() {
     assert_eq!(served(&d, &name), "one");
     let line = text(&d.ctl(&["status", &name]).stdout);
     assert!(line.contains("rolled back, running the previous config"), "{line}");
+
+    // A registry that is gone makes an error line, and nothing else.
+    let pid = d.unit(&name).unwrap()["pid"].clone();
+    registry.kill();
+    let (ok, out, err) = update(&d, &[&name]);
+    assert!(!ok && err.contains(&format!("{name}: check {reference} at its source")), "{out}{err}");
+    let u = d.unit(&name).unwrap();
+    assert_eq!((&u["pid"], u["state"].as_str(), u["image_id"].as_str()), (&pid, Some("running"), Some(one.as_str())));
 }
 
 #[test]
