@@ -77,6 +77,17 @@ pub fn status_line(u: &Value, width: usize, now: SystemTime, color: bool) -> Str
             d
         }
     };
+    match (u["update_state"].as_str(), u["update_error"].as_str()) {
+        (Some("in-progress"), _) => detail.push_str(", update in progress"),
+        (Some("rolled-back"), Some(e)) => {
+            detail.push_str(&format!(", update failed: {e}, running the previous config"))
+        }
+        (Some("rolled-back"), None) => detail.push_str(", rolled back, running the previous config"),
+        // A new image that failed (back on the image that ran, the file's
+        // config), or rollback = false (the failed config stays).
+        (_, Some(e)) => detail.push_str(&format!(", update failed: {e}")),
+        _ => {}
+    }
     // A running unit whose file went bad still says so.
     if let (Some(e), "running") = (u["error"].as_str(), state) {
         detail.push_str(&format!("; file error: {e}"));
@@ -244,6 +255,13 @@ pub fn events(client: &Client, json: bool) -> ExitCode {
                 String::from_utf8_lossy(&line).into_owned()
             } else {
                 match serde_json::from_slice::<Value>(&line) {
+                    Ok(v) if v["update"].is_string() => format!(
+                        "{} {} update {}{}\n",
+                        v["time"].as_str().unwrap_or(""),
+                        v["unit"].as_str().unwrap_or("?"),
+                        v["update"].as_str().unwrap_or("?"),
+                        v["reason"].as_str().map(|r| format!(" ({r})")).unwrap_or_default()
+                    ),
                     Ok(v) => format!(
                         "{} {} {} -> {}{}\n",
                         v["time"].as_str().unwrap_or(""),
@@ -377,5 +395,36 @@ mod tests {
         let invalid = json!({"name": "x", "state": "invalid", "error": "/etc/units.d/x.toml:3:1: unknown key",
             "since": "2026-11-23T09:59:59Z", "restarts": 0});
         assert_eq!(status_line(&invalid, 1, now, false), "x  INVALID   /etc/units.d/x.toml:3:1: unknown key");
+    }
+
+    #[test]
+    fn status_lines_say_an_update_failed_and_what_runs() {
+        let now = humantime::parse_rfc3339("2026-11-23T10:00:00Z").unwrap();
+        let mut web = json!({"name": "web", "state": "running", "pid": 812, "started_at": "2026-11-23T09:59:53Z",
+            "since": "2026-11-23T09:59:53Z", "restarts": 0, "health": "healthy", "update_state": "rolled-back",
+            "update_error": "not healthy within 1m: health starting (last probe: connection refused)"});
+        assert_eq!(
+            status_line(&web, 3, now, false),
+            "web  RUNNING   pid 812, uptime 0:00:07, healthy, update failed: not healthy within 1m: health starting \
+             (last probe: connection refused), running the previous config"
+        );
+        web["update_state"] = json!("in-progress");
+        web["update_error"] = Value::Null;
+        assert_eq!(
+            status_line(&web, 3, now, false),
+            "web  RUNNING   pid 812, uptime 0:00:07, healthy, update in progress"
+        );
+        web["update_state"] = json!("rolled-back");
+        assert_eq!(
+            status_line(&web, 3, now, false),
+            "web  RUNNING   pid 812, uptime 0:00:07, healthy, rolled back, running the previous config"
+        );
+        // A failed image update, or rollback = false: the line says it failed.
+        web["update_state"] = Value::Null;
+        web["update_error"] = json!("exited 1");
+        web["state"] = json!("backoff");
+        web["reason"] = json!("exited 1");
+        web["next_retry"] = json!("2026-11-23T10:00:01Z");
+        assert_eq!(status_line(&web, 3, now, false), "web  BACKOFF   exited 1, retry in 1.0s, update failed: exited 1");
     }
 }

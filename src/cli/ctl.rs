@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 use super::client::Client;
 use super::control;
 use super::images::{self, StoreArgs};
+use super::updates;
 use super::validate;
 
 /// Control and inspect supervisord, and check unit files offline.
@@ -135,6 +136,39 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Go back to the unit's previous good config and image (one step:
+    /// a second rollback returns), through the same health-gated trial as
+    /// an update, and wait for its outcome.
+    ///
+    /// Exit status: 0 when the rollback succeeded (or the unit does not
+    /// run, and its next start takes the previous config), 1 when it was
+    /// refused (nothing to roll back to) or its trial failed.
+    Rollback {
+        unit: String,
+        /// Do not wait for the outcome.
+        #[arg(long)]
+        no_block: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check the registry for new images of the units with
+    /// auto = "registry" (all, or the named ones), pull them and roll them
+    /// out, each going back to the image it ran if the new one fails.
+    ///
+    /// Exit status: 0 when every unit is up to date or updated, 1 when any
+    /// failed or was rolled back.
+    Update {
+        units: Vec<String>,
+        /// Only list the units whose tag names another image, with both
+        /// image IDs.
+        #[arg(long)]
+        dry_run: bool,
+        /// Do not wait for the new images' trials.
+        #[arg(long)]
+        no_block: bool,
+        #[arg(long)]
+        json: bool,
+    },
     /// Send a signal to a unit's main process (no restart is counted).
     Kill {
         #[arg(short, long, default_value = "SIGTERM")]
@@ -225,6 +259,8 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Stop { units, no_block, json } => control::op(&client, "stop", &units, no_block, json),
         Command::Restart { units, no_block, json } => control::op(&client, "restart", &units, no_block, json),
         Command::Reload { dry_run, json } => control::reload(&client, dry_run, json),
+        Command::Rollback { unit, no_block, json } => updates::rollback(&client, &unit, no_block, json),
+        Command::Update { units, dry_run, no_block, json } => updates::update(&client, &units, dry_run, no_block, json),
         Command::Kill { signal, unit } => control::kill(&client, &signal, &unit),
         Command::Logs { follow, tail, since, unit } => control::logs(&client, &unit, follow, tail, since.as_deref()),
         Command::Exec { interactive, tty, unit, command } => control::exec(&client, &unit, interactive, tty, command),

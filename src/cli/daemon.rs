@@ -238,6 +238,7 @@ fn run_with(args: Args, paths: Paths, config: Config) -> ExitCode {
             modules: config.modules.clone(),
             control_port: config.control_port.clone(),
             uplink,
+            auto_update_interval: config.auto_update_interval,
         };
         return ExitCode::from(crate::supervisor::daemon::run(options));
     }

@@ -10,6 +10,7 @@ use std::time::Duration;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
+use super::autoupdate::Updater;
 use super::control::{self, Control, Power};
 use super::engine::{Engine, Event, Real};
 use super::logs::Hub;
@@ -49,6 +50,8 @@ pub struct Options {
     pub control_port: Option<String>,
     /// The host's interface to configure (an appliance's).
     pub uplink: Option<Uplink>,
+    /// How often `auto = "registry"` units are checked (None: never).
+    pub auto_update_interval: Option<Duration>,
 }
 
 #[derive(Debug, Clone)]
@@ -340,9 +343,11 @@ async fn daemon(options: &Options, pid1: bool) -> Result<Option<Power>, DaemonEr
     let (events, _) = broadcast::channel(1024);
     let hub = Hub::default();
     let (env_files, env_files_rx) = watch::channel(BTreeSet::new());
-    let backend = Real::new(env, probes, hub.clone(), paths.log_dir.clone());
+    let backend = Real::new(env.clone(), probes, hub.clone(), paths.log_dir.clone());
     let engine = Engine::new(paths.units.clone(), backend, tx.clone(), events.clone(), env_files);
 
+    let updater = Arc::new(Updater { tx: tx.clone(), events: events.clone(), env: env.clone() });
+    let options_interval = options.auto_update_interval;
     let (power_tx, mut power_rx) = mpsc::unbounded_channel();
     let control = Arc::new(Control {
         tx: tx.clone(),
@@ -355,6 +360,7 @@ async fn daemon(options: &Options, pid1: bool) -> Result<Option<Power>, DaemonEr
         pull,
         power: pid1.then_some(power_tx.clone()),
         group: options.socket_group,
+        updater: updater.clone(),
     });
     let socket = paths.run_dir.join("control.sock");
     let listener = control::bind(&socket, options.socket_group).map_err(io("bind the control socket", &socket))?;
@@ -379,6 +385,12 @@ async fn daemon(options: &Options, pid1: bool) -> Result<Option<Power>, DaemonEr
         notify(&[sd_notify::NotifyState::Ready]);
     }
     let status = tokio::spawn(systemd_status(events.subscribe(), tx.clone()));
+    let auto_update = tokio::spawn(async move {
+        match options_interval {
+            Some(every) => updater.every(every).await,
+            None => std::future::pending().await,
+        }
+    });
 
     // Shutdown: a signal (or a power verb) asks the engine to stop every
     // unit; the engine task ends when all are stopped.
@@ -393,7 +405,7 @@ async fn daemon(options: &Options, pid1: bool) -> Result<Option<Power>, DaemonEr
             engine_task.await
         }
     };
-    for t in [server, watch_task, forward, signals, status] {
+    for t in [server, watch_task, forward, signals, status, auto_update] {
         t.abort();
     }
     let _ = std::fs::remove_file(&socket);

@@ -2,6 +2,7 @@
 //! turns units into runtime requests (`spec`, `prepare`), and runs the
 //! daemon: the reconcile loop, restart policy, logs and control socket.
 
+pub mod autoupdate;
 pub mod config;
 pub mod control;
 pub mod daemon;

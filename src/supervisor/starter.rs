@@ -57,7 +57,7 @@ const PULLS_PER_SOURCE: usize = 4;
 pub struct Pulls(Mutex<HashMap<String, Arc<Semaphore>>>);
 
 impl Pulls {
-    fn slots(&self, source: &ImageSource) -> Arc<Semaphore> {
+    pub(crate) fn slots(&self, source: &ImageSource) -> Arc<Semaphore> {
         let key = match source {
             ImageSource::Registry(r) => r.registry.clone(),
             _ => String::new(),

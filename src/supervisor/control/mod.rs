@@ -6,6 +6,7 @@ pub mod http;
 mod images;
 mod peer;
 mod pull;
+mod updates;
 
 use self::peer::{Peer, hide_env_file, in_group};
 
@@ -49,6 +50,8 @@ pub struct Control {
     pub power: Option<mpsc::UnboundedSender<Power>>,
     /// A group whose members may connect too.
     pub group: Option<u32>,
+    /// Image auto-update (`POST /v1/update`).
+    pub updater: Arc<super::autoupdate::Updater>,
 }
 
 /// Binds the socket: mode 0600, or 0660 owned by `group`.
@@ -172,6 +175,10 @@ async fn route(stream: &mut UnixStream, control: &Control, req: Request, peer: P
             };
             unit_op(stream, control, name, op, !req.flag("no_block")).await
         }
+        ("POST", ["v1", "units", name, "rollback"]) => {
+            updates::rollback(stream, control, name, !req.flag("no_block")).await
+        }
+        ("POST", ["v1", "update"]) => updates::update(stream, control, &req).await,
         ("POST", ["v1", "units", name, "kill"]) => {
             let signal = match Signal::parse(req.query.get("signal").map_or("SIGTERM", String::as_str)) {
                 Ok(s) => s,

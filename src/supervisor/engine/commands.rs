@@ -4,9 +4,10 @@
 
 use std::collections::BTreeMap;
 
-use super::wire::{Command, KillError};
-use super::{Backend, Engine};
+use super::wire::{Command, KillError, Rolled, UpdateTarget};
+use super::{Backend, Engine, now};
 use crate::supervisor::policy::Record;
+use crate::units::model::AutoUpdate;
 use crate::units::values::mounts::VolumeSource;
 
 impl<B: Backend> Engine<B> {
@@ -47,11 +48,42 @@ impl<B: Backend> Engine<B> {
             Command::Counts(reply) => {
                 let _ = reply.send(self.core.counts());
             }
+            Command::Rollback(name, reply) => {
+                let result = self.core.rollback(&name, now()).map(|()| self.rolled(&name, true));
+                let _ = reply.send(result);
+            }
+            Command::RollImage(name, image, reply) => {
+                let result = self.core.roll_image(&name, &image, now()).map(|changed| self.rolled(&name, changed));
+                let _ = reply.send(result);
+            }
+            Command::UpdateTargets(reply) => {
+                let shutting_down = self.core.shutting_down();
+                let targets = self
+                    .core
+                    .records()
+                    .map(|r| {
+                        let status = r.status(shutting_down);
+                        UpdateTarget {
+                            name: r.name.clone(),
+                            image: r.config.as_ref().map(|u| u.unit.container.image.clone()),
+                            auto: r.config.as_ref().is_some_and(|u| u.unit.update.auto == AutoUpdate::Registry),
+                            image_id: status.image_id,
+                            rejected: r.rejected_image.clone(),
+                            in_progress: r.trial.is_some(),
+                        }
+                    })
+                    .collect();
+                let _ = reply.send(targets);
+            }
             Command::LogFiles(name, reply) => {
                 let files = self.core.record(&name).map(|r| r.config.as_ref().map_or(1, |u| u.unit.logs.max_files));
                 let _ = reply.send(files);
             }
         }
+    }
+
+    fn rolled(&self, name: &str, changed: bool) -> Rolled {
+        Rolled { changed, trial: changed && self.core.record(name).is_some_and(|r| r.trial.is_some()) }
     }
 
     fn inspect(&self, r: &Record) -> serde_json::Value {

@@ -23,7 +23,7 @@ pub use super::policy::Op;
 pub use super::policy::status::{StateEvent, UnitStatus};
 pub use backend::{Backend, Events, Start};
 pub use real::Real;
-pub use wire::{Command, Event, KillError, ReloadError, StartPhase};
+pub use wire::{Command, Event, KillError, ReloadError, Rolled, StartPhase, UpdateTarget};
 
 use super::policy::reload::Step;
 use super::policy::{Action, Core, Level, Now, Phase};

@@ -309,3 +309,29 @@ async fn the_env_files_to_watch_follow_the_units() {
     assert_eq!(l.env_files.borrow_and_update().iter().collect::<Vec<_>>(), [&env]);
     l.call().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn rollback_and_new_images_are_answered_by_the_core_and_a_trial_replaces_the_container() {
+    let follows = format!("{PLAIN}[update]\nauto = \"registry\"\n");
+    let mut l = Loop::start(&[("a", &follows), ("b", PLAIN)]).await;
+    l.call().await;
+    l.call().await;
+    l.started("a", 1, 10);
+    let err = l.ask(|tx| Command::Rollback("a".into(), tx)).await.unwrap_err();
+    assert!(err.to_string().starts_with("a has no previous config to roll back to"), "{err}");
+    let err = l.ask(|tx| Command::Rollback("zz".into(), tx)).await.unwrap_err();
+    assert_eq!(err.to_string(), "no unit named \"zz\"");
+    // The image it runs: nothing to do.
+    let same = l.ask(|tx| Command::RollImage("a".into(), "sha256:0".into(), tx)).await.unwrap();
+    assert_eq!(same, Rolled { changed: false, trial: false });
+    let new = l.ask(|tx| Command::RollImage("a".into(), "sha256:1".into(), tx)).await.unwrap();
+    assert_eq!(new, Rolled { changed: true, trial: true });
+    assert_eq!(l.call().await, signal("a", 10), "stop-first: the old container is stopped");
+    let targets = l.ask(Command::UpdateTargets).await;
+    let a = targets.iter().find(|t| t.name == "a").unwrap();
+    assert!(a.auto && a.in_progress && a.rejected.is_none(), "{a:?}");
+    let b = targets.iter().find(|t| t.name == "b").unwrap();
+    assert!(!b.auto && !b.in_progress, "{b:?}");
+    let err = l.ask(|tx| Command::RollImage("a".into(), "sha256:2".into(), tx)).await.unwrap_err();
+    assert!(err.to_string().contains("an update is in progress"), "{err}");
+}

@@ -9,6 +9,7 @@ use tokio::sync::oneshot;
 use super::super::policy::lifecycle::{ExitInfo, State};
 use super::super::policy::reload::Step;
 use super::super::policy::status::UnitStatus;
+use super::super::policy::update::UpdateError;
 use super::super::policy::{Op, OpError, StartOutcome, Timer};
 use crate::health::ProbeResult;
 
@@ -90,6 +91,40 @@ pub enum Command {
     LogFiles(String, oneshot::Sender<Option<u32>>),
     /// How many units are in each state (systemd's STATUS= line).
     Counts(oneshot::Sender<BTreeMap<State, usize>>),
+    /// `rollback`: back to the unit's previous good config and image.
+    Rollback(String, oneshot::Sender<Result<Rolled, UpdateError>>),
+    /// A new image (by ID, in the store already) for a unit that follows
+    /// its tag.
+    RollImage(String, String, oneshot::Sender<Result<Rolled, UpdateError>>),
+    /// What image auto-update needs to know of every unit.
+    UpdateTargets(oneshot::Sender<Vec<UpdateTarget>>),
+}
+
+/// What a rollback or a new image did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rolled {
+    /// False: nothing to do (it runs that image, or that image failed its
+    /// trial before).
+    pub changed: bool,
+    /// A trial began: its outcome comes as an update event. Otherwise the
+    /// unit did not run, and takes the change at its next start.
+    pub trial: bool,
+}
+
+/// One unit as image auto-update sees it.
+#[derive(Debug, Clone)]
+pub struct UpdateTarget {
+    pub name: String,
+    /// None: its unit file is invalid.
+    pub image: Option<crate::units::values::reference::ImageSource>,
+    /// `auto = "registry"`.
+    pub auto: bool,
+    /// The image ID it runs (or its next start runs).
+    pub image_id: Option<String>,
+    /// An image of its tag whose update failed and was rolled back: not
+    /// tried again.
+    pub rejected: Option<String>,
+    pub in_progress: bool,
 }
 
 /// Why `kill` failed.
