@@ -67,8 +67,9 @@ pub struct Trial {
 #[serde(rename_all = "kebab-case")]
 pub enum UpdateState {
     InProgress,
-    /// It runs another config than its file's: an update failed and was
-    /// rolled back, or an operator rolled it back.
+    /// It runs another config than its file's (an update failed and was
+    /// rolled back, or an operator rolled it back), or its file's config
+    /// with the image it ran before a new one failed.
     RolledBack,
 }
 
@@ -101,7 +102,10 @@ impl Record {
     }
 
     pub fn update_state(&self) -> Option<UpdateState> {
-        match (&self.trial, self.detached) {
+        // An image that failed its trial: the file's config runs, with
+        // the image it ran before.
+        let image_rolled_back = self.rejected_image.is_some() && self.update_error.is_some();
+        match (&self.trial, self.detached || image_rolled_back) {
             (Some(_), _) => Some(UpdateState::InProgress),
             (None, true) => Some(UpdateState::RolledBack),
             (None, false) => None,

@@ -202,7 +202,7 @@ fn a_new_image_is_rolled_out_on_trial_and_a_broken_one_is_rolled_back_and_not_tr
     h.run("a");
     let s = status(&h, "a");
     assert_eq!(s.update_error.as_deref(), Some("exited 2"));
-    assert_eq!(s.update_state, None, "the config is the file's: only the image went back");
+    assert_eq!(s.update_state, Some(UpdateState::RolledBack), "the image went back");
     assert_eq!(h.core.roll_image("a", "sha256:bad", h.now), Ok(false), "a rejected image is not tried again");
     assert_eq!(h.core.roll_image("a", "sha256:good", h.now), Ok(true));
     h.converge();
