@@ -67,7 +67,7 @@ pub(super) async fn run(
     // container's task for as long as the container runs.
     // The start holds a permit of `starts` once its image is there, and
     // gives it back when done: this task goes on to wait for the exit.
-    let request = starter::Request { unit, image, notify_dir, join };
+    let request = starter::Request { unit, image, notify_dir, join, instance: None };
     let start = Box::pin(starter::start(env.clone(), starts, request, pulling, move || phase(StartPhase::Starting)));
     let result = start.await.map_err(|e| e.to_string());
     let started = match result {
