@@ -12,7 +12,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::SystemTime;
 
 use tokio::io::AsyncReadExt;
@@ -215,15 +215,59 @@ fn push_record(out: &mut Vec<u8>, stamp: &str, stream: &str, text: &[u8]) {
 
 type Follow = broadcast::Sender<Arc<[u8]>>;
 
+/// A unit's log writer, shared by every container of the unit that runs
+/// (two during a start-first update): each batch of whole records is
+/// written under its lock, so the containers' lines interleave whole, and
+/// one writer alone cuts torn tails and rotates. Closed when the last
+/// container's copy ends.
+#[derive(Clone)]
+pub struct SharedWriter(Arc<Mutex<Writer>>);
+
+impl SharedWriter {
+    fn write_record(&self, record: &[u8]) -> std::io::Result<()> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).write_record(record)
+    }
+
+    fn max_size(&self) -> u64 {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).limits.max_size.load(Ordering::Relaxed)
+    }
+
+    fn path(&self) -> PathBuf {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).path.clone()
+    }
+}
+
 /// Live log lines for `logs -f`, per unit (only kept while someone
-/// follows), and the count of lines each unit's log could not take.
+/// follows), the count of lines each unit's log could not take, and the
+/// writer of each unit's log while a container of it runs.
 #[derive(Clone, Default)]
 pub struct Hub {
     followers: Arc<Mutex<HashMap<String, Follow>>>,
     dropped: Arc<Mutex<HashMap<String, Arc<AtomicU64>>>>,
+    writers: Arc<Mutex<HashMap<String, Weak<Mutex<Writer>>>>>,
 }
 
 impl Hub {
+    /// The writer of `unit`'s log at `path`: the one its other running
+    /// container writes with, or a new one. A log that cannot be opened
+    /// gets a writer that tries again at each record: the container's
+    /// output is read all the same (a pipe left to fill would block it).
+    pub fn writer(&self, unit: &str, path: PathBuf, limits: Arc<Limits>) -> SharedWriter {
+        let mut map = self.writers.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(w) = map.get(unit).and_then(Weak::upgrade) {
+            return SharedWriter(w);
+        }
+        let writer = Writer::open(path.clone(), limits.clone()).unwrap_or_else(|e| {
+            tracing::error!("{unit}: cannot open {}: {e}; trying again at each line", path.display());
+            Writer::closed(path, limits)
+        });
+        let shared = Arc::new(Mutex::new(writer));
+        // The writers of units gone are dropped with the next unit's.
+        map.retain(|_, w| w.strong_count() > 0);
+        map.insert(unit.to_string(), Arc::downgrade(&shared));
+        SharedWriter(shared)
+    }
+
     pub fn subscribe(&self, unit: &str) -> broadcast::Receiver<Arc<[u8]>> {
         let mut map = self.followers.lock().unwrap_or_else(|e| e.into_inner());
         map.entry(unit.to_string()).or_insert_with(|| broadcast::channel(1024).0).subscribe()
@@ -340,7 +384,7 @@ const BATCH: usize = 64 * 1024;
 /// log file system), lines are dropped and counted (see [`Hub::dropped`]),
 /// never left to fill the pipe and block the container; writing resumes
 /// with the first line that fits again.
-pub async fn copy(unit: String, stdout: File, stderr: File, mut writer: Writer, hub: Hub) {
+pub async fn copy(unit: String, stdout: File, stderr: File, writer: SharedWriter, hub: Hub) {
     let receiver = |f: File| tokio::net::unix::pipe::Receiver::from_file(f);
     let (Ok(out), Ok(err)) = (receiver(stdout), receiver(stderr)) else {
         tracing::error!("{unit}: cannot read the container's output");
@@ -363,7 +407,7 @@ pub async fn copy(unit: String, stdout: File, stderr: File, mut writer: Writer, 
         }
         let lines = if is_out { &mut out } else { &mut err };
         // Every whole line already read goes in one batch, with one time.
-        let limit = BATCH.min(writer.limits.max_size.load(Ordering::Relaxed) as usize);
+        let limit = BATCH.min(writer.max_size() as usize);
         let stamp = humantime::format_rfc3339_micros(SystemTime::now()).to_string();
         let stream = lines.stream;
         let mut count = 0u64;
@@ -380,14 +424,14 @@ pub async fn copy(unit: String, stdout: File, stderr: File, mut writer: Writer, 
             Ok(()) => {
                 if let Some(since) = failing.take() {
                     let lost = dropped.load(Ordering::Relaxed) - since;
-                    tracing::warn!("{unit}: writing {} again; {lost} lines were dropped", writer.path.display());
+                    tracing::warn!("{unit}: writing {} again; {lost} lines were dropped", writer.path().display());
                 }
             }
             Err(e) => {
                 if failing.is_none() {
                     tracing::error!(
                         "{unit}: writing {}: {e}; lines are dropped (and counted) until it works",
-                        writer.path.display()
+                        writer.path().display()
                     );
                     failing = Some(dropped.load(Ordering::Relaxed));
                 }
@@ -508,11 +552,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let blocker = dir.path().join("logs");
         fs::write(&blocker, "").unwrap();
-        let writer = Writer::closed(blocker.join("u.log"), Limits::new(1 << 20, 3));
+        let hub = Hub::default();
+        let writer = hub.writer("u", blocker.join("u.log"), Limits::new(1 << 20, 3));
         let (out_r, out_w): (OwnedFd, OwnedFd) = nix::unistd::pipe().unwrap();
         let (err_r, err_w): (OwnedFd, OwnedFd) = nix::unistd::pipe().unwrap();
         drop(err_w);
-        let hub = Hub::default();
         let task = tokio::spawn(copy("u".into(), File::from(out_r), File::from(err_r), writer, hub.clone()));
         // More than a pipe holds: the writer would block if nobody read.
         let producer = std::thread::spawn(move || {
@@ -525,5 +569,56 @@ mod tests {
         producer.join().unwrap();
         assert_eq!(hub.dropped("u"), 20_000);
         assert_eq!(hub.dropped("other"), 0);
+    }
+
+    /// Two containers of one unit (a start-first update) write the unit's
+    /// one log at once, through rotations: every record is whole, none is
+    /// lost, each container's in its order.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_containers_of_a_unit_share_its_log_and_their_lines_interleave_whole() {
+        use std::os::fd::OwnedFd;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("u.log");
+        let hub = Hub::default();
+        let limits = Limits::new(64 * 1024, 50);
+        let first = hub.writer("u", path.clone(), limits.clone());
+        let second = hub.writer("u", path.clone(), limits.clone());
+        assert!(Arc::ptr_eq(&first.0, &second.0), "one writer per unit while its containers run");
+        let mut tasks = Vec::new();
+        let mut producers = Vec::new();
+        for (who, writer) in [("old", first), ("new", second)] {
+            let (out_r, out_w): (OwnedFd, OwnedFd) = nix::unistd::pipe().unwrap();
+            let (err_r, err_w): (OwnedFd, OwnedFd) = nix::unistd::pipe().unwrap();
+            drop(err_w);
+            tasks.push(tokio::spawn(copy("u".into(), File::from(out_r), File::from(err_r), writer, hub.clone())));
+            producers.push(std::thread::spawn(move || {
+                let mut out = File::from(out_w);
+                for i in 0..5_000 {
+                    writeln!(out, "{who} {i:05} {}", "x".repeat(i % 200)).unwrap();
+                }
+            }));
+        }
+        for p in producers {
+            p.join().unwrap();
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let mut next = HashMap::from([("old", 0usize), ("new", 0usize)]);
+        for record in tail(dir.path(), "u", None, None, 50) {
+            let text = String::from_utf8(record).unwrap();
+            let mut words = text.trim_end_matches('\n').split(' ');
+            let (_, stream) = (words.next(), words.next());
+            let (who, i, pad) = (words.next().unwrap(), words.next().unwrap(), words.next().unwrap_or(""));
+            assert_eq!(stream, Some("stdout"), "{text:?}");
+            let i: usize = i.parse().unwrap_or_else(|_| panic!("cut record {text:?}"));
+            let count = next.get_mut(who).unwrap_or_else(|| panic!("cut record {text:?}"));
+            assert_eq!((i, pad.len()), (*count, *count % 200), "{text:?}");
+            *count += 1;
+        }
+        assert_eq!(next, HashMap::from([("old", 5_000), ("new", 5_000)]));
+        assert!(dir.path().join("u.log.1").exists(), "the test meant to rotate");
+        // Both copies ended: the writer is closed, a restart opens anew.
+        assert!(hub.writers.lock().unwrap().get("u").is_none_or(|w| w.strong_count() == 0));
     }
 }

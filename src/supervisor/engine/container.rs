@@ -111,10 +111,8 @@ pub(super) async fn run(
     let log_path = logs::log_path(&log_dir, &name);
     // The output is read even when the log cannot be opened: a container
     // whose pipe is left to fill would block (or die of SIGPIPE).
-    let writer = logs::Writer::open(log_path.clone(), limits.clone()).unwrap_or_else(|e| {
-        tracing::error!("{name}: cannot open {}: {e}; trying again at each line", log_path.display());
-        logs::Writer::closed(log_path, limits)
-    });
+    // Shared with the unit's other container, if one runs.
+    let writer = hub.writer(&name, log_path, limits);
     let copy = tokio::spawn(logs::copy(name.clone(), stdout, stderr, writer, hub));
     let started = Started { pid, stop_signal, image_digest, image_health, address, ports };
     let _ = tx.send(Event::Started { name: name.clone(), generation, outcome: StartOutcome::Running(started) });
