@@ -112,15 +112,23 @@ impl Writer {
     /// would not fit. On an error nothing of it is left in the file (or,
     /// if even the cut failed, it is cut before the next record).
     pub fn write_record(&mut self, record: &[u8]) -> std::io::Result<()> {
+        let limits = self.limits.clone();
+        self.write_limited(record, &limits)
+    }
+
+    /// [`Writer::write_record`] under `limits` (those of the container
+    /// whose record it is: each of a unit's containers has its own, which
+    /// a `[logs]` edit changes).
+    fn write_limited(&mut self, record: &[u8], limits: &Limits) -> std::io::Result<()> {
         if self.torn {
             if let Some(f) = &self.file {
                 f.set_len(self.size)?;
             }
             self.torn = false;
         }
-        let max = self.limits.max_size.load(Ordering::Relaxed);
+        let max = limits.max_size.load(Ordering::Relaxed);
         if self.size > 0 && self.size + record.len() as u64 > max {
-            self.rotate()?;
+            self.rotate(limits.max_files.load(Ordering::Relaxed))?;
         }
         let file = match &mut self.file {
             Some(f) => f,
@@ -141,8 +149,8 @@ impl Writer {
         Ok(())
     }
 
-    fn rotate(&mut self) -> std::io::Result<()> {
-        let files = self.limits.max_files.load(Ordering::Relaxed).max(1);
+    fn rotate(&mut self, files: u32) -> std::io::Result<()> {
+        let files = files.max(1);
         if files == 1 {
             if let Some(f) = &self.file {
                 f.set_len(0)?;
@@ -220,20 +228,23 @@ type Follow = broadcast::Sender<Arc<[u8]>>;
 /// written under its lock, so the containers' lines interleave whole, and
 /// one writer alone cuts torn tails and rotates. Closed when the last
 /// container's copy ends.
-#[derive(Clone)]
-pub struct SharedWriter(Arc<Mutex<Writer>>);
+pub struct SharedWriter {
+    writer: Arc<Mutex<Writer>>,
+    /// This container's limits.
+    limits: Arc<Limits>,
+}
 
 impl SharedWriter {
     fn write_record(&self, record: &[u8]) -> std::io::Result<()> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).write_record(record)
+        self.writer.lock().unwrap_or_else(|e| e.into_inner()).write_limited(record, &self.limits)
     }
 
     fn max_size(&self) -> u64 {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).limits.max_size.load(Ordering::Relaxed)
+        self.limits.max_size.load(Ordering::Relaxed)
     }
 
     fn path(&self) -> PathBuf {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).path.clone()
+        self.writer.lock().unwrap_or_else(|e| e.into_inner()).path.clone()
     }
 }
 
@@ -248,24 +259,25 @@ pub struct Hub {
 }
 
 impl Hub {
-    /// The writer of `unit`'s log at `path`: the one its other running
-    /// container writes with, or a new one. A log that cannot be opened
+    /// The writer of `unit`'s log at `path`, under `limits` (the
+    /// container's): the one its other running container writes with, or
+    /// a new one. A log that cannot be opened
     /// gets a writer that tries again at each record: the container's
     /// output is read all the same (a pipe left to fill would block it).
     pub fn writer(&self, unit: &str, path: PathBuf, limits: Arc<Limits>) -> SharedWriter {
         let mut map = self.writers.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(w) = map.get(unit).and_then(Weak::upgrade) {
-            return SharedWriter(w);
+        if let Some(writer) = map.get(unit).and_then(Weak::upgrade) {
+            return SharedWriter { writer, limits };
         }
         let writer = Writer::open(path.clone(), limits.clone()).unwrap_or_else(|e| {
             tracing::error!("{unit}: cannot open {}: {e}; trying again at each line", path.display());
-            Writer::closed(path, limits)
+            Writer::closed(path, limits.clone())
         });
-        let shared = Arc::new(Mutex::new(writer));
+        let writer = Arc::new(Mutex::new(writer));
         // The writers of units gone are dropped with the next unit's.
         map.retain(|_, w| w.strong_count() > 0);
-        map.insert(unit.to_string(), Arc::downgrade(&shared));
-        SharedWriter(shared)
+        map.insert(unit.to_string(), Arc::downgrade(&writer));
+        SharedWriter { writer, limits }
     }
 
     pub fn subscribe(&self, unit: &str) -> broadcast::Receiver<Arc<[u8]>> {
@@ -580,10 +592,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("u.log");
         let hub = Hub::default();
-        let limits = Limits::new(64 * 1024, 50);
-        let first = hub.writer("u", path.clone(), limits.clone());
-        let second = hub.writer("u", path.clone(), limits.clone());
-        assert!(Arc::ptr_eq(&first.0, &second.0), "one writer per unit while its containers run");
+        // Each container with its own limits (a [logs] edit changes the
+        // new one's): each record rotates by its container's.
+        let (old_limits, new_limits) = (Limits::new(1 << 20, 50), Limits::new(1 << 20, 50));
+        let first = hub.writer("u", path.clone(), old_limits.clone());
+        let second = hub.writer("u", path.clone(), new_limits.clone());
+        assert!(Arc::ptr_eq(&first.writer, &second.writer), "one writer per unit while its containers run");
+        new_limits.set(64 * 1024, 50);
         let mut tasks = Vec::new();
         let mut producers = Vec::new();
         for (who, writer) in [("old", first), ("new", second)] {
