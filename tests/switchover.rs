@@ -256,6 +256,20 @@ fn a_units_traffic_moves_to_its_second_container_in_one_step_without_a_failed_re
         assert!(!rules.contains("dnat to"), "{rules}");
         assert!(!std::fs::read_to_string(bridge.hosts_path()).unwrap().contains("web"));
         assert!(new_cgroup.iter().all(|p| !p.exists()), "the new container's cgroup left");
+
+        // A supervisor dies with a second container up: its successor's
+        // cleanup removes it like any container (and its bridge setup
+        // frees every address, as detach does here).
+        let spare = request("spare", Some("web.3"));
+        let spare = starter::start(env.clone(), starts.clone(), spare, || {}, || {}).await.unwrap();
+        let spare_cgroup = spare.container.cgroup().paths();
+        let r = run_dir.clone();
+        let cleaned = tokio::task::spawn_blocking(move || supervisor::runtime::container::clean_up(&r)).await.unwrap();
+        assert_eq!(cleaned.containers, ["web.3"]);
+        assert!(tokio::time::timeout(Duration::from_secs(10), spare.exit).await.is_ok(), "web.3 still runs");
+        assert!(!run_dir.join("containers/web.3.json").exists() && !state.join("containers/web.3").exists());
+        assert!(spare_cgroup.iter().all(|p| !p.exists()), "web.3's cgroup left");
+        bridge.detach("web.3", spare.veth.as_deref()).await;
         bridge.teardown().await;
         reaper.stop();
         switched.took

@@ -151,6 +151,9 @@ pub fn listed(holders: &BTreeMap<String, Named>) -> BTreeMap<String, (Ipv4Addr, 
 /// another program to take in between), the new container's address.
 /// False when `from` published nothing.
 pub fn move_ports(published: &mut BTreeMap<String, Vec<Published>>, from: &str, to: &str, address: Ipv4Addr) -> bool {
+    if from == to {
+        return false;
+    }
     let Some(mut ports) = published.remove(from) else { return false };
     for p in &mut ports {
         p.container_ip = address;
@@ -166,7 +169,9 @@ pub fn move_name(names: &mut BTreeMap<String, Named>, from: &str, to: &str) -> b
     if !names.contains_key(to) {
         return false;
     }
-    names.remove(from);
+    if from != to {
+        names.remove(from);
+    }
     if let Some(n) = names.get_mut(to) {
         n.listed = true;
     }
@@ -554,8 +559,10 @@ mod tests {
         assert_eq!(text.matches("tcp dport 8443 dnat to 10.213.0.9:80").count(), 2, "{text}");
         assert!(!text.contains("10.213.0.2"), "{text}");
         assert_eq!(text.matches("dnat to 10.213.0.3:80").count(), 2, "{text}");
-        // A container without ports moves nothing.
+        // A container without ports moves nothing; nor a move to itself.
         assert!(!move_ports(&mut published, "web", "web.3", old));
+        assert!(!move_ports(&mut published, "web.2", "web.2", old));
+        assert_eq!(published["web.2"].len(), 2);
     }
 
     #[test]
@@ -580,5 +587,7 @@ mod tests {
         assert!(after.contains("10.213.0.9\tweb www site\n"), "{after}");
         assert!(!after.contains("10.213.0.2") && !after.contains("web.2"), "{after}");
         assert_eq!(after.matches("\tweb").count(), 1, "{after}");
+        assert!(move_name(&mut names, "web.2", "web.2"), "a move to itself keeps the name");
+        assert_eq!(hosts(&listed(&names)), after);
     }
 }
