@@ -158,13 +158,23 @@ fn a_units_traffic_moves_to_its_second_container_in_one_step_without_a_failed_re
         assert_eq!(old.ports, [format!("0.0.0.0:{port}->80/tcp")]);
         tokio::task::spawn_blocking(move || wait_answer(published, "old")).await.unwrap();
 
+        // A second container that goes before any switch (a failed
+        // update) takes nothing of the first one's: its ports, its name.
+        let failed = starter::start(env.clone(), starts.clone(), request("failed", Some("web.9")), || {}, || {});
+        stop(&env, failed.await.unwrap()).await;
+        let old_ip = old.address.unwrap();
+        let hosts = std::fs::read_to_string(bridge.hosts_path()).unwrap();
+        assert!(hosts.contains(&format!("{old_ip}\tweb www\n")), "{hosts}");
+        assert_eq!(get(published), Ok("old".into()));
+        assert_eq!(pool_holders(&state, &bridge_name, subnet), ["web"]);
+
         // The second container: beside the first, its own address, cgroup,
         // directory and record; no ports, and not named yet.
         let bad = starter::start(env.clone(), starts.clone(), request("x", Some("db.2")), || {}, || {}).await;
         assert!(bad.is_err_and(|e| e.to_string().contains("db.2")));
         let new = starter::start(env.clone(), starts.clone(), request("new", Some("web.2")), || {}, || {}).await;
         let new = new.unwrap();
-        let (old_ip, new_ip) = (old.address.unwrap(), new.address.unwrap());
+        let new_ip = new.address.unwrap();
         assert_ne!(old_ip, new_ip);
         assert!(new.ports.is_empty(), "{:?}", new.ports);
         assert_eq!(new.container.name(), "web.2");
