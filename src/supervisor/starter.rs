@@ -25,6 +25,8 @@ use crate::runtime::image::config::Healthcheck;
 use crate::runtime::image::digest::Digest;
 use crate::runtime::image::space::{free_space, mount_point};
 use crate::runtime::image::{PullOptions, Quiet, Store};
+/// What [`switch`] did: how long it took, the ports now published.
+pub use crate::runtime::network::bridge::Switched;
 use crate::runtime::network::bridge::{Bridge, Naming};
 use crate::runtime::network::ports::Publish;
 use crate::runtime::reaper::{Exit, Reaper};
@@ -385,16 +387,6 @@ pub async fn finish(env: &Env, container: Container, veth: Option<&str>) -> bool
     }
 }
 
-/// The unit's traffic moved to a new container ([`switch`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Switched {
-    /// From the call until new connections go to the new container.
-    pub took: Duration,
-    /// Its published ports now, `0.0.0.0:8080->80/tcp` (the old one has
-    /// none left).
-    pub ports: Vec<String>,
-}
-
 /// Moves `unit`'s traffic from its running container `from` to `to`
 /// (both runtime names: the unit's name or an [`instance_name`]), started
 /// beside it and healthy: the published ports in one nft transaction (new
@@ -410,7 +402,7 @@ pub async fn switch(env: &Env, unit: &str, from: &str, to: &str) -> Result<Switc
     let Some(b) = &env.bridge else { return Ok(Switched { took: Duration::ZERO, ports: Vec::new() }) };
     let moved = b.switch(from, to).await?;
     tracing::info!("{unit}: traffic moved from {from} to {to} in {:?}", moved.took);
-    Ok(Switched { took: moved.took, ports: moved.ports })
+    Ok(moved)
 }
 
 /// The unit's `ports`, one [`Publish`] per port (ranges expanded).
