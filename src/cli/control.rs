@@ -333,15 +333,15 @@ pub fn power(client: &Client, verb: &str) -> ExitCode {
 /// cannot be run. It never gets our terminal: pipes we relay, or with -t a
 /// pseudo-terminal of its own (see `runtime::container::exec`).
 pub fn exec(client: &Client, unit: &str, interactive: bool, tty: bool, command: Vec<String>) -> ExitCode {
-    use crate::runtime::container::ContainerState;
     use crate::runtime::container::{exec, reexec_protected};
-    match client.request("GET", &format!("/v1/units/{}", encode(unit))) {
+    let pid = match client.request("GET", &format!("/v1/units/{}", encode(unit))) {
         Ok(r) if r.status == 200 => {
             let v = r.json().unwrap_or(Value::Null);
             if v["status"]["state"] != "running" {
                 eprintln!("supervisorctl: {unit} is {}, not running", v["status"]["state"].as_str().unwrap_or("?"));
                 return ExitCode::from(126);
             }
+            v["status"]["pid"].as_i64()
         }
         Ok(r) => {
             eprintln!("supervisorctl: {}", r.error());
@@ -351,7 +351,7 @@ pub fn exec(client: &Client, unit: &str, interactive: bool, tty: bool, command: 
             eprintln!("supervisorctl: {e}");
             return ExitCode::from(126);
         }
-    }
+    };
     if !interactive && tty {
         // Without -i the command gets no input, as with docker exec.
         if let Ok(null) = std::fs::File::open("/dev/null") {
@@ -359,7 +359,7 @@ pub fn exec(client: &Client, unit: &str, interactive: bool, tty: bool, command: 
         }
     }
     let run_dir = super::client::run_dir(&client.socket);
-    let result = ContainerState::load(&run_dir, unit).and_then(|state| {
+    let result = running_record(&run_dir, unit, pid).and_then(|state| {
         reexec_protected()?;
         exec(&state, command, tty, interactive, None)
     });
@@ -372,10 +372,64 @@ pub fn exec(client: &Client, unit: &str, interactive: bool, tty: bool, command: 
     }
 }
 
+/// The record of `unit`'s running container, whose first process is
+/// `pid`: the unit's own name's, or, after a start-first update, that of
+/// the second container the traffic moved to (`web.7`).
+fn running_record(
+    run_dir: &std::path::Path,
+    unit: &str,
+    pid: Option<i64>,
+) -> Result<crate::runtime::container::ContainerState, crate::runtime::container::RuntimeError> {
+    use crate::runtime::container::ContainerState;
+    let own = ContainerState::load(run_dir, unit);
+    if own.as_ref().is_ok_and(|s| pid.is_none_or(|p| i64::from(s.pid) == p)) {
+        return own;
+    }
+    let instance = |file: &str| {
+        let generation = file.strip_suffix(".json")?.strip_prefix(unit)?.strip_prefix('.')?;
+        generation.bytes().all(|b| b.is_ascii_digit()).then(|| file.trim_end_matches(".json").to_string())
+    };
+    let entries = std::fs::read_dir(run_dir.join("containers")).into_iter().flatten().flatten();
+    for name in entries.filter_map(|e| instance(&e.file_name().to_string_lossy())) {
+        match ContainerState::load(run_dir, &name) {
+            Ok(s) if pid.is_some_and(|p| i64::from(s.pid) == p) => return Ok(s),
+            _ => {}
+        }
+    }
+    own
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn exec_finds_the_container_the_units_traffic_moved_to() {
+        use crate::runtime::container::ContainerState;
+        let dir = tempfile::tempdir().unwrap();
+        let record = |name: &str, pid: i32| -> ContainerState {
+            serde_json::from_value(json!({
+                "name": name, "pid": pid, "start_time": 0, "cgroup": {"V2": "/sys/fs/cgroup/x"}, "dir": "/x",
+                "process": {"uid": 0, "gid": 0, "additional_gids": [], "caps": null, "no_new_privileges": true,
+                    "seccomp": null, "cwd": "/", "env": []},
+            }))
+            .unwrap()
+        };
+        for (name, pid) in [("web", 10), ("web.7", 20), ("webs.7", 30), ("web.x", 40)] {
+            record(name, pid).save(dir.path()).unwrap();
+        }
+        let found = |pid| running_record(dir.path(), "web", pid).map(|s| s.name);
+        assert_eq!(found(Some(10)).unwrap(), "web");
+        assert_eq!(found(None).unwrap(), "web");
+        assert_eq!(found(Some(20)).unwrap(), "web.7");
+        // Another unit's, or no container of the unit: the unit's own.
+        assert_eq!(found(Some(30)).unwrap(), "web");
+        assert_eq!(found(Some(40)).unwrap(), "web");
+        ContainerState::remove(dir.path(), "web");
+        assert_eq!(found(Some(20)).unwrap(), "web.7");
+        assert!(found(Some(99)).unwrap_err().to_string().contains("not running"));
+    }
 
     #[test]
     fn status_lines_read_like_supervisorctl() {

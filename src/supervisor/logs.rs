@@ -12,7 +12,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::SystemTime;
 
 use tokio::io::AsyncReadExt;
@@ -112,15 +112,23 @@ impl Writer {
     /// would not fit. On an error nothing of it is left in the file (or,
     /// if even the cut failed, it is cut before the next record).
     pub fn write_record(&mut self, record: &[u8]) -> std::io::Result<()> {
+        let limits = self.limits.clone();
+        self.write_limited(record, &limits)
+    }
+
+    /// [`Writer::write_record`] under `limits` (those of the container
+    /// whose record it is: each of a unit's containers has its own, which
+    /// a `[logs]` edit changes).
+    fn write_limited(&mut self, record: &[u8], limits: &Limits) -> std::io::Result<()> {
         if self.torn {
             if let Some(f) = &self.file {
                 f.set_len(self.size)?;
             }
             self.torn = false;
         }
-        let max = self.limits.max_size.load(Ordering::Relaxed);
+        let max = limits.max_size.load(Ordering::Relaxed);
         if self.size > 0 && self.size + record.len() as u64 > max {
-            self.rotate()?;
+            self.rotate(limits.max_files.load(Ordering::Relaxed))?;
         }
         let file = match &mut self.file {
             Some(f) => f,
@@ -141,8 +149,8 @@ impl Writer {
         Ok(())
     }
 
-    fn rotate(&mut self) -> std::io::Result<()> {
-        let files = self.limits.max_files.load(Ordering::Relaxed).max(1);
+    fn rotate(&mut self, files: u32) -> std::io::Result<()> {
+        let files = files.max(1);
         if files == 1 {
             if let Some(f) = &self.file {
                 f.set_len(0)?;
@@ -215,15 +223,63 @@ fn push_record(out: &mut Vec<u8>, stamp: &str, stream: &str, text: &[u8]) {
 
 type Follow = broadcast::Sender<Arc<[u8]>>;
 
+/// A unit's log writer, shared by every container of the unit that runs
+/// (two during a start-first update): each batch of whole records is
+/// written under its lock, so the containers' lines interleave whole, and
+/// one writer alone cuts torn tails and rotates. Closed when the last
+/// container's copy ends.
+pub struct SharedWriter {
+    writer: Arc<Mutex<Writer>>,
+    /// This container's limits.
+    limits: Arc<Limits>,
+}
+
+impl SharedWriter {
+    fn write_record(&self, record: &[u8]) -> std::io::Result<()> {
+        self.writer.lock().unwrap_or_else(|e| e.into_inner()).write_limited(record, &self.limits)
+    }
+
+    fn max_size(&self) -> u64 {
+        self.limits.max_size.load(Ordering::Relaxed)
+    }
+
+    fn path(&self) -> PathBuf {
+        self.writer.lock().unwrap_or_else(|e| e.into_inner()).path.clone()
+    }
+}
+
 /// Live log lines for `logs -f`, per unit (only kept while someone
-/// follows), and the count of lines each unit's log could not take.
+/// follows), the count of lines each unit's log could not take, and the
+/// writer of each unit's log while a container of it runs.
 #[derive(Clone, Default)]
 pub struct Hub {
     followers: Arc<Mutex<HashMap<String, Follow>>>,
     dropped: Arc<Mutex<HashMap<String, Arc<AtomicU64>>>>,
+    writers: Arc<Mutex<HashMap<String, Weak<Mutex<Writer>>>>>,
 }
 
 impl Hub {
+    /// The writer of `unit`'s log at `path`, under `limits` (the
+    /// container's): the one its other running container writes with, or
+    /// a new one. A log that cannot be opened
+    /// gets a writer that tries again at each record: the container's
+    /// output is read all the same (a pipe left to fill would block it).
+    pub fn writer(&self, unit: &str, path: PathBuf, limits: Arc<Limits>) -> SharedWriter {
+        let mut map = self.writers.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(writer) = map.get(unit).and_then(Weak::upgrade) {
+            return SharedWriter { writer, limits };
+        }
+        let writer = Writer::open(path.clone(), limits.clone()).unwrap_or_else(|e| {
+            tracing::error!("{unit}: cannot open {}: {e}; trying again at each line", path.display());
+            Writer::closed(path, limits.clone())
+        });
+        let writer = Arc::new(Mutex::new(writer));
+        // The writers of units gone are dropped with the next unit's.
+        map.retain(|_, w| w.strong_count() > 0);
+        map.insert(unit.to_string(), Arc::downgrade(&writer));
+        SharedWriter { writer, limits }
+    }
+
     pub fn subscribe(&self, unit: &str) -> broadcast::Receiver<Arc<[u8]>> {
         let mut map = self.followers.lock().unwrap_or_else(|e| e.into_inner());
         map.entry(unit.to_string()).or_insert_with(|| broadcast::channel(1024).0).subscribe()
@@ -340,7 +396,7 @@ const BATCH: usize = 64 * 1024;
 /// log file system), lines are dropped and counted (see [`Hub::dropped`]),
 /// never left to fill the pipe and block the container; writing resumes
 /// with the first line that fits again.
-pub async fn copy(unit: String, stdout: File, stderr: File, mut writer: Writer, hub: Hub) {
+pub async fn copy(unit: String, stdout: File, stderr: File, writer: SharedWriter, hub: Hub) {
     let receiver = |f: File| tokio::net::unix::pipe::Receiver::from_file(f);
     let (Ok(out), Ok(err)) = (receiver(stdout), receiver(stderr)) else {
         tracing::error!("{unit}: cannot read the container's output");
@@ -363,7 +419,7 @@ pub async fn copy(unit: String, stdout: File, stderr: File, mut writer: Writer, 
         }
         let lines = if is_out { &mut out } else { &mut err };
         // Every whole line already read goes in one batch, with one time.
-        let limit = BATCH.min(writer.limits.max_size.load(Ordering::Relaxed) as usize);
+        let limit = BATCH.min(writer.max_size() as usize);
         let stamp = humantime::format_rfc3339_micros(SystemTime::now()).to_string();
         let stream = lines.stream;
         let mut count = 0u64;
@@ -380,14 +436,14 @@ pub async fn copy(unit: String, stdout: File, stderr: File, mut writer: Writer, 
             Ok(()) => {
                 if let Some(since) = failing.take() {
                     let lost = dropped.load(Ordering::Relaxed) - since;
-                    tracing::warn!("{unit}: writing {} again; {lost} lines were dropped", writer.path.display());
+                    tracing::warn!("{unit}: writing {} again; {lost} lines were dropped", writer.path().display());
                 }
             }
             Err(e) => {
                 if failing.is_none() {
                     tracing::error!(
                         "{unit}: writing {}: {e}; lines are dropped (and counted) until it works",
-                        writer.path.display()
+                        writer.path().display()
                     );
                     failing = Some(dropped.load(Ordering::Relaxed));
                 }
@@ -429,101 +485,5 @@ pub fn tail(dir: &Path, unit: &str, n: Option<usize>, since: Option<SystemTime>,
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn rotation_keeps_whole_lines_and_the_newest_files() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("u.log");
-        let mut w = Writer::open(path.clone(), Limits::new(100, 3)).unwrap();
-        for i in 0..40 {
-            w.write_record(format!("line {i:04} ....................\n").as_bytes()).unwrap();
-        }
-        let mut names: Vec<String> =
-            fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
-        names.sort();
-        assert_eq!(names, ["u.log", "u.log.1", "u.log.2"]);
-        let mut seen = Vec::new();
-        for f in ["u.log.2", "u.log.1", "u.log"] {
-            let text = fs::read_to_string(dir.path().join(f)).unwrap();
-            assert!(text.len() <= 100, "{f} is {} bytes", text.len());
-            for l in text.lines() {
-                assert!(l.starts_with("line ") && l.ends_with('.'), "split line {l:?}");
-                seen.push(l[5..9].parse::<u32>().unwrap());
-            }
-        }
-        // The newest lines, in order, none missing.
-        assert_eq!(*seen.last().unwrap(), 39);
-        assert!(seen.windows(2).all(|w| w[1] == w[0] + 1), "{seen:?}");
-        let last = tail(dir.path(), "u", Some(3), None, 3);
-        assert_eq!(last.len(), 3);
-        assert!(String::from_utf8_lossy(&last[2]).starts_with("line 0039"));
-    }
-
-    #[tokio::test]
-    async fn long_lines_are_cut_into_pieces() {
-        let mut data = vec![b'x'; MAX_LINE * 2 + 10];
-        data.extend_from_slice(b"\nshort\nlast");
-        let mut lines = Lines::new("stdout", &data[..]);
-        let mut sizes = Vec::new();
-        while lines.ready().await {
-            assert!(lines.take(|l| sizes.push(l.len())));
-        }
-        assert_eq!(sizes, [MAX_LINE, MAX_LINE, 10, 5, 4]);
-    }
-
-    #[test]
-    fn a_half_record_left_by_a_crash_is_cut_at_the_next_open() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("u.log");
-        fs::write(&path, "2026-11-30T12:00:00.000000Z stdout whole\n2026-11-30T12:00:00.000001Z stdout ha").unwrap();
-        let mut w = Writer::open(path.clone(), Limits::new(1 << 20, 3)).unwrap();
-        w.write_record(b"2026-11-30T12:00:01.000000Z stdout next\n").unwrap();
-        let text = fs::read_to_string(&path).unwrap();
-        assert_eq!(text, "2026-11-30T12:00:00.000000Z stdout whole\n2026-11-30T12:00:01.000000Z stdout next\n");
-        // No whole line at all: nothing is kept.
-        fs::write(&path, "2026-11-30T12:00:00.0000").unwrap();
-        drop(Writer::open(path.clone(), Limits::new(1 << 20, 3)).unwrap());
-        assert_eq!(fs::read(&path).unwrap(), b"");
-    }
-
-    #[test]
-    fn a_log_that_cannot_be_written_resumes_once_it_can() {
-        let dir = tempfile::tempdir().unwrap();
-        // The log's directory cannot be made while a file has its name.
-        let blocker = dir.path().join("logs");
-        fs::write(&blocker, "").unwrap();
-        let path = blocker.join("u.log");
-        let mut w = Writer::closed(path.clone(), Limits::new(1 << 20, 3));
-        assert!(w.write_record(b"lost\n").is_err());
-        fs::remove_file(&blocker).unwrap();
-        w.write_record(b"kept\n").unwrap();
-        assert_eq!(fs::read_to_string(&path).unwrap(), "kept\n");
-    }
-
-    #[tokio::test]
-    async fn lines_the_log_cannot_take_are_drained_and_counted() {
-        use std::os::fd::OwnedFd;
-        let dir = tempfile::tempdir().unwrap();
-        let blocker = dir.path().join("logs");
-        fs::write(&blocker, "").unwrap();
-        let writer = Writer::closed(blocker.join("u.log"), Limits::new(1 << 20, 3));
-        let (out_r, out_w): (OwnedFd, OwnedFd) = nix::unistd::pipe().unwrap();
-        let (err_r, err_w): (OwnedFd, OwnedFd) = nix::unistd::pipe().unwrap();
-        drop(err_w);
-        let hub = Hub::default();
-        let task = tokio::spawn(copy("u".into(), File::from(out_r), File::from(err_r), writer, hub.clone()));
-        // More than a pipe holds: the writer would block if nobody read.
-        let producer = std::thread::spawn(move || {
-            let mut out = File::from(out_w);
-            for i in 0..20_000 {
-                writeln!(out, "line {i:05} of the flood").unwrap();
-            }
-        });
-        task.await.unwrap();
-        producer.join().unwrap();
-        assert_eq!(hub.dropped("u"), 20_000);
-        assert_eq!(hub.dropped("other"), 0);
-    }
-}
+#[path = "logs_tests.rs"]
+mod tests;

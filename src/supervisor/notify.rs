@@ -1,6 +1,7 @@
 //! `notify = true`: the service says when it is ready, as systemd's
 //! `Type=notify` services do. Each such container gets a datagram socket
-//! of its own, `<run-dir>/notify/<unit>/notify.sock`, bind-mounted alone
+//! of its own, `<run-dir>/notify/<container>/notify.sock` (the unit's
+//! name, or a second container's `web.7` beside it), bind-mounted alone
 //! at [`SOCKET`] with `NOTIFY_SOCKET` naming it. A datagram holds
 //! newline-separated `KEY=VALUE` lines; `READY=1` makes the unit ready and
 //! `STATUS=...` is shown in `status`.
@@ -31,9 +32,10 @@ pub struct NotifyError {
     source: std::io::Error,
 }
 
-/// Makes the unit's socket; its directory and the socket.
-pub fn bind(run_dir: &Path, unit: &str) -> Result<(PathBuf, Arc<UnixDatagram>), NotifyError> {
-    let dir = run_dir.join("notify").join(unit);
+/// Makes the socket of the container `name` (its runtime name: two
+/// containers of a unit each have their own); its directory and the socket.
+pub fn bind(run_dir: &Path, name: &str) -> Result<(PathBuf, Arc<UnixDatagram>), NotifyError> {
+    let dir = run_dir.join("notify").join(name);
     remove(&dir);
     let err = |op, path: &Path| {
         let path = path.to_path_buf();

@@ -150,11 +150,13 @@ pub fn unsupported(unit: &Unit) -> Result<(), PrepareError> {
 /// Host files a container gets read-only: `(source, destination)`.
 pub type HostFiles<'a> = &'a [(PathBuf, &'static str)];
 
-/// Prepares `unit`'s container on `image`. `notify_dir`: the directory of
+/// Prepares `unit`'s container `name` (the unit's name, or a second
+/// container's beside it) on `image`. `notify_dir`: the directory of
 /// a notify unit's socket, mounted into the container; `files`: host
 /// files mounted read-only (the bridge's hosts and resolv.conf).
 pub fn prepare(
     unit: &Unit,
+    name: &str,
     image: &Image,
     state_dir: &Path,
     notify_dir: Option<&Path>,
@@ -162,7 +164,6 @@ pub fn prepare(
     join_network: Option<&Path>,
 ) -> Result<Prepared, PrepareError> {
     unsupported(unit)?;
-    let name = &unit.name;
     // Every start begins from the image: a fresh writable layer.
     let dir = container_dir(state_dir, name);
     if dir.exists() {

@@ -74,7 +74,7 @@ pub fn run_unit(file: &Path, state_dir: &Path, run_dir: &Path, log: Option<&Path
     }
     let store = Store::open(state_dir)?;
     let image = image(unit, &store, &PullOptions::default(), &Quiet, None).map_err(|e| RunError::Image(Box::new(e)))?;
-    let prepared = prepare(unit, &image, state_dir, None, &[], None)
+    let prepared = prepare(unit, &unit.name, &image, state_dir, None, &[], None)
         .map_err(|e| RunError::Prepare { file: file.to_path_buf(), source: Box::new(e) })?;
     let log_file = match log {
         Some(p) => match fs::OpenOptions::new().create(true).append(true).open(p) {

@@ -10,6 +10,7 @@ use std::fs::File;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use nix::fcntl::OFlag;
 use nix::unistd::pipe2;
@@ -24,7 +25,9 @@ use crate::runtime::image::config::Healthcheck;
 use crate::runtime::image::digest::Digest;
 use crate::runtime::image::space::{free_space, mount_point};
 use crate::runtime::image::{PullOptions, Quiet, Store};
-use crate::runtime::network::bridge::Bridge;
+/// What [`switch`] did: how long it took, the ports now published.
+pub use crate::runtime::network::bridge::Switched;
+use crate::runtime::network::bridge::{Bridge, Naming};
 use crate::runtime::network::ports::Publish;
 use crate::runtime::reaper::{Exit, Reaper};
 use crate::units::Unit;
@@ -87,6 +90,8 @@ pub enum StartError {
     Pipe(#[source] nix::errno::Errno),
     #[error("start task failed: {0}")]
     Task(#[from] JoinError),
+    #[error("{unit}: {instance:?} is not a name for a second container of the unit (UNIT.GENERATION, digits)")]
+    Instance { unit: String, instance: String },
     #[error(
         "no space left on the filesystem of the run directory {} (mounted at {}): {free} bytes free, a start needs {RUN_DIR_ROOM} bytes",
         path.display(), mount.display()
@@ -158,6 +163,33 @@ pub struct Request {
     pub notify_dir: Option<PathBuf>,
     /// The container whose network it joins.
     pub join: Option<Join>,
+    /// The runtime name of a second container of the unit, started beside
+    /// the one that runs ([`instance_name`]): its own cgroup, directory,
+    /// state record and address; no published ports and no name on the
+    /// bridge until [`switch`] moves them to it. None: the unit's name.
+    pub instance: Option<String>,
+}
+
+/// The runtime name of the unit's container of `generation` started
+/// beside the running one: `web.7`. A unit's name is a DNS label, so the
+/// dot cannot make another unit's name; cgroups, container directories,
+/// state records and the address pool take it (veth names do not derive
+/// from it).
+pub fn instance_name(unit: &str, generation: u64) -> String {
+    format!("{unit}.{generation}")
+}
+
+/// The unit a runtime name belongs to: `web` for `web` and `web.7`.
+pub fn unit_of(runtime_name: &str) -> &str {
+    runtime_name.split_once('.').map_or(runtime_name, |(unit, _)| unit)
+}
+
+fn check_instance(unit: &str, instance: &str) -> Result<(), StartError> {
+    let generation = instance.strip_prefix(unit).and_then(|rest| rest.strip_prefix('.'));
+    match generation {
+        Some(g) if !g.is_empty() && g.len() <= 20 && g.bytes().all(|b| b.is_ascii_digit()) => Ok(()),
+        _ => Err(StartError::Instance { unit: unit.to_string(), instance: instance.to_string() }),
+    }
 }
 
 /// Starts `unit`'s container. `pulling` is called first when the image
@@ -171,10 +203,16 @@ pub async fn start(
     pulling: impl Fn() + Send + 'static,
     starting: impl Fn() + Send + 'static,
 ) -> Result<Started, StartError> {
-    let Request { unit, image: pin, notify_dir, join } = request;
+    let Request { unit, image: pin, notify_dir, join, instance } = request;
     // The core's image IDs are the manifest digests the store recorded.
     let pin = pin.and_then(|p| Digest::parse(&p).ok());
-    let name = unit.name.clone();
+    if let Some(i) = &instance {
+        check_instance(&unit.name, i)?;
+    }
+    // The runtime's name for this container: its cgroup, directory,
+    // record and place on the bridge.
+    let listed = instance.is_none();
+    let name = instance.unwrap_or_else(|| unit.name.clone());
     let bridge = env.bridge.clone().filter(|_| unit.container.network == Network::Bridge);
     // A unit joining another's network is on the bridge if that one is.
     let joined = env.bridge.clone().filter(|_| join.is_some_and(|j| j.address.is_some()));
@@ -188,9 +226,11 @@ pub async fn start(
     if unit.container.hostname != unit.name {
         aliases.push(unit.container.hostname.clone());
     }
+    // A second container gets the unit's ports from the first one at the
+    // switch: they are held (and DNATed) by one container at a time.
     let publish = match bridge {
-        Some(_) => publishes(&unit)?,
-        None => Vec::new(),
+        Some(_) if listed => publishes(&unit)?,
+        _ => Vec::new(),
     };
 
     if unit.container.volumes.iter().any(|v| v.read_only) {
@@ -212,9 +252,10 @@ pub async fn start(
     let _permit = starts.acquire_owned().await;
     starting();
     check_run_dir(&env.run_dir)?;
-    let e = env.clone();
+    let (e, n) = (env.clone(), name.clone());
+    let unit_name = unit.name.clone();
     let (mut prepared, image_health) = spawn_blocking(move || -> Result<_, StartError> {
-        let prepared = prepare(&unit, &image, &e.state_dir, notify_dir.as_deref(), &files, netns.as_deref())?;
+        let prepared = prepare(&unit, &n, &image, &e.state_dir, notify_dir.as_deref(), &files, netns.as_deref())?;
         Ok((prepared, image.config.config.healthcheck.clone()))
     })
     .await??;
@@ -285,7 +326,8 @@ pub async fn start(
     // configure.
     let mut veth = None;
     if let (Some(b), Some(plan)) = (&bridge, &net) {
-        match b.attach(&name, &aliases, pending.pid() as u32, plan).await {
+        let naming = Naming { name: &unit_name, aliases: &aliases, listed };
+        match b.attach(&name, &naming, pending.pid() as u32, plan).await {
             Ok(v) => veth = Some(v),
             Err(e) => {
                 let _ = spawn_blocking(move || pending.abort()).await;
@@ -307,7 +349,7 @@ pub async fn start(
     };
     if let (Some(b), Some(addr)) = (&joined, join.and_then(|j| j.address)) {
         // Its name (and aliases) resolve to the address it shares.
-        b.add_name(&name, addr, &aliases);
+        b.add_name(&name, addr, &Naming { name: &unit_name, aliases: &aliases, listed });
     }
     Ok(Started {
         container,
@@ -343,6 +385,24 @@ pub async fn finish(env: &Env, container: Container, veth: Option<&str>) -> bool
             false
         }
     }
+}
+
+/// Moves `unit`'s traffic from its running container `from` to `to`
+/// (both runtime names: the unit's name or an [`instance_name`]), started
+/// beside it and healthy: the published ports in one nft transaction (new
+/// connections go to `to`, established ones keep flowing to `from` until
+/// it stops) and the unit's name and aliases on the bridge. From then on
+/// `to` owns them: [`finish`] of `from` frees only its own address, and
+/// `to`'s frees the ports. A unit off the bridge has nothing to move.
+pub async fn switch(env: &Env, unit: &str, from: &str, to: &str) -> Result<Switched, StartError> {
+    if unit_of(to) != unit || unit_of(from) != unit {
+        let instance = if unit_of(to) != unit { to } else { from };
+        return Err(StartError::Instance { unit: unit.to_string(), instance: instance.to_string() });
+    }
+    let Some(b) = &env.bridge else { return Ok(Switched { took: Duration::ZERO, ports: Vec::new() }) };
+    let moved = b.switch(from, to).await?;
+    tracing::info!("{unit}: traffic moved from {from} to {to} in {:?}", moved.took);
+    Ok(moved)
 }
 
 /// The unit's `ports`, one [`Publish`] per port (ranges expanded).
@@ -384,6 +444,18 @@ pub fn live_resources(unit: &Unit) -> Resources {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn instance_names_belong_to_their_unit_and_nothing_else_passes() {
+        assert_eq!(instance_name("web", 7), "web.7");
+        assert_eq!(unit_of("web.7"), "web");
+        assert_eq!(unit_of("web"), "web");
+        assert!(check_instance("web", "web.7").is_ok());
+        for bad in ["web", "web.", "web.x", "db.7", "web.7/../x", "web7", "web.7.pending", "webs.7"] {
+            let e = check_instance("web", bad).unwrap_err().to_string();
+            assert!(e.contains("web") && e.contains(bad), "{bad}: {e}");
+        }
+    }
 
     #[test]
     fn pull_slots_are_per_registry() {

@@ -243,11 +243,36 @@ fn prune_after_a_tag_moved_keeps_a_running_containers_layers() {
     assert!(common::text(&offline.stderr).contains("a running supervisord uses the store"));
     assert!(lower_dirs.iter().all(|d| d.is_dir()));
 
-    // Once the unit runs B and A's container is gone, A goes.
+    // A restart keeps the image it ran (a restart never changes image);
+    // an edit resolves the tag anew and runs B, and A stays as what a
+    // rollback returns to, until a later update succeeds.
+    let edit = |sleep: u32, before: &serde_json::Value| {
+        let command = format!("trap 'exit 0' TERM; while :; do sleep {sleep}; done");
+        d.write_unit(
+            "app",
+            &format!(
+                "[container]\nimage = \"{tag}\"\ncommand = [\"sh\", \"-c\", {command:?}]\n[update]\nmin_healthy = \"0s\"\n"
+            ),
+        );
+        d.wait_for("app", "the update done", 30, |u| {
+            u.is_some_and(|u| u["state"] == "running" && u["update_state"].is_null() && u["pid"] != before["pid"])
+        })
+        .expect("running")
+    };
     assert!(d.ctl(&["restart", "app"]).status.success());
-    d.wait_for("app", "running B", 30, |u| {
-        u.is_some_and(|u| u["state"] == "running" && u["image_digest"].as_str().is_some_and(|x| x != digest_a))
-    });
+    let restarted = d
+        .wait_for("app", "restarted", 30, |u| u.is_some_and(|u| u["state"] == "running" && u["pid"] != running["pid"]))
+        .expect("running");
+    assert_eq!(restarted["image_digest"], running["image_digest"], "a restart changed image: {restarted}");
+    let updated = edit(2, &restarted);
+    assert_ne!(updated["image_digest"].as_str(), Some(digest_a.as_str()), "the edit did not take B: {updated}");
+    assert_eq!(updated["previous_image_id"].as_str(), Some(digest_a.as_str()), "{updated}");
+    let pruned = d.ctl(&["prune"]);
+    let said = common::text(&pruned.stdout);
+    assert!(pruned.status.success() && !said.contains(&digest_a), "prune removed the rollback image: {said}");
+    assert!(lower_dirs.iter().all(|d| d.is_dir()));
+    // Once another update succeeded, nothing returns to A: it goes.
+    edit(3, &updated);
     let pruned = d.ctl(&["prune"]);
     let said = common::text(&pruned.stdout);
     assert!(pruned.status.success() && said.contains(&digest_a), "prune: {said}{}", common::text(&pruned.stderr));

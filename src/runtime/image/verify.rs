@@ -174,7 +174,7 @@ impl Store {
             for path in &removals {
                 let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
                 if path.parent() == Some(containers.layers.as_path())
-                    && daemon.as_ref().is_some_and(|d| d.units.contains(&name))
+                    && daemon.as_ref().is_some_and(|d| d.units.contains(unit_of(&name)))
                 {
                     done.push(format!("kept {}: unit {name} is known to the supervisor now", path.display()));
                     continue;
@@ -535,7 +535,7 @@ fn check_containers(c: &Containers, daemon: Option<&DaemonView>) -> Vec<Problem>
     }
     for entry in fs::read_dir(&c.layers).into_iter().flatten().flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        let theirs = daemon.is_some_and(|d| d.units.contains(&name));
+        let theirs = daemon.is_some_and(|d| d.units.contains(unit_of(&name)));
         if recorded.contains(&name) || theirs {
             continue;
         }
@@ -553,6 +553,13 @@ fn check_containers(c: &Containers, daemon: Option<&DaemonView>) -> Vec<Problem>
         });
     }
     problems
+}
+
+/// The unit a container's directory belongs to: `web` of `web` and of
+/// `web.7`, a second container started beside the unit's running one
+/// (unit names have no dot).
+fn unit_of(container: &str) -> &str {
+    container.split_once('.').map_or(container, |(unit, _)| unit)
 }
 
 #[cfg(test)]

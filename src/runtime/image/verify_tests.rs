@@ -248,6 +248,11 @@ fn container_layers_and_records_are_checked_against_each_other() {
     let text = objects(&check_containers(&offline, Some(&view))).join("\n");
     assert!(text.contains("container orphan: writable layer") && !text.contains("container known"), "{text}");
     assert!(!text.contains("still runs"), "{text}");
+    // A second container of a known unit (a start-first update), its layer
+    // made before its record: the unit's too.
+    fs::create_dir_all(layers.join("known.7/upper")).unwrap();
+    let text = objects(&check_containers(&offline, Some(&view))).join("\n");
+    assert!(!text.contains("container known.7"), "{text}");
 }
 
 #[test]

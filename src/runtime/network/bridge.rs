@@ -12,12 +12,33 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use super::ipam::{Pool, Subnet};
 use super::netlink::{Netlink, index};
 use super::ports::{self, Publish, Published};
 use super::{NetPlan, NetworkError};
 use crate::runtime::reaper::{Exit, Reaper};
+
+/// The name a container answers to on the bridge.
+#[derive(Debug, Clone, Copy)]
+pub struct Naming<'a> {
+    /// The unit's name.
+    pub name: &'a str,
+    pub aliases: &'a [String],
+    /// In the hosts file now; false: a unit's second container, named
+    /// once the unit's traffic moves to it.
+    pub listed: bool,
+}
+
+/// A unit's traffic moved ([`Bridge::switch`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Switched {
+    /// From the call to the new rules and hosts file in place.
+    pub took: Duration,
+    /// The ports now published to the new container, `0.0.0.0:8080->80/tcp`.
+    pub ports: Vec<String>,
+}
 
 /// The bridge's name and subnet.
 #[derive(Debug, Clone)]
@@ -38,8 +59,8 @@ pub struct Bridge {
     pool_changes: AtomicU64,
     pool_written: Arc<Mutex<u64>>,
     dir: PathBuf,
-    /// Name -> (address, aliases) of every attached container.
-    names: Mutex<BTreeMap<String, (Ipv4Addr, Vec<String>)>>,
+    /// Holder (a container's runtime name) -> the name it answers to.
+    names: Mutex<BTreeMap<String, Named>>,
     /// Holder -> its published ports (with the sockets that hold them).
     published: Mutex<BTreeMap<String, Vec<Published>>>,
     rules_lock: tokio::sync::Mutex<()>,
@@ -106,6 +127,55 @@ pub fn resolv_conf(host: &str) -> String {
         out.push('\n');
     }
     out
+}
+
+/// The name (and aliases) a container on the bridge answers to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Named {
+    /// The unit's name: a second container of a unit (an instance) carries
+    /// it too, unlisted until the unit's traffic moves to it.
+    pub name: String,
+    pub address: Ipv4Addr,
+    pub aliases: Vec<String>,
+    /// In the hosts file.
+    pub listed: bool,
+}
+
+/// The hosts file's entries of `holders`: the listed ones, by name.
+pub fn listed(holders: &BTreeMap<String, Named>) -> BTreeMap<String, (Ipv4Addr, Vec<String>)> {
+    holders.values().filter(|n| n.listed).map(|n| (n.name.clone(), (n.address, n.aliases.clone()))).collect()
+}
+
+/// Moves what `from` publishes to `to`, whose address is `address`: the
+/// same host ports and their held sockets (the port is never free for
+/// another program to take in between), the new container's address.
+/// False when `from` published nothing.
+pub fn move_ports(published: &mut BTreeMap<String, Vec<Published>>, from: &str, to: &str, address: Ipv4Addr) -> bool {
+    if from == to {
+        return false;
+    }
+    let Some(mut ports) = published.remove(from) else { return false };
+    for p in &mut ports {
+        p.container_ip = address;
+    }
+    published.entry(to.to_string()).or_default().extend(ports);
+    true
+}
+
+/// Moves the unit's name from `from` to `to` (listed from now on, with
+/// the aliases `to` was attached with); `from` keeps no entry. False when
+/// `to` is not on the bridge.
+pub fn move_name(names: &mut BTreeMap<String, Named>, from: &str, to: &str) -> bool {
+    if !names.contains_key(to) {
+        return false;
+    }
+    if from != to {
+        names.remove(from);
+    }
+    if let Some(n) = names.get_mut(to) {
+        n.listed = true;
+    }
+    true
 }
 
 /// The hosts file for `names`.
@@ -257,7 +327,7 @@ impl Bridge {
     fn write_hosts(&self) {
         // Written under the lock: two writers in place would mix.
         let names = self.names.lock().unwrap_or_else(|e| e.into_inner());
-        if let Err(e) = write_in_place(&self.hosts_path(), &hosts(&names)) {
+        if let Err(e) = write_in_place(&self.hosts_path(), &hosts(&listed(&names))) {
             tracing::warn!("network: cannot write {}: {e}", self.hosts_path().display());
         }
     }
@@ -328,11 +398,13 @@ impl Bridge {
     }
 
     /// Puts the container `pid` on the bridge with `plan`'s address and
-    /// names it (and its aliases) in the hosts file; the host end's name.
+    /// names it (and its aliases) in the hosts file (unless `naming` is
+    /// unlisted: a unit's second container, until [`Bridge::switch`]); the
+    /// host end's name.
     pub async fn attach(
         &self,
         holder: &str,
-        aliases: &[String],
+        naming: &Naming<'_>,
         pid: u32,
         plan: &NetPlan,
     ) -> Result<String, NetworkError> {
@@ -344,19 +416,70 @@ impl Bridge {
         if let Err(e) = std::fs::write(&hairpin, "1") {
             tracing::debug!("network: {hairpin}: {e}");
         }
-        self.names
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(holder.to_string(), (plan.address, aliases.to_vec()));
-        self.write_hosts();
+        self.add_name(holder, plan.address, naming);
         Ok(host)
     }
 
-    /// Names `holder` (and its aliases) at `address` in the hosts file:
-    /// a container that shares another's network.
-    pub fn add_name(&self, holder: &str, address: Ipv4Addr, aliases: &[String]) {
-        self.names.lock().unwrap_or_else(|e| e.into_inner()).insert(holder.to_string(), (address, aliases.to_vec()));
+    /// Names `holder` at `address` as `naming` says: also a container that
+    /// shares another's network.
+    pub fn add_name(&self, holder: &str, address: Ipv4Addr, naming: &Naming<'_>) {
+        let named =
+            Named { name: naming.name.to_string(), address, aliases: naming.aliases.to_vec(), listed: naming.listed };
+        self.names.lock().unwrap_or_else(|e| e.into_inner()).insert(holder.to_string(), named);
+        if naming.listed {
+            self.write_hosts();
+        }
+    }
+
+    /// Moves a unit's traffic from the container `from` to the container
+    /// `to` (both attached): its published ports, in one nft transaction
+    /// (new connections go to `to`; established ones keep their DNAT to
+    /// `from` in conntrack), and its name and aliases in the hosts file.
+    /// `to` owns them from then on: `from`'s [`Bridge::detach`] frees only
+    /// its address. How long the move took.
+    pub async fn switch(&self, from: &str, to: &str) -> Result<Switched, NetworkError> {
+        let began = Instant::now();
+        let address = {
+            let names = self.names.lock().unwrap_or_else(|e| e.into_inner());
+            names.get(to).map(|n| n.address).ok_or_else(|| NetworkError::NotAttached(to.to_string()))?
+        };
+        // Held across the move and its nft run: a reserve or detach of
+        // another unit applies its text after ours, made from the moved
+        // ports.
+        let one = self.rules_lock.lock().await;
+        let (moved, text) = {
+            let mut published = self.published.lock().unwrap_or_else(|e| e.into_inner());
+            let moved = move_ports(&mut published, from, to, address);
+            let all: Vec<&Published> = published.values().flatten().collect();
+            (moved, ports::ruleset(&table(&self.config.name), &self.config.name, self.config.subnet, &all))
+        };
+        if moved {
+            if let Err(e) = nft(&self.reaper, &text).await {
+                // The table is as it was: so is the map.
+                let mut published = self.published.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some(back) = self.pool_address(from) {
+                    move_ports(&mut published, to, from, back);
+                }
+                return Err(e);
+            }
+        }
+        drop(one);
+        {
+            let mut names = self.names.lock().unwrap_or_else(|e| e.into_inner());
+            move_name(&mut names, from, to);
+        }
         self.write_hosts();
+        let ports = {
+            let published = self.published.lock().unwrap_or_else(|e| e.into_inner());
+            published.get(to).map(|p| p.iter().map(Published::describe).collect()).unwrap_or_default()
+        };
+        Ok(Switched { took: began.elapsed(), ports })
+    }
+
+    /// The address the pool gave `holder`.
+    fn pool_address(&self, holder: &str) -> Option<Ipv4Addr> {
+        let pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
+        pool.used.iter().find(|(_, h)| h.as_str() == holder).map(|(ip, _)| *ip)
     }
 
     /// Takes `holder` off the bridge: its name, its address, its veth.
@@ -414,5 +537,57 @@ mod tests {
         assert_eq!(mac(Ipv4Addr::new(10, 213, 0, 2)), [2, 0x53, 10, 213, 0, 2]);
         let text = ports::ruleset(&table("sv0"), "sv0", Subnet::parse("10.213.0.0/16").unwrap(), &[]);
         assert!(text.contains("ip saddr 10.213.0.0/16 oifname != \"sv0\" masquerade"));
+    }
+
+    fn port(host_port: u16, ip: Ipv4Addr) -> Published {
+        Published { host_ip: None, host_port, container_ip: ip, container_port: 80, protocol: "tcp", held: None }
+    }
+
+    #[test]
+    fn a_switch_moves_the_ports_to_the_new_address_in_one_ruleset() {
+        let (old, new) = (Ipv4Addr::new(10, 213, 0, 2), Ipv4Addr::new(10, 213, 0, 9));
+        let mut published = BTreeMap::new();
+        published.insert("web".to_string(), vec![port(8080, old), port(8443, old)]);
+        published.insert("db".to_string(), vec![port(5432, Ipv4Addr::new(10, 213, 0, 3))]);
+        assert!(move_ports(&mut published, "web", "web.2", new));
+        assert!(!published.contains_key("web"));
+        let all: Vec<&Published> = published.values().flatten().collect();
+        let text = ports::ruleset("t", "sv0", Subnet::parse("10.213.0.0/16").unwrap(), &all);
+        // Both ports to the new container, none left to the old; the other
+        // unit's untouched.
+        assert_eq!(text.matches("tcp dport 8080 dnat to 10.213.0.9:80").count(), 2, "{text}");
+        assert_eq!(text.matches("tcp dport 8443 dnat to 10.213.0.9:80").count(), 2, "{text}");
+        assert!(!text.contains("10.213.0.2"), "{text}");
+        assert_eq!(text.matches("dnat to 10.213.0.3:80").count(), 2, "{text}");
+        // A container without ports moves nothing; nor a move to itself.
+        assert!(!move_ports(&mut published, "web", "web.3", old));
+        assert!(!move_ports(&mut published, "web.2", "web.2", old));
+        assert_eq!(published["web.2"].len(), 2);
+    }
+
+    #[test]
+    fn an_instance_is_unnamed_until_the_switch_and_then_answers_to_the_units_name() {
+        let named = |address, aliases: &[&str], listed| Named {
+            name: "web".into(),
+            address,
+            aliases: aliases.iter().map(|a| a.to_string()).collect(),
+            listed,
+        };
+        let (old, new) = (Ipv4Addr::new(10, 213, 0, 2), Ipv4Addr::new(10, 213, 0, 9));
+        let mut names = BTreeMap::new();
+        names.insert("web".to_string(), named(old, &["www"], true));
+        // The new config's aliases come with the new container.
+        names.insert("web.2".to_string(), named(new, &["www", "site"], false));
+        let before = hosts(&listed(&names));
+        assert!(before.contains("10.213.0.2\tweb www\n") && !before.contains("10.213.0.9"), "{before}");
+        assert!(!before.contains("web.2"), "{before}");
+        assert!(!move_name(&mut names, "web", "web.7"), "a switch to a container not attached");
+        assert!(move_name(&mut names, "web", "web.2"));
+        let after = hosts(&listed(&names));
+        assert!(after.contains("10.213.0.9\tweb www site\n"), "{after}");
+        assert!(!after.contains("10.213.0.2") && !after.contains("web.2"), "{after}");
+        assert_eq!(after.matches("\tweb").count(), 1, "{after}");
+        assert!(move_name(&mut names, "web.2", "web.2"), "a move to itself keeps the name");
+        assert_eq!(hosts(&listed(&names)), after);
     }
 }

@@ -32,6 +32,9 @@ pub enum NetworkError {
     BridgeMissing(String),
     #[error("no interface {0}")]
     NoInterface(String),
+    /// A switch to a container that is not on the bridge.
+    #[error("switch to {0}: that container is not on the bridge")]
+    NotAttached(String),
     #[error("nft: {0} (install Debian's nftables)")]
     NftStart(#[source] io::Error),
     #[error("nft: {0}")]

@@ -61,6 +61,9 @@ pub struct Start {
 #[derive(Default)]
 pub(super) struct Live {
     pub generation: u64,
+    /// Its runtime name: the unit's, or an instance's (a start-first
+    /// update's second container).
+    pub runtime_name: String,
     pub cgroup: Option<Cgroup>,
     pub log_limits: Option<Arc<super::super::logs::Limits>>,
     pub probe: Option<AbortHandle>,

@@ -33,7 +33,7 @@ pub(super) async fn run(
     parts: Parts,
     name: String,
     generation: u64,
-    (unit, join, image): (Unit, Option<Join>, Option<String>),
+    (unit, join, image, instance): (Unit, Option<Join>, Option<String>, Option<String>),
     limits: Arc<Limits>,
     tx: Events,
 ) {
@@ -43,8 +43,11 @@ pub(super) async fn run(
         live.remove(&name, generation);
     };
     // A notify unit's socket exists before its container does.
+    // A second container of the unit has its own socket (binding wipes
+    // the directory: the serving container's must stay).
+    let runtime_name = instance.clone().unwrap_or_else(|| name.clone());
     let notify = match unit.container.notify {
-        true => match notify::bind(&env.run_dir, &name) {
+        true => match notify::bind(&env.run_dir, &runtime_name) {
             Ok(n) => Some(n),
             Err(e) => return failed(e.to_string()),
         },
@@ -67,7 +70,7 @@ pub(super) async fn run(
     // container's task for as long as the container runs.
     // The start holds a permit of `starts` once its image is there, and
     // gives it back when done: this task goes on to wait for the exit.
-    let request = starter::Request { unit, image, notify_dir, join };
+    let request = starter::Request { unit, image, notify_dir, join, instance };
     let start = Box::pin(starter::start(env.clone(), starts, request, pulling, move || phase(StartPhase::Starting)));
     let result = start.await.map_err(|e| e.to_string());
     let started = match result {
@@ -111,10 +114,8 @@ pub(super) async fn run(
     let log_path = logs::log_path(&log_dir, &name);
     // The output is read even when the log cannot be opened: a container
     // whose pipe is left to fill would block (or die of SIGPIPE).
-    let writer = logs::Writer::open(log_path.clone(), limits.clone()).unwrap_or_else(|e| {
-        tracing::error!("{name}: cannot open {}: {e}; trying again at each line", log_path.display());
-        logs::Writer::closed(log_path, limits)
-    });
+    // Shared with the unit's other container, if one runs.
+    let writer = hub.writer(&name, log_path, limits);
     let copy = tokio::spawn(logs::copy(name.clone(), stdout, stderr, writer, hub));
     let started = Started { pid, stop_signal, image_digest, image_health, address, ports };
     let _ = tx.send(Event::Started { name: name.clone(), generation, outcome: StartOutcome::Running(started) });

@@ -13,7 +13,7 @@ use super::wire::Event;
 use crate::health::probe;
 use crate::runtime::cgroups::{Cgroup, Usage};
 use crate::supervisor::logs::{Hub, Limits};
-use crate::supervisor::policy::ProbeLoop;
+use crate::supervisor::policy::{Moved, ProbeLoop};
 use crate::supervisor::starter::{self, Env};
 use crate::units::LoadedUnit;
 
@@ -37,23 +37,35 @@ impl Real {
 
 impl Backend for Real {
     fn start(&mut self, name: &str, generation: u64, start: Start, events: &Events) {
-        let Start { unit, join, image, beside: _ } = start;
+        let Start { unit, join, image, beside } = start;
+        let instance = beside.then(|| starter::instance_name(name, generation));
         let limits = Limits::new(unit.unit.logs.max_size, unit.unit.logs.max_files);
-        self.live.insert(name, Live { generation, log_limits: Some(limits.clone()), ..Live::default() });
+        let runtime_name = instance.clone().unwrap_or_else(|| name.to_string());
+        self.live.insert(name, Live { generation, runtime_name, log_limits: Some(limits.clone()), ..Live::default() });
         tokio::spawn(container::run(
             self.clone_parts(),
             name.to_string(),
             generation,
-            (unit.unit, join, image),
+            (unit.unit, join, image, instance),
             limits,
             events.clone(),
         ));
     }
 
-    fn switch(&mut self, name: &str, _from: u64, to: u64, events: &Events) {
-        // The unit files refuse start-first until the switchover is built.
-        let result = Err("start-first is not built yet".to_string());
-        let _ = events.send(Event::Switched { name: name.to_string(), to, result });
+    fn switch(&mut self, name: &str, from: u64, to: u64, events: &Events) {
+        let runtime = |g| self.live.with(name, g, |l| l.runtime_name.clone());
+        let (env, events, name) = (self.env.clone(), events.clone(), name.to_string());
+        let names = runtime(from).zip(runtime(to));
+        tokio::spawn(async move {
+            let result = match names {
+                Some((from, to)) => starter::switch(&env, &name, &from, &to)
+                    .await
+                    .map(|s| Moved { took: s.took, ports: s.ports })
+                    .map_err(|e| e.to_string()),
+                None => Err("one of its containers is gone".to_string()),
+            };
+            let _ = events.send(Event::Switched { name, to, result });
+        });
     }
 
     fn signal(&mut self, _name: &str, pid: i32, signal: i32) -> std::io::Result<()> {

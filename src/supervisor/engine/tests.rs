@@ -33,7 +33,8 @@ impl Backend for Fake {
         let _ = self.calls.send(Call::Start { name: name.into(), generation, command });
     }
     fn switch(&mut self, name: &str, _from: u64, to: u64, events: &Events) {
-        let _ = events.send(Event::Switched { name: name.into(), to, result: Ok(std::time::Duration::ZERO) });
+        let moved = crate::supervisor::policy::Moved { took: std::time::Duration::ZERO, ports: Vec::new() };
+        let _ = events.send(Event::Switched { name: name.into(), to, result: Ok(moved) });
     }
     fn signal(&mut self, name: &str, pid: i32, signal: i32) -> std::io::Result<()> {
         let _ = self.calls.send(Call::Signal { name: name.into(), pid, signal });

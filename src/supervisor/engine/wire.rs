@@ -54,7 +54,7 @@ pub enum Event {
     Switched {
         name: String,
         to: u64,
-        result: Result<std::time::Duration, String>,
+        result: Result<super::super::policy::Moved, String>,
     },
     Command(Command),
     /// Stop every unit in reverse order; the sender hears when all are.

@@ -14,7 +14,7 @@
 use super::events::new_run;
 use super::lifecycle::ExitInfo;
 use super::record::{Life, Phase, Running};
-use super::{Action, Core, Level, Now, StartOutcome};
+use super::{Action, Core, Level, Moved, Now, StartOutcome};
 use crate::units::model::{Network, Strategy};
 
 impl Core {
@@ -30,10 +30,15 @@ impl Core {
             .records
             .values()
             .any(|o| o.config.as_ref().is_some_and(|u| u.unit.container.network == Network::Unit(name.to_string())));
-        let why_not = match &unit.unit.container.network {
+        let from = r.trial.as_ref().map(|t| &t.from.config.unit.container).expect("on trial");
+        let new = &unit.unit.container;
+        let why_not = match &new.network {
             Network::Host => Some("it uses the host's network, where two containers would bind the same ports"),
             Network::Unit(_) => Some("it joins another unit's network, which two containers cannot share"),
             _ if joined => Some("other units join its network, which cannot move to a new container"),
+            _ if from.network != new.network => Some("its network changes"),
+            // The switchover moves the published ports as they are.
+            _ if from.ports != new.ports => Some("its published ports change"),
             _ => None,
         };
         let beside = why_not.is_none();
@@ -127,7 +132,7 @@ impl Core {
 
     /// The switchover the core asked for is done (or failed): the new
     /// container serves, and the old one is stopped.
-    pub fn switched(&mut self, name: &str, to: u64, result: Result<std::time::Duration, String>, now: Now) {
+    pub fn switched(&mut self, name: &str, to: u64, result: Result<Moved, String>, now: Now) {
         let Some(r) = self.records.get_mut(name) else { return };
         let on_trial = r.trial.as_ref().is_some_and(|t| t.switching && t.generation == Some(to));
         if !on_trial || r.next.as_ref().is_none_or(|n| n.generation != to) {
@@ -138,18 +143,21 @@ impl Core {
             }
             return;
         }
-        let took = match result {
-            Ok(took) => took,
+        let moved = match result {
+            Ok(moved) => moved,
             Err(e) => return self.trial_failed(name, format!("moving its traffic failed: {e}"), now),
         };
-        let next = r.next.take().expect("checked");
+        let mut next = r.next.take().expect("checked");
+        if let Some(running) = next.running_mut() {
+            running.container.ports = moved.ports;
+        }
         let old = std::mem::replace(&mut r.life, Life::Active(next));
         if let Life::Active(old) = old {
             let generation = old.generation;
             r.leaving.push(old);
             self.stop_generation(name, generation);
         }
-        let message = format!("traffic moved to the new container in {} ms", took.as_millis());
+        let message = format!("traffic moved to the new container in {} ms", moved.took.as_millis());
         self.pending.push(Action::Note { name: name.into(), level: Level::Info, message });
         self.trial_passed(name, now);
     }

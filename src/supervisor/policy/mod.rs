@@ -87,6 +87,15 @@ pub struct Started {
     pub ports: Vec<String>,
 }
 
+/// A start-first update's switchover, done.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Moved {
+    /// From the call to the new rules and names in place.
+    pub took: Duration,
+    /// The ports now published to the new container.
+    pub ports: Vec<String>,
+}
+
 /// How a start ended: the container runs, or it could not be made (the
 /// message is what `status` shows as the unit's error).
 #[derive(Debug, Clone)]

@@ -167,7 +167,7 @@ fn traffic_moved_after_the_trial_failed_goes_back_to_the_serving_container() {
     // it is reported done (asked for just before its end).
     h.core.exited("a", to, ExitInfo::code(1, false, h.now.wall), h.now);
     h.converge();
-    h.core.switched("a", to, Ok(ms(2)), h.now);
+    h.core.switched("a", to, Ok(crate::supervisor::policy::Moved { took: ms(2), ports: vec![] }), h.now);
     let back: Vec<(u64, u64)> = h
         .core
         .converge(h.now)
@@ -178,4 +178,12 @@ fn traffic_moved_after_the_trial_failed_goes_back_to_the_serving_container() {
         })
         .collect();
     assert_eq!(back, [(to, serving)]);
+}
+
+#[test]
+fn an_edit_of_the_published_ports_updates_stop_first() {
+    let mut h = serving_then(&web("v2", "").replace("8080:80", "8081:80"));
+    h.exit_stopped();
+    assert!(h.history().iter().all(|a| a != "start a+"), "{:?}", h.history());
+    assert_eq!(h.history(), ["start a", "signal a", "start a"]);
 }

@@ -50,7 +50,7 @@ pub struct Harness {
     /// moves, the old one `name-` from then.
     pub containers: BTreeMap<String, u64>,
     /// What the switchovers asked for report.
-    pub switch_result: Result<Duration, String>,
+    pub switch_result: Result<super::Moved, String>,
     /// The image ID each container asked for was pinned to.
     pub pins: BTreeMap<String, Option<String>>,
     /// The image ID the units' tag names in the store now: what a start
@@ -73,7 +73,10 @@ impl Harness {
             log: Vec::new(),
             containers: BTreeMap::new(),
             pins: BTreeMap::new(),
-            switch_result: Ok(Duration::from_millis(3)),
+            switch_result: Ok(super::Moved {
+                took: Duration::from_millis(3),
+                ports: vec!["0.0.0.0:8080->80/tcp".into()],
+            }),
             tag: "sha256:0".into(),
             next_pid: 100,
         }
