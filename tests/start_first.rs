@@ -154,6 +154,14 @@ fn a_start_first_update_under_a_client_loop_fails_no_request_and_leaves_one_cont
         std::thread::sleep(Duration::from_millis(50));
     }
     assert_eq!(records(&d), [format!("{name}.{}.json", new["generation"])], "the serving container's record");
+    // Its exec probe enters it, not the old one: it stays healthy, and is
+    // not restarted, for ten probe intervals after the old one is gone.
+    let watch = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < watch {
+        let u = d.unit(&name).unwrap();
+        assert_eq!((&u["pid"], &u["health"]), (&new["pid"], &Value::from("healthy")), "{u}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let log = d.log();
     assert!(log.contains("traffic moved to the new container in"), "{log}");
 }

@@ -222,10 +222,11 @@ fn a_moved_tag_is_found_rolled_out_and_a_broken_image_is_rolled_back() {
     registry.push(&format!("oci:{layout}:bad"), &repo, false);
     let (ok, out, err) = update(&d, &[]);
     assert!(!ok && err.contains("failed its trial (exited 1); rolled back to"), "{out}{err}");
-    // Its file's config with the image that ran: not detached from the
-    // file, so update_state stays null; the error says what failed.
+    // Its file's config with the image that ran: rolled back, and the
+    // error says what failed.
     let u = d.unit(&name).unwrap();
     assert_eq!((u["image_id"].as_str(), u["update_error"].as_str()), (Some(two.as_str()), Some("exited 1")), "{u}");
+    assert_eq!(u["update_state"], "rolled-back", "{u}");
     d.wait_state(&name, "running");
     assert_eq!(served(&d, &name), "two");
     // Not tried again while the tag names it.

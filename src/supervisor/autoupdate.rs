@@ -292,24 +292,37 @@ where
     F: Fn() -> Fut,
     Fut: std::future::Future<Output = Option<UnitStatus>>,
 {
+    // Ended before we listened (while the caller waited for another
+    // unit's trial, whose events were the ones read): the status says how.
+    if let Some(ended) = from_status(status().await?) {
+        return Some(ended);
+    }
     loop {
         match tokio::time::timeout_at(deadline, rx.recv()).await {
             Err(_) | Ok(Err(broadcast::error::RecvError::Closed)) => return None,
             Ok(Ok(ev)) if ev.unit != name => {}
             Ok(Ok(ev)) => match ev.update.as_deref() {
-                Some(u @ ("succeeded" | "rolled-back" | "failed")) => return Some((u.to_string(), ev.reason)),
+                Some(u @ ("succeeded" | "rolled-back" | "failed" | "abandoned")) => {
+                    return Some((u.to_string(), ev.reason));
+                }
                 _ if ev.removed => return Some(("failed".into(), Some("the unit was removed".into()))),
                 _ => {}
             },
             Ok(Err(broadcast::error::RecvError::Lagged(_))) => {
-                let u = status().await?;
-                match (u.update_state, u.update_error) {
-                    (Some(UpdateState::InProgress), _) => {}
-                    (Some(UpdateState::RolledBack), Some(e)) => return Some(("rolled-back".into(), Some(e))),
-                    (None, Some(e)) => return Some(("failed".into(), Some(e))),
-                    _ => return Some(("succeeded".into(), None)),
+                if let Some(ended) = from_status(status().await?) {
+                    return Some(ended);
                 }
             }
         }
+    }
+}
+
+/// How a trial ended, as a unit's status tells it; None while it runs.
+fn from_status(u: UnitStatus) -> Option<(String, Option<String>)> {
+    match (u.update_state, u.update_error) {
+        (Some(UpdateState::InProgress), _) => None,
+        (Some(UpdateState::RolledBack), Some(e)) => Some(("rolled-back".into(), Some(e))),
+        (None, Some(e)) => Some(("failed".into(), Some(e))),
+        _ => Some(("succeeded".into(), None)),
     }
 }

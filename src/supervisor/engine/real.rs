@@ -92,7 +92,10 @@ impl Backend for Real {
             if let Some(old) = l.probe.take() {
                 old.abort();
             }
-            l.probe = probe.map(|p| probe_loop(probes, name.to_string(), generation, p, events.clone()));
+            // An exec probe enters the container by its runtime name: a
+            // start-first update's second container has its own.
+            let target = (name.to_string(), l.runtime_name.clone());
+            l.probe = probe.map(|p| probe_loop(probes, target, generation, p, events.clone()));
         });
     }
 
@@ -141,7 +144,7 @@ impl Real {
 /// Probes the container every interval until aborted.
 fn probe_loop(
     env: Arc<probe::Env>,
-    name: String,
+    (name, runtime_name): (String, String),
     generation: u64,
     p: ProbeLoop,
     events: Events,
@@ -154,7 +157,7 @@ fn probe_loop(
         let h = name.bytes().fold(0xcbf29ce484222325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100000001b3));
         tokio::time::sleep(spread.mul_f64((h % 1000) as f64 / 1000.0)).await;
         loop {
-            let target = probe::Target { name: &name, pid: p.pid, hostname: &p.hostname };
+            let target = probe::Target { name: &runtime_name, pid: p.pid, hostname: &p.hostname };
             let result = probe::run(&env, &target, &c.probe, c.timeout).await;
             if events.send(Event::Probe { name: name.clone(), generation, result }).is_err() {
                 return;

@@ -51,6 +51,23 @@ impl Core {
         }
     }
 
+    /// The file went back to what the serving container runs while a
+    /// trial of another config was on: the trial ends, nothing to do.
+    pub(super) fn back_to_serving(&mut self, name: &str, now: Now) {
+        let Some(r) = self.records.get_mut(name) else { return };
+        let (Some(t), Some(unit)) = (r.trial.as_ref(), r.config.as_ref()) else { return };
+        let from = &t.from;
+        let serving_is_from = r.run().is_some_and(|run| {
+            !run.stopping && run.restart_hash == from.config.hashes.restart && run.image.as_ref() == Some(&from.image)
+        });
+        if unit.hashes.restart != from.config.hashes.restart || !serving_is_from {
+            return;
+        }
+        r.image = Some(from.image.clone());
+        r.trial = None;
+        self.update_event(name, "abandoned", "the unit file is back to the running config".into(), now);
+    }
+
     /// Its serving container stays while a start-first trial runs beside
     /// it (its config is the old one: it would otherwise be stopped).
     pub(super) fn keeps_beside(&self, name: &str) -> bool {
@@ -65,8 +82,12 @@ impl Core {
     pub(super) fn starts_beside(&mut self, keep: &std::collections::HashMap<String, bool>, now: Now) {
         for name in self.order.clone() {
             let r = &self.records[&name];
-            let due =
-                r.trial.as_ref().is_some_and(|t| t.beside && t.generation.is_none()) && r.next.is_none() && r.running();
+            // After the containers of an earlier trial are gone: two
+            // containers of a unit at most.
+            let due = r.trial.as_ref().is_some_and(|t| t.beside && t.generation.is_none())
+                && r.next.is_none()
+                && r.leaving.is_empty()
+                && r.running();
             if !due || self.waiting_for(&name, keep).is_some() {
                 continue;
             }
@@ -89,6 +110,13 @@ impl Core {
         match outcome {
             StartOutcome::Running(s) => {
                 run.image = Some(s.image_digest.clone());
+                // The first start of a config pins its image, as a serving
+                // start does.
+                let hash = run.restart_hash.clone();
+                if r.image.is_none() && r.config.as_ref().is_some_and(|u| u.hashes.restart == hash) {
+                    r.image = Some(s.image_digest.clone());
+                }
+                let Some(run) = r.run_of(generation) else { return };
                 run.phase = Phase::Running(Box::new(Running {
                     container: s,
                     started_at: now.mono,

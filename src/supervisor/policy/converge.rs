@@ -140,7 +140,10 @@ impl Core {
     fn starts(&mut self, keep: &HashMap<String, bool>, now: Now) {
         for name in self.order.clone() {
             let r = &self.records[&name];
-            if r.run().is_some() || !r.wants(self.shutting_down) {
+            // A container still being stopped beside it may hold the
+            // unit's runtime name (the old one after a switchover, with
+            // its directory and record): the new one waits for its end.
+            if r.run().is_some() || !r.wants(self.shutting_down) || !r.leaving.is_empty() {
                 continue;
             }
             match self.waiting_for(&name, keep) {
@@ -180,7 +183,10 @@ impl Core {
             self.pending.push(Action::Note { name: name.into(), level: Level::Error, message: err.clone() });
             r.life = Life::Idle(Rest::Failed);
             r.reason = Some(format!("start failed: {err}"));
-            r.start_error = Some(err);
+            r.start_error = Some(err.clone());
+            if r.trial.is_some() {
+                self.trial_failed(name, format!("start failed: {err}"), now);
+            }
             return;
         }
         r.generation += 1;

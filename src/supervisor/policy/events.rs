@@ -113,6 +113,7 @@ impl Core {
             }
         }
         for name in steps.iter().filter(|(_, s)| **s == Step::Restart).map(|(n, _)| n) {
+            self.back_to_serving(name, now);
             self.settle_strategy(name);
         }
         for name in reprobe {

@@ -133,6 +133,11 @@ impl Core {
     /// runs now, if anything runs. Called before the record takes the new
     /// config.
     pub(super) fn begin_trial(&mut self, name: &str, cause: Cause, now: Now) {
+        // A new container beside the serving one of an earlier trial is
+        // replaced by this trial's.
+        if self.records.get(name).is_some_and(|r| r.next.is_some()) {
+            self.drop_next(name);
+        }
         let Some(r) = self.records.get_mut(name) else { return };
         let Some(from) = r.good() else {
             r.trial = None;
@@ -178,8 +183,16 @@ impl Core {
             if r.held || r.removed || r.config.is_none() || down {
                 // Stopped by the operator, removed, or shutting down: the
                 // new config stays, and nothing is judged.
+                let why = if down {
+                    "shutdown"
+                } else if r.removed {
+                    "unit file removed"
+                } else {
+                    "stopped by operator"
+                };
                 self.drop_next(&name);
                 self.records.get_mut(&name).expect("listed").trial = None;
+                self.update_event(&name, "abandoned", why.to_string(), now);
                 continue;
             }
             match verdict(r, now) {
@@ -209,10 +222,6 @@ impl Core {
     pub(super) fn trial_passed(&mut self, name: &str, now: Now) {
         let r = self.records.get_mut(name).expect("known");
         let t = r.trial.take().expect("on trial");
-        if t.cause == Cause::Rollback {
-            // One step back: a second rollback returns to where it was.
-            r.detached = true;
-        }
         r.previous = Some(t.from);
         r.update_error = None;
         r.rejected_image = None;
@@ -251,7 +260,7 @@ impl Core {
     }
 
     /// An update's step, on the events stream (its state stays as it is).
-    fn update_event(&mut self, name: &str, update: &str, reason: String, now: Now) {
+    pub(super) fn update_event(&mut self, name: &str, update: &str, reason: String, now: Now) {
         let r = &self.records[name];
         let state = r.state(self.shutting_down);
         self.pending.push(Action::Emit(StateEvent {
@@ -279,12 +288,14 @@ impl Core {
             self.begin_trial(name, Cause::Rollback, now);
         }
         let r = self.records.get_mut(name).expect("known");
+        // From now on it does not follow its file (until the file
+        // changes): a reload during the trial must not undo it.
+        r.detached = true;
         if r.trial.is_none() {
             // Nothing runs: the previous config is simply taken.
             if let (Some(config), Some(image)) = (r.config.clone(), r.image.clone()) {
                 r.previous = Some(Good { config, image });
             }
-            r.detached = true;
             if let Life::Idle(rest) = &mut r.life {
                 *rest = Rest::Ready;
             }

@@ -187,3 +187,65 @@ fn an_edit_of_the_published_ports_updates_stop_first() {
     assert!(h.history().iter().all(|a| a != "start a+"), "{:?}", h.history());
     assert_eq!(h.history(), ["start a", "signal a", "start a"]);
 }
+
+#[test]
+fn a_restart_after_a_switchover_waits_for_the_old_container_to_end() {
+    let mut h = serving_then(&web("v2", ""));
+    h.run("a+");
+    h.probe("a+", true);
+    h.advance(secs(5));
+    assert!(h.containers.contains_key("a-"), "the old one is being stopped");
+    // The new one crashes while the old one is still stopping: no start
+    // under the unit's name beside it until it is gone.
+    h.exit("a", 1);
+    h.advance(secs(2));
+    assert!(!h.containers.contains_key("a"), "started beside the leaving one: {:?}", h.containers);
+    h.exit_stopped();
+    assert!(h.containers.contains_key("a"), "started once the old one ended: {:?}", h.containers);
+}
+
+#[test]
+fn an_edit_during_a_start_first_trial_replaces_its_new_container() {
+    let mut h = serving_then(&web("v2", ""));
+    let serving = pid(&h, "a");
+    h.run("a+");
+    let mark = h.mark();
+    h.files(&[("a", &web("v3", ""))]);
+    assert_eq!(h.since(mark), ["signal a"], "the v2 container beside is stopped");
+    h.exit_stopped();
+    assert_eq!(command(&h, "a"), "v3");
+    h.run("a+");
+    h.probe("a+", true);
+    h.advance(secs(5));
+    h.exit_stopped();
+    assert_ne!(pid(&h, "a"), serving);
+    assert_eq!(h.core.status()[0].update_state, None);
+    assert!(h.containers.keys().eq(["a"]), "{:?}", h.containers);
+}
+
+#[test]
+fn a_file_put_back_during_a_start_first_trial_ends_it_and_keeps_the_serving_container() {
+    let mut h = serving_then(&web("v2", ""));
+    let serving = pid(&h, "a");
+    h.run("a+");
+    h.files(&[("a", &web("v1", ""))]);
+    h.exit_stopped();
+    assert!(h.containers.keys().eq(["a"]), "{:?}", h.containers);
+    assert_eq!(pid(&h, "a"), serving);
+    let s = h.core.status().remove(0);
+    assert_eq!((s.update_state, s.image_id.as_deref()), (None, Some("sha256:0")));
+}
+
+#[test]
+fn a_start_first_update_pins_the_image_its_new_container_ran() {
+    let mut h = serving_then(&web("v2", ""));
+    h.tag = "sha256:2".into();
+    h.run("a+");
+    h.probe("a+", true);
+    h.advance(secs(5));
+    h.exit_stopped();
+    h.tag = "sha256:moved".into();
+    h.exit("a", 1);
+    h.advance(secs(1));
+    assert_eq!(h.pins["a"].as_deref(), Some("sha256:2"), "the crash restart keeps the image");
+}

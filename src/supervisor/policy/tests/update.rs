@@ -322,3 +322,28 @@ fn the_windows_come_from_the_new_config() {
     assert_eq!(status(&h, "a").update_state, None, "min_healthy = 0s: healthy is enough");
     assert_eq!(command(&h, "a"), ["v3"]);
 }
+
+#[test]
+fn a_reload_during_an_operators_rollback_does_not_undo_it() {
+    let mut h = edited(&cmd("v1"), &cmd("v2"));
+    h.run("a");
+    h.advance(secs(5));
+    h.core.rollback("a", h.now).unwrap();
+    h.converge();
+    h.exit_stopped();
+    assert_eq!(command(&h, "a"), ["v1"]);
+    // Another unit's file appears: everything is read again.
+    h.files(&[("a", &cmd("v2")), ("b", &cmd("other"))]);
+    assert_eq!(command(&h, "a"), ["v1"], "the rollback was undone by a reload");
+    h.run("a");
+    h.advance(secs(5));
+    assert_eq!(status(&h, "a").update_state, Some(UpdateState::RolledBack));
+}
+
+#[test]
+fn a_trial_ended_by_an_operators_stop_says_so() {
+    let mut h = edited(&cmd("v1"), &cmd("v2"));
+    h.run("a");
+    h.op(Op::Stop, &["a"]).unwrap();
+    assert_eq!(updates(&h), ["started: the unit file changed", "abandoned: stopped by operator"]);
+}
