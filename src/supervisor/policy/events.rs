@@ -78,7 +78,9 @@ impl Core {
                 Step::Keep => r.file_error = None,
                 Step::Update | Step::LiveUpdate => {
                     let new = new.expect("planned from the set");
-                    if let Some(run) = r.run() {
+                    // A start-first update's new container too: it is
+                    // to serve with this config.
+                    for run in r.run().into_iter().chain(r.next.as_ref()) {
                         self.pending.push(Action::Update {
                             name: name.clone(),
                             generation: run.generation,
@@ -117,7 +119,9 @@ impl Core {
             self.settle_strategy(name);
         }
         for name in reprobe {
-            if let Some(g) = self.records[&name].run().map(|r| r.generation) {
+            let r = &self.records[&name];
+            let runs: Vec<u64> = r.run().into_iter().chain(r.next.as_ref()).map(|run| run.generation).collect();
+            for g in runs {
                 self.start_probes(&name, g);
             }
         }

@@ -249,3 +249,20 @@ fn a_start_first_update_pins_the_image_its_new_container_ran() {
     h.advance(secs(1));
     assert_eq!(h.pins["a"].as_deref(), Some("sha256:2"), "the crash restart keeps the image");
 }
+
+#[test]
+fn a_live_edit_during_a_start_first_trial_reaches_the_new_container() {
+    let mut h = serving_then(&web("v2", ""));
+    h.run("a+");
+    let next = h.generation("a+");
+    let mark = h.mark();
+    h.files(&[("a", &format!("{}[resources]\nmemory = \"64M\"\n", web("v2", "")))]);
+    let updated: Vec<u64> = h.log[mark..]
+        .iter()
+        .filter_map(|a| match a {
+            Action::Update { generation, resources: true, .. } => Some(*generation),
+            _ => None,
+        })
+        .collect();
+    assert!(updated.contains(&next), "{updated:?}");
+}
