@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 """A client hammering one HTTP server with a new connection per request
 (bench/update.sh): THREADS threads until the file STOP exists, then prints
-a JSON summary: requests, failures, the bodies seen (in order of first
-sight), and the longest time without a successful answer (the downtime).
+a JSON summary: requests, failures (and the first kinds), the bodies seen
+(each change of body between consecutive answers, all threads together),
+the longest time between two successful answers, and the time from the
+first failed request to the last (the downtime).
 
 Usage: load.py HOST PORT STOP [THREADS]
 """
@@ -62,6 +64,9 @@ print(
             "first_failures": sorted({e for _, e in failures})[:3],
             "bodies": bodies,
             "longest_gap_ms": round(max(gaps, default=0) * 1000, 1),
+            # From the first failed request's start to the last one's: the
+            # time the service did not answer.
+            "failing_ms": round((max(t for t, _ in failures) - min(t for t, _ in failures)) * 1000, 1) if failures else 0,
         }
     )
 )

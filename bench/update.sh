@@ -15,12 +15,14 @@ rounds=${2:-5}
 cd "$(dirname "$0")/.."
 command -v jq >/dev/null || { echo "bench/update.sh: jq is missing: apt-get install jq" >&2; exit 1; }
 work=$(mktemp -d /var/tmp/bench-update.XXXXXX)
-daemon=
+daemon= load=
 cleanup() {
+  [[ -n $load ]] && touch "$work/stop" && { kill "$load" 2>/dev/null || true; }
   ip netns del svbench-upd 2>/dev/null || true
   ip link del svbupd 2>/dev/null || true
   [[ -n $daemon ]] && kill -TERM "$daemon" 2>/dev/null && wait "$daemon" 2>/dev/null
   rm -rf "$work"
+  true
 }
 trap cleanup EXIT
 
@@ -103,10 +105,10 @@ for ((i = 1; i <= rounds; i++)); do
   load_stop >> "$work/stop-first"
 done
 
-echo "| strategy | updates | requests | failed | longest time without an answer | traffic moved after the trial passed |"
-echo "| --- | --- | --- | --- | --- | --- |"
+echo "| strategy | updates | requests | failed | downtime (first to last failed request) | longest time between two answers | traffic moved after the trial passed |"
+echo "| --- | --- | --- | --- | --- | --- | --- |"
 jq -r --arg n "$updates" --arg med "$(median <<< "$moved")" --arg max "$(sort -g <<< "$moved" | tail -1)" \
-  '"| start-first | \($n) | \(.requests) | \(.failures) | \(.longest_gap_ms) ms | median \($med) ms, max \($max) ms |"' <<< "$start_first"
-jq -rs --arg n "$rounds" '"| stop-first | \($n) | \(map(.requests) | add) | \(map(.failures) | add) | median \(map(.longest_gap_ms) | sort | .[length / 2 | floor]) ms (max \(map(.longest_gap_ms) | max) ms) | - |"' "$work/stop-first"
-echo "(start-first bodies seen: $(jq -r '.bodies | length' <<< "$start_first") of $((updates + 1)); moved ms: $(paste -sd' ' <<< "$moved");" \
-  "stop-first rounds: $(jq -c '{failures, longest_gap_ms}' "$work/stop-first" | paste -sd' '))" >&2
+  '"| start-first | \($n) | \(.requests) | \(.failures) | \(.failing_ms) ms | \(.longest_gap_ms) ms | median \($med) ms, max \($max) ms |"' <<< "$start_first"
+jq -rs --arg n "$rounds" '"| stop-first | \($n) | \(map(.requests) | add) | \(map(.failures) | add) | median \(map(.failing_ms) | sort | .[length / 2 | floor]) ms (max \(map(.failing_ms) | max) ms) | median \(map(.longest_gap_ms) | sort | .[length / 2 | floor]) ms | - |"' "$work/stop-first"
+echo "(moved ms: $(paste -sd' ' <<< "$moved"); start-first failures: $(jq -c .first_failures <<< "$start_first");" \
+  "stop-first rounds: $(jq -c '{failures, failing_ms, longest_gap_ms, first_failures}' "$work/stop-first" | paste -sd' '))" >&2
