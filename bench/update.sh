@@ -87,12 +87,14 @@ update() {
 }
 # `load START|STOP`: the client, in the background, until told to stop.
 load_start() { rm -f "$work/stop"; ip netns exec svbench-upd python3 bench/load.py 10.219.0.1 18082 "$work/stop" 4 > "$work/load.json" & load=$!; sleep 0.5; }
-load_stop() { touch "$work/stop"; wait "$load"; cat "$work/load.json"; }
+load_stop() { touch "$work/stop"; wait "$load"; load=; cat "$work/load.json"; }
 
 load_start
 for ((i = 1; i <= updates; i++)); do update "s$i" start-first; done
 sleep 0.5
-start_first=$(load_stop)
+# Not in $(...): a subshell cannot wait for the client.
+load_stop > "$work/start-first"
+start_first=$(cat "$work/start-first")
 moved=$(grep -o 'traffic moved to the new container in [0-9]* ms' "$work/daemon.log" | awk '{ print $(NF - 1) }')
 median() { sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 

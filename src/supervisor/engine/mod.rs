@@ -103,6 +103,7 @@ impl<B: Backend> Engine<B> {
                 super::policy::Timer::WaitTimeout { name } => core.wait_timeout(&name, now),
                 // The converge after every event judges the trial.
                 super::policy::Timer::Update { .. } => {}
+                super::policy::Timer::Drained { name, generation } => core.drained(&name, generation),
             },
             Event::Probe { name, generation, result } => core.probed(&name, generation, result, now),
             Event::Notify { name, generation, ready, status } => core.notified(&name, generation, ready, status),

@@ -14,8 +14,14 @@
 use super::events::new_run;
 use super::lifecycle::ExitInfo;
 use super::record::{Life, Phase, Running};
-use super::{Action, Core, Level, Moved, Now, StartOutcome};
+use super::{Action, Core, Level, Moved, Now, StartOutcome, Timer};
 use crate::units::model::{Network, Strategy};
+
+/// How long the old container keeps running after its traffic moved,
+/// before its stop signal: long enough for the requests it accepted just
+/// before the switch (Kubernetes leaves endpoint changes a similar moment
+/// before a pod's SIGTERM matters).
+pub const DRAIN: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl Core {
     /// Whether `name`'s trial (begun, its config the new one) goes
@@ -148,6 +154,14 @@ impl Core {
         r.leaving.retain(|l| l.generation != generation);
     }
 
+    /// The drain after a switchover is over: the old container stops.
+    pub fn drained(&mut self, name: &str, generation: u64) {
+        let Some(r) = self.records.get(name) else { return };
+        if r.leaving.iter().any(|l| l.generation == generation && !l.stopping) {
+            self.stop_generation(name, generation);
+        }
+    }
+
     /// Moves the new container beside to the leaving ones, and stops it.
     pub(super) fn drop_next(&mut self, name: &str) {
         let r = self.records.get_mut(name).expect("known");
@@ -181,9 +195,14 @@ impl Core {
         }
         let old = std::mem::replace(&mut r.life, Life::Active(next));
         if let Life::Active(old) = old {
+            // New connections go to the new container from now on; the
+            // old one gets its stop signal after DRAIN, so that requests
+            // it accepted just before the switch are answered (a server
+            // that does not drain on its stop signal would drop them).
             let generation = old.generation;
             r.leaving.push(old);
-            self.stop_generation(name, generation);
+            let timer = Timer::Drained { name: name.to_string(), generation };
+            self.pending.push(Action::Timer { after: DRAIN, timer });
         }
         let message = format!("traffic moved to the new container in {} ms", moved.took.as_millis());
         self.pending.push(Action::Note { name: name.into(), level: Level::Info, message });

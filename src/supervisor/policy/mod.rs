@@ -19,7 +19,7 @@ pub mod reload;
 pub mod status;
 pub mod update;
 
-mod beside;
+pub mod beside;
 mod converge;
 mod events;
 mod record;
@@ -113,6 +113,8 @@ pub enum Timer {
     StopTimeout { name: String, generation: u64 },
     /// [`Core::wait_timeout`].
     WaitTimeout { name: String },
+    /// [`Core::drained`]: the old container of a switchover may stop.
+    Drained { name: String, generation: u64 },
     /// A trial's time is up (`healthy_within`, or `min_healthy` of being
     /// ready): it only wakes the loop, [`Core::converge`] reads the clock.
     Update { name: String, generation: u64 },

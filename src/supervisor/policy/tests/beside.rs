@@ -2,6 +2,7 @@
 //! switchover once it passes, and a failure that never touches the old.
 
 use super::*;
+use crate::supervisor::policy::beside::DRAIN;
 use crate::supervisor::policy::update::UpdateState;
 
 fn web(word: &str, extra: &str) -> String {
@@ -42,7 +43,11 @@ fn the_new_container_starts_beside_and_takes_the_traffic_once_it_passes() {
     assert_eq!(pid(&h, "a"), old, "still the old one serving while the new one proves itself");
     let mark = h.mark();
     h.advance(secs(5));
-    assert_eq!(h.since(mark), ["switch a", "signal a"], "traffic moves, then the old one gets its stop signal");
+    assert_eq!(h.since(mark), ["switch a"], "traffic moves");
+    h.advance(DRAIN - ms(1));
+    assert_eq!(h.since(mark), ["switch a"], "the old one answers what it accepted before the switch");
+    h.advance(ms(1));
+    assert_eq!(h.since(mark), ["switch a", "signal a"], "then it gets its stop signal");
     assert_ne!(pid(&h, "a"), old, "the new one serves");
     assert_eq!(h.state("a"), State::Running, "running throughout");
     h.exit_stopped();
@@ -91,7 +96,7 @@ fn a_failed_switchover_fails_the_update_and_keeps_the_old_one() {
     h.switch_result = Err("nft: no such table".into());
     h.run("a+");
     h.probe("a+", true);
-    h.advance(secs(5));
+    h.advance(secs(5) + DRAIN);
     assert_eq!(h.core.status()[0].update_error.as_deref(), Some("moving its traffic failed: nft: no such table"));
     h.exit_stopped();
     assert_eq!((pid(&h, "a"), command(&h, "a")), (old, "v1".to_string()));
@@ -117,7 +122,7 @@ fn dependents_keep_running_through_a_start_first_update() {
     h.files(&[("a", &web("v2", "")), ("b", dependent)]);
     h.run("a+");
     h.probe("a+", true);
-    h.advance(secs(5));
+    h.advance(secs(5) + DRAIN);
     h.exit_stopped();
     assert_eq!(h.history(), ["start a", "start b", "start a+", "switch a", "signal a"], "b is never stopped");
     assert_eq!(h.state("b"), State::Running);
@@ -193,7 +198,7 @@ fn a_restart_after_a_switchover_waits_for_the_old_container_to_end() {
     let mut h = serving_then(&web("v2", ""));
     h.run("a+");
     h.probe("a+", true);
-    h.advance(secs(5));
+    h.advance(secs(5) + DRAIN);
     assert!(h.containers.contains_key("a-"), "the old one is being stopped");
     // The new one crashes while the old one is still stopping: no start
     // under the unit's name beside it until it is gone.
@@ -216,7 +221,7 @@ fn an_edit_during_a_start_first_trial_replaces_its_new_container() {
     assert_eq!(command(&h, "a"), "v3");
     h.run("a+");
     h.probe("a+", true);
-    h.advance(secs(5));
+    h.advance(secs(5) + DRAIN);
     h.exit_stopped();
     assert_ne!(pid(&h, "a"), serving);
     assert_eq!(h.core.status()[0].update_state, None);
@@ -242,7 +247,7 @@ fn a_start_first_update_pins_the_image_its_new_container_ran() {
     h.tag = "sha256:2".into();
     h.run("a+");
     h.probe("a+", true);
-    h.advance(secs(5));
+    h.advance(secs(5) + DRAIN);
     h.exit_stopped();
     h.tag = "sha256:moved".into();
     h.exit("a", 1);

@@ -253,6 +253,7 @@ impl Harness {
             Timer::StopTimeout { name, generation } => self.core.stop_timeout(&name, generation),
             Timer::WaitTimeout { name } => self.core.wait_timeout(&name, self.now),
             Timer::Update { .. } => {}
+            Timer::Drained { name, generation } => self.core.drained(&name, generation),
         }
         self.converge();
     }
