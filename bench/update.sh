@@ -61,6 +61,13 @@ daemon=$!
 status() { "$bin/supervisorctl" status --json web 2>/dev/null | jq -c '.[0]' || echo '{}'; }
 until [[ $(status | jq -r '.state + .health') == runninghealthy ]]; do sleep 0.1; done
 
+# httpd closes first, so each connection leaves a TIME_WAIT in the
+# container, and a client port used again while it waits meets a reset and
+# a 1 s SYN retry (see ports.sh): a timeout of the client's that says
+# nothing of the update. Each serving container's namespace keeps none, set
+# as soon as it serves.
+no_time_wait() { nsenter -t "$(status | jq -r .pid)" -n sysctl -qw net.ipv4.tcp_max_tw_buckets=0; }
+no_time_wait
 # The client's namespace, routed to the host over a veth.
 ip netns add svbench-upd
 ip link add svbupd type veth peer name eth0 netns svbench-upd
@@ -84,6 +91,7 @@ update() {
     sleep 0.05
   done
   [[ $(jq -r '.update_error // empty' <<< "$s") == "" ]] || { echo "bench/update.sh: update to $1 failed: $s" >&2; exit 1; }
+  no_time_wait
 }
 # `load START|STOP`: the client, in the background, until told to stop.
 load_start() { rm -f "$work/stop"; ip netns exec svbench-upd python3 bench/load.py 10.219.0.1 18082 "$work/stop" 4 > "$work/load.json" & load=$!; sleep 0.5; }
