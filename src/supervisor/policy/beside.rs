@@ -13,7 +13,7 @@
 
 use super::events::new_run;
 use super::lifecycle::ExitInfo;
-use super::record::{Life, Phase, Running};
+use super::record::Life;
 use super::{Action, Core, Level, Moved, Now, StartOutcome, Timer};
 use crate::units::model::{Network, Strategy};
 
@@ -112,23 +112,12 @@ impl Core {
     /// A start beside the serving container ended.
     pub(super) fn started_beside(&mut self, name: &str, generation: u64, outcome: StartOutcome, now: Now) {
         let r = self.records.get_mut(name).expect("known");
-        let Some(run) = r.run_of(generation) else { return };
+        if r.find(generation).is_none() {
+            return;
+        }
         match outcome {
             StartOutcome::Running(s) => {
-                run.image = Some(s.image_digest.clone());
-                // The first start of a config pins its image, as a serving
-                // start does.
-                let hash = run.restart_hash.clone();
-                if r.image.is_none() && r.config.as_ref().is_some_and(|u| u.hashes.restart == hash) {
-                    r.image = Some(s.image_digest.clone());
-                }
-                let Some(run) = r.run_of(generation) else { return };
-                run.phase = Phase::Running(Box::new(Running {
-                    container: s,
-                    started_at: now.mono,
-                    started_wall: now.wall,
-                    health: None,
-                }));
+                let Some(run) = r.now_running(generation, s, now) else { return };
                 if run.stopping {
                     // Its trial ended while it started.
                     return self.stop_generation(name, generation);

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::health;
 use super::lifecycle::{AfterExit, ExitInfo, after_exit, jittered};
-use super::record::{Life, Notify, Phase, Record, Rest, Run, Running};
+use super::record::{Life, Notify, Phase, Record, Rest, Run};
 use super::reload::{Step, plan};
 use super::update::Cause;
 use super::{Action, Core, Level, Now, Op, ProbeLoop, StartOutcome, Timer};
@@ -154,22 +154,12 @@ impl Core {
         if !r.serving(generation) {
             return self.started_beside(name, generation, outcome, now);
         }
-        let Some(run) = r.run_of(generation) else { return };
+        if r.find(generation).is_none() {
+            return;
+        }
         match outcome {
             StartOutcome::Running(s) => {
-                run.image = Some(s.image_digest.clone());
-                // The first start of a config pins its image.
-                let hash = run.restart_hash.clone();
-                if r.image.is_none() && r.config.as_ref().is_some_and(|u| u.hashes.restart == hash) {
-                    r.image = Some(s.image_digest.clone());
-                }
-                let Some(run) = r.run_of(generation) else { return };
-                run.phase = Phase::Running(Box::new(Running {
-                    container: s,
-                    started_at: now.mono,
-                    started_wall: now.wall,
-                    health: None,
-                }));
+                let Some(run) = r.now_running(generation, s, now) else { return };
                 // Asked to stop while it started: the next converge stops
                 // it, in order (its dependents first), as it would any
                 // container it does not keep, or keeps it if it is wanted

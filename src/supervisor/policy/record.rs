@@ -230,6 +230,24 @@ impl Record {
         self.run().into_iter().chain(self.next.as_ref()).chain(self.leaving.iter()).find(|r| r.generation == generation)
     }
 
+    /// Its container of `generation` (serving or beside) runs as `s`
+    /// reports; the first start of a config pins the image it ran.
+    pub(super) fn now_running(&mut self, generation: u64, s: Started, now: super::Now) -> Option<&mut Run> {
+        let run = self.find(generation)?;
+        if self.image.is_none() && self.config.as_ref().is_some_and(|u| u.hashes.restart == run.restart_hash) {
+            self.image = Some(s.image_digest.clone());
+        }
+        let run = self.run_of(generation)?;
+        run.image = Some(s.image_digest.clone());
+        run.phase = Phase::Running(Box::new(Running {
+            container: s,
+            started_at: now.mono,
+            started_wall: now.wall,
+            health: None,
+        }));
+        Some(run)
+    }
+
     /// Whether `generation` is the serving container (in `life`).
     pub fn serving(&self, generation: u64) -> bool {
         self.run().is_some_and(|r| r.generation == generation)
