@@ -172,14 +172,11 @@ impl Updater {
         }
         let env = self.env.clone();
         let s = source.clone();
-        let remote = match spawn_blocking(move || remote_digest(&s, &env.pull)).await {
-            Ok(Ok(d)) => d.to_string(),
-            Ok(Err(e)) => {
-                report.message = Some(e.to_string());
-                return report;
-            }
+        let checked = spawn_blocking(move || remote_digest(&s, &env.pull)).await;
+        let remote = match checked.map_err(|e| e.to_string()).and_then(|r| r.map_err(|e| e.to_string())) {
+            Ok(d) => d.to_string(),
             Err(e) => {
-                report.message = Some(e.to_string());
+                report.message = Some(e);
                 return report;
             }
         };
@@ -201,14 +198,10 @@ impl Updater {
         let env = self.env.clone();
         let pulled = spawn_blocking(move || env.store.pull(&source, &env.pull, &Quiet)).await;
         drop(slot);
-        let image = match pulled {
-            Ok(Ok(image)) => image.record.manifest_digest.to_string(),
-            Ok(Err(e)) => {
-                report.message = Some(e.to_string());
-                return report;
-            }
+        let image = match pulled.map_err(|e| e.to_string()).and_then(|r| r.map_err(|e| e.to_string())) {
+            Ok(image) => image.record.manifest_digest.to_string(),
             Err(e) => {
-                report.message = Some(e.to_string());
+                report.message = Some(e);
                 return report;
             }
         };
