@@ -174,6 +174,42 @@ fn outbound_traffic_is_masqueraded_and_nothing_is_left_behind() {
 }
 
 #[test]
+fn a_containers_gateway_stays_reachable_when_another_container_leaves() {
+    root_only!("a_containers_gateway_stays_reachable_when_another_container_leaves");
+    let d = Daemon::start();
+    let bridge = bridge_of(&d);
+    let mac = || std::fs::read_to_string(format!("/sys/class/net/{bridge}/address")).unwrap().trim().to_string();
+    let before = mac();
+    let (a, b) = (common::unique_name("ga"), common::unique_name("gb"));
+    d.write_unit(&b, &unit("sleep 100000 & wait", ""));
+    d.wait_state(&b, "running");
+    d.write_unit(&a, &unit("sleep 100000 & wait", ""));
+    d.wait_state(&a, "running");
+    // `a` sends to the host through its gateway (nothing listens on port 1:
+    // refused at once when the packets get there, a timeout when they are
+    // lost), and shows the MAC it learnt for it.
+    let reach = || {
+        let script = "gw=$(ip route | awk '/default/ { print $3 }'); nc -w 3 $gw 1 </dev/null 2>&1; \
+                      awk -v gw=$gw '$1 == gw { print \"learnt\", $4 }' /proc/net/arp";
+        text(&sh(&d, &a, script).stdout)
+    };
+    let first = reach();
+    assert!(first.contains("refused"), "{first}");
+    assert!(first.contains(&format!("learnt {before}")), "the bridge's MAC was {before}: {first}");
+
+    // A bridge without a MAC of its own takes its lowest port's, so it
+    // changed when `b`'s veth went, and `a`, which learnt it, lost its
+    // traffic (every answer through a published port too).
+    assert!(std::fs::remove_file(d.units().join(format!("{b}.toml"))).is_ok());
+    d.wait_for(&b, "gone", 30, |u| u.is_none());
+    let ports = text(&Command::new("ip").args(["-o", "link", "show", "master", &bridge]).output().unwrap().stdout);
+    assert_eq!(ports.lines().count(), 1, "only a's veth is left on {bridge}: {ports}");
+    assert_eq!(mac(), before, "the bridge's MAC changed");
+    let after = reach();
+    assert!(after.contains("refused"), "{after}");
+}
+
+#[test]
 fn the_hosts_and_resolv_files_are_the_bridges() {
     root_only!("the_hosts_and_resolv_files_are_the_bridges");
     let d = Daemon::start();

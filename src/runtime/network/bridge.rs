@@ -192,9 +192,10 @@ pub fn hosts(names: &BTreeMap<String, (Ipv4Addr, Vec<String>)>) -> String {
     out
 }
 
-/// A MAC address from the container's IPv4 address (locally administered,
-/// as Docker does): a new container on an old address does not fight a
-/// stale ARP entry with a new MAC.
+/// A MAC address from an IPv4 address (locally administered, as Docker
+/// does): a new container on an old address does not fight a stale ARP
+/// entry with a new MAC, and the bridge's, from its gateway address, stays
+/// the same across runs.
 pub fn mac(ip: Ipv4Addr) -> [u8; 6] {
     let o = ip.octets();
     [0x02, 0x53, o[0], o[1], o[2], o[3]]
@@ -226,7 +227,8 @@ impl Bridge {
             return Err(NetworkError::SubnetOverlap { subnet: config.subnet, routes: clash.join(", ") });
         }
         let netlink = Netlink::open()?;
-        let index = netlink.bridge(&config.name, config.subnet.gateway(), config.subnet.prefix).await?;
+        let gateway = config.subnet.gateway();
+        let index = netlink.bridge(&config.name, gateway, config.subnet.prefix, mac(gateway)).await?;
         let dir = run_dir.join("network").join(&config.name);
         std::fs::create_dir_all(&dir).map_err(NetworkError::io("create", &dir))?;
         // What ip_forward was before the first of us turned it on: kept in

@@ -3,7 +3,7 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
-use rtnetlink::packet_route::link::{InfoData, InfoVeth};
+use rtnetlink::packet_route::link::{InfoData, InfoVeth, LinkAttribute};
 use rtnetlink::{Handle, LinkBridge, LinkMessageBuilder, LinkUnspec, LinkVeth};
 
 use super::NetworkError;
@@ -42,21 +42,54 @@ impl Netlink {
         Ok(Netlink { handle })
     }
 
-    /// Makes the bridge `name` (or keeps it), with `address/prefix`, up.
-    pub async fn bridge(&self, name: &str, address: Ipv4Addr, prefix: u8) -> Result<u32, NetworkError> {
+    /// Makes the bridge `name` (or keeps it), with `address/prefix` and
+    /// the MAC address `mac`, up.
+    ///
+    /// The MAC is always set, never left to the kernel: a bridge without
+    /// one takes the lowest of its ports', so it changes as containers come
+    /// and go, and a container that learnt the old one for its gateway
+    /// loses every packet it sends through the host (answers through a
+    /// published port too) until its ARP entry is probed again.
+    pub async fn bridge(&self, name: &str, address: Ipv4Addr, prefix: u8, mac: [u8; 6]) -> Result<u32, NetworkError> {
         if index(name).is_none() {
             self.handle
                 .link()
-                .add(LinkBridge::new(name).build())
+                .add(LinkBridge::new(name).address(mac.to_vec()).build())
                 .execute()
                 .await
                 .map_err(err("create the bridge", name))?;
         }
         let idx = index(name).ok_or_else(|| NetworkError::BridgeMissing(name.to_string()))?;
+        // A bridge of an earlier run keeps its MAC when it has ours
+        // (setting it again would flush the host's ARP entries on it).
+        if self.mac_of(idx, name).await?.as_deref() != Some(&mac[..]) {
+            self.handle
+                .link()
+                .set(LinkUnspec::new_with_index(idx).address(mac.to_vec()).build())
+                .execute()
+                .await
+                .map_err(err("set the MAC address of", name))?;
+        }
         // An address kept from an earlier run is fine.
         self.add_address(idx, name, address, prefix).await?;
         self.up(idx, name).await?;
         Ok(idx)
+    }
+
+    /// The MAC address of the interface `idx`.
+    async fn mac_of(&self, idx: u32, name: &str) -> Result<Option<Vec<u8>>, NetworkError> {
+        use futures_core::Stream;
+        let mut links = std::pin::pin!(self.handle.link().get().match_index(idx).execute());
+        while let Some(link) = std::future::poll_fn(|cx| links.as_mut().poll_next(cx)).await {
+            let link = link.map_err(err("read", name))?;
+            if let Some(mac) = link.attributes.into_iter().find_map(|a| match a {
+                LinkAttribute::Address(mac) => Some(mac),
+                _ => None,
+            }) {
+                return Ok(Some(mac));
+            }
+        }
+        Ok(None)
     }
 
     async fn up(&self, idx: u32, name: &str) -> Result<(), NetworkError> {
