@@ -10,7 +10,7 @@ use std::fs::File;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::Instant;
 
 use nix::fcntl::OFlag;
 use nix::unistd::pipe2;
@@ -399,9 +399,9 @@ pub async fn switch(env: &Env, unit: &str, from: &str, to: &str) -> Result<Switc
         let instance = if unit_of(to) != unit { to } else { from };
         return Err(StartError::Instance { unit: unit.to_string(), instance: instance.to_string() });
     }
-    let Some(b) = &env.bridge else { return Ok(Switched { took: Duration::ZERO, ports: Vec::new() }) };
+    let Some(b) = &env.bridge else { return Ok(Switched { at: Instant::now(), ports: Vec::new() }) };
     let moved = b.switch(from, to).await?;
-    tracing::info!("{unit}: traffic moved from {from} to {to} in {:?}", moved.took);
+    tracing::info!("{unit}: traffic moved from {from} to {to}");
     Ok(moved)
 }
 

@@ -12,7 +12,7 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use super::ipam::{Pool, Subnet};
 use super::netlink::{Netlink, index};
@@ -34,8 +34,10 @@ pub struct Naming<'a> {
 /// A unit's traffic moved ([`Bridge::switch`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Switched {
-    /// From the call to the new rules and hosts file in place.
-    pub took: Duration,
+    /// When the kernel committed the moved ports (new connections go to
+    /// the new container from then on), or the call ended when there were
+    /// none to move.
+    pub at: Instant,
     /// The ports now published to the new container, `0.0.0.0:8080->80/tcp`.
     pub ports: Vec<String>,
 }
@@ -76,24 +78,50 @@ fn table(bridge: &str) -> String {
     format!("supervisor_{bridge}")
 }
 
-/// Runs `nft -f -` on `script`. Its exit comes from the reaper: a wait
-/// of our own would race it.
-async fn nft(reaper: &Reaper, script: &str) -> Result<(), NetworkError> {
+/// Runs `nft -f -` on `script`; the moment the kernel committed it. Its
+/// exit comes from the reaper: a wait of our own would race it.
+///
+/// With `--echo`, nft prints what it added once the kernel has committed
+/// the transaction, so the first byte on its stdout is the moment the new
+/// rules apply; its exit comes 10-20 ms later (closing its netlink socket
+/// waits for the replaced rules' RCU grace period), which says nothing of
+/// when traffic moved.
+async fn nft(reaper: &Reaper, script: &str) -> Result<Instant, NetworkError> {
+    use tokio::io::AsyncReadExt;
     let err_file = tempfile_in_memory().map_err(NetworkError::NftPipe)?;
     let mut child = std::process::Command::new("nft")
-        .args(["-f", "-"])
+        .args(["--echo", "-f", "-"])
         .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
         .stderr(err_file.try_clone().map_err(NetworkError::NftPipe)?)
         .spawn()
         .map_err(NetworkError::NftStart)?;
     let exit = reaper.watch(child.id() as i32);
+    // A rule change is short and rare, and a switchover's is what traffic
+    // waits for: it does not queue behind busy containers (on two busy
+    // cores, the commit came 10-65 ms after the spawn at nice 0, 9-26 ms
+    // at -10). Best effort: without CAP_SYS_NICE it runs at ours.
+    // SAFETY: setpriority on our own child's pid; no memory is involved.
+    unsafe { libc::setpriority(libc::PRIO_PROCESS, child.id(), -10) };
+    let stdout = match child.stdout.take() {
+        Some(o) => Some(tokio::net::unix::pipe::Receiver::from_owned_fd(o.into()).map_err(NetworkError::NftPipe)?),
+        None => None,
+    };
     if let Some(mut stdin) = child.stdin.take() {
         stdin.write_all(script.as_bytes()).map_err(NetworkError::NftPipe)?;
     }
     drop(child);
+    // Read to the end: a table large enough to fill the pipe would block
+    // nft's echo otherwise.
+    let mut committed = None;
+    if let Some(mut out) = stdout {
+        let mut buf = [0u8; 8192];
+        while out.read(&mut buf).await.is_ok_and(|n| n > 0) {
+            committed.get_or_insert_with(Instant::now);
+        }
+    }
     match exit.await {
-        Ok(Exit::Code(0)) => Ok(()),
+        Ok(Exit::Code(0)) => Ok(committed.unwrap_or_else(Instant::now)),
         other => {
             use std::io::{Read, Seek};
             let mut f = err_file;
@@ -383,7 +411,7 @@ impl Bridge {
             let all: Vec<&Published> = published.values().flatten().collect();
             ports::ruleset(&table(&self.config.name), &self.config.name, self.config.subnet, &all)
         };
-        nft(&self.reaper, &text).await
+        nft(&self.reaper, &text).await.map(drop)
     }
 
     /// Frees what `holder` reserved: its ports (rules and sockets) and its
@@ -438,9 +466,8 @@ impl Bridge {
     /// (new connections go to `to`; established ones keep their DNAT to
     /// `from` in conntrack), and its name and aliases in the hosts file.
     /// `to` owns them from then on: `from`'s [`Bridge::detach`] frees only
-    /// its address. How long the move took.
+    /// its address. When the ports moved, and where to.
     pub async fn switch(&self, from: &str, to: &str) -> Result<Switched, NetworkError> {
-        let began = Instant::now();
         let address = {
             let names = self.names.lock().unwrap_or_else(|e| e.into_inner());
             names.get(to).map(|n| n.address).ok_or_else(|| NetworkError::NotAttached(to.to_string()))?
@@ -455,14 +482,18 @@ impl Bridge {
             let all: Vec<&Published> = published.values().flatten().collect();
             (moved, ports::ruleset(&table(&self.config.name), &self.config.name, self.config.subnet, &all))
         };
+        let mut committed = None;
         if moved {
-            if let Err(e) = nft(&self.reaper, &text).await {
-                // The table is as it was: so is the map.
-                let mut published = self.published.lock().unwrap_or_else(|e| e.into_inner());
-                if let Some(back) = self.pool_address(from) {
-                    move_ports(&mut published, to, from, back);
+            match nft(&self.reaper, &text).await {
+                Ok(at) => committed = Some(at),
+                Err(e) => {
+                    // The table is as it was: so is the map.
+                    let mut published = self.published.lock().unwrap_or_else(|e| e.into_inner());
+                    if let Some(back) = self.pool_address(from) {
+                        move_ports(&mut published, to, from, back);
+                    }
+                    return Err(e);
                 }
-                return Err(e);
             }
         }
         drop(one);
@@ -475,7 +506,7 @@ impl Bridge {
             let published = self.published.lock().unwrap_or_else(|e| e.into_inner());
             published.get(to).map(|p| p.iter().map(Published::describe).collect()).unwrap_or_default()
         };
-        Ok(Switched { took: began.elapsed(), ports })
+        Ok(Switched { at: committed.unwrap_or_else(Instant::now), ports })
     }
 
     /// The address the pool gave `holder`.
