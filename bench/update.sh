@@ -68,15 +68,20 @@ until [[ $(status | jq -r '.state + .health') == runninghealthy ]]; do sleep 0.1
 # as soon as it serves.
 no_time_wait() { nsenter -t "$(status | jq -r .pid)" -n sysctl -qw net.ipv4.tcp_max_tw_buckets=0; }
 no_time_wait
-# The client's namespace, routed to the host over a veth.
+# The client's namespace, routed to the host over a veth. Its address is
+# new each run: the host's conntrack keeps an earlier run's flows for up to
+# 2 minutes, and those its stop-first rounds left unanswered (SYNs DNATed
+# to a container just killed) would catch a client port used again and
+# send it to that container's gone address.
+net=10.219.$((RANDOM % 250))
 ip netns add svbench-upd
 ip link add svbupd type veth peer name eth0 netns svbench-upd
-ip addr add 10.219.0.1/30 dev svbupd
+ip addr add $net.1/30 dev svbupd
 ip link set svbupd up
-ip -n svbench-upd addr add 10.219.0.2/30 dev eth0
+ip -n svbench-upd addr add $net.2/30 dev eth0
 ip -n svbench-upd link set eth0 up
 ip -n svbench-upd link set lo up
-ip -n svbench-upd route add default via 10.219.0.1
+ip -n svbench-upd route add default via $net.1
 ip netns exec svbench-upd sysctl -qw net.ipv4.ip_local_port_range="1024 65000"
 
 # `update VERSION STRATEGY`: edits the unit and waits until the new
@@ -94,7 +99,7 @@ update() {
   no_time_wait
 }
 # `load START|STOP`: the client, in the background, until told to stop.
-load_start() { rm -f "$work/stop"; ip netns exec svbench-upd python3 bench/load.py 10.219.0.1 18082 "$work/stop" 4 > "$work/load.json" & load=$!; sleep 0.5; }
+load_start() { rm -f "$work/stop"; ip netns exec svbench-upd python3 bench/load.py $net.1 18082 "$work/stop" 4 > "$work/load.json" & load=$!; sleep 0.5; }
 load_stop() { touch "$work/stop"; wait "$load"; load=; cat "$work/load.json"; }
 
 load_start

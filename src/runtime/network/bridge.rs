@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use super::conntrack;
 use super::ipam::{Pool, Subnet};
 use super::netlink::{Netlink, index};
 use super::ports::{self, Publish, Published};
@@ -129,6 +130,16 @@ async fn nft(reaper: &Reaper, script: &str) -> Result<Instant, NetworkError> {
             let _ = f.rewind().and_then(|()| f.read_to_string(&mut text));
             Err(NetworkError::Nft { stderr: text.trim().to_string(), exit: format!("{other:?}") })
         }
+    }
+}
+
+/// Deletes the host's conntrack flows of the freed `address`
+/// ([`conntrack`]): a client must not be sent to a container that left.
+async fn forget_flows(address: Ipv4Addr) {
+    match tokio::task::spawn_blocking(move || conntrack::forget(address)).await {
+        Ok(Ok(0)) | Err(_) => {}
+        Ok(Ok(n)) => tracing::debug!("network: forgot {n} conntrack flows of {address}"),
+        Ok(Err(e)) => tracing::warn!("network: the conntrack flows of {address} are left: {e}"),
     }
 }
 
@@ -289,6 +300,7 @@ impl Bridge {
         // (the daemon's start killed what was left of them).
         for (ip, holder) in pool.reclaim(|_| false) {
             tracing::info!("network: reclaimed {ip} of {holder}, a container an earlier supervisor left");
+            forget_flows(ip).await;
         }
         let resolv = resolv_conf(&std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default());
         let resolv_path = dir.join("resolv.conf");
@@ -423,8 +435,13 @@ impl Bridge {
                 tracing::error!("network: {e}");
             }
         }
+        let address = self.pool_address(holder);
         self.pool.lock().unwrap_or_else(|e| e.into_inner()).release(holder);
         self.save_pool().await;
+        // Its rules are gone: no new flow can reach the address.
+        if let Some(address) = address {
+            forget_flows(address).await;
+        }
     }
 
     /// Puts the container `pid` on the bridge with `plan`'s address and
