@@ -137,7 +137,7 @@ done
 # need, with their dependency closure from the kernel's modules.dep.
 modules=(
   crc32c_generic overlay veth bridge br_netfilter
-  nf_tables nf_conntrack nf_nat nft_chain_nat nft_nat nft_masq nft_ct nft_fib nft_fib_ipv4 nft_redir
+  nf_tables nf_conntrack nf_nat nft_chain_nat nft_nat nft_masq nft_ct nft_fib nft_fib_ipv4 nft_redir nf_conntrack_netlink
   virtio_pci virtio_net virtio_console virtio_blk
   button evdev
 )
