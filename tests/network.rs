@@ -319,14 +319,16 @@ fn published_ports_answer_from_outside_from_the_host_and_from_containers() {
     };
     assert_eq!(rules(), 4);
     // The flows of a container that left are not left in the host's
-    // conntrack (each of the above is there until then): a client that
+    // conntrack (the UDP one above is there until then): a client that
     // uses a source port again must not be sent to the gone address.
+    // Closed TCP flows stay (the kernel reopens them on a new SYN).
     let flows_of = |address: &str| {
         let table = std::fs::read_to_string("/proc/net/nf_conntrack").unwrap();
-        table.lines().filter(|l| l.contains(&format!("src={address} "))).count()
+        let open = |l: &&str| !l.contains(" TIME_WAIT ") && !l.contains(" CLOSE ");
+        table.lines().filter(|l| l.contains(&format!("src={address} "))).filter(open).count()
     };
     let address = u["address"].as_str().expect("an address").to_string();
-    assert!(flows_of(&address) >= 3, "the flows to {address} are not in conntrack");
+    assert!(flows_of(&address) >= 1, "the flows to {address} are not in conntrack");
     for _ in 0..3 {
         assert!(d.ctl(&["restart", &web]).status.success());
     }

@@ -7,12 +7,18 @@
 //! address, and a client that uses the same source port again meanwhile
 //! sends its new connection there (bench/update.sh met it as 2 s client
 //! timeouts after stop-first updates). So when a container's address is
-//! freed, every flow to or from it is deleted, as Docker does on an
-//! endpoint's removal and kube-proxy does for a service's gone endpoints.
+//! freed, the flows to or from it are deleted, as Docker does on an
+//! endpoint's removal and kube-proxy does for a service's gone endpoints;
+//! all but closed TCP ones, which the kernel already replaces when a SYN
+//! reuses their tuple ([`flow`]).
 //!
 //! One dump per direction, filtered in the kernel (`CTA_FILTER`, Linux
-//! 5.8), then one delete per flow found, by its original tuple as the
-//! kernel reported it.
+//! 5.8), then one delete per flow found, by its original tuple and its ID
+//! as the kernel reported them. The ID matters: a client reusing a source
+//! port reopens a flow in TIME_WAIT as a new one with the same tuple
+//! (DNATed to the container serving now), and a delete by tuple alone
+//! would remove that live flow instead (caught by bench/update.sh: a
+//! request stalled at each old container's cleanup).
 
 use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -26,6 +32,12 @@ const IPCTNL_MSG_CT_GET: u16 = 1;
 const IPCTNL_MSG_CT_DELETE: u16 = 2;
 const CTA_TUPLE_ORIG: u16 = 1;
 const CTA_TUPLE_REPLY: u16 = 2;
+const CTA_PROTOINFO: u16 = 4;
+const CTA_ID: u16 = 12;
+const CTA_PROTOINFO_TCP: u16 = 1;
+const CTA_PROTOINFO_TCP_STATE: u16 = 1;
+const TCP_TIME_WAIT: u8 = 7;
+const TCP_CLOSE: u8 = 8;
 const CTA_FILTER: u16 = 25;
 const CTA_TUPLE_IP: u16 = 1;
 const CTA_IP_V4_SRC: u16 = 1;
@@ -36,7 +48,6 @@ const CTA_FILTER_REPLY_FLAGS: u16 = 2;
 const FILTER_IP_SRC: u32 = 1;
 const NLA_F_NESTED: u16 = 1 << 15;
 const NLM_F_REQUEST: u16 = 1;
-const NLM_F_ACK: u16 = 4;
 const NLM_F_DUMP: u16 = 0x300;
 const NLMSG_ERROR: u16 = 2;
 const NLMSG_DONE: u16 = 3;
@@ -44,23 +55,20 @@ const AF_INET: u8 = libc::AF_INET as u8;
 
 /// Deletes every flow the container at `address` was part of: those whose
 /// answers come from it (connections to it, published ports included) and
-/// those it opened. How many there were.
+/// those it opened, but closed TCP ones ([`flow`]). How many there were.
 pub fn forget(address: Ipv4Addr) -> std::io::Result<usize> {
     let sock = open()?;
     let mut flows = dump(&sock, CTA_TUPLE_REPLY, address)?;
     flows.extend(dump(&sock, CTA_TUPLE_ORIG, address)?);
-    let mut deleted = 0;
-    for (seq, orig) in (1u32..).zip(&flows) {
-        let msg = message(IPCTNL_MSG_CT_DELETE, NLM_F_REQUEST | NLM_F_ACK, seq, orig);
-        send(sock.as_raw_fd(), &msg, MsgFlags::empty()).map_err(std::io::Error::from)?;
-        // Gone meanwhile (its timeout, or both dumps listed it): fine.
-        match answer(&sock)? {
-            0 => deleted += 1,
-            e if e == -libc::ENOENT => {}
-            e => return Err(std::io::Error::from_raw_os_error(-e)),
-        }
+    // Without acknowledgements: thousands of flows (a busy published port's
+    // TIME_WAIT) go in as many sends, with no round trip each. A flow gone
+    // meanwhile (its timeout, a reopen, or listed by both dumps) only
+    // queues an ENOENT that nobody reads.
+    for (seq, flow) in (1u32..).zip(&flows) {
+        let msg = message(IPCTNL_MSG_CT_DELETE, NLM_F_REQUEST, seq, flow);
+        send(sock.as_raw_fd(), &msg, MsgFlags::empty())?;
     }
-    Ok(deleted)
+    Ok(flows.len())
 }
 
 fn open() -> std::io::Result<OwnedFd> {
@@ -69,9 +77,8 @@ fn open() -> std::io::Result<OwnedFd> {
     Ok(sock)
 }
 
-/// The original tuples (each a whole `CTA_TUPLE_ORIG` attribute, as the
-/// kernel sent it) of the flows whose `direction` tuple has the source
-/// `address`.
+/// The flows whose `direction` tuple has the source `address`, each as
+/// the attributes that delete it ([`flow`]).
 fn dump(sock: &OwnedFd, direction: u16, address: Ipv4Addr) -> std::io::Result<Vec<Vec<u8>>> {
     let msg = message(IPCTNL_MSG_CT_GET, NLM_F_REQUEST | NLM_F_DUMP, 0, &dump_filter(direction, address));
     send(sock.as_raw_fd(), &msg, MsgFlags::empty())?;
@@ -87,10 +94,32 @@ fn dump(sock: &OwnedFd, direction: u16, address: Ipv4Addr) -> std::io::Result<Ve
                     e => return Err(std::io::Error::from_raw_os_error(-e)),
                 },
                 // A flow: nfgenmsg (4 bytes), then its attributes.
-                _ => flows.extend(body.get(4..).and_then(|attrs| attribute(attrs, CTA_TUPLE_ORIG)).map(<[u8]>::to_vec)),
+                _ => flows.extend(body.get(4..).and_then(flow)),
             }
         }
     }
+}
+
+/// What deletes the flow whose attributes are `attrs` and nothing else:
+/// its original tuple and its ID, whole as the kernel sent them. None for
+/// a closed TCP flow (TIME_WAIT, CLOSE): a SYN on its tuple already makes
+/// the kernel drop it and look the connection up anew, and a delete racing
+/// that reopen makes the kernel drop the SYN.
+pub(crate) fn flow(attrs: &[u8]) -> Option<Vec<u8>> {
+    if matches!(tcp_state(attrs), Some(TCP_TIME_WAIT | TCP_CLOSE)) {
+        return None;
+    }
+    let mut out = attribute(attrs, CTA_TUPLE_ORIG)?.to_vec();
+    out.extend(attribute(attrs, CTA_ID)?);
+    Some(out)
+}
+
+/// The TCP state of a flow (`CTA_PROTOINFO` / `CTA_PROTOINFO_TCP` /
+/// `CTA_PROTOINFO_TCP_STATE`), if it is TCP.
+fn tcp_state(attrs: &[u8]) -> Option<u8> {
+    let info = attribute(attrs, CTA_PROTOINFO)?;
+    let tcp = attribute(info.get(4..)?, CTA_PROTOINFO_TCP)?;
+    attribute(tcp.get(4..)?, CTA_PROTOINFO_TCP_STATE)?.get(4).copied()
 }
 
 /// The attributes that ask for the flows whose `direction` tuple has the
@@ -104,18 +133,6 @@ pub(crate) fn dump_filter(direction: u16, address: Ipv4Addr) -> Vec<u8> {
     let mut out = tuple;
     out.extend(attr(CTA_FILTER | NLA_F_NESTED, &flags));
     out
-}
-
-/// The status of the acknowledgement the kernel sends for one request: 0,
-/// or a negative errno.
-fn answer(sock: &OwnedFd) -> std::io::Result<i32> {
-    let mut buf = vec![0u8; 8192];
-    loop {
-        let n = recv(sock.as_raw_fd(), &mut buf, MsgFlags::empty())?;
-        if let Some((_, body)) = messages(&buf[..n]).find(|(kind, _)| *kind == NLMSG_ERROR) {
-            return Ok(error_code(body));
-        }
-    }
 }
 
 /// A ctnetlink message of `kind` for IPv4: the netlink header, nfgenmsg,
@@ -203,11 +220,11 @@ mod tests {
 
     #[test]
     fn a_message_has_the_ctnetlink_header_and_its_length() {
-        let m = message(IPCTNL_MSG_CT_DELETE, NLM_F_REQUEST | NLM_F_ACK, 7, &[1, 2, 3, 4]);
+        let m = message(IPCTNL_MSG_CT_DELETE, NLM_F_REQUEST, 7, &[1, 2, 3, 4]);
         assert_eq!(m.len(), 24);
         assert_eq!(u32::from_ne_bytes(m[..4].try_into().unwrap()), 24);
         assert_eq!(u16::from_ne_bytes(m[4..6].try_into().unwrap()), 0x102);
-        assert_eq!(u16::from_ne_bytes(m[6..8].try_into().unwrap()), 5);
+        assert_eq!(u16::from_ne_bytes(m[6..8].try_into().unwrap()), 1);
         assert_eq!(u32::from_ne_bytes(m[8..12].try_into().unwrap()), 7);
         assert_eq!(&m[16..], [2, 0, 0, 0, 1, 2, 3, 4]);
     }
@@ -218,6 +235,21 @@ mod tests {
         let mut attrs = attr(7, &[1, 2, 3]);
         attrs.extend(&orig);
         assert_eq!(attribute(&attrs, CTA_TUPLE_ORIG), Some(&orig[..]));
+        // No ID, no delete: by its tuple alone, a live flow reopened on
+        // the same tuple would go instead.
+        assert_eq!(flow(&attrs), None);
+        let id = attr(CTA_ID, &77u32.to_be_bytes());
+        attrs.extend(&id);
+        assert_eq!(flow(&attrs), Some([orig.clone(), id.clone()].concat()));
+        // A closed TCP flow is the kernel's to reopen: left alone.
+        let state = |s: u8| {
+            let tcp = attr(CTA_PROTOINFO_TCP | NLA_F_NESTED, &attr(CTA_PROTOINFO_TCP_STATE, &[s]));
+            attr(CTA_PROTOINFO | NLA_F_NESTED, &tcp)
+        };
+        for (s, deleted) in [(1, true), (3, true), (TCP_TIME_WAIT, false), (TCP_CLOSE, false)] {
+            let with = [attrs.clone(), state(s)].concat();
+            assert_eq!(flow(&with).is_some(), deleted, "state {s}");
+        }
         assert_eq!(attribute(&attrs, CTA_TUPLE_REPLY), None);
         assert_eq!(attribute(&[255, 0, 1, 0], CTA_TUPLE_ORIG), None);
         assert_eq!(attribute(&[2, 0, 1, 0, 0, 0], CTA_TUPLE_ORIG), None);
