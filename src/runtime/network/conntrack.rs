@@ -24,8 +24,10 @@ use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, OwnedFd};
 
 use nix::sys::socket::{
-    AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol, SockType, bind, recv, send, socket,
+    AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol, SockType, bind, recv, send, setsockopt, socket,
+    sockopt,
 };
+use nix::sys::time::TimeVal;
 
 const NFNL_SUBSYS_CTNETLINK: u16 = 1;
 const IPCTNL_MSG_CT_GET: u16 = 1;
@@ -74,6 +76,8 @@ pub fn forget(address: Ipv4Addr) -> std::io::Result<usize> {
 fn open() -> std::io::Result<OwnedFd> {
     let sock = socket(AddressFamily::Netlink, SockType::Raw, SockFlag::SOCK_CLOEXEC, SockProtocol::NetlinkNetFilter)?;
     bind(sock.as_raw_fd(), &NetlinkAddr::new(0, 0))?;
+    // A dump that never ends must not hold up the container's stop.
+    setsockopt(&sock, sockopt::ReceiveTimeout, &TimeVal::new(5, 0))?;
     Ok(sock)
 }
 
