@@ -7,13 +7,13 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::daemon::{Daemon, alive, busybox};
+use common::http::get;
 use serde_json::Value;
 
 /// httpd serving `content` on the published `port`, healthy once it
@@ -28,19 +28,6 @@ fn web(content: &str, port: u16, command: Option<&str>) -> String {
         busybox(),
         command.unwrap_or(&server)
     )
-}
-
-/// The body of `GET /` at `to`, or why not.
-fn get(to: SocketAddr) -> Result<String, String> {
-    let mut s = TcpStream::connect_timeout(&to, Duration::from_secs(2)).map_err(|e| format!("connect: {e}"))?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).map_err(|e| e.to_string())?;
-    s.write_all(b"GET / HTTP/1.0\r\n\r\n").map_err(|e| format!("send: {e}"))?;
-    let mut text = String::new();
-    s.read_to_string(&mut text).map_err(|e| format!("read: {e}"))?;
-    match text.split_once("\r\n\r\n") {
-        Some((head, body)) if head.starts_with("HTTP/1.") && head.contains(" 200 ") => Ok(body.trim().to_string()),
-        _ => Err(format!("answer {text:?}")),
-    }
 }
 
 /// Clients asking `to` in a loop, each keeping every answer in order.

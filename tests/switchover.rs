@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::daemon::busybox;
+use common::http::{answer, get};
 use supervisor::runtime::cgroups::Manager;
 use supervisor::runtime::image::{PullOptions, Store};
 use supervisor::runtime::network::bridge::{Bridge, Config};
@@ -38,23 +39,6 @@ fn unit(content: &str, port: u16) -> Unit {
         read_file: &|_| Err("no files here".into()),
     };
     parse_unit(&input).unwrap_or_else(|e| panic!("{text}\n{e:#?}")).unit
-}
-
-/// The body of `GET /` at `to`, or why not.
-fn get(to: SocketAddr) -> Result<String, String> {
-    let mut s = TcpStream::connect_timeout(&to, Duration::from_secs(2)).map_err(|e| format!("connect: {e}"))?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).map_err(|e| e.to_string())?;
-    s.write_all(b"GET / HTTP/1.0\r\n\r\n").map_err(|e| format!("send: {e}"))?;
-    answer(s)
-}
-
-fn answer(mut s: TcpStream) -> Result<String, String> {
-    let mut text = String::new();
-    s.read_to_string(&mut text).map_err(|e| format!("read: {e}"))?;
-    match text.split_once("\r\n\r\n") {
-        Some((head, body)) if head.starts_with("HTTP/1.") && head.contains(" 200 ") => Ok(body.trim().to_string()),
-        _ => Err(format!("answer {text:?}")),
-    }
 }
 
 /// Polls `GET /` at `to` until it answers `want`.

@@ -176,6 +176,7 @@ pub fn host_network() -> String {
 }
 
 pub mod daemon;
+pub mod http;
 pub mod proxy;
 pub mod registry;
 pub mod trees;
