@@ -229,6 +229,9 @@ pub(crate) enum Framing {
     Close,
 }
 
+/// The longest chunk size line (size and extensions) a [`Dechunk`] takes.
+const SIZE_LINE: usize = 64;
+
 /// An incremental decoder of HTTP/1.1 chunked bodies.
 #[derive(Debug, Default)]
 pub struct Dechunk {
@@ -264,12 +267,17 @@ impl Dechunk {
                 at += 2;
                 self.in_chunk = false;
             } else {
+                // The same limit whether the line came whole or not: 64
+                // bytes before its CRLF (of which a lone CR may be here).
                 let Some(end) = rest.windows(2).position(|w| w == b"\r\n") else {
-                    if rest.len() > 64 {
+                    if rest.len() > SIZE_LINE + 1 {
                         return Err("bad chunked answer: chunk size line too long".into());
                     }
                     break;
                 };
+                if end > SIZE_LINE {
+                    return Err("bad chunked answer: chunk size line too long".into());
+                }
                 let line = String::from_utf8_lossy(&rest[..end]);
                 let size = line.split(';').next().unwrap_or("").trim();
                 let size = usize::from_str_radix(size, 16).map_err(|_| format!("bad chunk size {size:?}"))?;
@@ -361,5 +369,21 @@ mod tests {
             Dechunk::default().feed(b"2\r\nabXY").unwrap_err().to_string(),
             "bad chunked answer: no CRLF after a chunk"
         );
+    }
+
+    #[test]
+    fn a_size_line_is_judged_the_same_however_it_is_cut() {
+        // Found by the client_response fuzz target: a 75-byte size line
+        // ("0" and CRs) was refused in pieces and taken whole.
+        for (pad, taken) in [(63, true), (64, false), (200, false)] {
+            let line = [b"0".as_slice(), &vec![b'\r'; pad], b"\r\n\r\n"].concat();
+            let whole = Dechunk::default().feed(&line).is_ok();
+            assert_eq!(whole, taken, "{pad} CRs, whole");
+            for cut in 1..line.len() {
+                let mut d = Dechunk::default();
+                let parts = d.feed(&line[..cut]).and_then(|_| d.feed(&line[cut..]));
+                assert_eq!(parts.is_ok(), taken, "{pad} CRs, cut at {cut}");
+            }
+        }
     }
 }
