@@ -438,8 +438,11 @@ impl Bridge {
         let address = self.pool_address(holder);
         self.pool.lock().unwrap_or_else(|e| e.into_inner()).release(holder);
         self.save_pool().await;
-        // Its rules are gone: no new flow can reach the address.
-        if let Some(address) = address {
+        // Its rules are gone: no new flow can reach the address. Only a
+        // published port brings clients whose source ports come again;
+        // the dump walks the whole table, which a crash-looping fleet
+        // without ports should not pay for at every exit.
+        if let Some(address) = address.filter(|_| had_ports) {
             forget_flows(address).await;
         }
     }

@@ -6,14 +6,14 @@
 //! rules stays `SYN_SENT [UNREPLIED]` for two minutes, DNATed to the gone
 //! address, and a client that uses the same source port again meanwhile
 //! sends its new connection there (bench/update.sh met it as 2 s client
-//! timeouts after stop-first updates). So when a container's address is
-//! freed, the flows to or from it are deleted, as Docker does on an
-//! endpoint's removal and kube-proxy does for a service's gone endpoints;
-//! all but closed TCP ones, which the kernel already replaces when a SYN
-//! reuses their tuple ([`flow`]).
+//! timeouts after stop-first updates). So when the address of a container
+//! that published ports is freed, the flows whose answers come from it are
+//! deleted, as Docker does on an endpoint's removal and kube-proxy does for
+//! a service's gone endpoints; all but closed TCP ones, which the kernel
+//! already replaces when a SYN reuses their tuple ([`flow`]).
 //!
-//! One dump per direction, filtered in the kernel (`CTA_FILTER`, Linux
-//! 5.8), then one delete per flow found, by its original tuple and its ID
+//! One dump, filtered in the kernel (`CTA_FILTER`, Linux 5.8; it still
+//! walks the whole table), then one delete per flow found, by its original tuple and its ID
 //! as the kernel reported them. The ID matters: a client reusing a source
 //! port reopens a flow in TIME_WAIT as a new one with the same tuple
 //! (DNATed to the container serving now), and a delete by tuple alone
@@ -55,16 +55,15 @@ const NLMSG_ERROR: u16 = 2;
 const NLMSG_DONE: u16 = 3;
 const AF_INET: u8 = libc::AF_INET as u8;
 
-/// Deletes every flow the container at `address` was part of: those whose
-/// answers come from it (connections to it, published ports included) and
-/// those it opened, but closed TCP ones ([`flow`]). How many there were.
+/// Deletes the flows whose answers come from the container at `address`
+/// (connections to it, through its published ports too), but closed TCP
+/// ones ([`flow`]). How many there were.
 pub fn forget(address: Ipv4Addr) -> std::io::Result<usize> {
     let sock = open()?;
-    let mut flows = dump(&sock, CTA_TUPLE_REPLY, address)?;
-    flows.extend(dump(&sock, CTA_TUPLE_ORIG, address)?);
+    let flows = dump(&sock, CTA_TUPLE_REPLY, address)?;
     // Without acknowledgements: thousands of flows (a busy published port's
     // TIME_WAIT) go in as many sends, with no round trip each. A flow gone
-    // meanwhile (its timeout, a reopen, or listed by both dumps) only
+    // meanwhile (its timeout, a reopen) only
     // queues an ENOENT that nobody reads.
     for (seq, flow) in (1u32..).zip(&flows) {
         let msg = message(IPCTNL_MSG_CT_DELETE, NLM_F_REQUEST, seq, flow);
