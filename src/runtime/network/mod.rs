@@ -6,6 +6,7 @@ pub mod bridge;
 pub mod conntrack;
 pub mod ipam;
 pub mod netlink;
+mod nft;
 pub mod ports;
 
 use std::io;
