@@ -13,8 +13,8 @@
 //! already replaces when a SYN reuses their tuple ([`flow`]).
 //!
 //! One dump, filtered in the kernel (`CTA_FILTER`, Linux 5.8; it still
-//! walks the whole table), then one delete per flow found, by its original tuple and its ID
-//! as the kernel reported them. The ID matters: a client reusing a source
+//! walks the whole table), then one delete per flow found, by its original
+//! tuple and its ID as the kernel reported them. The ID matters: a client reusing a source
 //! port reopens a flow in TIME_WAIT as a new one with the same tuple
 //! (DNATed to the container serving now), and a delete by tuple alone
 //! would remove that live flow instead (caught by bench/update.sh: a
@@ -60,11 +60,10 @@ const AF_INET: u8 = libc::AF_INET as u8;
 /// ones ([`flow`]). How many there were.
 pub fn forget(address: Ipv4Addr) -> std::io::Result<usize> {
     let sock = open()?;
-    let flows = dump(&sock, CTA_TUPLE_REPLY, address)?;
-    // Without acknowledgements: thousands of flows (a busy published port's
-    // TIME_WAIT) go in as many sends, with no round trip each. A flow gone
-    // meanwhile (its timeout, a reopen) only
-    // queues an ENOENT that nobody reads.
+    let flows = dump(&sock, address)?;
+    // Without acknowledgements: no round trip per flow. A flow gone
+    // meanwhile (its timeout, a reopen) only queues an ENOENT that nobody
+    // reads.
     for (seq, flow) in (1u32..).zip(&flows) {
         let msg = message(IPCTNL_MSG_CT_DELETE, NLM_F_REQUEST, seq, flow);
         send(sock.as_raw_fd(), &msg, MsgFlags::empty())?;
@@ -80,10 +79,10 @@ fn open() -> std::io::Result<OwnedFd> {
     Ok(sock)
 }
 
-/// The flows whose `direction` tuple has the source `address`, each as
-/// the attributes that delete it ([`flow`]).
-fn dump(sock: &OwnedFd, direction: u16, address: Ipv4Addr) -> std::io::Result<Vec<Vec<u8>>> {
-    let msg = message(IPCTNL_MSG_CT_GET, NLM_F_REQUEST | NLM_F_DUMP, 0, &dump_filter(direction, address));
+/// The flows answered from `address` (their reply tuple's source), each
+/// as the attributes that delete it ([`flow`]).
+fn dump(sock: &OwnedFd, address: Ipv4Addr) -> std::io::Result<Vec<Vec<u8>>> {
+    let msg = message(IPCTNL_MSG_CT_GET, NLM_F_REQUEST | NLM_F_DUMP, 0, &dump_filter(address));
     send(sock.as_raw_fd(), &msg, MsgFlags::empty())?;
     let mut flows = Vec::new();
     let mut buf = vec![0u8; 64 * 1024];
@@ -108,7 +107,7 @@ fn dump(sock: &OwnedFd, direction: u16, address: Ipv4Addr) -> std::io::Result<Ve
 /// a closed TCP flow (TIME_WAIT, CLOSE): a SYN on its tuple already makes
 /// the kernel drop it and look the connection up anew, and a delete racing
 /// that reopen makes the kernel drop the SYN.
-pub(crate) fn flow(attrs: &[u8]) -> Option<Vec<u8>> {
+fn flow(attrs: &[u8]) -> Option<Vec<u8>> {
     if matches!(tcp_state(attrs), Some(TCP_TIME_WAIT | TCP_CLOSE)) {
         return None;
     }
@@ -125,14 +124,13 @@ fn tcp_state(attrs: &[u8]) -> Option<u8> {
     attribute(tcp.get(4..)?, CTA_PROTOINFO_TCP_STATE)?.get(4).copied()
 }
 
-/// The attributes that ask for the flows whose `direction` tuple has the
-/// source `address`.
-pub(crate) fn dump_filter(direction: u16, address: Ipv4Addr) -> Vec<u8> {
+/// The attributes that ask for the flows whose reply tuple has the source
+/// `address`.
+fn dump_filter(address: Ipv4Addr) -> Vec<u8> {
     let ip = attr(CTA_IP_V4_SRC, &address.octets());
-    let tuple = attr(direction | NLA_F_NESTED, &attr(CTA_TUPLE_IP | NLA_F_NESTED, &ip));
-    let (orig, reply) = if direction == CTA_TUPLE_ORIG { (FILTER_IP_SRC, 0) } else { (0, FILTER_IP_SRC) };
-    let mut flags = attr(CTA_FILTER_ORIG_FLAGS, &orig.to_ne_bytes());
-    flags.extend(attr(CTA_FILTER_REPLY_FLAGS, &reply.to_ne_bytes()));
+    let tuple = attr(CTA_TUPLE_REPLY | NLA_F_NESTED, &attr(CTA_TUPLE_IP | NLA_F_NESTED, &ip));
+    let mut flags = attr(CTA_FILTER_ORIG_FLAGS, &0u32.to_ne_bytes());
+    flags.extend(attr(CTA_FILTER_REPLY_FLAGS, &FILTER_IP_SRC.to_ne_bytes()));
     let mut out = tuple;
     out.extend(attr(CTA_FILTER | NLA_F_NESTED, &flags));
     out
@@ -140,7 +138,7 @@ pub(crate) fn dump_filter(direction: u16, address: Ipv4Addr) -> Vec<u8> {
 
 /// A ctnetlink message of `kind` for IPv4: the netlink header, nfgenmsg,
 /// and `attrs`.
-pub(crate) fn message(kind: u16, flags: u16, seq: u32, attrs: &[u8]) -> Vec<u8> {
+fn message(kind: u16, flags: u16, seq: u32, attrs: &[u8]) -> Vec<u8> {
     let len = 16 + 4 + attrs.len();
     let mut out = Vec::with_capacity(len);
     out.extend((len as u32).to_ne_bytes());
@@ -167,7 +165,7 @@ fn attr(kind: u16, payload: &[u8]) -> Vec<u8> {
 
 /// The netlink messages in a datagram: each one's type and what follows
 /// its header. A truncated or malformed one ends the list.
-pub(crate) fn messages(mut buf: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
+fn messages(mut buf: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
     std::iter::from_fn(move || {
         let len = u32::from_ne_bytes(buf.get(..4)?.try_into().ok()?) as usize;
         let kind = u16::from_ne_bytes(buf.get(4..6)?.try_into().ok()?);
@@ -179,7 +177,7 @@ pub(crate) fn messages(mut buf: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
 
 /// The attribute `kind` among `attrs`, whole (header and padding
 /// included): it goes back to the kernel as it came.
-pub(crate) fn attribute(mut attrs: &[u8], kind: u16) -> Option<&[u8]> {
+fn attribute(mut attrs: &[u8], kind: u16) -> Option<&[u8]> {
     while attrs.len() >= 4 {
         let len = u16::from_ne_bytes(attrs[..2].try_into().ok()?) as usize;
         let this = u16::from_ne_bytes(attrs[2..4].try_into().ok()?) & !NLA_F_NESTED;
@@ -205,8 +203,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_dump_asks_for_one_source_address_in_one_direction() {
-        let f = dump_filter(CTA_TUPLE_REPLY, Ipv4Addr::new(10, 213, 0, 7));
+    fn a_dump_asks_for_the_flows_answered_from_one_address() {
+        let f = dump_filter(Ipv4Addr::new(10, 213, 0, 7));
         // CTA_TUPLE_REPLY { CTA_TUPLE_IP { CTA_IP_V4_SRC 10.213.0.7 } }
         assert_eq!(&f[..4], [16, 0, 2, 0x80]);
         assert_eq!(&f[4..8], [12, 0, 1, 0x80]);
@@ -216,9 +214,6 @@ mod tests {
         assert_eq!(&f[20..28], [8, 0, 1, 0, 0, 0, 0, 0]);
         assert_eq!(&f[28..36], [8, 0, 2, 0, 1, 0, 0, 0]);
         assert_eq!(f.len(), 36);
-        let o = dump_filter(CTA_TUPLE_ORIG, Ipv4Addr::new(10, 213, 0, 7));
-        assert_eq!(&o[2..4], [1, 0x80]);
-        assert_eq!(&o[20..36], [8, 0, 1, 0, 1, 0, 0, 0, 8, 0, 2, 0, 0, 0, 0, 0]);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! of our own. Published ports are next (issue 6).
 
 pub mod bridge;
-pub mod conntrack;
+mod conntrack;
 pub mod ipam;
 pub mod netlink;
 mod nft;
