@@ -26,7 +26,7 @@
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use base64::Engine as _;
 use serde::Deserialize;
@@ -201,7 +201,7 @@ impl Registry {
                         });
                     }
                     s @ (429 | 500..=599) if attempt + 1 < TRIES => {
-                        match (s, header(&resp, "retry-after").and_then(|v| retry_after(&v))) {
+                        match (s, header(&resp, "retry-after").and_then(|v| retry_after(&v, SystemTime::now()))) {
                             (429, Some(after)) => after,
                             _ => backoff(attempt),
                         }
@@ -308,10 +308,16 @@ pub(super) fn backoff(attempt: u32) -> Duration {
 /// tried again after this (and the tries stay bounded).
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
 
-/// A `Retry-After` of seconds as a pause, at most [`MAX_RETRY_AFTER`]; an
-/// HTTP date (rare from registries) is left to the usual backoff.
-fn retry_after(value: &str) -> Option<Duration> {
-    value.trim().parse::<u64>().ok().map(|secs| Duration::from_secs(secs).min(MAX_RETRY_AFTER))
+/// A `Retry-After` as a pause, at most [`MAX_RETRY_AFTER`]: seconds, or
+/// an HTTP date (RFC 9110 10.2.3; a date already past is no pause). What
+/// is neither is left to the usual backoff.
+fn retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    let pause = match value.parse::<u64>() {
+        Ok(secs) => Duration::from_secs(secs),
+        Err(_) => httpdate::parse_http_date(value).ok()?.duration_since(now).unwrap_or_default(),
+    };
+    Some(pause.min(MAX_RETRY_AFTER))
 }
 
 /// `Bearer realm="https://auth",service="reg",scope="repository:x:pull"`.
@@ -453,6 +459,22 @@ fn token_expiry(now: Instant, expires_in: Option<u64>) -> Instant {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retry_after_takes_seconds_or_an_http_date() {
+        // 1994-11-06 08:49:37 UTC, the example of RFC 9110.
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(784_111_777);
+        assert_eq!(retry_after("7", now), Some(Duration::from_secs(7)));
+        assert_eq!(retry_after(" 3600 ", now), Some(Duration::from_secs(30)), "capped");
+        assert_eq!(retry_after("Sun, 06 Nov 1994 08:49:49 GMT", now), Some(Duration::from_secs(12)));
+        // The obsolete forms a sender may still use.
+        assert_eq!(retry_after("Sunday, 06-Nov-94 08:49:42 GMT", now), Some(Duration::from_secs(5)));
+        assert_eq!(retry_after("Sun Nov  6 08:49:40 1994", now), Some(Duration::from_secs(3)));
+        assert_eq!(retry_after("Sun, 06 Nov 1994 08:00:00 GMT", now), Some(Duration::ZERO), "already past");
+        assert_eq!(retry_after("Mon, 07 Nov 1994 08:49:37 GMT", now), Some(Duration::from_secs(30)), "capped");
+        assert_eq!(retry_after("soon", now), None);
+        assert_eq!(retry_after("-1", now), None);
+    }
 
     #[test]
     fn challenges() {
