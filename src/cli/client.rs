@@ -50,6 +50,10 @@ pub fn encode(s: &str) -> String {
 
 impl Client {
     fn connect(&self, method: &str, target: &str) -> Result<(UnixStream, String), String> {
+        self.connect_with(method, target, &[])
+    }
+
+    fn connect_with(&self, method: &str, target: &str, body: &[u8]) -> Result<(UnixStream, String), String> {
         let mut s = UnixStream::connect(&self.socket).map_err(|e| {
             let hint = match e.kind() {
                 std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
@@ -67,12 +71,15 @@ impl Client {
             std::process::id(),
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos())
         );
-        let req = format!(
-            "{method} {target} HTTP/1.1\r\nHost: supervisord\r\nX-Request-Id: {id}\r\nContent-Length: 0\r\n\r\n"
-        );
+        let mut req = format!(
+            "{method} {target} HTTP/1.1\r\nHost: supervisord\r\nX-Request-Id: {id}\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        req.extend_from_slice(body);
         // A server that answers before reading (a refusal) closes early:
         // its answer is still there to read.
-        match s.write_all(req.as_bytes()) {
+        match s.write_all(&req) {
             Err(e) if !matches!(e.kind(), std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset) => {
                 return Err(format!("{}: {e}", self.socket.display()));
             }
@@ -170,7 +177,12 @@ impl Client {
     }
 
     pub fn request(&self, method: &str, target: &str) -> Result<Response, String> {
-        let (mut s, id) = self.connect(method, target)?;
+        self.request_with(method, target, &[])
+    }
+
+    /// [`Client::request`] with a body (JSON).
+    pub fn request_with(&self, method: &str, target: &str, body: &[u8]) -> Result<Response, String> {
+        let (mut s, id) = self.connect_with(method, target, body)?;
         let (status, first, framing) = Client::head(&mut s, &id)?;
         let mut body = Vec::new();
         Client::body(&mut s, &first, framing, &mut |b| body.extend_from_slice(b))?;

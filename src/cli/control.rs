@@ -8,12 +8,12 @@ use serde_json::Value;
 
 use super::client::{Client, encode};
 
-fn fail(message: impl std::fmt::Display) -> ExitCode {
+pub(super) fn fail(message: impl std::fmt::Display) -> ExitCode {
     eprintln!("supervisorctl: {message}");
     ExitCode::from(1)
 }
 
-fn print_json(v: &Value) {
+pub(super) fn print_json(v: &Value) {
     println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
 }
 
@@ -181,20 +181,26 @@ pub fn reload(client: &Client, dry_run: bool, json: bool) -> ExitCode {
     if json {
         print_json(&v);
     } else {
-        for step in v["plan"].as_array().into_iter().flatten() {
-            let unit = step["unit"].as_str().unwrap_or("?");
-            let action = step["action"].as_str().unwrap_or("?");
-            let mut line = format!("{unit}: {action}");
-            if let Some(s) = step["state"].as_str() {
-                line.push_str(&format!(" -> {s}"));
-            }
-            if let Some(e) = step["error"].as_str() {
-                line.push_str(&format!("\n  {e}"));
-            }
-            println!("{line}");
-        }
+        print_plan(&v, |_| true);
     }
     if r.status == 422 { ExitCode::from(1) } else { ExitCode::SUCCESS }
+}
+
+/// A reload's (or an edit's) plan, one line per unit that `shown` keeps:
+/// `UNIT: ACTION[ -> STATE]`, and its error on the next line.
+pub fn print_plan(v: &Value, shown: impl Fn(&Value) -> bool) {
+    for step in v["plan"].as_array().into_iter().flatten().filter(|s| shown(s)) {
+        let unit = step["unit"].as_str().unwrap_or("?");
+        let action = step["action"].as_str().unwrap_or("?");
+        let mut line = format!("{unit}: {action}");
+        if let Some(s) = step["state"].as_str() {
+            line.push_str(&format!(" -> {s}"));
+        }
+        if let Some(e) = step["error"].as_str() {
+            line.push_str(&format!("\n  {e}"));
+        }
+        println!("{line}");
+    }
 }
 
 pub fn kill(client: &Client, signal: &str, unit: &str) -> ExitCode {

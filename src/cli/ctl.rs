@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 use super::client::Client;
 use super::control;
 use super::images::{self, StoreArgs};
+use super::unit_files;
 use super::updates;
 use super::validate;
 
@@ -136,6 +137,39 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Put unit files into supervisord's unit directory and apply them
+    /// (as an edit of the files there is): each checked here, then by
+    /// supervisord against its whole directory, and written only if every
+    /// one loads and no unit that loads now would stop loading. Relative
+    /// paths in a file (env_file, binds, local images) are the daemon's:
+    /// relative to its unit directory.
+    ///
+    /// Exit status: 0 when applied (or, with --dry-run, when it would be),
+    /// 1 when refused: nothing is written then.
+    Apply {
+        /// Unit files (NAME.toml) or directories of them.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Only check, and print what would be done.
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove units' files from supervisord's unit directory: each unit
+    /// stops and its container goes (named volumes stay). Refused when a
+    /// remaining unit requires one of them.
+    Remove {
+        #[arg(required = true)]
+        units: Vec<String>,
+        /// Only print what would be done.
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a unit's file as supervisord reads it.
+    Cat { unit: String },
     /// Go back to the unit's previous good config and image (one step:
     /// a second rollback returns), through the same health-gated trial as
     /// an update, and wait for its outcome.
@@ -259,6 +293,9 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Stop { units, no_block, json } => control::op(&client, "stop", &units, no_block, json),
         Command::Restart { units, no_block, json } => control::op(&client, "restart", &units, no_block, json),
         Command::Reload { dry_run, json } => control::reload(&client, dry_run, json),
+        Command::Apply { paths, dry_run, json } => unit_files::apply(&client, &paths, dry_run, json),
+        Command::Remove { units, dry_run, json } => unit_files::remove(&client, &units, dry_run, json),
+        Command::Cat { unit } => unit_files::cat(&client, &unit),
         Command::Rollback { unit, no_block, json } => updates::rollback(&client, &unit, no_block, json),
         Command::Update { units, dry_run, no_block, json } => updates::update(&client, &units, dry_run, no_block, json),
         Command::Kill { signal, unit } => control::kill(&client, &signal, &unit),

@@ -15,6 +15,7 @@ pub mod prepare;
 pub mod run;
 pub mod spec;
 pub mod starter;
+pub mod unit_files;
 pub mod watch;
 
 pub use policy::{lifecycle, reload};

@@ -80,6 +80,29 @@ pub fn load_dir(dir: &Path) -> io::Result<UnitSet> {
 
 /// Loads the given unit files as one set.
 pub fn load_files(paths: &[PathBuf]) -> UnitSet {
+    load(paths, &|path| read_text(path))
+}
+
+/// Loads `dir` as it would be with `changes` made, writing nothing: each
+/// unit named there has the text given (a new file, or one replaced), or
+/// no file (None). How an edit over the control path is checked before
+/// it is written.
+pub fn load_dir_changed(dir: &Path, changes: &BTreeMap<String, Option<String>>) -> io::Result<UnitSet> {
+    let path_of = |name: &str| dir.join(format!("{name}.toml"));
+    let mut paths = list_unit_files(dir)?;
+    paths.retain(|p| !changes.keys().any(|name| *p == path_of(name)));
+    paths.extend(changes.iter().filter(|(_, text)| text.is_some()).map(|(name, _)| path_of(name)));
+    paths.sort();
+    let given: BTreeMap<PathBuf, &str> =
+        changes.iter().filter_map(|(name, text)| Some((path_of(name), text.as_deref()?))).collect();
+    Ok(load(&paths, &|path| match given.get(path) {
+        Some(text) => Ok(text.to_string()),
+        None => read_text(path),
+    }))
+}
+
+/// Loads `paths` as one set, each file's text from `read`.
+fn load(paths: &[PathBuf], read: &dyn Fn(&Path) -> Result<String, Box<Diagnostic>>) -> UnitSet {
     let mut set = UnitSet::default();
     let mut texts: BTreeMap<String, (PathBuf, String)> = BTreeMap::new();
     let mut dirs: BTreeMap<PathBuf, Option<String>> = BTreeMap::new();
@@ -121,7 +144,7 @@ pub fn load_files(paths: &[PathBuf]) -> UnitSet {
             set.errors.push(Diagnostic::whole_file(path, message));
             continue;
         }
-        let text = match read_text(path) {
+        let text = match read(path) {
             Ok(t) => t,
             Err(d) => {
                 set.errors.push(*d);

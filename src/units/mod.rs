@@ -24,6 +24,6 @@ pub mod suggest;
 pub mod values;
 
 pub use diag::Diagnostic;
-pub use dir::{LoadedUnit, UnitSet, load_dir, load_files};
+pub use dir::{LoadedUnit, UnitSet, load_dir, load_dir_changed, load_files};
 pub use hash::{Change, Hashes};
 pub use model::Unit;

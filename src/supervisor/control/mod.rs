@@ -6,11 +6,12 @@ pub mod http;
 mod images;
 mod peer;
 mod pull;
+mod unit_files;
 mod updates;
 
 use self::peer::{Peer, hide_env_file, in_group};
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -191,7 +192,13 @@ async fn route(stream: &mut UnixStream, control: &Control, req: Request, peer: P
             }
         }
         ("GET", ["v1", "units", name, "logs"]) => logs(stream, control, name, &req).await,
-        ("POST", ["v1", "reload"]) => reload(stream, control, req.flag("dry_run")).await,
+        ("POST", ["v1", "reload"]) => unit_files::reload(stream, control, req.flag("dry_run")).await,
+        ("POST", ["v1", "apply"]) if peer == Peer::Root => unit_files::apply(stream, control, &req).await,
+        ("POST", ["v1", "remove"]) if peer == Peer::Root => unit_files::remove(stream, control, &req).await,
+        ("GET", ["v1", "units", name, "file"]) if peer == Peer::Root => unit_files::cat(stream, control, name).await,
+        ("POST", ["v1", "apply" | "remove"]) | ("GET", ["v1", "units", _, "file"]) => {
+            http::error(stream, 403, "only root may read or write unit files").await
+        }
         ("GET", ["v1", "events"]) => events(stream, control).await,
         ("GET", ["v1", "volumes"]) => volumes(stream, control, None).await,
         ("DELETE", ["v1", "volumes", name]) => volumes(stream, control, Some(name)).await,
@@ -362,57 +369,6 @@ async fn verify(stream: &mut UnixStream, control: &Control, repair: bool, peer: 
 
 async fn unit_status(control: &Control, name: &str) -> Option<UnitStatus> {
     ask(control, Command::Status).await.and_then(|l| l.into_iter().find(|u| u.name == name))
-}
-
-async fn reload(stream: &mut UnixStream, control: &Control, dry_run: bool) -> std::io::Result<()> {
-    let mut rx = control.events.subscribe();
-    let steps = match ask(control, |tx| Command::Reload(dry_run, tx)).await {
-        Some(Ok(steps)) => steps,
-        Some(Err(e)) => return http::error(stream, 500, &e.to_string()).await,
-        None => return http::error(stream, 500, "the supervisor is shutting down").await,
-    };
-    let invalid = steps.values().any(|s| matches!(s, super::reload::Step::Invalid(_)));
-    let mut states = serde_json::Map::new();
-    if !dry_run {
-        // The outcome: wait (a while) for the units the plan touched to
-        // settle, then report their states.
-        let touched: BTreeSet<&String> = steps
-            .iter()
-            .filter(|(_, s)| !matches!(s, super::reload::Step::Keep | super::reload::Step::Invalid(_)))
-            .map(|(n, _)| n)
-            .collect();
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-        loop {
-            let list = ask(control, Command::Status).await.unwrap_or_default();
-            let open = list.iter().any(|u| touched.contains(&u.name) && !u.state.settled());
-            if !open || tokio::time::timeout_at(deadline, rx.recv()).await.is_err() {
-                for u in list.into_iter().filter(|u| touched.contains(&u.name)) {
-                    states.insert(u.name.clone(), serde_json::to_value(u.state).unwrap_or_default());
-                }
-                break;
-            }
-        }
-        for (name, step) in &steps {
-            if *step == super::reload::Step::Remove && !states.contains_key(name) {
-                states.insert(name.clone(), serde_json::json!("removed"));
-            }
-        }
-    }
-    let plan: Vec<serde_json::Value> = steps
-        .iter()
-        .map(|(name, step)| {
-            let mut v = serde_json::json!({"unit": name, "action": step.name()});
-            if let super::reload::Step::Invalid(e) = step {
-                v["error"] = serde_json::json!(e);
-            }
-            if let Some(s) = states.get(name) {
-                v["state"] = s.clone();
-            }
-            v
-        })
-        .collect();
-    let status = if invalid { 422 } else { 200 };
-    http::json(stream, status, &serde_json::json!({"dry_run": dry_run, "plan": plan})).await
 }
 
 async fn events(stream: &mut UnixStream, control: &Control) -> std::io::Result<()> {

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use super::wire::{Command, KillError, Rolled, UpdateTarget};
 use super::{Backend, Engine, now};
 use crate::supervisor::policy::Record;
+use crate::supervisor::unit_files;
 use crate::units::model::AutoUpdate;
 use crate::units::values::mounts::VolumeSource;
 
@@ -33,6 +34,18 @@ impl<B: Backend> Engine<B> {
             }
             Command::Reload(dry_run, reply) => {
                 let _ = reply.send(self.rescan(dry_run));
+            }
+            Command::Edit(edit, reply) => {
+                let result = unit_files::check(&self.units_dir, &edit).and_then(|set| {
+                    if !edit.dry_run {
+                        unit_files::write(&self.units_dir, &edit)?;
+                    }
+                    Ok(self.reload_set(set, edit.dry_run))
+                });
+                let _ = reply.send(result);
+            }
+            Command::UnitFile(name, reply) => {
+                let _ = reply.send(unit_files::read(&self.units_dir, &name));
             }
             Command::Volumes(reply) => {
                 let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();

@@ -175,6 +175,11 @@ impl<B: Backend> Engine<B> {
                 return Err(err);
             }
         };
+        Ok(self.reload_set(set, dry_run))
+    }
+
+    /// Carries out (or only returns) the plan that takes the units to `set`.
+    fn reload_set(&mut self, set: crate::units::UnitSet, dry_run: bool) -> BTreeMap<String, Step> {
         let steps = self.core.reload(set, dry_run, now());
         if !dry_run {
             let dirs = self.core.env_file_dirs();
@@ -184,6 +189,6 @@ impl<B: Backend> Engine<B> {
                 changed
             });
         }
-        Ok(steps)
+        steps
     }
 }

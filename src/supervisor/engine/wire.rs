@@ -11,6 +11,7 @@ use super::super::policy::reload::Step;
 use super::super::policy::status::UnitStatus;
 use super::super::policy::update::UpdateError;
 use super::super::policy::{Op, OpError, StartOutcome, Timer};
+use super::super::unit_files::{Edit, EditError};
 use crate::health::ProbeResult;
 
 pub enum Event {
@@ -85,6 +86,12 @@ pub enum Command {
     Op(Op, Vec<String>, oneshot::Sender<Result<Vec<(String, u64)>, OpError>>),
     Kill(String, i32, oneshot::Sender<Result<(), KillError>>),
     Reload(bool, oneshot::Sender<Result<BTreeMap<String, Step>, ReloadError>>),
+    /// `apply` and `remove`: unit files written into (or removed from) the
+    /// unit directory once checked, then reloaded as any edit; or, with
+    /// `dry_run`, only the plan.
+    Edit(Edit, oneshot::Sender<Result<BTreeMap<String, Step>, EditError>>),
+    /// `cat`: a unit's file as the daemon reads it now.
+    UnitFile(String, oneshot::Sender<Result<Option<String>, EditError>>),
     /// Names of the named volumes each unit uses.
     Volumes(oneshot::Sender<BTreeMap<String, Vec<String>>>),
     /// A unit's log directory record limits (for `logs`).
