@@ -56,9 +56,11 @@ pub struct Record {
     pub image: Option<String>,
     /// The last good config and image before the current one: what
     /// `rollback` returns to.
-    pub previous: Option<Good>,
+    /// Boxed, as `trial`: most units have neither, and a record is kept
+    /// per unit (inline, each would be another config's size).
+    pub previous: Option<Box<Good>>,
     /// An update on trial.
-    pub trial: Option<Trial>,
+    pub trial: Option<Box<Trial>>,
     /// The hash of the config its file gave last.
     pub file_hash: Option<String>,
     /// It runs another config than its file's (an update was rolled back)

@@ -144,7 +144,7 @@ impl Core {
             return;
         };
         let from_detached = r.trial.as_ref().map_or(r.detached, |t| t.from_detached);
-        r.trial = Some(Trial {
+        r.trial = Some(Box::new(Trial {
             from,
             from_detached,
             cause,
@@ -153,7 +153,7 @@ impl Core {
             ready_since: None,
             beside: false,
             switching: false,
-        });
+        }));
         r.update_error = None;
         let why = match cause {
             Cause::Edit => "the unit file changed",
@@ -222,7 +222,7 @@ impl Core {
     pub(super) fn trial_passed(&mut self, name: &str, now: Now) {
         let r = self.records.get_mut(name).expect("known");
         let t = r.trial.take().expect("on trial");
-        r.previous = Some(t.from);
+        r.previous = Some(Box::new(t.from));
         r.update_error = None;
         r.rejected_image = None;
         self.update_event(name, "succeeded", "healthy".into(), now);
@@ -294,7 +294,7 @@ impl Core {
         if r.trial.is_none() {
             // Nothing runs: the previous config is simply taken.
             if let (Some(config), Some(image)) = (r.config.clone(), r.image.clone()) {
-                r.previous = Some(Good { config, image });
+                r.previous = Some(Box::new(Good { config, image }));
             }
             if let Life::Idle(rest) = &mut r.life {
                 *rest = Rest::Ready;
