@@ -138,13 +138,27 @@ fn a_units_traffic_moves_to_its_second_container_in_one_step_without_a_failed_re
             join: None,
             instance: instance.map(str::to_string),
         };
-        let old = starter::start(env.clone(), starts.clone(), request("old", None), || {}, || {}).await.unwrap();
+        let old = starter::start(
+            env.clone(),
+            starter::Turn::wait(starts.clone()).await.unwrap(),
+            request("old", None),
+            || {},
+            || {},
+        )
+        .await
+        .unwrap();
         assert_eq!(old.ports, [format!("0.0.0.0:{port}->80/tcp")]);
         tokio::task::spawn_blocking(move || wait_answer(published, "old")).await.unwrap();
 
         // A second container that goes before any switch (a failed
         // update) takes nothing of the first one's: its ports, its name.
-        let failed = starter::start(env.clone(), starts.clone(), request("failed", Some("web.9")), || {}, || {});
+        let failed = starter::start(
+            env.clone(),
+            starter::Turn::wait(starts.clone()).await.unwrap(),
+            request("failed", Some("web.9")),
+            || {},
+            || {},
+        );
         stop(&env, failed.await.unwrap()).await;
         let old_ip = old.address.unwrap();
         let hosts = std::fs::read_to_string(bridge.hosts_path()).unwrap();
@@ -154,9 +168,23 @@ fn a_units_traffic_moves_to_its_second_container_in_one_step_without_a_failed_re
 
         // The second container: beside the first, its own address, cgroup,
         // directory and record; no ports, and not named yet.
-        let bad = starter::start(env.clone(), starts.clone(), request("x", Some("db.2")), || {}, || {}).await;
+        let bad = starter::start(
+            env.clone(),
+            starter::Turn::wait(starts.clone()).await.unwrap(),
+            request("x", Some("db.2")),
+            || {},
+            || {},
+        )
+        .await;
         assert!(bad.is_err_and(|e| e.to_string().contains("db.2")));
-        let new = starter::start(env.clone(), starts.clone(), request("new", Some("web.2")), || {}, || {}).await;
+        let new = starter::start(
+            env.clone(),
+            starter::Turn::wait(starts.clone()).await.unwrap(),
+            request("new", Some("web.2")),
+            || {},
+            || {},
+        )
+        .await;
         let new = new.unwrap();
         let new_ip = new.address.unwrap();
         assert_ne!(old_ip, new_ip);
@@ -257,7 +285,10 @@ fn a_units_traffic_moves_to_its_second_container_in_one_step_without_a_failed_re
         // cleanup removes it like any container (and its bridge setup
         // frees every address, as detach does here).
         let spare = request("spare", Some("web.3"));
-        let spare = starter::start(env.clone(), starts.clone(), spare, || {}, || {}).await.unwrap();
+        let spare =
+            starter::start(env.clone(), starter::Turn::wait(starts.clone()).await.unwrap(), spare, || {}, || {})
+                .await
+                .unwrap();
         let spare_cgroup = spare.container.cgroup().paths();
         let r = run_dir.clone();
         let cleaned = tokio::task::spawn_blocking(move || supervisor::runtime::container::clean_up(&r)).await.unwrap();

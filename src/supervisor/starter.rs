@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use nix::fcntl::OFlag;
 use nix::unistd::pipe2;
-use tokio::sync::{Semaphore, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 use tokio::task::{JoinError, spawn_blocking};
 
 use super::prepare::{PrepareError, image, needs_pull, prepare};
@@ -192,13 +192,39 @@ fn check_instance(unit: &str, instance: &str) -> Result<(), StartError> {
     }
 }
 
+/// A start's turn: one of the permits that bound how many containers are
+/// made at once (and how many blocking threads read the store for them).
+pub struct Turn {
+    starts: Arc<Semaphore>,
+    permit: Option<OwnedSemaphorePermit>,
+}
+
+impl Turn {
+    /// Waits for a permit of `starts`; None once it is closed.
+    pub async fn wait(starts: Arc<Semaphore>) -> Option<Turn> {
+        let permit = starts.clone().acquire_owned().await.ok()?;
+        Some(Turn { starts, permit: Some(permit) })
+    }
+
+    fn give_back(&mut self) {
+        self.permit = None;
+    }
+
+    async fn take(&mut self) {
+        if self.permit.is_none() {
+            self.permit = self.starts.clone().acquire_owned().await.ok();
+        }
+    }
+}
+
 /// Starts `unit`'s container. `pulling` is called first when the image
-/// must be fetched, `starting` once it is there. A permit of `starts` is
-/// held from then to the end: a pull, which may wait on a slow registry
-/// for minutes, holds none.
+/// must be fetched, `starting` once it is there. The caller waits for its
+/// [`Turn`] first (so that the starts waiting hold only their request, not
+/// this future); it is held to the end, except during a pull, which may
+/// wait on a slow registry for minutes.
 pub async fn start(
     env: Arc<Env>,
-    starts: Arc<Semaphore>,
+    mut turn: Turn,
     request: Request,
     pulling: impl Fn() + Send + 'static,
     starting: impl Fn() + Send + 'static,
@@ -236,11 +262,18 @@ pub async fn start(
     if unit.container.volumes.iter().any(|v| v.read_only) {
         warn_once_without_recursive_readonly();
     }
+    // The image is looked up under a start permit, so that a few blocking
+    // threads, not one per unit, read the store when hundreds of units
+    // start at once (500 of them took 160 threads and doubled the daemon's
+    // memory). A pull gives its permit back for as long as it takes: a
+    // registry that hangs holds back its own pulls (`Pulls`), never the
+    // start of a unit whose image is in the store.
     let (e, u) = (env.clone(), unit.clone());
     let p = pin.clone();
     let pull = spawn_blocking(move || needs_pull(&u, &e.store, p.as_ref())).await?;
     let slot = match pull {
         true => {
+            turn.give_back();
             pulling();
             Some(env.pulls.slots(&unit.container.image).acquire_owned().await)
         }
@@ -249,7 +282,7 @@ pub async fn start(
     let (e, u) = (env.clone(), unit.clone());
     let image = spawn_blocking(move || image(&u, &e.store, &e.pull, &Quiet, pin.as_ref())).await??;
     drop(slot);
-    let _permit = starts.acquire_owned().await;
+    turn.take().await;
     starting();
     check_run_dir(&env.run_dir)?;
     let (e, n) = (env.clone(), name.clone());

@@ -70,8 +70,14 @@ pub(super) async fn run(
     // container's task for as long as the container runs.
     // The start holds a permit of `starts` once its image is there, and
     // gives it back when done: this task goes on to wait for the exit.
+    // The permit first: hundreds of units waiting for their turn hold
+    // only their request, not the start's state.
+    let Some(turn) = starter::Turn::wait(starts).await else {
+        return failed("the supervisor is shutting down".into());
+    };
     let request = starter::Request { unit, image, notify_dir, join, instance };
-    let start = Box::pin(starter::start(env.clone(), starts, request, pulling, move || phase(StartPhase::Starting)));
+    let starting = move || phase(StartPhase::Starting);
+    let start = Box::pin(starter::start(env.clone(), turn, request, pulling, starting));
     let result = start.await.map_err(|e| e.to_string());
     let started = match result {
         Ok(s) => s,
@@ -121,8 +127,10 @@ pub(super) async fn run(
     let _ = tx.send(Event::Started { name: name.clone(), generation, outcome: StartOutcome::Running(started) });
     // The exit, then nothing of the container left.
     let status = exit.await.unwrap_or(Exit::Signal(libc::SIGKILL));
-    let oom = starter::finish(&env, container, veth.as_deref()).await;
-    drain(&name, copy).await;
+    // Boxed too, for the same reason as the start: the clean-up's futures
+    // (the bridge's, the runtime's) are only made once the container ended.
+    let oom = Box::pin(starter::finish(&env, container, veth.as_deref())).await;
+    Box::pin(drain(&name, copy)).await;
     if let Some((dir, _)) = &notify {
         notify::remove(dir);
     }
