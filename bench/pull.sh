@@ -76,8 +76,12 @@ CONF
 export CONTAINERS_CONF=$work/containers.conf
 podman=(podman --root "$work/podman" --runroot "$work/podman-run" --storage-driver overlay)
 
+# Each PREPARE ends with `sync`: what the previous run wrote is on disk
+# before the next one starts, so no tool's figure carries another's
+# writeback (ours makes each layer durable with syncfs(2), which would
+# otherwise also flush the 200 MB the run before it left dirty).
 alternate "$runs" \
-  ours "rm -rf $work/store" "$ctl --store $work/store pull $ref" \
-  skopeo+umoci "rm -rf $work/oci $work/bundle" \
+  ours "rm -rf $work/store; sync" "$ctl --store $work/store pull $ref" \
+  skopeo+umoci "rm -rf $work/oci $work/bundle; sync" \
   "skopeo copy -q --src-tls-verify=false docker://$ref oci:$work/oci:big && umoci unpack --image $work/oci:big $work/bundle" \
-  podman "${podman[*]} rmi -af" "${podman[*]} pull -q --tls-verify=false $ref"
+  podman "${podman[*]} rmi -af; sync" "${podman[*]} pull -q --tls-verify=false $ref"
