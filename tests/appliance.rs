@@ -99,7 +99,18 @@ signal = "SIGKILL"
 /// The appliance, built once per test run (from the debug binaries the
 /// tests were built with).
 fn appliance() -> &'static Path {
-    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    &built().0
+}
+
+/// The port of the registry on this side that the appliance is told it
+/// may reach over plain HTTP (as `10.0.2.2:PORT`, qemu's address of the
+/// host): chosen when it is built, started by the test that uses it.
+fn registry_port() -> u16 {
+    built().1
+}
+
+fn built() -> &'static (PathBuf, u16) {
+    static BUILT: OnceLock<(PathBuf, u16)> = OnceLock::new();
     BUILT.get_or_init(|| {
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
         let images = common::example_redis().parent().unwrap().to_path_buf();
@@ -126,11 +137,14 @@ fn appliance() -> &'static Path {
         }
         let out = work.join("out");
         let bin = Path::new(env!("CARGO_BIN_EXE_supervisord")).parent().unwrap();
+        let port = common::free_port();
         let built = Command::new(root.join("packaging/appliance/build.sh"))
             .arg("--units")
             .arg(&units)
             .arg("--image")
             .arg(extra_image())
+            .arg("--insecure-registry")
+            .arg(format!("10.0.2.2:{port}"))
             .arg("--out")
             .arg(&out)
             .env("SUPERVISOR_BIN", bin)
@@ -141,7 +155,7 @@ fn appliance() -> &'static Path {
         for f in ["vmlinuz", "initrd.img", "boot.sh"] {
             assert!(out.join(f).is_file(), "build.sh made no {f}");
         }
-        out
+        (out, port)
     })
 }
 
@@ -330,6 +344,66 @@ fn the_appliance_runs_the_examples_and_enforces_cgroup_v2_limits_then_powers_off
     assert!(seeded, "--image {} is not in the VM's store: {images}", extra_image());
     let status = vm.ctl(&["status", "db", "web", "worker"]);
     assert_eq!(status.status.code(), Some(0), "{}", text(&status.stdout));
+
+    // The boot, on the guest's own clock: every step, in order, once
+    // every unit has run (the OOM test unit ends, but it ran).
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let boot = loop {
+        let boot: Value = serde_json::from_slice(&vm.ctl(&["boot", "--json"]).stdout).unwrap();
+        if boot["phases"].as_array().unwrap().iter().any(|p| p["phase"] == "all_units_ran") {
+            break boot;
+        }
+        assert!(Instant::now() < deadline, "not every unit ran: {boot}\n{}", vm.console());
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    let phases: Vec<(&str, f64)> = boot["phases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["phase"].as_str().unwrap(), p["at"].as_f64().unwrap()))
+        .collect();
+    let names: Vec<&str> = phases.iter().map(|(p, _)| *p).collect();
+    assert_eq!(
+        names,
+        ["started", "modules_loaded", "uplink", "bridge", "control_path", "first_unit_ran", "all_units_ran"],
+        "{boot}"
+    );
+    assert!(phases.windows(2).all(|w| w[0].1 <= w[1].1), "not in time order: {boot}");
+    // Since the kernel started: /init comes after the kernel's own boot.
+    assert!(phases[0].1 > 0.0 && boot["pid1"] == true, "{boot}");
+    eprintln!("{}", text(&vm.ctl(&["boot"]).stdout));
+
+    // A unit managed over the control path: applied, run, shown, removed.
+    let mine = tempfile::tempdir().unwrap();
+    let hello = mine.path().join("hello.toml");
+    let hello_text = "[container]\nimage = \"oci:images/busybox:latest\"\ncommand = [\"sh\", \"-c\", \"echo hello from apply; exec sleep 100000\"]\n[stop]\nsignal = \"SIGKILL\"\n";
+    std::fs::write(&hello, hello_text).unwrap();
+    let applied = vm.ctl(&["apply", hello.to_str().unwrap()]);
+    assert!(applied.status.success(), "{}", text(&applied.stderr));
+    assert_eq!(text(&applied.stdout), "hello: start -> running\n");
+    vm.wait_logs("hello", "hello from apply", 60);
+    assert_eq!(text(&vm.ctl(&["cat", "hello"]).stdout), hello_text);
+    let removed = vm.ctl(&["remove", "hello"]);
+    assert_eq!(text(&removed.stdout), "hello: remove -> removed\n", "{}", text(&removed.stderr));
+    assert!(vm.status().iter().all(|u| u["name"] != "hello"));
+
+    // An image pulled into the running VM from a registry on this side
+    // (qemu's user network: the host is 10.0.2.2), then run.
+    let registry = common::registry::Registry::start_on(registry_port(), None);
+    let busybox = common::example_redis().parent().unwrap().join("busybox");
+    registry.push(&format!("oci:{}:latest", busybox.display()), "vm/busybox:1", false);
+    let reference = format!("10.0.2.2:{}/vm/busybox:1", registry.port);
+    let pulled = vm.ctl(&["pull", &reference]);
+    assert!(pulled.status.success(), "{}{}", text(&pulled.stdout), text(&pulled.stderr));
+    let pulled_unit = mine.path().join("pulled.toml");
+    std::fs::write(
+        &pulled_unit,
+        format!("[container]\nimage = \"{reference}\"\ncommand = [\"sh\", \"-c\", \"echo pulled runs; exec sleep 100000\"]\n[stop]\nsignal = \"SIGKILL\"\n"),
+    )
+    .unwrap();
+    let applied = vm.ctl(&["apply", pulled_unit.to_str().unwrap()]);
+    assert!(applied.status.success(), "{}", text(&applied.stderr));
+    vm.wait_logs("pulled", "pulled runs", 60);
 
     // The web unit's published port, through qemu's forward to the guest.
     let mut page = String::new();

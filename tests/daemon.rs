@@ -859,3 +859,41 @@ fn relative_directories_and_dot_binds_work() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+#[test]
+fn boot_lists_each_step_of_the_start_on_the_kernels_clock() {
+    root_only!("boot_lists_each_step_of_the_start_on_the_kernels_clock");
+    let d = Daemon::start();
+    let name = common::unique_name("boot");
+    d.write_unit(&name, &sleeper());
+    d.wait_state(&name, "running");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let boot = loop {
+        let out = d.ctl(&["boot", "--json"]);
+        let boot: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out.stderr)));
+        if boot["phases"].as_array().unwrap().iter().any(|p| p["phase"] == "all_units_ran") {
+            break boot;
+        }
+        assert!(Instant::now() < deadline, "no all_units_ran: {boot}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let phases: Vec<(&str, f64)> = boot["phases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["phase"].as_str().unwrap(), p["at"].as_f64().unwrap()))
+        .collect();
+    // The test daemon has a bridge, no modules and no uplink to set up.
+    let names: Vec<&str> = phases.iter().map(|(p, _)| *p).collect();
+    assert_eq!(names, ["started", "bridge", "control_path", "first_unit_ran", "all_units_ran"], "{boot}");
+    assert!(phases.windows(2).all(|w| w[0].1 <= w[1].1), "{boot}");
+    assert_eq!(boot["pid1"], false);
+    // The kernel's clock: the daemon started well after the machine, and
+    // before now (/proc/uptime is the same clock, in seconds).
+    let uptime: f64 = std::fs::read_to_string("/proc/uptime").unwrap().split(' ').next().unwrap().parse().unwrap();
+    let started = phases[0].1 / 1000.0;
+    assert!(started > 1.0 && started < uptime && uptime - started < 60.0, "started {started} s, uptime {uptime} s");
+    let table = text(&d.ctl(&["boot"]).stdout);
+    assert_eq!(table.lines().count(), 6, "{table}");
+    assert!(table.contains("first unit ran") && table.contains("all units ran"), "{table}");
+}

@@ -203,6 +203,35 @@ pub fn print_plan(v: &Value, shown: impl Fn(&Value) -> bool) {
     }
 }
 
+pub fn boot(client: &Client, json: bool) -> ExitCode {
+    let r = match client.request("GET", "/v1/boot") {
+        Ok(r) if r.status == 200 => r,
+        Ok(r) => return fail(r.error()),
+        Err(e) => return fail(e),
+    };
+    let Ok(v) = r.json() else { return fail("bad answer from supervisord") };
+    if json {
+        print_json(&v);
+        return ExitCode::SUCCESS;
+    }
+    print!("{}", boot_table(&v));
+    ExitCode::SUCCESS
+}
+
+/// `boot`'s table: each step, when (seconds since the kernel started) and
+/// how long after the step before it.
+pub fn boot_table(v: &Value) -> String {
+    let mut out = format!("{:<26}  {:>9}  {:>9}\n", "since the kernel started", "at", "after");
+    let mut last: Option<f64> = None;
+    for p in v["phases"].as_array().into_iter().flatten() {
+        let (Some(phase), Some(at)) = (p["phase"].as_str(), p["at"].as_f64()) else { continue };
+        let after = last.map_or(String::new(), |l| format!("+{:.3}s", (at - l) / 1000.0));
+        out.push_str(&format!("{:<26}  {:>8.3}s  {after:>9}\n", phase.replace('_', " "), at / 1000.0));
+        last = Some(at);
+    }
+    out
+}
+
 pub fn kill(client: &Client, signal: &str, unit: &str) -> ExitCode {
     match client.request("POST", &format!("/v1/units/{}/kill?signal={}", encode(unit), encode(signal))) {
         Ok(r) if r.status == 200 => ExitCode::SUCCESS,
@@ -409,6 +438,22 @@ fn running_record(
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn boot_prints_each_step_with_the_time_since_the_one_before() {
+        let v = json!({"clock": "CLOCK_BOOTTIME", "phases": [
+            {"phase": "started", "at": 2012.5},
+            {"phase": "control_path", "at": 2100.25},
+            {"phase": "all_units_ran", "at": 3400.0},
+        ]});
+        assert_eq!(
+            boot_table(&v),
+            "since the kernel started           at      after\n\
+             started                        2.013s           \n\
+             control path                   2.100s    +0.088s\n\
+             all units ran                  3.400s    +1.300s\n"
+        );
+    }
 
     #[test]
     fn exec_finds_the_container_the_units_traffic_moved_to() {

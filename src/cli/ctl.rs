@@ -250,6 +250,12 @@ pub enum Command {
     /// Named volume commands.
     #[command(subcommand)]
     Volume(VolumeCommand),
+    /// When each step of supervisord's start was done, from the kernel's
+    /// clock (time since it started): as an appliance's init, its boot.
+    Boot {
+        #[arg(long)]
+        json: bool,
+    },
     /// Stop every unit and power off (supervisord as PID 1 only).
     Poweroff,
     /// Stop every unit and reboot (supervisord as PID 1 only).
@@ -305,6 +311,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Events { json } => control::events(&client, json),
         Command::Volumes { json } => control::volumes(&client, json),
         Command::Volume(VolumeCommand::Rm { name }) => control::volume_rm(&client, &name),
+        Command::Boot { json } => control::boot(&client, json),
         Command::Poweroff => control::power(&client, "poweroff"),
         Command::Reboot => control::power(&client, "reboot"),
         Command::GenerateDocs { dir } => match super::docs::generate(&dir) {

@@ -11,6 +11,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use super::autoupdate::Updater;
+use super::boot::{Phase, Timeline};
 use super::control::{self, Control, Power};
 use super::engine::{Engine, Event, Real};
 use super::logs::Hub;
@@ -82,6 +83,8 @@ fn notify(states: &[sd_notify::NotifyState]) {
 
 /// Runs the daemon; its exit code. As PID 1 it never returns.
 pub fn run(options: Options) -> u8 {
+    let boot = Timeline::default();
+    boot.mark(Phase::Started);
     // What the daemon creates without a mode of its own is root's alone,
     // whatever umask it was started with (systemd's unit sets the same);
     // what containers must read is given its mode explicitly, and the
@@ -108,6 +111,9 @@ pub fn run(options: Options) -> u8 {
         tracing::info!("{what}");
     }
     pid1::modules::load(&options.modules);
+    if !options.modules.is_empty() {
+        boot.mark(Phase::ModulesLoaded);
+    }
     if pid1 {
         pid1::host_setup();
         // The power button asks for what SIGUSR2 does: a clean power-off.
@@ -139,7 +145,7 @@ pub fn run(options: Options) -> u8 {
         }
     };
     loop {
-        match runtime.block_on(daemon(&options, pid1)) {
+        match runtime.block_on(daemon(&options, pid1, &boot)) {
             Ok(Some(power)) if pid1 => {
                 pid1::power(power);
                 // reboot(2) failed: nothing else to do but go on.
@@ -265,7 +271,7 @@ impl Drop for ReaperGuard {
 
 /// One life of the daemon: until shutdown (`Ok(power)` as PID 1) or a
 /// setup error.
-async fn daemon(options: &Options, pid1: bool) -> Result<Option<Power>, DaemonError> {
+async fn daemon(options: &Options, pid1: bool, boot: &Timeline) -> Result<Option<Power>, DaemonError> {
     let paths = &options.paths;
     let io = |op, path: &std::path::Path| {
         let path = path.to_path_buf();
@@ -316,8 +322,9 @@ async fn daemon(options: &Options, pid1: bool) -> Result<Option<Power>, DaemonEr
     });
     if let Some(up) = &options.uplink {
         // Not fatal: the units still run, only not reachable from outside.
-        if let Err(e) = uplink(up).await {
-            tracing::error!("uplink: {e}");
+        match uplink(up).await {
+            Ok(()) => boot.mark(Phase::Uplink),
+            Err(e) => tracing::error!("uplink: {e}"),
         }
     }
     let bridge = match &options.bridge {
@@ -328,6 +335,9 @@ async fn daemon(options: &Options, pid1: bool) -> Result<Option<Power>, DaemonEr
         )),
         None => None,
     };
+    if bridge.is_some() {
+        boot.mark(Phase::Bridge);
+    }
     let env = Arc::new(Env {
         state_dir: paths.state_dir.clone(),
         run_dir: paths.run_dir.clone(),
@@ -361,10 +371,13 @@ async fn daemon(options: &Options, pid1: bool) -> Result<Option<Power>, DaemonEr
         power: pid1.then_some(power_tx.clone()),
         group: options.socket_group,
         updater: updater.clone(),
+        boot: boot.clone(),
     });
     let socket = paths.run_dir.join("control.sock");
     let listener = control::bind(&socket, options.socket_group).map_err(io("bind the control socket", &socket))?;
     let server = tokio::spawn(control::serve(listener, control));
+    boot.mark(Phase::ControlPath);
+    let booting = tokio::spawn(super::boot::watch_units(events.subscribe(), tx.clone(), boot.clone()));
 
     let (rescan_tx, mut rescan_rx) = mpsc::unbounded_channel();
     let watch_task = tokio::spawn(watcher::run(paths.units.clone(), env_files_rx, rescan_tx));
@@ -405,7 +418,7 @@ async fn daemon(options: &Options, pid1: bool) -> Result<Option<Power>, DaemonEr
             engine_task.await
         }
     };
-    for t in [server, watch_task, forward, signals, status, auto_update] {
+    for t in [server, watch_task, forward, signals, status, auto_update, booting] {
         t.abort();
     }
     let _ = std::fs::remove_file(&socket);

@@ -3,6 +3,7 @@
 //! daemon: the reconcile loop, restart policy, logs and control socket.
 
 pub mod autoupdate;
+pub mod boot;
 pub mod config;
 pub mod control;
 pub mod daemon;

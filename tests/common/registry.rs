@@ -16,8 +16,12 @@ pub struct Registry {
 impl Registry {
     /// `basic`: require these credentials (htpasswd, bcrypt).
     pub fn start(basic: Option<(&str, &str)>) -> Registry {
+        Registry::start_on(super::free_port(), basic)
+    }
+
+    /// On a port chosen before (one a VM was told of).
+    pub fn start_on(port: u16, basic: Option<(&str, &str)>) -> Registry {
         let dir = tempfile::tempdir().unwrap();
-        let port = super::free_port();
         let mut config = format!(
             "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
             dir.path().join("data").display()

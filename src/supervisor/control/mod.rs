@@ -53,6 +53,8 @@ pub struct Control {
     pub group: Option<u32>,
     /// Image auto-update (`POST /v1/update`).
     pub updater: Arc<super::autoupdate::Updater>,
+    /// When each step of the start was done (`GET /v1/boot`).
+    pub boot: super::boot::Timeline,
 }
 
 /// Binds the socket: mode 0600, or 0660 owned by `group`.
@@ -157,6 +159,10 @@ async fn route(stream: &mut UnixStream, control: &Control, req: Request, peer: P
     match (req.method.as_str(), path.as_slice()) {
         ("GET", ["v1", "version"]) => {
             http::json(stream, 200, &serde_json::json!({"version": env!("CARGO_PKG_VERSION")})).await
+        }
+        ("GET", ["v1", "boot"]) => {
+            let body = serde_json::json!({"clock": "CLOCK_BOOTTIME", "pid1": control.power.is_some(), "phases": control.boot.marks()});
+            http::json(stream, 200, &body).await
         }
         ("GET", ["v1", "units"]) => match ask(control, Command::Status).await {
             Some(list) => http::json(stream, 200, &list).await,
