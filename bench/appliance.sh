@@ -33,7 +33,11 @@ for ((i = 1; i <= boots; i++)); do
   until [[ $(ctl status --json 2>/dev/null | jq '[.[] | select(.state == "running")] | length') == 3 ]]; do sleep 0.1; done
   running=$(now)
   # The guest's clock: every phase's time since its kernel started (ms).
-  until ctl boot --json >"$work/boot.json" && jq -e '.phases[] | select(.phase == "all_units_ran")' "$work/boot.json" >/dev/null; do sleep 0.1; done
+  for ((t = 0; ; t++)); do
+    ctl boot --json >"$work/boot.json" && jq -e '.phases[] | select(.phase == "all_units_ran")' "$work/boot.json" >/dev/null && break
+    ((t < 300)) || { echo "boot $i: no all_units_ran in the guest's timeline after 30 s" >&2; exit 1; }
+    sleep 0.1
+  done
   phase() { jq -r --arg p "$1" '.phases[] | select(.phase == $p) | .at / 1000' "$work/boot.json"; }
   init=$(phase started)
   units=$(awk -v a="$(phase all_units_ran)" -v s="$init" 'BEGIN { print a - s }')

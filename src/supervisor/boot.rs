@@ -3,7 +3,7 @@
 //! so that as PID 1 the first figure is the kernel's own start-up. Served
 //! at `GET /v1/boot`, printed by `supervisorctl boot`.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -79,34 +79,82 @@ impl Timeline {
 
 /// Marks the first unit that runs, then the moment every unit has run,
 /// from the engine's state events; ends then, or when the engine is gone.
+/// Each unit's state is followed from the events (the engine is asked for
+/// all of them once, and again only if events were missed), and every
+/// change is judged: a unit that never ran and is then removed, held
+/// stopped or made invalid no longer counts.
 pub async fn watch_units(mut events: broadcast::Receiver<StateEvent>, tx: mpsc::UnboundedSender<Event>, t: Timeline) {
-    let mut ran = BTreeSet::new();
+    let mut progress = Progress::default();
+    let mut ask = true;
     loop {
-        match events.recv().await {
-            Err(broadcast::error::RecvError::Closed) => return,
-            Ok(ev) if ev.new == State::Running => {
-                ran.insert(ev.unit);
+        if ask {
+            let (reply, rx) = oneshot::channel();
+            if tx.send(Event::Command(Command::Status(reply))).is_err() {
+                return;
             }
-            Ok(_) => continue,
-            // Events were missed: the units' states tell the rest.
-            Err(broadcast::error::RecvError::Lagged(_)) => {}
+            let Ok(units) = rx.await else { return };
+            progress.seed(units.into_iter().map(|u| (u.name, u.state)));
+            ask = false;
         }
-        let (reply, rx) = oneshot::channel();
-        if tx.send(Event::Command(Command::Status(reply))).is_err() {
-            return;
+        if progress.any_ran() {
+            t.mark(Phase::FirstUnitRan);
         }
-        let Ok(units) = rx.await else { return };
-        ran.extend(units.iter().filter(|u| u.state == State::Running).map(|u| u.name.clone()));
-        if ran.is_empty() {
-            continue;
-        }
-        t.mark(Phase::FirstUnitRan);
-        let to_run = units.iter().filter(|u| !matches!(u.state, State::Inactive | State::Invalid));
-        if to_run.clone().all(|u| ran.contains(&u.name)) {
+        if progress.all_ran() {
             t.mark(Phase::AllUnitsRan);
             return;
         }
+        match events.recv().await {
+            Err(broadcast::error::RecvError::Closed) => return,
+            Err(broadcast::error::RecvError::Lagged(_)) => ask = true,
+            Ok(ev) => progress.event(&ev.unit, ev.new, ev.removed),
+        }
     }
+}
+
+/// Which units have run, and the state of each.
+#[derive(Debug, Default)]
+struct Progress {
+    states: BTreeMap<String, State>,
+    ran: BTreeSet<String>,
+}
+
+impl Progress {
+    fn seed(&mut self, units: impl Iterator<Item = (String, State)>) {
+        self.states = units.collect();
+        let ran: Vec<String> = self.states.iter().filter(|(_, s)| has_run(**s)).map(|(n, _)| n.clone()).collect();
+        self.ran.extend(ran);
+    }
+
+    fn event(&mut self, unit: &str, new: State, removed: bool) {
+        if removed {
+            self.states.remove(unit);
+            return;
+        }
+        if has_run(new) {
+            self.ran.insert(unit.to_string());
+        }
+        self.states.insert(unit.to_string(), new);
+    }
+
+    fn any_ran(&self) -> bool {
+        !self.ran.is_empty()
+    }
+
+    /// Every unit that is to run (not invalid, not held stopped) has run.
+    fn all_ran(&self) -> bool {
+        self.any_ran()
+            && self
+                .states
+                .iter()
+                .filter(|(_, s)| !matches!(s, State::Inactive | State::Invalid))
+                .all(|(n, _)| self.ran.contains(n))
+    }
+}
+
+/// A state only a unit that ran reaches: running, or exited (a job that
+/// ran and ended).
+fn has_run(state: State) -> bool {
+    matches!(state, State::Running | State::Exited)
 }
 
 /// Time since the kernel started, suspend included.
@@ -137,6 +185,35 @@ mod tests {
             serde_json::json!([{"phase": "started", "at": 412.345}, {"phase": "control_path", "at": 900.0}])
         );
         assert!(t.has(Phase::Started) && !t.has(Phase::Bridge));
+    }
+
+    #[test]
+    fn all_units_ran_once_each_that_is_to_run_has_run() {
+        let mut p = Progress::default();
+        p.seed(
+            [("db", State::Starting), ("job", State::Waiting), ("off", State::Inactive)]
+                .map(|(n, s)| (n.into(), s))
+                .into_iter(),
+        );
+        assert!(!p.any_ran());
+        p.event("db", State::Running, false);
+        assert!(p.any_ran() && !p.all_ran());
+        // A job that ran and ended counts; a held unit does not wait.
+        p.event("job", State::Running, false);
+        p.event("job", State::Exited, false);
+        assert!(p.all_ran());
+        // A unit that never ran holds it back, until it goes.
+        p.event("new", State::Starting, false);
+        assert!(!p.all_ran());
+        p.event("new", State::Failed, false);
+        assert!(!p.all_ran(), "a failed start did not run");
+        p.event("new", State::Inactive, true);
+        assert!(p.all_ran());
+        // Or until it is held stopped or made invalid.
+        p.event("bad", State::Backoff, false);
+        assert!(!p.all_ran());
+        p.event("bad", State::Invalid, false);
+        assert!(p.all_ran());
     }
 
     #[test]

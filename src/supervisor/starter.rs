@@ -88,6 +88,8 @@ pub enum StartError {
     Network(#[from] crate::runtime::network::NetworkError),
     #[error("log pipe: {0}")]
     Pipe(#[source] nix::errno::Errno),
+    #[error("starts are closed: the supervisor is shutting down")]
+    NoTurn,
     #[error("start task failed: {0}")]
     Task(#[from] JoinError),
     #[error("{unit}: {instance:?} is not a name for a second container of the unit (UNIT.GENERATION, digits)")]
@@ -210,10 +212,13 @@ impl Turn {
         self.permit = None;
     }
 
-    async fn take(&mut self) {
+    /// Takes a permit again after [`Turn::give_back`]; an error once
+    /// `starts` is closed (a start never goes on without its turn).
+    async fn take(&mut self) -> Result<(), StartError> {
         if self.permit.is_none() {
-            self.permit = self.starts.clone().acquire_owned().await.ok();
+            self.permit = Some(self.starts.clone().acquire_owned().await.map_err(|_| StartError::NoTurn)?);
         }
+        Ok(())
     }
 }
 
@@ -282,7 +287,7 @@ pub async fn start(
     let (e, u) = (env.clone(), unit.clone());
     let image = spawn_blocking(move || image(&u, &e.store, &e.pull, &Quiet, pin.as_ref())).await??;
     drop(slot);
-    turn.take().await;
+    turn.take().await?;
     starting();
     check_run_dir(&env.run_dir)?;
     let (e, n) = (env.clone(), name.clone());

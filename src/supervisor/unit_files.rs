@@ -44,7 +44,7 @@ fn io_error(path: &Path) -> impl FnOnce(io::Error) -> EditError + '_ {
 }
 
 fn file_of(dir: &Path, name: &str) -> PathBuf {
-    dir.join(format!("{name}.toml"))
+    crate::units::dir::unit_file(dir, name)
 }
 
 /// A unit name from a client: a DNS label, so that its file is in `dir`.
@@ -91,39 +91,68 @@ pub fn check(dir: &Path, edit: &Edit) -> Result<UnitSet, EditError> {
     Err(EditError::Invalid(errors))
 }
 
-/// Writes `edit` into `dir`: each new text to a hidden file beside its
-/// unit file (not a unit file name, so the watcher and a reload ignore
-/// it), synced, renamed over it; removals; then the directory synced, so
-/// that after a crash each file is either the old or the new one whole.
+/// Writes `edit` into `dir`: every new text first to a hidden file beside
+/// its unit file (not a unit file name, so the watcher and a reload ignore
+/// it), synced; only once all are, each is renamed over its unit file and
+/// the removals follow; then the directory is synced. A failure while the
+/// texts are written removes them and leaves the directory as it was;
+/// after a crash each file is the old or the new one, whole.
 pub fn write(dir: &Path, edit: &Edit) -> Result<(), EditError> {
+    let mut staged: Vec<(PathBuf, PathBuf)> = Vec::new();
+    let unstage = |staged: &[(PathBuf, PathBuf)]| {
+        for (temporary, _) in staged {
+            let _ = fs::remove_file(temporary);
+        }
+    };
     for (name, text) in &edit.files {
-        let path = file_of(dir, name);
-        match text {
-            Some(text) => {
-                let temporary = dir.join(format!(".{name}.toml.apply"));
-                // A leftover of a crash (or anything else by that name) goes
-                // first: the file is made new, never opened through a link.
-                match fs::remove_file(&temporary) {
-                    Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(io_error(&temporary)(e)),
-                    _ => {}
-                }
-                let mut file = OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(0o644)
-                    .custom_flags(libc::O_NOFOLLOW)
-                    .open(&temporary)
-                    .map_err(io_error(&temporary))?;
-                let written = file.write_all(text.as_bytes()).and_then(|()| file.sync_all());
-                if let Err(e) = written.and_then(|()| fs::rename(&temporary, &path)) {
-                    let _ = fs::remove_file(&temporary);
-                    return Err(io_error(&path)(e));
-                }
-            }
-            None => fs::remove_file(&path).map_err(io_error(&path))?,
+        let Some(text) = text else { continue };
+        let temporary = dir.join(format!(".{name}.toml.apply"));
+        if let Err(e) = stage(&temporary, text) {
+            unstage(&staged);
+            return Err(e);
+        }
+        staged.push((temporary, file_of(dir, name)));
+    }
+    for (i, (temporary, path)) in staged.iter().enumerate() {
+        if let Err(e) = fs::rename(temporary, path) {
+            // Renames do not fail on a directory we could write a moment
+            // ago; if one does, the earlier ones stand (each file whole).
+            unstage(&staged[i..]);
+            return Err(io_error(path)(e));
         }
     }
-    File::open(dir).and_then(|d| d.sync_all()).map_err(io_error(dir))
+    for (name, text) in &edit.files {
+        if text.is_none() {
+            let path = file_of(dir, name);
+            fs::remove_file(&path).map_err(io_error(&path))?;
+        }
+    }
+    if let Err(e) = File::open(dir).and_then(|d| d.sync_all()) {
+        // Everything is in place; only its durability is in doubt.
+        tracing::warn!("{}: the unit files are written but not synced: {e}", dir.display());
+    }
+    Ok(())
+}
+
+/// One text in a new file at `temporary`, synced. A leftover of a crash
+/// (or anything else by that name) goes first: the file is made new,
+/// never opened through a link.
+fn stage(temporary: &Path, text: &str) -> Result<(), EditError> {
+    match fs::remove_file(temporary) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(io_error(temporary)(e)),
+        _ => {}
+    }
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(temporary)
+        .map_err(io_error(temporary))?;
+    file.write_all(text.as_bytes()).and_then(|()| file.sync_all()).map_err(|e| {
+        let _ = fs::remove_file(temporary);
+        io_error(temporary)(e)
+    })
 }
 
 /// A unit's file as it is now (`cat`): None when it has none.
@@ -229,6 +258,22 @@ mod tests {
             Err(EditError::NoFile(p)) => assert_eq!(p, dir.path().join("db.toml")),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn a_text_that_cannot_be_written_leaves_the_directory_as_it_was() {
+        let dir = dir_with(&[("db", WEB), ("web", WEB)]);
+        // The second text's temporary name is taken by a directory that
+        // cannot be removed as a file: its staging fails.
+        fs::create_dir(dir.path().join(".web.toml.apply")).unwrap();
+        fs::write(dir.path().join(".web.toml.apply/x"), "").unwrap();
+        let e = edit(&[("a", Some(WEB)), ("db", None), ("web", Some("[container]\nimage = \"x\"\n"))]);
+        assert!(matches!(write(dir.path(), &e), Err(EditError::Io { .. })));
+        let mut entries: Vec<String> =
+            fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        entries.sort();
+        assert_eq!(entries, [".web.toml.apply", "db.toml", "web.toml"], "a.toml written or db.toml removed");
+        assert_eq!(fs::read_to_string(dir.path().join("web.toml")).unwrap(), WEB);
     }
 
     #[test]

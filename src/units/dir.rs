@@ -88,7 +88,7 @@ pub fn load_files(paths: &[PathBuf]) -> UnitSet {
 /// no file (None). How an edit over the control path is checked before
 /// it is written.
 pub fn load_dir_changed(dir: &Path, changes: &BTreeMap<String, Option<String>>) -> io::Result<UnitSet> {
-    let path_of = |name: &str| dir.join(format!("{name}.toml"));
+    let path_of = |name: &str| unit_file(dir, name);
     let mut paths = list_unit_files(dir)?;
     paths.retain(|p| !changes.keys().any(|name| *p == path_of(name)));
     paths.extend(changes.iter().filter(|(_, text)| text.is_some()).map(|(name, _)| path_of(name)));
@@ -187,6 +187,11 @@ fn load(paths: &[PathBuf], read: &dyn Fn(&Path) -> Result<String, Box<Diagnostic
     set.units.retain(|u| !invalid.contains(&u.unit.name));
     set.errors.sort_by(|a, b| (&a.file, a.line, a.column).cmp(&(&b.file, b.line, b.column)));
     set
+}
+
+/// The file of unit `name` in `dir`.
+pub fn unit_file(dir: &Path, name: &str) -> PathBuf {
+    dir.join(format!("{name}.toml"))
 }
 
 /// The unit name of a file: its stem, which must be a DNS label.

@@ -356,6 +356,18 @@ fn a_group_peer_cannot_pull_a_local_path_nor_read_env_file_values() {
     assert!(!verify.status.success(), "a group member ran verify: {}", text(&verify.stdout));
     assert!(text(&verify.stderr).contains("only root may verify"), "{}", text(&verify.stderr));
     assert!(d.ctl(&["verify"]).status.success(), "root's verify");
+    // Unit files are root's: whoever writes them runs anything as root.
+    let mine = tempfile::tempdir().unwrap();
+    let unit = mine.path().join("member.toml");
+    std::fs::write(&unit, format!("[container]\nimage = \"{}\"\n", busybox())).unwrap();
+    std::fs::set_permissions(mine.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    for args in [vec!["apply", unit.to_str().unwrap()], vec!["remove", &name], vec!["cat", &name]] {
+        let out = as_member(&args);
+        assert!(!out.status.success(), "a group member ran {args:?}: {}", text(&out.stdout));
+        assert!(text(&out.stderr).contains("only root may read or write unit files"), "{}", text(&out.stderr));
+    }
+    assert!(!d.units().join("member.toml").exists());
+    assert!(d.units().join(format!("{name}.toml")).exists());
 }
 
 /// `supervisorctl` as uid 65534 (a member of the test daemon's

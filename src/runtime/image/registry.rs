@@ -309,13 +309,14 @@ pub(super) fn backoff(attempt: u32) -> Duration {
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
 
 /// A `Retry-After` as a pause, at most [`MAX_RETRY_AFTER`]: seconds, or
-/// an HTTP date (RFC 9110 10.2.3; a date already past is no pause). What
-/// is neither is left to the usual backoff.
+/// an HTTP date (RFC 9110 10.2.3). A date already past (a registry whose
+/// clock is behind ours) and what is neither are left to the usual
+/// backoff, so that the tries never come without a pause.
 fn retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     let value = value.trim();
     let pause = match value.parse::<u64>() {
         Ok(secs) => Duration::from_secs(secs),
-        Err(_) => httpdate::parse_http_date(value).ok()?.duration_since(now).unwrap_or_default(),
+        Err(_) => httpdate::parse_http_date(value).ok()?.duration_since(now).ok()?,
     };
     Some(pause.min(MAX_RETRY_AFTER))
 }
@@ -470,7 +471,7 @@ mod tests {
         // The obsolete forms a sender may still use.
         assert_eq!(retry_after("Sunday, 06-Nov-94 08:49:42 GMT", now), Some(Duration::from_secs(5)));
         assert_eq!(retry_after("Sun Nov  6 08:49:40 1994", now), Some(Duration::from_secs(3)));
-        assert_eq!(retry_after("Sun, 06 Nov 1994 08:00:00 GMT", now), Some(Duration::ZERO), "already past");
+        assert_eq!(retry_after("Sun, 06 Nov 1994 08:00:00 GMT", now), None, "already past: the usual backoff");
         assert_eq!(retry_after("Mon, 07 Nov 1994 08:49:37 GMT", now), Some(Duration::from_secs(30)), "capped");
         assert_eq!(retry_after("soon", now), None);
         assert_eq!(retry_after("-1", now), None);

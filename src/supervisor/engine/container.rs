@@ -65,13 +65,13 @@ pub(super) async fn run(
         let phase = phase.clone();
         move || phase(StartPhase::Pulling)
     };
+    // The turn (a permit of `starts`) first: hundreds of units waiting for
+    // theirs hold only their request, not the start's state. The start
+    // gives it back when done (and while it pulls): this task goes on to
+    // wait for the exit.
     // Boxed: a future is as large as its largest state, and the start's
     // (the prepared plan and spec) would otherwise stay reserved in every
     // container's task for as long as the container runs.
-    // The start holds a permit of `starts` once its image is there, and
-    // gives it back when done: this task goes on to wait for the exit.
-    // The permit first: hundreds of units waiting for their turn hold
-    // only their request, not the start's state.
     let Some(turn) = starter::Turn::wait(starts).await else {
         return failed("the supervisor is shutting down".into());
     };
