@@ -23,6 +23,7 @@ packages=(
   cpio             # packs the appliance's initramfs
   kmod             # modprobe/depmod: the appliance's module closure
   xz-utils         # unpacks the Debian kernel's payload (uncompressed vmlinux)
+  e2fsprogs        # mke2fs, e2fsck: the appliance's data disk and its test
   binutils         # strip, objdump: smaller programs in the appliance and the .deb
   man-db           # man: the package test reads the generated manual pages
   systemd          # systemd-analyze verify of packaging/supervisord.service

@@ -145,6 +145,8 @@ fn built() -> &'static (PathBuf, u16) {
             .arg(extra_image())
             .arg("--insecure-registry")
             .arg(format!("10.0.2.2:{port}"))
+            .arg("--data-disk")
+            .arg("512M")
             .arg("--out")
             .arg(&out)
             .env("SUPERVISOR_BIN", bin)
@@ -152,7 +154,7 @@ fn built() -> &'static (PathBuf, u16) {
             .output()
             .unwrap();
         assert!(built.status.success(), "build.sh failed:\n{}", text(&built.stderr));
-        for f in ["vmlinuz", "initrd.img", "boot.sh"] {
+        for f in ["vmlinuz", "initrd.img", "boot.sh", "data.img"] {
             assert!(out.join(f).is_file(), "build.sh made no {f}");
         }
         (out, port)
@@ -183,6 +185,15 @@ impl Vm {
         for f in ["vmlinuz", "initrd.img"] {
             std::os::unix::fs::symlink(out.join(f), dir.path().join(f)).unwrap();
         }
+        // A data disk of its own, as built (sparse: most of it is empty).
+        let copied = Command::new("cp").arg("--sparse=always").arg(out.join("data.img")).arg(dir.path()).status();
+        assert!(copied.unwrap().success());
+        Vm::boot_in(dir, append)
+    }
+
+    /// Boots again from the files (and the data disk) of an earlier boot.
+    fn boot_in(dir: tempfile::TempDir, append: &str) -> Vm {
+        let _ = std::fs::remove_file(dir.path().join("console.log"));
         let port = common::free_port();
         let child = Command::new(dir.path().join("boot.sh"))
             .env("CONSOLE", dir.path().join("console.log"))
@@ -195,6 +206,13 @@ impl Vm {
             .spawn()
             .unwrap();
         Vm { child, dir, port, started: Instant::now() }
+    }
+
+    /// Ends qemu (hard, if it still runs) and keeps its directory.
+    fn into_dir(mut self) -> tempfile::TempDir {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap())
     }
 
     fn console(&self) -> String {
@@ -365,7 +383,16 @@ fn the_appliance_runs_the_examples_and_enforces_cgroup_v2_limits_then_powers_off
     let names: Vec<&str> = phases.iter().map(|(p, _)| *p).collect();
     assert_eq!(
         names,
-        ["started", "modules_loaded", "uplink", "bridge", "control_path", "first_unit_ran", "all_units_ran"],
+        [
+            "started",
+            "modules_loaded",
+            "data_disk",
+            "uplink",
+            "bridge",
+            "control_path",
+            "first_unit_ran",
+            "all_units_ran"
+        ],
         "{boot}"
     );
     assert!(phases.windows(2).all(|w| w[0].1 <= w[1].1), "not in time order: {boot}");
@@ -497,4 +524,66 @@ fn a_dead_init_is_a_failed_boot_whatever_qemu_says() {
     let message = caught.expect_err("wait_console passed on a panicked guest");
     let message = message.downcast_ref::<String>().cloned().unwrap_or_default();
     assert!(message.contains("panicked") || message.contains("qemu ended"), "{message}");
+}
+
+/// The data disk: what is applied, written to a named volume and removed
+/// outlives a clean power-off and a hard one, its file system is left
+/// clean by a power-off, and the store is consistent after a power loss.
+#[test]
+fn the_data_disk_keeps_units_and_volumes_across_power_offs_and_power_loss() {
+    if !can_run("the_data_disk_keeps_units_and_volumes_across_power_offs_and_power_loss") {
+        return;
+    }
+    let _one = BOOTS.lock().unwrap_or_else(|e| e.into_inner());
+    let mut vm = Vm::boot("");
+    vm.wait_unit("worker", "running", 120, |u| u["state"] == "running");
+    let boot: Value = serde_json::from_slice(&vm.ctl(&["boot", "--json"]).stdout).unwrap();
+    assert!(boot["data_disk"]["device"].as_str().is_some_and(|d| d.starts_with("/dev/vd")), "{boot}");
+    let status = vm.ctl(&["status"]);
+    assert!(!text(&status.stderr).contains("no data disk"), "{}", text(&status.stderr));
+
+    // A unit applied over the control path counts its boots in a volume
+    // (and syncs, as a database does: a power loss takes what the file
+    // system had not yet written, up to its 5 s commit interval).
+    let mine = tempfile::tempdir().unwrap();
+    let counter = mine.path().join("counter.toml");
+    std::fs::write(
+        &counter,
+        "[container]\nimage = \"oci:images/busybox:latest\"\nvolumes = [\"counts:/c\"]\n\
+         command = [\"sh\", \"-c\", \"echo x >> /c/boots; sync; echo boots $(wc -l < /c/boots); exec sleep 100000\"]\n\
+         [stop]\nsignal = \"SIGKILL\"\n",
+    )
+    .unwrap();
+    let applied = vm.ctl(&["apply", counter.to_str().unwrap()]);
+    assert!(applied.status.success(), "{}", text(&applied.stderr));
+    vm.wait_logs("counter", "boots 1", 60);
+    // And an example unit removed.
+    let removed = vm.ctl(&["remove", "worker"]);
+    assert!(removed.status.success(), "{}", text(&removed.stderr));
+
+    // A clean power-off leaves a clean file system.
+    assert!(vm.ctl(&["poweroff"]).status.success());
+    let console = vm.wait_end(120);
+    assert!(console.contains("data disk: written out and frozen"), "{console}");
+    let dir = vm.into_dir();
+    let fsck = Command::new("e2fsck").arg("-fn").arg(dir.path().join("data.img")).output().unwrap();
+    assert!(fsck.status.success(), "e2fsck -fn after a power-off: {}{}", text(&fsck.stdout), text(&fsck.stderr));
+
+    // Booted again: the applied unit runs with its volume, the removed one
+    // stays removed.
+    let mut vm = Vm::boot_in(dir, "");
+    vm.wait_logs("counter", "boots 2", 120);
+    vm.wait_unit("web", "running", 120, |u| u["state"] == "running");
+    assert!(vm.status().iter().all(|u| u["name"] != "worker"), "worker came back: {:?}", vm.status());
+
+    // Power lost (qemu killed): the journal is replayed, the units come
+    // back, and the store is consistent.
+    let dir = vm.into_dir();
+    let mut vm = Vm::boot_in(dir, "");
+    vm.wait_logs("counter", "boots 3", 120);
+    vm.wait_unit("db", "running", 120, |u| u["state"] == "running");
+    let verify = vm.ctl(&["verify"]);
+    assert!(verify.status.success(), "verify after a power loss: {}{}", text(&verify.stdout), text(&verify.stderr));
+    assert!(vm.ctl(&["poweroff"]).status.success());
+    vm.wait_end(120);
 }

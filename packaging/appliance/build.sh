@@ -9,12 +9,18 @@
 # Usage (as root):
 #   packaging/appliance/build.sh --units DIR --out DIR [--image REF]...
 #       [--ip ADDR/PREFIX --gateway ADDR] [--insecure-registry HOST:PORT]...
-#       [--busybox]
+#       [--busybox] [--data-disk SIZE]
 #
 #   OUT/vmlinuz     the kernel, uncompressed (qemu boots it directly, PVH)
 #   OUT/initrd.img  the initramfs (cpio, uncompressed: it boots faster)
 #   OUT/boot.sh     boots them under qemu; OUT/control.sock is the control
 #                   path (supervisorctl --socket OUT/control.sock status)
+#   OUT/data.img    with --data-disk SIZE (e.g. 512M): an ext4 file system
+#                   labelled supervisor-data holding the units, the image
+#                   store with its layers unpacked, and an empty log
+#                   directory; boot.sh attaches it, PID 1 mounts it and
+#                   keeps all three there (docs/appliance.md). A rebuild
+#                   writes a new one: copy it away to keep its data.
 #
 # --image adds an image to the store beyond those the units name (each
 # unit's image is always seeded). --ip/--gateway configure the first
@@ -27,7 +33,7 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")/../.." && pwd)
-units= out= ip=10.0.2.15/24 gateway=10.0.2.2 busybox=
+units= out= ip=10.0.2.15/24 gateway=10.0.2.2 busybox= data_disk=
 images=() insecure=()
 die() { printf 'appliance: %s\n' "$*" >&2; exit 1; }
 log() { printf '== %s\n' "$*" >&2; }
@@ -40,6 +46,7 @@ while (($#)); do
     --gateway) gateway=$2; shift 2 ;;
     --insecure-registry) insecure+=("$2"); shift 2 ;;
     --busybox) busybox=1; shift ;;
+    --data-disk) data_disk=$2; shift 2 ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown argument $1 (see --help)" ;;
   esac
@@ -51,6 +58,11 @@ done
 for tool in apt-get apt-cache dpkg-deb cpio depmod modprobe ldd chroot; do
   command -v "$tool" >/dev/null || die "$tool is missing (apt-get install cpio kmod)"
 done
+if [[ -n $data_disk ]]; then
+  for tool in mke2fs e2fsck; do
+    command -v "$tool" >/dev/null || die "$tool is missing (apt-get install e2fsprogs)"
+  done
+fi
 units=$(cd "$units" && pwd)
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
@@ -117,13 +129,19 @@ install -m 0755 "$bin/supervisorctl" "$stage/usr/bin/supervisorctl"
 command -v strip >/dev/null && strip "$stage/init" "$stage/usr/bin/supervisorctl"
 nft=$(command -v nft) || die "nft is missing (apt-get install nftables): published ports need it"
 install -m 0755 "$nft" "$stage/usr/sbin/nft"
+progs=("$stage/init" "$stage/usr/bin/supervisorctl" "$stage/usr/sbin/nft")
+# The data disk is checked at boot (e2fsck -p) before it is mounted.
+if [[ -n $data_disk ]]; then
+  install -m 0755 "$(command -v e2fsck)" "$stage/usr/sbin/e2fsck"
+  progs+=("$stage/usr/sbin/e2fsck")
+fi
 if [[ -n $busybox ]]; then
   install -m 0755 /bin/busybox "$stage/bin/busybox"
   ln -s busybox "$stage/bin/sh"
 fi
 # Each shared library the programs load, at the path the loader finds it.
 libs() { ldd "$1" | awk '/=> \// { print $3 } /^\t\// { print $1 }'; }
-for prog in "$stage/init" "$stage/usr/bin/supervisorctl" "$stage/usr/sbin/nft"; do
+for prog in "${progs[@]}"; do
   for lib in $(libs "$prog"); do
     [[ -e $stage$lib ]] && continue
     mkdir -p "$stage$(dirname "$lib")"
@@ -138,7 +156,7 @@ done
 modules=(
   crc32c_generic overlay veth bridge br_netfilter
   nf_tables nf_conntrack nf_nat nft_chain_nat nft_nat nft_masq nft_ct nft_fib nft_fib_ipv4 nft_redir nf_conntrack_netlink
-  virtio_pci virtio_net virtio_console virtio_blk
+  virtio_pci virtio_net virtio_console virtio_blk ext4
   button evdev
 )
 kmods=$work/kernel/lib/modules/$version
@@ -212,6 +230,13 @@ seed() {
 }
 for ref in "${refs[@]}"; do seed vm "$ref"; done
 for ref in "${images[@]}"; do seed host "$ref"; done
+# The data disk keeps the store as the pulls left it: layers unpacked,
+# with their xattrs (mke2fs -d copies them; cpio cannot).
+if [[ -n $data_disk ]]; then
+  mkdir -p "$work/data/state" "$work/data/log"
+  cp -a "$stage/var/lib/supervisor/." "$work/data/state/"
+  rm -rf "$work/data/state/images/tmp"
+fi
 rm -rf "$stage/var/lib/supervisor/images/layers" "$stage/var/lib/supervisor/images/tmp"
 mkdir -p "$stage/var/lib/supervisor/images/layers" "$stage/var/lib/supervisor/images/tmp"
 # The layouts themselves are not needed in the VM.
@@ -222,6 +247,15 @@ mkdir -p "$stage/etc/units.d"
 (cd "$stage" && find . -mindepth 1 | LC_ALL=C sort | cpio -o -H newc --quiet) >"$out/initrd.img"
 log "initrd.img: $(du -h "$out/initrd.img" | cut -f1)"
 
+if [[ -n $data_disk ]]; then
+  cp -a "$stage/etc/units.d" "$work/data/units.d"
+  chmod 0700 "$work/data/state" "$work/data/log"
+  rm -f "$out/data.img"
+  mke2fs -q -F -t ext4 -L supervisor-data -E root_owner=0:0 -d "$work/data" "$out/data.img" "$data_disk" ||
+    die "cannot make the data disk (mke2fs)"
+  log "data.img: $data_disk, $(du -sh "$work/data" | cut -f1) of units and images"
+fi
+
 cat >"$out/boot.sh" <<'EOF'
 #!/usr/bin/env bash
 # Boots the appliance under qemu (TCG unless KVM works). The control path
@@ -229,8 +263,9 @@ cat >"$out/boot.sh" <<'EOF'
 # the console is stdio unless CONSOLE=FILE. Environment: MEMORY (MiB,
 # default 1024), CPUS (default 2), FORWARD (host forwards, default
 # "tcp:127.0.0.1:8080-:8080"; space-separated), MONITOR (a unix socket
-# path for qemu's monitor), ACCEL (kvm or tcg, default tcg).
-# Extra arguments go to qemu.
+# path for qemu's monitor), ACCEL (kvm or tcg, default tcg), DATA (the
+# data disk, default data.img beside this script when it exists; empty:
+# none). Extra arguments go to qemu.
 set -euo pipefail
 dir=$(cd "$(dirname "$0")" && pwd)
 net=user,id=n0
@@ -249,6 +284,8 @@ args=(
   -device isa-debug-exit,iobase=0xf4,iosize=0x04
 )
 [[ -n ${MONITOR:-} ]] && args+=(-monitor "unix:$MONITOR,server=on,wait=off")
+data=${DATA-$dir/data.img}
+[[ -n $data && -f $data ]] && args+=(-drive "file=$data,format=raw,if=virtio,discard=unmap")
 umask 077
 exec qemu-system-x86_64 "${args[@]}" "$@"
 EOF

@@ -121,6 +121,13 @@ pub fn status(client: &Client, units: &[String], json: bool) -> ExitCode {
     if json {
         print_json(&Value::Array(list.iter().map(|v| (*v).clone()).collect()));
     } else {
+        // An appliance without a data disk loses everything at power-off.
+        if let Ok(boot) = client.request("GET", "/v1/boot").and_then(|r| r.json())
+            && boot["pid1"] == true
+            && boot["data_disk"].is_null()
+        {
+            eprintln!("note: no data disk: units, images, volumes and logs are in RAM, gone at power-off");
+        }
         let width = list.iter().filter_map(|v| v["name"].as_str()).map(str::len).max().unwrap_or(4);
         let color = std::io::stdout().is_terminal();
         let now = SystemTime::now();

@@ -21,6 +21,8 @@ pub enum Phase {
     Started,
     /// The configured kernel modules are loaded.
     ModulesLoaded,
+    /// The data disk is checked and mounted (an appliance with one).
+    DataDisk,
     /// The uplink interface has its address and route.
     Uplink,
     /// The bridge network is set up.

@@ -115,6 +115,21 @@ pub fn run(options: Options) -> u8 {
         boot.mark(Phase::ModulesLoaded);
     }
     if pid1 {
+        let p = &options.paths;
+        let dirs = pid1::data_disk::Dirs { units: &p.units, state: &p.state_dir, log: &p.log_dir };
+        match pid1::data_disk::mount_data(&dirs) {
+            Ok(Some(device)) => {
+                tracing::info!("data disk {}: units, images, volumes and logs are kept on it", device.display());
+                boot.mark(Phase::DataDisk);
+            }
+            Ok(None) => tracing::info!(
+                "no data disk (label {}): units, images, volumes and logs are in RAM, gone at power-off",
+                pid1::data_disk::LABEL
+            ),
+            Err(e) => tracing::error!("data disk: {e}; units, images, volumes and logs are in RAM, gone at power-off"),
+        }
+    }
+    if pid1 {
         pid1::host_setup();
         // The power button asks for what SIGUSR2 does: a clean power-off.
         pid1::power_button::watch(|| {

@@ -161,7 +161,13 @@ async fn route(stream: &mut UnixStream, control: &Control, req: Request, peer: P
             http::json(stream, 200, &serde_json::json!({"version": env!("CARGO_PKG_VERSION")})).await
         }
         ("GET", ["v1", "boot"]) => {
-            let body = serde_json::json!({"clock": "CLOCK_BOOTTIME", "pid1": control.power.is_some(), "phases": control.boot.marks()});
+            let data_disk = super::pid1::data_disk::mounted();
+            let body = serde_json::json!({
+                "clock": "CLOCK_BOOTTIME",
+                "pid1": control.power.is_some(),
+                "data_disk": data_disk.map(|d| serde_json::json!({"device": d, "mounted_on": super::pid1::data_disk::MOUNT})),
+                "phases": control.boot.marks(),
+            });
             http::json(stream, 200, &body).await
         }
         ("GET", ["v1", "units"]) => match ask(control, Command::Status).await {

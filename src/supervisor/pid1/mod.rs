@@ -8,6 +8,7 @@ use nix::mount::{MntFlags, MsFlags, mount, umount2};
 
 use super::control::Power;
 
+pub mod data_disk;
 pub mod modules;
 pub mod power_button;
 pub mod serial;
@@ -144,6 +145,8 @@ pub fn host_setup() {
 /// if `reboot(2)` fails.
 pub fn power(what: Power) {
     nix::unistd::sync();
+    // Opened before the unmounts detach it, frozen after them.
+    let data = data_disk::open_for_freeze();
     if let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") {
         let points: Vec<&str> = info.lines().filter_map(|l| l.split(' ').nth(4)).collect();
         for p in points.iter().rev() {
@@ -156,6 +159,12 @@ pub fn power(what: Power) {
     // read-only remount would reach the filesystem's superblock, which a
     // PID 1 of a pid namespace shares with its host.
     nix::unistd::sync();
+    if let Some(data) = &data {
+        match crate::runtime::sys::freeze_fs(data) {
+            Ok(()) => tracing::info!("data disk: written out and frozen"),
+            Err(e) => tracing::error!("data disk: cannot freeze it: {e} (its journal is replayed at the next boot)"),
+        }
+    }
     let how = match what {
         Power::Off => nix::sys::reboot::RebootMode::RB_POWER_OFF,
         Power::Reboot => nix::sys::reboot::RebootMode::RB_AUTOBOOT,
