@@ -167,6 +167,27 @@ fn extra_image() -> String {
     format!("oci:{}:latest", common::example_redis().display())
 }
 
+/// A directory to boot from: the built kernel and initramfs, a copy of
+/// boot.sh (it puts control.sock beside itself), and a data disk of its
+/// own: a copy of the built one (sparse: most of it is empty), or a blank
+/// one.
+fn vm_dir(built_disk: bool) -> tempfile::TempDir {
+    let out = appliance();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(out.join("boot.sh"), dir.path().join("boot.sh")).unwrap();
+    for f in ["vmlinuz", "initrd.img"] {
+        std::os::unix::fs::symlink(out.join(f), dir.path().join(f)).unwrap();
+    }
+    if built_disk {
+        let copied = Command::new("cp").arg("--sparse=always").arg(out.join("data.img")).arg(dir.path()).status();
+        assert!(copied.unwrap().success());
+    } else {
+        let blank = std::fs::File::create(dir.path().join("data.img")).unwrap();
+        blank.set_len(256 << 20).unwrap();
+    }
+    dir
+}
+
 struct Vm {
     child: Child,
     dir: tempfile::TempDir,
@@ -178,17 +199,7 @@ impl Vm {
     /// Boots the appliance (with more kernel arguments, if any); its
     /// console, control socket and monitor in a directory of their own.
     fn boot(append: &str) -> Vm {
-        let out = appliance();
-        let dir = tempfile::tempdir().unwrap();
-        // boot.sh puts control.sock beside itself: a copy per boot.
-        std::fs::copy(out.join("boot.sh"), dir.path().join("boot.sh")).unwrap();
-        for f in ["vmlinuz", "initrd.img"] {
-            std::os::unix::fs::symlink(out.join(f), dir.path().join(f)).unwrap();
-        }
-        // A data disk of its own, as built (sparse: most of it is empty).
-        let copied = Command::new("cp").arg("--sparse=always").arg(out.join("data.img")).arg(dir.path()).status();
-        assert!(copied.unwrap().success());
-        Vm::boot_in(dir, append)
+        Vm::boot_in(vm_dir(true), append)
     }
 
     /// Boots again from the files (and the data disk) of an earlier boot.
@@ -586,4 +597,31 @@ fn the_data_disk_keeps_units_and_volumes_across_power_offs_and_power_loss() {
     assert!(verify.status.success(), "verify after a power loss: {}{}", text(&verify.stdout), text(&verify.stderr));
     assert!(vm.ctl(&["poweroff"]).status.success());
     vm.wait_end(120);
+}
+
+/// An empty disk attached by an operator is formatted at first boot and
+/// seeded from the initramfs: the units run from it, and it is clean
+/// after a power-off.
+#[test]
+fn a_blank_disk_is_formatted_and_seeded_at_first_boot() {
+    if !can_run("a_blank_disk_is_formatted_and_seeded_at_first_boot") {
+        return;
+    }
+    let _one = BOOTS.lock().unwrap_or_else(|e| e.into_inner());
+    let mut vm = Vm::boot_in(vm_dir(false), "");
+    vm.wait_unit("web", "running", 120, |u| u["state"] == "running");
+    assert!(vm.console().contains("a blank disk: formatted as the data disk"), "{}", vm.console());
+    let boot: Value = serde_json::from_slice(&vm.ctl(&["boot", "--json"]).stdout).unwrap();
+    assert_eq!(boot["data_disk"]["device"], "/dev/vda", "{boot}");
+    assert!(vm.ctl(&["poweroff"]).status.success());
+    vm.wait_end(120);
+    let image = vm.into_dir();
+    let image = image.path().join("data.img");
+    let head = Command::new("dumpe2fs").arg("-h").arg(&image).output().unwrap();
+    assert!(text(&head.stdout).contains("Filesystem volume name:   supervisor-data"), "{}", text(&head.stdout));
+    let fsck = Command::new("e2fsck").arg("-fn").arg(&image).output().unwrap();
+    assert!(fsck.status.success(), "{}{}", text(&fsck.stdout), text(&fsck.stderr));
+    // Seeded: the units are on it.
+    let listed = Command::new("debugfs").args(["-R", "ls /units.d"]).arg(&image).output().unwrap();
+    assert!(text(&listed.stdout).contains("web.toml"), "{}", text(&listed.stdout));
 }

@@ -130,10 +130,16 @@ command -v strip >/dev/null && strip "$stage/init" "$stage/usr/bin/supervisorctl
 nft=$(command -v nft) || die "nft is missing (apt-get install nftables): published ports need it"
 install -m 0755 "$nft" "$stage/usr/sbin/nft"
 progs=("$stage/init" "$stage/usr/bin/supervisorctl" "$stage/usr/sbin/nft")
-# The data disk is checked at boot (e2fsck -p) before it is mounted.
-if [[ -n $data_disk ]]; then
-  install -m 0755 "$(command -v e2fsck)" "$stage/usr/sbin/e2fsck"
-  progs+=("$stage/usr/sbin/e2fsck")
+# The data disk is checked at boot (e2fsck -p) before it is mounted, and a
+# blank disk attached later is formatted (mke2fs): both from e2fsprogs.
+if command -v e2fsck >/dev/null && command -v mke2fs >/dev/null; then
+  for tool in e2fsck mke2fs; do
+    install -m 0755 "$(command -v "$tool")" "$stage/usr/sbin/$tool"
+    progs+=("$stage/usr/sbin/$tool")
+  done
+  if [[ -f /etc/mke2fs.conf ]]; then cp /etc/mke2fs.conf "$stage/etc/mke2fs.conf"; fi
+else
+  log "e2fsprogs is missing: the appliance will neither check nor format a data disk"
 fi
 if [[ -n $busybox ]]; then
   install -m 0755 /bin/busybox "$stage/bin/busybox"

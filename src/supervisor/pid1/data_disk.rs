@@ -8,7 +8,8 @@
 //! from the initramfs. At power-off its file system is frozen last
 //! (`FIFREEZE`: written out, journal clean), as it cannot be unmounted
 //! while supervisord still holds files on it. Without a disk nothing
-//! changes: everything stays in RAM.
+//! changes: everything stays in RAM. A blank virtio disk (its first MiB
+//! all zeros) is formatted as the data disk at first boot, then seeded.
 
 use std::fs::File;
 use std::io::Read;
@@ -58,6 +59,41 @@ fn find(label: &str) -> Option<PathBuf> {
     })
 }
 
+/// How much of a disk must be zeros for it to count as blank.
+const BLANK: usize = 1 << 20;
+
+/// A virtio disk an operator attached empty: a whole disk (no partition
+/// of one) whose first MiB is all zeros, so no partition table and no
+/// file system signature; the first of them by name.
+fn blank_disk() -> Option<PathBuf> {
+    let mut names: Vec<String> = std::fs::read_dir("/sys/class/block")
+        .ok()?
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().map(String::from))
+        .filter(|n| n.starts_with("vd") && !Path::new("/sys/class/block").join(n).join("partition").exists())
+        .collect();
+    names.sort();
+    names.into_iter().map(|n| Path::new("/dev").join(n)).find(|dev| {
+        let mut head = vec![0u8; BLANK];
+        File::open(dev).and_then(|mut f| f.read_exact(&mut head)).is_ok() && head.iter().all(|&b| b == 0)
+    })
+}
+
+/// Makes the data disk's file system on a blank disk (`mke2fs`, shipped
+/// in the initramfs).
+fn format(device: &Path) -> Result<(), String> {
+    let dev = device.display();
+    let made = Command::new("/usr/sbin/mke2fs").args(["-q", "-F", "-t", "ext4", "-L", LABEL]).arg(device).status();
+    match made {
+        Ok(s) if s.success() => {
+            tracing::info!("{dev}: a blank disk: formatted as the data disk (ext4, label {LABEL})");
+            Ok(())
+        }
+        Ok(s) => Err(format!("{dev}: a blank disk, but mke2fs failed ({s})")),
+        Err(e) => Err(format!("{dev}: a blank disk, but mke2fs cannot run: {e}")),
+    }
+}
+
 /// Where each directory of the daemon lives on the disk.
 pub struct Dirs<'a> {
     pub units: &'a Path,
@@ -69,7 +105,14 @@ pub struct Dirs<'a> {
 /// `dirs`. `Ok(None)`: no disk (RAM only); an error: a disk that could not
 /// be used (the appliance then runs from RAM, and says why).
 pub fn mount_data(dirs: &Dirs) -> Result<Option<PathBuf>, String> {
-    let Some(device) = find(LABEL) else { return Ok(None) };
+    let device = match (find(LABEL), blank_disk()) {
+        (Some(device), _) => device,
+        (None, Some(blank)) => {
+            format(&blank)?;
+            blank
+        }
+        (None, None) => return Ok(None),
+    };
     let dev = device.display();
     // -p: repair what is safe without a person; 1 (fixed) is fine, 2 asks
     // for a reboot that does not apply to a disk not yet mounted, 4 and up
