@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Boot to all units running, for the appliance VM built from the example
-# units: qemu (TCG: KVM is not usable on these machines) is started, and
+# units with a data disk (the layers unpacked on it at build time): qemu (TCG: KVM is not usable on these machines) is started, and
 # the control path is asked every 100 ms until every unit runs. Prints each
 # boot's figures and the medians: time to the control path answering and
 # to every unit running, then powers the VM off (supervisorctl poweroff)
@@ -19,7 +19,7 @@ trap 'pkill -f "$work/boot.sh" 2>/dev/null || true; rm -rf "$work"' EXIT
 scripts/build-example-images.sh >/dev/null 2>&1
 cargo build -q --release --bins
 APPLIANCE_CACHE=$PWD/target/appliance-cache SUPERVISOR_BIN=$PWD/target/release \
-  packaging/appliance/build.sh --units units.example --out "$work" 2>/dev/null
+  packaging/appliance/build.sh --units units.example --out "$work" --data-disk 512M 2>/dev/null
 ctl() { target/release/supervisorctl --socket "$work/control.sock" "$@"; }
 now() { date +%s.%N; }
 median() { sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
