@@ -376,22 +376,8 @@ fn the_appliance_runs_the_examples_and_enforces_cgroup_v2_limits_then_powers_off
 
     // The boot, on the guest's own clock: every step, in order, once
     // every unit has run (the OOM test unit ends, but it ran).
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let boot = loop {
-        let boot: Value = serde_json::from_slice(&vm.ctl(&["boot", "--json"]).stdout).unwrap();
-        if boot["phases"].as_array().unwrap().iter().any(|p| p["phase"] == "all_units_ran") {
-            break boot;
-        }
-        assert!(Instant::now() < deadline, "not every unit ran: {boot}\n{}", vm.console());
-        std::thread::sleep(Duration::from_millis(250));
-    };
-    let phases: Vec<(&str, f64)> = boot["phases"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| (p["phase"].as_str().unwrap(), p["at"].as_f64().unwrap()))
-        .collect();
-    let names: Vec<&str> = phases.iter().map(|(p, _)| *p).collect();
+    let (boot, phases) = common::daemon::wait_boot(&vm.socket(), 120);
+    let names: Vec<&str> = phases.iter().map(|(p, _)| p.as_str()).collect();
     assert_eq!(
         names,
         [

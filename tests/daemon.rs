@@ -867,24 +867,9 @@ fn boot_lists_each_step_of_the_start_on_the_kernels_clock() {
     let name = common::unique_name("boot");
     d.write_unit(&name, &sleeper());
     d.wait_state(&name, "running");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let boot = loop {
-        let out = d.ctl(&["boot", "--json"]);
-        let boot: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out.stderr)));
-        if boot["phases"].as_array().unwrap().iter().any(|p| p["phase"] == "all_units_ran") {
-            break boot;
-        }
-        assert!(Instant::now() < deadline, "no all_units_ran: {boot}");
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let phases: Vec<(&str, f64)> = boot["phases"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| (p["phase"].as_str().unwrap(), p["at"].as_f64().unwrap()))
-        .collect();
+    let (boot, phases) = common::daemon::wait_boot(&d.socket(), 30);
     // The test daemon has a bridge, no modules and no uplink to set up.
-    let names: Vec<&str> = phases.iter().map(|(p, _)| *p).collect();
+    let names: Vec<&str> = phases.iter().map(|(p, _)| p.as_str()).collect();
     assert_eq!(names, ["started", "bridge", "control_path", "first_unit_ran", "all_units_ran"], "{boot}");
     assert!(phases.windows(2).all(|w| w[0].1 <= w[1].1), "{boot}");
     assert_eq!(boot["pid1"], false);

@@ -257,7 +257,7 @@ if [[ -n $data_disk ]]; then
   cp -a "$stage/etc/units.d" "$work/data/units.d"
   chmod 0700 "$work/data/state" "$work/data/log"
   rm -f "$out/data.img"
-  mke2fs -q -F -t ext4 -L supervisor-data -E root_owner=0:0 -d "$work/data" "$out/data.img" "$data_disk" ||
+  mke2fs -q -F -t ext4 -L supervisor-data -E root_owner=0:0 -d "$work/data" "$out/data.img" "$data_disk" >/dev/null ||
     die "cannot make the data disk (mke2fs)"
   log "data.img: $data_disk, $(du -sh "$work/data" | cut -f1) of units and images"
 fi

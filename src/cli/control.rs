@@ -210,13 +210,21 @@ pub fn print_plan(v: &Value, shown: impl Fn(&Value) -> bool) {
     }
 }
 
-pub fn boot(client: &Client, json: bool) -> ExitCode {
-    let r = match client.request("GET", "/v1/boot") {
+/// A GET answered 200 with JSON, or the exit of a failed one (printed).
+fn get_json(client: &Client, target: &str) -> Result<Value, ExitCode> {
+    let r = match client.request("GET", target) {
         Ok(r) if r.status == 200 => r,
-        Ok(r) => return fail(r.error()),
-        Err(e) => return fail(e),
+        Ok(r) => return Err(fail(r.error())),
+        Err(e) => return Err(fail(e)),
     };
-    let Ok(v) = r.json() else { return fail("bad answer from supervisord") };
+    r.json().map_err(|_| fail("bad answer from supervisord"))
+}
+
+pub fn boot(client: &Client, json: bool) -> ExitCode {
+    let v = match get_json(client, "/v1/boot") {
+        Ok(v) => v,
+        Err(code) => return code,
+    };
     if json {
         print_json(&v);
         return ExitCode::SUCCESS;
@@ -327,12 +335,10 @@ pub fn events(client: &Client, json: bool) -> ExitCode {
 }
 
 pub fn volumes(client: &Client, json: bool) -> ExitCode {
-    let r = match client.request("GET", "/v1/volumes") {
-        Ok(r) if r.status == 200 => r,
-        Ok(r) => return fail(r.error()),
-        Err(e) => return fail(e),
+    let v = match get_json(client, "/v1/volumes") {
+        Ok(v) => v,
+        Err(code) => return code,
     };
-    let Ok(v) = r.json() else { return fail("bad answer from supervisord") };
     if json {
         print_json(&v);
         return ExitCode::SUCCESS;

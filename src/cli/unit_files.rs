@@ -46,13 +46,7 @@ pub fn apply(client: &Client, paths: &[PathBuf], dry_run: bool, json: bool) -> E
         }
     }
     if !errors.is_empty() {
-        let color = super::stderr_color();
-        let mut stderr = std::io::stderr().lock();
-        for e in &errors {
-            let text =
-                if std::io::IsTerminal::is_terminal(&std::io::stderr()) { e.render(color) } else { format!("{e}\n") };
-            let _ = stderr.write_all(text.as_bytes());
-        }
+        super::validate::print_diagnostics(&errors.iter().collect::<Vec<_>>());
         return fail("nothing applied");
     }
     let body = serde_json::json!({ "units": units }).to_string();

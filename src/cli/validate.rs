@@ -39,15 +39,8 @@ pub fn run(paths: &[PathBuf], json: bool) -> ExitCode {
     let units: Vec<&LoadedUnit> = sets.iter().flat_map(|(u, _)| u).collect();
     let errors: Vec<&Diagnostic> = sets.iter().flat_map(|(_, e)| e).collect();
 
-    let color = super::stderr_color();
+    print_diagnostics(&errors);
     let mut stderr = std::io::stderr().lock();
-    for e in &errors {
-        // The source line with a caret helps a person at a terminal; logs
-        // and scripts get one line per error.
-        let text =
-            if std::io::IsTerminal::is_terminal(&std::io::stderr()) { e.render(color) } else { format!("{e}\n") };
-        let _ = stderr.write_all(text.as_bytes());
-    }
     let invalid_files = {
         let mut files: Vec<&Path> = errors.iter().map(|e| e.unit_file.as_deref().unwrap_or(&e.file)).collect();
         files.sort();
@@ -74,6 +67,18 @@ pub fn run(paths: &[PathBuf], json: bool) -> ExitCode {
         status = status.max(INVALID);
     }
     ExitCode::from(status)
+}
+
+/// Writes each diagnostic to stderr: with its source line and a caret for
+/// a person at a terminal, one line each for logs and scripts.
+pub(super) fn print_diagnostics(errors: &[&Diagnostic]) {
+    let color = super::stderr_color();
+    let mut stderr = std::io::stderr().lock();
+    for e in errors {
+        let text =
+            if std::io::IsTerminal::is_terminal(&std::io::stderr()) { e.render(color) } else { format!("{e}\n") };
+        let _ = stderr.write_all(text.as_bytes());
+    }
 }
 
 /// Loads what `path` names: the units and errors to report.

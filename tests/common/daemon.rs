@@ -212,6 +212,28 @@ impl Drop for Daemon {
 }
 
 /// supervisorctl `args` against the control socket `socket`.
+/// `boot --json` once every unit has ran (waiting up to `secs`), and its
+/// phases as (name, milliseconds since the kernel started).
+pub fn wait_boot(socket: &Path, secs: u64) -> (Value, Vec<(String, f64)>) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let boot = loop {
+        let out = ctl(socket, &["boot", "--json"]);
+        let boot: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        if boot["phases"].as_array().is_some_and(|p| p.iter().any(|p| p["phase"] == "all_units_ran")) {
+            break boot;
+        }
+        assert!(Instant::now() < deadline, "not every unit ran after {secs}s: {boot} {}", super::text(&out.stderr));
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let phases = boot["phases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["phase"].as_str().unwrap().to_string(), p["at"].as_f64().unwrap()))
+        .collect();
+    (boot, phases)
+}
+
 pub fn ctl(socket: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_supervisorctl")).arg("--socket").arg(socket).args(args).output().unwrap()
 }
