@@ -107,6 +107,10 @@ pub fn run(options: Options) -> u8 {
     if let Some(e) = no_path {
         tracing::warn!("{e}");
     }
+    // An init booted from an initramfs is an appliance's: only then is
+    // there a data disk to look for (and a blank disk to format: never
+    // on a machine whose disks supervisord does not own).
+    let appliance = escaped.is_some();
     if let Some(what) = escaped {
         tracing::info!("{what}");
     }
@@ -114,7 +118,7 @@ pub fn run(options: Options) -> u8 {
     if !options.modules.is_empty() {
         boot.mark(Phase::ModulesLoaded);
     }
-    if pid1 {
+    if appliance {
         let p = &options.paths;
         let dirs = pid1::data_disk::Dirs { units: &p.units, state: &p.state_dir, log: &p.log_dir };
         match pid1::data_disk::mount_data(&dirs) {
