@@ -105,13 +105,15 @@ pub struct Dirs<'a> {
 /// `dirs`. `Ok(None)`: no disk (RAM only); an error: a disk that could not
 /// be used (the appliance then runs from RAM, and says why).
 pub fn mount_data(dirs: &Dirs) -> Result<Option<PathBuf>, String> {
-    let device = match (find(LABEL), blank_disk()) {
-        (Some(device), _) => device,
-        (None, Some(blank)) => {
-            format(&blank)?;
-            blank
-        }
-        (None, None) => return Ok(None),
+    let device = match find(LABEL) {
+        Some(device) => device,
+        None => match blank_disk() {
+            Some(blank) => {
+                format(&blank)?;
+                blank
+            }
+            None => return Ok(None),
+        },
     };
     let dev = device.display();
     // -p: repair what is safe without a person; 1 (fixed) is fine, 2 asks
@@ -127,6 +129,8 @@ pub fn mount_data(dirs: &Dirs) -> Result<Option<PathBuf>, String> {
     std::fs::create_dir_all(MOUNT).map_err(|e| format!("{MOUNT}: {e}"))?;
     mount(Some(&device), MOUNT, Some("ext4"), MsFlags::MS_NOATIME, None::<&str>)
         .map_err(|e| format!("mount {dev} on {MOUNT}: {e}"))?;
+    // Mounted: frozen at power-off from now on, whatever happens next.
+    let _ = MOUNTED.set(device.clone());
     for (sub, target) in [("units.d", dirs.units), ("state", dirs.state), ("log", dirs.log)] {
         let source = Path::new(MOUNT).join(sub);
         if !source.exists() {
@@ -137,7 +141,6 @@ pub fn mount_data(dirs: &Dirs) -> Result<Option<PathBuf>, String> {
         mount(Some(&source), target, None::<&str>, MsFlags::MS_BIND, None::<&str>)
             .map_err(|e| format!("bind {} on {}: {e}", source.display(), target.display()))?;
     }
-    let _ = MOUNTED.set(device.clone());
     Ok(Some(device))
 }
 
