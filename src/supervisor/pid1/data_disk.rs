@@ -44,19 +44,29 @@ pub fn ext4_label(head: &[u8]) -> Option<String> {
     Some(String::from_utf8_lossy(&name[..end]).into_owned())
 }
 
-/// The block device whose file system has `label`, from /sys/class/block.
-fn find(label: &str) -> Option<PathBuf> {
+/// The block devices of /sys/class/block that `keep` (by name; loop and
+/// RAM disks never), sorted by name, with their first `len` bytes, each
+/// read only when the one before it was not the one looked for.
+fn devices(keep: impl Fn(&str) -> bool, len: usize) -> impl Iterator<Item = (PathBuf, Vec<u8>)> {
     let mut names: Vec<String> = std::fs::read_dir("/sys/class/block")
-        .ok()?
+        .into_iter()
+        .flatten()
         .flatten()
         .filter_map(|e| e.file_name().to_str().map(String::from))
-        .filter(|n| !n.starts_with("loop") && !n.starts_with("ram"))
+        .filter(|n| !n.starts_with("loop") && !n.starts_with("ram") && keep(n))
         .collect();
     names.sort();
-    names.into_iter().map(|n| Path::new("/dev").join(n)).find(|dev| {
-        let mut head = vec![0u8; 2048];
-        File::open(dev).and_then(|mut f| f.read_exact(&mut head)).is_ok() && ext4_label(&head).as_deref() == Some(label)
+    names.into_iter().filter_map(move |n| {
+        let dev = Path::new("/dev").join(n);
+        let mut head = vec![0u8; len];
+        File::open(&dev).and_then(|mut f| f.read_exact(&mut head)).ok()?;
+        Some((dev, head))
     })
+}
+
+/// The block device whose file system has `label`.
+fn find(label: &str) -> Option<PathBuf> {
+    devices(|_| true, 2048).find(|(_, head)| ext4_label(head).as_deref() == Some(label)).map(|(d, _)| d)
 }
 
 /// How much of a disk must be zeros for it to count as blank.
@@ -66,17 +76,9 @@ const BLANK: usize = 1 << 20;
 /// of one) whose first MiB is all zeros, so no partition table and no
 /// file system signature; the first of them by name.
 fn blank_disk() -> Option<PathBuf> {
-    let mut names: Vec<String> = std::fs::read_dir("/sys/class/block")
-        .ok()?
-        .flatten()
-        .filter_map(|e| e.file_name().to_str().map(String::from))
-        .filter(|n| n.starts_with("vd") && !Path::new("/sys/class/block").join(n).join("partition").exists())
-        .collect();
-    names.sort();
-    names.into_iter().map(|n| Path::new("/dev").join(n)).find(|dev| {
-        let mut head = vec![0u8; BLANK];
-        File::open(dev).and_then(|mut f| f.read_exact(&mut head)).is_ok() && head.iter().all(|&b| b == 0)
-    })
+    let whole_virtio =
+        |n: &str| n.starts_with("vd") && !Path::new("/sys/class/block").join(n).join("partition").exists();
+    devices(whole_virtio, BLANK).find(|(_, head)| head.iter().all(|&b| b == 0)).map(|(d, _)| d)
 }
 
 /// Makes the data disk's file system on a blank disk (`mke2fs`, shipped
