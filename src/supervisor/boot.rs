@@ -67,10 +67,6 @@ impl Timeline {
         }
     }
 
-    pub fn has(&self, phase: Phase) -> bool {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).iter().any(|m| m.phase == phase)
-    }
-
     /// The marks in the order of the phases.
     pub fn marks(&self) -> Vec<Mark> {
         let mut marks = self.0.lock().unwrap_or_else(|e| e.into_inner()).clone();
@@ -186,7 +182,6 @@ mod tests {
             serde_json::to_value(&marks).unwrap(),
             serde_json::json!([{"phase": "started", "at": 412.345}, {"phase": "control_path", "at": 900.0}])
         );
-        assert!(t.has(Phase::Started) && !t.has(Phase::Bridge));
     }
 
     #[test]
