@@ -429,6 +429,28 @@ fn the_appliance_runs_the_examples_and_enforces_cgroup_v2_limits_then_powers_off
     assert!(applied.status.success(), "{}", text(&applied.stderr));
     vm.wait_logs("pulled", "pulled runs", 60);
 
+    // An image loaded without a registry: an archive streamed through the
+    // serial control path into the VM's store, then run.
+    let archive = mine.path().join("busybox.tar");
+    let copied = Command::new("skopeo")
+        .args(["copy", "-q", &format!("oci:{}:latest", busybox.display())])
+        .arg(format!("oci-archive:{}:vm.local/loaded:1", archive.display()))
+        .output()
+        .expect("skopeo (Debian: skopeo)");
+    assert!(copied.status.success(), "{}", text(&copied.stderr));
+    let loaded = vm.ctl(&["load", archive.to_str().unwrap()]);
+    assert!(loaded.status.success(), "{}{}", text(&loaded.stdout), text(&loaded.stderr));
+    assert_eq!(text(&loaded.stdout), "Loaded image: vm.local/loaded:1\n");
+    let loaded_unit = mine.path().join("loaded.toml");
+    std::fs::write(
+        &loaded_unit,
+        "[container]\nimage = \"vm.local/loaded:1\"\ncommand = [\"sh\", \"-c\", \"echo loaded runs; exec sleep 100000\"]\n[stop]\nsignal = \"SIGKILL\"\n",
+    )
+    .unwrap();
+    let applied = vm.ctl(&["apply", loaded_unit.to_str().unwrap()]);
+    assert!(applied.status.success(), "{}", text(&applied.stderr));
+    vm.wait_logs("loaded", "loaded runs", 60);
+
     // The web unit's published port, through qemu's forward to the guest.
     let mut page = String::new();
     for _ in 0..100 {

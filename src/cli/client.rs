@@ -54,6 +54,18 @@ impl Client {
     }
 
     fn connect_with(&self, method: &str, target: &str, body: &[u8]) -> Result<(UnixStream, String), String> {
+        self.connect_sending(method, target, &mut &body[..], body.len() as u64)
+    }
+
+    /// Connects and sends the request, its body (of `length` bytes) read
+    /// from `body`.
+    fn connect_sending(
+        &self,
+        method: &str,
+        target: &str,
+        body: &mut dyn Read,
+        length: u64,
+    ) -> Result<(UnixStream, String), String> {
         let mut s = UnixStream::connect(&self.socket).map_err(|e| {
             let hint = match e.kind() {
                 std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
@@ -71,15 +83,19 @@ impl Client {
             std::process::id(),
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos())
         );
-        let mut req = format!(
-            "{method} {target} HTTP/1.1\r\nHost: supervisord\r\nX-Request-Id: {id}\r\nContent-Length: {}\r\n\r\n",
-            body.len()
-        )
-        .into_bytes();
-        req.extend_from_slice(body);
+        let head = format!(
+            "{method} {target} HTTP/1.1\r\nHost: supervisord\r\nX-Request-Id: {id}\r\nContent-Length: {length}\r\n\r\n"
+        );
+        let sent = s.write_all(head.as_bytes()).and_then(|()| {
+            let copied = std::io::copy(&mut body.take(length), &mut s)?;
+            if copied < length {
+                return Err(std::io::Error::other(format!("the body ended after {copied} of {length} bytes")));
+            }
+            Ok(())
+        });
         // A server that answers before reading (a refusal) closes early:
         // its answer is still there to read.
-        match s.write_all(&req) {
+        match sent {
             Err(e) if !matches!(e.kind(), std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset) => {
                 return Err(format!("{}: {e}", self.socket.display()));
             }
@@ -202,8 +218,25 @@ impl Client {
         target: &str,
         each: &mut dyn FnMut(&[u8]),
     ) -> Result<Option<Response>, String> {
-        let (mut s, id) = self.connect(method, target)?;
-        let (status, first, framing) = Client::head(&mut s, &id)?;
+        let (s, id) = self.connect(method, target)?;
+        Client::answer_stream(s, &id, each)
+    }
+
+    /// [`Client::stream_request`] of a POST whose body, `length` bytes, is
+    /// read from `body` as it is sent (an image archive).
+    pub fn upload(
+        &self,
+        target: &str,
+        body: &mut dyn Read,
+        length: u64,
+        each: &mut dyn FnMut(&[u8]),
+    ) -> Result<Option<Response>, String> {
+        let (s, id) = self.connect_sending("POST", target, body, length)?;
+        Client::answer_stream(s, &id, each)
+    }
+
+    fn answer_stream(mut s: UnixStream, id: &str, each: &mut dyn FnMut(&[u8])) -> Result<Option<Response>, String> {
+        let (status, first, framing) = Client::head(&mut s, id)?;
         if status != 200 || matches!(framing, Framing::Length(_)) {
             let mut body = Vec::new();
             Client::body(&mut s, &first, framing, &mut |b| body.extend_from_slice(b))?;

@@ -59,6 +59,19 @@ pub enum Command {
         /// A registry reference (nginx:1.27) or oci:, oci-archive:, docker-archive:, dir: source.
         reference: String,
     },
+    /// Load the images of an archive (an OCI archive, or `docker save`
+    /// output) into the store, under the names they carry (RepoTags, or
+    /// org.opencontainers.image.ref.name). Through a running supervisord
+    /// the archive is streamed over the control socket (so it works on an
+    /// appliance's serial control path too).
+    Load {
+        /// The archive.
+        file: PathBuf,
+        /// Store the archive's one image under this name (NAME:TAG),
+        /// needed when it carries none.
+        #[arg(long, value_name = "NAME")]
+        name: Option<String>,
+    },
     /// List the images in the store.
     Images {
         #[arg(long)]
@@ -285,6 +298,8 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Validate { paths, json } => validate::run(&paths, json),
         Command::Pull { reference } if daemon => images::pull_via(&client, &reference),
         Command::Pull { reference } => images::pull(&store, &reference),
+        Command::Load { file, name } if daemon => images::load_via(&client, &file, name.as_deref()),
+        Command::Load { file, name } => images::load(&store, &file, name.as_deref()),
         Command::Images { json } if daemon => images::images_via(&client, json),
         Command::Images { json } => images::images(&store, json),
         Command::Rmi { reference } if daemon => images::rmi_via(&client, &reference),

@@ -5,19 +5,17 @@
 //! the store's locks: this is how an appliance image is seeded at build
 //! time.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Mutex;
-use std::time::Instant;
 
 use super::client::{Client, encode};
-use crate::runtime::image::manifest::Descriptor;
+use super::progress::{Lines, Reporter, human_size};
 use crate::runtime::image::verify::{Containers, Report};
-use crate::runtime::image::{Digest, ImageError, ImageRecord, Progress, PullOptions, RegistryOptions, Store};
+use crate::runtime::image::{ImageError, ImageRecord, PullOptions, RegistryOptions, Store};
 use crate::units::load_dir;
-use crate::units::values::reference::ImageSource;
+use crate::units::values::reference::{ImageRef, ImageSource};
 
 /// Where images live and how to reach registries.
 pub struct StoreArgs {
@@ -105,45 +103,68 @@ pub fn pull_via(client: &Client, reference: &str) -> ExitCode {
     let run = || -> Result<(), String> {
         let src = source(reference)?;
         let reporter = Reporter::new(std::io::stderr().is_terminal());
-        let mut pending = Vec::new();
-        let mut outcome: Option<Result<serde_json::Value, String>> = None;
+        let mut lines = Lines::new(&reporter, "image");
         let target = format!("/v1/images/pull?reference={}", encode(&src.to_string()));
-        let mut each = |chunk: &[u8]| {
-            pending.extend_from_slice(chunk);
-            while let Some(i) = pending.iter().position(|b| *b == b'\n') {
-                let line: Vec<u8> = pending.drain(..=i).collect();
-                let Ok(v) = serde_json::from_slice::<serde_json::Value>(&line) else { continue };
-                let digest = |x: &serde_json::Value| Digest::parse(x["digest"].as_str().unwrap_or(""));
-                if let Some(r) = v.get("resolved") {
-                    let layers: Vec<Descriptor> = serde_json::from_value(r["layers"].clone()).unwrap_or_default();
-                    if let Ok(m) = Digest::parse(r["manifest"].as_str().unwrap_or("")) {
-                        reporter.resolved(r["reference"].as_str().unwrap_or(""), &m, &layers);
-                    }
-                } else if let Some(b) = v.get("layer_bytes") {
-                    if let Ok(d) = digest(b) {
-                        reporter.layer_bytes(&d, b["bytes"].as_u64().unwrap_or(0));
-                    }
-                } else if let Some(l) = v.get("layer_done") {
-                    if let Ok(d) = digest(l) {
-                        reporter.layer_done(&d, l["cached"].as_bool().unwrap_or(false));
-                    }
-                } else if let Some(image) = v.get("image") {
-                    outcome = Some(Ok(image.clone()));
-                } else if let Some(e) = v.get("error") {
-                    outcome = Some(Err(e.as_str().unwrap_or("pull failed").to_string()));
-                }
-            }
-        };
-        if let Some(r) = client.stream_request("POST", &target, &mut each)? {
+        if let Some(r) = client.stream_request("POST", &target, &mut |chunk| lines.feed(chunk))? {
             return Err(r.error());
         }
-        let image = outcome.ok_or("supervisord ended the pull without an outcome")??;
+        let image = lines.outcome("pull")?;
         reporter.finish();
         println!("{src}");
         println!("digest: {}", image["manifest_digest"].as_str().unwrap_or("?"));
         Ok(())
     };
     run().map_or_else(fail, |()| ExitCode::SUCCESS)
+}
+
+/// `load` offline: the images of an archive into the store.
+pub fn load(args: &StoreArgs, file: &Path, name: Option<&str>) -> ExitCode {
+    let run = || -> Result<(), String> {
+        check_name(name)?;
+        let store = open(args)?;
+        let reporter = Reporter::new(std::io::stderr().is_terminal());
+        let images = store.load(file, name, &PullOptions::default(), &reporter).map_err(|e| e.to_string())?;
+        reporter.finish();
+        for image in images {
+            println!("Loaded image: {}", image.record.reference);
+        }
+        Ok(())
+    };
+    run().map_or_else(fail, |()| ExitCode::SUCCESS)
+}
+
+/// `load` by the running supervisord: the archive streamed to it.
+pub fn load_via(client: &Client, file: &Path, name: Option<&str>) -> ExitCode {
+    let run = || -> Result<(), String> {
+        check_name(name)?;
+        let mut archive = std::fs::File::open(file).map_err(|e| format!("{}: {e}", file.display()))?;
+        let length = archive.metadata().map_err(|e| format!("{}: {e}", file.display()))?.len();
+        let reporter = Reporter::new(std::io::stderr().is_terminal());
+        let mut lines = Lines::new(&reporter, "images");
+        let target = match name {
+            Some(n) => format!("/v1/images/load?name={}", encode(n)),
+            None => "/v1/images/load".to_string(),
+        };
+        if let Some(r) = client.upload(&target, &mut archive, length, &mut |chunk| lines.feed(chunk))? {
+            return Err(r.error());
+        }
+        let images = lines.outcome("load")?;
+        reporter.finish();
+        for image in images.as_array().into_iter().flatten() {
+            println!("Loaded image: {}", image["reference"].as_str().unwrap_or("?"));
+        }
+        Ok(())
+    };
+    run().map_or_else(fail, |()| ExitCode::SUCCESS)
+}
+
+/// A name given to `load` must be an image reference with a tag.
+fn check_name(name: Option<&str>) -> Result<(), String> {
+    match name.map(ImageRef::parse) {
+        Some(Err(e)) => Err(format!("--name: {e}")),
+        Some(Ok(r)) if r.digest.is_some() => Err("--name: name the image by a tag (NAME:TAG), not a digest".into()),
+        _ => Ok(()),
+    }
 }
 
 pub fn rmi_via(client: &Client, reference: &str) -> ExitCode {
@@ -302,99 +323,4 @@ pub fn export(args: &StoreArgs, reference: &str, dest: &Path) -> ExitCode {
         open(args)?.export(&src.to_string(), dest).map_err(|e| e.to_string())
     };
     run().map_or_else(fail, |()| ExitCode::SUCCESS)
-}
-
-fn human_size(bytes: u64) -> String {
-    let mut v = bytes as f64;
-    for unit in ["B", "kB", "MB", "GB"] {
-        if v < 1000.0 {
-            return format!("{v:.1}{unit}");
-        }
-        v /= 1000.0;
-    }
-    format!("{v:.1}TB")
-}
-
-/// Pull progress: a live line per layer on a terminal, a line per finished
-/// layer otherwise.
-struct Reporter {
-    tty: bool,
-    start: Instant,
-    state: Mutex<BTreeMap<Digest, (u64, u64, &'static str)>>,
-}
-
-impl Reporter {
-    fn new(tty: bool) -> Reporter {
-        Reporter { tty, start: Instant::now(), state: Mutex::new(BTreeMap::new()) }
-    }
-
-    fn draw(&self, state: &BTreeMap<Digest, (u64, u64, &'static str)>, first: bool) {
-        let mut err = std::io::stderr().lock();
-        if !first {
-            let _ = write!(err, "\x1b[{}A", state.len());
-        }
-        for (d, (done, size, status)) in state {
-            let pct = if *size > 0 { done * 100 / size } else { 100 };
-            let bar: String = (0..20).map(|i| if i * 5 < pct { '#' } else { '.' }).collect();
-            let _ = writeln!(
-                err,
-                "\x1b[2K{} [{bar}] {:>9} / {:<9} {status}",
-                &d.hex()[..12],
-                human_size(*done),
-                human_size(*size)
-            );
-        }
-    }
-
-    fn finish(&self) {
-        let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let total: u64 = state.values().map(|s| s.0).sum();
-        eprintln!(
-            "{} layers, {} fetched in {:.1}s",
-            state.len(),
-            human_size(total),
-            self.start.elapsed().as_secs_f64()
-        );
-    }
-}
-
-impl Progress for Reporter {
-    fn resolved(&self, reference: &str, manifest: &Digest, layers: &[Descriptor]) {
-        eprintln!("{reference}: {manifest}, {} layers", layers.len());
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        for l in layers {
-            state.insert(l.digest.clone(), (0, l.size, "waiting"));
-        }
-        if self.tty {
-            self.draw(&state, true);
-        }
-    }
-
-    fn layer_bytes(&self, layer: &Digest, bytes: u64) {
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(s) = state.get_mut(layer) {
-            s.0 += bytes;
-            s.2 = "pulling";
-        }
-        if self.tty {
-            self.draw(&state, false);
-        }
-    }
-
-    fn layer_done(&self, layer: &Digest, cached: bool) {
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let status = if cached { "already in the store" } else { "done" };
-        if let Some(s) = state.get_mut(layer) {
-            s.2 = status;
-            if cached {
-                s.0 = 0;
-            }
-        }
-        if self.tty {
-            self.draw(&state, false);
-        } else {
-            let size = state.get(layer).map_or(0, |s| s.1);
-            eprintln!("layer {} ({}): {status}", layer, human_size(size));
-        }
-    }
 }

@@ -9,6 +9,7 @@ pub mod ctl;
 pub mod daemon;
 pub mod docs;
 pub mod images;
+pub mod progress;
 pub mod unit_files;
 pub mod updates;
 pub mod validate;

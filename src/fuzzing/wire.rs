@@ -9,7 +9,7 @@ use std::task::{Context, Poll, Waker};
 use crate::cli::client::{Client, Dechunk, Response};
 use crate::supervisor::control::http::{self, MAX_BODY, MAX_HEAD, read_request};
 use crate::supervisor::control::parse_since;
-use crate::supervisor::pid1::serial::{reframe, request_id, request_len};
+use crate::supervisor::pid1::serial::{reframe, request_head, request_id};
 
 /// Runs a future that never waits (its reader is a byte slice) to its end.
 fn finish<F: Future>(future: F) -> F::Output {
@@ -21,16 +21,27 @@ fn finish<F: Future>(future: F) -> F::Output {
 }
 
 /// A request as the control socket reads it: what is accepted has the body
-/// its head announced, within the limits; its `since` is judged as the
-/// logs endpoint judges it.
+/// its head announced, within the limits (or, for an upload, what of its
+/// body came with the head, for its route to read on); its `since` is
+/// judged as the logs endpoint judges it.
 pub fn control_request(data: &[u8]) {
     let mut input = data;
     let Ok(request) = finish(read_request(&mut input)) else { return };
-    assert!(request.body.len() <= MAX_BODY, "a body over the limit was read");
     let end = data.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or_else(|| panic!("a request without a head"));
     assert!(end <= MAX_HEAD + 4096, "a head of {end} bytes was read");
     let head = std::str::from_utf8(&data[..end]).unwrap_or_else(|_| panic!("a head that is not UTF-8 was read"));
-    assert_eq!(http::content_length(head).ok(), Some(request.body.len()), "the body is not as long as announced");
+    let length = http::content_length(head).ok();
+    match request.upload {
+        Some(upload) => {
+            assert_eq!(request.path, http::UPLOAD, "an upload to another path");
+            assert_eq!(length, Some(upload), "the upload is not as long as announced");
+            assert!(request.body.len() as u64 <= upload, "more of the upload than it has");
+        }
+        None => {
+            assert!(request.body.len() <= MAX_BODY, "a body over the limit was read");
+            assert_eq!(length, Some(request.body.len() as u64), "the body is not as long as announced");
+        }
+    }
     assert_eq!(request.body, data[end + 4..end + 4 + request.body.len()], "the body is not what was sent");
     assert!(!request.path.iter().any(String::is_empty), "an empty path segment");
     if let Some(since) = request.query.get("since") {
@@ -99,15 +110,16 @@ pub fn client_response(data: &[u8]) {
 }
 
 /// The serial relay's reading of requests from the port: a complete
-/// request's length is within the bytes and is found again in exactly
-/// those bytes; an incomplete one is no longer than the head limit; the
+/// head is within the bytes, ends in its blank line and is found again in
+/// exactly those bytes; an incomplete one is no longer than the head limit; the
 /// request id is bounded and on one line; an answer's head reframed for
 /// the port ends its head.
 pub fn serial_framing(data: &[u8]) {
-    match request_len(data) {
-        Ok(Some(n)) => {
-            assert!(n <= data.len(), "a request longer than the bytes");
-            assert_eq!(request_len(&data[..n]).ok(), Some(Some(n)), "the request alone has another length");
+    match request_head(data) {
+        Ok(Some((head, _))) => {
+            assert!(head <= data.len(), "a head longer than the bytes");
+            assert!(data[..head].ends_with(b"\r\n\r\n"), "a head that does not end in a blank line");
+            assert!(request_head(&data[..head]).unwrap_or(None).is_some_and(|h| h.0 == head), "the head alone differs");
         }
         Ok(None) => assert!(
             data.len() <= MAX_HEAD || data.windows(4).any(|w| w == b"\r\n\r\n"),

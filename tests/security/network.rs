@@ -368,6 +368,10 @@ fn a_group_peer_cannot_pull_a_local_path_nor_read_env_file_values() {
     }
     assert!(!d.units().join("member.toml").exists());
     assert!(d.units().join(format!("{name}.toml")).exists());
+    // So are loaded images: they take the names they carry.
+    let load = as_member(&["load", unit.to_str().unwrap()]);
+    assert!(!load.status.success(), "a group member ran load: {}", text(&load.stdout));
+    assert!(text(&load.stderr).contains("only root may load images"), "{}", text(&load.stderr));
 }
 
 /// `supervisorctl` as uid 65534 (a member of the test daemon's

@@ -14,6 +14,7 @@ pub mod digest;
 pub mod error;
 pub mod export;
 pub mod guard;
+pub mod load;
 pub mod manifest;
 pub mod pull;
 pub mod registry;

@@ -122,7 +122,7 @@ impl Store {
         Ok(Image { record: stored.record, ..image })
     }
 
-    fn pull_from(
+    pub(super) fn pull_from(
         &self,
         reference: &str,
         fetcher: &dyn Fetcher,
@@ -134,7 +134,7 @@ impl Store {
 
     /// `e`, or, when it is a full filesystem, an error that says so and
     /// names the store and its mount point.
-    fn no_space(&self, e: ImageError) -> ImageError {
+    pub(super) fn no_space(&self, e: ImageError) -> ImageError {
         let full = match &e {
             ImageError::Io { source, .. } | ImageError::Unpack { source, .. } => is_no_space(source),
             _ => false,

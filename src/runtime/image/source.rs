@@ -287,3 +287,59 @@ impl Fetcher for DockerArchive {
         Ok(self.files.open(rel)?.0)
     }
 }
+
+/// The format of an image archive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArchiveFormat {
+    /// A tar of an OCI image layout (`oci-archive:`).
+    Oci,
+    /// `docker save` output (`docker-archive:`), also when it is an OCI
+    /// layout as well (Docker 25 and later).
+    Docker,
+}
+
+/// What an archive holds: its format, and the names each of its images
+/// carries (in the archive's order; an image may have none).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArchiveContents {
+    pub format: ArchiveFormat,
+    pub images: Vec<Vec<String>>,
+}
+
+/// Reads what the archive at `path` holds, without reading its blobs.
+/// An OCI image's name is its `org.opencontainers.image.ref.name` when that
+/// is a name (`example.com/app:v1`, as podman and skopeo write it); a bare
+/// tag (`v1`, as `oci-archive:FILE:v1` writes it) names no image.
+pub fn archive_contents(path: &Path) -> Result<ArchiveContents> {
+    let files = TarFiles::index(path)?;
+    let src = |m: String| ImageError::Source { source_name: path.display().to_string(), message: m };
+    if files.entries.contains_key("manifest.json") {
+        let saved: Vec<SavedImage> = serde_json::from_slice(&read_all(&files, "manifest.json", MAX_DOCUMENT)?)
+            .map_err(|e| src(format!("manifest.json: {e}")))?;
+        let images = saved.into_iter().map(|s| s.repo_tags.unwrap_or_default()).collect();
+        return Ok(ArchiveContents { format: ArchiveFormat::Docker, images });
+    }
+    if !files.entries.contains_key("index.json") {
+        return Err(src("neither an oci-archive (no index.json) nor a docker-archive (no manifest.json)".into()));
+    }
+    let index: Index = serde_json::from_slice(&read_all(&files, "index.json", MAX_DOCUMENT)?)
+        .map_err(|e| src(format!("index.json is not an OCI index: {e}")))?;
+    let images = index
+        .manifests
+        .iter()
+        .map(|d| {
+            let name = d.annotations.as_ref().and_then(|a| a.get(REF_NAME));
+            name.filter(|n| n.contains(['/', ':'])).cloned().into_iter().collect()
+        })
+        .collect();
+    Ok(ArchiveContents { format: ArchiveFormat::Oci, images })
+}
+
+/// The fetcher of the image of `contents` that `name` (one of its names in
+/// the archive, as written there) picks; None picks the only image.
+pub fn archive_fetcher(path: &Path, format: ArchiveFormat, name: Option<&str>) -> Result<Box<dyn Fetcher>> {
+    match format {
+        ArchiveFormat::Oci => Ok(Box::new(OciLayout::archive(path, name)?)),
+        ArchiveFormat::Docker => DockerArchive::open(path, name),
+    }
+}

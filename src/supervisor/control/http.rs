@@ -14,6 +14,10 @@ use tokio::net::UnixStream;
 
 pub const MAX_HEAD: usize = 16 * 1024;
 pub const MAX_BODY: usize = 1 << 20;
+/// The path of the one request whose body is not read whole but handed to
+/// its route as it comes: an image archive (`supervisorctl load`), as
+/// large as the store has room for.
+pub const UPLOAD: [&str; 3] = ["v1", "images", "load"];
 /// From the connection to the end of its request (a client that sends
 /// nothing, or half a request, is dropped then).
 pub const READ_TIMEOUT: Duration = Duration::from_secs(10);
@@ -57,6 +61,9 @@ pub struct Request {
     pub path: Vec<String>,
     pub query: BTreeMap<String, String>,
     pub body: Vec<u8>,
+    /// An upload's length: `body` holds what of it came with the head,
+    /// the rest is still to be read from the connection.
+    pub upload: Option<u64>,
 }
 
 impl Request {
@@ -99,13 +106,26 @@ pub fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
     })
 }
 
-/// A request head's body length (0 without Content-Length), bounded.
-pub fn content_length(head: &str) -> Result<usize, RequestError> {
+/// A request target's path segments, percent-decoded, and its query.
+fn split_target(target: &str) -> (Vec<String>, &str) {
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    (path.split('/').filter(|s| !s.is_empty()).map(percent_decode).collect(), query)
+}
+
+/// Whether a request head is an [`UPLOAD`]'s.
+fn is_upload(head: &str) -> bool {
+    let mut parts = head.split("\r\n").next().unwrap_or("").split(' ');
+    parts.next() == Some("POST") && parts.next().is_some_and(|t| split_target(t).0 == UPLOAD)
+}
+
+/// A request head's body length (0 without Content-Length), bounded by
+/// [`MAX_BODY`] unless it is an [`UPLOAD`].
+pub fn content_length(head: &str) -> Result<u64, RequestError> {
     let length = match header(head, "content-length") {
         Some(v) => v.parse().map_err(|_| RequestError::BadLength)?,
         None => 0,
     };
-    if length > MAX_BODY {
+    if length > MAX_BODY as u64 && !is_upload(head) {
         return Err(RequestError::BodyTooLarge);
     }
     Ok(length)
@@ -142,6 +162,21 @@ pub async fn read_request<R: AsyncRead + Unpin>(stream: &mut R) -> Result<Reques
     };
     let length = content_length(head)?;
     let mut body = buf[head_end + 4..].to_vec();
+    let (path, query) = split_target(&target);
+    let query = query
+        .split('&')
+        .filter(|s| !s.is_empty())
+        .map(|kv| {
+            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+            (percent_decode(k), percent_decode(v))
+        })
+        .collect();
+    if is_upload(head) {
+        body.truncate(usize::try_from(length).unwrap_or(usize::MAX));
+        return Ok(Request { method, path, query, body, upload: Some(length) });
+    }
+    // Not an upload: within MAX_BODY.
+    let length = length as usize;
     while body.len() < length {
         let mut chunk = vec![0u8; (length - body.len()).min(65536)];
         let n = stream.read(&mut chunk).await.map_err(RequestError::Read)?;
@@ -151,17 +186,7 @@ pub async fn read_request<R: AsyncRead + Unpin>(stream: &mut R) -> Result<Reques
         body.extend_from_slice(&chunk[..n]);
     }
     body.truncate(length);
-    let (path, query) = target.split_once('?').unwrap_or((&target, ""));
-    let path = path.split('/').filter(|s| !s.is_empty()).map(percent_decode).collect();
-    let query = query
-        .split('&')
-        .filter(|s| !s.is_empty())
-        .map(|kv| {
-            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-            (percent_decode(k), percent_decode(v))
-        })
-        .collect();
-    Ok(Request { method, path, query, body })
+    Ok(Request { method, path, query, body, upload: None })
 }
 
 fn reason(status: u16) -> &'static str {
@@ -176,6 +201,7 @@ fn reason(status: u16) -> &'static str {
         422 => "Unprocessable Entity",
         500 => "Internal Server Error",
         503 => "Service Unavailable",
+        507 => "Insufficient Storage",
         _ => "Unknown",
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod http;
 mod images;
+mod load;
 mod peer;
 mod pull;
 mod unit_files;
@@ -218,6 +219,7 @@ async fn route(stream: &mut UnixStream, control: &Control, req: Request, peer: P
             let store = control.store.clone();
             blocking(stream, 500, move || store.list()).await
         }
+        ("POST", ["v1", "images", "load"]) => load::load(stream, control, req, peer).await,
         ("POST", ["v1", "images", "pull"]) => {
             let Some(reference) = req.query.get("reference").cloned() else {
                 return http::error(stream, 400, "pull needs ?reference=").await;

@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 use super::peer::{Peer, local_path};
 use super::{Control, http, json_line};
 use crate::runtime::image::manifest::Descriptor;
-use crate::runtime::image::{Digest, Progress};
+use crate::runtime::image::{Digest, ImageError, Progress};
 use crate::units::values::reference::ImageSource;
 
 /// Pull progress as JSON lines for the client's bars, through a bounded
@@ -75,17 +75,28 @@ pub(super) async fn pull(
             format!("{reference}: only root may pull from a local path (oci:, oci-archive:, docker-archive:, dir:)");
         return http::error(stream, 403, &message).await;
     }
+    let (store, options) = (control.store.clone(), control.pull.clone());
+    with_progress(stream, move |progress| {
+        let image = store.pull(&source, &options, progress)?;
+        Ok(serde_json::json!({"image": image.record}))
+    })
+    .await
+}
+
+/// Runs `work` on a blocking thread, its progress streamed as JSON lines
+/// and its outcome as the last line (what it returns, or `{"error": ...}`).
+pub(super) async fn with_progress(
+    stream: &mut UnixStream,
+    work: impl FnOnce(&dyn Progress) -> Result<serde_json::Value, ImageError> + Send + 'static,
+) -> std::io::Result<()> {
     http::stream_head(stream, "application/x-ndjson").await?;
     let (tx, mut rx) = mpsc::channel(PROGRESS_LINES);
-    let (store, options) = (control.store.clone(), control.pull.clone());
-    let task = tokio::task::spawn_blocking(move || {
-        store.pull(&source, &options, &StreamProgress { tx, unsent: Default::default() })
-    });
+    let task = tokio::task::spawn_blocking(move || work(&StreamProgress { tx, unsent: Default::default() }));
     while let Some(v) = rx.recv().await {
         json_line(stream, &v).await?;
     }
     let last = match task.await {
-        Ok(Ok(image)) => serde_json::json!({"image": image.record}),
+        Ok(Ok(outcome)) => outcome,
         Ok(Err(e)) => serde_json::json!({"error": e.to_string()}),
         Err(e) => serde_json::json!({"error": e.to_string()}),
     };

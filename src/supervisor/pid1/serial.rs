@@ -156,6 +156,44 @@ impl Port {
         Ok(())
     }
 
+    /// Reads `n` bytes of a request body from the port into `to` (while
+    /// it takes them; after a failed write they are dropped). Fails when
+    /// the client is gone.
+    fn copy_body(&mut self, mut n: u64, to: &mut Option<&mut UnixStream>) -> Result<(), SerialError> {
+        let mut chunk = vec![0u8; 65536];
+        while n > 0 {
+            let want = chunk.len().min(usize::try_from(n).unwrap_or(usize::MAX));
+            match self.file.read(&mut chunk[..want]) {
+                Ok(0) => {
+                    self.gone(true);
+                    std::thread::sleep(IDLE);
+                }
+                Ok(got) => {
+                    self.hangup_since = None;
+                    n -= got as u64;
+                    if let Some(control) = to {
+                        if control.write_all(&chunk[..got]).is_err() {
+                            *to = None;
+                        }
+                    }
+                    continue;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::Interrupted => {
+                }
+                Err(e) => return Err(SerialError::Write(e)),
+            }
+            if self.wait(PollFlags::POLLIN, IDLE).1 {
+                return Err(SerialError::HostGone);
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes `n` bytes of a request body from the port and drops them.
+    fn skip(&mut self, n: u64) -> Result<(), SerialError> {
+        self.copy_body(n, &mut None)
+    }
+
     fn send(&mut self, bytes: &[u8], chunked: bool) -> Result<(), SerialError> {
         if bytes.is_empty() {
             return Ok(());
@@ -176,14 +214,19 @@ fn relay(file: std::fs::File, socket: &Path) {
     let mut buf: Vec<u8> = Vec::new();
     loop {
         buf.append(&mut port.carry);
-        match request_len(&buf) {
-            Ok(Some(n)) => {
-                let request: Vec<u8> = buf.drain(..n).collect();
+        match request_head(&buf) {
+            Ok(Some((head, length))) => {
+                // The head and what of the body is here; the rest of the
+                // body is passed on as it comes (an image archive may be
+                // larger than memory).
+                let here = (buf.len() - head).min(usize::try_from(length).unwrap_or(usize::MAX));
+                let request: Vec<u8> = buf.drain(..head + here).collect();
                 // One request per client connection: whatever followed is
                 // not ours to guess at.
                 buf.clear();
-                tracing::debug!("serial control: a request of {n} bytes");
-                match answer(&mut port, socket, &request) {
+                let rest = length - here as u64;
+                tracing::debug!("serial control: a request of {} bytes", head as u64 + length);
+                match answer(&mut port, socket, &request, rest) {
                     Ok(()) => tracing::debug!("serial control: answered"),
                     // Nothing was sent yet: the client gets an error, not silence.
                     Err(Failed::Before(e)) => {
@@ -232,14 +275,14 @@ fn relay(file: std::fs::File, socket: &Path) {
     }
 }
 
-/// The length of the complete request at the start of `buf`, if it is
-/// all there (with the control socket's own limits).
-pub fn request_len(buf: &[u8]) -> Result<Option<usize>, RequestError> {
+/// The length of the request head at the start of `buf` (with its blank
+/// line) and of its body, once the head is all there (with the control
+/// socket's own limits).
+pub fn request_head(buf: &[u8]) -> Result<Option<(usize, u64)>, RequestError> {
     let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
         return if buf.len() > http::MAX_HEAD { Err(RequestError::HeadTooLarge) } else { Ok(None) };
     };
-    let total = end + 4 + http::content_length(&String::from_utf8_lossy(&buf[..end]))?;
-    Ok((buf.len() >= total).then_some(total))
+    Ok(Some((end + 4, http::content_length(&String::from_utf8_lossy(&buf[..end]))?)))
 }
 
 /// A whole JSON error answer.
@@ -263,13 +306,17 @@ enum Failed {
 /// or between two lives of it).
 const SOCKET_WAIT: Duration = Duration::from_secs(30);
 
-/// Passes one request to the control socket and its answer back.
-fn answer(port: &mut Port, socket: &Path, request: &[u8]) -> Result<(), Failed> {
+/// Passes one request to the control socket, `rest` more bytes of its
+/// body from the port after `request`, and its answer back.
+fn answer(port: &mut Port, socket: &Path, request: &[u8], rest: u64) -> Result<(), Failed> {
     let deadline = Instant::now() + SOCKET_WAIT;
     let mut control = loop {
         match UnixStream::connect(socket) {
             Ok(c) => break c,
             Err(source) if Instant::now() >= deadline => {
+                // The body is the client's still: taken, so that its bytes
+                // are not read as the next request.
+                port.skip(rest).map_err(Failed::During)?;
                 return Err(Failed::Before(SerialError::NoDaemon { socket: socket.to_path_buf(), source }));
             }
             Err(_) => {
@@ -280,9 +327,17 @@ fn answer(port: &mut Port, socket: &Path, request: &[u8]) -> Result<(), Failed> 
             }
         }
     };
-    control
-        .write_all(request)
-        .map_err(|source| Failed::Before(SerialError::SendRequest { socket: socket.to_path_buf(), source }))?;
+    let sent = control.write_all(request);
+    // A daemon that answers before the whole body (a refusal) has
+    // stopped reading: the rest of the body is taken and dropped, and its
+    // answer, waiting on the socket, goes back.
+    let mut to_daemon = sent.is_ok().then_some(&mut control);
+    port.copy_body(rest, &mut to_daemon).map_err(Failed::During)?;
+    if let Err(source) = sent {
+        if !matches!(source.kind(), std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset) {
+            return Err(Failed::Before(SerialError::SendRequest { socket: socket.to_path_buf(), source }));
+        }
+    }
     answer_from(port, &mut control, request_id(request).as_deref()).map_err(Failed::During)
 }
 
@@ -383,19 +438,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_request_is_complete_with_its_body() {
-        assert_eq!(request_len(b"GET /v1/units HTTP/1.1\r\nHost: x\r\n").unwrap(), None);
+    fn a_request_head_gives_its_body_length_within_the_limits() {
+        assert_eq!(request_head(b"GET /v1/units HTTP/1.1\r\nHost: x\r\n").unwrap(), None);
         let get = b"GET /v1/units HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n";
-        assert_eq!(request_len(get).unwrap(), Some(get.len()));
-        let post = b"POST /v1/x HTTP/1.1\r\ncontent-length: 4\r\n\r\nab";
-        assert_eq!(request_len(post).unwrap(), None);
+        assert_eq!(request_head(get).unwrap(), Some((get.len(), 0)));
         let head = "POST /v1/x HTTP/1.1\r\ncontent-length: 4\r\n\r\n";
-        assert_eq!(request_len(format!("{head}abcdEXTRA").as_bytes()).unwrap(), Some(head.len() + 4));
+        assert_eq!(request_head(format!("{head}ab").as_bytes()).unwrap(), Some((head.len(), 4)));
         assert_eq!(
-            request_len(b"POST / HTTP/1.1\r\nContent-Length: x\r\n\r\n").unwrap_err().to_string(),
+            request_head(b"POST / HTTP/1.1\r\nContent-Length: x\r\n\r\n").unwrap_err().to_string(),
             "bad Content-Length"
         );
-        assert_eq!(request_len(&vec![b'a'; 20000]).unwrap_err().to_string(), "request head too large");
+        assert_eq!(request_head(&vec![b'a'; 20000]).unwrap_err().to_string(), "request head too large");
+        // Only an image archive may be larger than a request body.
+        let big = format!("POST /v1/units/x/start HTTP/1.1\r\nContent-Length: {}\r\n\r\n", 2 << 20);
+        assert_eq!(request_head(big.as_bytes()).unwrap_err().to_string(), "request body too large");
+        let load = "POST /v1/images/load?name=a HTTP/1.1\r\nContent-Length: 5000000000\r\n\r\n";
+        assert_eq!(request_head(load.as_bytes()).unwrap(), Some((load.len(), 5_000_000_000)));
     }
 
     #[test]
