@@ -576,6 +576,21 @@ fn the_data_disk_keeps_units_and_volumes_across_power_offs_and_power_loss() {
     let applied = vm.ctl(&["apply", counter.to_str().unwrap()]);
     assert!(applied.status.success(), "{}", text(&applied.stderr));
     vm.wait_logs("counter", "boots 1", 60);
+    // A value written into the example redis (its data in a named volume;
+    // over the network, as `exec` does not go over the serial port): none
+    // yet, then set.
+    let kv = mine.path().join("kv.toml");
+    std::fs::write(
+        &kv,
+        "[unit]\nrequires = [\"db\"]\n[container]\nimage = \"oci:images/busybox:latest\"\n\
+         command = [\"sh\", \"-c\", \"printf 'GET greeting\\\\r\\\\nSET greeting kept-by-redis\\\\r\\\\nQUIT\\\\r\\\\n' | nc db 6379; exec sleep 100000\"]\n\
+         [stop]\nsignal = \"SIGKILL\"\n",
+    )
+    .unwrap();
+    let applied = vm.ctl(&["apply", kv.to_str().unwrap()]);
+    assert!(applied.status.success(), "{}", text(&applied.stderr));
+    let first = vm.wait_logs("kv", "+OK", 60);
+    assert!(first.contains("$-1") && !first.contains("kept-by-redis"), "{first}");
     // And an example unit removed.
     let removed = vm.ctl(&["remove", "worker"]);
     assert!(removed.status.success(), "{}", text(&removed.stderr));
@@ -592,6 +607,8 @@ fn the_data_disk_keeps_units_and_volumes_across_power_offs_and_power_loss() {
     // stays removed.
     let mut vm = Vm::boot_in(dir, "");
     vm.wait_logs("counter", "boots 2", 120);
+    // redis saved its data set at the power-off: the value is there.
+    vm.wait_logs("kv", "kept-by-redis", 120);
     vm.wait_unit("web", "running", 120, |u| u["state"] == "running");
     assert!(vm.status().iter().all(|u| u["name"] != "worker"), "worker came back: {:?}", vm.status());
 
