@@ -86,15 +86,66 @@ pub fn load(wanted: &[String]) {
     for u in unknown {
         tracing::warn!("modules: {u}: not a module of kernel {release}");
     }
-    let mut loaded = 0;
-    for rel in order {
-        match finit(&dir.join(&rel)) {
-            Ok(()) => loaded += 1,
-            Err(nix::errno::Errno::EEXIST) => {}
-            Err(e) => tracing::warn!("modules: {}: {e}", module_name(&rel)),
+    // Each module waits only for those it needs: independent ones load
+    // side by side (under TCG, mostly the time of checking signatures
+    // and relocating, which the kernel does outside its module lock).
+    let jobs: Vec<(String, Vec<String>)> = order
+        .iter()
+        .map(|rel| {
+            let needs = dep.get(&module_name(rel)).map(|(_, d)| d.clone()).unwrap_or_default();
+            (module_name(rel), needs)
+        })
+        .collect();
+    let paths: BTreeMap<String, PathBuf> = order.iter().map(|rel| (module_name(rel), dir.join(rel))).collect();
+    let loaded = std::sync::atomic::AtomicUsize::new(0);
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(4);
+    run_after(&jobs, threads, |name| match paths.get(name).map_or(Err(nix::errno::Errno::ENOENT), |p| finit(p)) {
+        Ok(()) => {
+            loaded.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
-    }
-    tracing::info!("modules: loaded {loaded}");
+        Err(nix::errno::Errno::EEXIST) => {}
+        Err(e) => tracing::warn!("modules: {name}: {e}"),
+    });
+    tracing::info!("modules: loaded {}", loaded.into_inner());
+}
+
+/// Runs `run` for every job on `threads` threads, each job once every job
+/// of `jobs` it names as needed has run (names not among the jobs are
+/// taken as there). `jobs` come in an order where needs come first, as
+/// [`load_order`] gives them, so there is always one to run.
+pub fn run_after(jobs: &[(String, Vec<String>)], threads: usize, run: impl Fn(&str) + Sync) {
+    use std::sync::{Condvar, Mutex};
+    let names: BTreeSet<&str> = jobs.iter().map(|(n, _)| n.as_str()).collect();
+    // (started, done)
+    let state = Mutex::new((vec![false; jobs.len()], BTreeSet::<&str>::new()));
+    let changed = Condvar::new();
+    let work = || {
+        let mut st = state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        loop {
+            if st.0.iter().all(|s| *s) {
+                return;
+            }
+            let ready = jobs.iter().enumerate().position(|(i, (_, needs))| {
+                !st.0[i] && needs.iter().all(|n| !names.contains(n.as_str()) || st.1.contains(n.as_str()))
+            });
+            let Some(i) = ready else {
+                st = changed.wait(st).unwrap_or_else(std::sync::PoisonError::into_inner);
+                continue;
+            };
+            st.0[i] = true;
+            drop(st);
+            run(&jobs[i].0);
+            st = state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            st.1.insert(&jobs[i].0);
+            changed.notify_all();
+        }
+    };
+    std::thread::scope(|s| {
+        for _ in 1..threads.max(1) {
+            s.spawn(work);
+        }
+        work();
+    });
 }
 
 fn finit(path: &Path) -> Result<(), nix::errno::Errno> {
@@ -121,6 +172,43 @@ kernel/net/netfilter/nf_nat.ko:
         assert_eq!(module_name("kernel/net/netfilter/nft-masq.ko.xz"), "nft_masq");
         assert_eq!(module_name("crc32c-intel"), "crc32c_intel");
         assert_eq!(module_name("overlay"), "overlay");
+    }
+
+    #[test]
+    fn each_job_runs_once_after_what_it_needs_and_independent_ones_side_by_side() {
+        use std::sync::Mutex;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let dep = parse_dep(DEP);
+        let wanted: Vec<String> = ["br_netfilter", "overlay", "nft-masq"].iter().map(|s| s.to_string()).collect();
+        let (order, _) = load_order(&dep, &BTreeSet::new(), &wanted);
+        let mut jobs: Vec<(String, Vec<String>)> =
+            order.iter().map(|p| (module_name(p), dep[&module_name(p)].1.clone())).collect();
+        // A need that is not a job (built in) is taken as there.
+        jobs[0].1.push("builtin_one".into());
+        let done = Mutex::new(Vec::new());
+        let (running, most) = (AtomicUsize::new(0), AtomicUsize::new(0));
+        run_after(&jobs, 3, |name| {
+            let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+            most.fetch_max(now, Ordering::SeqCst);
+            {
+                let done = done.lock().unwrap();
+                let needs = &jobs.iter().find(|(n, _)| n == name).unwrap().1;
+                for n in needs.iter().filter(|n| *n != "builtin_one") {
+                    assert!(done.contains(n), "{name} ran before {n}");
+                }
+            }
+            // Long enough for the other threads to take what is ready.
+            std::thread::sleep(std::time::Duration::from_millis(30));
+            running.fetch_sub(1, Ordering::SeqCst);
+            done.lock().unwrap().push(name.to_string());
+        });
+        let mut done = done.into_inner().unwrap();
+        assert_eq!(done.len(), jobs.len());
+        done.sort();
+        done.dedup();
+        assert_eq!(done.len(), jobs.len(), "a job ran twice");
+        // llc, overlay and nf_nat need nothing: they ran at once.
+        assert!(most.load(Ordering::SeqCst) >= 2, "nothing ran side by side");
     }
 
     #[test]
