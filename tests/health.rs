@@ -82,6 +82,26 @@ fn failures_in_the_start_period_do_not_count() {
     assert!(results.iter().all(|r| r["healthy"] == false), "{v}");
 }
 
+#[test]
+fn the_start_interval_probes_quickly_until_the_first_success() {
+    root_only!("the_start_interval_probes_quickly_until_the_first_success");
+    let d = Daemon::start();
+    let name = common::unique_name("si");
+    // The server listens 2 s after the start: the first probe (within the
+    // first second) fails, and with a 1 h interval only the start interval
+    // can bring the next one.
+    let body = format!(
+        "[container]\nimage = \"{}\"\ncommand = [\"sh\", \"-c\", \"sleep 2; exec httpd -f -p 8080\"]\n[health]\ntcp = 8080\ninterval = \"1h\"\nstart_period = \"1h\"\nstart_interval = \"100ms\"\n[stop]\nsignal = \"SIGKILL\"\n",
+        busybox()
+    );
+    d.write_unit(&name, &body);
+    d.wait_for(&name, "healthy", 30, |x| x.is_some_and(|x| x["health"] == "healthy")).unwrap();
+    let v = inspect(&d, &name);
+    let results = v["health"]["results"].as_array().unwrap();
+    assert!(results.len() >= 2 && results[0]["healthy"] == false, "{v}");
+    assert_eq!(v["health"]["check"]["start_interval"], "100ms", "{v}");
+}
+
 /// Processes whose command line is exactly `args`.
 fn processes(args: &[&str]) -> Vec<u32> {
     let want: Vec<u8> = args.iter().flat_map(|a| a.bytes().chain([0])).collect();

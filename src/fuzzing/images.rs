@@ -140,7 +140,7 @@ pub fn image_manifest(data: &[u8]) {
 pub fn image_config(data: &[u8]) {
     let Ok(config) = ImageConfig::parse(data) else { return };
     if let Some(h) = &config.config.healthcheck {
-        let _ = (h.test(), h.interval(), h.timeout(), h.start_period());
+        let _ = (h.test(), h.interval(), h.timeout(), h.start_period(), h.start_interval());
     }
     let printed = serde_json::to_vec(&config).unwrap_or_else(|e| panic!("print config: {e}"));
     let again = ImageConfig::parse(&printed)

@@ -183,6 +183,11 @@ pub struct Health {
     pub retries: Option<u32>,
     #[serde(serialize_with = "opt_dur")]
     pub start_period: Option<Duration>,
+    /// Time between probes during the start period, until the first
+    /// success; `None`: the interval. Left out of the JSON (and so of the
+    /// hash) when not given.
+    #[serde(serialize_with = "opt_dur", skip_serializing_if = "Option::is_none")]
+    pub start_interval: Option<Duration>,
     /// Default `restart` for the unit's own probe, `none` for the image's.
     pub on_unhealthy: OnUnhealthy,
 }

@@ -34,7 +34,21 @@ pub const SECTIONS: [(&str, &[&str]); 8] = [
     ("resources", &["cpus", "memory", "pids"]),
     ("restart", &["policy", "delay", "max_delay", "reset_after", "limit"]),
     ("stop", &["signal", "timeout"]),
-    ("health", &["exec", "http", "tcp", "disable", "interval", "timeout", "retries", "start_period", "on_unhealthy"]),
+    (
+        "health",
+        &[
+            "exec",
+            "http",
+            "tcp",
+            "disable",
+            "interval",
+            "timeout",
+            "retries",
+            "start_period",
+            "start_interval",
+            "on_unhealthy",
+        ],
+    ),
     ("logs", &["max_size", "max_files"]),
     ("update", &["strategy", "healthy_within", "min_healthy", "rollback", "auto"]),
 ];

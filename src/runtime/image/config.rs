@@ -66,6 +66,9 @@ pub struct Healthcheck {
     pub timeout: u64,
     #[serde(default)]
     pub start_period: u64,
+    /// Docker 25's `--health-start-interval`.
+    #[serde(default)]
+    pub start_interval: u64,
     #[serde(default)]
     pub retries: u32,
 }
@@ -100,6 +103,9 @@ impl Healthcheck {
     }
     pub fn start_period(&self) -> Option<Duration> {
         (self.start_period > 0).then(|| Duration::from_nanos(self.start_period))
+    }
+    pub fn start_interval(&self) -> Option<Duration> {
+        (self.start_interval > 0).then(|| Duration::from_nanos(self.start_interval))
     }
 }
 

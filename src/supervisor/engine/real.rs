@@ -154,18 +154,21 @@ fn probe_loop(
 ) -> tokio::task::AbortHandle {
     tokio::spawn(async move {
         let c = p.check;
+        let start = tokio::time::Instant::now();
         // Spread the first probes of many units over up to a second (or
-        // the interval), instead of a burst.
-        let spread = c.interval.min(Duration::from_secs(1));
+        // the first wait), instead of a burst.
+        let spread = c.next_probe_in(Duration::ZERO, false).min(Duration::from_secs(1));
         let h = name.bytes().fold(0xcbf29ce484222325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100000001b3));
         tokio::time::sleep(spread.mul_f64((h % 1000) as f64 / 1000.0)).await;
+        let mut started_up = false;
         loop {
             let target = probe::Target { name: &runtime_name, pid: p.pid, hostname: &p.hostname };
             let result = probe::run(&env, &target, &c.probe, c.timeout).await;
+            started_up |= result.healthy;
             if events.send(Event::Probe { name: name.clone(), generation, result }).is_err() {
                 return;
             }
-            tokio::time::sleep(c.interval).await;
+            tokio::time::sleep(c.next_probe_in(start.elapsed(), started_up)).await;
         }
     })
     .abort_handle()

@@ -26,6 +26,9 @@ pub struct Check {
     pub retries: u32,
     #[serde(with = "humantime_serde_shim")]
     pub start_period: Duration,
+    /// Between probes in the start period, until the first success.
+    #[serde(with = "humantime_serde_shim")]
+    pub start_interval: Duration,
     pub on_unhealthy: OnUnhealthy,
     /// From the image's HEALTHCHECK, not the unit.
     pub from_image: bool,
@@ -50,15 +53,27 @@ pub fn effective(unit: &UnitHealth, image: Option<&Healthcheck>) -> Option<Check
             (image_probe(hc)?, true, Some(hc))
         }
     };
+    let interval = unit.interval.or_else(|| img.and_then(Healthcheck::interval)).unwrap_or(INTERVAL);
     Some(Check {
         probe,
-        interval: unit.interval.or_else(|| img.and_then(Healthcheck::interval)).unwrap_or(INTERVAL),
+        interval,
         timeout: unit.timeout.or_else(|| img.and_then(Healthcheck::timeout)).unwrap_or(TIMEOUT),
         retries: unit.retries.or_else(|| img.map(|h| h.retries).filter(|r| *r > 0)).unwrap_or(RETRIES),
         start_period: unit.start_period.or_else(|| img.and_then(Healthcheck::start_period)).unwrap_or_default(),
+        start_interval: unit.start_interval.or_else(|| img.and_then(Healthcheck::start_interval)).unwrap_or(interval),
         on_unhealthy: unit.on_unhealthy,
         from_image,
     })
+}
+
+impl Check {
+    /// How long to wait before the next probe, `since_start` after the
+    /// container started: the start interval while in the start period and
+    /// no probe has passed yet (`started_up`), else the interval (Docker's
+    /// rule).
+    pub fn next_probe_in(&self, since_start: Duration, started_up: bool) -> Duration {
+        if !started_up && since_start < self.start_period { self.start_interval } else { self.interval }
+    }
 }
 
 /// The unit file's probe, as the mechanism runs it.
@@ -91,6 +106,7 @@ mod tests {
             timeout: None,
             retries: None,
             start_period: None,
+            start_interval: None,
             on_unhealthy: on,
         }
     }
@@ -101,6 +117,7 @@ mod tests {
             interval: 5_000_000_000,
             timeout: 0,
             start_period: 1_000_000_000,
+            start_interval: 0,
             retries: 7,
         }
     }
@@ -128,6 +145,31 @@ mod tests {
         assert!(effective(&u, None).is_none());
         u.disable = true;
         assert!(effective(&u, Some(&image(&["CMD", "true"]))).is_none());
+    }
+
+    #[test]
+    fn the_start_interval_paces_the_start_period_until_a_probe_passes() {
+        let mut u = unit(Some(UnitProbe::Tcp(6379)), OnUnhealthy::Restart);
+        u.interval = Some(Duration::from_secs(30));
+        u.start_period = Some(Duration::from_secs(60));
+        // Not given: the interval throughout.
+        let c = effective(&u, None).unwrap();
+        assert_eq!(c.next_probe_in(Duration::ZERO, false), Duration::from_secs(30));
+        u.start_interval = Some(Duration::from_millis(200));
+        let c = effective(&u, None).unwrap();
+        let ms = Duration::from_millis;
+        assert_eq!(c.next_probe_in(ms(0), false), ms(200));
+        assert_eq!(c.next_probe_in(ms(59_999), false), ms(200));
+        // Once a probe passed, or the period is over: the interval.
+        assert_eq!(c.next_probe_in(ms(1_000), true), Duration::from_secs(30));
+        assert_eq!(c.next_probe_in(ms(60_000), false), Duration::from_secs(30));
+        // The image's StartInterval, which the unit's key overrides.
+        let mut hc = image(&["CMD", "x"]);
+        hc.start_interval = 300_000_000;
+        let mut own = unit(None, OnUnhealthy::None);
+        assert_eq!(effective(&own, Some(&hc)).unwrap().start_interval, ms(300));
+        own.start_interval = Some(ms(50));
+        assert_eq!(effective(&own, Some(&hc)).unwrap().start_interval, ms(50));
     }
 
     #[test]

@@ -18,6 +18,7 @@ pub(super) fn parse_health(cx: &mut Cx<'_>, s: &Section<'_, '_>) -> Health {
     let timeout = s.positive_duration(cx, "timeout");
     let retries = s.integer(cx, "retries", 1, 1000).map(|n| n as u32);
     let start_period = s.duration(cx, "start_period");
+    let start_interval = s.positive_duration(cx, "start_interval");
     let on_unhealthy = s.choice(
         cx,
         "on_unhealthy",
@@ -37,6 +38,7 @@ pub(super) fn parse_health(cx: &mut Cx<'_>, s: &Section<'_, '_>) -> Health {
         timeout: default(timeout, 30),
         retries: if own { Some(retries.unwrap_or(3)) } else { retries },
         start_period: default(start_period, 0),
+        start_interval,
         on_unhealthy: on_unhealthy.unwrap_or(if own { OnUnhealthy::Restart } else { OnUnhealthy::None }),
         probe,
     }

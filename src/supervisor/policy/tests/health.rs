@@ -42,8 +42,14 @@ fn a_unit_without_a_check_gets_no_probe_loop_and_no_health() {
 fn the_images_healthcheck_applies_and_only_reports() {
     let mut h = Harness::with(&[("a", PLAIN)]);
     let g = h.generation("a");
-    let image_health =
-        Healthcheck { test: vec!["CMD".into(), "true".into()], interval: 0, timeout: 0, start_period: 0, retries: 1 };
+    let image_health = Healthcheck {
+        test: vec!["CMD".into(), "true".into()],
+        interval: 0,
+        timeout: 0,
+        start_period: 0,
+        start_interval: 0,
+        retries: 1,
+    };
     let started = Started {
         pid: 7,
         stop_signal: libc::SIGTERM,
