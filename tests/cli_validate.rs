@@ -20,6 +20,22 @@ fn the_examples_are_valid() {
 }
 
 #[test]
+fn a_reader_that_went_away_ends_the_output_quietly() {
+    // `supervisorctl validate --json | head -c0`: the pipe's reader is
+    // gone before anything is written.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = Command::new(env!("CARGO_BIN_EXE_supervisorctl"))
+        .args(["validate", "--json", "units.example"])
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stderr), "");
+}
+
+#[test]
 fn invalid_files_exit_1_with_located_errors() {
     let dir = tempfile::tempdir().unwrap();
     fs::write(dir.path().join("ok.toml"), "[container]\nimage = \"busybox\"\n").unwrap();

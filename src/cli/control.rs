@@ -1,6 +1,6 @@
 //! `supervisorctl` verbs that talk to a running supervisord.
 
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
 
@@ -14,7 +14,7 @@ pub(super) fn fail(message: impl std::fmt::Display) -> ExitCode {
 }
 
 pub(super) fn print_json(v: &Value) {
-    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+    outln!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
 }
 
 fn paint(text: &str, state: &str, color: bool) -> String {
@@ -59,7 +59,13 @@ pub fn status_line(u: &Value, width: usize, now: SystemTime, color: bool) -> Str
         }
         "backoff" => {
             let retry = time_of(&u["next_retry"]).and_then(|t| t.duration_since(now).ok()).unwrap_or_default();
-            format!("{}, retry in {:.1}s", reason.unwrap_or("exited"), retry.as_secs_f64())
+            let mut d = reason.unwrap_or("exited").to_string();
+            // The current error (an edit that made the file invalid, a
+            // failed pull) as `status --json` has it.
+            if let Some(e) = u["error"].as_str().filter(|e| !d.contains(e)) {
+                d = format!("{d}; {e}");
+            }
+            format!("{d}, retry in {:.1}s", retry.as_secs_f64())
         }
         "invalid" => u["error"].as_str().unwrap_or("invalid").to_string(),
         _ => {
@@ -132,7 +138,7 @@ pub fn status(client: &Client, units: &[String], json: bool) -> ExitCode {
         let color = std::io::stdout().is_terminal();
         let now = SystemTime::now();
         for u in &list {
-            println!("{}", status_line(u, width, now, color));
+            outln!("{}", status_line(u, width, now, color));
         }
     }
     if list.iter().all(|v| v["state"] == "running") { ExitCode::SUCCESS } else { ExitCode::from(3) }
@@ -166,7 +172,7 @@ pub fn op(client: &Client, verb: &str, units: &[String], no_block: bool, json: b
                     line.push_str(&format!(" ({reason})"));
                 }
             }
-            if r.status == 200 { println!("{line}") } else { eprintln!("supervisorctl: {line}") }
+            if r.status == 200 { outln!("{line}") } else { eprintln!("supervisorctl: {line}") }
         }
     }
     if json {
@@ -206,7 +212,7 @@ pub fn print_plan(v: &Value, shown: impl Fn(&Value) -> bool) {
         if let Some(e) = step["error"].as_str() {
             line.push_str(&format!("\n  {e}"));
         }
-        println!("{line}");
+        outln!("{line}");
     }
 }
 
@@ -229,7 +235,7 @@ pub fn boot(client: &Client, json: bool) -> ExitCode {
         print_json(&v);
         return ExitCode::SUCCESS;
     }
-    print!("{}", boot_table(&v));
+    out!("{}", boot_table(&v));
     ExitCode::SUCCESS
 }
 
@@ -280,13 +286,7 @@ pub fn logs(client: &Client, unit: &str, follow: bool, tail: Option<usize>, sinc
     if let Some(s) = since {
         target.push_str(&format!("since={}&", encode(s)));
     }
-    let mut out = std::io::stdout().lock();
-    let mut broken = false;
-    let r = client.stream(&target, &mut |chunk| {
-        if !broken && (out.write_all(chunk).is_err() || out.flush().is_err()) {
-            broken = true;
-        }
-    });
+    let r = client.stream(&target, &mut |chunk| super::out(chunk));
     match r {
         Ok(None) => ExitCode::SUCCESS,
         Ok(Some(resp)) => fail(resp.error()),
@@ -296,7 +296,6 @@ pub fn logs(client: &Client, unit: &str, follow: bool, tail: Option<usize>, sinc
 
 pub fn events(client: &Client, json: bool) -> ExitCode {
     let mut pending = Vec::new();
-    let mut out = std::io::stdout().lock();
     let r = client.stream("/v1/events", &mut |chunk| {
         pending.extend_from_slice(chunk);
         while let Some(i) = pending.iter().position(|b| *b == b'\n') {
@@ -323,8 +322,7 @@ pub fn events(client: &Client, json: bool) -> ExitCode {
                     Err(_) => continue,
                 }
             };
-            let _ = out.write_all(text.as_bytes());
-            let _ = out.flush();
+            super::out(text.as_bytes());
         }
     });
     match r {
@@ -343,10 +341,10 @@ pub fn volumes(client: &Client, json: bool) -> ExitCode {
         print_json(&v);
         return ExitCode::SUCCESS;
     }
-    println!("{:<24} {:<24} PATH", "NAME", "USED BY");
+    outln!("{:<24} {:<24} PATH", "NAME", "USED BY");
     for vol in v.as_array().into_iter().flatten() {
         let users: Vec<&str> = vol["used_by"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
-        println!(
+        outln!(
             "{:<24} {:<24} {}",
             vol["name"].as_str().unwrap_or("?"),
             if users.is_empty() { "-".to_string() } else { users.join(",") },
@@ -359,7 +357,7 @@ pub fn volumes(client: &Client, json: bool) -> ExitCode {
 pub fn volume_rm(client: &Client, name: &str) -> ExitCode {
     match client.request("DELETE", &format!("/v1/volumes/{}", encode(name))) {
         Ok(r) if r.status == 200 => {
-            println!("removed {name}");
+            outln!("removed {name}");
             ExitCode::SUCCESS
         }
         Ok(r) => fail(r.error()),
@@ -509,6 +507,13 @@ mod tests {
         assert_eq!(
             status_line(&backoff, 2, now, false),
             "db  BACKOFF   exited 137 (oom-killed), retry in 3.2s, restarts 2"
+        );
+        // The current error of --json, not only the last exit.
+        let mut edited = backoff.clone();
+        edited["error"] = json!("/etc/units.d/db.toml:4:1: unknown key \"memroy\"");
+        assert_eq!(
+            status_line(&edited, 2, now, false),
+            "db  BACKOFF   exited 137 (oom-killed); /etc/units.d/db.toml:4:1: unknown key \"memroy\", retry in 3.2s, restarts 2"
         );
         let invalid = json!({"name": "x", "state": "invalid", "error": "/etc/units.d/x.toml:3:1: unknown key",
             "since": "2026-11-23T09:59:59Z", "restarts": 0});

@@ -174,7 +174,7 @@ fn run_with(args: Args, paths: Paths, config: Config) -> ExitCode {
             }
         };
         for name in crate::runtime::container::clean_up(&paths.run_dir).containers {
-            println!("removed {name}");
+            outln!("removed {name}");
         }
         return ExitCode::SUCCESS;
     }
@@ -257,12 +257,12 @@ fn run_with(args: Args, paths: Paths, config: Config) -> ExitCode {
     if args.images {
         let refs: std::collections::BTreeSet<String> = units.iter().map(|u| u.container.image.to_string()).collect();
         for r in refs {
-            println!("{r}");
+            outln!("{r}");
         }
         return if set.errors.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) };
     }
     for (step, group) in start_order(&units).iter().enumerate() {
-        println!("start step {}: {}", step + 1, group.join(", "));
+        outln!("start step {}: {}", step + 1, group.join(", "));
     }
     if set.errors.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) }
 }

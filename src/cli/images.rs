@@ -6,7 +6,7 @@
 //! time.
 
 use std::collections::BTreeSet;
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -49,8 +49,8 @@ pub fn pull(args: &StoreArgs, reference: &str) -> ExitCode {
         let reporter = Reporter::new(std::io::stderr().is_terminal());
         let image = store.pull(&src, &options, &reporter).map_err(|e: ImageError| e.to_string())?;
         reporter.finish();
-        println!("{}", src);
-        println!("digest: {}", image.record.manifest_digest);
+        outln!("{}", src);
+        outln!("digest: {}", image.record.manifest_digest);
         Ok(())
     };
     run().map_or_else(fail, |()| ExitCode::SUCCESS)
@@ -60,7 +60,7 @@ pub fn images(args: &StoreArgs, json: bool) -> ExitCode {
     let run = || -> Result<(), String> {
         let records = open(args)?.list().map_err(|e| e.to_string())?;
         if json {
-            println!("{}", serde_json::to_string_pretty(&records).map_err(|e| e.to_string())?);
+            outln!("{}", serde_json::to_string_pretty(&records).map_err(|e| e.to_string())?);
             return Ok(());
         }
         print_records(&records);
@@ -70,11 +70,10 @@ pub fn images(args: &StoreArgs, json: bool) -> ExitCode {
 }
 
 fn print_records(records: &[ImageRecord]) {
-    let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{:<60} {:<19} {:<12} {:>10}", "REFERENCE", "DIGEST", "PLATFORM", "SIZE");
+    outln!("{:<60} {:<19} {:<12} {:>10}", "REFERENCE", "DIGEST", "PLATFORM", "SIZE");
     for r in records {
         let short = &r.manifest_digest.as_str()[..19];
-        let _ = writeln!(out, "{:<60} {short:<19} {:<12} {:>10}", r.reference, r.platform, human_size(r.size));
+        outln!("{:<60} {short:<19} {:<12} {:>10}", r.reference, r.platform, human_size(r.size));
     }
 }
 
@@ -86,7 +85,7 @@ pub fn images_via(client: &Client, json: bool) -> ExitCode {
             return Err(r.error());
         }
         if json {
-            print!("{}", String::from_utf8_lossy(&r.body));
+            out!("{}", String::from_utf8_lossy(&r.body));
             return Ok(());
         }
         let records: Vec<ImageRecord> =
@@ -110,8 +109,8 @@ pub fn pull_via(client: &Client, reference: &str) -> ExitCode {
         }
         let image = lines.outcome("pull")?;
         reporter.finish();
-        println!("{src}");
-        println!("digest: {}", image["manifest_digest"].as_str().unwrap_or("?"));
+        outln!("{src}");
+        outln!("digest: {}", image["manifest_digest"].as_str().unwrap_or("?"));
         Ok(())
     };
     run().map_or_else(fail, |()| ExitCode::SUCCESS)
@@ -126,7 +125,7 @@ pub fn load(args: &StoreArgs, file: &Path, name: Option<&str>) -> ExitCode {
         let images = store.load(file, name, &PullOptions::default(), &reporter).map_err(|e| e.to_string())?;
         reporter.finish();
         for image in images {
-            println!("Loaded image: {}", image.record.reference);
+            outln!("Loaded image: {}", image.record.reference);
         }
         Ok(())
     };
@@ -151,7 +150,7 @@ pub fn load_via(client: &Client, file: &Path, name: Option<&str>) -> ExitCode {
         let images = lines.outcome("load")?;
         reporter.finish();
         for image in images.as_array().into_iter().flatten() {
-            println!("Loaded image: {}", image["reference"].as_str().unwrap_or("?"));
+            outln!("Loaded image: {}", image["reference"].as_str().unwrap_or("?"));
         }
         Ok(())
     };
@@ -175,7 +174,7 @@ pub fn rmi_via(client: &Client, reference: &str) -> ExitCode {
             return Err(r.error());
         }
         let v = r.json()?;
-        println!("removed {} ({} layers, {} blobs)", src, v["layers"], v["blobs"]);
+        outln!("removed {} ({} layers, {} blobs)", src, v["layers"], v["blobs"]);
         Ok(())
     };
     run().map_or_else(fail, |()| ExitCode::SUCCESS)
@@ -192,9 +191,9 @@ pub fn prune_via(client: &Client) -> ExitCode {
         let v = r.json()?;
         let images: Vec<&str> = v["images"].as_array().into_iter().flatten().filter_map(|i| i.as_str()).collect();
         for image in &images {
-            println!("removed {image}");
+            outln!("removed {image}");
         }
-        println!("{} images, {} layers, {} blobs removed", images.len(), v["layers"], v["blobs"]);
+        outln!("{} images, {} layers, {} blobs removed", images.len(), v["layers"], v["blobs"]);
         Ok(())
     };
     run().map_or_else(fail, |()| ExitCode::SUCCESS)
@@ -206,7 +205,7 @@ pub fn rmi(args: &StoreArgs, reference: &str) -> ExitCode {
         let store = open(args)?;
         let _no_daemon = store.lock_out_daemon("rmi").map_err(|e| e.to_string())?;
         let removed = store.remove(&src.to_string()).map_err(|e| e.to_string())?;
-        println!("removed {} ({} layers, {} blobs)", src, removed.layers, removed.blobs);
+        outln!("removed {} ({} layers, {} blobs)", src, removed.layers, removed.blobs);
         Ok(())
     };
     run().map_or_else(fail, |()| ExitCode::SUCCESS)
@@ -230,9 +229,9 @@ pub fn prune(args: &StoreArgs, units: &Path) -> ExitCode {
         let _no_daemon = store.lock_out_daemon("prune").map_err(|e| e.to_string())?;
         let removed = store.prune(&keep, &BTreeSet::new()).map_err(|e| e.to_string())?;
         for image in &removed.images {
-            println!("removed {image}");
+            outln!("removed {image}");
         }
-        println!("{} images, {} layers, {} blobs removed", removed.images.len(), removed.layers, removed.blobs);
+        outln!("{} images, {} layers, {} blobs removed", removed.images.len(), removed.layers, removed.blobs);
         Ok(())
     };
     run().map_or_else(fail, |()| ExitCode::SUCCESS)
@@ -289,20 +288,19 @@ pub fn verify_via(client: &Client, repair: bool, json: bool) -> ExitCode {
 fn print_report(report: &Report, repair: bool, json: bool) -> ExitCode {
     if json {
         match serde_json::to_string_pretty(report) {
-            Ok(text) => println!("{text}"),
+            Ok(text) => outln!("{text}"),
             Err(e) => return fail(e),
         }
     } else {
-        let mut out = std::io::stdout().lock();
         for p in &report.problems {
-            let _ = writeln!(out, "{p}");
+            outln!("{p}");
         }
         for line in &report.repaired {
-            let _ = writeln!(out, "repaired: {line}");
+            outln!("repaired: {line}");
         }
         if repair {
             for p in &report.remaining {
-                let _ = writeln!(out, "not repaired: {p}");
+                outln!("not repaired: {p}");
             }
         }
         match (report.problems.len(), report.clean()) {

@@ -3,6 +3,20 @@
 //! them; the binaries only parse arguments and call [`ctl::run`] or
 //! [`daemon::run`].
 
+/// `println!` to standard output through [`out`].
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        $crate::cli::out(format!("{}\n", format_args!($($arg)*)).as_bytes())
+    };
+}
+
+/// `print!` to standard output through [`out`].
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::cli::out(format!($($arg)*).as_bytes())
+    };
+}
+
 pub mod client;
 pub mod control;
 pub mod ctl;
@@ -14,7 +28,22 @@ pub mod unit_files;
 pub mod updates;
 pub mod validate;
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
+
+/// Writes `bytes` to standard output, at once. When its reader is gone
+/// (`supervisorctl inspect web | head -1`) the process ends quietly, with
+/// status 0, as Unix tools do, instead of panicking (as `println!` would)
+/// or streaming on into nothing (`logs -f`, `events`).
+pub(crate) fn out(bytes: &[u8]) {
+    let mut stdout = std::io::stdout().lock();
+    if let Err(e) = stdout.write_all(bytes).and_then(|()| stdout.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("supervisorctl: standard output: {e}");
+        std::process::exit(1);
+    }
+}
 
 /// Whether to color output written to stderr.
 pub(crate) fn stderr_color() -> bool {

@@ -6,7 +6,6 @@
 //! reloads.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -65,7 +64,7 @@ pub fn remove(client: &Client, names: &[String], dry_run: bool, json: bool) -> E
 pub fn cat(client: &Client, name: &str) -> ExitCode {
     match client.request("GET", &format!("/v1/units/{}/file", encode(name))) {
         Ok(r) if r.status == 200 => {
-            let _ = std::io::stdout().write_all(&r.body);
+            super::out(&r.body);
             ExitCode::SUCCESS
         }
         Ok(r) => fail(r.error()),

@@ -14,7 +14,7 @@ fn fail(message: impl std::fmt::Display) -> ExitCode {
 }
 
 fn print_json(v: &Value) {
-    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+    outln!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
 }
 
 pub fn rollback(client: &Client, unit: &str, no_block: bool, json: bool) -> ExitCode {
@@ -33,7 +33,7 @@ pub fn rollback(client: &Client, unit: &str, no_block: bool, json: bool) -> Exit
         print_json(&v);
     } else {
         let line = rollback_line(unit, &v);
-        if r.status == 409 { eprintln!("supervisorctl: {line}") } else { println!("{line}") }
+        if r.status == 409 { eprintln!("supervisorctl: {line}") } else { outln!("{line}") }
     }
     if r.status == 409 { ExitCode::from(1) } else { ExitCode::SUCCESS }
 }
@@ -75,11 +75,11 @@ pub fn update(client: &Client, units: &[String], dry_run: bool, no_block: bool, 
         print_json(&v);
     } else {
         if reports.is_empty() {
-            println!("no unit has auto = \"registry\"");
+            outln!("no unit has auto = \"registry\"");
         }
         for report in &reports {
             let line = update_line(report);
-            if bad(report) { eprintln!("supervisorctl: {line}") } else { println!("{line}") }
+            if bad(report) { eprintln!("supervisorctl: {line}") } else { outln!("{line}") }
         }
     }
     if reports.iter().any(bad) { ExitCode::from(1) } else { ExitCode::SUCCESS }

@@ -50,12 +50,12 @@ pub fn run(paths: &[PathBuf], json: bool) -> ExitCode {
     if json {
         let report = Report { units: units.clone(), errors: errors.clone() };
         match serde_json::to_string_pretty(&report) {
-            Ok(s) => println!("{s}"),
+            Ok(s) => outln!("{s}"),
             Err(e) => eprintln!("supervisorctl: cannot write JSON: {e}"),
         }
     } else if !units.is_empty() || (invalid_files == 0 && status == VALID) {
         let names: Vec<&str> = units.iter().map(|u| u.unit.name.as_str()).collect();
-        println!(
+        outln!(
             "{} valid unit{}{}",
             names.len(),
             if names.len() == 1 { "" } else { "s" },
