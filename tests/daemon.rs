@@ -836,6 +836,24 @@ fn image_verbs_are_served_by_the_running_daemon() {
 }
 
 #[test]
+fn status_colors_states_on_a_terminal_unless_no_color_is_set() {
+    root_only!("status_colors_states_on_a_terminal_unless_no_color_is_set");
+    let d = Daemon::start();
+    let name = common::unique_name("co");
+    d.write_unit(&name, &sleeper());
+    d.wait_state(&name, "running");
+    let on_terminal = |env: &str| {
+        let cmd = format!("{env} {} --socket {} status", env!("CARGO_BIN_EXE_supervisorctl"), d.socket().display());
+        let out = std::process::Command::new("script").args(["-qec", &cmd, "/dev/null"]).output().unwrap();
+        text(&out.stdout)
+    };
+    let colored = on_terminal("env");
+    assert!(colored.contains("\x1b[") && colored.contains("RUNNING"), "{colored:?}");
+    let plain = on_terminal("env NO_COLOR=1");
+    assert!(!plain.contains('\x1b') && plain.contains("RUNNING"), "{plain:?}");
+}
+
+#[test]
 fn relative_directories_and_dot_binds_work() {
     root_only!("relative_directories_and_dot_binds_work");
     let d = Daemon::start_with(|c| {

@@ -1,6 +1,5 @@
 //! `supervisorctl` verbs that talk to a running supervisord.
 
-use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
 
@@ -135,7 +134,7 @@ pub fn status(client: &Client, units: &[String], json: bool) -> ExitCode {
             eprintln!("note: no data disk: units, images, volumes and logs are in RAM, gone at power-off");
         }
         let width = list.iter().filter_map(|v| v["name"].as_str()).map(str::len).max().unwrap_or(4);
-        let color = std::io::stdout().is_terminal();
+        let color = super::stdout_color();
         let now = SystemTime::now();
         for u in &list {
             outln!("{}", status_line(u, width, now, color));

@@ -45,6 +45,12 @@ pub(crate) fn out(bytes: &[u8]) {
     }
 }
 
+/// Whether to color output written to stdout (a terminal, and no
+/// `NO_COLOR`: <https://no-color.org>).
+pub(crate) fn stdout_color() -> bool {
+    std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none()
+}
+
 /// Whether to color output written to stderr.
 pub(crate) fn stderr_color() -> bool {
     std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none()
