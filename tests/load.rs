@@ -147,3 +147,74 @@ fn an_archive_is_received_onto_disk_as_it_comes_and_removed_when_its_client_goes
     assert!(out.starts_with("HTTP/1.1 400") && out.contains("request body too large"), "{out}");
     assert!(tmp_files(&d).is_empty());
 }
+
+fn ctl_store(store: &std::path::Path, args: &[&str]) -> std::process::Output {
+    let out = Command::new(env!("CARGO_BIN_EXE_supervisorctl")).arg("--store").arg(store).args(args).output().unwrap();
+    assert!(out.status.success(), "supervisorctl {args:?}: {}{}", text(&out.stdout), text(&out.stderr));
+    out
+}
+
+fn skopeo(args: &[&str]) -> String {
+    let out = Command::new("skopeo").args(args).output().expect("skopeo (Debian: skopeo)");
+    assert!(out.status.success(), "skopeo {args:?}: {}", text(&out.stderr));
+    text(&out.stdout)
+}
+
+#[test]
+fn save_writes_archives_that_skopeo_and_load_read_back() {
+    root_only!("save_writes_archives_that_skopeo_and_load_read_back");
+    let dir = tempfile::tempdir().unwrap();
+    let at = |f: &str| dir.path().join(f).to_str().unwrap().to_string();
+    let (first, second) = (dir.path().join("first"), dir.path().join("second"));
+    // Into a store without a daemon (--store), under a registry name.
+    skopeo_copy(&format!("oci-archive:{}:example.com/saved/busybox:v1", at("in.tar")));
+    ctl_store(&first, &["load", &at("in.tar")]);
+    let images: serde_json::Value = serde_json::from_slice(&ctl_store(&first, &["images", "--json"]).stdout).unwrap();
+    let record = &images[0];
+    assert_eq!(record["reference"], "example.com/saved/busybox:v1");
+
+    // An OCI archive: skopeo reads the same manifest, under the name.
+    ctl_store(&first, &["save", "example.com/saved/busybox:v1", &at("oci.tar")]);
+    let inspected: serde_json::Value =
+        serde_json::from_str(&skopeo(&["inspect", &format!("oci-archive:{}", at("oci.tar"))])).unwrap();
+    assert_eq!(inspected["Digest"], record["manifest_digest"], "{inspected}");
+    let index = Command::new("tar").args(["xOf", &at("oci.tar"), "index.json"]).output().unwrap();
+    assert!(text(&index.stdout).contains("\"org.opencontainers.image.ref.name\":\"example.com/saved/busybox:v1\""));
+    // docker save's format: skopeo copies it out; its layers are the
+    // plain tars whose digests are the diff IDs.
+    ctl_store(&first, &["save", "--format", "docker-archive", "example.com/saved/busybox:v1", &at("docker.tar")]);
+    skopeo(&["copy", "-q", &format!("docker-archive:{}", at("docker.tar")), &format!("oci:{}:copied", at("layout"))]);
+    let config: serde_json::Value =
+        serde_json::from_str(&skopeo(&["inspect", "--config", &format!("docker-archive:{}", at("docker.tar"))]))
+            .unwrap();
+    let original: serde_json::Value =
+        serde_json::from_str(&skopeo(&["inspect", "--config", &format!("oci-archive:{}", at("in.tar"))])).unwrap();
+    assert_eq!(config["rootfs"], original["rootfs"]);
+
+    // Both load back into another store, and the OCI one is the same image.
+    let out = ctl_store(&second, &["load", &at("oci.tar")]);
+    assert_eq!(text(&out.stdout), "Loaded image: example.com/saved/busybox:v1\n");
+    let again: serde_json::Value = serde_json::from_slice(&ctl_store(&second, &["images", "--json"]).stdout).unwrap();
+    assert_eq!(again[0]["manifest_digest"], record["manifest_digest"]);
+    let out = ctl_store(&second, &["load", "--name", "example.com/saved/again:v2", &at("docker.tar")]);
+    assert_eq!(text(&out.stdout), "Loaded image: example.com/saved/again:v2\n");
+    let runs = ctl_store(&second, &["export", "example.com/saved/again:v2", &at("rootfs")]);
+    assert!(runs.status.success() && dir.path().join("rootfs/bin/busybox").exists());
+
+    // Not in the store: an error, and no file.
+    let missing = Command::new(env!("CARGO_BIN_EXE_supervisorctl"))
+        .arg("--store")
+        .arg(&first)
+        .args(["save", "example.com/nothere:v1", &at("none.tar")])
+        .output()
+        .unwrap();
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(text(&missing.stderr).contains("not in the store"), "{}", text(&missing.stderr));
+    assert!(!dir.path().join("none.tar").exists());
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with('.'))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}

@@ -107,6 +107,14 @@ pub enum Command {
     },
     /// Write an image's merged root filesystem into DIR (new or empty).
     Export { reference: String, dir: PathBuf },
+    /// Write an image of the store into an archive that `load`,
+    /// `podman load`, `docker load` and `skopeo copy` read.
+    Save {
+        reference: String,
+        file: PathBuf,
+        #[arg(long, value_enum, default_value = "oci-archive")]
+        format: images::SaveFormat,
+    },
     /// One line per unit (or the named ones); exit 0 when all run, 3 when
     /// any does not.
     Status {
@@ -309,6 +317,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Verify { repair, json, .. } if daemon => images::verify_via(&client, repair, json),
         Command::Verify { repair, run_dir, json } => images::verify(&store, run_dir.as_deref(), repair, json),
         Command::Export { reference, dir } => images::export(&store, &reference, &dir),
+        Command::Save { reference, file, format } => images::save(&store, &reference, &file, format),
         Command::Status { units, json } => control::status(&client, &units, json),
         Command::Start { units, no_block, json } => control::op(&client, "start", &units, no_block, json),
         Command::Stop { units, no_block, json } => control::op(&client, "stop", &units, no_block, json),

@@ -12,6 +12,7 @@ use std::process::ExitCode;
 
 use super::client::{Client, encode};
 use super::progress::{Lines, Reporter, human_size};
+use crate::runtime::image::source::ArchiveFormat;
 use crate::runtime::image::verify::{Containers, Report};
 use crate::runtime::image::{ImageError, ImageRecord, PullOptions, RegistryOptions, Store};
 use crate::units::load_dir;
@@ -313,6 +314,27 @@ fn print_report(report: &Report, repair: bool, json: bool) -> ExitCode {
         }
     }
     if report.clean() { ExitCode::SUCCESS } else { ExitCode::from(1) }
+}
+
+/// The formats of `save`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SaveFormat {
+    /// A tar of an OCI image layout.
+    OciArchive,
+    /// `docker save`'s format.
+    DockerArchive,
+}
+
+pub fn save(args: &StoreArgs, reference: &str, file: &Path, format: SaveFormat) -> ExitCode {
+    let run = || -> Result<(), String> {
+        let src = source(reference)?;
+        let format = match format {
+            SaveFormat::OciArchive => ArchiveFormat::Oci,
+            SaveFormat::DockerArchive => ArchiveFormat::Docker,
+        };
+        open(args)?.save(&src.to_string(), file, format).map_err(|e| e.to_string())
+    };
+    run().map_or_else(fail, |()| ExitCode::SUCCESS)
 }
 
 pub fn export(args: &StoreArgs, reference: &str, dest: &Path) -> ExitCode {

@@ -20,6 +20,7 @@ pub mod pull;
 pub mod registry;
 pub mod registry_options;
 pub mod remote;
+pub mod save;
 pub mod source;
 pub mod space;
 pub mod store;
