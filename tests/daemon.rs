@@ -854,6 +854,33 @@ fn status_colors_states_on_a_terminal_unless_no_color_is_set() {
 }
 
 #[test]
+fn diff_lists_what_the_container_added_changed_and_deleted() {
+    root_only!("diff_lists_what_the_container_added_changed_and_deleted");
+    let d = Daemon::start();
+    let name = common::unique_name("df");
+    d.write_unit(
+        &name,
+        &unit("echo me >> /etc/passwd; rm /etc/group; mkdir -p /srv/new; echo x > /srv/new/file; echo changed; sleep 100000 & wait"),
+    );
+    d.wait_log(&name, None, "changed");
+    let out = d.ctl(&["diff", &name]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let lines: Vec<String> = text(&out.stdout).lines().map(String::from).collect();
+    for want in ["C /etc", "C /etc/passwd", "D /etc/group", "A /srv", "A /srv/new", "A /srv/new/file"] {
+        assert!(lines.iter().any(|l| l == want), "no {want:?} in:\n{}", lines.join("\n"));
+    }
+    assert!(!lines.iter().any(|l| l.ends_with(" /bin") || l.ends_with(" /usr")), "untouched paths listed: {lines:?}");
+    // The files the daemon mounts in (made in the writable layer when the
+    // image has none) are not the container's changes.
+    assert!(!lines.iter().any(|l| l.ends_with("/etc/hosts") || l.ends_with("/etc/resolv.conf")), "{lines:?}");
+    let json: Value = serde_json::from_slice(&d.ctl(&["diff", "--json", &name]).stdout).unwrap();
+    assert!(json.as_array().unwrap().iter().any(|c| c["kind"] == "D" && c["path"] == "/etc/group"), "{json}");
+    let none = d.ctl(&["diff", "nosuchunit"]);
+    assert_eq!(none.status.code(), Some(1));
+    assert!(text(&none.stderr).contains("no unit named"), "{}", text(&none.stderr));
+}
+
+#[test]
 fn relative_directories_and_dot_binds_work() {
     root_only!("relative_directories_and_dot_binds_work");
     let d = Daemon::start_with(|c| {

@@ -274,6 +274,25 @@ pub fn inspect(client: &Client, unit: &str) -> ExitCode {
     }
 }
 
+pub fn diff(client: &Client, unit: &str, json: bool) -> ExitCode {
+    let changes = match client.request("GET", &format!("/v1/units/{}/diff", encode(unit))) {
+        Ok(r) if r.status == 200 => match r.json() {
+            Ok(v) => v,
+            Err(e) => return fail(e),
+        },
+        Ok(r) => return fail(r.error()),
+        Err(e) => return fail(e),
+    };
+    if json {
+        print_json(&changes);
+    } else {
+        for c in changes.as_array().into_iter().flatten() {
+            outln!("{} {}", c["kind"].as_str().unwrap_or("?"), c["path"].as_str().unwrap_or("?"));
+        }
+    }
+    ExitCode::SUCCESS
+}
+
 pub fn logs(client: &Client, unit: &str, follow: bool, tail: Option<usize>, since: Option<&str>) -> ExitCode {
     let mut target = format!("/v1/units/{}/logs?", encode(unit));
     if follow {

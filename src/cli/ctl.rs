@@ -258,6 +258,14 @@ pub enum Command {
     },
     /// The unit's normalized config, state, resource usage and last exits (JSON).
     Inspect { unit: String },
+    /// What the unit's container changed in its root filesystem, as
+    /// `docker diff`: A added, C changed, D deleted.
+    Diff {
+        unit: String,
+        /// Print [{"kind", "path"}].
+        #[arg(long)]
+        json: bool,
+    },
     /// A live stream of state changes.
     Events {
         #[arg(long)]
@@ -332,6 +340,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Logs { follow, tail, since, unit } => control::logs(&client, &unit, follow, tail, since.as_deref()),
         Command::Exec { interactive, tty, unit, command } => control::exec(&client, &unit, interactive, tty, command),
         Command::Inspect { unit } => control::inspect(&client, &unit),
+        Command::Diff { unit, json } => control::diff(&client, &unit, json),
         Command::Events { json } => control::events(&client, json),
         Command::Volumes { json } => control::volumes(&client, json),
         Command::Volume(VolumeCommand::Rm { name }) => control::volume_rm(&client, &name),

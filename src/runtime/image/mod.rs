@@ -10,6 +10,7 @@
 
 mod by_id;
 pub mod config;
+pub mod diff;
 pub mod digest;
 pub mod error;
 pub mod export;

@@ -2,6 +2,7 @@
 //! (`<run-dir>/control.sock`), root only (or a configured group), peer
 //! credentials checked. The protocol is documented in docs/api.md.
 
+mod diff;
 pub mod http;
 mod images;
 mod load;
@@ -204,6 +205,7 @@ async fn route(stream: &mut UnixStream, control: &Control, req: Request, peer: P
                 None => http::error(stream, 500, shutting()).await,
             }
         }
+        ("GET", ["v1", "units", name, "diff"]) => diff::diff(stream, control, name).await,
         ("GET", ["v1", "units", name, "logs"]) => logs(stream, control, name, &req).await,
         ("POST", ["v1", "reload"]) => unit_files::reload(stream, control, req.flag("dry_run")).await,
         ("POST", ["v1", "apply"]) if peer == Peer::Root => unit_files::apply(stream, control, &req).await,

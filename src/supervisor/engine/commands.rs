@@ -102,7 +102,7 @@ impl<B: Backend> Engine<B> {
     fn inspect(&self, r: &Record) -> serde_json::Value {
         let live = match r.run() {
             Some(run) => self.backend.inspect(&r.name, run.generation),
-            None => serde_json::json!({ "usage": null, "cgroup": null }),
+            None => serde_json::json!({ "usage": null, "cgroup": null, "runtime_name": null }),
         };
         let health = r.run().and_then(|x| x.running()).and_then(|x| x.health.as_ref());
         serde_json::json!({
@@ -111,6 +111,7 @@ impl<B: Backend> Engine<B> {
             "usage": live["usage"],
             "last_exits": r.history,
             "cgroup": live["cgroup"],
+            "runtime_name": live["runtime_name"],
             "logs": { "dropped_lines": self.backend.dropped_lines(&r.name) },
             "health": health.map(|(check, t)| serde_json::json!({
                 "status": t.status,

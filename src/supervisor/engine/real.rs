@@ -122,9 +122,10 @@ impl Backend for Real {
     }
 
     fn inspect(&self, name: &str, generation: u64) -> serde_json::Value {
-        let cgroup: Option<Cgroup> = self.live.with(name, generation, |l| l.cgroup.clone()).flatten();
+        let (cgroup, runtime_name) =
+            self.live.with(name, generation, |l| (l.cgroup.clone(), Some(l.runtime_name.clone()))).unwrap_or_default();
         let usage: Option<Usage> = cgroup.as_ref().map(Cgroup::usage);
-        serde_json::json!({ "usage": usage, "cgroup": cgroup })
+        serde_json::json!({ "usage": usage, "cgroup": cgroup, "runtime_name": runtime_name })
     }
 
     fn dropped_lines(&self, name: &str) -> u64 {
