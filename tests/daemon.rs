@@ -881,6 +881,37 @@ fn diff_lists_what_the_container_added_changed_and_deleted() {
 }
 
 #[test]
+fn top_lists_the_containers_processes() {
+    root_only!("top_lists_the_containers_processes");
+    let d = Daemon::start();
+    let name = common::unique_name("tp");
+    d.write_unit(&name, &sleeper());
+    let u = d.wait_state(&name, "running");
+    let listed = || -> Value { serde_json::from_slice(&d.ctl(&["top", "--json", &name]).stdout).unwrap() };
+    // The shell starts its sleep right after it runs: wait for both.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut procs = listed();
+    while procs.as_array().unwrap().len() < 2 {
+        assert!(Instant::now() < deadline, "{procs}");
+        std::thread::sleep(Duration::from_millis(50));
+        procs = listed();
+    }
+    let procs = procs.as_array().unwrap().clone();
+    let init = procs.iter().find(|p| p["container_pid"] == 1).unwrap_or_else(|| panic!("no PID 1: {procs:?}"));
+    assert_eq!(init["pid"], u["pid"], "{procs:?}");
+    assert!(init["command"].as_str().unwrap().starts_with("sh -c"), "{procs:?}");
+    let sleep = procs.iter().find(|p| p["command"] == "sleep 100000").unwrap_or_else(|| panic!("{procs:?}"));
+    assert_ne!(sleep["container_pid"], 1);
+    assert_eq!(sleep["uid"], 0);
+    assert!(sleep["rss_bytes"].as_u64().unwrap() > 0, "{sleep}");
+    let pid = sleep["pid"].as_u64().unwrap();
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+    assert_eq!(cmdline, b"sleep\x00100000\x00", "host PID {pid} is not the container's sleep");
+    let table = text(&d.ctl(&["top", &name]).stdout);
+    assert!(table.starts_with("     PID   CPID") && table.contains("sleep 100000"), "{table}");
+}
+
+#[test]
 fn relative_directories_and_dot_binds_work() {
     root_only!("relative_directories_and_dot_binds_work");
     let d = Daemon::start_with(|c| {

@@ -258,6 +258,15 @@ pub enum Command {
     },
     /// The unit's normalized config, state, resource usage and last exits (JSON).
     Inspect { unit: String },
+    /// The processes of the unit's container: host PID, PID in the
+    /// container, user ID, CPU % (over each one's life), resident memory,
+    /// start time, command.
+    Top {
+        unit: String,
+        /// Print [{"pid", "container_pid", "uid", "cpu_percent", "rss_bytes", "started", "command"}].
+        #[arg(long)]
+        json: bool,
+    },
     /// What the unit's container changed in its root filesystem, as
     /// `docker diff`: A added, C changed, D deleted.
     Diff {
@@ -341,6 +350,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Exec { interactive, tty, unit, command } => control::exec(&client, &unit, interactive, tty, command),
         Command::Inspect { unit } => control::inspect(&client, &unit),
         Command::Diff { unit, json } => control::diff(&client, &unit, json),
+        Command::Top { unit, json } => control::top(&client, &unit, json),
         Command::Events { json } => control::events(&client, json),
         Command::Volumes { json } => control::volumes(&client, json),
         Command::Volume(VolumeCommand::Rm { name }) => control::volume_rm(&client, &name),

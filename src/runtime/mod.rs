@@ -9,6 +9,7 @@ pub mod container;
 pub mod image;
 pub mod network;
 pub mod private;
+pub mod procs;
 pub mod reaper;
 pub mod seccomp;
 pub mod sys;
