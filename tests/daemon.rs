@@ -881,6 +881,45 @@ fn diff_lists_what_the_container_added_changed_and_deleted() {
 }
 
 #[test]
+fn stats_numbers_move_with_a_busy_loop_and_a_memory_hog() {
+    root_only!("stats_numbers_move_with_a_busy_loop_and_a_memory_hog");
+    let d = Daemon::start();
+    let (busy, hog) = (common::unique_name("busy"), common::unique_name("hog"));
+    let image = busybox();
+    d.write_unit(
+        &busy,
+        &format!("[container]\nimage = \"{image}\"\ncommand = [\"sh\", \"-c\", \"while :; do :; done\"]\n[stop]\nsignal = \"SIGKILL\"\n"),
+    );
+    d.write_unit(
+        &hog,
+        &format!(
+            "[container]\nimage = \"{image}\"\ncommand = [\"sh\", \"-c\", \"x=$(head -c 60000000 /dev/zero | tr '\\\\0' a); echo held; sleep 100000 & wait\"]\n[resources]\nmemory = \"256M\"\n[stop]\nsignal = \"SIGKILL\"\n"
+        ),
+    );
+    d.wait_state(&busy, "running");
+    d.wait_log(&hog, None, "held");
+    let out = d.ctl(&["stats", "--json", &busy, &hog]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stats: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let of = |name: &str| stats.as_array().unwrap().iter().find(|s| s["name"] == name).cloned().unwrap();
+    let (b, h) = (of(&busy), of(&hog));
+    // A busy loop takes most of a core (other tests share the machine).
+    assert!(b["cpu_percent"].as_f64().unwrap() > 30.0, "{b}");
+    assert!(h["cpu_percent"].as_f64().unwrap() < 30.0, "{h}");
+    // The hog holds its 60 MB within its limit; the loop holds little.
+    assert!(h["memory_bytes"].as_u64().unwrap() > 55_000_000, "{h}");
+    assert!(b["memory_bytes"].as_u64().unwrap() < 20_000_000, "{b}");
+    assert_eq!(h["memory_limit_bytes"], 256 << 20);
+    assert!(h["pids"].as_u64().unwrap() >= 2 && b["pids"].as_u64().unwrap() >= 1, "{stats}");
+    // Bridge network: the container's interface has counters.
+    assert!(h["net_rx_bytes"].is_u64() && h["net_tx_bytes"].is_u64(), "{h}");
+    let table = text(&d.ctl(&["stats", "--no-stream", &hog]).stdout);
+    assert!(table.starts_with("NAME") && table.contains("/ 268.4MB"), "{table}");
+    let unknown = d.ctl(&["stats", "nosuchunit"]);
+    assert!(text(&unknown.stderr).contains("no unit named"), "{}", text(&unknown.stderr));
+}
+
+#[test]
 fn top_lists_the_containers_processes() {
     root_only!("top_lists_the_containers_processes");
     let d = Daemon::start();

@@ -258,6 +258,18 @@ pub enum Command {
     },
     /// The unit's normalized config, state, resource usage and last exits (JSON).
     Inspect { unit: String },
+    /// Resource use of the running units (or the named ones): CPU % of one
+    /// core, memory and its limit, processes, network and block I/O.
+    /// Refreshed every second on a terminal; one snapshot otherwise.
+    Stats {
+        units: Vec<String>,
+        /// One snapshot, also on a terminal.
+        #[arg(long)]
+        no_stream: bool,
+        /// One snapshot as [{"name", "cpu_percent", "memory_bytes", ...}].
+        #[arg(long)]
+        json: bool,
+    },
     /// The processes of the unit's container: host PID, PID in the
     /// container, user ID, CPU % (over each one's life), resident memory,
     /// start time, command.
@@ -351,6 +363,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Inspect { unit } => control::inspect(&client, &unit),
         Command::Diff { unit, json } => control::diff(&client, &unit, json),
         Command::Top { unit, json } => control::top(&client, &unit, json),
+        Command::Stats { units, no_stream, json } => super::stats::stats(&client, &units, no_stream, json),
         Command::Events { json } => control::events(&client, json),
         Command::Volumes { json } => control::volumes(&client, json),
         Command::Volume(VolumeCommand::Rm { name }) => control::volume_rm(&client, &name),

@@ -24,6 +24,7 @@ pub mod daemon;
 pub mod docs;
 pub mod images;
 pub mod progress;
+pub mod stats;
 pub mod unit_files;
 pub mod updates;
 pub mod validate;

@@ -109,6 +109,23 @@ pub fn process(pid: u32, stat: &str, status: &str, cmdline: &[u8], clock: &Clock
     })
 }
 
+/// Bytes received and sent over the interfaces of `/proc/PID/net/dev`
+/// (the process's network namespace), its loopback left out.
+pub fn net_dev(text: &str) -> (u64, u64) {
+    let mut sum = (0u64, 0u64);
+    for line in text.lines() {
+        let Some((iface, counters)) = line.split_once(':') else { continue };
+        if iface.trim() == "lo" {
+            continue;
+        }
+        let f: Vec<u64> = counters.split_whitespace().filter_map(|v| v.parse().ok()).collect();
+        if let (Some(rx), Some(tx)) = (f.first(), f.get(8)) {
+            sum = (sum.0.saturating_add(*rx), sum.1.saturating_add(*tx));
+        }
+    }
+    sum
+}
+
 /// The processes `pids` (a cgroup's), sorted by PID, from `proc`.
 pub fn processes(proc: &Path, pids: &[u32]) -> Vec<Process> {
     let Some(clock) = Clock::read(proc) else { return Vec::new() };
@@ -132,6 +149,16 @@ mod tests {
 
     // A real line, with a command name that holds ") (" and spaces.
     const STAT: &str = "4242 (my) (cmd x) S 1 4242 4242 0 -1 4194560 120 0 0 0 250 50 0 0 20 0 1 0 123400 4800000 300 18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 1 0 0 0 0 0";
+
+    #[test]
+    fn network_bytes_leave_out_the_loopback() {
+        let dev = "Inter-|   Receive                                                |  Transmit
+ face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed
+    lo:    5000      10    0    0    0     0          0         0     5000      10    0    0    0     0       0          0
+  eth0:    1296      16    0    0    0     0          0         0      656       8    0    0    0     0       0          0
+";
+        assert_eq!(net_dev(dev), (1296, 656));
+    }
 
     #[test]
     fn stat_fields_come_after_the_last_parenthesis() {

@@ -8,6 +8,7 @@ mod images;
 mod load;
 mod peer;
 mod pull;
+mod stats;
 mod top;
 mod unit_files;
 mod updates;
@@ -208,6 +209,7 @@ async fn route(stream: &mut UnixStream, control: &Control, req: Request, peer: P
         }
         ("GET", ["v1", "units", name, "diff"]) => diff::diff(stream, control, name).await,
         ("GET", ["v1", "units", name, "top"]) => top::top(stream, control, name).await,
+        ("GET", ["v1", "stats"]) => stats::stats(stream, control, req.query.get("units").map(String::as_str)).await,
         ("GET", ["v1", "units", name, "logs"]) => logs(stream, control, name, &req).await,
         ("POST", ["v1", "reload"]) => unit_files::reload(stream, control, req.flag("dry_run")).await,
         ("POST", ["v1", "apply"]) if peer == Peer::Root => unit_files::apply(stream, control, &req).await,
