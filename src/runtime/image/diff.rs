@@ -2,18 +2,35 @@
 //! overlay upper directory against the image's layers, as `docker diff`
 //! shows it: `A` added, `C` changed (a file written, or a directory that
 //! holds a change), `D` deleted (an overlay whiteout). The upper directory
-//! is the container's to write, so nothing in it is followed: names come
-//! from reading directories, and a lower layer is looked into only through
-//! real directories, never through a symlink (which could name a host
-//! path).
+//! is the container's to write, even while it is read, so nothing in it is
+//! followed: each directory is opened from its parent's descriptor with
+//! `O_NOFOLLOW` (a directory swapped for a symlink meanwhile is not
+//! entered), entries are examined with `fstatat` without following, the
+//! walk is bounded in depth and in changes (a container's tree must not
+//! exhaust the daemon's stack or memory), and a lower layer is looked into
+//! only through real directories, never through a symlink (which could
+//! name a host path). Lower layers are the store's, never written after
+//! their unpacking.
 
+use std::ffi::{OsStr, OsString};
 use std::fs;
+use std::os::fd::AsFd;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
+use nix::dir::Dir;
+use nix::fcntl::{AtFlags, OFlag};
+use nix::sys::stat::{FileStat, Mode, SFlag, fstatat};
 use serde::Serialize;
 
 use super::error::{ImageError, Result};
+
+/// Directories deeper than this in a writable layer are refused: the walk
+/// holds a descriptor per level.
+pub const MAX_DEPTH: usize = 256;
+/// Changes listed at most (some 100 bytes each in the daemon).
+pub const MAX_CHANGES: usize = 200_000;
 
 /// One changed path.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -29,6 +46,15 @@ fn whiteout(meta: &fs::Metadata) -> bool {
     meta.file_type().is_char_device() && meta.rdev() == 0
 }
 
+/// The same, from an `fstatat`.
+fn whiteout_stat(st: &FileStat) -> bool {
+    SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits()) == SFlag::S_IFCHR && st.st_rdev == 0
+}
+
+fn is_dir_stat(st: &FileStat) -> bool {
+    SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits()) == SFlag::S_IFDIR
+}
+
 /// The changes in `upper` over `lowers` (the image's layers, the base
 /// first), sorted by path. `runtime_files` are files the runtime made as
 /// mount targets (`/etc/hosts` when the image has none): not the
@@ -37,10 +63,13 @@ fn whiteout(meta: &fs::Metadata) -> bool {
 /// its own).
 pub fn changes(upper: &Path, lowers: &[PathBuf], runtime_files: &[&str]) -> Result<Vec<Change>> {
     let mut out = Vec::new();
+    let top = Dir::open(upper, OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
+        .map_err(|e| ImageError::io("open", upper)(e.into()))?;
     // The lowers' directories at this point of the walk, the top one
     // first; None where a layer has no real directory here.
     let dirs: Vec<Option<PathBuf>> = lowers.iter().rev().map(|l| Some(l.clone())).collect();
-    walk(upper, "", &dirs, &mut out)?;
+    let mut walk = Walk { upper, out: &mut out };
+    walk.dir(top, "", &dirs, 0)?;
     out.retain(|c| !(c.kind == 'A' && runtime_files.contains(&c.path.as_str())));
     let dirs_of_runtime_files: Vec<&str> =
         runtime_files.iter().filter_map(|f| f.rsplit_once('/').map(|(d, _)| d)).filter(|d| !d.is_empty()).collect();
@@ -58,7 +87,7 @@ pub fn changes(upper: &Path, lowers: &[PathBuf], runtime_files: &[&str]) -> Resu
 /// Whether `name` is in the lowers' merged view (the top layer that has
 /// it decides; a whiteout there hides it), and each lower's directory of
 /// that name when it is a real one.
-fn in_lowers(dirs: &[Option<PathBuf>], name: &std::ffi::OsStr) -> (bool, Vec<Option<PathBuf>>) {
+fn in_lowers(dirs: &[Option<PathBuf>], name: &OsStr) -> (bool, Vec<Option<PathBuf>>) {
     let mut found = None;
     let below = dirs
         .iter()
@@ -72,26 +101,59 @@ fn in_lowers(dirs: &[Option<PathBuf>], name: &std::ffi::OsStr) -> (bool, Vec<Opt
     (found.unwrap_or(false), below)
 }
 
-fn walk(dir: &Path, rel: &str, dirs: &[Option<PathBuf>], out: &mut Vec<Change>) -> Result<()> {
-    for entry in fs::read_dir(dir).map_err(ImageError::io("read", dir))? {
-        let entry = entry.map_err(ImageError::io("read", dir))?;
-        let name = entry.file_name();
-        let path = format!("{rel}/{}", name.to_string_lossy());
-        let meta = fs::symlink_metadata(entry.path()).map_err(ImageError::io("stat", entry.path()))?;
-        let (existed, below) = in_lowers(dirs, &name);
-        if whiteout(&meta) {
-            if existed {
-                out.push(Change { kind: 'D', path });
-            }
-            continue;
-        }
-        out.push(Change { kind: if existed { 'C' } else { 'A' }, path });
-        if meta.is_dir() {
-            let next = out.last().map(|c| c.path.clone()).unwrap_or_default();
-            walk(&entry.path(), &next, &below, out)?;
-        }
+struct Walk<'a> {
+    upper: &'a Path,
+    out: &'a mut Vec<Change>,
+}
+
+impl Walk<'_> {
+    fn error(&self, rel: &str, message: String) -> ImageError {
+        ImageError::Invalid(format!("{}{rel}: {message}", self.upper.display()))
     }
-    Ok(())
+
+    fn dir(&mut self, mut dir: Dir, rel: &str, dirs: &[Option<PathBuf>], depth: usize) -> Result<()> {
+        if depth > MAX_DEPTH {
+            return Err(self.error(rel, format!("nested deeper than {MAX_DEPTH} directories")));
+        }
+        let names: Vec<OsString> = dir
+            .iter()
+            .filter_map(|e| e.ok())
+            .map(|e| OsStr::from_bytes(e.file_name().to_bytes()).to_os_string())
+            .filter(|n| n != "." && n != "..")
+            .collect();
+        for name in names {
+            let path = format!("{rel}/{}", name.to_string_lossy());
+            // Gone meanwhile (the container runs): not a change to list.
+            let Ok(st) = fstatat(dir.as_fd(), name.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW) else { continue };
+            let (existed, below) = in_lowers(dirs, &name);
+            if whiteout_stat(&st) {
+                if existed {
+                    self.push(Change { kind: 'D', path }, rel)?;
+                }
+                continue;
+            }
+            self.push(Change { kind: if existed { 'C' } else { 'A' }, path: path.clone() }, rel)?;
+            if is_dir_stat(&st) {
+                let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+                match Dir::openat(dir.as_fd(), name.as_os_str(), flags, Mode::empty()) {
+                    Ok(child) => self.dir(child, &path, &below, depth + 1)?,
+                    // Swapped for a symlink or a file since the fstatat,
+                    // or removed: not entered.
+                    Err(nix::errno::Errno::ELOOP | nix::errno::Errno::ENOTDIR | nix::errno::Errno::ENOENT) => {}
+                    Err(e) => return Err(self.error(&path, format!("open: {e}"))),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn push(&mut self, change: Change, rel: &str) -> Result<()> {
+        if self.out.len() >= MAX_CHANGES {
+            return Err(self.error(rel, format!("more than {MAX_CHANGES} changes: too many to list")));
+        }
+        self.out.push(change);
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -150,6 +212,19 @@ mod tests {
             .map(|c| format!("{} {}", c.kind, c.path))
             .collect();
         assert_eq!(got, ["C /etc", "A /etc/mine"]);
+    }
+
+    #[test]
+    fn a_tree_too_deep_is_refused_not_walked_to_the_end() {
+        let t = tempfile::tempdir().unwrap();
+        let upper = t.path().join("upper");
+        let mut deep = upper.clone();
+        for _ in 0..MAX_DEPTH + 2 {
+            deep.push("d");
+        }
+        fs::create_dir_all(&deep).unwrap();
+        let e = changes(&upper, &[], &[]).unwrap_err().to_string();
+        assert!(e.ends_with(&format!("nested deeper than {MAX_DEPTH} directories")), "{e}");
     }
 
     #[test]
