@@ -33,6 +33,20 @@ fn a_reader_that_went_away_ends_the_output_quietly() {
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert_eq!(text(&out.stderr), "");
+    // An error into a closed pipe (`... 2>&1 | head -1`): the exit code
+    // still says what happened, with no panic.
+    let dir = tempfile::tempdir().unwrap();
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = Command::new(env!("CARGO_BIN_EXE_supervisorctl"))
+        .arg("--socket")
+        .arg(dir.path().join("none.sock"))
+        .arg("status")
+        .stdout(std::process::Stdio::null())
+        .stderr(writer)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
 }
 
 #[test]

@@ -8,7 +8,7 @@ use serde_json::Value;
 use super::client::{Client, encode};
 
 pub(super) fn fail(message: impl std::fmt::Display) -> ExitCode {
-    eprintln!("supervisorctl: {message}");
+    errln!("supervisorctl: {message}");
     ExitCode::from(1)
 }
 
@@ -117,7 +117,7 @@ pub fn status(client: &Client, units: &[String], json: bool) -> ExitCode {
     let Ok(Value::Array(all)) = r.json() else { return fail("bad answer from supervisord") };
     for u in units {
         if !all.iter().any(|v| v["name"] == u.as_str()) {
-            eprintln!("supervisorctl: no unit named {u:?}");
+            errln!("supervisorctl: no unit named {u:?}");
             return ExitCode::from(4);
         }
     }
@@ -131,7 +131,7 @@ pub fn status(client: &Client, units: &[String], json: bool) -> ExitCode {
             && boot["pid1"] == true
             && boot["data_disk"].is_null()
         {
-            eprintln!("note: no data disk: units, images, volumes and logs are in RAM, gone at power-off");
+            errln!("note: no data disk: units, images, volumes and logs are in RAM, gone at power-off");
         }
         let width = list.iter().filter_map(|v| v["name"].as_str()).map(str::len).max().unwrap_or(4);
         let color = super::stdout_color();
@@ -154,7 +154,7 @@ pub fn op(client: &Client, verb: &str, units: &[String], no_block: bool, json: b
         };
         let v = r.json().unwrap_or(Value::Null);
         if r.status == 404 || r.status >= 500 {
-            eprintln!("supervisorctl: {}", r.error());
+            errln!("supervisorctl: {}", r.error());
             code = ExitCode::from(1);
             continue;
         }
@@ -171,7 +171,7 @@ pub fn op(client: &Client, verb: &str, units: &[String], no_block: bool, json: b
                     line.push_str(&format!(" ({reason})"));
                 }
             }
-            if r.status == 200 { outln!("{line}") } else { eprintln!("supervisorctl: {line}") }
+            if r.status == 200 { outln!("{line}") } else { errln!("supervisorctl: {line}") }
         }
     }
     if json {
@@ -433,17 +433,17 @@ pub fn exec(client: &Client, unit: &str, interactive: bool, tty: bool, command: 
         Ok(r) if r.status == 200 => {
             let v = r.json().unwrap_or(Value::Null);
             if v["status"]["state"] != "running" {
-                eprintln!("supervisorctl: {unit} is {}, not running", v["status"]["state"].as_str().unwrap_or("?"));
+                errln!("supervisorctl: {unit} is {}, not running", v["status"]["state"].as_str().unwrap_or("?"));
                 return ExitCode::from(126);
             }
             v["status"]["pid"].as_i64()
         }
         Ok(r) => {
-            eprintln!("supervisorctl: {}", r.error());
+            errln!("supervisorctl: {}", r.error());
             return ExitCode::from(126);
         }
         Err(e) => {
-            eprintln!("supervisorctl: {e}");
+            errln!("supervisorctl: {e}");
             return ExitCode::from(126);
         }
     };
@@ -461,7 +461,7 @@ pub fn exec(client: &Client, unit: &str, interactive: bool, tty: bool, command: 
     match result {
         Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
         Err(e) => {
-            eprintln!("supervisorctl: {e}");
+            errln!("supervisorctl: {e}");
             ExitCode::from(e.exit_code())
         }
     }

@@ -373,7 +373,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::GenerateDocs { dir } => match super::docs::generate(&dir) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
-                eprintln!("supervisorctl: {}: {e}", dir.display());
+                errln!("supervisorctl: {}: {e}", dir.display());
                 ExitCode::FAILURE
             }
         },

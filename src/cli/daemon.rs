@@ -106,7 +106,7 @@ pub fn run(args: Args) -> ExitCode {
     let config = match Config::load(args.config.as_ref().unwrap_or(&default_config), args.config.is_some()) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("supervisord: {e}");
+            errln!("supervisord: {e}");
             return ExitCode::from(2);
         }
     };
@@ -130,7 +130,7 @@ fn run_with(args: Args, paths: Paths, config: Config) -> ExitCode {
         return match crate::runtime::container::run_bundle(bundle, id) {
             Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
             Err(e) => {
-                eprintln!("supervisord: {e}");
+                errln!("supervisord: {e}");
                 ExitCode::from(e.exit_code())
             }
         };
@@ -138,7 +138,7 @@ fn run_with(args: Args, paths: Paths, config: Config) -> ExitCode {
     if let Some(Command::Runtime(RuntimeCommand::RunUnit { log, file })) = &args.command {
         // Its container is cloned from this process: from a protected form of it.
         if let Err(e) = crate::runtime::container::reexec_protected() {
-            eprintln!("supervisord: {e}");
+            errln!("supervisord: {e}");
             return ExitCode::from(e.exit_code());
         }
         // Beside a daemon, its start (which takes every container of the
@@ -149,14 +149,14 @@ fn run_with(args: Args, paths: Paths, config: Config) -> ExitCode {
         let _owner = match owner {
             Ok(o) => o,
             Err(e) => {
-                eprintln!("supervisord: {e}: give run-unit another --run-dir");
+                errln!("supervisord: {e}: give run-unit another --run-dir");
                 return ExitCode::from(125);
             }
         };
         return match crate::supervisor::run::run_unit(file, &paths.state_dir, &paths.run_dir, log.as_deref()) {
             Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
             Err(e) => {
-                eprintln!("supervisord: {e}");
+                errln!("supervisord: {e}");
                 ExitCode::from(e.exit_code())
             }
         };
@@ -169,7 +169,7 @@ fn run_with(args: Args, paths: Paths, config: Config) -> ExitCode {
         let _owner = match crate::runtime::container::own(&paths.run_dir, true) {
             Ok(o) => o,
             Err(e) => {
-                eprintln!("supervisord: {e}: its containers are not leftovers; stop it first");
+                errln!("supervisord: {e}: its containers are not leftovers; stop it first");
                 return ExitCode::from(1);
             }
         };
@@ -188,7 +188,7 @@ fn run_with(args: Args, paths: Paths, config: Config) -> ExitCode {
         return match result {
             Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
             Err(e) => {
-                eprintln!("supervisord: {e}");
+                errln!("supervisord: {e}");
                 ExitCode::from(e.exit_code())
             }
         };
@@ -197,7 +197,7 @@ fn run_with(args: Args, paths: Paths, config: Config) -> ExitCode {
         let (socket_group, log_group) = match config.socket_gid().and_then(|s| Ok((s, config.log_gid()?))) {
             Ok(g) => g,
             Err(e) => {
-                eprintln!("supervisord: {e}");
+                errln!("supervisord: {e}");
                 return ExitCode::from(2);
             }
         };
@@ -205,13 +205,13 @@ fn run_with(args: Args, paths: Paths, config: Config) -> ExitCode {
         let subnet = match crate::runtime::network::ipam::Subnet::parse(subnet) {
             Ok(s) => s,
             Err(e) => {
-                eprintln!("supervisord: [network] subnet: {e}");
+                errln!("supervisord: [network] subnet: {e}");
                 return ExitCode::from(2);
             }
         };
         let bridge = config.network.bridge.clone().unwrap_or_else(|| "sv0".to_string());
         if bridge.is_empty() || bridge.len() > 15 || bridge.contains(['/', ' ']) {
-            eprintln!("supervisord: [network] bridge: {bridge:?} is not an interface name (1-15 characters)");
+            errln!("supervisord: [network] bridge: {bridge:?} is not an interface name (1-15 characters)");
             return ExitCode::from(2);
         }
         let uplink = match config.uplink.as_ref().map(|u| u.address().map(|a| (u, a))).transpose() {
@@ -222,7 +222,7 @@ fn run_with(args: Args, paths: Paths, config: Config) -> ExitCode {
                 gateway: u.gateway,
             }),
             Err(e) => {
-                eprintln!("supervisord: {e}");
+                errln!("supervisord: {e}");
                 return ExitCode::from(2);
             }
         };
@@ -245,13 +245,13 @@ fn run_with(args: Args, paths: Paths, config: Config) -> ExitCode {
     let set = match load_dir(&paths.units) {
         Ok(set) => set,
         Err(e) => {
-            eprintln!("supervisord: {}: {e}", paths.units.display());
+            errln!("supervisord: {}: {e}", paths.units.display());
             return ExitCode::from(2);
         }
     };
     let color = super::stderr_color();
     for e in &set.errors {
-        eprint!("{}", e.render(color));
+        let _ = std::io::Write::write_all(&mut std::io::stderr(), e.render(color).as_bytes());
     }
     let units: Vec<_> = set.units.iter().map(|u| &u.unit).collect();
     if args.images {

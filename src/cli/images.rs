@@ -35,7 +35,7 @@ fn source(reference: &str) -> Result<ImageSource, String> {
 }
 
 fn fail(message: impl std::fmt::Display) -> ExitCode {
-    eprintln!("supervisorctl: {message}");
+    errln!("supervisorctl: {message}");
     ExitCode::from(1)
 }
 
@@ -138,7 +138,12 @@ pub fn load_via(client: &Client, file: &Path, name: Option<&str>) -> ExitCode {
     let run = || -> Result<(), String> {
         check_name(name)?;
         let mut archive = std::fs::File::open(file).map_err(|e| format!("{}: {e}", file.display()))?;
-        let length = archive.metadata().map_err(|e| format!("{}: {e}", file.display()))?.len();
+        let meta = archive.metadata().map_err(|e| format!("{}: {e}", file.display()))?;
+        if !meta.is_file() {
+            // Its length is the request's: a pipe has none to give.
+            return Err(format!("{}: not a regular file (save a stream to a file first)", file.display()));
+        }
+        let length = meta.len();
         let reporter = Reporter::new(std::io::stderr().is_terminal());
         let mut lines = Lines::new(&reporter, "images");
         let target = match name {
@@ -305,11 +310,11 @@ fn print_report(report: &Report, repair: bool, json: bool) -> ExitCode {
             }
         }
         match (report.problems.len(), report.clean()) {
-            (0, _) => eprintln!("the store is consistent"),
-            (_, true) => eprintln!("{} problems found and repaired; the store is consistent", report.problems.len()),
-            (n, false) if repair => eprintln!("{n} problems found, {} not repaired", report.remaining.len()),
+            (0, _) => errln!("the store is consistent"),
+            (_, true) => errln!("{} problems found and repaired; the store is consistent", report.problems.len()),
+            (n, false) if repair => errln!("{n} problems found, {} not repaired", report.remaining.len()),
             (n, false) => {
-                eprintln!("{n} problems found (supervisorctl verify --repair removes what is half-made or corrupt)")
+                errln!("{n} problems found (supervisorctl verify --repair removes what is half-made or corrupt)")
             }
         }
     }

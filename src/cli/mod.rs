@@ -3,6 +3,16 @@
 //! them; the binaries only parse arguments and call [`ctl::run`] or
 //! [`daemon::run`].
 
+/// `eprintln!` that does not panic when standard error is a closed pipe
+/// (`supervisorctl pull x 2>&1 | head -1`): the message is lost, as the
+/// reader wanted.
+macro_rules! errln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 /// `println!` to standard output through [`out`].
 macro_rules! outln {
     ($($arg:tt)*) => {
@@ -41,7 +51,7 @@ pub(crate) fn out(bytes: &[u8]) {
         if e.kind() == std::io::ErrorKind::BrokenPipe {
             std::process::exit(0);
         }
-        eprintln!("supervisorctl: standard output: {e}");
+        errln!("supervisorctl: standard output: {e}");
         std::process::exit(1);
     }
 }

@@ -55,18 +55,13 @@ impl Reporter {
     pub fn finish(&self) {
         let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let total: u64 = state.values().map(|s| s.0).sum();
-        eprintln!(
-            "{} layers, {} fetched in {:.1}s",
-            state.len(),
-            human_size(total),
-            self.start.elapsed().as_secs_f64()
-        );
+        errln!("{} layers, {} fetched in {:.1}s", state.len(), human_size(total), self.start.elapsed().as_secs_f64());
     }
 }
 
 impl Progress for Reporter {
     fn resolved(&self, reference: &str, manifest: &Digest, layers: &[Descriptor]) {
-        eprintln!("{reference}: {manifest}, {} layers", layers.len());
+        errln!("{reference}: {manifest}, {} layers", layers.len());
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         for l in layers {
             state.insert(l.digest.clone(), (0, l.size, "waiting"));
@@ -100,7 +95,7 @@ impl Progress for Reporter {
             self.draw(&state, false);
         } else {
             let size = state.get(layer).map_or(0, |s| s.1);
-            eprintln!("layer {} ({}): {status}", layer, human_size(size));
+            errln!("layer {} ({}): {status}", layer, human_size(size));
         }
     }
 }

@@ -11,7 +11,7 @@ use super::client::{Client, encode};
 use super::progress::human_size;
 
 fn fail(message: impl std::fmt::Display) -> ExitCode {
-    eprintln!("supervisorctl: {message}");
+    errln!("supervisorctl: {message}");
     ExitCode::from(1)
 }
 

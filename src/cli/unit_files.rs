@@ -82,7 +82,7 @@ fn answer(response: Result<super::client::Response, String>, json: bool, shown: 
     let v = r.json().unwrap_or(Value::Null);
     if r.status == 422 {
         for e in v["errors"].as_array().into_iter().flatten().filter_map(Value::as_str) {
-            eprintln!("{e}");
+            errln!("{e}");
         }
         return fail("refused by supervisord: nothing applied");
     }

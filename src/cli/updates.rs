@@ -9,7 +9,7 @@ use serde_json::Value;
 use super::client::{Client, encode};
 
 fn fail(message: impl std::fmt::Display) -> ExitCode {
-    eprintln!("supervisorctl: {message}");
+    errln!("supervisorctl: {message}");
     ExitCode::from(1)
 }
 
@@ -33,7 +33,7 @@ pub fn rollback(client: &Client, unit: &str, no_block: bool, json: bool) -> Exit
         print_json(&v);
     } else {
         let line = rollback_line(unit, &v);
-        if r.status == 409 { eprintln!("supervisorctl: {line}") } else { outln!("{line}") }
+        if r.status == 409 { errln!("supervisorctl: {line}") } else { outln!("{line}") }
     }
     if r.status == 409 { ExitCode::from(1) } else { ExitCode::SUCCESS }
 }
@@ -79,7 +79,7 @@ pub fn update(client: &Client, units: &[String], dry_run: bool, no_block: bool, 
         }
         for report in &reports {
             let line = update_line(report);
-            if bad(report) { eprintln!("supervisorctl: {line}") } else { outln!("{line}") }
+            if bad(report) { errln!("supervisorctl: {line}") } else { outln!("{line}") }
         }
     }
     if reports.iter().any(bad) { ExitCode::from(1) } else { ExitCode::SUCCESS }

@@ -31,7 +31,7 @@ pub fn run(paths: &[PathBuf], json: bool) -> ExitCode {
         match check_path(path) {
             Ok(set) => sets.push(set),
             Err(message) => {
-                eprintln!("supervisorctl: {}: {message}", path.display());
+                errln!("supervisorctl: {}: {message}", path.display());
                 status = UNREADABLE;
             }
         }
@@ -51,7 +51,7 @@ pub fn run(paths: &[PathBuf], json: bool) -> ExitCode {
         let report = Report { units: units.clone(), errors: errors.clone() };
         match serde_json::to_string_pretty(&report) {
             Ok(s) => outln!("{s}"),
-            Err(e) => eprintln!("supervisorctl: cannot write JSON: {e}"),
+            Err(e) => errln!("supervisorctl: cannot write JSON: {e}"),
         }
     } else if !units.is_empty() || (invalid_files == 0 && status == VALID) {
         let names: Vec<&str> = units.iter().map(|u| u.unit.name.as_str()).collect();
@@ -87,7 +87,7 @@ fn check_path(path: &Path) -> Result<(Vec<LoadedUnit>, Vec<Diagnostic>), String>
     if meta.is_dir() {
         let files = list_unit_files(path).map_err(|e| format!("cannot read the directory: {e}"))?;
         if files.is_empty() {
-            eprintln!("supervisorctl: {}: no unit files (*.toml)", path.display());
+            errln!("supervisorctl: {}: no unit files (*.toml)", path.display());
         }
         let set = load_files(&files);
         return Ok((set.units, set.errors));

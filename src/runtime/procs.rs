@@ -3,6 +3,7 @@
 //! the process's life, as `ps` computes it), resident memory, start time and
 //! command line. A process that ends while it is read is left out.
 
+use std::io::Read;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
@@ -22,8 +23,12 @@ pub struct Process {
 }
 
 fn rfc3339<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
-    s.collect_str(&humantime::format_rfc3339_seconds(*t))
+    // humantime refuses times before 1970 (a board without a clock).
+    s.collect_str(&humantime::format_rfc3339_seconds((*t).max(SystemTime::UNIX_EPOCH)))
 }
+
+/// The most of a command line shown (as `ps`).
+const MAX_CMDLINE: u64 = 4096;
 
 /// The fields of `/proc/PID/stat` that `top` needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,7 +88,7 @@ impl Clock {
 /// One process from its `/proc/PID` files' text.
 pub fn process(pid: u32, stat: &str, status: &str, cmdline: &[u8], clock: &Clock) -> Option<Process> {
     let s = parse_stat(stat)?;
-    let started_after = Duration::from_secs_f64(s.start_ticks as f64 / clock.ticks_per_second as f64);
+    let started_after = Duration::from_millis(s.start_ticks.saturating_mul(1000) / clock.ticks_per_second);
     let alive = clock.uptime.saturating_sub(started_after).as_secs_f64();
     let cpu = s.cpu_ticks as f64 / clock.ticks_per_second as f64;
     let command = if cmdline.is_empty() {
@@ -104,7 +109,7 @@ pub fn process(pid: u32, stat: &str, status: &str, cmdline: &[u8], clock: &Clock
         uid: status_field(status, "Uid", false),
         cpu_percent: if alive > 0.0 { (cpu / alive * 1000.0).round() / 10.0 } else { 0.0 },
         rss_bytes: s.rss_pages.saturating_mul(clock.page_size),
-        started: clock.boot + started_after,
+        started: clock.boot.checked_add(started_after).unwrap_or(clock.boot),
         command,
     })
 }
@@ -135,7 +140,8 @@ pub fn processes(proc: &Path, pids: &[u32]) -> Vec<Process> {
             let dir = proc.join(pid.to_string());
             let stat = std::fs::read_to_string(dir.join("stat")).ok()?;
             let status = std::fs::read_to_string(dir.join("status")).ok()?;
-            let cmdline = std::fs::read(dir.join("cmdline")).ok()?;
+            let mut cmdline = Vec::new();
+            std::fs::File::open(dir.join("cmdline")).ok()?.take(MAX_CMDLINE).read_to_end(&mut cmdline).ok()?;
             process(pid, &stat, &status, &cmdline, &clock)
         })
         .collect();

@@ -115,11 +115,14 @@ impl Walk<'_> {
         if depth > MAX_DEPTH {
             return Err(self.error(rel, format!("nested deeper than {MAX_DEPTH} directories")));
         }
+        // No more names than there is room for in the list.
+        let room = MAX_CHANGES.saturating_sub(self.out.len()) + 1;
         let names: Vec<OsString> = dir
             .iter()
             .filter_map(|e| e.ok())
             .map(|e| OsStr::from_bytes(e.file_name().to_bytes()).to_os_string())
             .filter(|n| n != "." && n != "..")
+            .take(room)
             .collect();
         for name in names {
             let path = format!("{rel}/{}", name.to_string_lossy());

@@ -21,7 +21,10 @@ use super::store::{Store, unique_name};
 /// reference is one; an image from a local source (`oci:PATH`) has none,
 /// and takes one at its load.
 fn name(reference: &str) -> Option<String> {
-    crate::names::reference::ImageRef::parse(reference).ok().map(|r| r.to_string())
+    let r = crate::names::reference::ImageRef::parse(reference).ok()?;
+    // Archives name images by tag: a digest-pinned reference's digest is
+    // the archive's own manifest digest already.
+    r.tag.is_some().then(|| crate::names::reference::ImageRef { digest: None, ..r }.to_string())
 }
 
 /// The whole archive is built under this name beside the destination.
@@ -39,9 +42,21 @@ impl Store {
         let manifest_bytes = self.read_blob(&record.manifest_digest)?;
         let manifest: Manifest = serde_json::from_slice(&manifest_bytes)
             .map_err(|e| ImageError::Invalid(format!("{reference}: stored manifest: {e}")))?;
+        match fs::symlink_metadata(dest) {
+            Ok(m) if !m.is_file() => {
+                return Err(ImageError::Invalid(format!(
+                    "{}: exists and is not a regular file (the archive is written beside it and renamed over it)",
+                    dest.display()
+                )));
+            }
+            _ => {}
+        }
         let tmp = temp_beside(dest);
         let written = (|| {
-            let file = File::create(&tmp).map_err(ImageError::io("create", &tmp))?;
+            // A new file of ours alone: never one planted at that name.
+            let file = std::os::unix::fs::OpenOptionsExt::mode(File::options().write(true).create_new(true), 0o644)
+                .open(&tmp)
+                .map_err(ImageError::io("create", &tmp))?;
             let mut tar = Archive { tar: tar::Builder::new(file), path: &tmp };
             match format {
                 ArchiveFormat::Oci => {
@@ -56,7 +71,7 @@ impl Store {
         if written.is_err() {
             let _ = fs::remove_file(&tmp);
         }
-        written.map_err(|e| self.no_space(e))
+        written
     }
 
     fn write_oci(
@@ -95,6 +110,13 @@ impl Store {
         let config = super::ImageConfig::parse(&config_bytes)?;
         let config_name = format!("blobs/sha256/{}", manifest.config.digest.hex());
         tar.append_bytes(&config_name, &config_bytes)?;
+        if manifest.layers.len() != config.rootfs.diff_ids.len() {
+            return Err(ImageError::Invalid(format!(
+                "{reference}: the manifest has {} layers but the config {} diff IDs",
+                manifest.layers.len(),
+                config.rootfs.diff_ids.len()
+            )));
+        }
         let mut layers = Vec::new();
         for (layer, diff_id) in manifest.layers.iter().zip(&config.rootfs.diff_ids) {
             let name = format!("blobs/sha256/{}", diff_id.hex());
@@ -144,8 +166,10 @@ impl Store {
                 .write(true)
                 .create_new(true)
                 .open(&tmp)
-                .map_err(ImageError::io("create", &tmp))?;
-            let size = std::io::copy(&mut reader, &mut plain).map_err(ImageError::io("decompress", &path))?;
+                .map_err(|e| self.no_space(ImageError::io("create", &tmp)(e)))?;
+            // The decompressed copy is on the store's filesystem.
+            let size = std::io::copy(&mut reader, &mut plain)
+                .map_err(|e| self.no_space(ImageError::io("decompress", &path)(e)))?;
             plain.flush().map_err(ImageError::io("write", &tmp))?;
             use std::io::Seek;
             plain.rewind().map_err(ImageError::io("seek", &tmp))?;

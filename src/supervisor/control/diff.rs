@@ -14,7 +14,13 @@ use crate::supervisor::prepare::container_dir;
 /// layer when the image has none): see `starter`'s bind mounts.
 const RUNTIME_FILES: &[&str] = &["/etc/hosts", "/etc/resolv.conf"];
 
+/// One walk at a time: each holds a descriptor per directory level.
+static WALKS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
+
 pub(super) async fn diff(stream: &mut UnixStream, control: &Control, name: &str) -> std::io::Result<()> {
+    let Ok(_walk) = WALKS.acquire().await else {
+        return http::error(stream, 500, "the supervisor is shutting down").await;
+    };
     let Some(found) = ask(control, |tx| Command::Inspect(name.to_string(), tx)).await else {
         return http::error(stream, 500, "the supervisor is shutting down").await;
     };

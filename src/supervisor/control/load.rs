@@ -21,6 +21,10 @@ use crate::runtime::image::load::Upload;
 /// what came of it removed).
 const IDLE: Duration = Duration::from_secs(60);
 
+/// One load at a time: each checks the free space for its own archive
+/// only, so two at once could take the reserve between them.
+static LOADS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
+
 pub(super) async fn load(stream: &mut UnixStream, control: &Control, req: Request, peer: Peer) -> std::io::Result<()> {
     if peer != Peer::Root {
         return http::error(stream, 403, "only root may load images").await;
@@ -30,6 +34,9 @@ pub(super) async fn load(stream: &mut UnixStream, control: &Control, req: Reques
     if let Some(Err(e)) = name.as_deref().map(ImageRef::parse) {
         return http::error(stream, 400, &format!("name: {e}")).await;
     }
+    let Ok(_one) = LOADS.try_acquire() else {
+        return http::error(stream, 409, "another load is in progress: try again when it has ended").await;
+    };
     let store = control.store.clone();
     let upload = match tokio::task::spawn_blocking(move || store.upload(length)).await {
         Ok(Ok(upload)) => upload,

@@ -111,33 +111,56 @@ pub fn load(wanted: &[String]) {
 
 /// Runs `run` for every job on `threads` threads, each job once every job
 /// of `jobs` it names as needed has run (names not among the jobs are
-/// taken as there). `jobs` come in an order where needs come first, as
-/// [`load_order`] gives them, so there is always one to run.
+/// taken as there). When nothing can start and nothing runs (a cycle in a
+/// broken `modules.dep`), the first job left starts anyway, as one after
+/// another would have; a job whose `run` panics counts as run. So this
+/// always returns: PID 1 must not hang at boot over a module.
 pub fn run_after(jobs: &[(String, Vec<String>)], threads: usize, run: impl Fn(&str) + Sync) {
-    use std::sync::{Condvar, Mutex};
+    use std::sync::{Condvar, Mutex, PoisonError};
+    struct State<'a> {
+        started: Vec<bool>,
+        done: BTreeSet<&'a str>,
+        running: usize,
+    }
     let names: BTreeSet<&str> = jobs.iter().map(|(n, _)| n.as_str()).collect();
-    // (started, done)
-    let state = Mutex::new((vec![false; jobs.len()], BTreeSet::<&str>::new()));
+    let state = Mutex::new(State { started: vec![false; jobs.len()], done: BTreeSet::new(), running: 0 });
     let changed = Condvar::new();
+    /// Marks its job done however `run` ends.
+    struct Finish<'s, 'a> {
+        state: &'s Mutex<State<'a>>,
+        changed: &'s Condvar,
+        name: &'a str,
+    }
+    impl Drop for Finish<'_, '_> {
+        fn drop(&mut self) {
+            let mut st = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+            st.done.insert(self.name);
+            st.running -= 1;
+            self.changed.notify_all();
+        }
+    }
     let work = || {
-        let mut st = state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut st = state.lock().unwrap_or_else(PoisonError::into_inner);
         loop {
-            if st.0.iter().all(|s| *s) {
+            if st.started.iter().all(|s| *s) {
                 return;
             }
             let ready = jobs.iter().enumerate().position(|(i, (_, needs))| {
-                !st.0[i] && needs.iter().all(|n| !names.contains(n.as_str()) || st.1.contains(n.as_str()))
+                !st.started[i] && needs.iter().all(|n| !names.contains(n.as_str()) || st.done.contains(n.as_str()))
             });
-            let Some(i) = ready else {
-                st = changed.wait(st).unwrap_or_else(std::sync::PoisonError::into_inner);
+            let next = ready.or_else(|| (st.running == 0).then(|| st.started.iter().position(|s| !*s)).flatten());
+            let Some(i) = next else {
+                st = changed.wait(st).unwrap_or_else(PoisonError::into_inner);
                 continue;
             };
-            st.0[i] = true;
+            st.started[i] = true;
+            st.running += 1;
             drop(st);
-            run(&jobs[i].0);
-            st = state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            st.1.insert(&jobs[i].0);
-            changed.notify_all();
+            {
+                let _finish = Finish { state: &state, changed: &changed, name: &jobs[i].0 };
+                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(&jobs[i].0)));
+            }
+            st = state.lock().unwrap_or_else(PoisonError::into_inner);
         }
     };
     std::thread::scope(|s| {
@@ -209,6 +232,22 @@ kernel/net/netfilter/nf_nat.ko:
         assert_eq!(done.len(), jobs.len(), "a job ran twice");
         // llc, overlay and nf_nat need nothing: they ran at once.
         assert!(most.load(Ordering::SeqCst) >= 2, "nothing ran side by side");
+    }
+
+    #[test]
+    fn a_cycle_or_a_panic_does_not_hang_the_boot() {
+        use std::sync::Mutex;
+        // a needs b, b needs a (a broken modules.dep); c needs a.
+        let jobs: Vec<(String, Vec<String>)> =
+            vec![("a".into(), vec!["b".into()]), ("b".into(), vec!["a".into()]), ("c".into(), vec!["a".into()])];
+        let ran = Mutex::new(Vec::new());
+        run_after(&jobs, 2, |name| {
+            ran.lock().unwrap().push(name.to_string());
+            assert_ne!(name, "a", "a module's load panics");
+        });
+        let mut ran = ran.into_inner().unwrap();
+        ran.sort();
+        assert_eq!(ran, ["a", "b", "c"]);
     }
 
     #[test]

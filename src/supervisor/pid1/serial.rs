@@ -34,6 +34,10 @@ pub enum SerialError {
     NewRequest,
     #[error("write: {0}")]
     Write(#[source] std::io::Error),
+    #[error("read: {0}")]
+    Read(#[source] std::io::Error),
+    #[error("the request body stopped coming for {}s", BODY_IDLE.as_secs())]
+    BodyStalled,
     #[error("supervisord does not answer yet ({}: {source})", socket.display())]
     NoDaemon {
         socket: PathBuf,
@@ -100,6 +104,10 @@ pub fn serve(name: String, socket: PathBuf) {
 /// reported at once and for as long as it lasts).
 const IDLE: Duration = Duration::from_millis(100);
 
+/// How long a request body may stop coming (the daemon's own limit for an
+/// archive) before the relay gives up on it and waits for a new client.
+const BODY_IDLE: Duration = Duration::from_secs(60);
+
 /// How long a hangup must last to mean that the client is gone.
 /// virtio-serial reports the host side's connects and disconnects on a
 /// control queue apart from the data: a new client's request (and the
@@ -158,18 +166,30 @@ impl Port {
 
     /// Reads `n` bytes of a request body from the port into `to` (while
     /// it takes them; after a failed write they are dropped). Fails when
-    /// the client is gone.
+    /// the client is gone, or sends nothing for [`BODY_IDLE`] (a body
+    /// shorter than its length, a client that stopped after a refusal):
+    /// the next client starts clean either way.
     fn copy_body(&mut self, mut n: u64, to: &mut Option<&mut UnixStream>) -> Result<(), SerialError> {
         let mut chunk = vec![0u8; 65536];
+        let mut last = Instant::now();
         while n > 0 {
+            if last.elapsed() >= BODY_IDLE {
+                return Err(SerialError::BodyStalled);
+            }
             let want = chunk.len().min(usize::try_from(n).unwrap_or(usize::MAX));
             match self.file.read(&mut chunk[..want]) {
+                // Readable with nothing to read: the host side is away
+                // (the poll below would report it as readable, not gone).
                 Ok(0) => {
-                    self.gone(true);
+                    if self.gone(true) {
+                        return Err(SerialError::HostGone);
+                    }
                     std::thread::sleep(IDLE);
+                    continue;
                 }
                 Ok(got) => {
                     self.hangup_since = None;
+                    last = Instant::now();
                     n -= got as u64;
                     if let Some(control) = to {
                         if control.write_all(&chunk[..got]).is_err() {
@@ -180,7 +200,7 @@ impl Port {
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::Interrupted => {
                 }
-                Err(e) => return Err(SerialError::Write(e)),
+                Err(e) => return Err(SerialError::Read(e)),
             }
             if self.wait(PollFlags::POLLIN, IDLE).1 {
                 return Err(SerialError::HostGone);
@@ -225,7 +245,7 @@ fn relay(file: std::fs::File, socket: &Path) {
                 // not ours to guess at.
                 buf.clear();
                 let rest = length - here as u64;
-                tracing::debug!("serial control: a request of {} bytes", head as u64 + length);
+                tracing::debug!("serial control: a request of {} bytes", (head as u64).saturating_add(length));
                 match answer(&mut port, socket, &request, rest) {
                     Ok(()) => tracing::debug!("serial control: answered"),
                     // Nothing was sent yet: the client gets an error, not silence.

@@ -13,6 +13,10 @@ use crate::units::model::{Health as UnitHealth, OnUnhealthy, Probe as UnitProbe}
 pub const INTERVAL: Duration = Duration::from_secs(30);
 pub const TIMEOUT: Duration = Duration::from_secs(30);
 pub const RETRIES: u32 = 3;
+/// The shortest time between probes, whatever a unit or an image's
+/// HEALTHCHECK (untrusted: `StartInterval` of 1 ns) asks: an exec probe
+/// is a process.
+pub const MIN_INTERVAL: Duration = Duration::from_millis(10);
 
 /// A unit's effective health check: the probe `health` runs, its timings,
 /// and what the engine does when it reports unhealthy. `inspect` shows it.
@@ -53,14 +57,18 @@ pub fn effective(unit: &UnitHealth, image: Option<&Healthcheck>) -> Option<Check
             (image_probe(hc)?, true, Some(hc))
         }
     };
-    let interval = unit.interval.or_else(|| img.and_then(Healthcheck::interval)).unwrap_or(INTERVAL);
+    let interval = unit.interval.or_else(|| img.and_then(Healthcheck::interval)).unwrap_or(INTERVAL).max(MIN_INTERVAL);
     Some(Check {
         probe,
         interval,
         timeout: unit.timeout.or_else(|| img.and_then(Healthcheck::timeout)).unwrap_or(TIMEOUT),
         retries: unit.retries.or_else(|| img.map(|h| h.retries).filter(|r| *r > 0)).unwrap_or(RETRIES),
         start_period: unit.start_period.or_else(|| img.and_then(Healthcheck::start_period)).unwrap_or_default(),
-        start_interval: unit.start_interval.or_else(|| img.and_then(Healthcheck::start_interval)).unwrap_or(interval),
+        start_interval: unit
+            .start_interval
+            .or_else(|| img.and_then(Healthcheck::start_interval))
+            .unwrap_or(interval)
+            .max(MIN_INTERVAL),
         on_unhealthy: unit.on_unhealthy,
         from_image,
     })
@@ -170,6 +178,11 @@ mod tests {
         assert_eq!(effective(&own, Some(&hc)).unwrap().start_interval, ms(300));
         own.start_interval = Some(ms(50));
         assert_eq!(effective(&own, Some(&hc)).unwrap().start_interval, ms(50));
+        // An image's (untrusted) nanosecond is not a busy loop.
+        hc.start_interval = 1;
+        hc.interval = 1;
+        let tiny = effective(&unit(None, OnUnhealthy::None), Some(&hc)).unwrap();
+        assert_eq!((tiny.interval, tiny.start_interval), (MIN_INTERVAL, MIN_INTERVAL));
     }
 
     #[test]
