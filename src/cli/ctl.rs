@@ -59,8 +59,9 @@ pub enum Command {
         /// A registry reference (nginx:1.27) or oci:, oci-archive:, docker-archive:, dir: source.
         reference: String,
     },
-    /// Load the images of an archive (an OCI archive, or `docker save`
-    /// output) into the store, under the names they carry (RepoTags, or
+    /// Load the images of an archive (OCI archive or `docker save`) into the store.
+    ///
+    /// Each image takes the names it carries (RepoTags, or
     /// org.opencontainers.image.ref.name). Through a running supervisord
     /// the archive is streamed over the control socket (so it works on an
     /// appliance's serial control path too).
