@@ -274,56 +274,6 @@ pub fn inspect(client: &Client, unit: &str) -> ExitCode {
     }
 }
 
-/// A unit's JSON answer at `/v1/units/UNIT/{what}`.
-fn unit_json(client: &Client, unit: &str, what: &str) -> Result<Value, String> {
-    match client.request("GET", &format!("/v1/units/{}/{what}", encode(unit))) {
-        Ok(r) if r.status == 200 => r.json(),
-        Ok(r) => Err(r.error()),
-        Err(e) => Err(e),
-    }
-}
-
-pub fn top(client: &Client, unit: &str, json: bool) -> ExitCode {
-    let processes = match unit_json(client, unit, "top") {
-        Ok(v) => v,
-        Err(e) => return fail(e),
-    };
-    if json {
-        print_json(&processes);
-        return ExitCode::SUCCESS;
-    }
-    outln!("{:>8} {:>6} {:>6} {:>5} {:>9}  {:<20} COMMAND", "PID", "CPID", "UID", "%CPU", "RSS", "STARTED");
-    for p in processes.as_array().into_iter().flatten() {
-        let opt = |v: &Value| v.as_u64().map_or_else(|| "-".to_string(), |n| n.to_string());
-        outln!(
-            "{:>8} {:>6} {:>6} {:>5.1} {:>9}  {:<20} {}",
-            p["pid"],
-            opt(&p["container_pid"]),
-            opt(&p["uid"]),
-            p["cpu_percent"].as_f64().unwrap_or(0.0),
-            super::progress::human_size(p["rss_bytes"].as_u64().unwrap_or(0)),
-            p["started"].as_str().unwrap_or("?"),
-            p["command"].as_str().unwrap_or("?")
-        );
-    }
-    ExitCode::SUCCESS
-}
-
-pub fn diff(client: &Client, unit: &str, json: bool) -> ExitCode {
-    let changes = match unit_json(client, unit, "diff") {
-        Ok(v) => v,
-        Err(e) => return fail(e),
-    };
-    if json {
-        print_json(&changes);
-    } else {
-        for c in changes.as_array().into_iter().flatten() {
-            outln!("{} {}", c["kind"].as_str().unwrap_or("?"), c["path"].as_str().unwrap_or("?"));
-        }
-    }
-    ExitCode::SUCCESS
-}
-
 pub fn logs(client: &Client, unit: &str, follow: bool, tail: Option<usize>, since: Option<&str>) -> ExitCode {
     let mut target = format!("/v1/units/{}/logs?", encode(unit));
     if follow {

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use super::client::Client;
+use super::container;
 use super::control;
 use super::images::{self, StoreArgs};
 use super::unit_files;
@@ -362,9 +363,9 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Logs { follow, tail, since, unit } => control::logs(&client, &unit, follow, tail, since.as_deref()),
         Command::Exec { interactive, tty, unit, command } => control::exec(&client, &unit, interactive, tty, command),
         Command::Inspect { unit } => control::inspect(&client, &unit),
-        Command::Diff { unit, json } => control::diff(&client, &unit, json),
-        Command::Top { unit, json } => control::top(&client, &unit, json),
-        Command::Stats { units, no_stream, json } => super::stats::stats(&client, &units, no_stream, json),
+        Command::Diff { unit, json } => container::diff(&client, &unit, json),
+        Command::Top { unit, json } => container::top(&client, &unit, json),
+        Command::Stats { units, no_stream, json } => container::stats(&client, &units, no_stream, json),
         Command::Events { json } => control::events(&client, json),
         Command::Volumes { json } => control::volumes(&client, json),
         Command::Volume(VolumeCommand::Rm { name }) => control::volume_rm(&client, &name),

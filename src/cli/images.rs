@@ -11,12 +11,14 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use super::client::{Client, encode};
+use super::control::fail;
 use super::progress::{Lines, Reporter, human_size};
+use crate::runtime::image::load::loaded_reference;
 use crate::runtime::image::source::ArchiveFormat;
 use crate::runtime::image::verify::{Containers, Report};
 use crate::runtime::image::{ImageError, ImageRecord, PullOptions, RegistryOptions, Store};
 use crate::units::load_dir;
-use crate::units::values::reference::{ImageRef, ImageSource};
+use crate::units::values::reference::ImageSource;
 
 /// Where images live and how to reach registries.
 pub struct StoreArgs {
@@ -32,11 +34,6 @@ fn open(args: &StoreArgs) -> Result<Store, String> {
 fn source(reference: &str) -> Result<ImageSource, String> {
     let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
     ImageSource::parse(reference, &cwd)
-}
-
-fn fail(message: impl std::fmt::Display) -> ExitCode {
-    errln!("supervisorctl: {message}");
-    ExitCode::from(1)
 }
 
 pub fn pull(args: &StoreArgs, reference: &str) -> ExitCode {
@@ -165,9 +162,8 @@ pub fn load_via(client: &Client, file: &Path, name: Option<&str>) -> ExitCode {
 
 /// A name given to `load` must be an image reference with a tag.
 fn check_name(name: Option<&str>) -> Result<(), String> {
-    match name.map(ImageRef::parse) {
+    match name.map(loaded_reference) {
         Some(Err(e)) => Err(format!("--name: {e}")),
-        Some(Ok(r)) if r.digest.is_some() => Err("--name: name the image by a tag (NAME:TAG), not a digest".into()),
         _ => Ok(()),
     }
 }

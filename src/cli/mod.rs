@@ -28,13 +28,13 @@ macro_rules! out {
 }
 
 pub mod client;
+pub mod container;
 pub mod control;
 pub mod ctl;
 pub mod daemon;
 pub mod docs;
 pub mod images;
 pub mod progress;
-pub mod stats;
 pub mod unit_files;
 pub mod updates;
 pub mod validate;

@@ -7,11 +7,7 @@ use std::process::ExitCode;
 use serde_json::Value;
 
 use super::client::{Client, encode};
-
-fn fail(message: impl std::fmt::Display) -> ExitCode {
-    errln!("supervisorctl: {message}");
-    ExitCode::from(1)
-}
+use super::control::fail;
 
 fn print_json(v: &Value) {
     outln!("{}", serde_json::to_string_pretty(v).unwrap_or_default());

@@ -50,13 +50,20 @@ impl Drop for Upload {
 }
 
 /// The reference an image is recorded under for `name`, as units name it.
-fn reference(name: &str, archive: &Path) -> Result<String> {
-    let invalid = |m: String| ImageError::Invalid(format!("{}: {m}", archive.display()));
-    let r = ImageRef::parse(name).map_err(|e| invalid(format!("image name {e}")))?;
+/// An error text for a name that is not an image name with a tag (a
+/// loaded image is named by tag); the client and the control socket check
+/// `--name` with it before an archive is sent.
+pub fn loaded_reference(name: &str) -> std::result::Result<String, String> {
+    let r = ImageRef::parse(name).map_err(|e| format!("image name {e}"))?;
     if r.digest.is_some() {
-        return Err(invalid(format!("{name:?}: a loaded image is named by a tag (NAME:TAG), not a digest")));
+        return Err(format!("{name:?}: a loaded image is named by a tag (NAME:TAG), not a digest"));
     }
     Ok(r.to_string())
+}
+
+/// [`loaded_reference`], its error naming the archive.
+fn reference(name: &str, archive: &Path) -> Result<String> {
+    loaded_reference(name).map_err(|m| ImageError::Invalid(format!("{}: {m}", archive.display())))
 }
 
 impl Store {

@@ -13,9 +13,8 @@ use super::Control;
 use super::http::{self, Request};
 use super::peer::Peer;
 use super::pull::with_progress;
-use crate::names::reference::ImageRef;
 use crate::runtime::image::ImageError;
-use crate::runtime::image::load::Upload;
+use crate::runtime::image::load::{Upload, loaded_reference};
 
 /// How long the archive may stop coming before the load is given up (and
 /// what came of it removed).
@@ -31,7 +30,7 @@ pub(super) async fn load(stream: &mut UnixStream, control: &Control, req: Reques
     }
     let length = req.upload.unwrap_or(req.body.len() as u64);
     let name = req.query.get("name").filter(|n| !n.is_empty()).cloned();
-    if let Some(Err(e)) = name.as_deref().map(ImageRef::parse) {
+    if let Some(Err(e)) = name.as_deref().map(loaded_reference) {
         return http::error(stream, 400, &format!("name: {e}")).await;
     }
     let Ok(_one) = LOADS.try_acquire() else {

@@ -2,14 +2,12 @@
 //! (`<run-dir>/control.sock`), root only (or a configured group), peer
 //! credentials checked. The protocol is documented in docs/api.md.
 
-mod diff;
+mod container;
 pub mod http;
 mod images;
 mod load;
 mod peer;
 mod pull;
-mod stats;
-mod top;
 mod unit_files;
 mod updates;
 
@@ -207,9 +205,9 @@ async fn route(stream: &mut UnixStream, control: &Control, req: Request, peer: P
                 None => http::error(stream, 500, shutting()).await,
             }
         }
-        ("GET", ["v1", "units", name, "diff"]) => diff::diff(stream, control, name).await,
-        ("GET", ["v1", "units", name, "top"]) => top::top(stream, control, name).await,
-        ("GET", ["v1", "stats"]) => stats::stats(stream, control, req.query.get("units").map(String::as_str)).await,
+        ("GET", ["v1", "units", name, "diff"]) => container::diff(stream, control, name).await,
+        ("GET", ["v1", "units", name, "top"]) => container::top(stream, control, name).await,
+        ("GET", ["v1", "stats"]) => container::stats(stream, control, req.query.get("units").map(String::as_str)).await,
         ("GET", ["v1", "units", name, "logs"]) => logs(stream, control, name, &req).await,
         ("POST", ["v1", "reload"]) => unit_files::reload(stream, control, req.flag("dry_run")).await,
         ("POST", ["v1", "apply"]) if peer == Peer::Root => unit_files::apply(stream, control, &req).await,

@@ -1,5 +1,7 @@
-//! `supervisorctl stats`: the daemon's `GET /v1/stats` as `docker stats`
-//! shows it, redrawn every second on a terminal.
+//! A running container seen from outside: `supervisorctl stats` (the
+//! daemon's `GET /v1/stats` as `docker stats` shows it, redrawn every
+//! second on a terminal), `top` (its processes) and `diff` (what it
+//! changed in its root filesystem).
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -8,11 +10,16 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::client::{Client, encode};
+use super::control::{fail, print_json};
 use super::progress::human_size;
 
-fn fail(message: impl std::fmt::Display) -> ExitCode {
-    errln!("supervisorctl: {message}");
-    ExitCode::from(1)
+/// The JSON answer to a GET of `target`.
+fn get_json(client: &Client, target: &str) -> Result<Value, String> {
+    match client.request("GET", target) {
+        Ok(r) if r.status == 200 => r.json(),
+        Ok(r) => Err(r.error()),
+        Err(e) => Err(e),
+    }
 }
 
 fn snapshot(client: &Client, units: &[String]) -> Result<Value, String> {
@@ -21,11 +28,7 @@ fn snapshot(client: &Client, units: &[String]) -> Result<Value, String> {
     } else {
         format!("/v1/stats?units={}", encode(&units.join(",")))
     };
-    let r = client.request("GET", &target)?;
-    if r.status != 200 {
-        return Err(r.error());
-    }
-    r.json()
+    get_json(client, &target)
 }
 
 /// The table, its header first.
@@ -86,6 +89,52 @@ pub fn stats(client: &Client, units: &[String], no_stream: bool, json: bool) -> 
         // refresh a second.
         std::thread::sleep(Duration::from_millis(500));
     }
+}
+
+/// A unit's JSON answer at `/v1/units/UNIT/{what}`.
+fn unit_json(client: &Client, unit: &str, what: &str) -> Result<Value, String> {
+    get_json(client, &format!("/v1/units/{}/{what}", encode(unit)))
+}
+
+pub fn top(client: &Client, unit: &str, json: bool) -> ExitCode {
+    let processes = match unit_json(client, unit, "top") {
+        Ok(v) => v,
+        Err(e) => return fail(e),
+    };
+    if json {
+        print_json(&processes);
+        return ExitCode::SUCCESS;
+    }
+    outln!("{:>8} {:>6} {:>6} {:>5} {:>9}  {:<20} COMMAND", "PID", "CPID", "UID", "%CPU", "RSS", "STARTED");
+    for p in processes.as_array().into_iter().flatten() {
+        let opt = |v: &Value| v.as_u64().map_or_else(|| "-".to_string(), |n| n.to_string());
+        outln!(
+            "{:>8} {:>6} {:>6} {:>5.1} {:>9}  {:<20} {}",
+            p["pid"],
+            opt(&p["container_pid"]),
+            opt(&p["uid"]),
+            p["cpu_percent"].as_f64().unwrap_or(0.0),
+            human_size(p["rss_bytes"].as_u64().unwrap_or(0)),
+            p["started"].as_str().unwrap_or("?"),
+            p["command"].as_str().unwrap_or("?")
+        );
+    }
+    ExitCode::SUCCESS
+}
+
+pub fn diff(client: &Client, unit: &str, json: bool) -> ExitCode {
+    let changes = match unit_json(client, unit, "diff") {
+        Ok(v) => v,
+        Err(e) => return fail(e),
+    };
+    if json {
+        print_json(&changes);
+    } else {
+        for c in changes.as_array().into_iter().flatten() {
+            outln!("{} {}", c["kind"].as_str().unwrap_or("?"), c["path"].as_str().unwrap_or("?"));
+        }
+    }
+    ExitCode::SUCCESS
 }
 
 #[cfg(test)]
