@@ -397,6 +397,11 @@ fn the_appliance_runs_the_examples_and_enforces_cgroup_v2_limits_then_powers_off
     assert!(phases[0].1 > 0.0 && boot["pid1"] == true, "{boot}");
     eprintln!("{}", text(&vm.ctl(&["boot"]).stdout));
 
+    // The editor's edit of live.toml is in first: an apply reloads the
+    // whole directory, and its plan would carry that edit too.
+    vm.wait_logs("editor", "edited", 60);
+    vm.wait_logs("live", &format!("memory.max {}", 96u64 << 20), 60);
+
     // A unit managed over the control path: applied, run, shown, removed.
     let mine = tempfile::tempdir().unwrap();
     let hello = mine.path().join("hello.toml");
