@@ -2,7 +2,8 @@
 //!
 //! `units` reads and validates unit files (pure, no privileges); `names` is
 //! the leaf grammar (image references, DNS labels, host paths) that `units`
-//! and `runtime` share; `cli` holds the command-line definitions and the
+//! and `runtime` share; `interop` translates Compose files in and
+//! Kubernetes objects out; `cli` holds the command-line definitions and the
 //! commands of `supervisorctl` and `supervisord`. See `docs/` for the unit
 //! format and the design.
 
@@ -16,6 +17,7 @@ pub mod cli;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod health;
+pub mod interop;
 pub mod names;
 #[allow(unsafe_code)]
 pub mod runtime;

@@ -33,6 +33,11 @@ const RULES: &[(&str, Rule, &str)] = &[
         "health runs probes: which ones, and what follows, is the supervisor's policy",
     ),
     ("supervisor", Rule::Not(&["cli"]), "the CLI calls the supervisor, never the other way round"),
+    (
+        "interop",
+        Rule::Only(&["units", "names"]),
+        "interop translates text: it reads unit files, never the runtime, the daemon or the CLI",
+    ),
 ];
 
 /// One path to another module: where it is and which top-level module it names.

@@ -1,0 +1,1 @@
+//! A Compose file read into unit files.

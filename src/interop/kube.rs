@@ -1,0 +1,1 @@
+//! Unit files written as Kubernetes objects.
