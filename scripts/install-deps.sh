@@ -27,6 +27,8 @@ packages=(
   binutils         # strip, objdump: smaller programs in the appliance and the .deb
   man-db           # man: the package test reads the generated manual pages
   systemd          # systemd-analyze verify of packaging/supervisord.service
+  podman           # drives supervisor-runtime through conmon, as an engine does
+  containernetworking-plugins  # podman 4.3's CNI network (-p in the podman test)
 )
 
 missing=()

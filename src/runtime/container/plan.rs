@@ -207,7 +207,7 @@ pub(crate) fn parse_mount_options(options: &[String]) -> (MsFlags, MsFlags, Stri
     (flags, propagation, data.join(","), bind)
 }
 
-fn capabilities(set: &Option<oci_spec::runtime::Capabilities>) -> Result<Vec<caps::Capability>, PlanError> {
+pub(crate) fn capabilities(set: &Option<oci_spec::runtime::Capabilities>) -> Result<Vec<caps::Capability>, PlanError> {
     let mut out: Vec<caps::Capability> = Vec::new();
     for c in set.iter().flatten() {
         let name = c.to_string();
