@@ -29,6 +29,7 @@ packages=(
   systemd          # systemd-analyze verify of packaging/supervisord.service
   podman           # drives supervisor-runtime through conmon, as an engine does
   containernetworking-plugins  # podman 4.3's CNI network (-p in the podman test)
+  containerd       # ctr and the runc shim v2 drive supervisor-runtime in a test
 )
 
 missing=()
