@@ -27,6 +27,10 @@ packages=(
   binutils         # strip, objdump: smaller programs in the appliance and the .deb
   man-db           # man: the package test reads the generated manual pages
   systemd          # systemd-analyze verify of packaging/supervisord.service
+  python3-venv     # the tests' virtual environment (kubernetes-validate)
+  podman           # runs generate kube's Pods (podman kube play) in tests/interop_kube.rs
+  golang-github-containernetworking-plugin-dnsname  # podman's DNS between those Pods (CNI)
+  dnsmasq-base     # what the dnsname plugin runs
 )
 
 missing=()
@@ -41,5 +45,13 @@ if ((${#missing[@]})); then
   echo "install-deps: installing ${missing[*]}" >&2
   apt-get update -q >/dev/null
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+fi
+# PyPI tools of the tests, in a virtual environment of their own
+# (SUPERVISOR_TEST_VENV, default /opt/supervisor-test-venv).
+venv=${SUPERVISOR_TEST_VENV:-/opt/supervisor-test-venv}
+if [[ ! -x $venv/bin/kubernetes-validate ]]; then
+  echo "install-deps: installing kubernetes-validate into $venv" >&2
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q kubernetes-validate
 fi
 command -v cargo >/dev/null || { echo "install-deps: cargo is missing (install Rust with rustup)" >&2; exit 1; }
