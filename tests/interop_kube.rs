@@ -275,6 +275,20 @@ impl Podman {
         text(&out.stdout)
     }
 
+    /// Renames the bridge of the test's network (in its CNI config) to
+    /// `name`, a name no one else uses.
+    fn own_bridge(&self, name: &str) {
+        let file = self.dir.join("cni").join(format!("{}.conflist", self.network));
+        let mut v: serde_json::Value = serde_json::from_str(&fs::read_to_string(&file).unwrap()).unwrap();
+        for p in v["plugins"].as_array_mut().unwrap() {
+            if p.get("bridge").is_some() {
+                p["bridge"] = name.into();
+            }
+        }
+        fs::write(&file, serde_json::to_string_pretty(&v).unwrap()).unwrap();
+        assert_eq!(self.bridge().as_deref(), Some(name));
+    }
+
     /// The bridge CNI made for the test's network.
     fn bridge(&self) -> Option<String> {
         let conf = fs::read_to_string(self.dir.join("cni").join(format!("{}.conflist", self.network))).ok()?;
@@ -294,7 +308,8 @@ impl Drop for Podman {
         let _ = self.cmd(&["rm", "--all", "--force"]);
         let _ = self.cmd(&["network", "rm", "--force", &self.network]);
         let _ = self.cmd(&["rmi", "--all", "--force"]);
-        if let Some(bridge) = bridge {
+        // Only the test's own bridge (see `own_bridge`) is removed.
+        if let Some(bridge) = bridge.filter(|b| !b.starts_with("cni-podman")) {
             let _ = Command::new("ip").args(["link", "delete", &bridge]).output();
         }
         let _ = fs::remove_dir_all(Path::new("/var/lib/cni/networks").join(&self.network));
@@ -355,7 +370,13 @@ fn the_examples_run_under_podman_kube_play() {
     let yaml = tmp.path().join("pods.yaml");
     fs::write(&yaml, &out.stdout).unwrap();
     // Units reach each other by name: a network with DNS (dnsname).
-    podman.ok(&["network", "create", &podman.network]);
+    // A /24 no test daemon uses at the same time.
+    let config = common::daemon::network_config();
+    let subnet = config.lines().find_map(|l| l.strip_prefix("subnet = ")).unwrap().trim_matches('"').to_string();
+    podman.ok(&["network", "create", "--subnet", &subnet, &podman.network]);
+    // A bridge of the test's own: podman, seeing only this test's network
+    // directory, names it cni-podman0, which may be another's.
+    podman.own_bridge(&common::unique_name("kb"));
     podman.ok(&["kube", "play", "--network", &podman.network, yaml.to_str().unwrap()]);
     eventually(60, "web answers on its port 8080", || {
         let body = common::http::get("127.0.0.1:8080".parse().unwrap())?;
