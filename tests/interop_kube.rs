@@ -431,3 +431,18 @@ fn units_of_the_running_daemon_are_read_as_it_reads_them() {
     let unknown = common::daemon::ctl(&socket, &["generate", "kube", "nosuchunit"]);
     assert_eq!(unknown.status.code(), Some(1), "{}", text(&unknown.stderr));
 }
+
+/// The check above can fail: what a cluster would refuse, the validator
+/// refuses too (a YAML 1.1 boolean where a string belongs, an unknown
+/// field in strict mode).
+#[test]
+fn the_validator_refuses_what_a_cluster_would() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pod = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: a\nspec:\n  containers:\n  - name: a\n    image: x\n";
+    for bad in [format!("{pod}    args:\n    - no\n"), format!("{pod}    stopSignals: TERM\n")] {
+        let file = tmp.path().join("bad.yaml");
+        fs::write(&file, &bad).unwrap();
+        let out = Command::new(kubernetes_validate()).arg("--strict").arg(&file).output().unwrap();
+        assert!(!out.status.success(), "accepted:\n{bad}\n{}", text(&out.stdout));
+    }
+}
