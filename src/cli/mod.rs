@@ -33,6 +33,7 @@ pub mod control;
 pub mod ctl;
 pub mod daemon;
 pub mod docs;
+pub mod generate;
 pub mod images;
 pub mod oci;
 pub mod progress;
