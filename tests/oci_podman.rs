@@ -143,6 +143,30 @@ fn podman_runs_containers_on_our_runtime() {
     ]);
     assert_eq!(limits, "67108864\n50\n");
 
+    // run -it under a pseudo-terminal (script(1)): the container's terminal
+    // comes through the console socket. It answers a line typed at it.
+    let image_arg = image.clone();
+    let mut it = Command::new("script");
+    it.args(["-qec"])
+        .arg(format!(
+            "podman --root {root} --runroot {runroot} --runtime {rt} run -it --rm {image_arg} \
+             sh -c 'read line; echo got $line; tty; exit 4'",
+            root = p.dir.path().join("root").display(),
+            runroot = p.dir.path().join("runroot").display(),
+            rt = Podman::runtime(),
+        ))
+        .arg("/dev/null")
+        .env("CONTAINERS_CONF", p.dir.path().join("containers.conf"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped());
+    let mut child = it.spawn().unwrap();
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(b"typed\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    let shown = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(4), "{shown}");
+    assert!(shown.contains("got typed\r\n/dev/pts/0\r\n"), "{shown:?}");
+
     // run -d with a published port and a volume; exec; pause; stop; rm.
     let port = common::free_port();
     let volume = p.volume();

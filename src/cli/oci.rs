@@ -111,7 +111,8 @@ struct CreateArgs {
     /// Write the container's first process's pid here.
     #[arg(long = "pid-file", value_name = "FILE")]
     pid_file: Option<PathBuf>,
-    /// Refused for now: a terminal needs the console socket.
+    /// Where the container's terminal goes (a pseudo-terminal master sent
+    /// over this unix socket), when its spec asks for one.
     #[arg(long = "console-socket", value_name = "SOCKET")]
     console_socket: Option<PathBuf>,
     /// Accepted (pivot_root is always used: it is the safe way).
@@ -209,7 +210,7 @@ fn execute(cli: &Cli) -> Result<u8, Failure> {
     match command {
         Command::Create(args) => {
             check_create(args)?;
-            oci::create(root, &args.id, &args.bundle, args.pid_file.as_deref())?;
+            oci::create(root, &args.id, &args.bundle, args.pid_file.as_deref(), args.console_socket.as_deref())?;
         }
         Command::Start { id } => oci::start(root, id)?,
         Command::Run(args) => return run_container(root, args),
@@ -229,9 +230,6 @@ fn execute(cli: &Cli) -> Result<u8, Failure> {
 
 fn check_create(args: &CreateArgs) -> Result<(), Failure> {
     let _ = (args.no_pivot, args.no_new_keyring);
-    if args.console_socket.is_some() {
-        return Err(failure("--console-socket: a terminal for the container is not supported yet"));
-    }
     if args.preserve_fds > 0 {
         return Err(failure("--preserve-fds: passing descriptors beyond stdio is not supported yet"));
     }
@@ -241,7 +239,7 @@ fn check_create(args: &CreateArgs) -> Result<(), Failure> {
 /// `run`: the container is our child; its exit code is ours.
 fn run_container(root: &Path, args: &CreateArgs) -> Result<u8, Failure> {
     check_create(args)?;
-    oci::create(root, &args.id, &args.bundle, args.pid_file.as_deref())?;
+    oci::create(root, &args.id, &args.bundle, args.pid_file.as_deref(), args.console_socket.as_deref())?;
     let pid = oci::state(root, &args.id)?.pid;
     let started = oci::start(root, &args.id);
     let code = match started {

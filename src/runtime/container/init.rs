@@ -29,8 +29,8 @@ pub(super) fn err(what: impl std::fmt::Display) -> impl FnOnce(Errno) -> InitErr
 
 /// Runs the container's setup and execs its program; returns only with the
 /// reason it could not.
-pub(crate) fn run(plan: &Plan, go: OwnedFd, gate: Option<Gate>) -> InitError {
-    match setup(plan, go, gate) {
+pub(crate) fn run(plan: &Plan, go: OwnedFd, gate: Option<Gate>, console: Option<OwnedFd>) -> InitError {
+    match setup(plan, go, gate, console) {
         Ok(never) => match never {},
         Err(e) => e,
     }
@@ -38,7 +38,7 @@ pub(crate) fn run(plan: &Plan, go: OwnedFd, gate: Option<Gate>) -> InitError {
 
 pub(crate) enum Never {}
 
-fn setup(plan: &Plan, go: OwnedFd, gate: Option<Gate>) -> Result<Never> {
+fn setup(plan: &Plan, go: OwnedFd, gate: Option<Gate>, console: Option<OwnedFd>) -> Result<Never> {
     // Wait until the parent has put us in our cgroup (and networking).
     let mut byte = [0u8; 1];
     match nix::unistd::read(go.as_fd(), &mut byte) {
@@ -130,6 +130,9 @@ fn setup(plan: &Plan, go: OwnedFd, gate: Option<Gate>) -> Result<Never> {
         if unsafe { libc::setrlimit(*resource as _, &lim) } != 0 {
             return Err(InitError::last_os(format!("setrlimit {resource}")));
         }
+    }
+    if let (Some(socket), Some(size)) = (console, plan.terminal) {
+        super::console::attach(socket, size)?;
     }
     let never = process(&plan.process, gate)?;
     match never {}

@@ -176,9 +176,15 @@ impl Container {
 
     /// [`Container::create`], but its first process stops at the start
     /// gate of `fifo` (see `gate`) once set up: returns then, with stdio
-    /// ours. Its record says it runs; the FIFO tells it is only created.
-    pub fn create_at_gate(setup: &Setup, plan: &Plan, fifo: BorrowedFd) -> Result<Container, RuntimeError> {
-        let options = Options { gate: Some(fifo), ..Options::default() };
+    /// ours (or, with `console`, a terminal it sends to that socket). Its
+    /// record says it runs; the FIFO tells it is only created.
+    pub fn create_at_gate(
+        setup: &Setup,
+        plan: &Plan,
+        fifo: BorrowedFd,
+        console: Option<BorrowedFd>,
+    ) -> Result<Container, RuntimeError> {
+        let options = Options { gate: Some(fifo), console, ..Options::default() };
         Ok(Container::create_with(setup, plan, Stdio::Inherit, &options)?.0)
     }
 

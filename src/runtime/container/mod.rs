@@ -11,6 +11,7 @@
 
 mod bundle;
 mod cgroup_mounts;
+mod console;
 mod exec;
 mod exec_process;
 mod gate;

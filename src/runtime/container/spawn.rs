@@ -55,6 +55,8 @@ pub(crate) struct Options<'a> {
     /// Stop at the start gate (an `O_PATH` descriptor of its FIFO) once
     /// set up: [`spawn`] returns then, before the program runs.
     pub(crate) gate: Option<BorrowedFd<'a>>,
+    /// The engine's console socket (connected), for a plan with a terminal.
+    pub(crate) console: Option<BorrowedFd<'a>>,
 }
 
 /// Starts the container's first process; returns once its program runs.
@@ -85,6 +87,7 @@ pub(crate) fn spawn(
         Some(_) => Some(pipe2(OFlag::O_CLOEXEC).map_err(|e| RuntimeError::sys("pipe", e))?),
         None => None,
     };
+    let console_fd = options.console.map(|c| c.as_raw_fd());
     let gate_fds = options.gate.map(|fifo| fifo.as_raw_fd()).zip(ready.as_ref().map(|(_, w)| w.as_raw_fd()));
     let mut flags = plan.clone_flags.bits() as libc::c_ulong;
     if options.sibling {
@@ -109,7 +112,9 @@ pub(crate) fn spawn(
         let gate = gate_fds.map(|(fifo, ready)| unsafe {
             Gate { fifo: OwnedFd::from_raw_fd(fifo), ready: OwnedFd::from_raw_fd(ready) }
         });
-        init::run(plan, go_r, gate)
+        // SAFETY: as above, our copy of the caller's console socket.
+        let console = console_fd.map(|fd| unsafe { OwnedFd::from_raw_fd(fd) });
+        init::run(plan, go_r, gate, console)
     })?;
     let pid = child.pid;
     // Keep only the read ends: the container's exit then ends the streams.

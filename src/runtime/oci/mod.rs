@@ -36,6 +36,8 @@ pub enum OciError {
     Exists(String),
     #[error("container {id:?} is {status}: {op} needs it {wanted}")]
     WrongState { id: String, status: Status, op: &'static str, wanted: &'static str },
+    #[error("{0}")]
+    Console(&'static str),
     #[error("unknown signal {0:?}")]
     Signal(String),
     #[error("{op} {}: {source}", path.display())]
@@ -82,7 +84,14 @@ fn loaded(root: &Path, id: &str) -> Result<(Dir, Record), OciError> {
 
 /// `create`: the bundle's container, set up, its program waiting for
 /// `start`. Writes its first process's pid to `pid_file`.
-pub fn create(root: &Path, id: &str, bundle: &Path, pid_file: Option<&Path>) -> Result<(), OciError> {
+/// With a terminal in the spec, `console_socket` is where its master goes.
+pub fn create(
+    root: &Path,
+    id: &str,
+    bundle: &Path,
+    pid_file: Option<&Path>,
+    console_socket: Option<&Path>,
+) -> Result<(), OciError> {
     check_id(id)?;
     // The container is cloned from this process: from a protected form of it.
     crate::runtime::container::reexec_protected()?;
@@ -91,6 +100,15 @@ pub fn create(root: &Path, id: &str, bundle: &Path, pid_file: Option<&Path>) -> 
     let spec = Spec::load(&config).map_err(|source| RuntimeError::LoadSpec { path: config.clone(), source })?;
     let plan = Plan::from_spec(&spec, &bundle).map_err(RuntimeError::from)?;
     let resources = plan.resources(&spec).map_err(RuntimeError::from)?;
+    let console = match (plan.terminal(), console_socket) {
+        (true, Some(path)) => Some(
+            std::os::unix::net::UnixStream::connect(path)
+                .map_err(|e| OciError::io("connect to the console socket", path, e))?,
+        ),
+        (false, None) => None,
+        (true, None) => return Err(OciError::Console("process.terminal is true: give --console-socket")),
+        (false, Some(_)) => return Err(OciError::Console("--console-socket needs process.terminal = true")),
+    };
     let rootfs = spec.root().as_ref().map(|r| bundle.join(r.path())).unwrap_or_default();
     let cgroups_path = spec.linux().as_ref().and_then(|l| l.cgroups_path().as_ref()).map(|p| p.to_string_lossy());
     let mountinfo = read("/proc/self/mountinfo")?;
@@ -118,7 +136,8 @@ pub fn create(root: &Path, id: &str, bundle: &Path, pid_file: Option<&Path>) -> 
         dir.save(&record)?;
         let fifo = crate::runtime::container::make_fifo(&dir.fifo())?;
         let setup = Setup { name: &name, cgroups: &manager, resources: &resources, run_dir: Some(&dir.0), dir: None };
-        let container = Container::create_at_gate(&setup, &plan, std::os::fd::AsFd::as_fd(&fifo))?;
+        let console = console.as_ref().map(std::os::fd::AsFd::as_fd);
+        let container = Container::create_at_gate(&setup, &plan, std::os::fd::AsFd::as_fd(&fifo), console)?;
         if let Some(path) = pid_file {
             if let Err(e) = write_pid_file(path, container.pid()) {
                 let _ = container.kill_all();
