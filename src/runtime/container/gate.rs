@@ -77,13 +77,15 @@ pub enum Opened {
 /// `start`: opens the gate of the waiting process `pid` through the FIFO at
 /// `path`, and removes the FIFO. Waits at most until `deadline`.
 pub fn open(path: &Path, pid: i32, deadline: Instant) -> Result<Opened, RuntimeError> {
-    // Non-blocking for the open itself: a reader never waits for a writer.
-    let fifo = nix::fcntl::open(path, OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC, Mode::empty())
-        .map_err(|e| RuntimeError::io("open", path, std::io::Error::from(e)))?;
+    // The process first: once the FIFO is open it may run, end and be
+    // reaped by its engine at once, and its pid would name nothing.
     let Ok(process) = pidfd(nix::unistd::Pid::from_raw(pid)) else {
         let _ = std::fs::remove_file(path);
         return Ok(Opened::Gone);
     };
+    // Non-blocking for the open itself: a reader never waits for a writer.
+    let fifo = nix::fcntl::open(path, OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC, Mode::empty())
+        .map_err(|e| RuntimeError::io("open", path, std::io::Error::from(e)))?;
     let passed = |fifo: &OwnedFd| nix::unistd::read(fifo.as_fd(), &mut [0u8; 1]) == Ok(1);
     let result = loop {
         let mut byte = [0u8; 1];
