@@ -34,6 +34,7 @@ pub mod ctl;
 pub mod daemon;
 pub mod docs;
 pub mod images;
+pub mod import;
 pub mod progress;
 pub mod unit_files;
 pub mod updates;
