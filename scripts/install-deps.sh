@@ -27,6 +27,7 @@ packages=(
   binutils         # strip, objdump: smaller programs in the appliance and the .deb
   man-db           # man: the package test reads the generated manual pages
   systemd          # systemd-analyze verify of packaging/supervisord.service
+  docker-compose   # `docker-compose config` (1.29): import compose's reading of interpolation compared with it
 )
 
 missing=()
