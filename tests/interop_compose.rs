@@ -307,3 +307,42 @@ fn interpolation_and_short_syntax_read_as_docker_compose_reads_them() {
         }
     }
 }
+
+#[test]
+fn exit_codes_say_what_was_carried() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().join("units");
+    let out_arg = out_dir.to_str().unwrap();
+    write(dir.path(), "all.yaml", "services:\n  web:\n    image: busybox\n    restart: always\n");
+    write(dir.path(), "some.yaml", "services:\n  web:\n    image: busybox\n    init: true\n    stdin_open: true\n");
+    write(dir.path(), "bad.yaml", "services:\n  web:\n    image: busybox\n  db:\n    build: ./db\n");
+
+    // An error: nothing written, the line named.
+    let bad = import(&["bad.yaml", "--out", out_arg], dir.path(), &[]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(common::text(&bad.stderr).contains("bad.yaml:5: services.db.build: error: build: is refused"));
+    assert!(!out_dir.join("web.toml").exists());
+
+    // Something not carried: written, each key named, exit 2.
+    let some = import(&["some.yaml", "--out", out_arg], dir.path(), &[]);
+    let stderr = common::text(&some.stderr);
+    assert_eq!(some.status.code(), Some(2), "{stderr}");
+    let lines: Vec<&str> = stderr.lines().filter(|l| l.contains("not carried:")).collect();
+    assert_eq!(lines.len(), 2, "{stderr}");
+    assert!(lines[0].starts_with("some.yaml:4: services.web.init: not carried: "), "{stderr}");
+    assert!(lines[1].starts_with("some.yaml:5: services.web.stdin_open: not carried: "), "{stderr}");
+    let text = std::fs::read_to_string(out_dir.join("web.toml")).unwrap();
+    assert!(!text.contains("init") && !text.contains("stdin"), "{text}");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(out_dir.join("web.toml")).unwrap().permissions().mode() & 0o777, 0o644);
+
+    // Everything carried, over the old file with --force: exit 0, no
+    // temporary file left.
+    let all = import(&["all.yaml", "--out", out_arg, "--force"], dir.path(), &[]);
+    assert_eq!(all.status.code(), Some(0), "{}", common::text(&all.stderr));
+    let text = std::fs::read_to_string(out_dir.join("web.toml")).unwrap();
+    assert!(text.contains("policy = \"always\""), "{text}");
+    let names: Vec<String> =
+        std::fs::read_dir(&out_dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    assert_eq!(names, ["web.toml"]);
+}

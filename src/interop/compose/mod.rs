@@ -85,6 +85,8 @@ impl fmt::Display for Note {
 pub struct UnitText {
     pub name: String,
     pub service: String,
+    /// The line of the service's key.
+    pub line: usize,
     pub text: String,
 }
 
@@ -292,7 +294,8 @@ fn translate(cx: &mut Cx<'_>, input: &Input<'_>) -> Option<Vec<UnitText>> {
     for (key, node) in services {
         let path = format!("services.{}", key.text);
         if let Some(draft) = service::translate(cx, &proj, &key.text, key.line, node, &path) {
-            out.push(UnitText { name: proj.units[&key.text].clone(), service: key.text.clone(), text: draft.render() });
+            let name = proj.units[&key.text].clone();
+            out.push(UnitText { name, service: key.text.clone(), line: key.line, text: draft.render() });
         }
     }
     Some(out)
@@ -344,10 +347,10 @@ fn validate(out: &mut Imported, input: &Input<'_>) {
     let set = check_texts(input.out_dir, &texts, input.read_file);
     for e in set.errors {
         let service = out.units.iter().find(|u| e.unit_file.as_deref() == Some(&u_path(input.out_dir, &u.name)));
-        let path = service.map_or(String::new(), |u| format!("services.{}", u.service));
+        let (line, path) = service.map_or((1, String::new()), |u| (u.line, format!("services.{}", u.service)));
         out.notes.push(Note {
             file: input.file.to_path_buf(),
-            line: 0,
+            line,
             path,
             kind: Kind::Error,
             message: format!(

@@ -419,5 +419,6 @@ fn every_written_unit_loads() {
     assert!(!out.failed(), "{:#?}", out.notes);
     let out = run(&web("env_file: missing.env"));
     assert!(out.failed());
-    assert!(notes(&out, Kind::Error)[0].contains("missing.env"), "{:#?}", out.notes);
+    let error = &notes(&out, Kind::Error)[0];
+    assert!(error.starts_with("compose.yaml:2: services.web: error: ") && error.contains("missing.env"), "{error}");
 }
