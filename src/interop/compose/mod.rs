@@ -186,6 +186,9 @@ pub(crate) struct Project<'a> {
     /// Top-level volume key -> the volume's name in the units.
     pub volumes: BTreeMap<String, String>,
     pub env: &'a BTreeMap<String, String>,
+    /// Reads an env_file beyond a service's first (their values are
+    /// written into the unit).
+    pub read_file: &'a dyn Fn(&Path) -> Result<String, String>,
 }
 
 /// Translates a Compose file into unit files.
@@ -263,6 +266,7 @@ fn translate(cx: &mut Cx<'_>, input: &Input<'_>) -> Option<Vec<UnitText>> {
         healthy: BTreeSet::new(),
         volumes: BTreeMap::new(),
         env: input.env,
+        read_file: input.read_file,
     };
     if let Some(v) = volumes {
         storage::top_volumes(cx, v, prefix.as_deref(), &mut proj.volumes);

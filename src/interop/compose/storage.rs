@@ -13,6 +13,8 @@ use super::service::pairs;
 use super::words::compose_size;
 use super::yaml::{Node, Value};
 use super::{Cx, Project};
+use crate::units::diag::Source as Text;
+use crate::units::envfile::parse_env_file;
 use crate::units::values::mounts::Tmpfs;
 use crate::units::values::names::check_volume_name;
 use crate::units::values::port::PortMapping;
@@ -57,7 +59,18 @@ fn environment(cx: &mut Cx<'_>, proj: &Project<'_>, d: &mut Draft, value: &Node,
         table.retain(|(k, _): &(String, Tv)| *k != name);
         table.push((name, Tv::Str(v)));
     }
-    d.set("container", "env", Tv::Table(table));
+    // Over what later env_files put there before (environment: wins).
+    let mut all = env_table(d);
+    all.retain(|(k, _)| !table.iter().any(|(n, _)| n == k));
+    all.extend(table);
+    d.set("container", "env", Tv::Table(all));
+}
+
+fn env_table(d: &Draft) -> Vec<(String, Tv)> {
+    match d.get("container", "env") {
+        Some(Tv::Table(t)) => t.clone(),
+        _ => Vec::new(),
+    }
 }
 
 fn env_file(cx: &mut Cx<'_>, proj: &Project<'_>, d: &mut Draft, value: &Node, path: &str) {
@@ -101,8 +114,38 @@ fn env_file(cx: &mut Cx<'_>, proj: &Project<'_>, d: &mut Draft, value: &Node, pa
             Some("Read literally: NAME=value lines, no quotes removed, no ${...} expanded.".into()),
         );
     }
-    for (_, line, p) in files {
-        cx.drop(line, &p, "a unit has one env_file: put these variables in the first file, or in environment:");
+    // A unit has one env_file: the others' variables are written into
+    // env, later files over earlier ones, under what environment: sets.
+    let mut extra: Vec<(String, Tv)> = Vec::new();
+    for (file, line, p) in files {
+        let text = match (proj.read_file)(&file) {
+            Ok(t) => t,
+            Err(e) => {
+                cx.error(line, &p, e);
+                continue;
+            }
+        };
+        let source = Text { path: &file, text: &text };
+        match parse_env_file(&source) {
+            Ok(vars) => {
+                cx.note(line, &p, "a unit has one env_file: these values are written into env (as they are now)");
+                for (k, v) in vars {
+                    extra.retain(|(n, _)| *n != k);
+                    extra.push((k, Tv::Str(v)));
+                }
+            }
+            Err(errors) => {
+                for e in errors {
+                    cx.error(line, &p, e.to_string());
+                }
+            }
+        }
+    }
+    if !extra.is_empty() {
+        let mut all = env_table(d);
+        extra.retain(|(k, _)| !all.iter().any(|(n, _)| n == k));
+        all.extend(extra);
+        d.set("container", "env", Tv::Table(all));
     }
 }
 

@@ -13,7 +13,12 @@ fn run(yaml: &str) -> Imported {
 fn run_with(yaml: &str, env: &[(&str, &str)], project: Option<&str>) -> Imported {
     let env: BTreeMap<String, String> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
     let read = |p: &Path| -> Result<String, String> {
-        if p == Path::new("/srv/app/app.env") { Ok("A=1\n".into()) } else { Err(format!("no file {}", p.display())) }
+        match p.to_str() {
+            Some("/srv/app/app.env") => Ok("A=1\n".into()),
+            Some("/srv/app/more.env") => Ok("B=2\nC=3\n".into()),
+            Some("/srv/app/last.env") => Ok("C=4\nD=5\n".into()),
+            _ => Err(format!("no file {}", p.display())),
+        }
     };
     import(&Input {
         file: Path::new("compose.yaml"),
@@ -410,6 +415,22 @@ fn hostile_files_do_not_panic() {
         let out = run(&input);
         assert!(out.failed(), "{input:.200}: {:#?}", out.units);
     }
+}
+
+#[test]
+fn env_files_beyond_the_first_are_written_into_env() {
+    for body in [
+        "env_file: [app.env, more.env, last.env]\nenvironment:\n  D: from environment",
+        "environment:\n  D: from environment\nenv_file: [app.env, more.env, last.env]",
+    ] {
+        let out = run(&web(body));
+        assert!(!out.failed() && !out.dropped(), "{:#?}", out.notes);
+        let t = unit(&out, "web");
+        assert_eq!(t["container"]["env_file"].as_str(), Some("/srv/app/app.env"));
+        assert_eq!(show(&t["container"]["env"]), r#"{ B = "2", C = "4", D = "from environment" }"#, "{body}");
+    }
+    let out = run(&web("env_file: [app.env, nowhere.env]"));
+    assert!(notes(&out, Kind::Error).iter().any(|e| e.contains("nowhere.env")), "{:#?}", out.notes);
 }
 
 #[test]
