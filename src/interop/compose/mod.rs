@@ -109,7 +109,7 @@ impl Imported {
 
 /// Collects notes while translating.
 pub(crate) struct Cx<'a> {
-    file: &'a Path,
+    pub(crate) file: &'a Path,
     notes: Vec<Note>,
 }
 

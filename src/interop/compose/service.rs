@@ -22,7 +22,7 @@ pub(crate) fn translate(
 ) -> Option<Draft> {
     let entries = cx.map(node, path)?;
     let mut d = Draft::default();
-    d.header.push(format!("Service {service:?} of a Compose file, by supervisorctl import compose."));
+    d.header.push(format!("Service {service:?} of {}, by supervisorctl import compose.", cx.file.display()));
     let unit = &proj.units[service];
     if unit != service {
         // Services find each other by service name: keep that name.
