@@ -27,6 +27,12 @@ packages=(
   binutils         # strip, objdump: smaller programs in the appliance and the .deb
   man-db           # man: the package test reads the generated manual pages
   systemd          # systemd-analyze verify of packaging/supervisord.service
+  podman           # drives supervisor-runtime (conmon), and plays generate kube's Pods
+  containernetworking-plugins  # podman 4.3's CNI network (-p in the podman tests)
+  golang-github-containernetworking-plugin-dnsname  # podman's DNS between those Pods (CNI)
+  dnsmasq-base     # what the dnsname plugin runs
+  containerd       # ctr and the runc shim v2 drive supervisor-runtime in a test
+  python3-venv     # the tests' virtual environment (kubernetes-validate)
   docker-compose   # `docker-compose config` (1.29): import compose's reading of interpolation compared with it
 )
 
@@ -42,5 +48,13 @@ if ((${#missing[@]})); then
   echo "install-deps: installing ${missing[*]}" >&2
   apt-get update -q >/dev/null
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+fi
+# PyPI tools of the tests, in a virtual environment of their own
+# (SUPERVISOR_TEST_VENV, default /opt/supervisor-test-venv).
+venv=${SUPERVISOR_TEST_VENV:-/opt/supervisor-test-venv}
+if [[ ! -x $venv/bin/kubernetes-validate ]]; then
+  echo "install-deps: installing kubernetes-validate into $venv" >&2
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q kubernetes-validate
 fi
 command -v cargo >/dev/null || { echo "install-deps: cargo is missing (install Rust with rustup)" >&2; exit 1; }

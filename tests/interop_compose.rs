@@ -142,9 +142,18 @@ fn a_tutorial_project_runs_under_supervisord() {
     // service name: redis answers its INCR.
     daemon.wait_log("worker", None, "hello from .env");
     daemon.wait_log("worker", None, ":2");
-    let count = daemon.ctl(&["exec", "worker", "--", "sh", "-c", "printf 'GET jobs\\r\\n' | nc -w 2 redis 6379"]);
-    let count = common::text(&count.stdout);
-    assert!(count.lines().nth(1).and_then(|n| n.trim().parse::<u32>().ok()).is_some_and(|n| n >= 2), "{count:?}");
+    // And the count is in redis, read from inside the worker's container
+    // (a bulk reply: "$1", then the number).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let got = daemon.ctl(&["exec", "worker", "--", "sh", "-c", "printf 'GET jobs\\r\\n' | nc -w 2 redis 6379"]);
+        let count = common::text(&got.stdout);
+        if count.lines().nth(1).and_then(|n| n.trim().parse::<u32>().ok()).is_some_and(|n| n >= 2) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "GET jobs: {count:?} {}", common::text(&got.stderr));
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 /// Ports as (host_ip, host_port, container_port, protocol), one per port

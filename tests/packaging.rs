@@ -44,6 +44,8 @@ fn the_debian_package_installs_and_its_commands_and_manual_work() {
     for path in [
         "./usr/sbin/supervisord",
         "./usr/bin/supervisorctl",
+        "./usr/bin/supervisor-runtime",
+        "./usr/share/man/man8/supervisor-runtime-create.8.gz",
         "./lib/systemd/system/supervisord.service",
         "./etc/units.d/",
         "./usr/share/man/man8/supervisorctl.8.gz",
@@ -70,6 +72,8 @@ fn the_debian_package_installs_and_its_commands_and_manual_work() {
 
     let help = run(Command::new(root.join("usr/bin/supervisorctl")).arg("--help"));
     assert!(help.contains("status") && help.contains("restart"), "{help}");
+    let version = run(Command::new(root.join("usr/bin/supervisor-runtime")).arg("--version"));
+    assert!(version.starts_with("supervisor-runtime version "), "{version}");
     let help = run(Command::new(root.join("usr/sbin/supervisord")).arg("--help"));
     assert!(help.contains("--units"), "{help}");
     let page = run(Command::new("man")

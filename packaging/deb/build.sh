@@ -33,7 +33,9 @@ mkdir -p "$root"/{DEBIAN,usr/sbin,usr/bin,lib/systemd/system,etc/units.d,etc/sup
 
 install -m 0755 "$bin/supervisord" "$root/usr/sbin/supervisord"
 install -m 0755 "$bin/supervisorctl" "$root/usr/bin/supervisorctl"
-command -v strip >/dev/null && strip "$root/usr/sbin/supervisord" "$root/usr/bin/supervisorctl"
+install -m 0755 "$bin/supervisor-runtime" "$root/usr/bin/supervisor-runtime"
+command -v strip >/dev/null &&
+  strip "$root/usr/sbin/supervisord" "$root/usr/bin/supervisorctl" "$root/usr/bin/supervisor-runtime"
 install -m 0644 "$here/packaging/supervisord.service" "$root/lib/systemd/system/supervisord.service"
 install -m 0644 "$here/README.md" "$root/usr/share/doc/$pkg/README.md"
 cp -r "$here/docs" "$root/usr/share/doc/$pkg/docs"
@@ -48,7 +50,7 @@ TXT
 
 "$bin/supervisorctl" generate-docs "$work/gen"
 for page in "$work"/gen/man8/*.8; do gzip -9n <"$page" >"$root/usr/share/man/man8/$(basename "$page").gz"; done
-for prog in supervisorctl supervisord; do
+for prog in supervisorctl supervisord supervisor-runtime; do
   install -m 0644 "$work/gen/completions/bash/$prog.bash" "$root/usr/share/bash-completion/completions/$prog"
   install -m 0644 "$work/gen/completions/zsh/_$prog" "$root/usr/share/zsh/vendor-completions/_$prog"
   install -m 0644 "$work/gen/completions/fish/$prog.fish" "$root/usr/share/fish/vendor_completions.d/$prog.fish"
@@ -56,7 +58,7 @@ done
 
 # Shared libraries the programs link: dpkg-shlibdeps wants a source
 # package, so the glibc version is read from the symbols they use.
-glibc=$(objdump -T "$root/usr/sbin/supervisord" "$root/usr/bin/supervisorctl" 2>/dev/null |
+glibc=$(objdump -T "$root/usr/sbin/supervisord" "$root/usr/bin/supervisorctl" "$root/usr/bin/supervisor-runtime" 2>/dev/null |
   grep -o 'GLIBC_[0-9.]*' | sed 's/GLIBC_//' | sort -V | tail -1)
 size=$(du -sk "$root" --exclude=DEBIAN | cut -f1)
 cat >"$root/DEBIAN/control" <<CTRL
@@ -73,11 +75,13 @@ Provides: container-supervisor
 Section: admin
 Priority: optional
 Homepage: https://example.invalid/supervisor
-Description: declarative container supervisor (supervisord, supervisorctl)
+Description: declarative container supervisor (supervisord, supervisorctl, supervisor-runtime)
  Reads TOML unit files from /etc/units.d, pulls OCI images and keeps their
  containers running on its own runtime (namespaces, overlayfs, cgroups v1
  and v2, capabilities, seccomp, a bridge network with published ports),
  applying edits as they are saved. Can be the init of an appliance VM.
+ supervisor-runtime is the same runtime behind runc's command line, for
+ podman and containerd.
  .
  Not Debian's "supervisor" (a Python process control system), whose
  command names and /etc/supervisor it shares; the two conflict.

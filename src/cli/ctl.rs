@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 use super::client::Client;
 use super::container;
 use super::control;
+use super::generate::{self, KubeArgs};
 use super::images::{self, StoreArgs};
 use super::import;
 use super::unit_files;
@@ -316,6 +317,9 @@ pub enum Command {
     Poweroff,
     /// Stop every unit and reboot (supervisord as PID 1 only).
     Reboot,
+    /// Write unit files as another tool's configuration.
+    #[command(subcommand)]
+    Generate(GenerateCommand),
     /// Write the manual pages and shell completions of both programs into
     /// DIR (for packaging).
     #[command(hide = true)]
@@ -349,6 +353,42 @@ pub enum ImportCommand {
         #[arg(long)]
         force: bool,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GenerateCommand {
+    /// Units as Kubernetes YAML: a Pod each (valid as a kubelet static
+    /// pod), or a Deployment each with a Service for its ports. Units
+    /// joining another's network are containers of its Pod. What Kubernetes
+    /// cannot say is written as a UNIT.supervisor.io/KEY annotation and
+    /// named on stderr (docs/interop.md).
+    ///
+    /// From a directory of unit files (offline), or from the running
+    /// supervisord: the named units, or all of them.
+    ///
+    /// Exit status: 0 when every key was carried, 2 when some were not
+    /// (written as annotations), 1 on error (nothing written).
+    Kube {
+        /// What to write for each unit (Pod: the default).
+        #[arg(long, value_enum, default_value = "pod")]
+        kind: KubeKind,
+        /// Write the YAML to FILE (atomically) instead of standard output.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+        /// Run REF as UNIT's image (a unit's local oci:, dir: or archive
+        /// image is otherwise written as localhost/NAME:TAG).
+        #[arg(long = "image", value_name = "UNIT=REF")]
+        images: Vec<String>,
+        /// A directory of unit files, or names of supervisord's units.
+        #[arg(value_name = "DIR | UNIT")]
+        targets: Vec<String>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum KubeKind {
+    Pod,
+    Deployment,
 }
 
 #[derive(Debug, Subcommand)]
@@ -408,6 +448,13 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Boot { json } => control::boot(&client, json),
         Command::Poweroff => control::power(&client, "poweroff"),
         Command::Reboot => control::power(&client, "reboot"),
+        Command::Generate(GenerateCommand::Kube { kind, out, images, targets }) => {
+            let kind = match kind {
+                KubeKind::Pod => crate::interop::kube::Kind::Pod,
+                KubeKind::Deployment => crate::interop::kube::Kind::Deployment,
+            };
+            generate::kube(&client, KubeArgs { kind, out, images, targets, state_dir: store.store.clone() })
+        }
         Command::GenerateDocs { dir } => match super::docs::generate(&dir) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

@@ -9,22 +9,26 @@ use clap::CommandFactory;
 use clap_complete::Shell;
 
 /// Writes `DIR/man8/*.8` (each program and each of its subcommands) and
-/// `DIR/completions/{bash,zsh,fish}/...` for both programs.
+/// `DIR/completions/{bash,zsh,fish}/...` for the three programs.
 pub fn generate(dir: &Path) -> std::io::Result<()> {
     let man = dir.join("man8");
     std::fs::create_dir_all(&man)?;
-    for cmd in [super::ctl::Cli::command(), super::daemon::Args::command()] {
+    for cmd in programs() {
         pages(cmd.disable_help_subcommand(true), &man)?;
     }
     for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {
         let out = dir.join("completions").join(shell.to_string());
         std::fs::create_dir_all(&out)?;
-        for mut cmd in [super::ctl::Cli::command(), super::daemon::Args::command()] {
+        for mut cmd in programs() {
             let name = cmd.get_name().to_string();
             clap_complete::generate_to(shell, &mut cmd, name, &out)?;
         }
     }
     Ok(())
+}
+
+fn programs() -> [clap::Command; 3] {
+    [super::ctl::Cli::command(), super::daemon::Args::command(), super::oci::Cli::command()]
 }
 
 /// One page for `cmd` and one per visible subcommand, all in section 8

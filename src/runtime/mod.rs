@@ -8,6 +8,7 @@ pub mod cgroups;
 pub mod container;
 pub mod image;
 pub mod network;
+pub mod oci;
 pub mod private;
 pub mod procs;
 pub mod reaper;

@@ -472,6 +472,7 @@ pub fn live_resources(unit: &Unit) -> Resources {
     let period: u64 = 100_000;
     Resources {
         memory: unit.resources.memory,
+        swap: None,
         cpu_quota: unit.resources.nano_cpus.map(|n| n * period / 1_000_000_000),
         cpu_period: unit.resources.nano_cpus.map(|_| period),
         pids: unit.resources.pids,

@@ -95,6 +95,28 @@ pub fn unique_name(prefix: &str) -> String {
     name
 }
 
+/// Runs `cmd` to its end with its output in files, and returns it: what
+/// it leaves running (a container it created, an engine's monitor) may
+/// inherit them and keep them open, which would make a pipe never end.
+pub fn output_via_files(cmd: &mut std::process::Command) -> std::process::Output {
+    use std::io::{Read, Seek, SeekFrom};
+    let out = tempfile::tempfile().unwrap();
+    let err = tempfile::tempfile().unwrap();
+    let status = cmd
+        .stdin(std::process::Stdio::null())
+        .stdout(out.try_clone().unwrap())
+        .stderr(err.try_clone().unwrap())
+        .status()
+        .unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    let read = |mut f: File| {
+        let mut v = Vec::new();
+        f.seek(SeekFrom::Start(0)).unwrap();
+        f.read_to_end(&mut v).unwrap();
+        v
+    };
+    std::process::Output { status, stdout: read(out), stderr: read(err) }
+}
+
 /// Serializes tests (across test binaries) that touch a host-global thing.
 pub struct HostLock(File);
 

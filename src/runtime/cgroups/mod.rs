@@ -15,7 +15,10 @@
 //! cgroup and creates containers beside it.
 
 pub mod devices;
+mod freezer;
 pub mod layout;
+pub mod spec_path;
+mod stats;
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -24,6 +27,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 pub use layout::{Layout, detect, own_paths};
+pub use stats::{Io, io_service_bytes_v1, io_stat_v2};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CgroupError {
@@ -38,6 +42,10 @@ pub enum CgroupError {
     ControllerNotMounted(&'static str),
     #[error("no cgroup filesystem is mounted (neither cgroup v1 nor cgroup2)")]
     NotMounted,
+    #[error("the cgroup did not freeze within 5 s")]
+    FreezeTimeout,
+    #[error("cgroupsPath {path:?}: {why}")]
+    SpecPath { path: String, why: String },
 }
 
 type Result<T> = std::result::Result<T, CgroupError>;
@@ -53,8 +61,11 @@ fn read(path: &Path) -> Result<String> {
 /// Limits of one container. `None` is no limit.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Resources {
-    /// Hard memory limit in bytes. Swap is not given on top of it.
+    /// Hard memory limit in bytes.
     pub memory: Option<u64>,
+    /// Swap allowed on top of `memory`, in bytes (`u64::MAX`: no bound);
+    /// none by default.
+    pub swap: Option<u64>,
     /// CPU quota per period, in microseconds.
     pub cpu_quota: Option<u64>,
     /// The CFS period in microseconds (100 ms when `None`).
@@ -242,7 +253,11 @@ impl Cgroup {
                 if dir.join("memory.max").exists() {
                     write(&dir.join("memory.max"), &max(r.memory))?;
                     if dir.join("memory.swap.max").exists() {
-                        write(&dir.join("memory.swap.max"), if r.memory.is_some() { "0" } else { "max" })?;
+                        let swap = match (r.memory, r.swap) {
+                            (None, _) | (_, Some(u64::MAX)) => "max".to_string(),
+                            (Some(_), swap) => swap.unwrap_or(0).to_string(),
+                        };
+                        write(&dir.join("memory.swap.max"), &swap)?;
                     }
                 }
                 if dir.join("cpu.max").exists() {
@@ -258,7 +273,7 @@ impl Cgroup {
             }
             Cgroup::V1(_) => {
                 if let Some(m) = self.v1("memory") {
-                    set_v1_memory(m, r.memory)?;
+                    set_v1_memory(m, r.memory, r.swap)?;
                 }
                 if let Some(c) = self.v1("cpu") {
                     write(&c.join("cpu.cfs_period_us"), &period.to_string())?;
@@ -371,103 +386,26 @@ impl Cgroup {
     }
 }
 
-/// A container's limits and block I/O, as `stats` shows them.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
-pub struct Io {
-    /// None: unlimited.
-    pub memory_limit: Option<u64>,
-    pub pids_limit: Option<u64>,
-    pub block_read: u64,
-    pub block_write: u64,
-    /// Page cache the kernel may drop at once, which `docker stats` leaves
-    /// out of the memory it shows.
-    pub inactive_file: u64,
-}
-
-impl Cgroup {
-    /// The memory and pids limits in force, and the bytes read from and
-    /// written to block devices.
-    pub fn io(&self) -> Io {
-        // "max" (v2), or v1's "unlimited" (a page-rounded i64::MAX).
-        let limit = |p: PathBuf| {
-            let v = fs::read_to_string(p).ok()?.trim().parse::<u64>().ok()?;
-            (v < 1 << 62).then_some(v)
-        };
-        match self {
-            Cgroup::V2(dir) => {
-                let (block_read, block_write) =
-                    io_stat_v2(&fs::read_to_string(dir.join("io.stat")).unwrap_or_default());
-                Io {
-                    memory_limit: limit(dir.join("memory.max")),
-                    pids_limit: limit(dir.join("pids.max")),
-                    block_read,
-                    block_write,
-                    inactive_file: keyed(&dir.join("memory.stat"), "inactive_file").unwrap_or(0),
-                }
-            }
-            Cgroup::V1(dirs) => {
-                let blkio = dirs
-                    .get("blkio")
-                    .and_then(|d| fs::read_to_string(d.join("blkio.throttle.io_service_bytes")).ok())
-                    .unwrap_or_default();
-                let (block_read, block_write) = io_service_bytes_v1(&blkio);
-                Io {
-                    memory_limit: dirs.get("memory").and_then(|d| limit(d.join("memory.limit_in_bytes"))),
-                    pids_limit: dirs.get("pids").and_then(|d| limit(d.join("pids.max"))),
-                    block_read,
-                    block_write,
-                    inactive_file: dirs
-                        .get("memory")
-                        .and_then(|d| keyed(&d.join("memory.stat"), "total_inactive_file"))
-                        .unwrap_or(0),
-                }
-            }
-        }
-    }
-}
-
-/// Bytes read and written, summed over devices, from v2's `io.stat`
-/// (`8:0 rbytes=N wbytes=N rios=N ...`).
-pub fn io_stat_v2(text: &str) -> (u64, u64) {
-    let mut sum = (0u64, 0u64);
-    for field in text.split_whitespace() {
-        let value = |prefix: &str| field.strip_prefix(prefix).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-        sum.0 = sum.0.saturating_add(value("rbytes="));
-        sum.1 = sum.1.saturating_add(value("wbytes="));
-    }
-    sum
-}
-
-/// The same from v1's `blkio.throttle.io_service_bytes` (`8:0 Read N`).
-pub fn io_service_bytes_v1(text: &str) -> (u64, u64) {
-    let mut sum = (0u64, 0u64);
-    for line in text.lines() {
-        let mut f = line.split_whitespace();
-        let (Some(_device), Some(op), Some(n)) = (f.next(), f.next(), f.next()) else { continue };
-        let n: u64 = n.parse().unwrap_or(0);
-        match op {
-            "Read" => sum.0 = sum.0.saturating_add(n),
-            "Write" => sum.1 = sum.1.saturating_add(n),
-            _ => {}
-        }
-    }
-    sum
-}
-
-/// v1 needs memory.limit <= memory.memsw.limit at every step.
-fn set_v1_memory(dir: &Path, limit: Option<u64>) -> Result<()> {
+/// v1 needs memory.limit <= memory.memsw.limit at every step; memsw is
+/// memory and swap together.
+fn set_v1_memory(dir: &Path, limit: Option<u64>, swap: Option<u64>) -> Result<()> {
     let value = limit.map_or_else(|| "-1".to_string(), |n| n.to_string());
     let memsw = dir.join("memory.memsw.limit_in_bytes");
     if !memsw.exists() {
         return write(&dir.join("memory.limit_in_bytes"), &value);
     }
+    let total = match (limit, swap) {
+        (None, _) | (_, Some(u64::MAX)) => None,
+        (Some(l), s) => Some(l.saturating_add(s.unwrap_or(0))),
+    };
+    let total_value = total.map_or_else(|| "-1".to_string(), |n| n.to_string());
     let current: u64 = read(&memsw)?.trim().parse().unwrap_or(u64::MAX);
-    if limit.is_none_or(|l| l > current) {
-        write(&memsw, &value)?;
+    if total.is_none_or(|t| t > current) {
+        write(&memsw, &total_value)?;
         write(&dir.join("memory.limit_in_bytes"), &value)
     } else {
         write(&dir.join("memory.limit_in_bytes"), &value)?;
-        write(&memsw, &value)
+        write(&memsw, &total_value)
     }
 }
 
@@ -482,16 +420,6 @@ fn keyed(file: &Path, key: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn block_io_is_summed_over_devices() {
-        assert_eq!(
-            io_stat_v2("8:0 rbytes=4096 wbytes=8192 rios=1 wios=2 dbytes=0 dios=0\n253:0 rbytes=1 wbytes=2\n"),
-            (4097, 8194)
-        );
-        let v1 = "8:0 Read 4096\n8:0 Write 100\n8:0 Sync 4196\n8:0 Total 4196\n8:16 Read 4\nTotal 4200\n";
-        assert_eq!(io_service_bytes_v1(v1), (4100, 100));
-    }
 
     /// A fake v2 tree: a root with controllers, our process in /user/app.
     fn fake_v2() -> (tempfile::TempDir, Manager) {

@@ -20,6 +20,11 @@ pub fn run_bundle(bundle: &Path, id: &str) -> Result<i32, RuntimeError> {
     let config = bundle.join("config.json");
     let spec = Spec::load(&config).map_err(|source| RuntimeError::LoadSpec { path: config.clone(), source })?;
     let plan = Plan::from_spec(&spec, bundle)?;
+    if plan.terminal() {
+        return Err(RuntimeError::Plan(super::PlanError::Unsupported {
+            what: "process.terminal = true here (supervisor-runtime create --console-socket takes it)".into(),
+        }));
+    }
     let resources = plan.resources(&spec)?;
     let cgroups = Manager::for_host("supervisor-runtime")?;
     let setup = Setup { name: id, cgroups: &cgroups, resources: &resources, run_dir: None, dir: None };

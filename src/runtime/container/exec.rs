@@ -329,35 +329,7 @@ pub fn exec(
     // container.
     let io = Io::new(tty, interactive)?;
     nix::sys::prctl::set_dumpable(false).map_err(|e| RuntimeError::sys("make us non-dumpable", e))?;
-    // Open every namespace first: once in the mount namespace, the host's
-    // /proc is out of reach.
-    let order = [
-        ("cgroup", CloneFlags::CLONE_NEWCGROUP),
-        ("ipc", CloneFlags::CLONE_NEWIPC),
-        ("uts", CloneFlags::CLONE_NEWUTS),
-        ("net", CloneFlags::CLONE_NEWNET),
-        ("pid", CloneFlags::CLONE_NEWPID),
-        ("mnt", CloneFlags::CLONE_NEWNS),
-    ];
-    let mut namespaces = Vec::new();
-    for (name, flag) in order {
-        let path = format!("/proc/{}/ns/{name}", state.pid);
-        let theirs = std::fs::read_link(&path).ok();
-        let ours = std::fs::read_link(format!("/proc/self/ns/{name}")).ok();
-        if theirs.is_some() && theirs == ours {
-            continue; // shared with us (network = "host")
-        }
-        let fd = open(path.as_str(), OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty())
-            .map_err(|e| RuntimeError::io("open", &path, e.into()))?;
-        namespaces.push((name, flag, fd));
-    }
-    for cg in state.cgroup.paths() {
-        std::fs::write(cg.join("cgroup.procs"), std::process::id().to_string())
-            .map_err(|e| RuntimeError::io("join the cgroup", &cg, e))?;
-    }
-    for (name, flag, fd) in &namespaces {
-        setns(fd.as_fd(), *flag).map_err(|e| RuntimeError::io("enter the namespace", *name, e.into()))?;
-    }
+    enter(state)?;
     // From here a signal that would end us goes to the command (once its
     // pid is known), so that it does not outlive an interrupted exec.
     let forwarding = super::Forwarding::each(&FORWARDED)?;
@@ -379,7 +351,7 @@ pub fn exec(
         let _ = nix::unistd::dup2_stdin(child_io.0);
         let _ = nix::unistd::dup2_stdout(child_io.1);
         let _ = nix::unistd::dup2_stderr(child_io.2);
-        match init::process(&plan) {
+        match init::process(&plan, None) {
             Ok(never) => match never {},
             Err(e) => e,
         }
@@ -420,4 +392,40 @@ pub fn exec(
         }
         _ => Ok(status),
     }
+}
+
+/// Moves this process into the container's cgroup and namespaces (the pid
+/// namespace applies to its children): what every process exec'd into a
+/// container goes through. The caller is single-threaded and non-dumpable.
+pub(crate) fn enter(state: &ContainerState) -> Result<(), RuntimeError> {
+    // Open every namespace first: once in the mount namespace, the host's
+    // /proc is out of reach.
+    let order = [
+        ("cgroup", CloneFlags::CLONE_NEWCGROUP),
+        ("ipc", CloneFlags::CLONE_NEWIPC),
+        ("uts", CloneFlags::CLONE_NEWUTS),
+        ("net", CloneFlags::CLONE_NEWNET),
+        ("pid", CloneFlags::CLONE_NEWPID),
+        ("mnt", CloneFlags::CLONE_NEWNS),
+    ];
+    let mut namespaces = Vec::new();
+    for (name, flag) in order {
+        let path = format!("/proc/{}/ns/{name}", state.pid);
+        let theirs = std::fs::read_link(&path).ok();
+        let ours = std::fs::read_link(format!("/proc/self/ns/{name}")).ok();
+        if theirs.is_some() && theirs == ours {
+            continue; // shared with us (network = "host")
+        }
+        let fd = open(path.as_str(), OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty())
+            .map_err(|e| RuntimeError::io("open", &path, e.into()))?;
+        namespaces.push((name, flag, fd));
+    }
+    for cg in state.cgroup.paths() {
+        std::fs::write(cg.join("cgroup.procs"), std::process::id().to_string())
+            .map_err(|e| RuntimeError::io("join the cgroup", &cg, e))?;
+    }
+    for (name, flag, fd) in &namespaces {
+        setns(fd.as_fd(), *flag).map_err(|e| RuntimeError::io("enter the namespace", *name, e.into()))?;
+    }
+    Ok(())
 }

@@ -17,19 +17,20 @@ use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use nix::sys::stat::{Mode, SFlag, makedev, mkdirat, mknodat};
 use nix::unistd::{Gid, Uid, chdir, pivot_root, sethostname, setresgid, setresuid};
 
+use super::gate::Gate;
 use super::init_error::InitError;
 use super::plan::{MountPlan, Plan, ProcessPlan};
 
-type Result<T> = std::result::Result<T, InitError>;
+pub(super) type Result<T> = std::result::Result<T, InitError>;
 
-fn err(what: impl std::fmt::Display) -> impl FnOnce(Errno) -> InitError {
+pub(super) fn err(what: impl std::fmt::Display) -> impl FnOnce(Errno) -> InitError {
     move |e| InitError::Sys { op: what.to_string(), errno: e as i32 }
 }
 
 /// Runs the container's setup and execs its program; returns only with the
 /// reason it could not.
-pub(crate) fn run(plan: &Plan, go: OwnedFd) -> InitError {
-    match setup(plan, go) {
+pub(crate) fn run(plan: &Plan, go: OwnedFd, gate: Option<Gate>, console: Option<OwnedFd>) -> InitError {
+    match setup(plan, go, gate, console) {
         Ok(never) => match never {},
         Err(e) => e,
     }
@@ -37,7 +38,7 @@ pub(crate) fn run(plan: &Plan, go: OwnedFd) -> InitError {
 
 pub(crate) enum Never {}
 
-fn setup(plan: &Plan, go: OwnedFd) -> Result<Never> {
+fn setup(plan: &Plan, go: OwnedFd, gate: Option<Gate>, console: Option<OwnedFd>) -> Result<Never> {
     // Wait until the parent has put us in our cgroup (and networking).
     let mut byte = [0u8; 1];
     match nix::unistd::read(go.as_fd(), &mut byte) {
@@ -130,14 +131,18 @@ fn setup(plan: &Plan, go: OwnedFd) -> Result<Never> {
             return Err(InitError::last_os(format!("setrlimit {resource}")));
         }
     }
-    let never = process(&plan.process)?;
+    if let (Some(socket), Some(size)) = (console, plan.terminal) {
+        super::console::attach(socket, size)?;
+    }
+    let never = process(&plan.process, gate)?;
     match never {}
 }
 
-/// Becomes the process `p` describes: user and capabilities, no_new_privs
-/// and seccomp, working directory, then `execve`. The container's first
-/// process ends its setup here, and `exec` runs only this.
-pub(crate) fn process(p: &ProcessPlan) -> Result<Never> {
+/// Becomes the process `p` describes: user and capabilities, working
+/// directory, no_new_privs and seccomp, then `execve`. The container's
+/// first process ends its setup here (with a `gate`, waiting there for
+/// `start`), and `exec` runs only this.
+pub(crate) fn process(p: &ProcessPlan, gate: Option<Gate>) -> Result<Never> {
     // An exec'd process too gets the container's umask, not the daemon's.
     nix::sys::stat::umask(Mode::from_bits_truncate(0o022));
     // Our runtime ignores SIGPIPE, and an ignored signal stays ignored
@@ -156,13 +161,16 @@ pub(crate) fn process(p: &ProcessPlan) -> Result<Never> {
         crate::runtime::seccomp::install(f).map_err(|e| InitError::Seccomp { message: e.to_string() })?;
     }
     set_user_and_caps(p)?;
+    chdir(p.cwd.as_str()).map_err(err(format!("chdir to the working directory {:?}", p.cwd)))?;
+    if let Some(gate) = gate {
+        gate.wait()?;
+    }
     if p.no_new_privileges {
         nix::sys::prctl::set_no_new_privs().map_err(err("set no_new_privs"))?;
         if let Some(f) = &filter {
             crate::runtime::seccomp::install(f).map_err(|e| InitError::Seccomp { message: e.to_string() })?;
         }
     }
-    chdir(p.cwd.as_str()).map_err(err(format!("chdir to the working directory {:?}", p.cwd)))?;
     exec(p)
 }
 
@@ -276,7 +284,7 @@ fn configure_interface(net: &crate::runtime::network::NetPlan) -> Result<()> {
 /// Each prefix of the path is resolved from the root, as a path in the
 /// container is: a link met partway, absolute (`/var/run -> /run`) or
 /// relative, leads where it leads in the container, never out of it.
-fn open_in_root(root: BorrowedFd<'_>, path: &str, file: bool) -> Result<OwnedFd> {
+pub(super) fn open_in_root(root: BorrowedFd<'_>, path: &str, file: bool) -> Result<OwnedFd> {
     let how = |flags: OFlag| OpenHow::new().flags(flags | OFlag::O_CLOEXEC).resolve(ResolveFlag::RESOLVE_IN_ROOT);
     let comps: Vec<&str> = path.split('/').filter(|c| !c.is_empty() && *c != ".").collect();
     let mut cur = openat2(root, ".", how(OFlag::O_PATH | OFlag::O_DIRECTORY)).map_err(err("open the root"))?;
@@ -306,7 +314,7 @@ fn open_in_root(root: BorrowedFd<'_>, path: &str, file: bool) -> Result<OwnedFd>
     Ok(cur)
 }
 
-fn fd_path(fd: &OwnedFd) -> PathBuf {
+pub(super) fn fd_path(fd: &OwnedFd) -> PathBuf {
     PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
 }
 
@@ -319,7 +327,7 @@ fn mount_one(root: BorrowedFd<'_>, m: &MountPlan) -> Result<()> {
     let at = fd_path(&target);
     let what = format!("mount {} on {}", m.kind, m.destination);
     if m.kind == "cgroup" || m.kind == "cgroup2" {
-        return mount_cgroups(root, &at, m);
+        return super::cgroup_mounts::mount_cgroups(root, &at, m);
     }
     let data = (!m.data.is_empty()).then_some(m.data.as_str());
     if m.bind {
@@ -411,45 +419,6 @@ fn set_attributes_recursively(fd: &OwnedFd, flags: MsFlags) -> std::result::Resu
 pub fn recursive_readonly() -> bool {
     // An invalid descriptor: EBADF (or EINVAL) where the call exists.
     mount_setattr(-1, 0, None) != Err(Errno::ENOSYS)
-}
-
-/// `/sys/fs/cgroup` in the container: cgroup2 where the host is unified;
-/// else a tmpfs holding one v1 hierarchy per controller, as runc makes it.
-/// With a cgroup namespace, each shows the container's own cgroup as root.
-fn mount_cgroups(root: BorrowedFd<'_>, at: &Path, m: &MountPlan) -> Result<()> {
-    let flags = m.flags & (MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC | MsFlags::MS_RELATIME);
-    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").map_err(|e| InitError::io("read mountinfo", &e))?;
-    match crate::runtime::cgroups::detect(&mountinfo) {
-        Ok(crate::runtime::cgroups::Layout::Unified { .. }) => {
-            mount(Some("cgroup2"), at, Some("cgroup2"), m.flags, None::<&str>).map_err(err("mount cgroup2"))
-        }
-        Ok(crate::runtime::cgroups::Layout::Legacy { controllers, .. }) => {
-            mount(Some("tmpfs"), at, Some("tmpfs"), flags, Some("mode=755")).map_err(err("mount /sys/fs/cgroup"))?;
-            let mut mounted: Vec<&PathBuf> = Vec::new();
-            for (name, host) in &controllers {
-                if mounted.contains(&host) {
-                    continue;
-                }
-                mounted.push(host);
-                // Resolved again: the path now crosses into the new tmpfs.
-                let sub = format!("{}/{}", m.destination, host.file_name().unwrap_or_default().to_string_lossy());
-                let dir = open_in_root(root, &sub, false)?;
-                let opts: Vec<&str> = controllers.iter().filter(|(_, h)| *h == host).map(|(n, _)| n.as_str()).collect();
-                mount(Some("cgroup"), &fd_path(&dir), Some("cgroup"), m.flags, Some(opts.join(",").as_str()))
-                    .map_err(err(format!("mount the {name} cgroup")))?;
-            }
-            let top = open_in_root(root, &m.destination, false)?;
-            mount(
-                None::<&str>,
-                &fd_path(&top),
-                None::<&str>,
-                MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | flags,
-                Some("mode=755"),
-            )
-            .map_err(err("make /sys/fs/cgroup read-only"))
-        }
-        Err(e) => Err(InitError::Cgroups { message: e.to_string() }),
-    }
 }
 
 /// The default and requested device nodes, and the standard links.

@@ -171,9 +171,32 @@ impl Container {
     /// single-threaded (a foreground `runtime` command). Returns once its
     /// program runs; with [`Stdio::Pipes`], its output.
     pub fn create(setup: &Setup, plan: &Plan, stdio: Stdio) -> Result<(Container, Option<Output>), RuntimeError> {
+        Container::create_with(setup, plan, stdio, &Options::default())
+    }
+
+    /// [`Container::create`], but its first process stops at the start
+    /// gate of `fifo` (see `gate`) once set up: returns then, with stdio
+    /// ours (or, with `console`, a terminal it sends to that socket). Its
+    /// record says it runs; the FIFO tells it is only created.
+    pub fn create_at_gate(
+        setup: &Setup,
+        plan: &Plan,
+        fifo: BorrowedFd,
+        console: Option<BorrowedFd>,
+    ) -> Result<Container, RuntimeError> {
+        let options = Options { gate: Some(fifo), console, ..Options::default() };
+        Ok(Container::create_with(setup, plan, Stdio::Inherit, &options)?.0)
+    }
+
+    fn create_with(
+        setup: &Setup,
+        plan: &Plan,
+        stdio: Stdio,
+        options: &Options,
+    ) -> Result<(Container, Option<Output>), RuntimeError> {
         let process = ProcessState::of(&plan.process);
         let parts = Parts::new(setup, &process)?;
-        match spawn(plan, &parts.cgroup, stdio, &Options::default()) {
+        match spawn(plan, &parts.cgroup, stdio, options) {
             Ok((pid, output)) => {
                 parts.record(pid, process);
                 Ok((Container { parts, pid }, output))

@@ -25,9 +25,13 @@ impl Plan {
         }
         if let Some(m) = res.memory() {
             r.memory = m.limit().filter(|l| *l > 0).map(|l| l as u64);
-            if m.swap().is_some_and(|s| s > 0 && Some(s) != m.limit()) {
-                return unsupported("memory.swap (other than equal to the limit)");
-            }
+            // The spec's swap is memory and swap together (-1: unbounded).
+            r.swap = match (m.swap(), r.memory) {
+                (Some(s), _) if s < 0 => Some(u64::MAX),
+                (Some(s), Some(l)) if s as u64 > l => Some(s as u64 - l),
+                (Some(s), None) if s > 0 => return unsupported("memory.swap without memory.limit"),
+                _ => None,
+            };
         }
         if let Some(c) = res.cpu() {
             r.cpu_quota = c.quota().filter(|q| *q > 0).map(|q| q as u64);

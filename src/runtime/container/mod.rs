@@ -10,7 +10,11 @@
 //! and `helper` creates it from a single-threaded process for the daemon.
 
 mod bundle;
+mod cgroup_mounts;
+mod console;
 mod exec;
+mod exec_process;
+mod gate;
 mod helper;
 mod init;
 mod init_error;
@@ -33,6 +37,9 @@ use nix::errno::Errno;
 // a Container: the whole surface the rest of the crate sees.
 pub use bundle::run_bundle;
 pub use exec::exec;
+pub use exec_process::exec_process;
+pub(crate) use gate::make_fifo;
+pub use gate::{Opened, open as open_gate};
 pub use helper::serve as serve_spawn_helper;
 pub(crate) use init::loopback_up;
 pub use init::recursive_readonly;

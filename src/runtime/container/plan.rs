@@ -114,6 +114,10 @@ pub struct Plan {
     /// Enter this network namespace (another container's) instead of a
     /// new one.
     pub(crate) join_network: Option<PathBuf>,
+    /// A pseudo-terminal for its stdio (`process.terminal`), made in the
+    /// container and handed to the engine's console socket; its size.
+    #[serde(default)]
+    pub(crate) terminal: Option<Option<(u16, u16)>>,
 }
 
 /// What a process in the container runs as and runs: the container's first
@@ -207,7 +211,7 @@ pub(crate) fn parse_mount_options(options: &[String]) -> (MsFlags, MsFlags, Stri
     (flags, propagation, data.join(","), bind)
 }
 
-fn capabilities(set: &Option<oci_spec::runtime::Capabilities>) -> Result<Vec<caps::Capability>, PlanError> {
+pub(crate) fn capabilities(set: &Option<oci_spec::runtime::Capabilities>) -> Result<Vec<caps::Capability>, PlanError> {
     let mut out: Vec<caps::Capability> = Vec::new();
     for c in set.iter().flatten() {
         let name = c.to_string();
@@ -307,9 +311,6 @@ pub(crate) fn from_spec(spec: &Spec, bundle: &Path) -> Result<Plan, PlanError> {
         return unsupported("hooks");
     }
     let process = spec.process().as_ref().ok_or_else(|| invalid("no process"))?;
-    if process.terminal().unwrap_or(false) {
-        return unsupported("process.terminal = true");
-    }
     if process.apparmor_profile().is_some() || process.selinux_label().is_some() {
         return unsupported("an AppArmor profile or SELinux label");
     }
@@ -476,6 +477,10 @@ pub(crate) fn from_spec(spec: &Spec, bundle: &Path) -> Result<Plan, PlanError> {
         new_session: false,
         network: None,
         join_network,
+        terminal: process
+            .terminal()
+            .unwrap_or(false)
+            .then(|| process.console_size().as_ref().map(|b| (b.height() as u16, b.width() as u16))),
     })
 }
 
@@ -505,6 +510,12 @@ impl Plan {
 
     /// The interface the caller puts in the container's network namespace
     /// before it lets the container run, configured by the container's init.
+    /// Whether its stdio is a terminal (which needs an engine's console
+    /// socket to hand it to).
+    pub fn terminal(&self) -> bool {
+        self.terminal.is_some()
+    }
+
     pub fn set_network(&mut self, network: Option<crate::runtime::network::NetPlan>) {
         self.network = network;
     }

@@ -44,7 +44,13 @@ pub(crate) fn clone_reporting(flags: libc::c_ulong, child: impl FnOnce() -> Init
         drop(report_r);
         let error = child();
         let bytes = serde_json::to_vec(&error).unwrap_or_default();
-        let _ = nix::unistd::write(report_w.as_fd(), &bytes);
+        // Past a start gate, whoever created us may be gone: the reason
+        // then goes to our stderr (the engine's log of the container).
+        // SAFETY: SIG_IGN installs no handler; we exit right after.
+        let _ = unsafe { nix::sys::signal::signal(Signal::SIGPIPE, nix::sys::signal::SigHandler::SigIgn) };
+        if nix::unistd::write(report_w.as_fd(), &bytes).is_err() {
+            let _ = nix::unistd::write(std::io::stderr(), format!("{error}\n").as_bytes());
+        }
         // SAFETY: _exit(2) ends the child at once, without running the
         // parent's atexit handlers or destructors on state it copied.
         unsafe { libc::_exit(127) };
@@ -64,6 +70,20 @@ impl Cloned {
         }
         let _ = waitpid(self.pid, None);
         Err(RuntimeError::Start(serde_json::from_slice(&bytes).unwrap_or(InitError::Abandoned)))
+    }
+
+    /// Waits until the child is set up and waits at its start gate (a byte
+    /// on `ready`), or reaps it and returns why it could not get there.
+    pub(crate) fn at_gate(self, ready: OwnedFd) -> Result<Pid, RuntimeError> {
+        let mut byte = [0u8; 1];
+        loop {
+            match nix::unistd::read(ready.as_fd(), &mut byte) {
+                Ok(1) => return Ok(self.pid),
+                Err(Errno::EINTR) => continue,
+                // It ended (or closed its end) without getting there.
+                _ => return self.executed().and(Err(RuntimeError::Start(InitError::Abandoned))),
+            }
+        }
     }
 
     /// Kills and reaps the child: it must not run.

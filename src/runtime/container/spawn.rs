@@ -9,12 +9,13 @@
 //! helper, never a tokio worker). [`spawn`] checks that.
 
 use std::fs::File;
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
 use nix::fcntl::OFlag;
 use nix::unistd::{Pid, pipe2};
 
 use super::RuntimeError;
+use super::gate::Gate;
 use super::init;
 use super::plan::Plan;
 use super::process::clone_reporting;
@@ -51,6 +52,11 @@ pub(crate) struct Options<'a> {
     /// before it continues: the supervisor registers the pid with its
     /// reaper here, so that not even an early death goes unseen.
     pub(crate) on_cloned: Option<&'a dyn Fn(Pid) -> Result<(), RuntimeError>>,
+    /// Stop at the start gate (an `O_PATH` descriptor of its FIFO) once
+    /// set up: [`spawn`] returns then, before the program runs.
+    pub(crate) gate: Option<BorrowedFd<'a>>,
+    /// The engine's console socket (connected), for a plan with a terminal.
+    pub(crate) console: Option<BorrowedFd<'a>>,
 }
 
 /// Starts the container's first process; returns once its program runs.
@@ -77,6 +83,12 @@ pub(crate) fn spawn(
         }
     };
     let (go_r, go_w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| RuntimeError::sys("pipe", e))?;
+    let ready = match options.gate {
+        Some(_) => Some(pipe2(OFlag::O_CLOEXEC).map_err(|e| RuntimeError::sys("pipe", e))?),
+        None => None,
+    };
+    let console_fd = options.console.map(|c| c.as_raw_fd());
+    let gate_fds = options.gate.map(|fifo| fifo.as_raw_fd()).zip(ready.as_ref().map(|(_, w)| w.as_raw_fd()));
     let mut flags = plan.clone_flags.bits() as libc::c_ulong;
     if options.sibling {
         flags |= libc::CLONE_PARENT as libc::c_ulong;
@@ -95,17 +107,24 @@ pub(crate) fn spawn(
             let _ = nix::unistd::dup2_stdout(out);
             let _ = nix::unistd::dup2_stderr(err);
         }
-        init::run(plan, go_r)
+        // SAFETY: in the child, these are our copies of descriptors the
+        // parent keeps open until we are cloned; nothing else here owns them.
+        let gate = gate_fds.map(|(fifo, ready)| unsafe {
+            Gate { fifo: OwnedFd::from_raw_fd(fifo), ready: OwnedFd::from_raw_fd(ready) }
+        });
+        // SAFETY: as above, our copy of the caller's console socket.
+        let console = console_fd.map(|fd| unsafe { OwnedFd::from_raw_fd(fd) });
+        init::run(plan, go_r, gate, console)
     })?;
     let pid = child.pid;
     // Keep only the read ends: the container's exit then ends the streams.
     let output =
         pipes.map(|(_, (out_r, _), (err_r, _))| Output { stdout: File::from(out_r), stderr: File::from(err_r) });
-    let ready = cgroup.add(pid.as_raw() as u32).map_err(RuntimeError::Cgroup).and_then(|()| match options.on_cloned {
+    let cloned = cgroup.add(pid.as_raw() as u32).map_err(RuntimeError::Cgroup).and_then(|()| match options.on_cloned {
         Some(hook) => hook(pid),
         None => Ok(()),
     });
-    if let Err(e) = ready {
+    if let Err(e) = cloned {
         child.abort();
         return Err(e);
     }
@@ -114,6 +133,14 @@ pub(crate) fn spawn(
         return Err(RuntimeError::sys("start the container", e));
     }
     drop(go_w);
-    child.executed()?;
+    match ready {
+        Some((ready_r, ready_w)) => {
+            drop(ready_w);
+            child.at_gate(ready_r)?;
+        }
+        None => {
+            child.executed()?;
+        }
+    }
     Ok((pid, output))
 }

@@ -1,1 +1,0 @@
-//! Unit files written as Kubernetes objects.

@@ -1,0 +1,124 @@
+//! `exec` as engines call it (runc's `exec --process FILE`): a process
+//! described by a runtime-spec `process` object, run in a container with
+//! the caller's stdio as its own, its pid written where the engine reads
+//! it; with `detach`, left to the engine (its subreaper) at once, else
+//! waited for.
+//!
+//! What the description leaves out comes from the container's first
+//! process: capabilities, `no_new_privs`; the seccomp filter is always the
+//! container's, as runc does it.
+
+use std::path::Path;
+
+use oci_spec::runtime::Process;
+
+use super::exec::enter;
+use super::plan::{CapsPlan, PlanError, capabilities};
+use super::process::{clone_reporting, wait_exit};
+use super::state::ContainerState;
+use super::{RuntimeError, init};
+
+/// Runs `process` in the container `state` describes. Returns its exit
+/// code (0 once started, with `detach`).
+pub fn exec_process(
+    state: &ContainerState,
+    process: &Process,
+    detach: bool,
+    pid_file: Option<&Path>,
+) -> Result<i32, RuntimeError> {
+    if !state.alive() {
+        return Err(RuntimeError::NotRunning(state.name.clone()));
+    }
+    let invalid = |what: &str| RuntimeError::Plan(PlanError::Unsupported { what: what.to_string() });
+    if process.terminal().unwrap_or(false) {
+        return Err(invalid("process.terminal = true (a console socket)"));
+    }
+    let args = process.args().clone().unwrap_or_default();
+    if args.is_empty() {
+        return Err(RuntimeError::NoCommand);
+    }
+    let mut plan = state.process.plan(args)?;
+    let user = process.user();
+    plan.uid = user.uid();
+    plan.gid = user.gid();
+    plan.additional_gids = user.additional_gids().clone().unwrap_or_default();
+    if let Some(env) = process.env() {
+        plan.env = env.clone();
+    }
+    plan.cwd = process.cwd().to_string_lossy().into_owned();
+    if let Some(c) = process.capabilities() {
+        plan.caps = Some(CapsPlan {
+            bounding: capabilities(c.bounding())?,
+            effective: capabilities(c.effective())?,
+            permitted: capabilities(c.permitted())?,
+            inheritable: capabilities(c.inheritable())?,
+            ambient: capabilities(c.ambient())?,
+        });
+    }
+    if let Some(nnp) = process.no_new_privileges() {
+        // A process may add no_new_privs, never drop the container's.
+        plan.no_new_privileges |= nnp;
+    }
+    // The pid file is the host's: its directory is opened before we enter
+    // the container's mount namespace.
+    let pid_dir = match pid_file {
+        Some(path) => Some(PidFile::open(path)?),
+        None => None,
+    };
+    nix::sys::prctl::set_dumpable(false).map_err(|e| RuntimeError::sys("make us non-dumpable", e))?;
+    enter(state)?;
+    let child = clone_reporting(0, move || {
+        let _ = nix::unistd::setsid();
+        match init::process(&plan, None) {
+            Ok(never) => match never {},
+            Err(e) => e,
+        }
+    })?;
+    let pid = child.executed()?;
+    if let Some(pid_file) = pid_dir {
+        pid_file.write(pid.as_raw())?;
+    }
+    if detach {
+        return Ok(0);
+    }
+    wait_exit(pid)
+}
+
+/// A pid file to write from inside the container's mount namespace:
+/// through a descriptor of its directory, whole (a temporary name, then
+/// renamed).
+struct PidFile {
+    dir: std::os::fd::OwnedFd,
+    name: std::ffi::OsString,
+    path: std::path::PathBuf,
+}
+
+impl PidFile {
+    fn open(path: &Path) -> Result<PidFile, RuntimeError> {
+        use nix::fcntl::OFlag;
+        let parent = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let name = path
+            .file_name()
+            .ok_or_else(|| RuntimeError::io("write the pid file", path, std::io::ErrorKind::InvalidInput.into()))?;
+        let dir = nix::fcntl::open(
+            parent,
+            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .map_err(|e| RuntimeError::io("open", parent, e.into()))?;
+        Ok(PidFile { dir, name: name.to_owned(), path: path.to_path_buf() })
+    }
+
+    fn write(&self, pid: i32) -> Result<(), RuntimeError> {
+        use nix::fcntl::OFlag;
+        use nix::sys::stat::Mode;
+        let mut tmp = self.name.clone();
+        tmp.push(".tmp");
+        let failed = |e: nix::errno::Errno| RuntimeError::io("write the pid file", &self.path, e.into());
+        let flags = OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_TRUNC | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW;
+        let fd =
+            nix::fcntl::openat(&self.dir, tmp.as_os_str(), flags, Mode::from_bits_truncate(0o644)).map_err(failed)?;
+        nix::unistd::write(&fd, pid.to_string().as_bytes()).map_err(failed)?;
+        nix::fcntl::renameat(&self.dir, tmp.as_os_str(), &self.dir, self.name.as_os_str()).map_err(failed)
+    }
+}

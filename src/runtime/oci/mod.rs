@@ -1,0 +1,314 @@
+//! The OCI runtime's command line as engines drive it (runc's contract):
+//! `create` sets a container up with its program held at a start gate,
+//! `start` lets it run, `state`, `kill`, `pause`, `resume`, `delete`,
+//! `list` and `ps` act on it by ID. Each is one short-lived process; what
+//! lasts is under the root directory (see `record`). The container itself
+//! is the one every caller of ours makes ([`crate::runtime::container`]);
+//! the engine (conmon, containerd's shim) is its parent once `create`
+//! exits, and reaps it.
+
+mod documents;
+mod record;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use oci_spec::runtime::{Process, Spec};
+
+pub use documents::{default_spec, features};
+use record::{Dir, Record};
+pub use record::{SPEC_VERSION, State, Status};
+
+use crate::runtime::cgroups::{self, CgroupError};
+use crate::runtime::container::{Container, Plan, RuntimeError, Setup};
+
+/// How long `start` waits for a created container at its gate.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Debug, thiserror::Error)]
+pub enum OciError {
+    #[error("container id {id:?}: {why}")]
+    BadId { id: String, why: &'static str },
+    #[error("container {0:?} does not exist")]
+    NotFound(String),
+    #[error("container {0:?} already exists")]
+    Exists(String),
+    #[error("container {id:?} is {status}: {op} needs it {wanted}")]
+    WrongState { id: String, status: Status, op: &'static str, wanted: &'static str },
+    #[error("{0}")]
+    Console(&'static str),
+    #[error("unknown signal {0:?}")]
+    Signal(String),
+    #[error("{op} {}: {source}", path.display())]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    #[error(transparent)]
+    Cgroup(#[from] CgroupError),
+}
+
+impl OciError {
+    fn io(op: &'static str, path: &Path, source: std::io::Error) -> OciError {
+        OciError::Io { op, path: path.to_path_buf(), source }
+    }
+}
+
+/// runc's rule for IDs: letters, digits, `_+-.`, not `.` or `..`; they
+/// name a directory under the root.
+pub fn check_id(id: &str) -> Result<(), OciError> {
+    let bad = |why| Err(OciError::BadId { id: id.to_string(), why });
+    if id.is_empty() || id.len() > 1024 {
+        return bad("must be 1 to 1024 characters");
+    }
+    if id == "." || id == ".." {
+        return bad("must not be . or ..");
+    }
+    if !id.bytes().all(|b| b.is_ascii_alphanumeric() || b"_+-.".contains(&b)) {
+        return bad("may hold only letters, digits and _+-.");
+    }
+    Ok(())
+}
+
+fn loaded(root: &Path, id: &str) -> Result<(Dir, Record), OciError> {
+    check_id(id)?;
+    let dir = Dir::of(root, id);
+    let record = dir.load(id)?;
+    Ok((dir, record))
+}
+
+/// `create`: the bundle's container, set up, its program waiting for
+/// `start`. Writes its first process's pid to `pid_file`.
+/// With a terminal in the spec, `console_socket` is where its master goes.
+pub fn create(
+    root: &Path,
+    id: &str,
+    bundle: &Path,
+    pid_file: Option<&Path>,
+    console_socket: Option<&Path>,
+) -> Result<(), OciError> {
+    check_id(id)?;
+    // The container is cloned from this process: from a protected form of it.
+    crate::runtime::container::reexec_protected()?;
+    let bundle = std::path::absolute(bundle).map_err(|e| OciError::io("resolve", bundle, e))?;
+    let config = bundle.join("config.json");
+    let spec = Spec::load(&config).map_err(|source| RuntimeError::LoadSpec { path: config.clone(), source })?;
+    let plan = Plan::from_spec(&spec, &bundle).map_err(RuntimeError::from)?;
+    let resources = plan.resources(&spec).map_err(RuntimeError::from)?;
+    let console = match (plan.terminal(), console_socket) {
+        (true, Some(path)) => Some(
+            std::os::unix::net::UnixStream::connect(path)
+                .map_err(|e| OciError::io("connect to the console socket", path, e))?,
+        ),
+        (false, None) => None,
+        (true, None) => return Err(OciError::Console("process.terminal is true: give --console-socket")),
+        (false, Some(_)) => return Err(OciError::Console("--console-socket needs process.terminal = true")),
+    };
+    let rootfs = spec.root().as_ref().map(|r| bundle.join(r.path())).unwrap_or_default();
+    let cgroups_path = spec.linux().as_ref().and_then(|l| l.cgroups_path().as_ref()).map(|p| p.to_string_lossy());
+    let mountinfo = read("/proc/self/mountinfo")?;
+    let layout = cgroups::detect(&mountinfo)?;
+    let own = cgroups::own_paths(&read("/proc/self/cgroup")?);
+    let (manager, name) = cgroups::spec_path::for_spec(&layout, &own, cgroups_path.as_deref(), id)?;
+
+    let dir = Dir::of(root, id);
+    make_private_dir(root, false)?;
+    match make_private_dir(&dir.0, true) {
+        Err(OciError::Io { source, .. }) if source.kind() == std::io::ErrorKind::AlreadyExists => {
+            return Err(OciError::Exists(id.to_string()));
+        }
+        other => other?,
+    }
+    let made = (|| {
+        let record = Record {
+            id: id.to_string(),
+            bundle: bundle.clone(),
+            rootfs,
+            created: humantime::format_rfc3339_nanos(std::time::SystemTime::now()).to_string(),
+            annotations: spec.annotations().clone().unwrap_or_default().into_iter().collect(),
+            name: name.clone(),
+        };
+        dir.save(&record)?;
+        let fifo = crate::runtime::container::make_fifo(&dir.fifo())?;
+        let setup = Setup { name: &name, cgroups: &manager, resources: &resources, run_dir: Some(&dir.0), dir: None };
+        let console = console.as_ref().map(std::os::fd::AsFd::as_fd);
+        let container = Container::create_at_gate(&setup, &plan, std::os::fd::AsFd::as_fd(&fifo), console)?;
+        if let Some(path) = pid_file {
+            if let Err(e) = write_pid_file(path, container.pid()) {
+                let _ = container.kill_all();
+                let _ = container.destroy();
+                return Err(e);
+            }
+        }
+        Ok(())
+    })();
+    if made.is_err() {
+        let _ = std::fs::remove_dir_all(&dir.0);
+    }
+    made
+}
+
+fn read(path: &str) -> Result<String, OciError> {
+    std::fs::read_to_string(path).map_err(|e| OciError::io("read", Path::new(path), e))
+}
+
+fn make_private_dir(path: &Path, exclusive: bool) -> Result<(), OciError> {
+    use std::os::unix::fs::DirBuilderExt;
+    let made = std::fs::DirBuilder::new().recursive(!exclusive).mode(0o700).create(path);
+    made.map_err(|e| OciError::io("create", path, e))
+}
+
+/// The pid, written whole where the engine reads it.
+fn write_pid_file(path: &Path, pid: i32) -> Result<(), OciError> {
+    let tmp = path.with_extension("supervisor-runtime.tmp");
+    std::fs::write(&tmp, pid.to_string())
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .map_err(|e| OciError::io("write the pid file", path, e))
+}
+
+/// `start`: lets a created container's program run.
+pub fn start(root: &Path, id: &str) -> Result<(), OciError> {
+    let (dir, record) = loaded(root, id)?;
+    let state = dir.state(&record);
+    if state.status != Status::Created {
+        return Err(OciError::WrongState { id: id.into(), status: state.status, op: "start", wanted: "created" });
+    }
+    match crate::runtime::container::open_gate(&dir.fifo(), state.pid, Instant::now() + START_TIMEOUT)? {
+        crate::runtime::container::Opened::Started => Ok(()),
+        crate::runtime::container::Opened::Gone => {
+            Err(OciError::WrongState { id: id.into(), status: Status::Stopped, op: "start", wanted: "created" })
+        }
+    }
+}
+
+/// `state`.
+pub fn state(root: &Path, id: &str) -> Result<State, OciError> {
+    let (dir, record) = loaded(root, id)?;
+    Ok(dir.state(&record))
+}
+
+/// `list`: every container under the root, by ID.
+pub fn list(root: &Path) -> Result<Vec<State>, OciError> {
+    let entries = match std::fs::read_dir(root) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(OciError::io("read", root, e)),
+    };
+    let mut states: Vec<State> = entries
+        .flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter_map(|id| loaded(root, &id).ok().map(|(dir, record)| dir.state(&record)))
+        .collect();
+    states.sort_by(|a, b| a.id.cmp(&b.id));
+    Ok(states)
+}
+
+/// A signal as engines name it: `SIGTERM`, `TERM` or `15`.
+pub fn parse_signal(s: &str) -> Result<Signal, OciError> {
+    let bad = || OciError::Signal(s.to_string());
+    if let Ok(n) = s.parse::<i32>() {
+        return Signal::try_from(n).map_err(|_| bad());
+    }
+    let upper = s.to_ascii_uppercase();
+    let name = if upper.starts_with("SIG") { upper } else { format!("SIG{upper}") };
+    name.parse().map_err(|_| bad())
+}
+
+/// `kill`: `signal` to the first process, or with `all` to every process
+/// of the container.
+pub fn kill(root: &Path, id: &str, signal: Signal, all: bool) -> Result<(), OciError> {
+    let (dir, record) = loaded(root, id)?;
+    let state = dir.state(&record);
+    let container = dir.container(&record).filter(|_| state.status != Status::Stopped);
+    let Some(container) = container else {
+        return Err(OciError::WrongState { id: id.into(), status: state.status, op: "kill", wanted: "running" });
+    };
+    if all {
+        for pid in container.cgroup.procs()? {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal);
+        }
+        // A frozen process gets its signal once thawed, as runc does it.
+        if state.status == Status::Paused && signal == Signal::SIGKILL {
+            container.cgroup.thaw()?;
+        }
+        return Ok(());
+    }
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(state.pid), signal)
+        .map_err(|e| RuntimeError::Sys { op: "kill", errno: e })?;
+    Ok(())
+}
+
+/// `pause` and `resume`.
+pub fn pause(root: &Path, id: &str, paused: bool) -> Result<(), OciError> {
+    let (dir, record) = loaded(root, id)?;
+    let state = dir.state(&record);
+    let (op, wanted, from) =
+        if paused { ("pause", "running", Status::Running) } else { ("resume", "paused", Status::Paused) };
+    let container = dir.container(&record).filter(|_| state.status == from);
+    let Some(container) = container else {
+        return Err(OciError::WrongState { id: id.into(), status: state.status, op, wanted });
+    };
+    if paused {
+        container.cgroup.freeze()?
+    } else {
+        container.cgroup.thaw()?
+    }
+    Ok(())
+}
+
+/// `ps`: the pids of the container's processes.
+pub fn pids(root: &Path, id: &str) -> Result<Vec<u32>, OciError> {
+    let (dir, record) = loaded(root, id)?;
+    match dir.container(&record) {
+        Some(c) => Ok(c.cgroup.procs()?),
+        None => Ok(Vec::new()),
+    }
+}
+
+/// `delete`: removes a stopped (or created) container; with `force`, a
+/// running one is killed first.
+pub fn delete(root: &Path, id: &str, force: bool) -> Result<(), OciError> {
+    check_id(id)?;
+    let dir = Dir::of(root, id);
+    let record = match dir.load(id) {
+        Ok(r) => r,
+        // Made by a create that died before its record: only the directory.
+        Err(OciError::NotFound(_)) if dir.0.is_dir() => {
+            return std::fs::remove_dir_all(&dir.0).map_err(|e| OciError::io("remove", &dir.0, e));
+        }
+        Err(e) => return Err(e),
+    };
+    let state = dir.state(&record);
+    if matches!(state.status, Status::Running | Status::Paused) && !force {
+        return Err(OciError::WrongState { id: id.into(), status: state.status, op: "delete", wanted: "stopped" });
+    }
+    if state.status == Status::Paused {
+        // Frozen processes die only once thawed.
+        if let Some(c) = dir.container(&record) {
+            c.cgroup.thaw()?;
+        }
+    }
+    // Whatever runs of it is killed, then its cgroup and records go: the
+    // cleanup after a crash, which also finds a create that died halfway.
+    crate::runtime::container::clean_up(&dir.0);
+    std::fs::remove_dir_all(&dir.0).map_err(|e| OciError::io("remove", &dir.0, e))
+}
+
+/// `exec`: `process` in the running container `id`; its exit code (0 at
+/// once with `detach`).
+pub fn exec(root: &Path, id: &str, process: &Process, detach: bool, pid_file: Option<&Path>) -> Result<i32, OciError> {
+    let (dir, record) = loaded(root, id)?;
+    let state = dir.state(&record);
+    let container = dir.container(&record).filter(|_| state.status == Status::Running);
+    let Some(container) = container else {
+        return Err(OciError::WrongState { id: id.into(), status: state.status, op: "exec", wanted: "running" });
+    };
+    // It joins the container: from a protected form of our binary.
+    crate::runtime::container::reexec_protected()?;
+    Ok(crate::runtime::container::exec_process(&container, process, detach, pid_file)?)
+}
