@@ -33,6 +33,7 @@ packages=(
   dnsmasq-base     # what the dnsname plugin runs
   containerd       # ctr and the runc shim v2 drive supervisor-runtime in a test
   python3-venv     # the tests' virtual environment (kubernetes-validate)
+  docker-compose   # `docker-compose config` (1.29): import compose's reading of interpolation compared with it
 )
 
 missing=()

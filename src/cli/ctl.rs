@@ -10,6 +10,7 @@ use super::container;
 use super::control;
 use super::generate::{self, KubeArgs};
 use super::images::{self, StoreArgs};
+use super::import;
 use super::unit_files;
 use super::updates;
 use super::validate;
@@ -303,6 +304,9 @@ pub enum Command {
     /// Named volume commands.
     #[command(subcommand)]
     Volume(VolumeCommand),
+    /// Translate another tool's files into unit files.
+    #[command(subcommand)]
+    Import(ImportCommand),
     /// When each step of supervisord's start was done, from the kernel's
     /// clock (time since it started): as an appliance's init, its boot.
     Boot {
@@ -320,6 +324,35 @@ pub enum Command {
     /// DIR (for packaging).
     #[command(hide = true)]
     GenerateDocs { dir: PathBuf },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImportCommand {
+    /// Write one unit file per service of a Compose file, offline.
+    ///
+    /// Variables are interpolated as Compose does, from the environment
+    /// and the .env file beside FILE (the environment wins). Every key
+    /// that is not carried is listed on stderr as FILE:LINE: PATH: not
+    /// carried: why. Unit files that exist are not replaced (without
+    /// --force); on an error nothing is written.
+    ///
+    /// Exit status: 0 when everything was carried, 2 when some key was
+    /// not, 1 on an error.
+    Compose {
+        /// The Compose file (compose.yaml, docker-compose.yml).
+        file: PathBuf,
+        /// Where to write the unit files (made if missing).
+        #[arg(long, value_name = "DIR", default_value = ".")]
+        out: PathBuf,
+        /// Name units PROJECT-SERVICE and volumes PROJECT_VOLUME, as
+        /// Compose names containers and volumes (default: the file's
+        /// top-level name:, else the service names alone).
+        #[arg(long, short = 'p', value_name = "NAME")]
+        project: Option<String>,
+        /// Replace unit files that exist.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -409,6 +442,9 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Events { json } => control::events(&client, json),
         Command::Volumes { json } => control::volumes(&client, json),
         Command::Volume(VolumeCommand::Rm { name }) => control::volume_rm(&client, &name),
+        Command::Import(ImportCommand::Compose { file, out, project, force }) => {
+            import::compose(&file, Some(&out), project.as_deref(), force)
+        }
         Command::Boot { json } => control::boot(&client, json),
         Command::Poweroff => control::power(&client, "poweroff"),
         Command::Reboot => control::power(&client, "reboot"),

@@ -35,6 +35,7 @@ pub mod daemon;
 pub mod docs;
 pub mod generate;
 pub mod images;
+pub mod import;
 pub mod oci;
 pub mod progress;
 pub mod unit_files;

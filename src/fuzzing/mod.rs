@@ -10,10 +10,12 @@
 //! this module (tests/module_rules.rs checks it).
 
 mod images;
+mod interop;
 mod units;
 mod wire;
 
 pub use images::{auth_json, image_config, image_manifest, tar_layer, www_authenticate};
+pub use interop::compose_file;
 pub use units::{env_file, unit_file, values};
 pub use wire::{client_response, control_request, serial_framing};
 
@@ -33,4 +35,5 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("control_request", control_request),
     ("client_response", client_response),
     ("serial_framing", serial_framing),
+    ("compose_file", compose_file),
 ];

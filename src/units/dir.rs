@@ -101,6 +101,52 @@ pub fn load_dir_changed(dir: &Path, changes: &BTreeMap<String, Option<String>>) 
     }))
 }
 
+/// Checks unit files given as text, as if they were the files of `dir`
+/// (named NAME.toml there) and no other: each parsed, then the cross-unit
+/// checks. Reads nothing itself; `read_file` reads what a unit refers to
+/// (its env_file). For units made by a program before they are written.
+pub fn check_texts(
+    dir: &Path,
+    texts: &BTreeMap<String, String>,
+    read_file: &dyn Fn(&Path) -> Result<String, String>,
+) -> UnitSet {
+    let mut set = UnitSet::default();
+    let paths: BTreeMap<&str, PathBuf> = texts.keys().map(|n| (n.as_str(), unit_file(dir, n))).collect();
+    for (name, text) in texts {
+        let path = &paths[name.as_str()];
+        set.files.insert(name.clone(), path.clone());
+        if let Err(e) = check_dns_label(name).and_then(|()| check_not_reserved(name)) {
+            set.errors.push(Diagnostic::whole_file(path, e));
+            continue;
+        }
+        let input = ParseInput { name, source: Source { path, text }, base_dir: dir, read_file };
+        match parse_unit(&input) {
+            Ok(parsed) => {
+                let hashes = Hashes::of(&parsed.unit);
+                set.units.push(LoadedUnit {
+                    unit: parsed.unit,
+                    file: path.clone(),
+                    hash: hashes.unit.clone(),
+                    hashes,
+                    spans: parsed.spans,
+                });
+            }
+            Err(errs) => set.errors.extend(errs.into_iter().map(|mut d| {
+                d.unit_file = Some(path.clone());
+                d
+            })),
+        }
+    }
+    let source_of = |name: &str| Some(Source { path: paths.get(name)?, text: texts.get(name)? });
+    let (cross, invalid) = graph::cross_check(&set.units, &set.files, &source_of);
+    set.errors.extend(cross);
+    for d in &mut set.errors {
+        d.unit_file.get_or_insert_with(|| d.file.clone());
+    }
+    set.units.retain(|u| !invalid.contains(&u.unit.name));
+    set
+}
+
 /// Loads `paths` as one set, each file's text from `read`.
 fn load(paths: &[PathBuf], read: &dyn Fn(&Path) -> Result<String, Box<Diagnostic>>) -> UnitSet {
     let mut set = UnitSet::default();

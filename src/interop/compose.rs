@@ -1,1 +1,0 @@
-//! A Compose file read into unit files.
