@@ -47,12 +47,19 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 CONF
 containerd --config "$work/containerd.toml" >"$work/containerd.log" 2>&1 &
 containerd_pid=$!
+# What podman's CNI network makes, removed after unless it was there.
+had_bridge=$(ip -o link show cni-podman0 2>/dev/null || true)
+had_tables=$(nft list tables 2>/dev/null || true)
 cleanup() {
   $podman rm -af -t 0 >/dev/null 2>&1 || true
   $podman system reset -f >/dev/null 2>&1 || true
   kill "$containerd_pid" 2>/dev/null || true
   wait "$containerd_pid" 2>/dev/null || true
   rm -rf /run/containerd/runc/bench "$work"
+  [[ -n $had_bridge ]] || ip link del cni-podman0 2>/dev/null || true
+  for t in "ip filter" "ip nat" "ip6 nat"; do
+    grep -qx "table $t" <<<"$had_tables" || nft delete table $t 2>/dev/null || true
+  done
 }
 trap cleanup EXIT
 ctr="ctr --address $work/containerd.sock --namespace bench"
