@@ -119,23 +119,7 @@ pub fn check_texts(
             set.errors.push(Diagnostic::whole_file(path, e));
             continue;
         }
-        let input = ParseInput { name, source: Source { path, text }, base_dir: dir, read_file };
-        match parse_unit(&input) {
-            Ok(parsed) => {
-                let hashes = Hashes::of(&parsed.unit);
-                set.units.push(LoadedUnit {
-                    unit: parsed.unit,
-                    file: path.clone(),
-                    hash: hashes.unit.clone(),
-                    hashes,
-                    spans: parsed.spans,
-                });
-            }
-            Err(errs) => set.errors.extend(errs.into_iter().map(|mut d| {
-                d.unit_file = Some(path.clone());
-                d
-            })),
-        }
+        add_parsed(&mut set, &ParseInput { name, source: Source { path, text }, base_dir: dir, read_file });
     }
     let source_of = |name: &str| Some(Source { path: paths.get(name)?, text: texts.get(name)? });
     let (cross, invalid) = graph::cross_check(&set.units, &set.files, &source_of);
@@ -204,22 +188,7 @@ fn load(paths: &[PathBuf], read: &dyn Fn(&Path) -> Result<String, Box<Diagnostic
             base_dir: base,
             read_file: &|p| read_text(p).map_err(|d| d.message),
         };
-        match parse_unit(&input) {
-            Ok(parsed) => {
-                let hashes = Hashes::of(&parsed.unit);
-                set.units.push(LoadedUnit {
-                    unit: parsed.unit,
-                    file: path.clone(),
-                    hash: hashes.unit.clone(),
-                    hashes,
-                    spans: parsed.spans,
-                });
-            }
-            Err(errs) => set.errors.extend(errs.into_iter().map(|mut d| {
-                d.unit_file = Some(path.clone());
-                d
-            })),
-        }
+        add_parsed(&mut set, &input);
         texts.insert(name, (path.clone(), text));
     }
     let source_of = |name: &str| texts.get(name).map(|(p, t)| Source { path: p, text: t });
@@ -233,6 +202,28 @@ fn load(paths: &[PathBuf], read: &dyn Fn(&Path) -> Result<String, Box<Diagnostic
     set.units.retain(|u| !invalid.contains(&u.unit.name));
     set.errors.sort_by(|a, b| (&a.file, a.line, a.column).cmp(&(&b.file, b.line, b.column)));
     set
+}
+
+/// Parses one unit into `set`: the unit with its hashes, or its errors
+/// (each naming the unit's file).
+fn add_parsed(set: &mut UnitSet, input: &ParseInput) {
+    let path = input.source.path;
+    match parse_unit(input) {
+        Ok(parsed) => {
+            let hashes = Hashes::of(&parsed.unit);
+            set.units.push(LoadedUnit {
+                unit: parsed.unit,
+                file: path.to_path_buf(),
+                hash: hashes.unit.clone(),
+                hashes,
+                spans: parsed.spans,
+            });
+        }
+        Err(errs) => set.errors.extend(errs.into_iter().map(|mut d| {
+            d.unit_file = Some(path.to_path_buf());
+            d
+        })),
+    }
 }
 
 /// The file of unit `name` in `dir`.
