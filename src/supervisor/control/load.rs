@@ -33,7 +33,7 @@ pub(super) async fn load(stream: &mut UnixStream, control: &Control, req: Reques
     if let Some(Err(e)) = name.as_deref().map(loaded_reference) {
         return http::error(stream, 400, &format!("name: {e}")).await;
     }
-    let Ok(_one) = LOADS.try_acquire() else {
+    let Ok(one) = LOADS.try_acquire() else {
         return http::error(stream, 409, "another load is in progress: try again when it has ended").await;
     };
     let store = control.store.clone();
@@ -45,12 +45,17 @@ pub(super) async fn load(stream: &mut UnixStream, control: &Control, req: Reques
     };
     if let Err((status, message)) = receive(stream, &upload, &req.body, length).await {
         tracing::warn!("load: {message}");
+        drop((upload, one));
         return http::error(stream, status, &message).await;
     }
     let (store, options) = (control.store.clone(), control.pull.clone());
     with_progress(stream, move |progress| {
-        let images = store.load(upload.path(), name.as_deref(), &options, progress)?;
+        let loaded = store.load(upload.path(), name.as_deref(), &options, progress);
+        // Done before the answer goes out: a client that has it may load
+        // the next archive at once.
         drop(upload);
+        drop(one);
+        let images = loaded?;
         let records: Vec<_> = images.into_iter().map(|i| i.record).collect();
         for r in &records {
             tracing::info!("loaded {} ({})", r.reference, r.manifest_digest);
