@@ -21,7 +21,7 @@ use record::{Dir, Record};
 pub use record::{SPEC_VERSION, State, Status};
 
 use crate::runtime::cgroups::{self, CgroupError};
-use crate::runtime::container::{Container, Plan, RuntimeError, Setup};
+use crate::runtime::container::{Container, PidFile, Plan, RuntimeError, Setup};
 
 /// How long `start` waits for a created container at its gate.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -139,10 +139,11 @@ pub fn create(
         let console = console.as_ref().map(std::os::fd::AsFd::as_fd);
         let container = Container::create_at_gate(&setup, &plan, std::os::fd::AsFd::as_fd(&fifo), console)?;
         if let Some(path) = pid_file {
-            if let Err(e) = write_pid_file(path, container.pid()) {
+            let written = PidFile::open(path).and_then(|f| f.write(container.pid()));
+            if let Err(e) = written {
                 let _ = container.kill_all();
                 let _ = container.destroy();
-                return Err(e);
+                return Err(e.into());
             }
         }
         Ok(())
@@ -161,14 +162,6 @@ fn make_private_dir(path: &Path, exclusive: bool) -> Result<(), OciError> {
     use std::os::unix::fs::DirBuilderExt;
     let made = std::fs::DirBuilder::new().recursive(!exclusive).mode(0o700).create(path);
     made.map_err(|e| OciError::io("create", path, e))
-}
-
-/// The pid, written whole where the engine reads it.
-fn write_pid_file(path: &Path, pid: i32) -> Result<(), OciError> {
-    let tmp = path.with_extension("supervisor-runtime.tmp");
-    std::fs::write(&tmp, pid.to_string())
-        .and_then(|()| std::fs::rename(&tmp, path))
-        .map_err(|e| OciError::io("write the pid file", path, e))
 }
 
 /// `start`: lets a created container's program run.
