@@ -99,12 +99,9 @@ fn runtime() -> PathBuf {
 #[test]
 fn containerd_runs_tasks_on_our_runtime_through_the_runc_shim() {
     let test = "containerd_runs_tasks_on_our_runtime_through_the_runc_shim";
-    let have = |tool: &str| {
-        Command::new("sh").args(["-c", &format!("command -v {tool}")]).output().is_ok_and(|o| o.status.success())
-    };
     if !common::require_root(test)
-        || !common::require(test, have("containerd") && have("ctr"), "containerd is not installed")
-        || !common::require(test, have("skopeo"), "skopeo is not installed")
+        || !common::require(test, common::have("containerd") && common::have("ctr"), "containerd is not installed")
+        || !common::require(test, common::have("skopeo"), "skopeo is not installed")
     {
         return;
     }

@@ -109,7 +109,7 @@ fn wait_until(what: &str, secs: u64, pred: impl Fn() -> bool) {
 #[test]
 fn podman_runs_containers_on_our_runtime() {
     if !common::require_root("podman_runs_containers_on_our_runtime")
-        || !common::require("podman_runs_containers_on_our_runtime", which("podman"), "podman is not installed")
+        || !common::require("podman_runs_containers_on_our_runtime", common::have("podman"), "podman is not installed")
     {
         return;
     }
@@ -218,10 +218,6 @@ fn podman_runs_containers_on_our_runtime() {
     // Nothing of ours is left under podman's runtime root.
     let state = p.dir.path().join("runroot");
     assert!(!contains_container_state(&state), "leftover container state under {}", state.display());
-}
-
-fn which(tool: &str) -> bool {
-    Command::new("sh").args(["-c", &format!("command -v {tool}")]).output().is_ok_and(|o| o.status.success())
 }
 
 /// Whether a `state.json` of ours is anywhere below `dir`.

@@ -17,10 +17,6 @@ fn run(cmd: &mut Command) -> String {
     text(&out.stdout)
 }
 
-fn have(tool: &str) -> bool {
-    Command::new("sh").args(["-c", &format!("command -v {tool}")]).output().is_ok_and(|o| o.status.success())
-}
-
 /// The package, built from the binaries these tests were built with.
 fn build_deb(out: &Path) -> PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -32,7 +28,7 @@ fn build_deb(out: &Path) -> PathBuf {
 #[test]
 fn the_debian_package_installs_and_its_commands_and_manual_work() {
     for tool in ["dpkg-deb", "dpkg", "man"] {
-        assert!(have(tool), "{tool} is missing (scripts/install-deps.sh installs man-db)");
+        assert!(common::have(tool), "{tool} is missing (scripts/install-deps.sh installs man-db)");
     }
     let t = tempfile::tempdir().unwrap();
     let deb = build_deb(&t.path().join("out"));
@@ -91,7 +87,7 @@ fn the_debian_package_installs_and_its_commands_and_manual_work() {
 
 #[test]
 fn the_systemd_unit_verifies() {
-    if !have("systemd-analyze") {
+    if !common::have("systemd-analyze") {
         panic!("systemd-analyze is missing (the systemd package)");
     }
     // verify wants the program ExecStart names: a root where it exists,

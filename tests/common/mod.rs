@@ -95,6 +95,14 @@ pub fn unique_name(prefix: &str) -> String {
     name
 }
 
+/// Whether `tool` is on the PATH.
+pub fn have(tool: &str) -> bool {
+    std::process::Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
 /// Runs `cmd` to its end with its output in files, and returns it: what
 /// it leaves running (a container it created, an engine's monitor) may
 /// inherit them and keep them open, which would make a pipe never end.
