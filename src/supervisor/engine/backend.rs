@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 
-use super::wire::Event;
+use super::wire::{Event, FreezeError};
 use crate::runtime::cgroups::Cgroup;
 use crate::supervisor::policy::{Join, ProbeLoop};
 use crate::units::LoadedUnit;
@@ -30,6 +30,11 @@ pub trait Backend: Send + 'static {
     fn signal(&mut self, name: &str, pid: i32, signal: i32) -> std::io::Result<()>;
     /// SIGKILL to every process of the container.
     fn kill_all(&mut self, name: &str, generation: u64);
+    /// Freezes (`frozen`) or thaws every process of the container, and
+    /// returns once the kernel has: a cgroup write, and for a freeze the
+    /// wait for every process to stop (at most the freezer's timeout, a
+    /// few milliseconds unless a process is stuck in the kernel).
+    fn freeze(&mut self, name: &str, generation: u64, frozen: bool) -> Result<(), FreezeError>;
     /// Ends the tasks that live beside the container (probe loop, notify
     /// listener).
     fn end_tasks(&mut self, name: &str, generation: u64);

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use super::wire::{Command, KillError, Rolled, UpdateTarget};
+use super::wire::{Command, KillError, PauseError, Rolled, UpdateTarget};
 use super::{Backend, Engine, now};
 use crate::supervisor::policy::Record;
 use crate::supervisor::unit_files;
@@ -31,6 +31,9 @@ impl<B: Backend> Engine<B> {
                     Err(e) => Err(e.into()),
                 };
                 let _ = reply.send(result);
+            }
+            Command::Pause(name, pause, reply) => {
+                let _ = reply.send(self.pause(&name, pause));
             }
             Command::Reload(dry_run, reply) => {
                 let _ = reply.send(self.rescan(dry_run));
@@ -93,6 +96,21 @@ impl<B: Backend> Engine<B> {
                 let _ = reply.send(files);
             }
         }
+    }
+
+    /// Freezes (`pause`) or thaws the unit's container, then tells the
+    /// core, so that a freeze the kernel refused changes nothing.
+    fn pause(&mut self, name: &str, pause: bool) -> Result<(), PauseError> {
+        if pause {
+            let Some(generation) = self.core.to_pause(name)? else { return Ok(()) };
+            self.backend.freeze(name, generation, true)?;
+            self.core.paused(name, generation);
+        } else {
+            let generation = self.core.to_unpause(name)?;
+            self.backend.freeze(name, generation, false)?;
+            self.core.unpaused(name, generation);
+        }
+        Ok(())
     }
 
     fn rolled(&self, name: &str, changed: bool) -> Rolled {

@@ -23,7 +23,7 @@ pub use super::policy::Op;
 pub use super::policy::status::{StateEvent, UnitStatus};
 pub use backend::{Backend, Events, Start};
 pub use real::Real;
-pub use wire::{Command, Event, KillError, ReloadError, Rolled, StartPhase, UpdateTarget};
+pub use wire::{Command, Event, FreezeError, KillError, PauseError, ReloadError, Rolled, StartPhase, UpdateTarget};
 
 use super::policy::reload::Step;
 use super::policy::{Action, Core, Level, Now, Phase};
@@ -136,6 +136,12 @@ impl<B: Backend> Engine<B> {
                 }
             }
             Action::KillAll { name, generation } => self.backend.kill_all(&name, generation),
+            Action::Thaw { name, generation } => {
+                if let Err(e) = self.backend.freeze(&name, generation, false) {
+                    // Its stop timeout's SIGKILL to all of it still ends it.
+                    tracing::warn!("cannot thaw it before its stop signal: {e}");
+                }
+            }
             Action::EndTasks { name, generation } => self.backend.end_tasks(&name, generation),
             Action::Probe { name, generation, probe } => self.backend.probe(&name, generation, probe, tx),
             Action::Update { name, generation, unit, resources } => {

@@ -9,7 +9,7 @@ use tokio::sync::Semaphore;
 
 use super::backend::{Backend, Events, Live, LiveSet, Start};
 use super::container;
-use super::wire::Event;
+use super::wire::{Event, FreezeError};
 use crate::health::probe;
 use crate::runtime::cgroups::{Cgroup, Usage};
 use crate::supervisor::logs::{Hub, Limits};
@@ -81,6 +81,13 @@ impl Backend for Real {
         if let Some(cg) = self.live.with(name, generation, |l| l.cgroup.clone()).flatten() {
             tokio::task::spawn_blocking(move || cg.kill_all());
         }
+    }
+
+    fn freeze(&mut self, name: &str, generation: u64, frozen: bool) -> Result<(), FreezeError> {
+        let cgroup = self.live.with(name, generation, |l| l.cgroup.clone()).flatten();
+        let cgroup = cgroup.ok_or_else(|| FreezeError::NoCgroup(name.to_string()))?;
+        let result = if frozen { cgroup.freeze() } else { cgroup.thaw() };
+        result.map_err(|source| FreezeError::Cgroup { name: name.to_string(), source })
     }
 
     fn end_tasks(&mut self, name: &str, generation: u64) {

@@ -19,6 +19,7 @@ enum Call {
     Start { name: String, generation: u64, command: Vec<String> },
     Signal { name: String, pid: i32, signal: i32 },
     KillAll { name: String },
+    Freeze { name: String, frozen: bool },
     Update { name: String, resources: bool },
 }
 
@@ -42,6 +43,15 @@ impl Backend for Fake {
     }
     fn kill_all(&mut self, name: &str, _generation: u64) {
         let _ = self.calls.send(Call::KillAll { name: name.into() });
+    }
+    /// A unit named `nofreezer` stands for a host without the freezer.
+    fn freeze(&mut self, name: &str, _generation: u64, frozen: bool) -> Result<(), FreezeError> {
+        let _ = self.calls.send(Call::Freeze { name: name.into(), frozen });
+        if name == "nofreezer" {
+            let source = crate::runtime::cgroups::CgroupError::ControllerNotMounted("freezer");
+            return Err(FreezeError::Cgroup { name: name.into(), source });
+        }
+        Ok(())
     }
     fn end_tasks(&mut self, _name: &str, _generation: u64) {}
     fn probe(&mut self, _name: &str, _generation: u64, _probe: Option<ProbeLoop>, _events: &Events) {}
@@ -335,4 +345,50 @@ async fn rollback_and_new_images_are_answered_by_the_core_and_a_trial_replaces_t
     assert!(!b.auto && !b.in_progress, "{b:?}");
     let err = l.ask(|tx| Command::RollImage("a".into(), "sha256:2".into(), tx)).await.unwrap_err();
     assert!(err.to_string().contains("an update is in progress"), "{err}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn pause_freezes_before_it_answers_and_a_stop_thaws_before_its_signal() {
+    let mut l = Loop::start(&[("a", PLAIN), ("b", PLAIN), ("nofreezer", PLAIN)]).await;
+    for _ in 0..3 {
+        l.call().await;
+    }
+    l.started("a", 1, 10);
+    l.started("nofreezer", 1, 12);
+    l.ask(|tx| Command::Pause("a".into(), true, tx)).await.unwrap();
+    assert_eq!(l.call().await, Call::Freeze { name: "a".into(), frozen: true });
+    assert_eq!(l.state("a").await, State::Paused);
+    // Twice is no error, and freezes nothing more.
+    l.ask(|tx| Command::Pause("a".into(), true, tx)).await.unwrap();
+    let err = l.ask(|tx| Command::Pause("b".into(), true, tx)).await.unwrap_err();
+    assert_eq!(err.to_string(), "b is starting: only a running unit can be paused");
+    let err = l.ask(|tx| Command::Pause("nofreezer".into(), true, tx)).await.unwrap_err();
+    assert_eq!(err.to_string(), "nofreezer: the cgroup v1 freezer controller is not mounted");
+    assert_eq!(l.call().await, Call::Freeze { name: "nofreezer".into(), frozen: true });
+    assert_eq!(l.state("nofreezer").await, State::Running, "a refused freeze changes nothing");
+    let err = l.ask(|tx| Command::Pause("nofreezer".into(), false, tx)).await.unwrap_err();
+    assert_eq!(err.to_string(), "nofreezer is not paused");
+    let err = l.ask(|tx| Command::Kill("a".into(), libc::SIGHUP, tx)).await.unwrap_err();
+    assert_eq!(err.to_string(), "a is paused: unpause it first");
+    l.no_call().await;
+    l.ask(|tx| Command::Op(Op::Stop, vec!["a".into()], tx)).await.unwrap();
+    assert_eq!(l.call().await, Call::Freeze { name: "a".into(), frozen: false });
+    assert_eq!(l.call().await, signal("a", 10));
+    l.exited("a", 1, 143);
+    assert_eq!(l.state("a").await, State::Inactive);
+}
+
+#[tokio::test(start_paused = true)]
+async fn unpause_thaws_and_the_unit_runs_again() {
+    let mut l = Loop::start(&[("a", PLAIN)]).await;
+    l.call().await;
+    l.started("a", 1, 10);
+    l.ask(|tx| Command::Pause("a".into(), true, tx)).await.unwrap();
+    assert_eq!(l.call().await, Call::Freeze { name: "a".into(), frozen: true });
+    l.ask(|tx| Command::Pause("a".into(), false, tx)).await.unwrap();
+    assert_eq!(l.call().await, Call::Freeze { name: "a".into(), frozen: false });
+    assert_eq!(l.state("a").await, State::Running);
+    let err = l.ask(|tx| Command::Pause("a".into(), false, tx)).await.unwrap_err();
+    assert_eq!(err.to_string(), "a is not paused");
+    l.no_call().await;
 }

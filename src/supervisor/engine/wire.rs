@@ -85,6 +85,9 @@ pub enum Command {
     /// (a restart waits for a newer one) or the first unknown name.
     Op(Op, Vec<String>, oneshot::Sender<Result<Vec<(String, u64)>, OpError>>),
     Kill(String, i32, oneshot::Sender<Result<(), KillError>>),
+    /// `pause` (true) or `unpause` (false) a unit: its container frozen or
+    /// thawed before the answer.
+    Pause(String, bool, oneshot::Sender<Result<(), PauseError>>),
     Reload(bool, oneshot::Sender<Result<BTreeMap<String, Step>, ReloadError>>),
     /// `apply` and `remove`: unit files written into (or removed from) the
     /// unit directory once checked, then reloaded as any edit; or, with
@@ -132,6 +135,28 @@ pub struct UpdateTarget {
     /// tried again.
     pub rejected: Option<String>,
     pub in_progress: bool,
+}
+
+/// Why a container could not be frozen or thawed.
+#[derive(Debug, thiserror::Error)]
+pub enum FreezeError {
+    #[error("{0}: its container has no cgroup (yet)")]
+    NoCgroup(String),
+    #[error("{name}: {source}")]
+    Cgroup {
+        name: String,
+        #[source]
+        source: crate::runtime::cgroups::CgroupError,
+    },
+}
+
+/// Why `pause` or `unpause` failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PauseError {
+    #[error(transparent)]
+    Unit(#[from] OpError),
+    #[error(transparent)]
+    Freeze(#[from] FreezeError),
 }
 
 /// Why `kill` failed.

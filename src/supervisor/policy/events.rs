@@ -24,6 +24,14 @@ pub enum OpError {
     Invalid { name: String, error: String },
     #[error("{0} is not running")]
     NotRunning(String),
+    #[error("{name} is {state}: only a running unit can be paused")]
+    CannotPause { name: String, state: super::lifecycle::State },
+    #[error("{0} is being updated: pause it once its update is done")]
+    Updating(String),
+    #[error("{0} is paused: unpause it first")]
+    Paused(String),
+    #[error("{0} is not paused")]
+    NotPaused(String),
 }
 
 impl Core {
@@ -221,6 +229,15 @@ impl Core {
             r.record(exit);
             return;
         }
+        if run.paused {
+            // Killed while frozen (from outside: nothing of ours stops a
+            // paused container without thawing it): the operator wanted
+            // it not to run, so the restart policy does not bring it back.
+            r.reason = Some(format!("{} while paused", exit.describe()));
+            r.life = Life::Idle(Rest::Exited);
+            r.record(exit);
+            return;
+        }
         self.note(name, exit.describe());
         self.after_exit(name, exit, ran_for, false, now);
     }
@@ -295,6 +312,11 @@ impl Core {
         let check = health::effective(&health, running.container.image_health.as_ref());
         running.health =
             check.as_ref().map(|c| (c.clone(), Tracker::new(running.started_at, c.start_period, c.retries)));
+        if run.paused {
+            // Its loop ended at the pause; `unpause` starts this check.
+            return;
+        }
+        let Some(running) = run.running() else { return };
         let probe = check.map(|check| ProbeLoop { check, pid: running.container.pid, hostname });
         self.pending.push(Action::Probe { name: name.into(), generation, probe });
     }
@@ -306,7 +328,8 @@ impl Core {
             return;
         }
         let Some(run) = self.records.get_mut(name).and_then(|r| r.run_of(generation)) else { return };
-        if run.stopping {
+        // A result of a probe that ran into the freeze: not counted.
+        if run.stopping || run.paused {
             return;
         }
         let Some((check, tracker)) = run.running_mut().and_then(|x| x.health.as_mut()) else { return };
@@ -386,6 +409,11 @@ impl Core {
         let Some(run) = r.run_of(generation) else { return };
         run.stopping = true;
         self.pending.push(Action::EndTasks { name: name.into(), generation });
+        if std::mem::take(&mut run.paused) {
+            // A frozen process would only take its stop signal once
+            // thawed: thaw first, so it has its whole stop timeout.
+            self.pending.push(Action::Thaw { name: name.into(), generation });
+        }
         let Some(running) = run.running() else {
             // Still starting: stopped as soon as it is started.
             return;
@@ -405,6 +433,12 @@ impl Core {
         if let Some(bad) = names.iter().find(|n| self.records[*n].config.is_none()) {
             let error = self.records[bad].file_error.clone().unwrap_or_default();
             return Err(OpError::Invalid { name: bad.clone(), error });
+        }
+        if op == Op::Start {
+            // As Docker's `start` of a paused container.
+            if let Some(bad) = names.iter().find(|n| self.records[*n].run().is_some_and(|r| r.paused)) {
+                return Err(OpError::Paused(bad.clone()));
+            }
         }
         let mut generations = Vec::new();
         for name in names {
@@ -428,6 +462,10 @@ impl Core {
     /// The pid of `name`'s running container, for `kill`.
     pub fn pid(&self, name: &str) -> Result<i32, OpError> {
         let r = self.records.get(name).ok_or_else(|| OpError::Unknown(name.into()))?;
+        if r.run().is_some_and(|run| run.paused) {
+            // Its signal would wait for the thaw.
+            return Err(OpError::Paused(name.into()));
+        }
         r.run().and_then(Run::running).map(|x| x.container.pid).ok_or_else(|| OpError::NotRunning(name.into()))
     }
 
@@ -447,5 +485,6 @@ pub(super) fn new_run(generation: u64, unit: &LoadedUnit, image: Option<String>)
         unhealthy: None,
         notify: unit.unit.container.notify.then(Notify::default),
         image,
+        paused: false,
     }
 }

@@ -22,6 +22,9 @@ pub enum State {
     Pulling,
     Starting,
     Running,
+    /// Running, its processes frozen by an operator's `pause` until
+    /// `unpause`: no probes, no restarts.
+    Paused,
     Stopping,
     /// Ended, and the restart policy leaves it so.
     Exited,
@@ -40,6 +43,7 @@ impl State {
             State::Pulling => "pulling",
             State::Starting => "starting",
             State::Running => "running",
+            State::Paused => "paused",
             State::Stopping => "stopping",
             State::Exited => "exited",
             State::Backoff => "backoff",

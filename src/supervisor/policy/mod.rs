@@ -10,8 +10,8 @@
 //! What is decided here: the reload plan and how it is applied
 //! (keep-last-good for invalid files), ordering and readiness gating,
 //! operator holds across reloads, restart policy and backoff, stop
-//! ordering (dependents first, at shutdown too), and what a dependency's
-//! failure does to its dependents.
+//! ordering (dependents first, at shutdown too), what a dependency's
+//! failure does to its dependents, and what an operator's `pause` holds.
 
 pub mod health;
 pub mod lifecycle;
@@ -22,6 +22,7 @@ pub mod update;
 pub mod beside;
 mod converge;
 mod events;
+mod pause;
 mod record;
 
 #[cfg(test)]
@@ -144,6 +145,9 @@ pub enum Action {
     Signal { name: String, generation: u64, pid: i32, signal: i32 },
     /// SIGKILL to every process of the container.
     KillAll { name: String, generation: u64 },
+    /// Thaw the container's processes (a paused container being stopped:
+    /// before its stop signal, which comes next).
+    Thaw { name: String, generation: u64 },
     /// End what lives beside the container (its probe loop, its notify
     /// listener): it is being stopped or is gone.
     EndTasks { name: String, generation: u64 },

@@ -121,6 +121,9 @@ pub struct Run {
     /// The image ID it was started with (a pinned one), then the one it
     /// runs.
     pub image: Option<String>,
+    /// Frozen by an operator's `pause`: its probes do not run, and it is
+    /// thawed before any stop signal.
+    pub paused: bool,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -153,6 +156,7 @@ impl Run {
     /// notified ready if it is a notify unit.
     pub fn ready(&self) -> bool {
         !self.stopping
+            && !self.paused
             && self.running().is_some_and(|x| x.health.as_ref().is_none_or(|(_, t)| t.status == Health::Healthy))
             && self.notify.as_ref().is_none_or(|n| n.ready)
     }
@@ -273,6 +277,7 @@ impl Record {
                 (_, true) => State::Stopping,
                 (Phase::Pulling, _) => State::Pulling,
                 (Phase::Starting, _) => State::Starting,
+                (Phase::Running(_), _) if run.paused => State::Paused,
                 (Phase::Running(_), _) if run.notify.as_ref().is_some_and(|n| !n.ready) => State::Starting,
                 (Phase::Running(_), _) => State::Running,
             };

@@ -7,6 +7,7 @@ mod beside;
 mod health;
 mod operator;
 mod ordering;
+mod pause;
 mod properties;
 mod reload;
 mod restart;
@@ -265,6 +266,23 @@ impl Harness {
         r
     }
 
+    /// `pause` as the engine does it: the container to freeze, frozen,
+    /// then the core told.
+    pub fn pause(&mut self, name: &str) -> Result<(), super::OpError> {
+        if let Some(generation) = self.core.to_pause(name)? {
+            self.core.paused(name, generation);
+        }
+        self.converge();
+        Ok(())
+    }
+
+    pub fn unpause(&mut self, name: &str) -> Result<(), super::OpError> {
+        let generation = self.core.to_unpause(name)?;
+        self.core.unpaused(name, generation);
+        self.converge();
+        Ok(())
+    }
+
     pub fn probe(&mut self, key: &str, healthy: bool) {
         let generation = self.generation(key);
         let name = unit_of(key);
@@ -318,6 +336,7 @@ pub fn describe(a: &Action) -> Option<String> {
         Action::Switch { name, .. } => Some(format!("switch {name}")),
         Action::Signal { name, .. } => Some(format!("signal {name}")),
         Action::KillAll { name, .. } => Some(format!("kill {name}")),
+        Action::Thaw { name, .. } => Some(format!("thaw {name}")),
         Action::Update { name, resources, .. } => {
             Some(format!("update {name}{}", if *resources { " live" } else { "" }))
         }
