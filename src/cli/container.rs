@@ -1,7 +1,8 @@
 //! A running container seen from outside: `supervisorctl stats` (the
 //! daemon's `GET /v1/stats` as `docker stats` shows it, redrawn every
 //! second on a terminal), `top` (its processes) and `diff` (what it
-//! changed in its root filesystem).
+//! changed in its root filesystem); `pause` and `unpause` freeze and
+//! thaw it.
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -12,6 +13,33 @@ use serde_json::Value;
 use super::client::{Client, encode};
 use super::control::{fail, print_json};
 use super::progress::human_size;
+
+/// `pause` (or `unpause`) each unit in turn: `UNIT: paused` per unit (or
+/// its error), exit 1 if any failed.
+pub fn pause(client: &Client, verb: &str, units: &[String], json: bool) -> ExitCode {
+    let mut code = ExitCode::SUCCESS;
+    let mut out = Vec::new();
+    for u in units {
+        let r = match client.request("POST", &format!("/v1/units/{}/{verb}", encode(u))) {
+            Ok(r) => r,
+            Err(e) => return fail(e),
+        };
+        if r.status != 200 {
+            errln!("supervisorctl: {}", r.error());
+            code = ExitCode::from(1);
+            continue;
+        }
+        let v = r.json().unwrap_or(Value::Null);
+        if !json {
+            outln!("{u}: {}", v["state"].as_str().unwrap_or("?"));
+        }
+        out.push(v);
+    }
+    if json {
+        print_json(&Value::Array(out));
+    }
+    code
+}
 
 /// The JSON answer to a GET of `target`.
 fn get_json(client: &Client, target: &str) -> Result<Value, String> {

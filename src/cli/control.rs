@@ -56,6 +56,13 @@ pub fn status_line(u: &Value, width: usize, now: SystemTime, color: bool) -> Str
             }
             d
         }
+        "paused" => {
+            let mut d = format!("pid {}, paused for {}", u["pid"], clock(since));
+            if let Some(h) = u["health"].as_str() {
+                d.push_str(&format!(", {h} when paused"));
+            }
+            d
+        }
         "backoff" => {
             let retry = time_of(&u["next_retry"]).and_then(|t| t.duration_since(now).ok()).unwrap_or_default();
             let mut d = reason.unwrap_or("exited").to_string();
@@ -153,7 +160,9 @@ pub fn op(client: &Client, verb: &str, units: &[String], no_block: bool, json: b
             Err(e) => return fail(e),
         };
         let v = r.json().unwrap_or(Value::Null);
-        if r.status == 404 || r.status >= 500 {
+        // Refused (an unknown, invalid or paused unit): an error, not a
+        // status.
+        if r.status == 404 || r.status >= 500 || v["state"].is_null() {
             errln!("supervisorctl: {}", r.error());
             code = ExitCode::from(1);
             continue;

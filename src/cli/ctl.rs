@@ -154,6 +154,31 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Freeze every process of running units (the cgroup freezer), as
+    /// `docker pause`: state `paused`, no health probes, no restarts,
+    /// until `unpause`. A stop thaws a paused unit first. Pausing a paused
+    /// unit is no error.
+    ///
+    /// Exit status: 0 when every unit is paused, 1 when any is not (not
+    /// running, unknown, or the freeze failed).
+    Pause {
+        #[arg(required = true)]
+        units: Vec<String>,
+        /// Print each unit's status, as `status --json`.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Thaw paused units: they run again, and their probes with them.
+    ///
+    /// Exit status: 0 when every unit runs again, 1 when any was not
+    /// paused or could not be thawed.
+    Unpause {
+        #[arg(required = true)]
+        units: Vec<String>,
+        /// Print each unit's status, as `status --json`.
+        #[arg(long)]
+        json: bool,
+    },
     /// Read the unit directory again and apply the difference (or, with
     /// --dry-run, print what would be done). Exit 1 if any file is invalid.
     Reload {
@@ -438,6 +463,8 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Inspect { unit } => control::inspect(&client, &unit),
         Command::Diff { unit, json } => container::diff(&client, &unit, json),
         Command::Top { unit, json } => container::top(&client, &unit, json),
+        Command::Pause { units, json } => container::pause(&client, "pause", &units, json),
+        Command::Unpause { units, json } => container::pause(&client, "unpause", &units, json),
         Command::Stats { units, no_stream, json } => container::stats(&client, &units, no_stream, json),
         Command::Events { json } => control::events(&client, json),
         Command::Volumes { json } => control::volumes(&client, json),

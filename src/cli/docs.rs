@@ -53,6 +53,9 @@ mod tests {
         assert!(page.contains(".TH supervisorctl 8"), "{}", &page[..200.min(page.len())]);
         assert!(page.contains("status"), "the page lists the verbs");
         assert!(t.path().join("man8/supervisorctl-status.8").is_file());
+        let pause = std::fs::read_to_string(t.path().join("man8/supervisorctl-pause.8")).unwrap();
+        assert!(pause.contains("cgroup freezer"), "{pause}");
+        assert!(t.path().join("man8/supervisorctl-unpause.8").is_file());
         assert!(t.path().join("man8/supervisord.8").is_file());
         assert!(!t.path().join("man8/supervisorctl-generate-docs.8").exists(), "hidden verbs get no page");
         let bash = std::fs::read_to_string(t.path().join("completions/bash/supervisorctl.bash")).unwrap();

@@ -6,6 +6,7 @@ mod container;
 pub mod http;
 mod images;
 mod load;
+mod pause;
 mod peer;
 mod pull;
 mod unit_files;
@@ -27,6 +28,7 @@ use self::http::{Request, RequestError};
 use super::engine::{Command, Event, Op, StateEvent, UnitStatus};
 use super::lifecycle::State;
 use super::logs::{Hub, tail};
+use super::policy::OpError;
 use crate::runtime::image::verify::{AskDaemon, Containers, DaemonView};
 use crate::runtime::image::{Digest, PullOptions, Store};
 use crate::units::values::signal::Signal;
@@ -190,6 +192,9 @@ async fn route(stream: &mut UnixStream, control: &Control, req: Request, peer: P
             };
             unit_op(stream, control, name, op, !req.flag("no_block")).await
         }
+        ("POST", ["v1", "units", name, verb @ ("pause" | "unpause")]) => {
+            pause::pause(stream, control, name, *verb == "pause").await
+        }
         ("POST", ["v1", "units", name, "rollback"]) => {
             updates::rollback(stream, control, name, !req.flag("no_block")).await
         }
@@ -273,7 +278,9 @@ async fn unit_op(stream: &mut UnixStream, control: &Control, name: &str, op: Op,
     let mut rx = control.events.subscribe();
     let before = match ask(control, |tx| Command::Op(op, vec![name.to_string()], tx)).await {
         Some(Ok(g)) => g.first().map_or(0, |(_, g)| *g),
-        Some(Err(e)) => return http::error(stream, 404, &e.to_string()).await,
+        Some(Err(e @ OpError::Unknown(_))) => return http::error(stream, 404, &e.to_string()).await,
+        // Its file is invalid, it is paused.
+        Some(Err(e)) => return http::error(stream, 409, &e.to_string()).await,
         None => return http::error(stream, 500, "the supervisor is shutting down").await,
     };
     let outcome = |u: &UnitStatus| -> Option<bool> {
