@@ -13,15 +13,19 @@ use common::text;
 use serde_json::Value;
 
 /// A counter written to /data/count every 50 ms (a bind of `data`), a
-/// shell that ends at once on SIGTERM, and an exec probe that would time
-/// out (and, with `retries = 1`, restart it) if it ever ran while frozen.
+/// shell that ends at once on SIGTERM, and an http probe of its httpd that
+/// would fail (and, with `retries = 1`, restart it) if it ran while the
+/// container is frozen: the kernel still accepts the connection, nobody
+/// answers within the timeout. (An exec probe would not show it: its
+/// process joins the cgroup and freezes with it, and its result never
+/// comes while frozen.)
 fn counter(data: &Path) -> String {
     format!(
         "[container]\nimage = \"{}\"\nvolumes = [\"{}:/data\"]\n\
-         command = [\"sh\", \"-c\", \"trap 'exit 0' TERM; i=0; while true; do i=$((i+1)); echo $i > /data/count.new; mv /data/count.new /data/count; sleep 0.05 & wait; done\"]\n\
+         command = [\"sh\", \"-c\", \"trap 'exit 0' TERM; mkdir -p /www; echo ok > /www/index.html; httpd -p 8080 -h /www; i=0; while true; do i=$((i+1)); echo $i > /data/count.new; mv /data/count.new /data/count; sleep 0.05 & wait; done\"]\n\
          [restart]\npolicy = \"always\"\ndelay = \"100ms\"\n\
          [stop]\ntimeout = \"30s\"\n\
-         [health]\nexec = [\"true\"]\ninterval = \"200ms\"\ntimeout = \"300ms\"\nretries = 1\non_unhealthy = \"restart\"\n",
+         [health]\nhttp = \"http://localhost:8080/\"\ninterval = \"200ms\"\ntimeout = \"300ms\"\nretries = 1\non_unhealthy = \"restart\"\n",
         busybox(),
         data.display()
     )
