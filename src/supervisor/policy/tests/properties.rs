@@ -2,7 +2,8 @@
 //! keep: one container per unit at most, held units never start, a
 //! dependent never starts before its requirement is ready, shutdown stops
 //! dependents before their requirements, removed units end with no
-//! container, and every wanted unit ends running or says what it waits for.
+//! container, every wanted unit ends running or says what it waits for, and
+//! a paused container is neither signalled nor probed until it is thawed.
 
 use proptest::prelude::*;
 
@@ -41,6 +42,8 @@ enum Ev {
     FailStart(usize),
     Probe(usize, bool),
     Op(u8, usize),
+    /// `pause` (true) or `unpause`.
+    Pause(usize, bool),
     Advance(u64),
     Shutdown,
 }
@@ -53,6 +56,7 @@ fn event() -> impl Strategy<Value = Ev> {
         1 => (0..5usize).prop_map(Ev::FailStart),
         3 => (0..5usize, any::<bool>()).prop_map(|(i, ok)| Ev::Probe(i, ok)),
         2 => (0..3u8, 0..5usize).prop_map(|(o, i)| Ev::Op(o, i)),
+        2 => (0..5usize, any::<bool>()).prop_map(|(i, p)| Ev::Pause(i, p)),
         3 => (1..20_000u64).prop_map(Ev::Advance),
         1 => Just(Ev::Shutdown),
     ]
@@ -70,8 +74,23 @@ fn running(h: &Harness, name: &str) -> bool {
     h.core.record(name).and_then(Record::run).is_some_and(|r| r.running().is_some())
 }
 
-fn apply(h: &mut Harness, ev: &Ev) {
+/// The containers frozen now, by unit and generation.
+type Frozen = std::collections::BTreeSet<(String, u64)>;
+
+fn apply(h: &mut Harness, ev: &Ev, frozen: &mut Frozen) {
     match *ev {
+        // Refused (not running, not paused, on trial) is fine: the
+        // invariants are what counts.
+        Ev::Pause(i, true) => {
+            if h.pause(NAMES[i]).is_ok() {
+                frozen.insert((NAMES[i].to_string(), h.generation(NAMES[i])));
+            }
+        }
+        Ev::Pause(i, false) => {
+            if h.unpause(NAMES[i]).is_ok() {
+                frozen.remove(&(NAMES[i].to_string(), h.generation(NAMES[i])));
+            }
+        }
         Ev::Reload(mask, variants) => {
             let files: Vec<(String, String)> = NAMES
                 .iter()
@@ -109,7 +128,23 @@ fn requires(r: &Record) -> Vec<String> {
 
 /// Checks the invariants over the actions of one event; `before` is the
 /// core as the actions were decided (the records they were decided on).
-fn check(h: &Harness, from: usize) -> Result<(), TestCaseError> {
+fn check(h: &Harness, from: usize, frozen: &mut Frozen) -> Result<(), TestCaseError> {
+    for a in &h.log[from..] {
+        match a {
+            Action::Thaw { name, generation } => {
+                prop_assert!(frozen.remove(&(name.clone(), *generation)), "{name}: thawed, but not paused");
+            }
+            Action::Signal { name, generation, .. } | Action::KillAll { name, generation } => {
+                prop_assert!(!frozen.contains(&(name.clone(), *generation)), "{name}: signalled while frozen");
+            }
+            Action::Probe { name, generation, probe: Some(_) } => {
+                prop_assert!(!frozen.contains(&(name.clone(), *generation)), "{name}: probed while frozen");
+            }
+            _ => {}
+        }
+    }
+    // A frozen container that ended (killed from outside) is no more.
+    frozen.retain(|(name, g)| h.containers.get(name) == Some(g));
     for a in &h.log[from..] {
         match a {
             Action::Start { name, .. } => {
@@ -161,14 +196,15 @@ proptest! {
         let mut h = Harness::new();
         h.files(&refs);
         // The harness itself refuses a second container for a unit.
+        let mut frozen = Frozen::new();
         for ev in &events {
             let from = h.mark();
-            apply(&mut h, ev);
-            check(&h, from)?;
+            apply(&mut h, ev, &mut frozen);
+            check(&h, from, &mut frozen)?;
         }
         let from = h.mark();
         settle(&mut h);
-        check(&h, from)?;
+        check(&h, from, &mut frozen)?;
         for r in h.core.records() {
             prop_assert!(!r.removed, "{}: removed, yet still known after settling", r.name);
             if h.core.shutting_down() {
