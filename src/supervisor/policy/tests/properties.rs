@@ -81,15 +81,14 @@ fn apply(h: &mut Harness, ev: &Ev, frozen: &mut Frozen) {
     match *ev {
         // Refused (not running, not paused, on trial) is fine: the
         // invariants are what counts.
-        Ev::Pause(i, true) => {
-            if h.pause(NAMES[i]).is_ok() {
-                frozen.insert((NAMES[i].to_string(), h.generation(NAMES[i])));
-            }
-        }
-        Ev::Pause(i, false) => {
-            if h.unpause(NAMES[i]).is_ok() {
-                frozen.remove(&(NAMES[i].to_string(), h.generation(NAMES[i])));
-            }
+        Ev::Pause(i, pause) => {
+            let done = if pause { h.pause(NAMES[i]) } else { h.unpause(NAMES[i]) };
+            let key = done.is_ok().then(|| (NAMES[i].to_string(), h.generation(NAMES[i])));
+            match key {
+                Some(key) if pause => frozen.insert(key),
+                Some(key) => frozen.remove(&key),
+                None => false,
+            };
         }
         Ev::Reload(mask, variants) => {
             let files: Vec<(String, String)> = NAMES
