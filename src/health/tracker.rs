@@ -24,6 +24,9 @@ pub enum Health {
 }
 
 impl Health {
+    /// Every health state (the metrics' one series per state).
+    pub const ALL: [Health; 3] = [Health::Starting, Health::Healthy, Health::Unhealthy];
+
     pub fn name(self) -> &'static str {
         match self {
             Health::Starting => "starting",

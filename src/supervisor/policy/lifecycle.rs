@@ -35,6 +35,22 @@ pub enum State {
 }
 
 impl State {
+    /// Every state, in the order of the enum: what lists them all (the
+    /// metrics' one series per state) goes by this. A new variant fails
+    /// `every_state_is_listed` until it is added here.
+    pub const ALL: [State; 10] = [
+        State::Inactive,
+        State::Invalid,
+        State::Waiting,
+        State::Pulling,
+        State::Starting,
+        State::Running,
+        State::Stopping,
+        State::Exited,
+        State::Backoff,
+        State::Failed,
+    ];
+
     pub fn name(self) -> &'static str {
         match self {
             State::Inactive => "inactive",
@@ -248,6 +264,27 @@ mod tests {
         assert_eq!(after_exit(&p, n, short, &exit).0, AfterExit::Fail);
         // Ten seconds of running start the count again.
         assert_eq!(after_exit(&p, n, Duration::from_secs(10), &exit), (AfterExit::Restart(p.delay), 1));
+    }
+
+    #[test]
+    fn every_state_is_listed() {
+        // Exhaustive: a new state does not compile here until it has a
+        // place, and the assertion wants it in ALL at that place.
+        let place = |s: State| match s {
+            State::Inactive => 0,
+            State::Invalid => 1,
+            State::Waiting => 2,
+            State::Pulling => 3,
+            State::Starting => 4,
+            State::Running => 5,
+            State::Stopping => 6,
+            State::Exited => 7,
+            State::Backoff => 8,
+            State::Failed => 9,
+        };
+        let places: Vec<usize> = State::ALL.iter().map(|s| place(*s)).collect();
+        assert_eq!(places, (0..State::ALL.len()).collect::<Vec<_>>());
+        assert_eq!(State::ALL.iter().map(|s| place(*s)).max(), Some(State::ALL.len() - 1));
     }
 
     #[test]

@@ -39,6 +39,9 @@ pub struct Record {
     /// Exits in a row that led to a restart (reset by good running).
     pub in_row: u32,
     pub restarts: u32,
+    /// Exits the kernel's OOM killer caused, since the unit was first
+    /// seen (for the metrics; `history` keeps only the last few).
+    pub oom_kills: u64,
     pub history: VecDeque<ExitInfo>,
     /// One more per container started.
     pub generation: u64,
@@ -189,6 +192,7 @@ impl Record {
             life: Life::Idle(Rest::Ready),
             in_row: 0,
             restarts: 0,
+            oom_kills: 0,
             history: VecDeque::new(),
             generation: 0,
             reason: None,
@@ -342,6 +346,7 @@ impl Record {
 
     /// Keeps `exit` among the last [`HISTORY`] for `inspect`.
     pub fn record(&mut self, exit: ExitInfo) {
+        self.oom_kills += u64::from(exit.oom_killed);
         self.history.push_back(exit);
         if self.history.len() > HISTORY {
             self.history.pop_front();

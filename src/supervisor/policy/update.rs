@@ -73,6 +73,19 @@ pub enum UpdateState {
     RolledBack,
 }
 
+impl UpdateState {
+    /// Every update state (the metrics' one series per state).
+    pub const ALL: [UpdateState; 2] = [UpdateState::InProgress, UpdateState::RolledBack];
+
+    /// As `status --json` writes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            UpdateState::InProgress => "in-progress",
+            UpdateState::RolledBack => "rolled-back",
+        }
+    }
+}
+
 /// Why an operator's rollback or image update was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum UpdateError {
