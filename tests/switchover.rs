@@ -129,6 +129,7 @@ fn a_units_traffic_moves_to_its_second_container_in_one_step_without_a_failed_re
             helper: PathBuf::from(env!("CARGO_BIN_EXE_supervisord")),
             bridge: Some(bridge.clone()),
             pulls: Default::default(),
+            metrics: Default::default(),
         });
         let starts = Arc::new(Semaphore::new(4));
         let request = |content: &str, instance: Option<&str>| Request {

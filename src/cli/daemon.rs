@@ -239,6 +239,7 @@ fn run_with(args: Args, paths: Paths, config: Config) -> ExitCode {
             control_port: config.control_port.clone(),
             uplink,
             auto_update_interval: config.auto_update_interval,
+            metrics: config.metrics,
         };
         return ExitCode::from(crate::supervisor::daemon::run(options));
     }

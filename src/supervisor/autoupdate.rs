@@ -196,7 +196,12 @@ impl Updater {
         }
         let slot = self.env.pulls.slots(&source).acquire_owned().await;
         let env = self.env.clone();
-        let pulled = spawn_blocking(move || env.store.pull(&source, &env.pull, &Quiet)).await;
+        let pulled = spawn_blocking(move || {
+            let pulled = env.store.pull(&source, &env.pull, &env.metrics.counting(&Quiet));
+            env.metrics.pulled(pulled.is_ok());
+            pulled
+        })
+        .await;
         drop(slot);
         let image = match pulled.map_err(|e| e.to_string()).and_then(|r| r.map_err(|e| e.to_string())) {
             Ok(image) => image.record.manifest_digest.to_string(),

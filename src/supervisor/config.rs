@@ -63,6 +63,9 @@ pub struct Config {
     /// The host's own network interface, for an appliance with no one else
     /// to configure it.
     pub uplink: Option<Uplink>,
+    /// Where to serve Prometheus metrics (`ADDRESS:PORT`); none: nowhere.
+    #[serde(default, deserialize_with = "listen_address")]
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 impl Default for Config {
@@ -83,6 +86,7 @@ impl Default for Config {
             modules: Vec::new(),
             control_port: None,
             uplink: None,
+            metrics: None,
         }
     }
 }
@@ -191,6 +195,21 @@ fn interval_or_off<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Dura
     Ok((!value.is_zero()).then_some(value))
 }
 
+/// `ADDRESS:PORT` to listen on (`127.0.0.1:9101`, `[::1]:9101`): an IP
+/// address, not a name (nothing is resolved at start), and a port.
+fn listen_address<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<std::net::SocketAddr>, D::Error> {
+    let text = String::deserialize(d)?;
+    let addr: std::net::SocketAddr = text.parse().map_err(|_| {
+        serde::de::Error::custom(format!(
+            "{text:?} is not ADDRESS:PORT with an IP address (like \"127.0.0.1:9101\" or \"[::1]:9101\")"
+        ))
+    })?;
+    if addr.port() == 0 {
+        return Err(serde::de::Error::custom(format!("{text:?}: port 0 is no port a scraper can be told")));
+    }
+    Ok(Some(addr))
+}
+
 fn size<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
     let text = String::deserialize(d)?;
     let value = crate::units::values::size::parse_size(&text).map_err(serde::de::Error::custom)?;
@@ -238,6 +257,32 @@ mod tests {
         assert!(Config::load(&p, true).unwrap_err().to_string().contains("s.toml:3:11"));
         let err = Config::load(&dir.path().join("none.toml"), true).unwrap_err().to_string();
         assert!(err.contains("none.toml: No such file or directory"), "{err}");
+    }
+
+    #[test]
+    fn metrics_is_an_address_and_port() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("s.toml");
+        assert_eq!(Config::default().metrics, None);
+        std::fs::write(&p, "units = \"/u\"\n").unwrap();
+        assert_eq!(Config::load(&p, true).unwrap().metrics, None);
+        std::fs::write(&p, "metrics = \"127.0.0.1:9101\"\n").unwrap();
+        assert_eq!(Config::load(&p, true).unwrap().metrics, Some("127.0.0.1:9101".parse().unwrap()));
+        std::fs::write(&p, "metrics = \"[::1]:9101\"\n").unwrap();
+        assert_eq!(Config::load(&p, true).unwrap().metrics, Some("[::1]:9101".parse().unwrap()));
+        for (text, expected) in [
+            (
+                "\nmetrics = \"localhost:9101\"\n",
+                "s.toml:2:11: \"localhost:9101\" is not ADDRESS:PORT with an IP address (like \"127.0.0.1:9101\" or \"[::1]:9101\")",
+            ),
+            ("metrics = \"127.0.0.1\"\n", "s.toml:1:11: \"127.0.0.1\" is not ADDRESS:PORT"),
+            ("metrics = \"127.0.0.1:0\"\n", "s.toml:1:11: \"127.0.0.1:0\": port 0 is no port a scraper can be told"),
+            ("metrics = 9101\n", "s.toml:1:11: invalid type: integer `9101`, expected a string"),
+        ] {
+            std::fs::write(&p, text).unwrap();
+            let e = Config::load(&p, true).unwrap_err().to_string();
+            assert!(e.contains(expected), "{e}");
+        }
     }
 
     #[test]

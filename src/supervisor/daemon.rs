@@ -53,6 +53,8 @@ pub struct Options {
     pub uplink: Option<Uplink>,
     /// How often `auto = "registry"` units are checked (None: never).
     pub auto_update_interval: Option<Duration>,
+    /// Where to serve Prometheus metrics (None: nowhere).
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Clone)]
@@ -357,6 +359,7 @@ async fn daemon(options: &Options, pid1: bool, boot: &Timeline) -> Result<Option
     if bridge.is_some() {
         boot.mark(Phase::Bridge);
     }
+    let counters = super::metrics::Counters::default();
     let env = Arc::new(Env {
         state_dir: paths.state_dir.clone(),
         run_dir: paths.run_dir.clone(),
@@ -367,13 +370,15 @@ async fn daemon(options: &Options, pid1: bool, boot: &Timeline) -> Result<Option
         helper,
         bridge: bridge.clone(),
         pulls: Default::default(),
+        metrics: counters.clone(),
     });
     let (tx, rx) = mpsc::unbounded_channel();
     let (events, _) = broadcast::channel(1024);
     let hub = Hub::default();
     let (env_files, env_files_rx) = watch::channel(BTreeSet::new());
     let backend = Real::new(env.clone(), probes, hub.clone(), paths.log_dir.clone());
-    let engine = Engine::new(paths.units.clone(), backend, tx.clone(), events.clone(), env_files);
+    let engine =
+        Engine::new(paths.units.clone(), backend, tx.clone(), events.clone(), env_files).with_metrics(counters.clone());
 
     let updater = Arc::new(Updater { tx: tx.clone(), events: events.clone(), env: env.clone() });
     let options_interval = options.auto_update_interval;
@@ -391,11 +396,13 @@ async fn daemon(options: &Options, pid1: bool, boot: &Timeline) -> Result<Option
         group: options.socket_group,
         updater: updater.clone(),
         boot: boot.clone(),
+        metrics: counters.clone(),
     });
     let socket = paths.run_dir.join("control.sock");
     let listener = control::bind(&socket, options.socket_group).map_err(io("bind the control socket", &socket))?;
     let server = tokio::spawn(control::serve(listener, control));
     boot.mark(Phase::ControlPath);
+    let metrics = super::metrics::start(options.metrics, tx.clone(), counters);
     let booting = tokio::spawn(super::boot::watch_units(events.subscribe(), tx.clone(), boot.clone()));
 
     let (rescan_tx, mut rescan_rx) = mpsc::unbounded_channel();
@@ -437,7 +444,7 @@ async fn daemon(options: &Options, pid1: bool, boot: &Timeline) -> Result<Option
             engine_task.await
         }
     };
-    for t in [server, watch_task, forward, signals, status, auto_update, booting] {
+    for t in [server, watch_task, forward, signals, status, auto_update, booting, metrics] {
         t.abort();
     }
     let _ = std::fs::remove_file(&socket);

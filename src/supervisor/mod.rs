@@ -9,6 +9,7 @@ pub mod control;
 pub mod daemon;
 pub mod engine;
 pub mod logs;
+pub mod metrics;
 pub mod notify;
 pub mod pid1;
 pub mod policy;

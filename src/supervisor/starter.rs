@@ -24,7 +24,7 @@ use crate::runtime::container::{Container, RuntimeError, Setup};
 use crate::runtime::image::config::Healthcheck;
 use crate::runtime::image::digest::Digest;
 use crate::runtime::image::space::{free_space, mount_point};
-use crate::runtime::image::{PullOptions, Quiet, Store};
+use crate::runtime::image::{Progress, PullOptions, Quiet, Store};
 /// What [`switch`] did: how long it took, the ports now published.
 pub use crate::runtime::network::bridge::Switched;
 use crate::runtime::network::bridge::{Bridge, Naming};
@@ -47,6 +47,8 @@ pub struct Env {
     pub bridge: Option<Arc<Bridge>>,
     /// Pulls under way, by registry.
     pub pulls: Pulls,
+    /// Pulls and their bytes are counted for the metrics.
+    pub metrics: super::metrics::Counters,
 }
 
 /// Pulls at once from one registry (each fetches up to four layers at
@@ -285,7 +287,16 @@ pub async fn start(
         false => None,
     };
     let (e, u) = (env.clone(), unit.clone());
-    let image = spawn_blocking(move || image(&u, &e.store, &e.pull, &Quiet, pin.as_ref())).await??;
+    let image = spawn_blocking(move || {
+        let counted = e.metrics.counting(&Quiet);
+        let progress: &dyn Progress = if pull { &counted } else { &Quiet };
+        let image = image(&u, &e.store, &e.pull, progress, pin.as_ref());
+        if pull {
+            e.metrics.pulled(image.is_ok());
+        }
+        image
+    })
+    .await??;
     drop(slot);
     turn.take().await?;
     starting();

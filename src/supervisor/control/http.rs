@@ -64,6 +64,8 @@ pub struct Request {
     /// An upload's length: `body` holds what of it came with the head,
     /// the rest is still to be read from the connection.
     pub upload: Option<u64>,
+    /// The `Accept` header (the metrics listener's choice of format).
+    pub accept: Option<String>,
 }
 
 impl Request {
@@ -161,6 +163,7 @@ pub async fn read_request<R: AsyncRead + Unpin>(stream: &mut R) -> Result<Reques
         _ => return Err(RequestError::RequestLine),
     };
     let length = content_length(head)?;
+    let accept = header(head, "accept").map(str::to_string);
     let mut body = buf[head_end + 4..].to_vec();
     let (path, query) = split_target(&target);
     let query = query
@@ -173,7 +176,7 @@ pub async fn read_request<R: AsyncRead + Unpin>(stream: &mut R) -> Result<Reques
         .collect();
     if is_upload(head) {
         body.truncate(usize::try_from(length).unwrap_or(usize::MAX));
-        return Ok(Request { method, path, query, body, upload: Some(length) });
+        return Ok(Request { method, path, query, body, upload: Some(length), accept });
     }
     // Not an upload: within MAX_BODY.
     let length = length as usize;
@@ -186,7 +189,7 @@ pub async fn read_request<R: AsyncRead + Unpin>(stream: &mut R) -> Result<Reques
         body.extend_from_slice(&chunk[..n]);
     }
     body.truncate(length);
-    Ok(Request { method, path, query, body, upload: None })
+    Ok(Request { method, path, query, body, upload: None, accept })
 }
 
 fn reason(status: u16) -> &'static str {

@@ -59,6 +59,8 @@ pub struct Control {
     pub updater: Arc<super::autoupdate::Updater>,
     /// When each step of the start was done (`GET /v1/boot`).
     pub boot: super::boot::Timeline,
+    /// Pulls are counted for the metrics.
+    pub metrics: super::metrics::Counters,
 }
 
 /// Binds the socket: mode 0600, or 0660 owned by `group`.

@@ -75,10 +75,11 @@ pub(super) async fn pull(
             format!("{reference}: only root may pull from a local path (oci:, oci-archive:, docker-archive:, dir:)");
         return http::error(stream, 403, &message).await;
     }
-    let (store, options) = (control.store.clone(), control.pull.clone());
+    let (store, options, metrics) = (control.store.clone(), control.pull.clone(), control.metrics.clone());
     with_progress(stream, move |progress| {
-        let image = store.pull(&source, &options, progress)?;
-        Ok(serde_json::json!({"image": image.record}))
+        let pulled = store.pull(&source, &options, &metrics.counting(progress));
+        metrics.pulled(pulled.is_ok());
+        Ok(serde_json::json!({"image": pulled?.record}))
     })
     .await
 }

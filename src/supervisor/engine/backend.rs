@@ -46,6 +46,9 @@ pub trait Backend: Send + 'static {
     fn update(&mut self, name: &str, generation: u64, unit: &LoadedUnit, resources: bool);
     /// The container's cgroup and its usage, for `inspect`.
     fn inspect(&self, name: &str, generation: u64) -> serde_json::Value;
+    /// The container's cgroup (none before it is made), for the metrics,
+    /// which read it off the engine.
+    fn cgroup(&self, name: &str, generation: u64) -> Option<Cgroup>;
     /// Lines of the unit's output that its log could not take (a full
     /// log file system), since the daemon started.
     fn dropped_lines(&self, name: &str) -> u64;

@@ -4,12 +4,13 @@
 
 use std::collections::BTreeMap;
 
-use super::wire::{Command, KillError, PauseError, Rolled, UpdateTarget};
+use super::wire::{Command, KillError, PauseError, Rolled, UnitSample, UpdateTarget};
 use super::{Backend, Engine, now};
 use crate::supervisor::policy::Record;
 use crate::supervisor::unit_files;
-use crate::units::model::AutoUpdate;
+use crate::units::model::{AutoUpdate, Network};
 use crate::units::values::mounts::VolumeSource;
+use crate::units::values::signal::Signal;
 
 impl<B: Backend> Engine<B> {
     pub(super) fn command(&mut self, c: Command) {
@@ -91,6 +92,9 @@ impl<B: Backend> Engine<B> {
                     .collect();
                 let _ = reply.send(targets);
             }
+            Command::Sample(reply) => {
+                let _ = reply.send(self.sample());
+            }
             Command::LogFiles(name, reply) => {
                 let files = self.core.record(&name).map(|r| r.config.as_ref().map_or(1, |u| u.unit.logs.max_files));
                 let _ = reply.send(files);
@@ -111,6 +115,34 @@ impl<B: Backend> Engine<B> {
             self.core.unpaused(name, generation);
         }
         Ok(())
+    }
+
+    /// Every unit for the metrics, in start order.
+    fn sample(&self) -> Vec<UnitSample> {
+        let shutting_down = self.core.shutting_down();
+        self.core
+            .status()
+            .into_iter()
+            .filter_map(|status| {
+                let r = self.core.record(&status.name)?;
+                let running = r.run().and_then(|x| x.running());
+                let host_network = r.config.as_ref().is_some_and(|u| u.unit.container.network == Network::Host);
+                let last_exit = r.history.back();
+                let signal = last_exit.and_then(|e| e.signal.as_deref()).and_then(|s| Signal::parse(s).ok());
+                Some(UnitSample {
+                    state: r.state(shutting_down),
+                    health: running.and_then(|x| x.health.as_ref()).map(|(_, t)| t.status),
+                    restarts: r.restarts,
+                    last_exit_code: last_exit.and_then(|e| e.exit_code).or_else(|| signal.map(|s| 128 + s.number())),
+                    oom_kills: r.oom_kills,
+                    started_at: status.started_at,
+                    update_state: status.update_state,
+                    cgroup: r.run().and_then(|run| self.backend.cgroup(&r.name, run.generation)),
+                    netns_pid: status.pid.filter(|_| !host_network),
+                    name: status.name,
+                })
+            })
+            .collect()
     }
 
     fn rolled(&self, name: &str, changed: bool) -> Rolled {

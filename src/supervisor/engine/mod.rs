@@ -23,7 +23,9 @@ pub use super::policy::Op;
 pub use super::policy::status::{StateEvent, UnitStatus};
 pub use backend::{Backend, Events, Start};
 pub use real::Real;
-pub use wire::{Command, Event, FreezeError, KillError, PauseError, ReloadError, Rolled, StartPhase, UpdateTarget};
+pub use wire::{
+    Command, Event, FreezeError, KillError, PauseError, ReloadError, Rolled, StartPhase, UnitSample, UpdateTarget,
+};
 
 use super::policy::reload::Step;
 use super::policy::{Action, Core, Level, Now, Phase};
@@ -50,6 +52,9 @@ pub struct Engine<B: Backend> {
     events: broadcast::Sender<StateEvent>,
     env_files: watch::Sender<std::collections::BTreeSet<PathBuf>>,
     shutdown_waiters: Vec<oneshot::Sender<()>>,
+    /// Where the loop notes how long each pass took and when the unit
+    /// directory was last applied.
+    metrics: super::metrics::Counters,
 }
 
 impl<B: Backend> Engine<B> {
@@ -60,17 +65,29 @@ impl<B: Backend> Engine<B> {
         events: broadcast::Sender<StateEvent>,
         env_files: watch::Sender<std::collections::BTreeSet<PathBuf>>,
     ) -> Engine<B> {
-        Engine { units_dir, core: Core::new(), backend, tx, events, env_files, shutdown_waiters: Vec::new() }
+        let metrics = super::metrics::Counters::default();
+        Engine { units_dir, core: Core::new(), backend, tx, events, env_files, shutdown_waiters: Vec::new(), metrics }
+    }
+
+    /// Notes its passes and reloads in `metrics` (the daemon's, which
+    /// its metrics listener shows).
+    pub fn with_metrics(mut self, metrics: super::metrics::Counters) -> Engine<B> {
+        self.metrics = metrics;
+        self
     }
 
     /// Handles events until shutdown completes.
     pub async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Event>, ready: oneshot::Sender<()>) {
+        let began = std::time::Instant::now();
         let _ = self.rescan(false);
         self.converge();
+        self.metrics.reconciled(began.elapsed());
         let _ = ready.send(());
         while let Some(event) = rx.recv().await {
+            let began = std::time::Instant::now();
             self.handle(event);
             self.converge();
+            self.metrics.reconciled(began.elapsed());
             if self.core.all_stopped() {
                 for w in self.shutdown_waiters.drain(..) {
                     let _ = w.send(());
@@ -186,8 +203,10 @@ impl<B: Backend> Engine<B> {
 
     /// Carries out (or only returns) the plan that takes the units to `set`.
     fn reload_set(&mut self, set: crate::units::UnitSet, dry_run: bool) -> BTreeMap<String, Step> {
-        let steps = self.core.reload(set, dry_run, now());
+        let now = now();
+        let steps = self.core.reload(set, dry_run, now);
         if !dry_run {
+            self.metrics.reloaded(now.wall);
             let dirs = self.core.env_file_dirs();
             self.env_files.send_if_modified(|d| {
                 let changed = *d != dirs;

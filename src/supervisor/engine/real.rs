@@ -135,6 +135,10 @@ impl Backend for Real {
         serde_json::json!({ "usage": usage, "cgroup": cgroup, "runtime_name": runtime_name })
     }
 
+    fn cgroup(&self, name: &str, generation: u64) -> Option<Cgroup> {
+        self.live.with(name, generation, |l| l.cgroup.clone()).flatten()
+    }
+
     fn dropped_lines(&self, name: &str) -> u64 {
         self.hub.dropped(name)
     }

@@ -62,6 +62,10 @@ impl Backend for Fake {
         serde_json::json!({ "usage": null, "cgroup": null })
     }
 
+    fn cgroup(&self, _name: &str, _generation: u64) -> Option<crate::runtime::cgroups::Cgroup> {
+        None
+    }
+
     fn dropped_lines(&self, _name: &str) -> u64 {
         0
     }

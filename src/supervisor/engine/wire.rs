@@ -108,6 +108,33 @@ pub enum Command {
     RollImage(String, String, oneshot::Sender<Result<Rolled, UpdateError>>),
     /// What image auto-update needs to know of every unit.
     UpdateTargets(oneshot::Sender<Vec<UpdateTarget>>),
+    /// Every unit as the metrics show it; its cgroup and network figures
+    /// are read by the asker, off the engine.
+    Sample(oneshot::Sender<Vec<UnitSample>>),
+}
+
+/// One unit for the metrics, from its record: no file is read for it.
+#[derive(Debug, Clone)]
+pub struct UnitSample {
+    pub name: String,
+    pub state: State,
+    /// None: no probe (or no running container).
+    pub health: Option<crate::health::Health>,
+    pub restarts: u32,
+    /// The last exit's code, or 128 + the signal that ended it (as a
+    /// shell reports it); none before the first exit or after a failed
+    /// start.
+    pub last_exit_code: Option<i32>,
+    pub oom_kills: u64,
+    /// When the running container started.
+    pub started_at: Option<std::time::SystemTime>,
+    pub update_state: Option<super::super::policy::update::UpdateState>,
+    /// The container's cgroup, from its creation to its removal.
+    pub cgroup: Option<crate::runtime::cgroups::Cgroup>,
+    /// The running container's first process, whose network namespace
+    /// is the unit's own (none on the host's network: its counters would
+    /// be the host's).
+    pub netns_pid: Option<i32>,
 }
 
 /// What a rollback or a new image did.
