@@ -35,6 +35,7 @@ packages=(
   containerd       # ctr and the runc shim v2 drive supervisor-runtime in a test
   python3-venv     # the tests' virtual environment (kubernetes-validate)
   docker-compose   # `docker-compose config` (1.29): import compose's reading of interpolation compared with it
+  prometheus       # scrapes the metrics endpoint in tests/metrics.rs (its own instance, started by the test)
 )
 
 missing=()
@@ -47,8 +48,22 @@ if ((${#missing[@]})); then
     exit 1
   fi
   echo "install-deps: installing ${missing[*]}" >&2
+  # The tests start every service they use themselves, on ports of their
+  # own: no package's service (prometheus on 9090, docker-registry on
+  # 5000, ...) is started by the install. invoke-rc.d and
+  # deb-systemd-invoke ask policy-rc.d; one that exits 101 says no.
+  policy=/usr/sbin/policy-rc.d
+  if [[ ! -e $policy ]]; then
+    printf '#!/bin/sh\nexit 101\n' >"$policy"
+    chmod 755 "$policy"
+    trap 'rm -f "$policy"' EXIT
+  fi
   apt-get update -q >/dev/null
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+  # Under systemd, not at the next boot either.
+  if [[ -d /run/systemd/system && " ${missing[*]} " == *" prometheus "* ]]; then
+    systemctl disable --now prometheus >/dev/null 2>&1 || true
+  fi
 fi
 # PyPI tools of the tests, in a virtual environment of their own
 # (SUPERVISOR_TEST_VENV, default /opt/supervisor-test-venv).
