@@ -85,6 +85,11 @@ const PLAIN: &str = "[container]\nimage = \"busybox\"\ncommand = [\"sleep\", \"1
 
 impl Loop {
     async fn start(files: &[(&str, &str)]) -> Loop {
+        Loop::counting(files, crate::supervisor::metrics::Counters::default()).await
+    }
+
+    /// Started with the daemon's metrics counters.
+    async fn counting(files: &[(&str, &str)], counters: crate::supervisor::metrics::Counters) -> Loop {
         let dir = tempfile::tempdir().unwrap();
         write(dir.path(), files);
         let (tx, rx) = mpsc::unbounded_channel();
@@ -92,7 +97,8 @@ impl Loop {
         let (events, _) = broadcast::channel(256);
         let (env_tx, env_files) = watch::channel(BTreeSet::new());
         let engine =
-            Engine::new(dir.path().to_path_buf(), Fake { calls: calls_tx }, tx.clone(), events.clone(), env_tx);
+            Engine::new(dir.path().to_path_buf(), Fake { calls: calls_tx }, tx.clone(), events.clone(), env_tx)
+                .with_metrics(counters);
         let (ready_tx, ready) = oneshot::channel();
         let task = tokio::spawn(engine.run(rx, ready_tx));
         ready.await.unwrap();
@@ -395,4 +401,34 @@ async fn unpause_thaws_and_the_unit_runs_again() {
     let err = l.ask(|tx| Command::Pause("a".into(), false, tx)).await.unwrap_err();
     assert_eq!(err.to_string(), "a is not paused");
     l.no_call().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_metrics_sample_has_each_unit_and_the_loop_counts_its_passes_and_reloads() {
+    let counters = crate::supervisor::metrics::Counters::default();
+    let mut l = Loop::counting(&[("a", PLAIN)], counters.clone()).await;
+    assert_eq!(l.call().await, start("a", 1, "1000"));
+    l.started("a", 1, 10);
+    // Killed by SIGKILL: reported as a shell would, 128 + 9.
+    l.send(Event::Exited {
+        name: "a".into(),
+        generation: 1,
+        exit: ExitInfo::signal(9, true, std::time::SystemTime::now()),
+    });
+    let sample = l.ask(Command::Sample).await;
+    assert_eq!(sample.len(), 1);
+    let a = &sample[0];
+    assert_eq!((a.name.as_str(), a.state, a.restarts, a.oom_kills), ("a", State::Backoff, 1, 1));
+    assert_eq!(a.last_exit_code, Some(137));
+    assert_eq!((a.netns_pid, a.started_at, a.health), (None, None, None));
+    let text = crate::supervisor::metrics::exposition(
+        crate::supervisor::metrics::Units { units: Vec::new(), now: std::time::SystemTime::now() },
+        &counters,
+        true,
+    );
+    // The first reading of the directory, and one pass per event since.
+    let count = text.lines().find_map(|l| l.strip_prefix("supervisor_reconcile_duration_seconds_count "));
+    assert!(count.and_then(|c| c.parse::<u64>().ok()).is_some_and(|c| c >= 3), "{text}");
+    let reload = text.lines().find_map(|l| l.strip_prefix("supervisor_last_reload_success_timestamp_seconds "));
+    assert!(reload.and_then(|t| t.parse::<f64>().ok()).is_some_and(|t| t > 1.7e9), "{text}");
 }

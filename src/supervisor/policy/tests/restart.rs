@@ -239,3 +239,20 @@ fn one_unit_alone_keeps_its_own_backoff_under_the_pace() {
     assert_eq!(delays[..5], [ms(100), ms(200), ms(400), ms(800), secs(1)]);
     assert!(delays[5..].iter().all(|d| *d == secs(1)), "{delays:?}");
 }
+
+#[test]
+fn oom_kills_are_counted_past_the_history_and_held_across_clean_exits() {
+    let mut h = crash_loop("delay = \"100ms\"\nmax_delay = \"100ms\"");
+    assert!(super::super::HISTORY < 7);
+    for _ in 0..7 {
+        h.run("a");
+        let exit = ExitInfo::signal(9, true, h.now.wall);
+        h.exit_with("a", exit);
+        h.advance(ms(100));
+    }
+    h.run("a");
+    h.exit("a", 0);
+    let r = h.core.record("a").unwrap();
+    assert_eq!(r.oom_kills, 7, "more than the exits history keeps");
+    assert_eq!(r.restarts, 8);
+}
