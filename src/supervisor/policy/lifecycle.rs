@@ -38,13 +38,14 @@ impl State {
     /// Every state, in the order of the enum: what lists them all (the
     /// metrics' one series per state) goes by this. A new variant fails
     /// `every_state_is_listed` until it is added here.
-    pub const ALL: [State; 10] = [
+    pub const ALL: [State; 11] = [
         State::Inactive,
         State::Invalid,
         State::Waiting,
         State::Pulling,
         State::Starting,
         State::Running,
+        State::Paused,
         State::Stopping,
         State::Exited,
         State::Backoff,
@@ -277,10 +278,11 @@ mod tests {
             State::Pulling => 3,
             State::Starting => 4,
             State::Running => 5,
-            State::Stopping => 6,
-            State::Exited => 7,
-            State::Backoff => 8,
-            State::Failed => 9,
+            State::Paused => 6,
+            State::Stopping => 7,
+            State::Exited => 8,
+            State::Backoff => 9,
+            State::Failed => 10,
         };
         let places: Vec<usize> = State::ALL.iter().map(|s| place(*s)).collect();
         assert_eq!(places, (0..State::ALL.len()).collect::<Vec<_>>());
