@@ -16,10 +16,11 @@ pub enum ImageError {
     #[error("{registry}: {message}")]
     Registry { registry: String, message: String },
     /// A transfer that kept failing (a connection, a status, a stall): the
-    /// source (`127.0.0.1:5000/app:v1`), what was fetched, what went wrong
-    /// the last time, and how many tries were made.
-    #[error("pull {source_name}: {what}: {fault}, {attempts} attempt{}", if *.attempts == 1 { "" } else { "s" })]
-    Transfer { source_name: String, what: String, fault: String, attempts: u32 },
+    /// verb (`pull`, `push`), the source or destination
+    /// (`127.0.0.1:5000/app:v1`), what was sent or fetched, what went
+    /// wrong the last time, and how many tries were made.
+    #[error("{verb} {source_name}: {what}: {fault}, {attempts} attempt{}", if *.attempts == 1 { "" } else { "s" })]
+    Transfer { verb: &'static str, source_name: String, what: String, fault: String, attempts: u32 },
     /// The store's filesystem is full (ENOSPC, EDQUOT, or the free-space
     /// reserve of a pull is not there).
     #[error("no space left on the filesystem of {} (mounted at {}): {detail}", store.display(), mount.display())]

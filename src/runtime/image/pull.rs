@@ -76,6 +76,9 @@ pub trait Progress: Sync {
     fn layer_bytes(&self, _layer: &Digest, _bytes: u64) {}
     /// `cached`: the layer was in the store already.
     fn layer_done(&self, _layer: &Digest, _cached: bool) {}
+    /// A push's blob is at its destination: `how` it got there, and for
+    /// a mount `from` which repository.
+    fn blob_pushed(&self, _blob: &Digest, _how: super::push::Pushed, _from: Option<&str>) {}
 }
 
 /// Reports nothing.
@@ -248,7 +251,7 @@ impl Store {
                             break;
                         }
                         let what = format!("blob {}", desc.digest);
-                        let result = tried(&fetcher.name(), &what, options.retry_pause, || {
+                        let result = tried("pull", &fetcher.name(), &what, options.retry_pause, || {
                             self.make_layer(fetcher, desc, diff_id, options, budget, progress)
                         });
                         if let Err(e) = result {

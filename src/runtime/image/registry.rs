@@ -36,6 +36,7 @@ use super::digest::Digest;
 use super::error::{ImageError, Result};
 use super::manifest::{ACCEPT, Descriptor};
 use super::registry_options::{RegistryOptions, is_loopback, normalize_host};
+use super::registry_request::{Body, Method, reason, scopes};
 use super::source::{BlobReader, Fetched, Fetcher};
 use crate::names::reference::ImageRef;
 
@@ -66,6 +67,13 @@ pub struct Registry {
     credentials: Option<(String, String)>,
     auth: Mutex<Auth>,
     reference: ImageRef,
+    /// What a token is asked for besides the challenge's scope:
+    /// `repository:NAME:pull`, or for a push `repository:NAME:pull,push`
+    /// and `repository:OTHER:pull` for each repository a blob may be
+    /// mounted from.
+    scopes: Vec<String>,
+    /// `pull`, or `push`: what a transfer's error says it was.
+    verb: &'static str,
     /// Reached over plain HTTP (loopback, or named insecure).
     plain: bool,
     timeout: Duration,
@@ -95,9 +103,35 @@ impl Registry {
             credentials: options.credentials_for(&reference.registry).cloned(),
             auth: Mutex::new(Auth::None),
             reference: reference.clone(),
+            scopes: vec![format!("repository:{}:pull", reference.repository)],
+            verb: "pull",
             plain,
             timeout: options.timeout,
         }
+    }
+
+    /// A client that pushes to `reference`'s repository, and may mount
+    /// blobs from each of `mount_from` (repositories of the same registry).
+    pub fn for_push(reference: &ImageRef, options: &RegistryOptions, mount_from: &[String]) -> Registry {
+        let mut r = Registry::new(reference, options);
+        r.scopes = std::iter::once(format!("repository:{}:pull,push", reference.repository))
+            .chain(mount_from.iter().map(|m| format!("repository:{m}:pull")))
+            .collect();
+        r.verb = "push";
+        r
+    }
+
+    pub(super) fn registry(&self) -> &str {
+        &self.registry
+    }
+
+    pub(super) fn repository(&self) -> &str {
+        &self.repository
+    }
+
+    /// `/v2/<repository>/<path>` on the registry.
+    pub(super) fn url(&self, path: &str) -> String {
+        format!("{}/v2/{}/{path}", self.base, self.repository)
     }
 
     /// What a failed request says: a stall is named as one.
@@ -114,11 +148,17 @@ impl Registry {
     }
 
     /// A transfer of `what` that failed `attempts` times, the last with `fault`.
-    fn gave_up(&self, what: &str, fault: String, attempts: u32) -> ImageError {
-        ImageError::Transfer { source_name: self.reference.to_string(), what: what.to_string(), fault, attempts }
+    pub(super) fn gave_up(&self, what: &str, fault: String, attempts: u32) -> ImageError {
+        ImageError::Transfer {
+            verb: self.verb,
+            source_name: self.reference.to_string(),
+            what: what.to_string(),
+            fault,
+            attempts,
+        }
     }
 
-    fn error(&self, message: impl Into<String>) -> ImageError {
+    pub(super) fn error(&self, message: impl Into<String>) -> ImageError {
         ImageError::Registry { registry: self.registry.clone(), message: message.into() }
     }
 
@@ -143,30 +183,41 @@ impl Registry {
     /// GET `/v2/<repository>/<path>`, authenticating and retrying as
     /// needed. Returns a 2xx response.
     fn get(&self, path: &str, accept: Option<&str>, what: &str) -> Result<Response<ureq::Body>> {
-        let mut url = format!("{}/v2/{}/{path}", self.base, self.repository);
+        let url = self.url(path);
+        let headers: Vec<(&str, &str)> = accept.map(|a| ("Accept", a)).into_iter().collect();
+        self.send(Method::Get, url, &headers, &mut Body::Empty, &[], what)
+    }
+
+    /// One request to `url`, authenticating, following redirects and
+    /// retrying as needed. Returns a 2xx response, or one whose status is
+    /// in `also`. A request whose body is a stream (`Body::Stream`) is
+    /// tried once: its failure is the caller's to retry, from the start.
+    pub(super) fn send(
+        &self,
+        method: Method,
+        mut url: String,
+        headers: &[(&str, &str)],
+        body: &mut Body<'_>,
+        also: &[u16],
+        what: &str,
+    ) -> Result<Response<ureq::Body>> {
+        let tries = if matches!(body, Body::Stream(..)) { 1 } else { TRIES };
         let mut authenticated = false;
         let mut attempt = 0;
         let mut redirects = 0;
         loop {
-            let mut req = self.agent.get(&url);
-            if let Some(a) = accept {
-                req = req.header("Accept", a);
-            }
             // Only the registry sees its credentials: a redirect goes to
             // blob storage elsewhere (with a signed URL), as ureq does.
-            if redirects == 0
-                && let Some(h) = self.auth_header()
-            {
-                req = req.header("Authorization", h);
-            }
-            let retry_in = match req.call() {
+            let auth = if redirects == 0 { self.auth_header() } else { None };
+            let retry_in = match method.call(&self.agent, &url, headers, auth.as_deref(), body) {
                 Err(e) => {
-                    if attempt + 1 >= TRIES {
+                    if attempt + 1 >= tries {
                         return Err(self.gave_up(what, self.describe(&url, &e), attempt + 1));
                     }
                     backoff(attempt)
                 }
                 Ok(resp) => match resp.status().as_u16() {
+                    s if also.contains(&s) => return Ok(resp),
                     200..=299 => return Ok(resp),
                     301 | 302 | 303 | 307 | 308 => {
                         let location = header(&resp, "location")
@@ -200,14 +251,16 @@ impl Registry {
                             what: what.to_string(),
                         });
                     }
-                    s @ (429 | 500..=599) if attempt + 1 < TRIES => {
+                    s @ (429 | 500..=599) if attempt + 1 < tries => {
                         match (s, header(&resp, "retry-after").and_then(|v| retry_after(&v, SystemTime::now()))) {
                             (429, Some(after)) => after,
                             _ => backoff(attempt),
                         }
                     }
-                    s @ (429 | 500..=599) => return Err(self.gave_up(what, format!("{url}: HTTP {s}"), attempt + 1)),
-                    s => return Err(self.error(format!("{url}: HTTP {s}"))),
+                    s @ (429 | 500..=599) => {
+                        return Err(self.gave_up(what, format!("{url}: HTTP {s}{}", reason(resp)), attempt + 1));
+                    }
+                    s => return Err(self.error(format!("{what}: {url}: HTTP {s}{}", reason(resp)))),
                 },
             };
             attempt += 1;
@@ -236,9 +289,9 @@ impl Registry {
                 if let Some(service) = params.get("service") {
                     req = req.query("service", service);
                 }
-                let scope =
-                    params.get("scope").cloned().unwrap_or_else(|| format!("repository:{}:pull", self.repository));
-                req = req.query("scope", &scope);
+                for scope in scopes(params.get("scope"), &self.repository, &self.scopes) {
+                    req = req.query("scope", &scope);
+                }
                 if let Some(b) = &basic {
                     req = req.header("Authorization", b);
                 }
@@ -295,7 +348,7 @@ impl Registry {
     }
 }
 
-fn header(resp: &Response<ureq::Body>, name: &str) -> Option<String> {
+pub(super) fn header(resp: &Response<ureq::Body>, name: &str) -> Option<String> {
     resp.headers().get(name).and_then(|v| v.to_str().ok()).map(String::from)
 }
 
@@ -408,7 +461,7 @@ fn is_stall(e: &std::io::Error) -> bool {
 /// Where a redirect from `from` to `location` goes, unless it is one we do
 /// not follow: to another scheme than HTTP(S), or from HTTPS to plain
 /// HTTP (a downgrade that would let anyone on the path serve the content).
-fn redirect_target(from: &str, location: &str) -> std::result::Result<String, String> {
+pub(super) fn redirect_target(from: &str, location: &str) -> std::result::Result<String, String> {
     let scheme_of = |u: &str| u.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
     let from_scheme = scheme_of(from).unwrap_or_default();
     let location = location.trim();

@@ -7,6 +7,9 @@
 //! images/dangling/<hex>.json  an image a reference no longer names, by
 //!                             its manifest digest (kept until a prune
 //!                             finds no container running it)
+//! images/pushed/<hex>.json    the repositories an image (by its manifest
+//!                             digest) was pushed to: where a push may
+//!                             mount its blobs from
 //! images/daemon.lock          held (shared) by a running supervisord
 //! images/tmp/                 work in progress
 //! images/locks/               per-layer lock files
@@ -421,6 +424,8 @@ impl Store {
                 layers.insert(l.diff_id.hex().to_string());
             }
         }
+        // Where an image was pushed: kept while the image is.
+        let pushed: BTreeSet<String> = blobs.iter().map(|hex| format!("{hex}.json")).collect();
         let mut removed = Removed::default();
         let sweep = |dir: &Path, keep: &BTreeSet<String>, count: &mut usize| -> Result<()> {
             for entry in fs::read_dir(dir).map_err(ImageError::io("read", dir))? {
@@ -437,6 +442,10 @@ impl Store {
         };
         sweep(&self.root.join("blobs/sha256"), &blobs, &mut removed.blobs)?;
         sweep(&self.root.join("layers"), &layers, &mut removed.layers)?;
+        let pushed_dir = self.root.join("pushed");
+        if pushed_dir.is_dir() {
+            sweep(&pushed_dir, &pushed, &mut 0)?;
+        }
         self.sweep_locked()?;
         Ok(removed)
     }
@@ -528,67 +537,5 @@ impl Image {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn record(reference: &str, manifest: &[u8]) -> ImageRecord {
-        ImageRecord {
-            reference: reference.into(),
-            manifest_digest: Digest::of(manifest),
-            config_digest: Digest::of(b"config"),
-            platform: "linux/amd64".into(),
-            layers: Vec::new(),
-            size: 0,
-            pulled: 0,
-        }
-    }
-
-    #[test]
-    fn a_moved_reference_leaves_its_image_until_nothing_runs_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
-        let (a, b) = (record("r:t", b"A"), record("r:t", b"B"));
-        store.put_record(&a).unwrap();
-        store.put_record(&a).unwrap();
-        assert!(store.dangling().unwrap().is_empty(), "the same image again is no move");
-        store.put_record(&b).unwrap();
-        assert_eq!(store.record("r:t").unwrap(), Some(b.clone()));
-        assert_eq!(store.dangling().unwrap(), vec![a.clone()]);
-        let keep = BTreeSet::from(["r:t".to_string()]);
-        // A container runs A: it stays.
-        let removed = store.prune(&keep, &BTreeSet::from([a.manifest_digest.clone()])).unwrap();
-        assert!(removed.images.is_empty());
-        assert_eq!(store.dangling().unwrap().len(), 1);
-        // No reference named, but a container runs it: stays too.
-        let removed = store.prune(&BTreeSet::new(), &BTreeSet::from([b.manifest_digest.clone()])).unwrap();
-        assert_eq!(removed.images, vec![format!("r:t@{}", a.manifest_digest)]);
-        assert_eq!(store.record("r:t").unwrap(), Some(b.clone()));
-        let removed = store.prune(&BTreeSet::new(), &BTreeSet::new()).unwrap();
-        assert_eq!(removed.images, vec!["r:t".to_string()]);
-    }
-
-    #[test]
-    fn a_damaged_small_blob_is_replaced_when_it_is_stored_again() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
-        let d = Digest::of(b"config");
-        store.put_blob(&d, b"config").unwrap();
-        fs::write(store.blob_path(&d), b"damaged").unwrap();
-        assert!(matches!(store.read_blob(&d), Err(ImageError::DigestMismatch { .. })));
-        store.put_blob(&d, b"config").unwrap();
-        assert_eq!(store.read_blob(&d).unwrap(), b"config");
-    }
-
-    #[test]
-    fn an_offline_prune_is_locked_out_while_a_daemon_holds_the_store() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
-        let daemon = store.hold_for_daemon().unwrap();
-        let e = store.lock_out_daemon("prune").err().expect("refused").to_string();
-        assert!(e.contains("a running supervisord uses the store"), "{e}");
-        drop(daemon);
-        let offline = store.lock_out_daemon("prune").unwrap();
-        drop(offline);
-        store.hold_for_daemon().unwrap();
-    }
-}
+#[path = "store_tests.rs"]
+mod tests;

@@ -41,8 +41,10 @@ impl From<ImageError> for Failure {
 }
 
 /// Runs `once` until it succeeds, fails for another reason than the
-/// transfer, or has failed [`LAYER_TRIES`] times, pausing between tries.
+/// transfer, or has failed [`LAYER_TRIES`] times, pausing between tries;
+/// `verb` (`pull`, `push`) and `source_name` name the transfer in the error.
 pub(super) fn tried<T>(
+    verb: &'static str,
     source_name: &str,
     what: &str,
     first_pause: Duration,
@@ -55,6 +57,7 @@ pub(super) fn tried<T>(
             Err(Failure::Other(e)) => return Err(e),
             Err(Failure::Transfer(fault)) if attempt >= LAYER_TRIES => {
                 return Err(ImageError::Transfer {
+                    verb,
                     source_name: source_name.to_string(),
                     what: what.to_string(),
                     fault,
@@ -77,7 +80,7 @@ pub(super) fn read_verified(
     what: &str,
     first_pause: Duration,
 ) -> Result<Vec<u8>> {
-    tried(&fetcher.name(), &format!("{what} {}", desc.digest), first_pause, || {
+    tried("pull", &fetcher.name(), &format!("{what} {}", desc.digest), first_pause, || {
         let transport = RefCell::new(Transport::default());
         let mut r = HashingReader::new(Watched { inner: fetcher.blob(desc)?, seen: &transport }, desc.size);
         let mut bytes = Vec::new();
@@ -220,7 +223,7 @@ mod tests {
     #[test]
     fn a_transfer_is_tried_three_times_and_the_error_says_so() {
         let calls = Cell::new(0);
-        let e = tried::<()>("r:5000/x:1", "blob sha256:1", Duration::ZERO, || {
+        let e = tried::<()>("pull", "r:5000/x:1", "blob sha256:1", Duration::ZERO, || {
             calls.set(calls.get() + 1);
             Err(Failure::Transfer(format!("reset after {} of 2.0 MB", size_text(1_234_567))))
         })
@@ -229,13 +232,13 @@ mod tests {
         assert_eq!(e.to_string(), "pull r:5000/x:1: blob sha256:1: reset after 1.2 MB of 2.0 MB, 3 attempts");
         // Anything else is final at once; a later success is a success.
         calls.set(0);
-        let e = tried::<()>("r", "b", Duration::ZERO, || {
+        let e = tried::<()>("pull", "r", "b", Duration::ZERO, || {
             calls.set(calls.get() + 1);
             Err(Failure::Other(ImageError::Invalid("bad".into())))
         });
         assert_eq!((calls.get(), e.unwrap_err().to_string()), (1, "bad".to_string()));
         calls.set(0);
-        let ok = tried("r", "b", Duration::ZERO, || {
+        let ok = tried("pull", "r", "b", Duration::ZERO, || {
             calls.set(calls.get() + 1);
             if calls.get() < 3 { Err(Failure::Transfer("stall".into())) } else { Ok(7) }
         });
