@@ -11,6 +11,7 @@ use super::control;
 use super::generate::{self, KubeArgs};
 use super::images::{self, StoreArgs};
 use super::import;
+use super::push;
 use super::unit_files;
 use super::updates;
 use super::validate;
@@ -118,6 +119,29 @@ pub enum Command {
         file: PathBuf,
         #[arg(long, value_enum, default_value = "oci-archive")]
         format: images::SaveFormat,
+    },
+    /// Push an image of the store to a registry, as DEST (REGISTRY/NAME:TAG).
+    ///
+    /// Blobs the registry has are skipped, blobs another repository of it
+    /// is known to hold (the image was pulled from there or pushed there)
+    /// are mounted, the others uploaded; the manifest goes last, as the
+    /// store holds it, so the image ID is the same there. A bare name is
+    /// normalized as pull does (app is docker.io/library/app:latest).
+    /// Credentials: --authfile; through a running supervisord, its own
+    /// (its `authfile`). Root only.
+    Push {
+        /// The image in the store, as `images` lists it.
+        reference: String,
+        /// Where to: REGISTRY/NAME:TAG.
+        dest: String,
+        /// Upload blobs larger than SIZE in chunks of SIZE (bytes, or with
+        /// a k, M or G suffix); smaller ones in one request.
+        #[arg(long, value_name = "SIZE", default_value = "64M")]
+        chunk_size: String,
+        /// Print {"reference", "destination", "manifest_digest", "blobs":
+        /// [{"digest", "size", "how", "from", "chunks"}]}.
+        #[arg(long)]
+        json: bool,
     },
     /// One line per unit (or the named ones); exit 0 when all run, 3 when
     /// any does not.
@@ -445,6 +469,10 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Prune { units } => images::prune(&store, &units),
         Command::Verify { repair, json, .. } if daemon => images::verify_via(&client, repair, json),
         Command::Verify { repair, run_dir, json } => images::verify(&store, run_dir.as_deref(), repair, json),
+        Command::Push { reference, dest, chunk_size, json } if daemon => {
+            push::push_via(&client, &reference, &dest, &chunk_size, json)
+        }
+        Command::Push { reference, dest, chunk_size, json } => push::push(&store, &reference, &dest, &chunk_size, json),
         Command::Export { reference, dir } => images::export(&store, &reference, &dir),
         Command::Save { reference, file, format } => images::save(&store, &reference, &file, format),
         Command::Status { units, json } => control::status(&client, &units, json),

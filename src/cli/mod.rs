@@ -38,6 +38,7 @@ pub mod images;
 pub mod import;
 pub mod oci;
 pub mod progress;
+pub mod push;
 pub mod unit_files;
 pub mod updates;
 pub mod validate;

@@ -1,6 +1,6 @@
-//! Pull progress as `supervisorctl` shows it: bars on a terminal, a line
-//! per layer otherwise, from a pull of its own or from the JSON lines of
-//! the daemon's (`pull`, `load`).
+//! Pull and push progress as `supervisorctl` shows it: bars on a terminal,
+//! a line per layer (blob) otherwise, from a transfer of its own or from
+//! the JSON lines of the daemon's (`pull`, `load`, `push`).
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -8,7 +8,7 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use crate::runtime::image::manifest::Descriptor;
-use crate::runtime::image::{Digest, Progress};
+use crate::runtime::image::{Digest, Progress, Pushed};
 
 pub fn human_size(bytes: u64) -> String {
     let mut v = bytes as f64;
@@ -25,16 +25,23 @@ pub fn human_size(bytes: u64) -> String {
 /// layer otherwise.
 pub struct Reporter {
     tty: bool,
+    /// A push's: blobs sent, not layers fetched.
+    push: bool,
     start: Instant,
-    state: Mutex<BTreeMap<Digest, (u64, u64, &'static str)>>,
+    state: Mutex<BTreeMap<Digest, (u64, u64, String)>>,
 }
 
 impl Reporter {
     pub fn new(tty: bool) -> Reporter {
-        Reporter { tty, start: Instant::now(), state: Mutex::new(BTreeMap::new()) }
+        Reporter { tty, push: false, start: Instant::now(), state: Mutex::new(BTreeMap::new()) }
     }
 
-    fn draw(&self, state: &BTreeMap<Digest, (u64, u64, &'static str)>, first: bool) {
+    /// A push's progress: a line per blob.
+    pub fn pushing(tty: bool) -> Reporter {
+        Reporter { push: true, ..Reporter::new(tty) }
+    }
+
+    fn draw(&self, state: &BTreeMap<Digest, (u64, u64, String)>, first: bool) {
         let mut err = std::io::stderr().lock();
         if !first {
             let _ = write!(err, "\x1b[{}A", state.len());
@@ -55,16 +62,18 @@ impl Reporter {
     pub fn finish(&self) {
         let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let total: u64 = state.values().map(|s| s.0).sum();
-        errln!("{} layers, {} fetched in {:.1}s", state.len(), human_size(total), self.start.elapsed().as_secs_f64());
+        let (what, done) = if self.push { ("blobs", "sent") } else { ("layers", "fetched") };
+        let secs = self.start.elapsed().as_secs_f64();
+        errln!("{} {what}, {} {done} in {secs:.1}s", state.len(), human_size(total));
     }
 }
 
 impl Progress for Reporter {
     fn resolved(&self, reference: &str, manifest: &Digest, layers: &[Descriptor]) {
-        errln!("{reference}: {manifest}, {} layers", layers.len());
+        errln!("{reference}: {manifest}, {} {}", layers.len(), if self.push { "blobs" } else { "layers" });
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         for l in layers {
-            state.insert(l.digest.clone(), (0, l.size, "waiting"));
+            state.insert(l.digest.clone(), (0, l.size, "waiting".to_string()));
         }
         if self.tty {
             self.draw(&state, true);
@@ -74,8 +83,9 @@ impl Progress for Reporter {
     fn layer_bytes(&self, layer: &Digest, bytes: u64) {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(s) = state.get_mut(layer) {
-            s.0 += bytes;
-            s.2 = "pulling";
+            // A blob sent again after a broken transfer counts once.
+            s.0 = s.0.saturating_add(bytes).min(s.1);
+            s.2 = if self.push { "pushing" } else { "pulling" }.to_string();
         }
         if self.tty {
             self.draw(&state, false);
@@ -86,7 +96,7 @@ impl Progress for Reporter {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let status = if cached { "already in the store" } else { "done" };
         if let Some(s) = state.get_mut(layer) {
-            s.2 = status;
+            s.2 = status.to_string();
             if cached {
                 s.0 = 0;
             }
@@ -98,9 +108,30 @@ impl Progress for Reporter {
             errln!("layer {} ({}): {status}", layer, human_size(size));
         }
     }
+
+    fn blob_pushed(&self, blob: &Digest, how: Pushed, from: Option<&str>) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let status = match how {
+            Pushed::Present => "already in the registry".to_string(),
+            Pushed::Mounted => format!("mounted from {}", from.unwrap_or("another repository")),
+            Pushed::Uploaded => "pushed".to_string(),
+        };
+        if let Some(s) = state.get_mut(blob) {
+            s.2 = status.clone();
+            if how != Pushed::Uploaded {
+                s.0 = 0;
+            }
+        }
+        if self.tty {
+            self.draw(&state, false);
+        } else {
+            let size = state.get(blob).map_or(0, |s| s.1);
+            errln!("blob {} ({}): {status}", blob, human_size(size));
+        }
+    }
 }
 
-/// The daemon's progress lines of a pull or load, handed to a [`Reporter`]
+/// The daemon's progress lines of a pull, load or push, handed to a [`Reporter`]
 /// as they come; the last line is the outcome (`{KEY: ...}` or
 /// `{"error": ...}`).
 pub struct Lines<'a> {
@@ -139,6 +170,11 @@ impl<'a> Lines<'a> {
         } else if let Some(l) = v.get("layer_done") {
             if let Ok(d) = digest(l) {
                 self.reporter.layer_done(&d, l["cached"].as_bool().unwrap_or(false));
+            }
+        } else if let Some(p) = v.get("blob_pushed") {
+            let how = serde_json::from_value::<Pushed>(p["how"].clone());
+            if let (Ok(d), Ok(how)) = (digest(p), how) {
+                self.reporter.blob_pushed(&d, how, p["from"].as_str());
             }
         } else if let Some(value) = v.get(self.key) {
             self.outcome = Some(Ok(value.clone()));

@@ -9,6 +9,7 @@ mod load;
 mod pause;
 mod peer;
 mod pull;
+mod push;
 mod unit_files;
 mod updates;
 
@@ -237,6 +238,7 @@ async fn route(stream: &mut UnixStream, control: &Control, req: Request, peer: P
             };
             pull::pull(stream, control, &reference, peer).await
         }
+        ("POST", ["v1", "images", "push"]) => push::push(stream, control, &req, peer).await,
         ("DELETE", ["v1", "images", reference]) => {
             // An image a unit keeps stays (as Docker keeps a container's).
             let Some(list) = ask(control, Command::Status).await else {

@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 use super::peer::{Peer, local_path};
 use super::{Control, http, json_line};
 use crate::runtime::image::manifest::Descriptor;
-use crate::runtime::image::{Digest, ImageError, Progress};
+use crate::runtime::image::{Digest, ImageError, Progress, Pushed};
 use crate::units::values::reference::ImageSource;
 
 /// Pull progress as JSON lines for the client's bars, through a bounded
@@ -55,6 +55,14 @@ impl Progress for StreamProgress {
             let _ = self.tx.blocking_send(layer_bytes_line(&key, total));
         }
         let _ = self.tx.blocking_send(serde_json::json!({"layer_done": {"digest": layer, "cached": cached}}));
+    }
+    fn blob_pushed(&self, blob: &Digest, how: Pushed, from: Option<&str>) {
+        let key = blob.to_string();
+        let owed = self.unsent.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&key);
+        if let Some(total) = owed {
+            let _ = self.tx.blocking_send(layer_bytes_line(&key, total));
+        }
+        let _ = self.tx.blocking_send(serde_json::json!({"blob_pushed": {"digest": blob, "how": how, "from": from}}));
     }
 }
 
