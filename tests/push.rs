@@ -156,3 +156,121 @@ fn assert_linked(storage: &Path, repository: &str, blobs: &[&str]) {
         assert!(layers.join(hex).join("link").is_file(), "{b} is not in {repository}");
     }
 }
+
+/// A front for a registry that answers the first `fail` blob uploads
+/// (`PATCH`, and `PUT`s of a blob) with 503 and passes everything else on
+/// as it came; how many it failed is counted.
+struct FlakyFront {
+    port: u16,
+    failed: std::sync::Arc<std::sync::atomic::AtomicU32>,
+}
+
+impl FlakyFront {
+    fn start(upstream: u16, fail: u32) -> FlakyFront {
+        use std::io::{BufRead, BufReader, Read, Write};
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let failed = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let count = failed.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { continue };
+                let count = count.clone();
+                std::thread::spawn(move || {
+                    let mut reader = BufReader::new(conn.try_clone().unwrap());
+                    let mut head = Vec::new();
+                    loop {
+                        let mut line = String::new();
+                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        if line == "\r\n" {
+                            break;
+                        }
+                        head.push(line.trim_end().to_string());
+                    }
+                    let length = head
+                        .iter()
+                        .find_map(|h| {
+                            h.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_string())
+                        })
+                        .and_then(|v| v.parse::<usize>().ok())
+                        .unwrap_or(0);
+                    let mut body = vec![0; length];
+                    if reader.read_exact(&mut body).is_err() {
+                        return;
+                    }
+                    let line = head[0].clone();
+                    let upload = line.starts_with("PATCH ") || (line.starts_with("PUT ") && line.contains("digest="));
+                    if upload
+                        && count
+                            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| (n < fail).then_some(n + 1))
+                            .is_ok()
+                    {
+                        let _ = conn
+                            .write_all(b"HTTP/1.1 503 Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                        return;
+                    }
+                    let mut up = std::net::TcpStream::connect(("127.0.0.1", upstream)).unwrap();
+                    let mut request = String::new();
+                    for h in &head {
+                        if !h.to_ascii_lowercase().starts_with("connection:") {
+                            request += &format!("{h}\r\n");
+                        }
+                    }
+                    request += "Connection: close\r\n\r\n";
+                    up.write_all(request.as_bytes()).unwrap();
+                    up.write_all(&body).unwrap();
+                    let mut response = Vec::new();
+                    let _ = up.read_to_end(&mut response);
+                    let _ = conn.write_all(&response);
+                });
+            }
+        });
+        FlakyFront { port, failed }
+    }
+
+    fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+#[test]
+fn a_broken_upload_is_sent_again_and_a_registry_that_keeps_failing_is_named() {
+    if !common::require_root("a_broken_upload_is_sent_again_and_a_registry_that_keeps_failing_is_named") {
+        return;
+    }
+    use std::sync::atomic::Ordering;
+    let fx = common::fixtures();
+    let registry = Registry::start(None);
+    registry.push(&format!("oci:{}:layered", fx.join("layout").display()), "src/app:v1", false);
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let ctl = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_supervisorctl")).arg("--store").arg(&store).args(args).output().unwrap()
+    };
+    let image = format!("{}/src/app:v1", registry.host());
+    let digest =
+        ok(&ctl(&["pull", &image]), "pull").lines().find_map(|l| l.strip_prefix("digest: ").map(String::from)).unwrap();
+    // Two uploads fail: each blob is sent again, from its start, and the
+    // push succeeds with the image ID.
+    let front = FlakyFront::start(registry.port, 2);
+    let dest = format!("{}/dst/app:v1", front.host());
+    assert!(ok(&ctl(&["push", &image, &dest]), "push through failures").contains(&format!("digest: {digest}")));
+    assert_eq!(front.failed.load(Ordering::SeqCst), 2, "the front failed two uploads");
+    let out = skopeo(&["inspect", "--raw", "--tls-verify=false", &format!("docker://{}/dst/app:v1", registry.host())]);
+    assert_eq!(common::sha256(&ok(&out, "skopeo inspect").into_bytes()), digest);
+    // Every upload fails: the error names the destination, the blob, the
+    // status and the tries.
+    let front = FlakyFront::start(registry.port, u32::MAX);
+    let out = ctl(&["push", &image, &format!("{}/other/app:v1", front.host())]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = common::text(&out.stderr);
+    assert!(
+        stderr.contains(&format!("push {}/other/app: blob sha256:", front.host()))
+            && stderr.contains("HTTP 503")
+            && stderr.contains("3 attempts"),
+        "{stderr}"
+    );
+}

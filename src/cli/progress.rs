@@ -189,3 +189,37 @@ impl<'a> Lines<'a> {
         self.outcome.unwrap_or_else(|| Err(format!("supervisord ended the {verb} without an outcome")))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pushs_lines_give_each_blob_its_outcome() {
+        let reporter = Reporter::pushing(false);
+        let mut lines = Lines::new(&reporter, "pushed");
+        let (a, b) = (Digest::of(b"a"), Digest::of(b"b"));
+        let layers = serde_json::json!([
+            {"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": a, "size": 10},
+            {"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": b, "size": 20},
+        ]);
+        let stream = [
+            serde_json::json!({"resolved": {"reference": "r:5000/x:1", "manifest": Digest::of(b"m"), "layers": layers}}),
+            // A blob sent twice (a broken transfer) counts once.
+            serde_json::json!({"layer_bytes": {"digest": a, "bytes": 10}}),
+            serde_json::json!({"layer_bytes": {"digest": a, "bytes": 10}}),
+            serde_json::json!({"blob_pushed": {"digest": a, "how": "uploaded", "from": null}}),
+            serde_json::json!({"blob_pushed": {"digest": b, "how": "mounted", "from": "one/app"}}),
+            serde_json::json!({"pushed": {"destination": "r:5000/x:1"}}),
+        ];
+        let text: String = stream.iter().map(|v| format!("{v}\n")).collect();
+        // Split anywhere: lines are put together again.
+        let (head, tail) = text.as_bytes().split_at(17);
+        lines.feed(head);
+        lines.feed(tail);
+        assert_eq!(lines.outcome("push").unwrap()["destination"], "r:5000/x:1");
+        let state = reporter.state.lock().unwrap();
+        assert_eq!(state[&a], (10, 10, "pushed".to_string()));
+        assert_eq!(state[&b], (0, 20, "mounted from one/app".to_string()));
+    }
+}
