@@ -372,6 +372,10 @@ fn a_group_peer_cannot_pull_a_local_path_nor_read_env_file_values() {
     let load = as_member(&["load", unit.to_str().unwrap()]);
     assert!(!load.status.success(), "a group member ran load: {}", text(&load.stdout));
     assert!(text(&load.stderr).contains("only root may load images"), "{}", text(&load.stderr));
+    // A push sends the store's images out with the daemon's credentials.
+    let push = as_member(&["push", &busybox(), "127.0.0.1:1/stolen/busybox:v1"]);
+    assert!(!push.status.success(), "a group member ran push: {}", text(&push.stdout));
+    assert!(text(&push.stderr).contains("only root may push"), "{}", text(&push.stderr));
 }
 
 /// `supervisorctl` as uid 65534 (a member of the test daemon's
