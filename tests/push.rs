@@ -158,25 +158,29 @@ fn assert_linked(storage: &Path, repository: &str, blobs: &[&str]) {
 }
 
 /// A front for a registry that answers the first `fail` blob uploads
-/// (`PATCH`, and `PUT`s of a blob) with 503 and passes everything else on
-/// as it came; how many it failed is counted.
+/// (`PATCH`es and `PUT`s of a blob; with `patches_only`, `PATCH`es
+/// past a blob's first chunk, so that a resumed session has some) with 503 and
+/// passes everything else on as it came; how many it failed, and how many
+/// upload sessions were opened (`POST`), are counted.
 struct FlakyFront {
     port: u16,
     failed: std::sync::Arc<std::sync::atomic::AtomicU32>,
+    sessions: std::sync::Arc<std::sync::atomic::AtomicU32>,
 }
 
 impl FlakyFront {
-    fn start(upstream: u16, fail: u32) -> FlakyFront {
+    fn start(upstream: u16, fail: u32, patches_only: bool) -> FlakyFront {
         use std::io::{BufRead, BufReader, Read, Write};
         use std::sync::atomic::Ordering;
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let failed = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
-        let count = failed.clone();
+        let sessions = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let (count, posts) = (failed.clone(), sessions.clone());
         std::thread::spawn(move || {
             for conn in listener.incoming() {
                 let Ok(mut conn) = conn else { continue };
-                let count = count.clone();
+                let (count, posts) = (count.clone(), posts.clone());
                 std::thread::spawn(move || {
                     let mut reader = BufReader::new(conn.try_clone().unwrap());
                     let mut head = Vec::new();
@@ -202,7 +206,16 @@ impl FlakyFront {
                         return;
                     }
                     let line = head[0].clone();
-                    let upload = line.starts_with("PATCH ") || (line.starts_with("PUT ") && line.contains("digest="));
+                    if line.starts_with("POST ") && line.contains("/blobs/uploads/") {
+                        posts.fetch_add(1, Ordering::SeqCst);
+                    }
+                    let put = line.starts_with("PUT ") && line.contains("digest=") && !patches_only;
+                    let later = head.iter().any(|h| {
+                        h.to_ascii_lowercase()
+                            .strip_prefix("content-range:")
+                            .is_some_and(|r| !r.trim().starts_with("0-"))
+                    });
+                    let upload = (line.starts_with("PATCH ") && (later || !patches_only)) || put;
                     if upload
                         && count
                             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| (n < fail).then_some(n + 1))
@@ -228,7 +241,7 @@ impl FlakyFront {
                 });
             }
         });
-        FlakyFront { port, failed }
+        FlakyFront { port, failed, sessions }
     }
 
     fn host(&self) -> String {
@@ -255,15 +268,28 @@ fn a_broken_upload_is_sent_again_and_a_registry_that_keeps_failing_is_named() {
         ok(&ctl(&["pull", &image]), "pull").lines().find_map(|l| l.strip_prefix("digest: ").map(String::from)).unwrap();
     // Two uploads fail: each blob is sent again, from its start, and the
     // push succeeds with the image ID.
-    let front = FlakyFront::start(registry.port, 2);
+    let front = FlakyFront::start(registry.port, 2, false);
     let dest = format!("{}/dst/app:v1", front.host());
     assert!(ok(&ctl(&["push", &image, &dest]), "push through failures").contains(&format!("digest: {digest}")));
     assert_eq!(front.failed.load(Ordering::SeqCst), 2, "the front failed two uploads");
     let out = skopeo(&["inspect", "--raw", "--tls-verify=false", &format!("docker://{}/dst/app:v1", registry.host())]);
     assert_eq!(common::sha256(&ok(&out, "skopeo inspect").into_bytes()), digest);
+    // A chunk past the first fails: the session says how far it got, and
+    // the upload goes on in it (one session per blob, none opened again).
+    let front = FlakyFront::start(registry.port, 1, true);
+    let dest = format!("{}/chunked/app:v1", front.host());
+    let out = ctl(&["push", "--chunk-size", "1k", "--json", &image, &dest]);
+    let report: Value = serde_json::from_str(&ok(&out, "push through a broken chunk")).unwrap();
+    assert_eq!(front.failed.load(Ordering::SeqCst), 1, "the front failed a chunk");
+    let blobs = report["blobs"].as_array().unwrap();
+    assert!(blobs.iter().all(|b| b["how"] == "uploaded"), "{report}");
+    assert_eq!(front.sessions.load(Ordering::SeqCst) as usize, blobs.len(), "a session per blob: {report}");
+    let out =
+        skopeo(&["inspect", "--raw", "--tls-verify=false", &format!("docker://{}/chunked/app:v1", registry.host())]);
+    assert_eq!(common::sha256(&ok(&out, "skopeo inspect").into_bytes()), digest);
     // Every upload fails: the error names the destination, the blob, the
     // status and the tries.
-    let front = FlakyFront::start(registry.port, u32::MAX);
+    let front = FlakyFront::start(registry.port, u32::MAX, false);
     let out = ctl(&["push", &image, &format!("{}/other/app:v1", front.host())]);
     assert_eq!(out.status.code(), Some(1));
     let stderr = common::text(&out.stderr);

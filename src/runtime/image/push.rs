@@ -11,8 +11,11 @@
 //! upload session instead gets the blob uploaded into it); any other is
 //! uploaded: in one `PUT` up to `chunk_size` bytes, in `PATCH`es of
 //! `chunk_size` bytes and a closing `PUT` when larger (no request bigger
-//! than that, for proxies that bound a request's body). A blob whose
-//! transfer breaks is sent again from its start, in a new session. The
+//! than that, for proxies that bound a request's body). A chunk whose
+//! transfer breaks is followed by a look at the session (`GET`: how far it
+//! got), and the upload goes on from there; a single `PUT` that breaks,
+//! or a session that cannot say, sends the blob again from its start, in
+//! a new session. The
 //! manifest is sent last, as the store's bytes: its digest at the
 //! destination is the image ID. The store holds one platform's manifest
 //! of a multi-platform image (the one pulled): that image is what is
@@ -35,7 +38,7 @@ use super::registry::{Registry, header, redirect_target};
 use super::registry_options::RegistryOptions;
 use super::registry_request::{Body, Method};
 use super::store::{Store, write_atomic};
-use super::transfer::{Failure, tried};
+use super::transfer::{Failure, LAYER_TRIES, tried};
 use crate::names::reference::ImageRef;
 
 /// How to push.
@@ -259,20 +262,38 @@ impl Store {
                 (closing, closing_len) = (&mut whole, desc.size);
             } else {
                 let mut offset = 0;
+                let mut resumed = 0;
                 while offset < desc.size {
                     let len = chunk.min(desc.size - offset);
                     file.seek(SeekFrom::Start(offset)).map_err(ImageError::io("seek", &path))?;
                     let mut part = Counted { inner: (&mut file).take(len), digest: &desc.digest, progress };
                     let range = format!("{offset}-{}", offset + len - 1);
                     let headers = [("Content-Type", "application/octet-stream"), ("Content-Range", range.as_str())];
-                    let resp = registry
-                        .send(Method::Patch, location.clone(), &headers, &mut Body::Stream(&mut part, len), &[], &what)
-                        .map_err(retry)?;
-                    if let Some(next) = header(&resp, "location") {
-                        location = redirect_target(&location, &next).map_err(|m| registry.error(m))?;
+                    let sent = registry.send(
+                        Method::Patch,
+                        location.clone(),
+                        &headers,
+                        &mut Body::Stream(&mut part, len),
+                        &[],
+                        &what,
+                    );
+                    match sent {
+                        Ok(resp) => {
+                            if let Some(next) = header(&resp, "location") {
+                                location = redirect_target(&location, &next).map_err(|m| registry.error(m))?;
+                            }
+                            offset += len;
+                            chunks += 1;
+                        }
+                        // A broken chunk: the session says how far it got,
+                        // and the upload goes on from there.
+                        Err(ImageError::Transfer { .. }) if resumed < LAYER_TRIES => {
+                            resumed += 1;
+                            std::thread::sleep(options.retry_pause);
+                            (location, offset) = upload_status(registry, &location, &what)?;
+                        }
+                        Err(e) => return Err(retry(e)),
                     }
-                    offset += len;
-                    chunks += 1;
                 }
             }
             let sep = if location.contains('?') { '&' } else { '?' };
@@ -335,6 +356,32 @@ impl Store {
     }
 }
 
+/// Where an upload session is (`GET` of its location: 204 with `Range:
+/// 0-LAST`): its location and the offset of the next byte. Whatever goes
+/// wrong is the transfer's, to be tried again from the blob's start.
+fn upload_status(registry: &Registry, location: &str, what: &str) -> Result<(String, u64), Failure> {
+    let resp = registry
+        .send(Method::Get, location.to_string(), &[], &mut Body::Empty, &[], what)
+        .map_err(|e| Failure::Transfer(format!("resuming the upload: {e}")))?;
+    let next = header(&resp, "range").as_deref().and_then(next_offset);
+    let next = next.ok_or_else(|| Failure::Transfer("resuming the upload: no Range in the session's status".into()))?;
+    let location = match header(&resp, "location") {
+        Some(l) => redirect_target(location, &l).map_err(Failure::Transfer)?,
+        None => location.to_string(),
+    };
+    Ok((location, next))
+}
+
+/// The offset after `0-LAST` (a `Range` of an upload session). `0-0` is
+/// read as nothing received (distribution says it for an empty session):
+/// a session that holds one byte is then sent that byte again, which it
+/// refuses, and the blob starts afresh.
+fn next_offset(range: &str) -> Option<u64> {
+    let range = range.trim();
+    let last = range.strip_prefix("bytes=").unwrap_or(range).strip_prefix("0-")?.parse::<u64>().ok()?;
+    Some(if last == 0 { 0 } else { last + 1 })
+}
+
 /// A transfer that failed is tried again from the blob's start; anything
 /// else is final.
 fn retry(e: ImageError) -> Failure {
@@ -375,6 +422,15 @@ impl<R: Read> Read for Counted<'_, R> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_upload_sessions_range_gives_the_next_offset() {
+        assert_eq!(next_offset("0-1023"), Some(1024));
+        assert_eq!(next_offset("bytes=0-4"), Some(5));
+        assert_eq!(next_offset("0-0"), Some(0));
+        assert_eq!(next_offset("5-9"), None);
+        assert_eq!(next_offset("0-x"), None);
+    }
 
     #[test]
     fn query_values_are_percent_encoded() {
