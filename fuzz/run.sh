@@ -9,7 +9,7 @@
 # it replays the committed inputs on stable (tests/fuzz_corpus.rs).
 # New inputs go into fuzz/corpus/<target>/; a crash or a failed check is
 # written to fuzz/artifacts/<target>/: fix it, and commit the input under
-# fuzz/regressions/<target>/.
+# fuzz/regressions/<target>/. FUZZ_LOGS=DIR keeps each target's libFuzzer log.
 set -euo pipefail
 seconds=${1:?usage: fuzz/run.sh SECONDS [TARGET...]}
 shift
@@ -20,8 +20,9 @@ else
   mapfile -t targets < <(cargo +nightly fuzz list)
 fi
 cargo +nightly fuzz build -O -a
-logs=$(mktemp -d)
-trap 'rm -rf "$logs"' EXIT
+logs=${FUZZ_LOGS:-$(mktemp -d)}
+mkdir -p "$logs"
+[ -n "${FUZZ_LOGS:-}" ] || trap 'rm -rf "$logs"' EXIT
 summary=()
 failed=0
 for t in "${targets[@]}"; do
@@ -45,9 +46,9 @@ for t in "${targets[@]}"; do
   execs=$(grep -E '^stat::number_of_executed_units' "$logs/$t.log" | awk '{print $2}' || true)
   cov=$(sed -nE 's/.* cov: ([0-9]+).*/\1/p' <<<"$last")
   ft=$(sed -nE 's/.* ft: ([0-9]+).*/\1/p' <<<"$last")
-  # When coverage last grew: a run whose last new input came early has
-  # plateaued.
-  grown=$(grep -E '^#[0-9]+.*(NEW|REDUCE) ' "$logs/$t.log" | tail -1 | sed -nE 's/^#([0-9]+).*/\1/p' || true)
+  # When coverage last grew (a NEW input; a REDUCE only shortens one):
+  # a run whose last new input came early has plateaued.
+  grown=$(grep -E '^#[0-9]+.*NEW ' "$logs/$t.log" | tail -1 | sed -nE 's/^#([0-9]+).*/\1/p' || true)
   if [ "$status" = ok ]; then
     cargo +nightly fuzz cmin -O -a "$t" "corpus/$t" -- -max_len="$max_len" -timeout=10 >/dev/null 2>&1 || true
   fi
