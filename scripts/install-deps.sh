@@ -29,6 +29,7 @@ packages=(
   systemd          # systemd-analyze verify of packaging/supervisord.service
   podman           # drives supervisor-runtime (conmon), and plays generate kube's Pods
   crun             # the runtime tests/fixtures/kube/clamp-runtime runs for podman kube play
+  catatonit        # the init of podman's local pause image (kube play's infra container)
   containernetworking-plugins  # podman 4.3's CNI network (-p in the podman tests)
   golang-github-containernetworking-plugin-dnsname  # podman's DNS between those Pods (CNI)
   dnsmasq-base     # what the dnsname plugin runs
