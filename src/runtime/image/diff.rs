@@ -2,33 +2,27 @@
 //! overlay upper directory against the image's layers, as `docker diff`
 //! shows it: `A` added, `C` changed (a file written, or a directory that
 //! holds a change), `D` deleted (an overlay whiteout). The upper directory
-//! is the container's to write, even while it is read, so nothing in it is
-//! followed: each directory is opened from its parent's descriptor with
-//! `O_NOFOLLOW` (a directory swapped for a symlink meanwhile is not
-//! entered), entries are examined with `fstatat` without following, the
-//! walk is bounded in depth and in changes (a container's tree must not
-//! exhaust the daemon's stack or memory), and a lower layer is looked into
-//! only through real directories, never through a symlink (which could
-//! name a host path). Lower layers are the store's, never written after
-//! their unpacking.
+//! is the container's to write, even while it is read: it is walked by
+//! [`super::walk`], which follows nothing and is bounded in depth and
+//! entries, and the list is bounded in changes too. A lower layer is looked
+//! into only through real directories, never through a symlink (which
+//! could name a host path). Lower layers are the store's, never written
+//! after their unpacking.
 
-use std::ffi::{OsStr, OsString};
+use std::ffi::OsStr;
 use std::fs;
-use std::os::fd::AsFd;
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use nix::dir::Dir;
-use nix::fcntl::{AtFlags, OFlag};
-use nix::sys::stat::{FileStat, Mode, SFlag, fstatat};
+use nix::fcntl::OFlag;
+use nix::sys::stat::{Mode, SFlag};
 use serde::Serialize;
 
 use super::error::{ImageError, Result};
+use super::walk::{Entry, Visit, is_whiteout, walk};
 
-/// Directories deeper than this in a writable layer are refused: the walk
-/// holds a descriptor per level.
-pub const MAX_DEPTH: usize = 256;
+pub use super::walk::MAX_DEPTH;
 /// Changes listed at most (some 100 bytes each in the daemon).
 pub const MAX_CHANGES: usize = 200_000;
 
@@ -46,15 +40,6 @@ fn whiteout(meta: &fs::Metadata) -> bool {
     meta.file_type().is_char_device() && meta.rdev() == 0
 }
 
-/// The same, from an `fstatat`.
-fn whiteout_stat(st: &FileStat) -> bool {
-    SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits()) == SFlag::S_IFCHR && st.st_rdev == 0
-}
-
-fn is_dir_stat(st: &FileStat) -> bool {
-    SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits()) == SFlag::S_IFDIR
-}
-
 /// The changes in `upper` over `lowers` (the image's layers, the base
 /// first), sorted by path. `runtime_files` are files the runtime made as
 /// mount targets (`/etc/hosts` when the image has none): not the
@@ -68,8 +53,8 @@ pub fn changes(upper: &Path, lowers: &[PathBuf], runtime_files: &[&str]) -> Resu
     // The lowers' directories at this point of the walk, the top one
     // first; None where a layer has no real directory here.
     let dirs: Vec<Option<PathBuf>> = lowers.iter().rev().map(|l| Some(l.clone())).collect();
-    let mut walk = Walk { upper, out: &mut out };
-    walk.dir(top, "", &dirs, 0)?;
+    let mut lister = Lister { upper, out: &mut out };
+    walk(top, &dirs, &mut lister, &upper.display().to_string(), MAX_CHANGES.saturating_mul(2))?;
     out.retain(|c| !(c.kind == 'A' && runtime_files.contains(&c.path.as_str())));
     let dirs_of_runtime_files: Vec<&str> =
         runtime_files.iter().filter_map(|f| f.rsplit_once('/').map(|(d, _)| d)).filter(|d| !d.is_empty()).collect();
@@ -101,58 +86,36 @@ fn in_lowers(dirs: &[Option<PathBuf>], name: &OsStr) -> (bool, Vec<Option<PathBu
     (found.unwrap_or(false), below)
 }
 
-struct Walk<'a> {
+struct Lister<'a> {
     upper: &'a Path,
     out: &'a mut Vec<Change>,
 }
 
-impl Walk<'_> {
-    fn error(&self, rel: &str, message: String) -> ImageError {
-        ImageError::Invalid(format!("{}{rel}: {message}", self.upper.display()))
-    }
+impl Visit for Lister<'_> {
+    type Below = Vec<Option<PathBuf>>;
 
-    fn dir(&mut self, mut dir: Dir, rel: &str, dirs: &[Option<PathBuf>], depth: usize) -> Result<()> {
-        if depth > MAX_DEPTH {
-            return Err(self.error(rel, format!("nested deeper than {MAX_DEPTH} directories")));
-        }
-        // No more names than there is room for in the list.
-        let room = MAX_CHANGES.saturating_sub(self.out.len()) + 1;
-        let names: Vec<OsString> = dir
-            .iter()
-            .filter_map(|e| e.ok())
-            .map(|e| OsStr::from_bytes(e.file_name().to_bytes()).to_os_string())
-            .filter(|n| n != "." && n != "..")
-            .take(room)
-            .collect();
-        for name in names {
-            let path = format!("{rel}/{}", name.to_string_lossy());
-            // Gone meanwhile (the container runs): not a change to list.
-            let Ok(st) = fstatat(dir.as_fd(), name.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW) else { continue };
-            let (existed, below) = in_lowers(dirs, &name);
-            if whiteout_stat(&st) {
-                if existed {
-                    self.push(Change { kind: 'D', path }, rel)?;
-                }
-                continue;
+    fn entry(&mut self, e: &Entry<'_>, dirs: &Self::Below) -> Result<Option<Self::Below>> {
+        let path = e.path_text();
+        let (existed, below) = in_lowers(dirs, e.name);
+        if is_whiteout(e.stat) {
+            if existed {
+                self.push(Change { kind: 'D', path })?;
             }
-            self.push(Change { kind: if existed { 'C' } else { 'A' }, path: path.clone() }, rel)?;
-            if is_dir_stat(&st) {
-                let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-                match Dir::openat(dir.as_fd(), name.as_os_str(), flags, Mode::empty()) {
-                    Ok(child) => self.dir(child, &path, &below, depth + 1)?,
-                    // Swapped for a symlink or a file since the fstatat,
-                    // or removed: not entered.
-                    Err(nix::errno::Errno::ELOOP | nix::errno::Errno::ENOTDIR | nix::errno::Errno::ENOENT) => {}
-                    Err(e) => return Err(self.error(&path, format!("open: {e}"))),
-                }
-            }
+            return Ok(None);
         }
-        Ok(())
+        self.push(Change { kind: if existed { 'C' } else { 'A' }, path })?;
+        Ok((e.kind() == SFlag::S_IFDIR).then_some(below))
     }
+}
 
-    fn push(&mut self, change: Change, rel: &str) -> Result<()> {
+impl Lister<'_> {
+    fn push(&mut self, change: Change) -> Result<()> {
         if self.out.len() >= MAX_CHANGES {
-            return Err(self.error(rel, format!("more than {MAX_CHANGES} changes: too many to list")));
+            let parent = change.path.rsplit_once('/').map_or("", |(p, _)| p);
+            return Err(ImageError::Invalid(format!(
+                "{}{parent}: more than {MAX_CHANGES} changes: too many to list",
+                self.upper.display()
+            )));
         }
         self.out.push(change);
         Ok(())

@@ -31,6 +31,7 @@ mod transfer;
 pub mod tree;
 pub mod unpack;
 pub mod verify;
+pub mod walk;
 
 pub use config::ImageConfig;
 pub use digest::Digest;
