@@ -6,6 +6,7 @@
 
 pub mod cgroups;
 pub mod container;
+pub mod copy;
 pub mod image;
 pub mod network;
 pub mod oci;

@@ -1,7 +1,7 @@
 //! Content digests, and readers that hash what passes through them.
 
 use std::fmt;
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 
 use sha2::{Digest as _, Sha256};
 
@@ -93,6 +93,37 @@ impl<R: Read> Read for HashingReader<R> {
         }
         self.hasher.update(&buf[..n]);
         Ok(n)
+    }
+}
+
+/// A writer that hashes and counts what passes through it (a layer being
+/// written: its digest is known when it is).
+pub struct HashingWriter<W> {
+    inner: W,
+    hasher: Sha256,
+    count: u64,
+}
+
+impl<W: Write> HashingWriter<W> {
+    pub fn new(inner: W) -> Self {
+        HashingWriter { inner, hasher: Sha256::new(), count: 0 }
+    }
+
+    /// The digest and size of everything written, and the writer.
+    pub fn finish(self) -> (Digest, u64, W) {
+        (Digest(format!("sha256:{}", hex(&self.hasher.finalize()))), self.count, self.inner)
+    }
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.count += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
     }
 }
 

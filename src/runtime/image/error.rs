@@ -46,6 +46,16 @@ pub enum ImageError {
         #[source]
         source: io::Error,
     },
+    /// Reading an entry of a directory tree into a tar stream (a layer of
+    /// `commit`, a copy out of a container) failed, or writing it out.
+    #[error("{tree}{entry}: {op}: {source}")]
+    Pack {
+        tree: String,
+        entry: String,
+        op: &'static str,
+        #[source]
+        source: io::Error,
+    },
     /// Content over one of the bounds a pull keeps (never retried).
     #[error("{what}: {message}")]
     Limit { what: String, message: String },

@@ -17,6 +17,7 @@ pub mod export;
 pub mod guard;
 pub mod load;
 pub mod manifest;
+pub mod pack;
 pub mod pull;
 pub mod push;
 pub mod registry;

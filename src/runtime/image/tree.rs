@@ -103,9 +103,16 @@ fn join(comps: &[&[u8]]) -> Vec<u8> {
 
 const BENEATH: ResolveFlag =
     ResolveFlag::RESOLVE_BENEATH.union(ResolveFlag::RESOLVE_NO_SYMLINKS).union(ResolveFlag::RESOLVE_NO_MAGICLINKS);
+/// A container's root: its symlinks are followed, as the container would
+/// see them, and never lead out of it.
+const IN_ROOT: ResolveFlag = ResolveFlag::RESOLVE_IN_ROOT.union(ResolveFlag::RESOLVE_NO_MAGICLINKS);
 
 fn open_dir_beneath(dir: BorrowedFd<'_>, path: &[u8]) -> std::result::Result<OwnedFd, Errno> {
-    let how = OpenHow::new().flags(OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC).resolve(BENEATH);
+    open_dir_with(dir, path, BENEATH)
+}
+
+fn open_dir_with(dir: BorrowedFd<'_>, path: &[u8], resolve: ResolveFlag) -> std::result::Result<OwnedFd, Errno> {
+    let how = OpenHow::new().flags(OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC).resolve(resolve);
     let p: &Path = if path.is_empty() { Path::new(".") } else { os(path) };
     openat2(dir, p, how)
 }
@@ -123,6 +130,8 @@ fn resolve_error(path: &[u8], e: Errno) -> TreeError {
 /// A directory that untrusted paths are written into.
 pub struct SafeTree {
     root: OwnedFd,
+    /// How parent directories are looked up from the root.
+    resolve: ResolveFlag,
     /// The parent directory opened last, reused by its siblings.
     cached: Option<(Vec<u8>, OwnedFd)>,
 }
@@ -131,7 +140,20 @@ impl SafeTree {
     pub fn open(root: &Path) -> io::Result<SafeTree> {
         let fd =
             openat(nix::fcntl::AT_FDCWD, root, OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())?;
-        Ok(SafeTree { root: fd, cached: None })
+        Ok(SafeTree { root: fd, resolve: BENEATH, cached: None })
+    }
+
+    /// A tree whose root is a container's root directory (`cp` into a
+    /// container): the parents of entries are looked up as the container
+    /// sees them, its symlinks followed but resolved inside `root`
+    /// (`RESOLVE_IN_ROOT`), so that no path leads out of it; final
+    /// components are never followed, as in any tree.
+    pub fn in_root(root: OwnedFd) -> SafeTree {
+        SafeTree { root, resolve: IN_ROOT, cached: None }
+    }
+
+    fn open_dir(&self, path: &[u8]) -> std::result::Result<OwnedFd, Errno> {
+        open_dir_with(self.root.as_fd(), path, self.resolve)
     }
 
     /// The directory that holds `comps`' last component, created (0755)
@@ -139,7 +161,7 @@ impl SafeTree {
     fn parent(&mut self, comps: &[&[u8]], create: bool) -> Result<BorrowedFd<'_>> {
         let dir = join(&comps[..comps.len().saturating_sub(1)]);
         if self.cached.as_ref().is_none_or(|(p, _)| *p != dir) {
-            let fd = match open_dir_beneath(self.root.as_fd(), &dir) {
+            let fd = match self.open_dir(&dir) {
                 Ok(fd) => fd,
                 Err(Errno::ENOENT) if create => self.create_dirs(&comps[..comps.len() - 1])?,
                 Err(e) => return Err(resolve_error(&dir, e)),
@@ -150,9 +172,11 @@ impl SafeTree {
     }
 
     fn create_dirs(&self, comps: &[&[u8]]) -> Result<OwnedFd> {
-        let mut cur = open_dir_beneath(self.root.as_fd(), b"").map_err(|e| resolve_error(b".", e))?;
+        let mut cur = self.open_dir(b"").map_err(|e| resolve_error(b".", e))?;
         for (i, c) in comps.iter().enumerate() {
-            let next = match open_dir_beneath(cur.as_fd(), c) {
+            // Each prefix from the root, so that a link on the way is
+            // resolved as the root says.
+            let next = match self.open_dir(&join(&comps[..=i])) {
                 Ok(fd) => fd,
                 Err(Errno::ENOENT) => {
                     mkdirat(cur.as_fd(), os(c), Mode::from_bits_truncate(0o755))
@@ -166,7 +190,7 @@ impl SafeTree {
                         nix::sys::stat::FchmodatFlags::FollowSymlink,
                     )
                     .map_err(|e| TreeError::io("chmod", e))?;
-                    open_dir_beneath(cur.as_fd(), c).map_err(|e| resolve_error(&join(&comps[..=i]), e))?
+                    self.open_dir(&join(&comps[..=i])).map_err(|e| resolve_error(&join(&comps[..=i]), e))?
                 }
                 Err(e) => return Err(resolve_error(&join(&comps[..=i]), e)),
             };
@@ -203,7 +227,7 @@ impl SafeTree {
 
     /// Removes every entry inside the directory `comps`.
     pub fn clear_dir(&mut self, comps: &[&[u8]]) -> Result<()> {
-        let dir = open_dir_beneath(self.root.as_fd(), &join(comps)).map_err(|e| resolve_error(&join(comps), e))?;
+        let dir = self.open_dir(&join(comps)).map_err(|e| resolve_error(&join(comps), e))?;
         clear_at(dir)
     }
 
@@ -240,14 +264,14 @@ impl SafeTree {
                 mkdirat(parent, os(name), Mode::from_bits_truncate(0o700)).map_err(|e| TreeError::io("mkdir", e))?;
             }
         }
-        let fd = open_dir_beneath(self.root.as_fd(), &join(comps)).map_err(|e| resolve_error(&join(comps), e))?;
+        let fd = self.open_dir(&join(comps)).map_err(|e| resolve_error(&join(comps), e))?;
         set_meta_fd(fd.as_fd(), meta, false)
     }
 
     /// Sets a directory's mtime; one that a later entry removed or
     /// replaced is skipped.
     pub fn set_mtime(&mut self, comps: &[&[u8]], mtime: i64) -> Result<()> {
-        let fd = match open_dir_beneath(self.root.as_fd(), &join(comps)) {
+        let fd = match self.open_dir(&join(comps)) {
             Ok(fd) => fd,
             Err(Errno::ENOENT | Errno::ENOTDIR) => return Ok(()),
             Err(e) => return Err(resolve_error(&join(comps), e)),
@@ -272,7 +296,7 @@ impl SafeTree {
     pub fn hardlink(&mut self, comps: &[&[u8]], target: &[&[u8]]) -> Result<()> {
         let tname = *target.last().ok_or_else(|| TreeError::Unsafe("hard link to the root".into()))?;
         let tdir = join(&target[..target.len() - 1]);
-        let tparent = open_dir_beneath(self.root.as_fd(), &tdir).map_err(|e| match e {
+        let tparent = self.open_dir(&tdir).map_err(|e| match e {
             Errno::ENOENT => TreeError::Unsafe("hard link to a file that is not in this layer".into()),
             e => resolve_error(&tdir, e),
         })?;
@@ -329,7 +353,7 @@ impl SafeTree {
         if self.stat(comps)?.is_none() {
             self.dir(comps, &Meta { mode: 0o755, ..Meta::default() })?;
         }
-        let fd = open_dir_beneath(self.root.as_fd(), &join(comps)).map_err(|e| resolve_error(&join(comps), e))?;
+        let fd = self.open_dir(&join(comps)).map_err(|e| resolve_error(&join(comps), e))?;
         set_xattr(fd.as_fd(), OPAQUE_XATTR, b"y")
     }
 

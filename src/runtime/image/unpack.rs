@@ -210,7 +210,7 @@ pub fn unpack_layer(
 }
 
 /// Metadata of an entry, with PAX overrides (large ids, xattrs).
-fn meta_of<R: Read>(entry: &mut tar::Entry<'_, R>) -> std::io::Result<Meta> {
+pub fn meta_of<R: Read>(entry: &mut tar::Entry<'_, R>) -> std::io::Result<Meta> {
     let h = entry.header();
     let mut meta = Meta {
         mode: h.mode()?,

@@ -1,0 +1,466 @@
+//! `cp`: files into and out of a running container, as tar streams.
+//!
+//! Every path is the container's: it is looked up from the container's
+//! root directory (`/proc/PID/root` of its first process, which also shows
+//! its volumes and tmpfs mounts) with `openat2(RESOLVE_IN_ROOT |
+//! RESOLVE_NO_MAGICLINKS)`, so a symlink or `..` in the container resolves
+//! as the container sees it and never leads to a host file: a link to
+//! `/etc/passwd` is the container's `/etc/passwd`. Out of the container
+//! ([`Root::pack`]) a tree is walked without following anything
+//! ([`crate::runtime::image::pack`]); into it ([`Root::extract`]) each
+//! entry of the archive is written through a [`SafeTree`] whose parents
+//! are looked up in the container's root and whose final components are
+//! never followed. The same extraction, with a tree that follows no link
+//! at all, writes an archive from a container into a host directory
+//! ([`extract`]): what comes out of a container is hostile to the host.
+
+use std::ffi::{OsStr, OsString};
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+use nix::errno::Errno;
+use nix::fcntl::{AtFlags, OFlag, OpenHow, ResolveFlag, openat2, readlinkat};
+use nix::sys::stat::{FileStat, SFlag, fstatat};
+use serde::Serialize;
+use tar::EntryType;
+
+use crate::runtime::image::ImageError;
+use crate::runtime::image::guard::{TarGuard, TarLimits};
+use crate::runtime::image::pack::Packer;
+use crate::runtime::image::tree::{SafeTree, TreeError, components};
+use crate::runtime::image::unpack::meta_of;
+use crate::runtime::image::walk::{kind, open_dir_at, walk};
+
+/// Symlinks followed at most in one lookup (the kernel's own limit).
+const MAX_LINKS: usize = 40;
+/// Entries copied out at most.
+pub const MAX_ENTRIES: usize = 1_000_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CopyError {
+    #[error("open the root directory of process {pid}: {source}")]
+    OpenRoot {
+        pid: i32,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: not an absolute path")]
+    Relative { path: String },
+    #[error("{path}: no such file or directory")]
+    NotFound { path: String },
+    #[error("{path}: not a directory")]
+    NotADirectory { path: String },
+    #[error("{path}: {op}: {source}")]
+    Lookup {
+        path: String,
+        op: &'static str,
+        #[source]
+        source: Errno,
+    },
+    #[error("{path}: more than {MAX_LINKS} symbolic links")]
+    TooManyLinks { path: String },
+    #[error("{path}: a copy of a file needs a name for it")]
+    Unnamed { path: String },
+    #[error("{0}")]
+    Pack(#[from] ImageError),
+    #[error("write the archive: {0}")]
+    Write(#[source] std::io::Error),
+    #[error("read the archive: {0}")]
+    Read(#[source] std::io::Error),
+    #[error("{entry}: {reason}")]
+    Entry { entry: String, reason: String },
+}
+
+type Result<T> = std::result::Result<T, CopyError>;
+
+/// What is at a path: `stat` of `cp`, as the client decides what a
+/// destination means.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PathStat {
+    /// The last component of the path (`/` for the root).
+    pub name: String,
+    /// `file`, `directory`, `symlink` or `other`.
+    pub kind: &'static str,
+    pub mode: u32,
+    pub size: u64,
+    /// Seconds since the epoch.
+    pub mtime: i64,
+    /// A symlink's target, as stored.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub link_target: Option<String>,
+}
+
+/// A container's root directory.
+pub struct Root {
+    fd: OwnedFd,
+    /// Names the container in errors (`web`).
+    label: String,
+}
+
+/// A path found in a root: the directory that holds it and its name there.
+struct Located {
+    parent: OwnedFd,
+    name: OsString,
+    stat: FileStat,
+    /// The path as it was resolved (links followed), for messages.
+    path: String,
+}
+
+impl Root {
+    /// The root of the container whose first process is `pid`.
+    pub fn of_process(pid: i32, label: &str) -> Result<Root> {
+        Root::at(Path::new(&format!("/proc/{pid}/root")), label).map_err(|e| match e {
+            CopyError::Lookup { source, .. } => CopyError::OpenRoot { pid, source: source.into() },
+            e => e,
+        })
+    }
+
+    /// `dir` as a root (a container's, or one made by a test).
+    pub fn at(dir: &Path, label: &str) -> Result<Root> {
+        let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+        let fd = nix::fcntl::open(dir, flags, nix::sys::stat::Mode::empty()).map_err(|source| CopyError::Lookup {
+            path: dir.display().to_string(),
+            op: "open",
+            source,
+        })?;
+        Ok(Root { fd, label: label.to_string() })
+    }
+
+    /// Opens the directory at `path` in the root (links followed inside it).
+    fn open_dir(&self, path: &str, flags: OFlag) -> std::result::Result<OwnedFd, Errno> {
+        let resolve = ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS;
+        let how = OpenHow::new().flags(flags | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC).resolve(resolve);
+        let rel = path.trim_start_matches('/');
+        openat2(self.fd.as_fd(), if rel.is_empty() { "." } else { rel }, how)
+    }
+
+    fn lookup_error(&self, path: &str, op: &'static str) -> impl Fn(Errno) -> CopyError {
+        let path = format!("{}:{path}", self.label);
+        move |source| match source {
+            Errno::ENOENT => CopyError::NotFound { path: path.clone() },
+            Errno::ENOTDIR => CopyError::NotADirectory { path: path.clone() },
+            source => CopyError::Lookup { path: path.clone(), op, source },
+        }
+    }
+
+    /// Finds `path`; with `follow`, a symlink at its end is followed too
+    /// (inside the root), otherwise it is what is found.
+    fn locate(&self, path: &str, follow: bool) -> Result<Located> {
+        if !path.starts_with('/') {
+            return Err(CopyError::Relative { path: path.to_string() });
+        }
+        let mut path = path.to_string();
+        for _ in 0..=MAX_LINKS {
+            let trimmed = path.trim_end_matches('/');
+            let (parent_path, name) = match trimmed.rsplit_once('/') {
+                Some((_, "." | "..")) | None => (trimmed, "."),
+                Some((p, n)) => (p, n),
+            };
+            let parent = self.open_dir(parent_path, OFlag::O_RDONLY).map_err(self.lookup_error(parent_path, "open"))?;
+            let stat = fstatat(parent.as_fd(), name, AtFlags::AT_SYMLINK_NOFOLLOW)
+                .map_err(self.lookup_error(&path, "stat"))?;
+            if follow && kind(&stat) == SFlag::S_IFLNK {
+                let target = readlinkat(parent.as_fd(), name).map_err(self.lookup_error(&path, "readlink"))?;
+                let target = target.to_string_lossy();
+                path = if target.starts_with('/') { target.into_owned() } else { format!("{parent_path}/{target}") };
+                continue;
+            }
+            return Ok(Located { parent, name: OsString::from(name), stat, path });
+        }
+        Err(CopyError::TooManyLinks { path: format!("{}:{path}", self.label) })
+    }
+
+    /// What is at `path` (a symlink at its end followed with `follow`).
+    pub fn stat(&self, path: &str, follow: bool) -> Result<PathStat> {
+        let at = self.locate(path, follow)?;
+        let link_target = (kind(&at.stat) == SFlag::S_IFLNK)
+            .then(|| readlinkat(at.parent.as_fd(), at.name.as_os_str()).ok())
+            .flatten()
+            .map(|t| t.to_string_lossy().into_owned());
+        let name = path.trim_end_matches('/').rsplit('/').next().filter(|n| !n.is_empty()).unwrap_or("/");
+        Ok(PathStat {
+            name: name.to_string(),
+            kind: match kind(&at.stat) {
+                SFlag::S_IFREG => "file",
+                SFlag::S_IFDIR => "directory",
+                SFlag::S_IFLNK => "symlink",
+                _ => "other",
+            },
+            mode: at.stat.st_mode & 0o7777,
+            size: at.stat.st_size.max(0) as u64,
+            mtime: at.stat.st_mtime,
+            link_target,
+        })
+    }
+
+    /// Writes a tar of `path` into `out`, its root named `name` (a
+    /// directory's entries at the top when `name` is empty). Returns the
+    /// number of entries.
+    pub fn pack(&self, path: &str, follow: bool, name: &[u8], out: impl Write) -> Result<u64> {
+        let at = self.locate(path, follow)?;
+        let is_dir = kind(&at.stat) == SFlag::S_IFDIR;
+        if name.is_empty() && !is_dir {
+            return Err(CopyError::Unnamed { path: at.path });
+        }
+        let dir = if is_dir {
+            open_dir_at(at.parent.as_fd(), &at.name).map_err(self.lookup_error(&at.path, "open"))?
+        } else {
+            None
+        };
+        let label = format!("{}:{}", self.label, at.path.trim_end_matches('/'));
+        let mut builder = tar::Builder::new(out);
+        let mut packer = Packer::new(&mut builder, &label, name);
+        let enter = packer.add(at.parent.as_fd(), &at.name, b"", &at.stat, dir.as_ref())?;
+        if let (true, Some(dir)) = (enter, dir) {
+            walk(dir, &(), &mut packer, &label, MAX_ENTRIES)?;
+        }
+        let entries = packer.entries;
+        builder.finish().map_err(CopyError::Write)?;
+        builder.into_inner().and_then(|mut w| w.flush()).map_err(CopyError::Write)?;
+        Ok(entries)
+    }
+
+    /// The directory `path` (links followed inside the root), for the free
+    /// space check of an extraction into it.
+    pub fn dir_file(&self, path: &str) -> Result<File> {
+        let fd = self.open_dir(path, OFlag::O_RDONLY).map_err(self.lookup_error(path, "open"))?;
+        Ok(File::from(fd))
+    }
+
+    /// Extracts the tar `input` into the existing directory `dir` of the
+    /// root. Returns the number of entries.
+    pub fn extract(&self, dir: &str, input: &mut dyn Read) -> Result<u64> {
+        if !dir.starts_with('/') {
+            return Err(CopyError::Relative { path: dir.to_string() });
+        }
+        // The directory must be there (links followed inside the root).
+        drop(self.dir_file(dir)?);
+        let root = self.fd.try_clone().map_err(|e| CopyError::OpenRoot { pid: 0, source: e })?;
+        // An O_PATH descriptor serves as the base of openat2 as well.
+        let mut tree = SafeTree::in_root(root);
+        let base: Vec<&[u8]> = components(dir.trim_start_matches('/').as_bytes())
+            .map_err(|e| CopyError::Entry { entry: dir.to_string(), reason: e.to_string() })?;
+        extract_into(&mut tree, &base, input)
+    }
+}
+
+/// Extracts the tar `input` (from a container: hostile) into the host
+/// directory `dest`, which must exist: no entry can leave it, through
+/// `..`, an absolute name or a symlink (none is followed).
+pub fn extract(dest: &Path, input: &mut dyn Read) -> Result<u64> {
+    let mut tree = SafeTree::open(dest).map_err(|e| CopyError::Lookup {
+        path: dest.display().to_string(),
+        op: "open",
+        source: Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
+    })?;
+    extract_into(&mut tree, &[], input)
+}
+
+/// Writes each entry of `input` under `base` in `tree`.
+fn extract_into(tree: &mut SafeTree, base: &[&[u8]], input: &mut dyn Read) -> Result<u64> {
+    let mut guard = TarGuard::new(input, TarLimits::default());
+    let mut archive = tar::Archive::new(&mut guard as &mut dyn Read);
+    let mut dir_times: Vec<(Vec<Vec<u8>>, i64)> = Vec::new();
+    let mut entries = 0;
+    for entry in archive.entries().map_err(CopyError::Read)? {
+        let mut entry = entry.map_err(CopyError::Read)?;
+        let path = entry.path_bytes().into_owned();
+        let shown = String::from_utf8_lossy(&path).into_owned();
+        let refuse = |reason: String| CopyError::Entry { entry: shown.clone(), reason };
+        let fail = |e: TreeError| match e {
+            TreeError::Read(e) => CopyError::Read(e),
+            e => refuse(e.to_string()),
+        };
+        let comps = components(&path).map_err(fail)?;
+        let full: Vec<&[u8]> = base.iter().copied().chain(comps.iter().copied()).collect();
+        let meta = meta_of(&mut entry).map_err(CopyError::Read)?;
+        let kind = entry.header().entry_type();
+        if full.is_empty() && kind != EntryType::Directory {
+            return Err(refuse("only a directory can be the root".into()));
+        }
+        match kind {
+            EntryType::Regular | EntryType::Continuous => {
+                tree.file(&full, &meta, &mut entry, false).map_err(fail)?;
+            }
+            EntryType::Directory => {
+                tree.dir(&full, &meta).map_err(fail)?;
+                dir_times.push((full.iter().map(|c| c.to_vec()).collect(), meta.mtime));
+            }
+            EntryType::Symlink => {
+                let target = entry.link_name_bytes().ok_or_else(|| refuse("symbolic link without a target".into()))?;
+                tree.symlink(&full, &target, &meta).map_err(fail)?;
+            }
+            EntryType::Link => {
+                let target = entry.link_name_bytes().ok_or_else(|| refuse("hard link without a target".into()))?;
+                let target = components(&target).map_err(|e| refuse(format!("hard link target: {e}")))?;
+                let target: Vec<&[u8]> = base.iter().copied().chain(target).collect();
+                tree.hardlink(&full, &target).map_err(fail)?;
+            }
+            EntryType::Char | EntryType::Block | EntryType::Fifo => {
+                let h = entry.header();
+                let major = h.device_major().ok().flatten().unwrap_or(0).into();
+                let minor = h.device_minor().ok().flatten().unwrap_or(0).into();
+                let sflag = match kind {
+                    EntryType::Char => SFlag::S_IFCHR,
+                    EntryType::Block => SFlag::S_IFBLK,
+                    _ => SFlag::S_IFIFO,
+                };
+                tree.node(&full, sflag, major, minor, &meta).map_err(fail)?;
+            }
+            // Extension headers are read by the tar crate; nothing else
+            // carries a file.
+            _ => continue,
+        }
+        entries += 1;
+    }
+    // A directory's time changes as entries are added: set last, deepest first.
+    for (comps, mtime) in dir_times.iter().rev() {
+        let comps: Vec<&[u8]> = comps.iter().map(Vec::as_slice).collect();
+        tree.set_mtime(&comps, *mtime).map_err(|e| CopyError::Entry {
+            entry: String::from_utf8_lossy(&comps.join(&b'/')).into_owned(),
+            reason: e.to_string(),
+        })?;
+    }
+    Ok(entries)
+}
+
+/// The name `cp` gives a copy of `path` when none is asked for: its last
+/// component (`.` for the root, as `docker cp` names it).
+pub fn base_name(path: &str) -> &OsStr {
+    let trimmed = path.trim_end_matches('/');
+    match trimmed.rsplit('/').next() {
+        Some("") | None => OsStr::new("."),
+        Some(n) => OsStr::from_bytes(n.as_bytes()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
+
+    fn root_with_escapes() -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
+        let t = tempfile::tempdir().unwrap();
+        let (root, host) = (t.path().join("root"), t.path().join("host"));
+        std::fs::create_dir_all(root.join("etc")).unwrap();
+        std::fs::create_dir_all(root.join("data/sub")).unwrap();
+        std::fs::create_dir_all(&host).unwrap();
+        std::fs::write(root.join("etc/passwd"), "container").unwrap();
+        std::fs::write(host.join("passwd"), "host").unwrap();
+        std::fs::write(root.join("data/sub/file"), "hello").unwrap();
+        std::fs::set_permissions(root.join("data/sub/file"), std::fs::Permissions::from_mode(0o640)).unwrap();
+        // Links that name the host's directory by its absolute path, and
+        // one that climbs out with `..`.
+        symlink(&host, root.join("hostdir")).unwrap();
+        symlink(host.join("passwd"), root.join("leak")).unwrap();
+        symlink("../../../../../../../../host/passwd", root.join("data/climb")).unwrap();
+        (t, root, host)
+    }
+
+    fn unpacked(bytes: &[u8]) -> Vec<(String, Vec<u8>)> {
+        let mut a = tar::Archive::new(bytes);
+        let mut out = Vec::new();
+        for e in a.entries().unwrap() {
+            let mut e = e.unwrap();
+            let mut data = Vec::new();
+            e.read_to_end(&mut data).unwrap();
+            out.push((String::from_utf8_lossy(&e.path_bytes()).into_owned(), data));
+        }
+        out
+    }
+
+    #[test]
+    fn paths_resolve_inside_the_root_and_never_reach_the_host() {
+        let (_t, root, host) = root_with_escapes();
+        let r = Root::at(&root, "web").unwrap();
+        // The absolute link is the container's /…/host/passwd: not there.
+        let e = r.stat("/leak", true).unwrap_err().to_string();
+        assert!(e.contains("no such file or directory"), "{e}");
+        assert_eq!(r.stat("/leak", false).unwrap().kind, "symlink");
+        let e = r.stat("/hostdir/passwd", false).unwrap_err().to_string();
+        assert!(e.contains("no such file or directory"), "{e}");
+        let e = r.stat("/data/climb", true).unwrap_err().to_string();
+        assert!(e.contains("no such file or directory"), "{e}");
+        // Once the container has a /host/passwd, the link is that file.
+        std::fs::create_dir_all(root.join("host")).unwrap();
+        std::fs::write(root.join("host/passwd"), "inside").unwrap();
+        let mut out = Vec::new();
+        r.pack("/data/climb", true, b"climb", &mut out).unwrap();
+        assert_eq!(unpacked(&out), [("climb".to_string(), b"inside".to_vec())]);
+        assert_eq!(std::fs::read_to_string(host.join("passwd")).unwrap(), "host");
+    }
+
+    #[test]
+    fn a_directory_goes_out_with_its_modes_and_comes_back_in_beside_it() {
+        let (_t, root, _host) = root_with_escapes();
+        let r = Root::at(&root, "web").unwrap();
+        let mut out = Vec::new();
+        r.pack("/data", false, b"copy", &mut out).unwrap();
+        let names: Vec<String> = unpacked(&out).into_iter().map(|(n, _)| n).collect();
+        assert!(names.contains(&"copy/".to_string()) && names.contains(&"copy/sub/file".to_string()), "{names:?}");
+        assert!(names.contains(&"copy/climb".to_string()), "{names:?}");
+        // Into the container, beside the original.
+        r.extract("/", &mut out.as_slice()).unwrap();
+        let copied = root.join("copy/sub/file");
+        assert_eq!(std::fs::read_to_string(&copied).unwrap(), "hello");
+        assert_eq!(std::fs::metadata(&copied).unwrap().mode() & 0o7777, 0o640);
+        assert!(std::fs::symlink_metadata(root.join("copy/climb")).unwrap().file_type().is_symlink());
+        // Into a directory below the root.
+        r.extract("/data/sub/", &mut out.as_slice()).unwrap();
+        assert_eq!(std::fs::read_to_string(root.join("data/sub/copy/sub/file")).unwrap(), "hello");
+    }
+
+    #[test]
+    fn an_extraction_through_a_link_stays_in_the_root() {
+        let (_t, root, host) = root_with_escapes();
+        let r = Root::at(&root, "web").unwrap();
+        let mut tar = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(2);
+        h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        h.set_cksum();
+        tar.append_data(&mut h, "hostdir/new", &b"hi"[..]).unwrap();
+        let bytes = tar.into_inner().unwrap();
+        // /hostdir names the host's directory; in the root it names
+        // /…/host, which does not exist there: refused, nothing written.
+        assert!(r.extract("/", &mut bytes.as_slice()).is_err());
+        assert!(!host.join("new").exists());
+        // Into a directory named through the link: the same.
+        assert!(r.extract("/hostdir", &mut bytes.as_slice()).is_err());
+        assert!(!host.join("hostdir").exists());
+    }
+
+    #[test]
+    fn an_archive_from_a_container_cannot_leave_the_hosts_destination() {
+        let t = tempfile::tempdir().unwrap();
+        let dest = t.path().join("dest");
+        std::fs::create_dir(&dest).unwrap();
+        let mut tar = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(EntryType::Symlink);
+        h.set_size(0);
+        h.set_mode(0o777);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        tar.append_link(&mut h, "out", t.path()).unwrap();
+        let mut h = tar::Header::new_gnu();
+        h.set_size(1);
+        h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        h.set_cksum();
+        tar.append_data(&mut h, "out/planted", &b"x"[..]).unwrap();
+        let bytes = tar.into_inner().unwrap();
+        let e = extract(&dest, &mut bytes.as_slice()).unwrap_err().to_string();
+        assert!(e.contains("symbolic link"), "{e}");
+        assert!(!t.path().join("planted").exists());
+    }
+}

@@ -1,0 +1,351 @@
+//! A directory tree into a tar stream, the counterpart of [`super::unpack`]:
+//! a container's writable layer as an image layer (`commit`), or a part of
+//! its root filesystem for `cp`. The tree belongs to the container, which
+//! may change it while it is read: it is walked by [`super::walk`] (nothing
+//! followed, bounded), each file is opened from its directory's descriptor
+//! with `O_NOFOLLOW | O_NONBLOCK` and checked to still be a regular file,
+//! and its content is cut or padded to the size its header gave (a file
+//! that grows or shrinks meanwhile cannot break the archive).
+//!
+//! Kept: owner, mode (setuid bits too), modification time, symlinks as
+//! symlinks, hard links within the tree as links, device nodes and FIFOs,
+//! and the extended attributes of files and directories (as PAX
+//! `SCHILY.xattr.` records, as Docker writes them) except overlayfs' own.
+//! Sockets are left out (a tar cannot hold them).
+//!
+//! In an overlay upper directory ([`Packer::overlay`]) a whiteout (a 0/0
+//! character device) becomes an OCI whiteout file `.wh.NAME`, and an opaque
+//! directory (`trusted.overlay.opaque=y`) is followed by `DIR/.wh..wh..opq`.
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+use nix::dir::Dir;
+use nix::fcntl::{OFlag, openat, readlinkat};
+use nix::sys::stat::{FileStat, Mode, SFlag, fstat, major, minor};
+use tar::{EntryType, Header};
+
+use super::error::{ImageError, Result};
+use super::walk::{Entry, Visit, is_whiteout, kind};
+
+/// The overlayfs attributes that make a directory opaque (`user.` when
+/// the overlay is mounted with `userxattr`).
+const OPAQUE: [&[u8]; 2] = [b"trusted.overlay.opaque", b"user.overlay.opaque"];
+
+/// Writes entries of a tree into a tar.
+pub struct Packer<'a, W: Write> {
+    out: &'a mut tar::Builder<W>,
+    /// Names the tree in errors (a path, or `unit:/path`).
+    label: String,
+    /// What the tree's root is called in the archive (`etc` for a copy of
+    /// `/etc`); empty: its entries are at the archive's top.
+    prefix: Vec<u8>,
+    /// Whether the tree is an overlay upper directory.
+    overlay: bool,
+    /// Paths from the root (`/etc/hosts`) left out.
+    excluded: Vec<Vec<u8>>,
+    /// The archive name of each file with more than one link, by device
+    /// and inode: later names become hard links to it.
+    links: HashMap<(u64, u64), Vec<u8>>,
+    /// Entries written.
+    pub entries: u64,
+}
+
+impl<'a, W: Write> Packer<'a, W> {
+    pub fn new(out: &'a mut tar::Builder<W>, label: &str, prefix: &[u8]) -> Packer<'a, W> {
+        Packer {
+            out,
+            label: label.to_string(),
+            prefix: prefix.to_vec(),
+            overlay: false,
+            excluded: Vec::new(),
+            links: HashMap::new(),
+            entries: 0,
+        }
+    }
+
+    /// Treats the tree as an overlay upper directory (see the module's
+    /// documentation), leaving out `excluded` paths (`/etc/hosts`).
+    pub fn overlay(mut self, excluded: &[&str]) -> Self {
+        self.overlay = true;
+        self.excluded = excluded.iter().map(|p| p.as_bytes().to_vec()).collect();
+        self
+    }
+
+    /// The archive name of the entry at `path` (`/a/b` from the root).
+    fn name(&self, path: &[u8]) -> Vec<u8> {
+        let rel = path.strip_prefix(b"/").unwrap_or(path);
+        match (self.prefix.is_empty(), rel.is_empty()) {
+            (true, _) => rel.to_vec(),
+            (false, true) => self.prefix.clone(),
+            (false, false) => [self.prefix.as_slice(), b"/", rel].concat(),
+        }
+    }
+
+    fn error(&self, path: &[u8], op: &'static str) -> impl FnOnce(io::Error) -> ImageError + use<W> {
+        let (tree, entry) = (self.label.clone(), String::from_utf8_lossy(path).into_owned());
+        move |source| ImageError::Pack { tree, entry, op, source }
+    }
+
+    /// The entry `name` of `parent` (stat `st`, the directory `dir` when
+    /// it is one), under `path` from the root; whether it is a directory
+    /// to enter.
+    pub fn add(
+        &mut self,
+        parent: BorrowedFd<'_>,
+        file_name: &OsStr,
+        path: &[u8],
+        st: &FileStat,
+        dir: Option<&Dir>,
+    ) -> Result<bool> {
+        let name = self.name(path);
+        let mut h = header(st);
+        match kind(st) {
+            SFlag::S_IFDIR => {
+                let Some(dir) = dir else { return Ok(false) };
+                let xattrs = xattrs(dir.as_fd());
+                if !name.is_empty() {
+                    self.pax(&name, &xattrs, path)?;
+                    h.set_entry_type(EntryType::Directory);
+                    h.set_size(0);
+                    let mut dir_name = name.clone();
+                    dir_name.push(b'/');
+                    self.append(&mut h, &dir_name, io::empty(), path)?;
+                }
+                if self.overlay && xattrs.iter().any(|(k, v)| OPAQUE.contains(&k.as_slice()) && v == b"y") {
+                    let marker = if name.is_empty() {
+                        b".wh..wh..opq".to_vec()
+                    } else {
+                        [&name, &b"/.wh..wh..opq"[..]].concat()
+                    };
+                    self.marker(&marker, st, path)?;
+                }
+                return Ok(true);
+            }
+            SFlag::S_IFREG => {
+                if st.st_nlink > 1 {
+                    let key = (st.st_dev, st.st_ino);
+                    if let Some(first) = self.links.get(&key).cloned() {
+                        h.set_entry_type(EntryType::Link);
+                        h.set_size(0);
+                        self.link(&mut h, &name, &first, path)?;
+                        return Ok(false);
+                    }
+                    self.links.insert(key, name.clone());
+                }
+                let flags =
+                    OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_NOCTTY | OFlag::O_CLOEXEC;
+                // Gone or replaced since the walk saw it: left out.
+                let Ok(fd) = openat(parent, file_name, flags, Mode::empty()) else { return Ok(false) };
+                let file = File::from(fd);
+                let now = fstat(&file).map_err(|e| self.error(path, "stat")(e.into()))?;
+                if kind(&now) != SFlag::S_IFREG {
+                    return Ok(false);
+                }
+                let xattrs = xattrs(file.as_fd());
+                self.pax(&name, &xattrs, path)?;
+                let mut h = header(&now);
+                h.set_entry_type(EntryType::Regular);
+                let size = now.st_size.max(0) as u64;
+                h.set_size(size);
+                let content = Exactly { inner: file.take(size), left: size };
+                self.append(&mut h, &name, content, path)?;
+            }
+            SFlag::S_IFLNK => {
+                let Ok(target) = readlinkat(parent, file_name) else { return Ok(false) };
+                h.set_entry_type(EntryType::Symlink);
+                h.set_size(0);
+                self.link(&mut h, &name, target.as_bytes(), path)?;
+            }
+            SFlag::S_IFCHR if self.overlay && is_whiteout(st) => {
+                let (dir, last) = match name.iter().rposition(|b| *b == b'/') {
+                    Some(i) => (&name[..=i], &name[i + 1..]),
+                    None => (&b""[..], &name[..]),
+                };
+                let whiteout = [dir, b".wh.", last].concat();
+                self.marker(&whiteout, st, path)?;
+            }
+            k @ (SFlag::S_IFCHR | SFlag::S_IFBLK | SFlag::S_IFIFO) => {
+                h.set_entry_type(match k {
+                    SFlag::S_IFCHR => EntryType::Char,
+                    SFlag::S_IFBLK => EntryType::Block,
+                    _ => EntryType::Fifo,
+                });
+                h.set_size(0);
+                if k != SFlag::S_IFIFO {
+                    let dev = st.st_rdev;
+                    h.set_device_major(major(dev) as u32).map_err(self.error(path, "device number"))?;
+                    h.set_device_minor(minor(dev) as u32).map_err(self.error(path, "device number"))?;
+                }
+                self.append(&mut h, &name, io::empty(), path)?;
+            }
+            // Sockets (and anything else): no tar entry can hold them.
+            _ => {}
+        }
+        Ok(false)
+    }
+
+    /// An empty regular file that is a whiteout or opaque marker.
+    fn marker(&mut self, name: &[u8], st: &FileStat, path: &[u8]) -> Result<()> {
+        let mut h = header(st);
+        h.set_entry_type(EntryType::Regular);
+        h.set_mode(0o644);
+        h.set_size(0);
+        self.append(&mut h, name, io::empty(), path)
+    }
+
+    fn append(&mut self, h: &mut Header, name: &[u8], data: impl Read, path: &[u8]) -> Result<()> {
+        let error = self.error(path, "write");
+        self.out.append_data(h, Path::new(OsStr::from_bytes(name)), data).map_err(error)?;
+        self.entries += 1;
+        Ok(())
+    }
+
+    fn link(&mut self, h: &mut Header, name: &[u8], target: &[u8], path: &[u8]) -> Result<()> {
+        let error = self.error(path, "write");
+        let (name, target) = (Path::new(OsStr::from_bytes(name)), Path::new(OsStr::from_bytes(target)));
+        self.out.append_link(h, name, target).map_err(error)?;
+        self.entries += 1;
+        Ok(())
+    }
+
+    /// A PAX header with `xattrs` for the entry `name` that follows.
+    fn pax(&mut self, name: &[u8], xattrs: &[(Vec<u8>, Vec<u8>)], path: &[u8]) -> Result<()> {
+        let kept: Vec<&(Vec<u8>, Vec<u8>)> = xattrs.iter().filter(|(k, _)| !overlays_own(k)).collect();
+        if kept.is_empty() {
+            return Ok(());
+        }
+        let mut records = Vec::new();
+        for (k, v) in kept {
+            records.extend(pax_record(&[b"SCHILY.xattr.", k.as_slice()].concat(), v));
+        }
+        let mut h = Header::new_ustar();
+        h.set_entry_type(EntryType::XHeader);
+        h.set_mode(0o644);
+        h.set_size(records.len() as u64);
+        // The name of a PAX header is informative only; a short one.
+        let short: Vec<u8> = name.iter().rev().take(80).rev().copied().collect();
+        let mut pax_name = b"PaxHeaders/".to_vec();
+        pax_name.extend(short.iter().filter(|b| **b != b'/'));
+        h.set_path(Path::new(OsStr::from_bytes(&pax_name))).map_err(self.error(path, "write"))?;
+        h.set_cksum();
+        self.out.append(&h, records.as_slice()).map_err(self.error(path, "write"))
+    }
+}
+
+/// What a walk of the tree hands each entry to.
+impl<W: Write> Visit for Packer<'_, W> {
+    type Below = ();
+
+    fn entry(&mut self, e: &Entry<'_>, _: &()) -> Result<Option<()>> {
+        if self.excluded.iter().any(|x| x.as_slice() == e.path) {
+            return Ok(None);
+        }
+        Ok(self.add(e.parent, e.name, e.path, e.stat, e.dir)?.then_some(()))
+    }
+}
+
+/// overlayfs' own attributes (whiteouts, redirects, origins): never
+/// carried, as unpacking never sets them either.
+fn overlays_own(name: &[u8]) -> bool {
+    name.starts_with(b"trusted.overlay.") || name.starts_with(b"user.overlay.")
+}
+
+/// A GNU header (long names, large ids) with `st`'s owner, mode and time.
+fn header(st: &FileStat) -> Header {
+    let mut h = Header::new_gnu();
+    h.set_mode(st.st_mode & 0o7777);
+    h.set_uid(u64::from(st.st_uid));
+    h.set_gid(u64::from(st.st_gid));
+    h.set_mtime(st.st_mtime.max(0) as u64);
+    h
+}
+
+/// One PAX record: `LEN KEY=VALUE\n`, LEN counting itself.
+fn pax_record(key: &[u8], value: &[u8]) -> Vec<u8> {
+    let rest = key.len() + value.len() + 3; // ' ', '=', '\n'
+    let mut len = rest + 1;
+    while len != rest + len.to_string().len() {
+        len = rest + len.to_string().len();
+    }
+    [len.to_string().as_bytes(), b" ", key, b"=", value, b"\n"].concat()
+}
+
+/// The extended attributes of an open file or directory (none when they
+/// cannot be read: an attribute is not worth failing a copy for).
+fn xattrs(fd: BorrowedFd<'_>) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let mut names = vec![0u8; 64 * 1024];
+    // SAFETY: fd is open for the call; the buffer is writable for its length.
+    let n = unsafe { libc::flistxattr(fd.as_raw_fd(), names.as_mut_ptr().cast(), names.len()) };
+    if n <= 0 {
+        return Vec::new();
+    }
+    names.truncate(n as usize);
+    let mut out = Vec::new();
+    for name in names.split(|b| *b == 0).filter(|n| !n.is_empty()) {
+        let Ok(c) = std::ffi::CString::new(name) else { continue };
+        let mut value = vec![0u8; 64 * 1024];
+        // SAFETY: fd is open; c is NUL-terminated; the buffer is writable
+        // for its length.
+        let len = unsafe { libc::fgetxattr(fd.as_raw_fd(), c.as_ptr(), value.as_mut_ptr().cast(), value.len()) };
+        if len >= 0 {
+            value.truncate(len as usize);
+            out.push((name.to_vec(), value));
+        }
+    }
+    out
+}
+
+/// Exactly `left` bytes: what `inner` gives, then zeros if it ends early
+/// (a file truncated while it is read).
+struct Exactly<R> {
+    inner: R,
+    left: u64,
+}
+
+impl<R: Read> Read for Exactly<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.left == 0 {
+            return Ok(0);
+        }
+        let want = buf.len().min(usize::try_from(self.left).unwrap_or(usize::MAX));
+        let n = match self.inner.read(&mut buf[..want])? {
+            0 => {
+                buf[..want].fill(0);
+                want
+            }
+            n => n,
+        };
+        self.left -= n as u64;
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pax_records_count_their_own_length() {
+        assert_eq!(pax_record(b"a", b"b"), b"6 a=b\n");
+        let long = vec![b'v'; 95];
+        let r = pax_record(b"k", &long);
+        assert_eq!(r.len(), 102);
+        assert!(r.starts_with(b"102 k="));
+    }
+
+    #[test]
+    fn content_is_cut_or_padded_to_the_size_in_the_header() {
+        let mut out = Vec::new();
+        Exactly { inner: &b"abc"[..], left: 5 }.read_to_end(&mut out).unwrap();
+        assert_eq!(out, b"abc\0\0");
+        let mut out = Vec::new();
+        Exactly { inner: (&b"abcdef"[..]).take(2), left: 2 }.read_to_end(&mut out).unwrap();
+        assert_eq!(out, b"ab");
+    }
+}
