@@ -235,6 +235,29 @@ impl Client {
         Client::answer_stream(s, &id, each)
     }
 
+    /// A GET whose answer body is read as it comes (a tar): the reader,
+    /// or the error answer whole.
+    pub fn download(&self, target: &str) -> Result<Result<BodyReader, Response>, String> {
+        let (mut s, id) = self.connect("GET", target)?;
+        let (status, first, framing) = Client::head(&mut s, &id)?;
+        if status != 200 {
+            let mut body = Vec::new();
+            Client::body(&mut s, &first, framing, &mut |b| body.extend_from_slice(b))?;
+            return Ok(Err(Response { status, body }));
+        }
+        Ok(Ok(BodyReader { s, first: Some(first), pending: Vec::new(), at: 0, framing, ended: false }))
+    }
+
+    /// A request whose body, `length` bytes, is read from `body` as it is
+    /// sent, and whose answer is read whole.
+    pub fn send_body(&self, method: &str, target: &str, body: &mut dyn Read, length: u64) -> Result<Response, String> {
+        let (mut s, id) = self.connect_sending(method, target, body, length)?;
+        let (status, first, framing) = Client::head(&mut s, &id)?;
+        let mut body = Vec::new();
+        Client::body(&mut s, &first, framing, &mut |b| body.extend_from_slice(b))?;
+        Ok(Response { status, body })
+    }
+
     fn answer_stream(mut s: UnixStream, id: &str, each: &mut dyn FnMut(&[u8])) -> Result<Option<Response>, String> {
         let (status, first, framing) = Client::head(&mut s, id)?;
         if status != 200 || matches!(framing, Framing::Length(_)) {
@@ -244,6 +267,89 @@ impl Client {
         }
         Client::body(&mut s, &first, framing, each)?;
         Ok(None)
+    }
+}
+
+/// An answer's body as a reader, whatever its framing.
+pub struct BodyReader {
+    s: UnixStream,
+    /// What came with the head, not yet through the framing.
+    first: Option<Vec<u8>>,
+    /// Body bytes received and not yet read.
+    pending: Vec<u8>,
+    at: usize,
+    framing: Framing,
+    ended: bool,
+}
+
+impl BodyReader {
+    /// Raw bytes from the connection, decoded into `pending`; false at
+    /// the body's end.
+    fn fill(&mut self, raw: Vec<u8>, closed: bool) -> std::io::Result<bool> {
+        let body = match &mut self.framing {
+            Framing::Length(left) => {
+                let take = raw.len().min(*left);
+                *left -= take;
+                self.ended = *left == 0;
+                if closed && take == 0 && !self.ended {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "supervisord closed in the answer",
+                    ));
+                }
+                raw[..take].to_vec()
+            }
+            Framing::Chunked(d) => {
+                let out = d.feed(&raw).map_err(std::io::Error::other)?;
+                self.ended = d.done();
+                if closed && out.is_empty() && !self.ended {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "supervisord closed in the answer",
+                    ));
+                }
+                out
+            }
+            Framing::Close => {
+                self.ended = closed;
+                raw
+            }
+        };
+        self.pending = body;
+        self.at = 0;
+        Ok(!self.pending.is_empty() || !self.ended)
+    }
+}
+
+impl Read for BodyReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if let Some(first) = self.first.take() {
+            self.fill(first, false)?;
+        }
+        loop {
+            if self.at < self.pending.len() {
+                let n = buf.len().min(self.pending.len() - self.at);
+                buf[..n].copy_from_slice(&self.pending[self.at..self.at + n]);
+                self.at += n;
+                if self.at == self.pending.len() {
+                    self.pending.clear();
+                    self.at = 0;
+                }
+                return Ok(n);
+            }
+            if self.ended {
+                return Ok(0);
+            }
+            let mut chunk = vec![0u8; 64 * 1024];
+            let n = loop {
+                match self.s.read(&mut chunk) {
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    r => break r?,
+                }
+            };
+            chunk.truncate(n);
+            self.fill(chunk, n == 0)?;
+        }
     }
 }
 

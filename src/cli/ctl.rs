@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 use super::client::Client;
 use super::container;
 use super::control;
+use super::copy;
 use super::generate::{self, KubeArgs};
 use super::images::{self, StoreArgs};
 use super::import;
@@ -340,6 +341,26 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Copy files or directories between a unit's running container and
+    /// the host, as `docker cp`: `cp UNIT:PATH DEST` or `cp SRC UNIT:PATH`.
+    ///
+    /// A file goes into an existing directory under its own name, over an
+    /// existing file, or becomes a new file named DEST; a directory goes
+    /// into an existing directory under its own name (its contents alone
+    /// when SRC ends in `/.`), or becomes a new directory named DEST.
+    /// Owners, modes, times and symlinks are kept. `-` as DEST writes a
+    /// tar to standard output; `-` as SRC reads a tar from standard input
+    /// and extracts it into the directory UNIT:PATH. Paths in the container
+    /// are resolved in its root: a symlink there never leads to a host file.
+    Cp {
+        /// Follow a symlink at the end of SRC (in the container, inside its root).
+        #[arg(short = 'L', long)]
+        follow_link: bool,
+        /// UNIT:PATH, a host path, or - for a tar on standard input.
+        src: String,
+        /// UNIT:PATH, a host path, or - for a tar on standard output.
+        dest: String,
+    },
     /// A live stream of state changes.
     Events {
         #[arg(long)]
@@ -494,6 +515,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Pause { units, json } => container::pause(&client, "pause", &units, json),
         Command::Unpause { units, json } => container::pause(&client, "unpause", &units, json),
         Command::Stats { units, no_stream, json } => container::stats(&client, &units, no_stream, json),
+        Command::Cp { follow_link, src, dest } => copy::cp(&client, &src, &dest, follow_link),
         Command::Events { json } => control::events(&client, json),
         Command::Volumes { json } => control::volumes(&client, json),
         Command::Volume(VolumeCommand::Rm { name }) => control::volume_rm(&client, &name),

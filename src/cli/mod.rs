@@ -30,6 +30,7 @@ macro_rules! out {
 pub mod client;
 pub mod container;
 pub mod control;
+pub mod copy;
 pub mod ctl;
 pub mod daemon;
 pub mod docs;

@@ -14,9 +14,10 @@ use tokio::net::UnixStream;
 
 pub const MAX_HEAD: usize = 16 * 1024;
 pub const MAX_BODY: usize = 1 << 20;
-/// The path of the one request whose body is not read whole but handed to
-/// its route as it comes: an image archive (`supervisorctl load`), as
-/// large as the store has room for.
+/// The path of a request whose body is not read whole but handed to its
+/// route as it comes: an image archive (`supervisorctl load`), as large
+/// as the store has room for. The other is `PUT /v1/units/NAME/archive`
+/// (`cp` into a container: as large as the room where it goes).
 pub const UPLOAD: [&str; 3] = ["v1", "images", "load"];
 /// From the connection to the end of its request (a client that sends
 /// nothing, or half a request, is dropped then).
@@ -114,10 +115,15 @@ fn split_target(target: &str) -> (Vec<String>, &str) {
     (path.split('/').filter(|s| !s.is_empty()).map(percent_decode).collect(), query)
 }
 
-/// Whether a request head is an [`UPLOAD`]'s.
+/// Whether a request head is an upload's ([`UPLOAD`]).
 fn is_upload(head: &str) -> bool {
     let mut parts = head.split("\r\n").next().unwrap_or("").split(' ');
-    parts.next() == Some("POST") && parts.next().is_some_and(|t| split_target(t).0 == UPLOAD)
+    let (method, path) = (parts.next(), parts.next().map(|t| split_target(t).0));
+    match (method, path) {
+        (Some("POST"), Some(p)) => p == UPLOAD,
+        (Some("PUT"), Some(p)) => p.len() == 4 && p[0] == "v1" && p[1] == "units" && p[3] == "archive",
+        _ => false,
+    }
 }
 
 /// A request head's body length (0 without Content-Length), bounded by

@@ -3,6 +3,7 @@
 //! credentials checked. The protocol is documented in docs/api.md.
 
 mod container;
+mod copy;
 pub mod http;
 mod images;
 mod load;
@@ -214,6 +215,12 @@ async fn route(stream: &mut UnixStream, control: &Control, req: Request, peer: P
             }
         }
         ("GET", ["v1", "units", name, "diff"]) => container::diff(stream, control, name).await,
+        ("GET", ["v1", "units", name, "stat"]) => copy::stat(stream, control, name, &req, peer).await,
+        ("GET", ["v1", "units", name, "archive"]) => copy::get(stream, control, name, &req, peer).await,
+        ("PUT", ["v1", "units", name, "archive"]) => {
+            let name = name.to_string();
+            copy::put(stream, control, &name, req, peer).await
+        }
         ("GET", ["v1", "units", name, "top"]) => container::top(stream, control, name).await,
         ("GET", ["v1", "stats"]) => container::stats(stream, control, req.query.get("units").map(String::as_str)).await,
         ("GET", ["v1", "units", name, "logs"]) => logs(stream, control, name, &req).await,
