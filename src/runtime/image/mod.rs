@@ -9,6 +9,8 @@
 //! of units: what to keep on `prune` is its caller's input.
 
 mod by_id;
+pub mod change;
+pub mod commit;
 pub mod config;
 pub mod diff;
 pub mod digest;

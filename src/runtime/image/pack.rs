@@ -340,6 +340,58 @@ mod tests {
     }
 
     #[test]
+    fn an_upper_directory_becomes_a_layer_with_oci_whiteouts() {
+        // Whiteouts are device nodes and opaque markers trusted xattrs:
+        // only root makes them.
+        if !nix::unistd::Uid::effective().is_root() {
+            return;
+        }
+        let t = tempfile::tempdir().unwrap();
+        let upper = t.path().join("upper");
+        std::fs::create_dir_all(upper.join("etc")).unwrap();
+        std::fs::create_dir_all(upper.join("dir")).unwrap();
+        std::fs::write(upper.join("etc/hosts"), "127.0.0.1 x").unwrap();
+        std::fs::write(upper.join("etc/app.conf"), "conf").unwrap();
+        std::fs::hard_link(upper.join("etc/app.conf"), upper.join("etc/same")).unwrap();
+        std::fs::write(upper.join("dir/kept"), "k").unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", upper.join("link")).unwrap();
+        let mut tree = super::super::tree::SafeTree::open(&upper).unwrap();
+        tree.whiteout(&[b"gone"]).unwrap();
+        tree.opaque(&[b"dir"]).unwrap();
+
+        let mut builder = tar::Builder::new(Vec::new());
+        let mut packer = Packer::new(&mut builder, "upper", b"").overlay(&["/etc/hosts"]);
+        let top = Dir::open(&upper, OFlag::O_RDONLY | OFlag::O_DIRECTORY, Mode::empty()).unwrap();
+        super::super::walk::walk(top, &(), &mut packer, "upper", 100).unwrap();
+        let bytes = builder.into_inner().unwrap();
+        let mut archive = tar::Archive::new(bytes.as_slice());
+        let mut entries: Vec<(String, EntryType, String)> = archive
+            .entries()
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                let link = e.link_name().unwrap().map(|l| l.display().to_string()).unwrap_or_default();
+                (String::from_utf8_lossy(&e.path_bytes()).into_owned(), e.header().entry_type(), link)
+            })
+            .collect();
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        let names: Vec<&str> = entries.iter().map(|e| e.0.as_str()).collect();
+        assert_eq!(
+            names,
+            [".wh.gone", "dir/", "dir/.wh..wh..opq", "dir/kept", "etc/", "etc/app.conf", "etc/same", "link"]
+        );
+        let kind = |n: &str| entries.iter().find(|e| e.0 == n).map(|e| (e.1, e.2.clone())).unwrap();
+        assert_eq!(kind("link"), (EntryType::Symlink, "/etc/passwd".into()));
+        // One of the two names of the file is its content, the other a link.
+        let (a, b) = (kind("etc/app.conf"), kind("etc/same"));
+        assert!(
+            (a.0 == EntryType::Regular && b == (EntryType::Link, "etc/app.conf".into()))
+                || (b.0 == EntryType::Regular && a == (EntryType::Link, "etc/same".into())),
+            "{a:?} {b:?}"
+        );
+    }
+
+    #[test]
     fn content_is_cut_or_padded_to_the_size_in_the_header() {
         let mut out = Vec::new();
         Exactly { inner: &b"abc"[..], left: 5 }.read_to_end(&mut out).unwrap();
