@@ -146,3 +146,45 @@ fn cp_copies_files_and_directories_both_ways_and_never_through_a_link_to_the_hos
     std::fs::File::open(&out_file).unwrap().read_to_string(&mut buf).unwrap();
     assert_eq!(buf, "hello\n");
 }
+
+#[test]
+fn commit_makes_an_image_that_a_unit_runs_with_the_containers_files() {
+    root_only!("commit_makes_an_image_that_a_unit_runs_with_the_containers_files");
+    let d = Daemon::start();
+    let name = common::unique_name("cm");
+    d.write_unit(
+        &name,
+        &unit("echo committed > /etc/motd-new; rm /etc/group; mkdir -p /srv/app; echo app > /srv/app/file; echo ready; sleep 100000 & wait"),
+    );
+    d.wait_log(&name, None, "ready");
+    let reference = format!("localhost/{name}:v1");
+    let cmd = r#"CMD ["sh", "-c", "cat /etc/motd-new /srv/app/file; echo env=$FROM_COMMIT; test -e /etc/group || echo no-group; echo up; sleep 100000 & wait"]"#;
+    let out =
+        d.ctl(&["commit", "-c", "ENV FROM_COMMIT=yes", "-c", cmd, "-c", "LABEL made=by-commit", &name, &reference]);
+    ok(&out, "commit");
+    let id = text(&out.stdout).trim().to_string();
+    assert!(id.starts_with("sha256:"), "{id}");
+    // The committed container was paused for the walk, and runs on.
+    ok(&d.ctl(&["exec", &name, "--", "true"]), "exec after commit");
+    let images: serde_json::Value = serde_json::from_slice(&d.ctl(&["images", "--json"]).stdout).unwrap();
+    let listed = images.as_array().unwrap().iter().find(|i| i["reference"] == reference).cloned();
+    assert_eq!(listed.as_ref().map(|i| i["manifest_digest"].clone()), Some(serde_json::json!(id)), "{images}");
+
+    // A unit of the new image sees the container's files, its deletion,
+    // and the config changes.
+    let second = common::unique_name("cm2");
+    d.write_unit(&second, &format!("[container]\nimage = \"{reference}\"\npull = \"never\"\n"));
+    let log = d.wait_log(&second, None, "up");
+    for want in ["committed", "app", "env=yes", "no-group"] {
+        assert!(log.contains(want), "no {want:?} in the log of the committed image's unit:\n{log}");
+    }
+    let inspect = d.ctl(&["exec", &second, "--", "cat", "/srv/app/file"]);
+    assert_eq!(text(&inspect.stdout), "app\n");
+
+    // Errors: a change that is not an instruction, a unit that is not there.
+    let bad = d.ctl(&["commit", "-c", "RUN make", &name, "localhost/x:1"]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(text(&bad.stderr).contains("RUN: not an instruction"), "{}", text(&bad.stderr));
+    let unknown = d.ctl(&["commit", "nosuchunit", "localhost/x:1"]);
+    assert!(text(&unknown.stderr).contains("no unit named"), "{}", text(&unknown.stderr));
+}

@@ -1,8 +1,8 @@
 //! A running container seen from outside: `supervisorctl stats` (the
 //! daemon's `GET /v1/stats` as `docker stats` shows it, redrawn every
 //! second on a terminal), `top` (its processes) and `diff` (what it
-//! changed in its root filesystem); `pause` and `unpause` freeze and
-//! thaw it.
+//! changed in its root filesystem), `commit` (those changes as an
+//! image); `pause` and `unpause` freeze and thaw it.
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -161,6 +161,22 @@ pub fn diff(client: &Client, unit: &str, json: bool) -> ExitCode {
         for c in changes.as_array().into_iter().flatten() {
             outln!("{} {}", c["kind"].as_str().unwrap_or("?"), c["path"].as_str().unwrap_or("?"));
         }
+    }
+    ExitCode::SUCCESS
+}
+
+pub fn commit(client: &Client, unit: &str, reference: &str, changes: &[String], pause: bool, json: bool) -> ExitCode {
+    let body = serde_json::json!({"reference": reference, "changes": changes, "pause": pause});
+    let target = format!("/v1/units/{}/commit", encode(unit));
+    let made = match client.request_with("POST", &target, body.to_string().as_bytes()) {
+        Ok(r) if r.status == 200 => r.json(),
+        Ok(r) => Err(r.error()),
+        Err(e) => Err(e),
+    };
+    match made {
+        Ok(v) if json => print_json(&v),
+        Ok(v) => outln!("{}", v["id"].as_str().unwrap_or("?")),
+        Err(e) => return fail(e),
     }
     ExitCode::SUCCESS
 }

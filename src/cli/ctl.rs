@@ -361,6 +361,27 @@ pub enum Command {
         /// UNIT:PATH, a host path, or - for a tar on standard output.
         dest: String,
     },
+    /// Make an image of a unit's container: its image with what the
+    /// container changed in its files as a new layer, recorded in the
+    /// store as REF (NAME:TAG) for units to run, as `docker commit`.
+    ///
+    /// A running container is paused while its files are read (unless
+    /// --pause=false). Prints the new image's ID.
+    Commit {
+        unit: String,
+        /// The new image's name (NAME:TAG).
+        reference: String,
+        /// Edit the new image's config with a Dockerfile instruction: CMD,
+        /// ENTRYPOINT, ENV, EXPOSE, LABEL, USER or WORKDIR (repeatable).
+        #[arg(short, long = "change", value_name = "INSTRUCTION")]
+        changes: Vec<String>,
+        /// Pause a running container while its files are read.
+        #[arg(short, long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+        pause: bool,
+        /// Print {"unit", "reference", "id", "layer", "size"}.
+        #[arg(long)]
+        json: bool,
+    },
     /// A live stream of state changes.
     Events {
         #[arg(long)]
@@ -516,6 +537,9 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Unpause { units, json } => container::pause(&client, "unpause", &units, json),
         Command::Stats { units, no_stream, json } => container::stats(&client, &units, no_stream, json),
         Command::Cp { follow_link, src, dest } => copy::cp(&client, &src, &dest, follow_link),
+        Command::Commit { unit, reference, changes, pause, json } => {
+            container::commit(&client, &unit, &reference, &changes, pause, json)
+        }
         Command::Events { json } => control::events(&client, json),
         Command::Volumes { json } => control::volumes(&client, json),
         Command::Volume(VolumeCommand::Rm { name }) => control::volume_rm(&client, &name),

@@ -2,6 +2,7 @@
 //! (`<run-dir>/control.sock`), root only (or a configured group), peer
 //! credentials checked. The protocol is documented in docs/api.md.
 
+mod commit;
 mod container;
 mod copy;
 pub mod http;
@@ -215,6 +216,7 @@ async fn route(stream: &mut UnixStream, control: &Control, req: Request, peer: P
             }
         }
         ("GET", ["v1", "units", name, "diff"]) => container::diff(stream, control, name).await,
+        ("POST", ["v1", "units", name, "commit"]) => commit::commit(stream, control, name, &req, peer).await,
         ("GET", ["v1", "units", name, "stat"]) => copy::stat(stream, control, name, &req, peer).await,
         ("GET", ["v1", "units", name, "archive"]) => copy::get(stream, control, name, &req, peer).await,
         ("PUT", ["v1", "units", name, "archive"]) => {
