@@ -376,6 +376,20 @@ fn a_group_peer_cannot_pull_a_local_path_nor_read_env_file_values() {
     let push = as_member(&["push", &busybox(), "127.0.0.1:1/stolen/busybox:v1"]);
     assert!(!push.status.success(), "a group member ran push: {}", text(&push.stdout));
     assert!(text(&push.stderr).contains("only root may push"), "{}", text(&push.stderr));
+    // cp reads the container's files or changes them, commit makes an
+    // image that units run: root's too.
+    let copies = [
+        vec![format!("{name}:/etc/passwd"), "-".to_string()],
+        vec![unit.display().to_string(), format!("{name}:/tmp/")],
+    ];
+    for args in copies {
+        let out = as_member(&["cp", &args[0], &args[1]]);
+        assert!(!out.status.success() && out.stdout.is_empty(), "a group member ran cp {args:?}");
+        assert!(text(&out.stderr).contains("only root may copy files"), "{}", text(&out.stderr));
+    }
+    let commit = as_member(&["commit", &name, "localhost/member:1"]);
+    assert!(!commit.status.success(), "a group member ran commit: {}", text(&commit.stdout));
+    assert!(text(&commit.stderr).contains("only root may commit"), "{}", text(&commit.stderr));
 }
 
 /// `supervisorctl` as uid 65534 (a member of the test daemon's

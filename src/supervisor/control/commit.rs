@@ -6,9 +6,9 @@
 //! A running container is frozen (its cgroup's freezer) while its layer
 //! is packed, as `docker commit` pauses it by default, so the layer is one
 //! moment of its files; `"pause": false` packs it as it runs. A container
-//! that was frozen already (paused by an operator) stays so. A container
-//! that has exited but is still there (its writable layer kept) is
-//! committed as it was left.
+//! that was frozen already (paused by an operator) stays so. A unit with
+//! no container (stopped, exited: its writable layer is gone with it) has
+//! nothing to commit.
 
 use tokio::net::UnixStream;
 
