@@ -109,6 +109,7 @@ impl<'a, W: Write> Packer<'a, W> {
             SFlag::S_IFDIR => {
                 let Some(dir) = dir else { return Ok(false) };
                 let xattrs = xattrs(dir.as_fd());
+                self.refuse_redirect(&xattrs, path)?;
                 if !name.is_empty() {
                     self.pax(&name, &xattrs, path)?;
                     h.set_entry_type(EntryType::Directory);
@@ -148,6 +149,7 @@ impl<'a, W: Write> Packer<'a, W> {
                     return Ok(false);
                 }
                 let xattrs = xattrs(file.as_fd());
+                self.refuse_redirect(&xattrs, path)?;
                 self.pax(&name, &xattrs, path)?;
                 let mut h = header(&now);
                 h.set_entry_type(EntryType::Regular);
@@ -188,6 +190,22 @@ impl<'a, W: Write> Packer<'a, W> {
             _ => {}
         }
         Ok(false)
+    }
+
+    /// An overlay mounted with `redirect_dir` or `metacopy` keeps a renamed
+    /// directory's or a copied-up file's content in a lower layer, which a
+    /// layer of the upper directory alone cannot carry: refused rather
+    /// than written wrong (our mounts use neither).
+    fn refuse_redirect(&self, xattrs: &[(Vec<u8>, Vec<u8>)], path: &[u8]) -> Result<()> {
+        let held_below = |k: &[u8]| k.ends_with(b"overlay.redirect") || k.ends_with(b"overlay.metacopy");
+        if self.overlay && xattrs.iter().any(|(k, _)| overlays_own(k) && held_below(k)) {
+            return Err(ImageError::Invalid(format!(
+                "{}{}: its content is in a lower layer (an overlay redirect or metacopy): cannot be committed",
+                self.label,
+                String::from_utf8_lossy(path)
+            )));
+        }
+        Ok(())
     }
 
     /// An empty regular file that is a whiteout or opaque marker.

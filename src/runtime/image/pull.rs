@@ -139,7 +139,9 @@ impl Store {
     /// names the store and its mount point.
     pub(super) fn no_space(&self, e: ImageError) -> ImageError {
         let full = match &e {
-            ImageError::Io { source, .. } | ImageError::Unpack { source, .. } => is_no_space(source),
+            ImageError::Io { source, .. } | ImageError::Unpack { source, .. } | ImageError::Pack { source, .. } => {
+                is_no_space(source)
+            }
             _ => false,
         };
         if !full {
