@@ -72,6 +72,10 @@ pub enum CopyError {
     Read(#[source] std::io::Error),
     #[error("{entry}: {reason}")]
     Entry { entry: String, reason: String },
+    /// The stream stopped before the archive's end: the copy failed on
+    /// the sending side (a daemon logs why).
+    #[error("the archive was cut short after {entries} entries (the copy failed where it was made)")]
+    CutShort { entries: u64 },
 }
 
 type Result<T> = std::result::Result<T, CopyError>;
@@ -316,6 +320,9 @@ fn extract_into(tree: &mut SafeTree, base: &[&[u8]], input: &mut dyn Read) -> Re
         }
         entries += 1;
     }
+    if !guard.ended() {
+        return Err(CopyError::CutShort { entries });
+    }
     // A directory's time changes as entries are added: set last, deepest first.
     for (comps, mtime) in dir_times.iter().rev() {
         let comps: Vec<&[u8]> = comps.iter().map(Vec::as_slice).collect();
@@ -434,6 +441,20 @@ mod tests {
         // Into a directory named through the link: the same.
         assert!(r.extract("/hostdir", &mut bytes.as_slice()).is_err());
         assert!(!host.join("hostdir").exists());
+    }
+
+    #[test]
+    fn an_archive_cut_short_is_an_error_not_a_partial_success() {
+        let (t, root, _host) = root_with_escapes();
+        let mut out = Vec::new();
+        Root::at(&root, "web").unwrap().pack("/data", false, b"data", &mut out).unwrap();
+        // Without its end blocks: as a stream the sender stopped.
+        let cut = &out[..out.len() - 1024];
+        let dest = t.path().join("dest");
+        std::fs::create_dir(&dest).unwrap();
+        let e = extract(&dest, &mut &cut[..]).unwrap_err();
+        assert!(matches!(e, CopyError::CutShort { .. }), "{e}");
+        assert_eq!(extract(&dest, &mut out.as_slice()).unwrap(), 4, "data/, data/sub/, data/sub/file, data/climb");
     }
 
     #[test]

@@ -115,6 +115,12 @@ impl<R: Read> TarGuard<R> {
         self.entries
     }
 
+    /// Whether the end-of-archive block has gone past: an archive whose
+    /// stream stops before it was cut short.
+    pub fn ended(&self) -> bool {
+        matches!(self.state, State::End)
+    }
+
     /// Follows `bytes` through the archive's structure.
     fn observe(&mut self, mut bytes: &[u8]) -> io::Result<()> {
         while !bytes.is_empty() {

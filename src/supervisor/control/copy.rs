@@ -132,8 +132,13 @@ pub(super) async fn get(
             Err(e) => return http::error(stream, 500, &e.to_string()).await,
         }
     };
-    if let Err(e) = checked {
-        return http::error(stream, status_of(&e), &e.to_string()).await;
+    match checked {
+        Err(e) => return http::error(stream, status_of(&e), &e.to_string()).await,
+        Ok(st) if as_name.is_empty() && st.kind != "directory" => {
+            let message = format!("{name}:{path}: not a directory (an empty name copies a directory's entries)");
+            return http::error(stream, 400, &message).await;
+        }
+        Ok(_) => {}
     }
     let (tx, mut rx) = mpsc::channel::<Vec<u8>>(8);
     let unit = name.to_string();
