@@ -242,7 +242,11 @@ impl Root {
         }
         // The directory must be there (links followed inside the root).
         drop(self.dir_file(dir)?);
-        let root = self.fd.try_clone().map_err(|e| CopyError::OpenRoot { pid: 0, source: e })?;
+        let root = self.fd.try_clone().map_err(|e| CopyError::Lookup {
+            path: format!("{}:/", self.label),
+            op: "duplicate",
+            source: Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
+        })?;
         // An O_PATH descriptor serves as the base of openat2 as well.
         let mut tree = SafeTree::in_root(root);
         let base: Vec<&[u8]> = components(dir.trim_start_matches('/').as_bytes())
