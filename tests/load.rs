@@ -191,6 +191,35 @@ fn save_writes_archives_that_skopeo_and_load_read_back() {
         serde_json::from_str(&skopeo(&["inspect", "--config", &format!("oci-archive:{}", at("in.tar"))])).unwrap();
     assert_eq!(config["rootfs"], original["rootfs"]);
 
+    // Debian's podman loads both into a storage of its own: the OCI one
+    // under its name, the docker one under its RepoTags, each the same
+    // image (its ID is the config's digest, its layers the diff IDs).
+    let manifest: serde_json::Value =
+        serde_json::from_str(&skopeo(&["inspect", "--raw", &format!("oci-archive:{}", at("oci.tar"))])).unwrap();
+    let image_id = manifest["config"]["digest"].as_str().and_then(|d| d.strip_prefix("sha256:")).unwrap().to_string();
+    let podman = |args: &[&str]| {
+        let out = Command::new("podman")
+            .arg("--root")
+            .arg(dir.path().join("podman"))
+            .arg("--runroot")
+            .arg(dir.path().join("podman-run"))
+            .args(["--storage-driver", "vfs", "--events-backend", "file"])
+            .args(args)
+            .output()
+            .expect("podman (Debian: podman)");
+        assert!(out.status.success(), "podman {args:?}: {}", text(&out.stderr));
+        text(&out.stdout)
+    };
+    for archive in ["oci.tar", "docker.tar"] {
+        let name = "example.com/saved/busybox:v1";
+        let loaded = podman(&["load", "-i", &at(archive)]);
+        assert!(loaded.contains(name), "podman load {archive}: {loaded}");
+        let inspected: serde_json::Value = serde_json::from_str(&podman(&["image", "inspect", name])).unwrap();
+        assert_eq!(inspected[0]["Id"].as_str(), Some(image_id.as_str()), "{inspected}");
+        assert_eq!(inspected[0]["RootFS"]["Layers"], original["rootfs"]["diff_ids"], "{inspected}");
+        podman(&["rmi", name]);
+    }
+
     // Both load back into another store, and the OCI one is the same image.
     let out = ctl_store(&second, &["load", &at("oci.tar")]);
     assert_eq!(text(&out.stdout), "Loaded image: example.com/saved/busybox:v1\n");
