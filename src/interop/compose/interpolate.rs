@@ -127,7 +127,7 @@ fn braced(
         None => (false, op),
     };
     let kind = op.chars().next().ok_or(None)?;
-    let arg = &op[1..];
+    let arg = &op[kind.len_utf8()..];
     let value = env.get(name);
     // With a colon, an empty value counts as unset.
     let set = value.is_some_and(|v| !colon || !v.is_empty());

@@ -327,6 +327,20 @@ fn interpolation_with_the_env_given() {
 }
 
 #[test]
+fn an_operator_that_is_not_ascii_is_invalid_not_a_panic() {
+    // Found by the compose_file fuzz target: the operator after the name
+    // was taken to be one byte long, and `˛` is two.
+    let out = run("services:\n  web:\n    image: busybox\n    environment:\n      Y: \"${EMPTY\u{2db}flt}\"\n");
+    assert!(out.failed() && out.units.is_empty());
+    let errors = notes(&out, Kind::Error);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(
+        errors[0].starts_with("compose.yaml:5: services.web.environment.Y: error: invalid interpolation format"),
+        "{errors:?}"
+    );
+}
+
+#[test]
 fn names_projects_and_volumes() {
     let yaml = "name: shop
 services:
