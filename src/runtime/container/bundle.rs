@@ -20,6 +20,11 @@ pub fn run_bundle(bundle: &Path, id: &str) -> Result<i32, RuntimeError> {
     let config = bundle.join("config.json");
     let spec = Spec::load(&config).map_err(|source| RuntimeError::LoadSpec { path: config.clone(), source })?;
     let plan = Plan::from_spec(&spec, bundle)?;
+    if spec.hooks().is_some() {
+        return Err(RuntimeError::Plan(super::PlanError::Unsupported {
+            what: "hooks here (supervisor-runtime runs them)".into(),
+        }));
+    }
     if plan.terminal() {
         return Err(RuntimeError::Plan(super::PlanError::Unsupported {
             what: "process.terminal = true here (supervisor-runtime create --console-socket takes it)".into(),

@@ -307,9 +307,6 @@ pub(crate) fn from_spec(spec: &Spec, bundle: &Path) -> Result<Plan, PlanError> {
     {
         return Err(invalid(format!("ociVersion {version} is not supported (1.0 to 1.3 are)")));
     }
-    if spec.hooks().is_some() {
-        return unsupported("hooks");
-    }
     let process = spec.process().as_ref().ok_or_else(|| invalid("no process"))?;
     if process.apparmor_profile().is_some() || process.selinux_label().is_some() {
         return unsupported("an AppArmor profile or SELinux label");
