@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use super::CgroupError;
 
 /// The v1 controllers we use.
-pub const V1_CONTROLLERS: [&str; 6] = ["memory", "cpu", "cpuacct", "pids", "freezer", "devices"];
+pub const V1_CONTROLLERS: [&str; 8] = ["memory", "cpu", "cpuacct", "cpuset", "pids", "freezer", "devices", "hugetlb"];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Layout {

@@ -48,6 +48,11 @@ fn setup(plan: &Plan, go: OwnedFd, gate: Option<Gate>, console: Option<OwnedFd>)
         _ => return Err(InitError::Abandoned),
     }
     drop(go);
+    if let Some(adj) = plan.oom_score_adj {
+        // Our own: inherited by the program and everything it starts.
+        std::fs::write("/proc/self/oom_score_adj", adj.to_string())
+            .map_err(|e| InitError::io("write oom_score_adj", &e))?;
+    }
     // Docker's (runc's) umask for the container, not the daemon's 0077:
     // the device nodes and mount points made below, and the service's files.
     nix::sys::stat::umask(Mode::from_bits_truncate(0o022));
@@ -102,6 +107,11 @@ fn setup(plan: &Plan, go: OwnedFd, gate: Option<Gate>, console: Option<OwnedFd>)
     pivot_root(".", ".").map_err(err("pivot_root"))?;
     umount2(".", MntFlags::MNT_DETACH).map_err(err("detach the old root"))?;
     chdir("/").map_err(err("chdir /"))?;
+    if !plan.root_propagation.is_empty() {
+        // linux.rootfsPropagation: everything so far was private.
+        mount(None::<&str>, "/", None::<&str>, plan.root_propagation, None::<&str>)
+            .map_err(err("set the root's propagation"))?;
+    }
 
     for (name, value) in &plan.sysctls {
         let path = format!("/proc/sys/{}", name.replace('.', "/"));

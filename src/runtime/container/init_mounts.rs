@@ -128,7 +128,11 @@ pub(super) fn make_dev(root: BorrowedFd<'_>, plan: &Plan) -> Result<()> {
         if let Some((parent, _)) = rel.rsplit_once('/') {
             open_in_root(root, &format!("/dev/{parent}"), false)?;
         }
-        let kind = if d.kind == 'b' { SFlag::S_IFBLK } else { SFlag::S_IFCHR };
+        let kind = match d.kind {
+            'b' => SFlag::S_IFBLK,
+            'p' => SFlag::S_IFIFO,
+            _ => SFlag::S_IFCHR,
+        };
         mknodat(dev.as_fd(), rel, kind, Mode::from_bits_truncate(d.mode & 0o777), makedev(d.major, d.minor))
             .map_err(err(format!("mknod {}", d.path)))?;
         nix::sys::stat::fchmodat(

@@ -39,7 +39,7 @@ use nix::errno::Errno;
 
 // The commands of `supervisord runtime` and what the daemon needs besides
 // a Container: the whole surface the rest of the crate sees.
-pub use bundle::run_bundle;
+pub use bundle::{run_bundle, selinux_enabled};
 pub use exec::exec;
 pub use exec_process::exec_process;
 pub(crate) use gate::make_fifo;

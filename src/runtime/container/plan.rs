@@ -116,10 +116,25 @@ pub struct Plan {
     /// Enter this network namespace (another container's) instead of a
     /// new one.
     pub(crate) join_network: Option<PathBuf>,
+    /// `process.oomScoreAdj`, written before anything else.
+    #[serde(default)]
+    pub(crate) oom_score_adj: Option<i32>,
+    /// `linux.rootfsPropagation`, set on `/` once it is the root.
+    #[serde(default = "no_flags", with = "super::wire::ms_flags")]
+    pub(crate) root_propagation: MsFlags,
+    /// The spec gives SELinux labels (`process.selinuxLabel`,
+    /// `linux.mountLabel`): applied nowhere, so only a host without SELinux
+    /// may run it (as runc and crun ignore labels there).
+    #[serde(default)]
+    pub(crate) selinux_labels: bool,
     /// A pseudo-terminal for its stdio (`process.terminal`), made in the
     /// container and handed to the engine's console socket; its size.
     #[serde(default)]
     pub(crate) terminal: Option<Option<(u16, u16)>>,
+}
+
+fn no_flags() -> MsFlags {
+    MsFlags::empty()
 }
 
 /// What a process in the container runs as and runs: the container's first
@@ -152,11 +167,11 @@ pub(crate) fn from_spec(spec: &Spec, bundle: &Path) -> Result<Plan, PlanError> {
         return Err(invalid(format!("ociVersion {version} is not supported (1.0 to 1.3 are)")));
     }
     let process = spec.process().as_ref().ok_or_else(|| invalid("no process"))?;
-    if process.apparmor_profile().is_some() || process.selinux_label().is_some() {
-        return unsupported("an AppArmor profile or SELinux label");
+    if process.apparmor_profile().is_some() {
+        return unsupported("an AppArmor profile");
     }
-    if process.oom_score_adj().is_some() || process.scheduler().is_some() || process.io_priority().is_some() {
-        return unsupported("oomScoreAdj, scheduler or ioPriority");
+    if process.scheduler().is_some() || process.io_priority().is_some() {
+        return unsupported("scheduler or ioPriority");
     }
     let args = process.args().clone().unwrap_or_default();
     if args.is_empty() {
@@ -173,16 +188,13 @@ pub(crate) fn from_spec(spec: &Spec, bundle: &Path) -> Result<Plan, PlanError> {
     if linux.intel_rdt().is_some() || linux.personality().is_some() || linux.time_offsets().is_some() {
         return unsupported("intelRdt, personality or timeOffsets");
     }
-    if linux.mount_label().is_some() {
-        return unsupported("mountLabel");
-    }
-    if let Some(p) = linux.rootfs_propagation()
-        && !p.is_empty()
-        && p != "private"
-        && p != "rprivate"
-    {
-        return unsupported(&format!("rootfsPropagation {p:?}"));
-    }
+    let root_propagation = match linux.rootfs_propagation().as_deref() {
+        None | Some("") => MsFlags::empty(),
+        Some(p) => match parse_mount_options(&[p.to_string()]) {
+            (_, propagation, _, _) if !propagation.is_empty() => propagation,
+            _ => return Err(invalid(format!("rootfsPropagation {p:?} is not a propagation"))),
+        },
+    };
 
     let mut clone_flags = CloneFlags::empty();
     let mut cgroup_namespace = false;
@@ -248,6 +260,7 @@ pub(crate) fn from_spec(spec: &Spec, bundle: &Path) -> Result<Plan, PlanError> {
     for d in linux.devices().iter().flatten() {
         let kind = match d.typ() {
             oci_spec::runtime::LinuxDeviceType::C | oci_spec::runtime::LinuxDeviceType::U => 'c',
+            oci_spec::runtime::LinuxDeviceType::P => 'p',
             oci_spec::runtime::LinuxDeviceType::B => 'b',
             other => return unsupported(&format!("a device of type {other:?}")),
         };
@@ -318,6 +331,9 @@ pub(crate) fn from_spec(spec: &Spec, bundle: &Path) -> Result<Plan, PlanError> {
         new_session: false,
         network: None,
         join_network,
+        oom_score_adj: process.oom_score_adj(),
+        root_propagation,
+        selinux_labels: process.selinux_label().is_some() || linux.mount_label().is_some(),
         terminal: process
             .terminal()
             .unwrap_or(false)
@@ -349,14 +365,23 @@ impl Plan {
         self
     }
 
-    /// The interface the caller puts in the container's network namespace
-    /// before it lets the container run, configured by the container's init.
+    /// Refuses what this host cannot honour: SELinux labels on a host with
+    /// SELinux enabled (`selinux_enabled`), which we would not apply.
+    pub fn check_host(&self, selinux_enabled: bool) -> Result<(), PlanError> {
+        if self.selinux_labels && selinux_enabled {
+            return Err(PlanError::Unsupported { what: "SELinux labels (selinuxLabel, mountLabel)".into() });
+        }
+        Ok(())
+    }
+
     /// Whether its stdio is a terminal (which needs an engine's console
     /// socket to hand it to).
     pub fn terminal(&self) -> bool {
         self.terminal.is_some()
     }
 
+    /// The interface the caller puts in the container's network namespace
+    /// before it lets the container run, configured by the container's init.
     pub fn set_network(&mut self, network: Option<crate::runtime::network::NetPlan>) {
         self.network = network;
     }

@@ -105,6 +105,7 @@ pub fn create(
     let config = bundle.join("config.json");
     let spec = Spec::load(&config).map_err(|source| RuntimeError::LoadSpec { path: config.clone(), source })?;
     let plan = Plan::from_spec(&spec, &bundle).map_err(RuntimeError::from)?;
+    plan.check_host(crate::runtime::container::selinux_enabled()).map_err(RuntimeError::from)?;
     let spec_hooks = spec.hooks().clone();
     if let Some(h) = &spec_hooks {
         if h.create_container().as_ref().is_some_and(|l| !l.is_empty()) {

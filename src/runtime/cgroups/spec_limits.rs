@@ -1,0 +1,163 @@
+//! The limits only an OCI spec asks for (`supervisor-runtime`), beyond the
+//! memory, CPU quota, pids and devices every container of ours may have:
+//! CPU shares (v2: weight) and realtime time, the cpuset (CPUs and memory
+//! nodes), and hugetlb page limits. Written only when asked for.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use super::{CgroupError, Result, read, write};
+
+/// See the module's doc. `None` (or empty) leaves the kernel's value.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExtraLimits {
+    pub cpu_shares: Option<u64>,
+    pub rt_period: Option<u64>,
+    pub rt_runtime: Option<i64>,
+    pub cpus: Option<String>,
+    pub mems: Option<String>,
+    /// Page size as the kernel names it (`2MB`, `1GB`) to a limit in bytes.
+    pub hugetlb: BTreeMap<String, u64>,
+}
+
+impl ExtraLimits {
+    pub fn is_empty(&self) -> bool {
+        *self == ExtraLimits::default()
+    }
+}
+
+fn missing(controller: &'static str) -> CgroupError {
+    CgroupError::ControllerNotMounted(controller)
+}
+
+/// v1: each limit in its controller's hierarchy.
+pub(super) fn set_v1(dirs: &BTreeMap<String, std::path::PathBuf>, l: &ExtraLimits) -> Result<()> {
+    if l.cpu_shares.is_some() || l.rt_period.is_some() || l.rt_runtime.is_some() {
+        let cpu = dirs.get("cpu").ok_or(missing("cpu"))?;
+        if let Some(s) = l.cpu_shares {
+            write(&cpu.join("cpu.shares"), &s.to_string())?;
+        }
+        // The period first: the runtime must fit in it.
+        if let Some(p) = l.rt_period {
+            write(&cpu.join("cpu.rt_period_us"), &p.to_string())?;
+        }
+        if let Some(r) = l.rt_runtime {
+            write(&cpu.join("cpu.rt_runtime_us"), &r.to_string())?;
+        }
+    }
+    if l.cpus.is_some() || l.mems.is_some() {
+        let cpuset = dirs.get("cpuset").ok_or(missing("cpuset"))?;
+        if let Some(c) = &l.cpus {
+            write(&cpuset.join("cpuset.cpus"), c)?;
+        }
+        if let Some(m) = &l.mems {
+            write(&cpuset.join("cpuset.mems"), m)?;
+        }
+    }
+    if !l.hugetlb.is_empty() {
+        let dir = dirs.get("hugetlb").ok_or(missing("hugetlb"))?;
+        for (size, limit) in &l.hugetlb {
+            write(&dir.join(format!("hugetlb.{size}.limit_in_bytes")), &limit.to_string())?;
+        }
+    }
+    Ok(())
+}
+
+/// v2: weight for shares (runc's conversion), the cpuset, `hugetlb.*.max`;
+/// realtime time has no v2 interface.
+pub(super) fn set_v2(dir: &Path, l: &ExtraLimits) -> Result<()> {
+    if l.rt_period.is_some() || l.rt_runtime.is_some() {
+        return Err(CgroupError::Unsupported("realtime CPU time (cpu.realtimeRuntime) on cgroup v2"));
+    }
+    if let Some(s) = l.cpu_shares {
+        write(&dir.join("cpu.weight"), &shares_to_weight(s).to_string())?;
+    }
+    if let Some(c) = &l.cpus {
+        write(&dir.join("cpuset.cpus"), c)?;
+    }
+    if let Some(m) = &l.mems {
+        write(&dir.join("cpuset.mems"), m)?;
+    }
+    for (size, limit) in &l.hugetlb {
+        write(&dir.join(format!("hugetlb.{size}.max")), &limit.to_string())?;
+    }
+    Ok(())
+}
+
+/// cgroup v1 shares (2..262144) as v2 weight (1..10000), as runc and crun
+/// convert them.
+pub fn shares_to_weight(shares: u64) -> u64 {
+    if shares == 0 {
+        return 0;
+    }
+    1 + (shares.clamp(2, 262_144) - 2) * 9999 / 262_142
+}
+
+/// A new v1 cpuset cgroup starts with no CPUs and no memory nodes, and no
+/// process may join it then: each level from the first that has them down
+/// to `dir` gets its parent's, as runc does it.
+pub(super) fn init_cpuset(dir: &Path) -> Result<()> {
+    let mut missing_levels = Vec::new();
+    let mut cur = dir.to_path_buf();
+    loop {
+        let cpus = read(&cur.join("cpuset.cpus"))?;
+        if !cpus.trim().is_empty() {
+            break;
+        }
+        missing_levels.push(cur.clone());
+        match cur.parent() {
+            Some(p) if p.join("cpuset.cpus").exists() => cur = p.to_path_buf(),
+            _ => break,
+        }
+    }
+    for level in missing_levels.iter().rev() {
+        let parent = level.parent().unwrap_or(level);
+        for file in ["cpuset.cpus", "cpuset.mems"] {
+            let value = read(&parent.join(file))?;
+            write(&level.join(file), value.trim())?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shares_convert_to_weight_as_runc_does() {
+        assert_eq!(shares_to_weight(2), 1);
+        assert_eq!(shares_to_weight(1024), 39);
+        assert_eq!(shares_to_weight(262_144), 10_000);
+        assert_eq!(shares_to_weight(0), 0);
+    }
+
+    #[test]
+    fn a_new_cpuset_gets_its_parents_cpus_and_nodes_level_by_level() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path();
+        let leaf = root.join("a/b");
+        std::fs::create_dir_all(&leaf).unwrap();
+        std::fs::write(root.join("cpuset.cpus"), "0-3\n").unwrap();
+        std::fs::write(root.join("cpuset.mems"), "0\n").unwrap();
+        for d in [root.join("a"), leaf.clone()] {
+            std::fs::write(d.join("cpuset.cpus"), "\n").unwrap();
+            std::fs::write(d.join("cpuset.mems"), "\n").unwrap();
+        }
+        init_cpuset(&leaf).unwrap();
+        let rd = |p: &Path| std::fs::read_to_string(p).unwrap();
+        assert_eq!((rd(&root.join("a/cpuset.cpus")), rd(&leaf.join("cpuset.cpus"))), ("0-3".into(), "0-3".into()));
+        assert_eq!(rd(&leaf.join("cpuset.mems")), "0");
+        let limits = ExtraLimits {
+            cpus: Some("1".into()),
+            hugetlb: BTreeMap::from([("2MB".to_string(), 4 << 20)]),
+            ..ExtraLimits::default()
+        };
+        let dirs = BTreeMap::from([("cpuset".to_string(), leaf.clone()), ("hugetlb".to_string(), leaf.clone())]);
+        set_v1(&dirs, &limits).unwrap();
+        assert_eq!(rd(&leaf.join("cpuset.cpus")), "1");
+        assert_eq!(rd(&leaf.join("hugetlb.2MB.limit_in_bytes")), "4194304");
+        let no_cpu = ExtraLimits { cpu_shares: Some(512), ..ExtraLimits::default() };
+        assert!(matches!(set_v1(&dirs, &no_cpu), Err(CgroupError::ControllerNotMounted("cpu"))));
+    }
+}
