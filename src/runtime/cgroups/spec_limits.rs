@@ -18,6 +18,13 @@ pub struct ExtraLimits {
     pub mems: Option<String>,
     /// Page size as the kernel names it (`2MB`, `1GB`) to a limit in bytes.
     pub hugetlb: BTreeMap<String, u64>,
+    /// Memory: the soft limit (v2: `memory.low`), in bytes.
+    pub memory_reservation: Option<u64>,
+    pub swappiness: Option<u64>,
+    /// v1's kernel memory and TCP buffer limits, in bytes.
+    pub kernel_memory: Option<i64>,
+    pub kernel_tcp: Option<i64>,
+    pub disable_oom_killer: bool,
 }
 
 impl ExtraLimits {
@@ -54,6 +61,29 @@ pub(super) fn set_v1(dirs: &BTreeMap<String, std::path::PathBuf>, l: &ExtraLimit
             write(&cpuset.join("cpuset.mems"), m)?;
         }
     }
+    let memory_asked = l.memory_reservation.is_some()
+        || l.swappiness.is_some()
+        || l.kernel_memory.is_some()
+        || l.kernel_tcp.is_some()
+        || l.disable_oom_killer;
+    if memory_asked {
+        let m = dirs.get("memory").ok_or(missing("memory"))?;
+        if let Some(r) = l.memory_reservation {
+            write(&m.join("memory.soft_limit_in_bytes"), &r.to_string())?;
+        }
+        if let Some(s) = l.swappiness {
+            write(&m.join("memory.swappiness"), &s.to_string())?;
+        }
+        if let Some(k) = l.kernel_memory {
+            write(&m.join("memory.kmem.limit_in_bytes"), &k.to_string())?;
+        }
+        if let Some(k) = l.kernel_tcp {
+            write(&m.join("memory.kmem.tcp.limit_in_bytes"), &k.to_string())?;
+        }
+        if l.disable_oom_killer {
+            write(&m.join("memory.oom_control"), "1")?;
+        }
+    }
     if !l.hugetlb.is_empty() {
         let dir = dirs.get("hugetlb").ok_or(missing("hugetlb"))?;
         for (size, limit) in &l.hugetlb {
@@ -68,6 +98,14 @@ pub(super) fn set_v1(dirs: &BTreeMap<String, std::path::PathBuf>, l: &ExtraLimit
 pub(super) fn set_v2(dir: &Path, l: &ExtraLimits) -> Result<()> {
     if l.rt_period.is_some() || l.rt_runtime.is_some() {
         return Err(CgroupError::Unsupported("realtime CPU time (cpu.realtimeRuntime) on cgroup v2"));
+    }
+    if l.swappiness.is_some() || l.kernel_memory.is_some() || l.kernel_tcp.is_some() || l.disable_oom_killer {
+        return Err(CgroupError::Unsupported(
+            "memory.swappiness, kernel, kernelTCP and disableOOMKiller (cgroup v1 only) on cgroup v2",
+        ));
+    }
+    if let Some(r) = l.memory_reservation {
+        write(&dir.join("memory.low"), &r.to_string())?;
     }
     if let Some(s) = l.cpu_shares {
         write(&dir.join("cpu.weight"), &shares_to_weight(s).to_string())?;

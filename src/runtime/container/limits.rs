@@ -31,6 +31,11 @@ impl Plan {
                 (Some(s), None) if s > 0 => return unsupported("memory.swap without memory.limit"),
                 _ => None,
             };
+            r.extra.memory_reservation = m.reservation().filter(|r| *r > 0).map(|r| r as u64);
+            r.extra.swappiness = m.swappiness();
+            r.extra.kernel_memory = m.kernel().filter(|k| *k != 0);
+            r.extra.kernel_tcp = m.kernel_tcp().filter(|k| *k != 0);
+            r.extra.disable_oom_killer = m.disable_oom_killer().unwrap_or(false);
         }
         if let Some(c) = res.cpu() {
             r.cpu_quota = c.quota().filter(|q| *q > 0).map(|q| q as u64);
