@@ -174,9 +174,11 @@ pub(crate) fn process(p: &ProcessPlan, gate: Option<Gate>) -> Result<Never> {
     }
     set_user_and_caps(p)?;
     chdir(p.cwd.as_str()).map_err(err(format!("chdir to the working directory {:?}", p.cwd)))?;
-    if let Some(gate) = gate {
-        gate.wait()?;
-    }
+    // Open until execve closes it: `start` returns when it is closed.
+    let _passed = match gate {
+        Some(gate) => Some(gate.wait()?),
+        None => None,
+    };
     if p.no_new_privileges {
         nix::sys::prctl::set_no_new_privs().map_err(err("set no_new_privs"))?;
         if let Some(f) = &filter {
