@@ -56,6 +56,20 @@ fn setup(plan: &Plan, go: OwnedFd, gate: Option<Gate>, console: Option<OwnedFd>)
     // Docker's (runc's) umask for the container, not the daemon's 0077:
     // the device nodes and mount points made below, and the service's files.
     nix::sys::stat::umask(Mode::from_bits_truncate(0o022));
+    // Namespaces entered by path (the pid one was, by our parent): all
+    // opened first, while every path is the host's; the mount namespace
+    // last, as it changes how paths resolve.
+    let mut joins = Vec::new();
+    for j in plan.join.iter().filter(|j| j.flag != libc::CLONE_NEWPID) {
+        let fd = nix::fcntl::open(&j.path, OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty())
+            .map_err(err(format!("open {}", j.path.display())))?;
+        joins.push((j.flag == libc::CLONE_NEWNS, fd, j));
+    }
+    joins.sort_by_key(|(mount, _, _)| *mount);
+    for (_, fd, j) in joins {
+        nix::sched::setns(fd, nix::sched::CloneFlags::from_bits_retain(j.flag))
+            .map_err(err(format!("join the namespace {}", j.path.display())))?;
+    }
     if let Some(path) = &plan.join_network {
         // Opened before the root changes: the path is the host's.
         let fd = nix::fcntl::open(path, OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty())

@@ -58,6 +58,13 @@ pub(crate) struct DevicePlan {
     pub(crate) gid: u32,
 }
 
+/// A namespace to enter: its `CLONE_NEW*` flag and its path.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct JoinPlan {
+    pub(crate) flag: i32,
+    pub(crate) path: PathBuf,
+}
+
 /// Capabilities by set, as `caps` names them.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct CapsPlan {
@@ -116,6 +123,11 @@ pub struct Plan {
     /// Enter this network namespace (another container's) instead of a
     /// new one.
     pub(crate) join_network: Option<PathBuf>,
+    /// The other namespaces entered by path (`linux.namespaces[].path`):
+    /// the pid namespace by the parent before the clone (it applies to
+    /// children), the others by the child.
+    #[serde(default)]
+    pub(crate) join: Vec<JoinPlan>,
     /// `process.oomScoreAdj`, written before anything else.
     #[serde(default)]
     pub(crate) oom_score_adj: Option<i32>,
@@ -199,14 +211,23 @@ pub(crate) fn from_spec(spec: &Spec, bundle: &Path) -> Result<Plan, PlanError> {
     let mut clone_flags = CloneFlags::empty();
     let mut cgroup_namespace = false;
     let mut join_network = None;
+    let mut join = Vec::new();
     for ns in linux.namespaces().iter().flatten() {
         if let Some(path) = ns.path() {
-            // Another container's network (a pod): the only namespace
-            // joined by path so far.
-            if ns.typ() != LinuxNamespaceType::Network {
-                return unsupported("joining a namespace other than the network by path");
-            }
-            join_network = Some(path.clone());
+            // An existing namespace (a pod's, or one the engine made).
+            let flag = match ns.typ() {
+                LinuxNamespaceType::Network => {
+                    join_network = Some(path.clone());
+                    continue;
+                }
+                LinuxNamespaceType::Mount => CloneFlags::CLONE_NEWNS,
+                LinuxNamespaceType::Pid => CloneFlags::CLONE_NEWPID,
+                LinuxNamespaceType::Uts => CloneFlags::CLONE_NEWUTS,
+                LinuxNamespaceType::Ipc => CloneFlags::CLONE_NEWIPC,
+                LinuxNamespaceType::Cgroup => CloneFlags::CLONE_NEWCGROUP,
+                other => return unsupported(&format!("joining the {other:?} namespace by path")),
+            };
+            join.push(JoinPlan { flag: flag.bits(), path: path.clone() });
             continue;
         }
         match ns.typ() {
@@ -219,11 +240,15 @@ pub(crate) fn from_spec(spec: &Spec, bundle: &Path) -> Result<Plan, PlanError> {
             other => return unsupported(&format!("the {other:?} namespace")),
         }
     }
-    if !clone_flags.contains(CloneFlags::CLONE_NEWNS) {
+    // Without a mount namespace of its own the container's mounts and
+    // pivot_root would be the host's: refused (an existing one is fine).
+    let joins_mount = join.iter().any(|j| j.flag == CloneFlags::CLONE_NEWNS.bits());
+    if !clone_flags.contains(CloneFlags::CLONE_NEWNS) && !joins_mount {
         return unsupported("a container without a mount namespace");
     }
+    let joins_uts = join.iter().any(|j| j.flag == CloneFlags::CLONE_NEWUTS.bits());
     let hostname = spec.hostname().clone().filter(|h| !h.is_empty());
-    if hostname.is_some() && !clone_flags.contains(CloneFlags::CLONE_NEWUTS) {
+    if hostname.is_some() && !clone_flags.contains(CloneFlags::CLONE_NEWUTS) && !joins_uts {
         return Err(invalid("hostname needs a UTS namespace"));
     }
 
@@ -331,6 +356,7 @@ pub(crate) fn from_spec(spec: &Spec, bundle: &Path) -> Result<Plan, PlanError> {
         new_session: false,
         network: None,
         join_network,
+        join,
         oom_score_adj: process.oom_score_adj(),
         root_propagation,
         selinux_labels: process.selinux_label().is_some() || linux.mount_label().is_some(),

@@ -82,6 +82,13 @@ pub(crate) fn spawn(
             Some((null, p()?, p()?))
         }
     };
+    if let Some(j) = plan.join.iter().find(|j| j.flag == libc::CLONE_NEWPID) {
+        // A pid namespace is entered for our children: the container is
+        // cloned into it.
+        let fd = std::fs::File::open(&j.path).map_err(|e| RuntimeError::io("open", &j.path, e))?;
+        nix::sched::setns(fd, nix::sched::CloneFlags::CLONE_NEWPID)
+            .map_err(|e| RuntimeError::sys("join the pid namespace", e))?;
+    }
     let (go_r, go_w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| RuntimeError::sys("pipe", e))?;
     let ready = match options.gate {
         Some(_) => Some(pipe2(OFlag::O_CLOEXEC).map_err(|e| RuntimeError::sys("pipe", e))?),
