@@ -48,6 +48,19 @@ fn setup(plan: &Plan, go: OwnedFd, gate: Option<Gate>, console: Option<OwnedFd>)
         _ => return Err(InitError::Abandoned),
     }
     drop(go);
+    if plan.clone_flags.contains(nix::sched::CloneFlags::CLONE_NEWUSER) {
+        // Our parent wrote the maps: become the namespace's root (our host
+        // uid 0 is not mapped in it), which owns every namespace we made.
+        let root_of = |map: &[(u32, u32, u32)]| map.iter().any(|(inside, _, size)| *inside == 0 && *size > 0);
+        if root_of(&plan.gid_map) {
+            setresgid(Gid::from_raw(0), Gid::from_raw(0), Gid::from_raw(0))
+                .map_err(err("setgid 0 in the user namespace"))?;
+        }
+        if root_of(&plan.uid_map) {
+            setresuid(Uid::from_raw(0), Uid::from_raw(0), Uid::from_raw(0))
+                .map_err(err("setuid 0 in the user namespace"))?;
+        }
+    }
     if let Some(adj) = plan.oom_score_adj {
         // Our own: inherited by the program and everything it starts.
         std::fs::write("/proc/self/oom_score_adj", adj.to_string())

@@ -120,6 +120,7 @@ pub fn recursive_readonly() -> bool {
 
 /// The default and requested device nodes, and the standard links.
 pub(super) fn make_dev(root: BorrowedFd<'_>, plan: &Plan) -> Result<()> {
+    let user_namespace = plan.clone_flags.contains(nix::sched::CloneFlags::CLONE_NEWUSER);
     let dev = open_in_root(root, "/dev", false)?;
     let dev = openat(dev.as_fd(), ".", OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
         .map_err(err("open /dev"))?;
@@ -133,8 +134,17 @@ pub(super) fn make_dev(root: BorrowedFd<'_>, plan: &Plan) -> Result<()> {
             'p' => SFlag::S_IFIFO,
             _ => SFlag::S_IFCHR,
         };
-        mknodat(dev.as_fd(), rel, kind, Mode::from_bits_truncate(d.mode & 0o777), makedev(d.major, d.minor))
-            .map_err(err(format!("mknod {}", d.path)))?;
+        match mknodat(dev.as_fd(), rel, kind, Mode::from_bits_truncate(d.mode & 0o777), makedev(d.major, d.minor)) {
+            Ok(()) => {}
+            // In a user namespace no device node can be made: the host's
+            // node is bound over an empty file instead, as runc does (its
+            // owner and mode are the host's).
+            Err(Errno::EPERM) if user_namespace && kind != SFlag::S_IFIFO => {
+                bind_host_device(root, &d.path)?;
+                continue;
+            }
+            Err(e) => return Err(err(format!("mknod {}", d.path))(e)),
+        }
         nix::sys::stat::fchmodat(
             dev.as_fd(),
             rel,
@@ -193,4 +203,15 @@ pub(super) fn make_readonly(path: &str) -> Result<()> {
         None::<&str>,
     )
     .map_err(err(format!("make {path} read-only")))
+}
+
+/// Binds the host's device node `path` (still reachable: the root is not
+/// pivoted yet) over a new empty file at `path` in the root.
+fn bind_host_device(root: BorrowedFd<'_>, path: &str) -> Result<()> {
+    if !Path::new(path).exists() {
+        return Err(InitError::NoMountSource { destination: path.to_string(), path: path.to_string() });
+    }
+    let target = open_in_root(root, path, true)?;
+    mount(Some(path), &fd_path(&target), None::<&str>, MsFlags::MS_BIND, None::<&str>)
+        .map_err(err(format!("bind the host's {path}")))
 }

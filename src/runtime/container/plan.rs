@@ -128,6 +128,13 @@ pub struct Plan {
     /// children), the others by the child.
     #[serde(default)]
     pub(crate) join: Vec<JoinPlan>,
+    /// With a new user namespace (`CLONE_NEWUSER` in the flags): its uid
+    /// and gid maps (container id, host id, size), written by the parent
+    /// before the child goes on.
+    #[serde(default)]
+    pub(crate) uid_map: Vec<(u32, u32, u32)>,
+    #[serde(default)]
+    pub(crate) gid_map: Vec<(u32, u32, u32)>,
     /// `process.oomScoreAdj`, written before anything else.
     #[serde(default)]
     pub(crate) oom_score_adj: Option<i32>,
@@ -192,11 +199,10 @@ pub(crate) fn from_spec(spec: &Spec, bundle: &Path) -> Result<Plan, PlanError> {
     let root = spec.root().as_ref().ok_or_else(|| invalid("no root"))?;
     let rootfs = if root.path().is_absolute() { root.path().clone() } else { bundle.join(root.path()) };
     let linux = spec.linux().as_ref().ok_or_else(|| invalid("no linux section"))?;
-    if linux.uid_mappings().as_ref().is_some_and(|m| !m.is_empty())
-        || linux.gid_mappings().as_ref().is_some_and(|m| !m.is_empty())
-    {
-        return unsupported("a user namespace (uidMappings)");
-    }
+    let id_map = |m: &Option<Vec<oci_spec::runtime::LinuxIdMapping>>| -> Vec<(u32, u32, u32)> {
+        m.iter().flatten().map(|m| (m.container_id(), m.host_id(), m.size())).collect()
+    };
+    let (uid_map, gid_map) = (id_map(linux.uid_mappings()), id_map(linux.gid_mappings()));
     if linux.intel_rdt().is_some() || linux.personality().is_some() || linux.time_offsets().is_some() {
         return unsupported("intelRdt, personality or timeOffsets");
     }
@@ -237,8 +243,16 @@ pub(crate) fn from_spec(spec: &Spec, bundle: &Path) -> Result<Plan, PlanError> {
             LinuxNamespaceType::Ipc => clone_flags |= CloneFlags::CLONE_NEWIPC,
             LinuxNamespaceType::Network => clone_flags |= CloneFlags::CLONE_NEWNET,
             LinuxNamespaceType::Cgroup => cgroup_namespace = true,
+            LinuxNamespaceType::User => clone_flags |= CloneFlags::CLONE_NEWUSER,
             other => return unsupported(&format!("the {other:?} namespace")),
         }
+    }
+    let user_namespace = clone_flags.contains(CloneFlags::CLONE_NEWUSER);
+    if user_namespace && (uid_map.is_empty() || gid_map.is_empty()) {
+        return Err(invalid("a new user namespace needs uidMappings and gidMappings"));
+    }
+    if !user_namespace && (!uid_map.is_empty() || !gid_map.is_empty()) {
+        return Err(invalid("uidMappings and gidMappings need a new user namespace"));
     }
     // Without a mount namespace of its own the container's mounts and
     // pivot_root would be the host's: refused (an existing one is fine).
@@ -357,6 +371,8 @@ pub(crate) fn from_spec(spec: &Spec, bundle: &Path) -> Result<Plan, PlanError> {
         network: None,
         join_network,
         join,
+        uid_map,
+        gid_map,
         oom_score_adj: process.oom_score_adj(),
         root_propagation,
         selinux_labels: process.selinux_label().is_some() || linux.mount_label().is_some(),
@@ -470,11 +486,32 @@ mod tests {
     }
 
     #[test]
+    fn user_namespace_and_namespaces_by_path() {
+        let json = r#"{"ociVersion": "1.2.0", "process": {"user": {"uid": 0, "gid": 0}, "args": ["sh"], "cwd": "/"},
+          "root": {"path": "rootfs"},
+          "linux": {"namespaces": [{"type": "user"}, {"type": "mount"}, {"type": "pid", "path": "/proc/7/ns/pid"},
+                                   {"type": "ipc", "path": "/proc/7/ns/ipc"}],
+                    "uidMappings": [{"containerID": 0, "hostID": 1000, "size": 2000}],
+                    "gidMappings": [{"containerID": 0, "hostID": 1000, "size": 3000}],
+                    "rootfsPropagation": "rshared"}
+        }"#;
+        let spec: Spec = serde_json::from_str(json).unwrap();
+        let plan = from_spec(&spec, Path::new("/b")).unwrap();
+        assert_eq!(plan.clone_flags, CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWNS);
+        assert_eq!((plan.uid_map.clone(), plan.gid_map.clone()), (vec![(0, 1000, 2000)], vec![(0, 1000, 3000)]));
+        let joined: Vec<(i32, &str)> = plan.join.iter().map(|j| (j.flag, j.path.to_str().unwrap())).collect();
+        assert_eq!(joined, vec![(libc::CLONE_NEWPID, "/proc/7/ns/pid"), (libc::CLONE_NEWIPC, "/proc/7/ns/ipc")]);
+        assert_eq!(plan.root_propagation, MsFlags::MS_SHARED | MsFlags::MS_REC);
+        let no_maps = json.replace(r#""uidMappings""#, r#""x""#);
+        let spec: Spec = serde_json::from_str(&no_maps).unwrap();
+        assert!(from_spec(&spec, Path::new("/b")).unwrap_err().to_string().contains("needs uidMappings"));
+    }
+
+    #[test]
     fn unsupported_fields_are_errors() {
         let base = r#"{"ociVersion": "1.0.2", "process": {"user": {"uid": 0, "gid": 0}, "args": ["sh"], "cwd": "/"},
                        "root": {"path": "rootfs"}, "linux": {"namespaces": [{"type": "mount"}] EXTRA }}"#;
         for (extra, what) in [
-            (r#", "uidMappings": [{"containerID": 0, "hostID": 1000, "size": 1}]"#, "user namespace"),
             (r#", "seccomp": {"defaultAction": "SCMP_ACT_NOTIFY"}"#, "SCMP_ACT_NOTIFY"),
             (r#", "personality": {"domain": "LINUX32"}"#, "personality"),
         ] {
@@ -482,6 +519,9 @@ mod tests {
             let err = from_spec(&spec, Path::new("/b")).unwrap_err().to_string();
             assert!(err.contains(what) && err.contains("not supported"), "{what}: {err}");
         }
+        let maps_alone = r#", "uidMappings": [{"containerID": 0, "hostID": 1000, "size": 1}]"#;
+        let spec: Spec = serde_json::from_str(&base.replace("EXTRA", maps_alone)).unwrap();
+        assert!(from_spec(&spec, Path::new("/b")).unwrap_err().to_string().contains("need a new user namespace"));
         let spec: Spec = serde_json::from_str(&base.replace("EXTRA", "").replace("1.0.2", "2.0.0")).unwrap();
         assert!(from_spec(&spec, Path::new("/b")).unwrap_err().to_string().contains("ociVersion"));
     }
