@@ -213,6 +213,9 @@ impl Manager {
         let used = |c: &str| match c {
             "cpuset" => r.extra.cpus.is_some() || r.extra.mems.is_some(),
             "hugetlb" => !r.extra.hugetlb.is_empty(),
+            "blkio" => r.extra.blkio != spec_limits::Blkio::default(),
+            "net_cls" => r.extra.net_class_id.is_some(),
+            "net_prio" => !r.extra.net_priorities.is_empty(),
             _ => true,
         };
         match self {

@@ -6,7 +6,19 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use super::{CgroupError, Result, read, write};
+use super::{CgroupError, Result, read};
+
+/// Writes a cgroup file that must exist: a missing one is a limit this
+/// kernel does not have, named as such (creating it fails with EACCES).
+fn write(path: &Path, value: &str) -> Result<()> {
+    use std::io::Write;
+    let opened = std::fs::OpenOptions::new().write(true).open(path);
+    opened.and_then(|mut f| f.write_all(value.as_bytes())).map_err(|source| CgroupError::Io {
+        op: "write",
+        path: path.to_path_buf(),
+        source,
+    })
+}
 
 /// See the module's doc. `None` (or empty) leaves the kernel's value.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -25,6 +37,22 @@ pub struct ExtraLimits {
     pub kernel_memory: Option<i64>,
     pub kernel_tcp: Option<i64>,
     pub disable_oom_killer: bool,
+    pub blkio: Blkio,
+    /// v1's net_cls class id and net_prio priorities (interface, priority).
+    pub net_class_id: Option<u32>,
+    pub net_priorities: Vec<(String, u32)>,
+}
+
+/// Block I/O weights and throttling (`linux.resources.blockIO`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Blkio {
+    pub weight: Option<u16>,
+    pub leaf_weight: Option<u16>,
+    /// (major, minor, weight, leaf weight).
+    pub weight_device: Vec<(i64, i64, Option<u16>, Option<u16>)>,
+    /// (kind, major, minor, rate); kind: `read_bps`, `write_bps`,
+    /// `read_iops`, `write_iops`.
+    pub throttle: Vec<(&'static str, i64, i64, u64)>,
 }
 
 impl ExtraLimits {
@@ -84,6 +112,39 @@ pub(super) fn set_v1(dirs: &BTreeMap<String, std::path::PathBuf>, l: &ExtraLimit
             write(&m.join("memory.oom_control"), "1")?;
         }
     }
+    if l.blkio != Blkio::default() {
+        let dir = dirs.get("blkio").ok_or(missing("blkio"))?;
+        let b = &l.blkio;
+        // CFQ's file names, which runc and crun write too; a kernel whose
+        // block devices have neither CFQ nor BFQ has no weight files.
+        if let Some(w) = b.weight {
+            write(&dir.join("blkio.weight"), &w.to_string())?;
+        }
+        if let Some(w) = b.leaf_weight {
+            write(&dir.join("blkio.leaf_weight"), &w.to_string())?;
+        }
+        for (major, minor, weight, leaf) in &b.weight_device {
+            if let Some(w) = weight {
+                write(&dir.join("blkio.weight_device"), &format!("{major}:{minor} {w}"))?;
+            }
+            if let Some(w) = leaf {
+                write(&dir.join("blkio.leaf_weight_device"), &format!("{major}:{minor} {w}"))?;
+            }
+        }
+        for (kind, major, minor, rate) in &b.throttle {
+            write(&dir.join(format!("blkio.throttle.{kind}_device")), &format!("{major}:{minor} {rate}"))?;
+        }
+    }
+    if let Some(id) = l.net_class_id {
+        let dir = dirs.get("net_cls").ok_or(missing("net_cls"))?;
+        write(&dir.join("net_cls.classid"), &id.to_string())?;
+    }
+    if !l.net_priorities.is_empty() {
+        let dir = dirs.get("net_prio").ok_or(missing("net_prio"))?;
+        for (interface, priority) in &l.net_priorities {
+            write(&dir.join("net_prio.ifpriomap"), &format!("{interface} {priority}"))?;
+        }
+    }
     if !l.hugetlb.is_empty() {
         let dir = dirs.get("hugetlb").ok_or(missing("hugetlb"))?;
         for (size, limit) in &l.hugetlb {
@@ -103,6 +164,29 @@ pub(super) fn set_v2(dir: &Path, l: &ExtraLimits) -> Result<()> {
         return Err(CgroupError::Unsupported(
             "memory.swappiness, kernel, kernelTCP and disableOOMKiller (cgroup v1 only) on cgroup v2",
         ));
+    }
+    if l.net_class_id.is_some() || !l.net_priorities.is_empty() {
+        return Err(CgroupError::Unsupported("network classID and priorities (cgroup v1 only) on cgroup v2"));
+    }
+    if l.blkio.leaf_weight.is_some() || l.blkio.weight_device.iter().any(|d| d.3.is_some()) {
+        return Err(CgroupError::Unsupported("blockIO leafWeight (cgroup v1 only) on cgroup v2"));
+    }
+    if let Some(w) = l.blkio.weight {
+        write(&dir.join("io.weight"), &format!("default {}", blkio_weight_to_io(w)))?;
+    }
+    for (major, minor, weight, _) in &l.blkio.weight_device {
+        if let Some(w) = weight {
+            write(&dir.join("io.weight"), &format!("{major}:{minor} {}", blkio_weight_to_io(*w)))?;
+        }
+    }
+    for (kind, major, minor, rate) in &l.blkio.throttle {
+        let key = match *kind {
+            "read_bps" => "rbps",
+            "write_bps" => "wbps",
+            "read_iops" => "riops",
+            _ => "wiops",
+        };
+        write(&dir.join("io.max"), &format!("{major}:{minor} {key}={rate}"))?;
     }
     if let Some(r) = l.memory_reservation {
         write(&dir.join("memory.low"), &r.to_string())?;
@@ -129,6 +213,12 @@ pub fn shares_to_weight(shares: u64) -> u64 {
         return 0;
     }
     1 + (shares.clamp(2, 262_144) - 2) * 9999 / 262_142
+}
+
+/// v1 blkio weight (10..1000) as v2 io weight (1..10000), as runc
+/// converts it.
+pub fn blkio_weight_to_io(weight: u16) -> u64 {
+    1 + (u64::from(weight.clamp(10, 1000)) - 10) * 9999 / 990
 }
 
 /// A new v1 cpuset cgroup starts with no CPUs and no memory nodes, and no
@@ -171,6 +261,26 @@ mod tests {
     }
 
     #[test]
+    fn blkio_and_network_limits_are_written_where_v1_has_them() {
+        let t = tempfile::tempdir().unwrap();
+        let dirs = BTreeMap::from([("blkio".to_string(), t.path().to_path_buf())]);
+        for f in ["blkio.weight", "blkio.throttle.read_bps_device"] {
+            std::fs::write(t.path().join(f), "").unwrap();
+        }
+        let l = ExtraLimits {
+            blkio: Blkio { weight: Some(300), throttle: vec![("read_bps", 8, 0, 1048576)], ..Blkio::default() },
+            ..ExtraLimits::default()
+        };
+        set_v1(&dirs, &l).unwrap();
+        let rd = |f: &str| std::fs::read_to_string(t.path().join(f)).unwrap();
+        assert_eq!((rd("blkio.weight"), rd("blkio.throttle.read_bps_device")), ("300".into(), "8:0 1048576".into()));
+        // No net_cls hierarchy: named, never skipped.
+        let net = ExtraLimits { net_class_id: Some(0x100001), ..ExtraLimits::default() };
+        assert!(matches!(set_v1(&dirs, &net), Err(CgroupError::ControllerNotMounted("net_cls"))));
+        assert_eq!((blkio_weight_to_io(10), blkio_weight_to_io(1000)), (1, 10000));
+    }
+
+    #[test]
     fn a_new_cpuset_gets_its_parents_cpus_and_nodes_level_by_level() {
         let t = tempfile::tempdir().unwrap();
         let root = t.path();
@@ -192,6 +302,10 @@ mod tests {
             ..ExtraLimits::default()
         };
         let dirs = BTreeMap::from([("cpuset".to_string(), leaf.clone()), ("hugetlb".to_string(), leaf.clone())]);
+        std::fs::write(leaf.join("hugetlb.2MB.limit_in_bytes"), "").unwrap();
+        let no_1gb = ExtraLimits { hugetlb: BTreeMap::from([("1GB".to_string(), 1 << 30)]), ..ExtraLimits::default() };
+        let e = set_v1(&dirs, &no_1gb).unwrap_err().to_string();
+        assert!(e.contains("hugetlb.1GB.limit_in_bytes") && e.contains("No such file"), "{e}");
         set_v1(&dirs, &limits).unwrap();
         assert_eq!(rd(&leaf.join("cpuset.cpus")), "1");
         assert_eq!(rd(&leaf.join("hugetlb.2MB.limit_in_bytes")), "4194304");

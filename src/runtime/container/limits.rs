@@ -13,8 +13,31 @@ impl Plan {
         let unsupported = |w: &str| Err(PlanError::Unsupported { what: format!("linux.resources.{w}") });
         let mut r = Resources::default();
         let Some(res) = spec.linux().as_ref().and_then(|l| l.resources().as_ref()) else { return Ok(r) };
-        if res.block_io().is_some() || res.network().is_some() || res.rdma().is_some() {
-            return unsupported("blockIO, network or rdma");
+        if res.rdma().as_ref().is_some_and(|r| !r.is_empty()) {
+            return unsupported("rdma");
+        }
+        if let Some(b) = res.block_io() {
+            let blkio = &mut r.extra.blkio;
+            blkio.weight = b.weight();
+            blkio.leaf_weight = b.leaf_weight();
+            for d in b.weight_device().iter().flatten() {
+                blkio.weight_device.push((d.major(), d.minor(), d.weight(), d.leaf_weight()));
+            }
+            for (kind, list) in [
+                ("read_bps", b.throttle_read_bps_device()),
+                ("write_bps", b.throttle_write_bps_device()),
+                ("read_iops", b.throttle_read_iops_device()),
+                ("write_iops", b.throttle_write_iops_device()),
+            ] {
+                for d in list.iter().flatten() {
+                    blkio.throttle.push((kind, d.major(), d.minor(), d.rate()));
+                }
+            }
+        }
+        if let Some(n) = res.network() {
+            r.extra.net_class_id = n.class_id();
+            r.extra.net_priorities =
+                n.priorities().iter().flatten().map(|p| (p.name().clone(), p.priority())).collect();
         }
         for h in res.hugepage_limits().iter().flatten() {
             r.extra.hugetlb.insert(h.page_size().clone(), h.limit().max(0) as u64);
