@@ -320,7 +320,7 @@ fn set_user_and_caps(plan: &ProcessPlan) -> Result<()> {
 
 /// Finds the program on the container's PATH and executes it.
 fn exec(plan: &ProcessPlan) -> Result<Never> {
-    let program = &plan.args[0];
+    let Some(program) = plan.args.first() else { return Err(InitError::NoProcess) };
     let path = if program.contains('/') {
         PathBuf::from(program)
     } else {

@@ -185,15 +185,28 @@ pub(crate) fn from_spec(spec: &Spec, bundle: &Path) -> Result<Plan, PlanError> {
     {
         return Err(invalid(format!("ociVersion {version} is not supported (1.0 to 1.3 are)")));
     }
-    let process = spec.process().as_ref().ok_or_else(|| invalid("no process"))?;
+    // No process: a container that can be created, never started (the
+    // spec makes `process` required only by `start`).
+    let nothing;
+    let process = match spec.process() {
+        Some(p) => p,
+        None => {
+            nothing = {
+                let mut p = oci_spec::runtime::Process::default();
+                p.set_terminal(Some(false));
+                p
+            };
+            &nothing
+        }
+    };
     if process.apparmor_profile().is_some() {
         return unsupported("an AppArmor profile");
     }
     if process.scheduler().is_some() || process.io_priority().is_some() {
         return unsupported("scheduler or ioPriority");
     }
-    let args = process.args().clone().unwrap_or_default();
-    if args.is_empty() {
+    let args = if spec.process().is_some() { process.args().clone().unwrap_or_default() } else { Vec::new() };
+    if args.is_empty() && spec.process().is_some() {
         return Err(invalid("process.args is empty"));
     }
     let root = spec.root().as_ref().ok_or_else(|| invalid("no root"))?;

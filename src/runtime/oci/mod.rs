@@ -55,6 +55,8 @@ pub enum OciError {
     Cgroup(#[from] CgroupError),
     #[error(transparent)]
     Hook(#[from] HookError),
+    #[error("container {0:?} has no process (config.json): it cannot start, and is stopped")]
+    NoProcess(String),
     #[error("hooks.{0} (hooks run inside the container) is not supported by this runtime")]
     HookPoint(&'static str),
 }
@@ -149,6 +151,7 @@ pub fn create(
             annotations: spec.annotations().clone().unwrap_or_default().into_iter().collect(),
             name: name.clone(),
             hooks: spec_hooks.clone(),
+            no_process: spec.process().is_none(),
         };
         dir.save(&record)?;
         let fifo = crate::runtime::container::make_fifo(&dir.fifo())?;
@@ -198,6 +201,14 @@ pub fn start(root: &Path, id: &str) -> Result<Vec<HookError>, OciError> {
     let state = dir.state(&record);
     if state.status != Status::Created {
         return Err(OciError::WrongState { id: id.into(), status: state.status, op: "start", wanted: "created" });
+    }
+    if record.no_process {
+        // It can never run: it stops, so that it can be deleted.
+        if let Some(c) = dir.container(&record) {
+            c.cgroup.kill_all()?;
+        }
+        let _ = std::fs::remove_file(dir.fifo());
+        return Err(OciError::NoProcess(id.into()));
     }
     match crate::runtime::container::open_gate(&dir.fifo(), state.pid, Instant::now() + START_TIMEOUT)? {
         crate::runtime::container::Opened::Started => Ok(match &record.hooks {

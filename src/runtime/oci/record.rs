@@ -34,6 +34,9 @@ pub struct Record {
     /// The spec's hooks: `start` and `delete` run theirs.
     #[serde(default)]
     pub hooks: Option<oci_spec::runtime::Hooks>,
+    /// The spec has no `process`: created, never started.
+    #[serde(default)]
+    pub no_process: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
