@@ -48,6 +48,12 @@ fn setup(plan: &Plan, go: OwnedFd, gate: Option<Gate>, console: Option<OwnedFd>)
         _ => return Err(InitError::Abandoned),
     }
     drop(go);
+    if let Some(adj) = plan.oom_score_adj {
+        // Our own, inherited by the program and all it starts; while we are
+        // still the host's root (in a user namespace, /proc/self is not ours).
+        std::fs::write("/proc/self/oom_score_adj", adj.to_string())
+            .map_err(|e| InitError::io("write oom_score_adj", &e))?;
+    }
     if plan.clone_flags.contains(nix::sched::CloneFlags::CLONE_NEWUSER) {
         // Our parent wrote the maps: become the namespace's root (our host
         // uid 0 is not mapped in it), which owns every namespace we made.
@@ -61,11 +67,6 @@ fn setup(plan: &Plan, go: OwnedFd, gate: Option<Gate>, console: Option<OwnedFd>)
                 .map_err(err("setuid 0 in the user namespace"))?;
         }
     }
-    if let Some(adj) = plan.oom_score_adj {
-        // Our own: inherited by the program and everything it starts.
-        std::fs::write("/proc/self/oom_score_adj", adj.to_string())
-            .map_err(|e| InitError::io("write oom_score_adj", &e))?;
-    }
     // Docker's (runc's) umask for the container, not the daemon's 0077:
     // the device nodes and mount points made below, and the service's files.
     nix::sys::stat::umask(Mode::from_bits_truncate(0o022));
@@ -73,22 +74,19 @@ fn setup(plan: &Plan, go: OwnedFd, gate: Option<Gate>, console: Option<OwnedFd>)
     // opened first, while every path is the host's; the mount namespace
     // last, as it changes how paths resolve.
     let mut joins = Vec::new();
-    for j in plan.join.iter().filter(|j| j.flag != libc::CLONE_NEWPID) {
-        let fd = nix::fcntl::open(&j.path, OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty())
-            .map_err(err(format!("open {}", j.path.display())))?;
-        joins.push((j.flag == libc::CLONE_NEWNS, fd, j));
-    }
-    joins.sort_by_key(|(mount, _, _)| *mount);
-    for (_, fd, j) in joins {
-        nix::sched::setns(fd, nix::sched::CloneFlags::from_bits_retain(j.flag))
-            .map_err(err(format!("join the namespace {}", j.path.display())))?;
-    }
-    if let Some(path) = &plan.join_network {
-        // Opened before the root changes: the path is the host's.
+    let network = plan.join_network.iter().map(|p| (libc::CLONE_NEWNET, p));
+    for (flag, path) in plan.join.iter().map(|j| (j.flag, &j.path)).chain(network) {
+        if flag == libc::CLONE_NEWPID {
+            continue;
+        }
         let fd = nix::fcntl::open(path, OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty())
             .map_err(err(format!("open {}", path.display())))?;
-        nix::sched::setns(fd, nix::sched::CloneFlags::CLONE_NEWNET)
-            .map_err(err(format!("join the network namespace {}", path.display())))?;
+        joins.push((flag == libc::CLONE_NEWNS, fd, flag, path));
+    }
+    joins.sort_by_key(|(mount, ..)| *mount);
+    for (_, fd, flag, path) in joins {
+        nix::sched::setns(fd, nix::sched::CloneFlags::from_bits_retain(flag))
+            .map_err(err(format!("join the namespace {}", path.display())))?;
     }
     if plan.cgroup_namespace {
         nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP).map_err(err("unshare the cgroup namespace"))?;
