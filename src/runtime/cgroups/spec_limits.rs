@@ -12,7 +12,7 @@ use super::{CgroupError, Result, read};
 /// kernel does not have, named as such (creating it fails with EACCES).
 fn write(path: &Path, value: &str) -> Result<()> {
     use std::io::Write;
-    let opened = std::fs::OpenOptions::new().write(true).open(path);
+    let opened = std::fs::OpenOptions::new().write(true).truncate(true).open(path);
     opened.and_then(|mut f| f.write_all(value.as_bytes())).map_err(|source| CgroupError::Io {
         op: "write",
         path: path.to_path_buf(),
