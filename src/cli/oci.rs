@@ -49,7 +49,7 @@ enum LogFormat {
 enum Command {
     /// Set a container up from a bundle; its program waits for `start`.
     Create(CreateArgs),
-    /// Let a created container's program run.
+    /// Let a created container's program run, then run its poststart hooks.
     Start { id: String },
     /// Create, start and wait for a container, then delete it; exit with
     /// its code.
@@ -67,9 +67,9 @@ enum Command {
         #[arg(default_value = "SIGTERM")]
         signal: String,
     },
-    /// Remove a stopped container.
+    /// Remove a stopped container, then run its poststop hooks.
     Delete {
-        /// Kill it first if it runs.
+        /// Kill it first if it is created, running or paused.
         #[arg(short, long)]
         force: bool,
         id: String,
