@@ -30,11 +30,13 @@ pub trait Backend: Send + 'static {
     fn signal(&mut self, name: &str, pid: i32, signal: i32) -> std::io::Result<()>;
     /// SIGKILL to every process of the container.
     fn kill_all(&mut self, name: &str, generation: u64);
-    /// Freezes (`frozen`) or thaws every process of the container, and
-    /// returns once the kernel has: a cgroup write, and for a freeze the
-    /// wait for every process to stop (at most the freezer's timeout, a
-    /// few milliseconds unless a process is stuck in the kernel).
-    fn freeze(&mut self, name: &str, generation: u64, frozen: bool) -> Result<(), FreezeError>;
+    /// Freezes every process of the container; reports
+    /// [`Event::Frozen`]. Off the loop: the freeze is done once every
+    /// process has stopped, which a process stuck in the kernel (a dead
+    /// NFS server, a slow disk) delays up to the freezer's timeout.
+    fn freeze(&mut self, name: &str, generation: u64, events: &Events);
+    /// Thaws every process of the container (one cgroup write).
+    fn thaw(&mut self, name: &str, generation: u64) -> Result<(), FreezeError>;
     /// Ends the tasks that live beside the container (probe loop, notify
     /// listener).
     fn end_tasks(&mut self, name: &str, generation: u64);

@@ -4,13 +4,20 @@
 
 use std::collections::BTreeMap;
 
-use super::wire::{Command, KillError, PauseError, Rolled, UnitSample, UpdateTarget};
+use tokio::sync::oneshot;
+
+use super::wire::{Command, FreezeError, KillError, PauseError, Rolled, UnitSample, UpdateTarget};
 use super::{Backend, Engine, now};
-use crate::supervisor::policy::Record;
+use crate::supervisor::policy::{OpError, Record};
 use crate::supervisor::unit_files;
 use crate::units::model::{AutoUpdate, Network};
 use crate::units::values::mounts::VolumeSource;
 use crate::units::values::signal::Signal;
+
+type PauseReply = oneshot::Sender<Result<(), PauseError>>;
+
+/// The answers a freeze under way owes, by unit and generation.
+pub(super) type Pausing = BTreeMap<(String, u64), Vec<PauseReply>>;
 
 impl<B: Backend> Engine<B> {
     pub(super) fn command(&mut self, c: Command) {
@@ -33,8 +40,9 @@ impl<B: Backend> Engine<B> {
                 };
                 let _ = reply.send(result);
             }
-            Command::Pause(name, pause, reply) => {
-                let _ = reply.send(self.pause(&name, pause));
+            Command::Pause(name, true, reply) => self.pause(name, reply),
+            Command::Pause(name, false, reply) => {
+                let _ = reply.send(self.unpause(&name));
             }
             Command::Reload(dry_run, reply) => {
                 let _ = reply.send(self.rescan(dry_run));
@@ -102,18 +110,53 @@ impl<B: Backend> Engine<B> {
         }
     }
 
-    /// Freezes (`pause`) or thaws the unit's container, then tells the
-    /// core, so that a freeze the kernel refused changes nothing.
-    fn pause(&mut self, name: &str, pause: bool) -> Result<(), PauseError> {
-        if pause {
-            let Some(generation) = self.core.to_pause(name)? else { return Ok(()) };
-            self.backend.freeze(name, generation, true)?;
-            self.core.paused(name, generation);
-        } else {
-            let generation = self.core.to_unpause(name)?;
-            self.backend.freeze(name, generation, false)?;
-            self.core.unpaused(name, generation);
+    /// Starts the freeze of the unit's container (`pause`); the answer
+    /// waits for [`Event::Frozen`], so that the loop goes on meanwhile and
+    /// a freeze the kernel refused changes nothing.
+    fn pause(&mut self, name: String, reply: PauseReply) {
+        let generation = match self.core.to_pause(&name) {
+            Ok(Some(generation)) => generation,
+            Ok(None) => {
+                let _ = reply.send(Ok(()));
+                return;
+            }
+            Err(e) => {
+                let _ = reply.send(Err(e.into()));
+                return;
+            }
+        };
+        // A second `pause` while the freeze is under way has its answer.
+        let waiting = self.pausing.entry((name.clone(), generation)).or_default();
+        waiting.push(reply);
+        if waiting.len() == 1 {
+            self.backend.freeze(&name, generation, &self.tx);
         }
+    }
+
+    /// The freeze of `name`'s container of `generation` is done: the core
+    /// holds it paused, unless it was stopped (or ended) meanwhile, and
+    /// then it is thawed again, for its stop signal to reach it.
+    pub(super) fn frozen(&mut self, name: String, generation: u64, result: Result<(), FreezeError>) {
+        let answer = match result {
+            Err(e) => Err(PauseError::from(e)),
+            Ok(()) if self.core.paused(&name, generation) => Ok(()),
+            Ok(()) => {
+                if let Err(e) = self.backend.thaw(&name, generation) {
+                    tracing::warn!("cannot thaw it after a pause that came too late: {e}");
+                }
+                Err(OpError::NotRunning(name.clone()).into())
+            }
+        };
+        for reply in self.pausing.remove(&(name, generation)).unwrap_or_default() {
+            let _ = reply.send(answer.clone());
+        }
+    }
+
+    /// Thaws the unit's container (`unpause`), then tells the core.
+    fn unpause(&mut self, name: &str) -> Result<(), PauseError> {
+        let generation = self.core.to_unpause(name)?;
+        self.backend.thaw(name, generation)?;
+        self.core.unpaused(name, generation);
         Ok(())
     }
 

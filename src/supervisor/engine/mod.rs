@@ -55,6 +55,9 @@ pub struct Engine<B: Backend> {
     /// Where the loop notes how long each pass took and when the unit
     /// directory was last applied.
     metrics: super::metrics::Counters,
+    /// The `pause`s waiting for their container's freeze, by unit and
+    /// generation.
+    pausing: commands::Pausing,
 }
 
 impl<B: Backend> Engine<B> {
@@ -66,7 +69,17 @@ impl<B: Backend> Engine<B> {
         env_files: watch::Sender<std::collections::BTreeSet<PathBuf>>,
     ) -> Engine<B> {
         let metrics = super::metrics::Counters::default();
-        Engine { units_dir, core: Core::new(), backend, tx, events, env_files, shutdown_waiters: Vec::new(), metrics }
+        Engine {
+            units_dir,
+            core: Core::new(),
+            backend,
+            tx,
+            events,
+            env_files,
+            shutdown_waiters: Vec::new(),
+            metrics,
+            pausing: Default::default(),
+        }
     }
 
     /// Notes its passes and reloads in `metrics` (the daemon's, which
@@ -113,6 +126,7 @@ impl<B: Backend> Engine<B> {
             }
             Event::Started { name, generation, outcome } => core.started(&name, generation, outcome, now),
             Event::Exited { name, generation, exit } => core.exited(&name, generation, exit, now),
+            Event::Frozen { name, generation, result } => self.frozen(name, generation, result),
             Event::Switched { name, to, result } => core.switched(&name, to, result, now),
             Event::Timer(t) => match t {
                 super::policy::Timer::Backoff { name, generation } => core.backoff_over(&name, generation, now),
@@ -154,7 +168,7 @@ impl<B: Backend> Engine<B> {
             }
             Action::KillAll { name, generation } => self.backend.kill_all(&name, generation),
             Action::Thaw { name, generation } => {
-                if let Err(e) = self.backend.freeze(&name, generation, false) {
+                if let Err(e) = self.backend.thaw(&name, generation) {
                     // Its stop timeout's SIGKILL to all of it still ends it.
                     tracing::warn!("cannot thaw it before its stop signal: {e}");
                 }

@@ -83,11 +83,22 @@ impl Backend for Real {
         }
     }
 
-    fn freeze(&mut self, name: &str, generation: u64, frozen: bool) -> Result<(), FreezeError> {
+    fn freeze(&mut self, name: &str, generation: u64, events: &Events) {
+        let cgroup = self.live.with(name, generation, |l| l.cgroup.clone()).flatten();
+        let (name, events) = (name.to_string(), events.clone());
+        tokio::task::spawn_blocking(move || {
+            let result = match cgroup {
+                Some(cgroup) => cgroup.freeze().map_err(|source| FreezeError::Cgroup { name: name.clone(), source }),
+                None => Err(FreezeError::NoCgroup(name.clone())),
+            };
+            let _ = events.send(Event::Frozen { name, generation, result });
+        });
+    }
+
+    fn thaw(&mut self, name: &str, generation: u64) -> Result<(), FreezeError> {
         let cgroup = self.live.with(name, generation, |l| l.cgroup.clone()).flatten();
         let cgroup = cgroup.ok_or_else(|| FreezeError::NoCgroup(name.to_string()))?;
-        let result = if frozen { cgroup.freeze() } else { cgroup.thaw() };
-        result.map_err(|source| FreezeError::Cgroup { name: name.to_string(), source })
+        cgroup.thaw().map_err(|source| FreezeError::Cgroup { name: name.to_string(), source })
     }
 
     fn end_tasks(&mut self, name: &str, generation: u64) {

@@ -44,13 +44,23 @@ impl Backend for Fake {
     fn kill_all(&mut self, name: &str, _generation: u64) {
         let _ = self.calls.send(Call::KillAll { name: name.into() });
     }
-    /// A unit named `nofreezer` stands for a host without the freezer.
-    fn freeze(&mut self, name: &str, _generation: u64, frozen: bool) -> Result<(), FreezeError> {
-        let _ = self.calls.send(Call::Freeze { name: name.into(), frozen });
-        if name == "nofreezer" {
-            let source = crate::runtime::cgroups::CgroupError::ControllerNotMounted("freezer");
-            return Err(FreezeError::Cgroup { name: name.into(), source });
-        }
+    /// A unit named `nofreezer` stands for a host without the freezer;
+    /// one named `slow` for a process stuck in the kernel: its freeze is
+    /// done when the test sends [`Event::Frozen`].
+    fn freeze(&mut self, name: &str, generation: u64, events: &Events) {
+        let _ = self.calls.send(Call::Freeze { name: name.into(), frozen: true });
+        let result = match name {
+            "slow" => return,
+            "nofreezer" => {
+                let source = crate::runtime::cgroups::CgroupError::ControllerNotMounted("freezer");
+                Err(FreezeError::Cgroup { name: name.into(), source })
+            }
+            _ => Ok(()),
+        };
+        let _ = events.send(Event::Frozen { name: name.into(), generation, result });
+    }
+    fn thaw(&mut self, name: &str, _generation: u64) -> Result<(), FreezeError> {
+        let _ = self.calls.send(Call::Freeze { name: name.into(), frozen: false });
         Ok(())
     }
     fn end_tasks(&mut self, _name: &str, _generation: u64) {}
@@ -386,6 +396,34 @@ async fn pause_freezes_before_it_answers_and_a_stop_thaws_before_its_signal() {
     assert_eq!(l.call().await, signal("a", 10));
     l.exited("a", 1, 143);
     assert_eq!(l.state("a").await, State::Inactive);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_slow_freeze_does_not_hold_the_loop_and_a_stop_meanwhile_thaws_it_again() {
+    let mut l = Loop::start(&[("slow", PLAIN)]).await;
+    l.call().await;
+    l.started("slow", 1, 10);
+    let (tx, first) = oneshot::channel();
+    l.send(Event::Command(Command::Pause("slow".into(), true, tx)));
+    assert_eq!(l.call().await, Call::Freeze { name: "slow".into(), frozen: true });
+    // The loop answers while the kernel freezes; a second pause waits
+    // for the same freeze.
+    assert_eq!(l.state("slow").await, State::Running);
+    let (tx, second) = oneshot::channel();
+    l.send(Event::Command(Command::Pause("slow".into(), true, tx)));
+    l.no_call().await;
+    // Stopped meanwhile: its signal goes out, and once the freeze is
+    // done it is thawed again, so that the signal reaches it.
+    l.ask(|tx| Command::Op(Op::Stop, vec!["slow".into()], tx)).await.unwrap();
+    assert_eq!(l.call().await, signal("slow", 10));
+    l.send(Event::Frozen { name: "slow".into(), generation: 1, result: Ok(()) });
+    assert_eq!(l.call().await, Call::Freeze { name: "slow".into(), frozen: false });
+    for answer in [first, second] {
+        assert_eq!(answer.await.unwrap().unwrap_err().to_string(), "slow is not running");
+    }
+    assert_eq!(l.state("slow").await, State::Stopping);
+    l.exited("slow", 1, 143);
+    assert_eq!(l.state("slow").await, State::Inactive);
 }
 
 #[tokio::test(start_paused = true)]

@@ -44,6 +44,13 @@ pub enum Event {
         generation: u64,
         outcome: StartOutcome,
     },
+    /// A freeze asked by `pause` is done (every process stopped), or
+    /// failed.
+    Frozen {
+        name: String,
+        generation: u64,
+        result: Result<(), FreezeError>,
+    },
     /// A container ended, and nothing of it is left.
     Exited {
         name: String,
@@ -177,13 +184,20 @@ pub enum FreezeError {
     },
 }
 
-/// Why `pause` or `unpause` failed.
-#[derive(Debug, thiserror::Error)]
+/// Why `pause` or `unpause` failed. Cloned: one freeze answers every
+/// `pause` of the unit that came while it was under way.
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum PauseError {
     #[error(transparent)]
     Unit(#[from] OpError),
     #[error(transparent)]
-    Freeze(#[from] FreezeError),
+    Freeze(std::sync::Arc<FreezeError>),
+}
+
+impl From<FreezeError> for PauseError {
+    fn from(e: FreezeError) -> Self {
+        PauseError::Freeze(std::sync::Arc::new(e))
+    }
 }
 
 /// Why `kill` failed.

@@ -51,19 +51,22 @@ impl Core {
             .ok_or(OpError::NotPaused(name.into()))
     }
 
-    /// `name`'s container of `generation` is frozen: its probe loop ends.
-    pub fn paused(&mut self, name: &str, generation: u64) {
-        let Some(r) = self.records.get_mut(name) else { return };
+    /// `name`'s container of `generation` is frozen: its probe loop
+    /// ends. False when the freeze came too late: the container is being
+    /// stopped, or is gone (the engine thaws it again).
+    pub fn paused(&mut self, name: &str, generation: u64) -> bool {
+        let Some(r) = self.records.get_mut(name) else { return false };
         if !r.serving(generation) {
-            return;
+            return false;
         }
-        let Some(run) = r.run_mut() else { return };
+        let Some(run) = r.run_mut() else { return false };
         if run.stopping || run.running().is_none() {
-            return;
+            return false;
         }
         run.paused = true;
         r.reason = Some("paused by operator".into());
         self.pending.push(Action::Probe { name: name.into(), generation, probe: None });
+        true
     }
 
     /// `name`'s container of `generation` is thawed: its probe loop
