@@ -201,7 +201,10 @@ impl Registry {
         also: &[u16],
         what: &str,
     ) -> Result<Response<ureq::Body>> {
-        let tries = if matches!(body, Body::Stream(..)) { 1 } else { TRIES };
+        // A stream is spent by its first sending: nothing sends it again
+        // (not a retry, a redirect, nor the answer to a challenge).
+        let streamed = matches!(body, Body::Stream(..));
+        let tries = if streamed { 1 } else { TRIES };
         let mut authenticated = false;
         let mut attempt = 0;
         let mut redirects = 0;
@@ -219,6 +222,12 @@ impl Registry {
                 Ok(resp) => match resp.status().as_u16() {
                     s if also.contains(&s) => return Ok(resp),
                     200..=299 => return Ok(resp),
+                    s @ (301 | 302 | 303 | 307 | 308) if streamed => {
+                        let to = header(&resp, "location").unwrap_or_default();
+                        return Err(self.error(format!(
+                            "{what}: {url}: HTTP {s} to {to:?}: an upload is not sent after a redirect"
+                        )));
+                    }
                     301 | 302 | 303 | 307 | 308 => {
                         let location = header(&resp, "location")
                             .ok_or_else(|| self.error(format!("{url}: a redirect without a Location")))?;
@@ -237,6 +246,12 @@ impl Registry {
                         authenticated = true;
                         let challenge = header(&resp, "www-authenticate").unwrap_or_default();
                         self.authenticate(&challenge)?;
+                        if streamed {
+                            // A token that expired during a long push: renewed,
+                            // and the caller sends the body again from its start.
+                            let fault = format!("{url}: HTTP 401, the authentication renewed");
+                            return Err(self.gave_up(what, fault, 1));
+                        }
                         continue;
                     }
                     s @ (401 | 403) => {

@@ -140,3 +140,69 @@ fn a_huge_expires_in_does_not_overflow() {
     assert_eq!(token_expiry(now, None), now + Duration::from_secs(55));
     assert_eq!(token_expiry(now, Some(0)), now + Duration::from_secs(5));
 }
+
+/// A registry on loopback that reads each request whole and answers the
+/// first with `first` (a status line and headers), any later one with
+/// 201; the request lines it got, with their Content-Length.
+fn answering_registry(first: &'static str) -> (u16, Seen) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen: Seen = std::sync::Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
+    std::thread::spawn(move || {
+        for (i, conn) in listener.incoming().enumerate() {
+            let Ok(mut conn) = conn else { return };
+            conn.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+            let mut reader = BufReader::new(conn.try_clone().unwrap());
+            let (mut request, mut length) = (String::new(), 0);
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if request.is_empty() {
+                    request = line.trim_end().to_string();
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+            }
+            log.lock().unwrap().push((request, length > 0));
+            let mut body = vec![0; length];
+            let whole = reader.read_exact(&mut body).is_ok();
+            let answer = if i == 0 && whole { first } else { "HTTP/1.1 201 Created\r\n" };
+            let _ = conn.write_all(format!("{answer}Content-Length: 0\r\nConnection: close\r\n\r\n").as_bytes());
+        }
+    });
+    (port, seen)
+}
+
+/// A request whose body is a stream is sent once: a 401 (a token that
+/// expired during a long push) renews the authentication and fails as a
+/// transfer, for the caller to send the body again from its start; a
+/// redirect is not followed. Neither sends the spent stream again.
+#[test]
+fn a_streamed_body_is_never_sent_again_by_a_challenge_or_a_redirect() {
+    for (first, fault) in [
+        ("HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"r\"\r\n", "HTTP 401"),
+        ("HTTP/1.1 307 Temporary Redirect\r\nLocation: /elsewhere\r\n", "HTTP 307"),
+    ] {
+        let (port, seen) = answering_registry(first);
+        let reference = ImageRef::parse(&format!("127.0.0.1:{port}/x:t")).unwrap();
+        let mut options = RegistryOptions::default();
+        options.credentials.insert(format!("127.0.0.1:{port}"), ("me".into(), "secret".into()));
+        let r = Registry::for_push(&reference, &options, &[]);
+        let mut blob: &[u8] = b"hello";
+        let url = r.url("blobs/uploads/1?digest=sha256%3A1");
+        let e = r.send(Method::Put, url, &[], &mut Body::Stream(&mut blob, 5), &[], "blob sha256:1").unwrap_err();
+        let text = e.to_string();
+        assert!(text.contains(fault) && !text.contains("secret"), "{text}");
+        if fault == "HTTP 401" {
+            assert!(matches!(e, ImageError::Transfer { .. }), "the caller sends it again: {e:?}");
+            assert!(matches!(*r.auth.lock().unwrap(), Auth::Basic(_)), "the credentials are taken up");
+        }
+        let seen = seen.lock().unwrap().clone();
+        assert_eq!(seen, [(format!("PUT /v2/x/blobs/uploads/1?digest=sha256%3A1 HTTP/1.1"), true)], "{first}");
+    }
+}
