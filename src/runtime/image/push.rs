@@ -135,7 +135,7 @@ impl Store {
         let manifest: Manifest = serde_json::from_slice(&manifest_bytes)
             .map_err(|e| ImageError::Invalid(format!("{reference}: stored manifest: {e}")))?;
         let blobs: Vec<&Descriptor> = std::iter::once(&manifest.config).chain(&manifest.layers).collect();
-        let sources = self.mount_sources(dest)?;
+        let sources = self.mount_sources(dest, &blobs)?;
         let mount_from: Vec<String> =
             sources.values().flatten().cloned().collect::<BTreeSet<_>>().into_iter().collect();
         let registry = Registry::for_push(dest, &options.registry, &mount_from);
@@ -306,10 +306,11 @@ impl Store {
         })
     }
 
-    /// For each blob of the store, the repositories of `dest`'s registry
-    /// (but `dest`'s own) known to hold it: where an image with it was
-    /// pulled from or pushed to.
-    fn mount_sources(&self, dest: &ImageRef) -> Result<BTreeMap<Digest, Vec<String>>> {
+    /// For each of `blobs`, the repositories of `dest`'s registry (but
+    /// `dest`'s own) known to hold it: where an image with it was pulled
+    /// from or pushed to. Only these are asked `pull` of in the token's
+    /// scope: not every repository of the registry the store has seen.
+    fn mount_sources(&self, dest: &ImageRef, blobs: &[&Descriptor]) -> Result<BTreeMap<Digest, Vec<String>>> {
         let mut sources: BTreeMap<Digest, Vec<String>> = BTreeMap::new();
         for record in self.list()? {
             let mut repos: BTreeSet<(String, String)> = self.pushed_to(&record.manifest_digest).repositories;
@@ -328,7 +329,7 @@ impl Store {
                 }
             }
         }
-        sources.retain(|_, v| !v.is_empty());
+        sources.retain(|d, v| !v.is_empty() && blobs.iter().any(|b| b.digest == *d));
         Ok(sources)
     }
 
@@ -458,16 +459,35 @@ mod tests {
             pulled: 0,
         };
         store.put_record(&record).unwrap();
+        // Another image of the same registry, with a blob of its own.
+        let unrelated = super::super::store::ImageRecord {
+            reference: "r.example:5000/secret/db:v1".into(),
+            manifest_digest: Digest::of(b"manifest 2"),
+            config_digest: Digest::of(b"config 2"),
+            ..record.clone()
+        };
+        store.put_record(&unrelated).unwrap();
+        let descriptor = |digest: &Digest| Descriptor {
+            media_type: String::new(),
+            digest: digest.clone(),
+            size: 5,
+            platform: None,
+            annotations: None,
+        };
+        let (config, layer_desc) = (descriptor(&record.config_digest), descriptor(&layer));
+        let blobs = [&config, &layer_desc];
         let dest = ImageRef::parse("r.example:5000/one/app:v1").unwrap();
-        let sources = store.mount_sources(&dest).unwrap();
-        assert_eq!(sources[&layer], ["src/app"]);
+        let sources = store.mount_sources(&dest, &blobs).unwrap();
+        assert_eq!(sources[&layer], ["secret/db", "src/app"], "both hold the shared layer");
         assert_eq!(sources[&record.config_digest], ["src/app"]);
+        assert_eq!(sources.len(), 2, "secret/db's own config is not this image's: {sources:?}");
         // Pushed to one/app: a push to two/app may mount from either.
         store.note_pushed(&record.manifest_digest, &dest).unwrap();
         let two = ImageRef::parse("r.example:5000/two/app:v1").unwrap();
-        assert_eq!(store.mount_sources(&two).unwrap()[&layer], ["one/app", "src/app"]);
+        assert_eq!(store.mount_sources(&two, &blobs).unwrap()[&record.config_digest], ["one/app", "src/app"]);
         // Another registry's repositories are no source; nor is dest itself.
-        assert!(store.mount_sources(&ImageRef::parse("other.example/src/app:v1").unwrap()).unwrap().is_empty());
-        assert_eq!(store.mount_sources(&dest).unwrap()[&layer], ["src/app"]);
+        let other = ImageRef::parse("other.example/src/app:v1").unwrap();
+        assert!(store.mount_sources(&other, &blobs).unwrap().is_empty());
+        assert_eq!(store.mount_sources(&dest, &blobs).unwrap()[&record.config_digest], ["src/app"]);
     }
 }
