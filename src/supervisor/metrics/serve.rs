@@ -18,11 +18,21 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use super::{Counters, OPENMETRICS, PROMETHEUS_TEXT, Units, exposition, read};
 use crate::supervisor::control::http;
-use crate::supervisor::engine::{Command, Event};
+use crate::supervisor::engine::{Command, Event, UnitSample};
 
 /// Scrapes served at once: Prometheus scrapes one at a time, and a few
 /// more leave room for a person with curl.
 pub const MAX_CONNECTIONS: usize = 8;
+
+/// How long one sample of the unit records serves scrapes. The engine is
+/// asked at most once per this, however hard the listener is hammered,
+/// and concurrent scrapes share one question: each is a pass of the
+/// loop that every unit's events wait behind. Prometheus scrapes every
+/// 15 s by default; a state a second old is as good.
+pub const SAMPLE_REUSE: Duration = Duration::from_secs(1);
+
+/// The last sample of the engine's records, and when it was taken.
+type Cache = tokio::sync::Mutex<Option<(tokio::time::Instant, Arc<Vec<UnitSample>>)>>;
 
 /// Why the listener could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +77,7 @@ pub fn start(
 /// Serves scrapes until the task is aborted.
 pub async fn serve(listener: TcpListener, tx: mpsc::UnboundedSender<Event>, counters: Counters) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let cache = Arc::new(Cache::default());
     loop {
         let Ok(slot) = slots.clone().acquire_owned().await else { return };
         let stream = match listener.accept().await {
@@ -77,10 +88,10 @@ pub async fn serve(listener: TcpListener, tx: mpsc::UnboundedSender<Event>, coun
                 continue;
             }
         };
-        let (tx, counters) = (tx.clone(), counters.clone());
+        let (tx, counters, cache) = (tx.clone(), counters.clone(), cache.clone());
         tokio::spawn(async move {
             let mut stream = stream;
-            if let Err(e) = connection(&mut stream, &tx, &counters).await {
+            if let Err(e) = connection(&mut stream, &tx, &counters, &cache).await {
                 tracing::debug!("metrics connection: {e}");
             }
             drop(slot);
@@ -92,6 +103,7 @@ async fn connection(
     stream: &mut TcpStream,
     tx: &mpsc::UnboundedSender<Event>,
     counters: &Counters,
+    cache: &Cache,
 ) -> std::io::Result<()> {
     let request = match tokio::time::timeout(http::READ_TIMEOUT, http::read_request(stream)).await {
         Ok(Ok(r)) => r,
@@ -110,21 +122,17 @@ async fn connection(
     // Prometheus asks for OpenMetrics first; a client that does not ask
     // for it (curl) gets Prometheus's own text format.
     let openmetrics = request.accept.as_deref().is_some_and(|a| a.contains("application/openmetrics-text"));
-    let (reply, sample) = oneshot::channel();
-    if tx.send(Event::Command(Command::Sample(reply))).is_err() {
-        return answer(stream, 503, &[], "the supervisor is shutting down\n").await;
-    }
-    let Ok(units) = sample.await else {
+    let Some(units) = sample(tx, cache).await else {
         return answer(stream, 503, &[], "the supervisor is shutting down\n").await;
     };
     let counters = counters.clone();
     let body = tokio::task::spawn_blocking(move || {
         let proc = Path::new("/proc");
         let units = units
-            .into_iter()
+            .iter()
             .map(|u| {
-                let reading = read(&u, proc);
-                (u, reading)
+                let reading = read(u, proc);
+                (u.clone(), reading)
             })
             .collect();
         exposition(Units { units, now: SystemTime::now() }, &counters, openmetrics)
@@ -137,6 +145,24 @@ async fn connection(
         }
         Err(e) => answer(stream, 500, &[], &format!("{e}\n")).await,
     }
+}
+
+/// The unit records: the cached sample while it is younger than
+/// [`SAMPLE_REUSE`], else a new one from the engine (the cache's lock is
+/// held meanwhile, so scrapes that come together share it). None when
+/// the engine is gone.
+async fn sample(tx: &mpsc::UnboundedSender<Event>, cache: &Cache) -> Option<Arc<Vec<UnitSample>>> {
+    let mut cached = cache.lock().await;
+    if let Some((at, units)) = &*cached
+        && at.elapsed() < SAMPLE_REUSE
+    {
+        return Some(units.clone());
+    }
+    let (reply, sample) = oneshot::channel();
+    tx.send(Event::Command(Command::Sample(reply))).ok()?;
+    let units = Arc::new(sample.await.ok()?);
+    *cached = Some((tokio::time::Instant::now(), units.clone()));
+    Some(units)
 }
 
 fn reason(status: u16) -> &'static str {

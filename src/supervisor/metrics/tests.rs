@@ -178,3 +178,59 @@ fn readings_come_from_the_cgroup_and_the_network_namespace() {
     let gone = read(&sample("x", State::Exited), &PathBuf::from("/nonexistent"));
     assert_eq!(gone, Reading::default());
 }
+
+/// A scraper that hammers the listener asks the engine at most once per
+/// [`serve::SAMPLE_REUSE`]: 40 scrapes, 8 at once, against an engine
+/// that counts its `Sample`s; a later state is seen once the sample is
+/// older than that.
+#[tokio::test]
+async fn scrapes_share_the_engines_sample_however_many_come() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use crate::supervisor::engine::{Command, Event};
+
+    let listener = serve::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let asked = Arc::new(AtomicU32::new(0));
+    let counted = asked.clone();
+    tokio::spawn(async move {
+        while let Some(event) = rx.recv().await {
+            if let Event::Command(Command::Sample(reply)) = event {
+                let n = counted.fetch_add(1, Ordering::SeqCst);
+                let state = if n == 0 { State::Running } else { State::Exited };
+                let _ = reply.send(vec![sample("web", state)]);
+            }
+        }
+    });
+    let server = tokio::spawn(serve(listener, tx, Counters::default()));
+    let scrape = || async move {
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+        let mut text = String::new();
+        s.read_to_string(&mut text).await.unwrap();
+        text
+    };
+    let began = std::time::Instant::now();
+    let mut texts = Vec::new();
+    for _ in 0..5 {
+        let batch: Vec<_> = (0..8).map(|_| tokio::spawn(scrape())).collect();
+        for b in batch {
+            texts.push(b.await.unwrap());
+        }
+    }
+    let took = began.elapsed();
+    let asks = asked.load(Ordering::SeqCst);
+    let bound = took.as_secs() as u32 / serve::SAMPLE_REUSE.as_secs() as u32 + 1;
+    assert!(asks <= bound, "{asks} samples for 40 scrapes in {took:?}");
+    assert!(texts.iter().all(|t| t.starts_with("HTTP/1.1 200") && t.contains("unit=\"web\"")));
+    // A sample older than SAMPLE_REUSE is taken again.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !scrape().await.contains("supervisor_unit_state{unit=\"web\",state=\"exited\"} 1") {
+        assert!(std::time::Instant::now() < deadline, "the new state is never scraped");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    server.abort();
+}
