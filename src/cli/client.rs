@@ -36,17 +36,7 @@ impl Response {
 }
 
 /// Percent-encodes a query or path value.
-pub fn encode(s: &str) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
+pub use crate::names::percent_encode as encode;
 
 impl Client {
     fn connect(&self, method: &str, target: &str) -> Result<(UnixStream, String), String> {

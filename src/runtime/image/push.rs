@@ -39,6 +39,7 @@ use super::registry_options::RegistryOptions;
 use super::registry_request::{Body, Method};
 use super::store::{Store, write_atomic};
 use super::transfer::{Failure, LAYER_TRIES, tried};
+use crate::names::percent_encode as query;
 use crate::names::reference::ImageRef;
 
 /// How to push.
@@ -392,19 +393,6 @@ fn retry(e: ImageError) -> Failure {
     }
 }
 
-/// Percent-encodes a query value (`sha256:…`, `library/nginx`).
-fn query(s: &str) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
 /// A blob's bytes as they are sent, reported.
 struct Counted<'a, R> {
     inner: R,
@@ -431,12 +419,6 @@ mod tests {
         assert_eq!(next_offset("0-0"), Some(0));
         assert_eq!(next_offset("5-9"), None);
         assert_eq!(next_offset("0-x"), None);
-    }
-
-    #[test]
-    fn query_values_are_percent_encoded() {
-        assert_eq!(query("sha256:ab12"), "sha256%3Aab12");
-        assert_eq!(query("library/nginx"), "library%2Fnginx");
     }
 
     #[test]
