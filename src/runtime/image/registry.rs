@@ -210,8 +210,9 @@ impl Registry {
         let mut redirects = 0;
         loop {
             // Only the registry sees its credentials: a redirect goes to
-            // blob storage elsewhere (with a signed URL), as ureq does.
-            let auth = if redirects == 0 { self.auth_header() } else { None };
+            // blob storage elsewhere (with a signed URL), as ureq does, and
+            // an upload's Location may name another origin.
+            let auth = if redirects == 0 && self.own_origin(&url) { self.auth_header() } else { None };
             let retry_in = match method.call(&self.agent, &url, headers, auth.as_deref(), body) {
                 Err(e) => {
                     if attempt + 1 >= tries {

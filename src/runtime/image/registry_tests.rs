@@ -206,3 +206,18 @@ fn a_streamed_body_is_never_sent_again_by_a_challenge_or_a_redirect() {
         assert_eq!(seen, [(format!("PUT /v2/x/blobs/uploads/1?digest=sha256%3A1 HTTP/1.1"), true)], "{first}");
     }
 }
+
+/// An upload's `Location` may point elsewhere (blob storage, or wherever
+/// the registry says): the registry's credentials go only to the
+/// registry's own origin.
+#[test]
+fn credentials_go_only_to_the_registrys_own_origin() {
+    let (port, seen) = redirecting_registry();
+    let reference = ImageRef::parse("127.0.0.1:1/x:t").unwrap();
+    let r = Registry::for_push(&reference, &RegistryOptions::default(), &[]);
+    *r.auth.lock().unwrap() = Auth::Basic("Basic bWU6c2VjcmV0".into());
+    let elsewhere = format!("http://127.0.0.1:{port}/v2/x/blobs/uploads/1");
+    r.send(Method::Get, elsewhere, &[], &mut Body::Empty, &[], "blob").unwrap();
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen, [("/v2/x/blobs/uploads/1".to_string(), false), ("/storage/blob".to_string(), false)]);
+}
