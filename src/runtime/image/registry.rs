@@ -139,7 +139,7 @@ impl Registry {
         if matches!(e, ureq::Error::Timeout(_)) || matches!(e, ureq::Error::Io(io) if is_stall(io)) {
             self.stalled()
         } else {
-            format!("{url}: {e}")
+            format!("{}: {e}", shown(url))
         }
     }
 
@@ -226,17 +226,20 @@ impl Registry {
                     s @ (301 | 302 | 303 | 307 | 308) if streamed => {
                         let to = header(&resp, "location").unwrap_or_default();
                         return Err(self.error(format!(
-                            "{what}: {url}: HTTP {s} to {to:?}: an upload is not sent after a redirect"
+                            "{what}: {}: HTTP {s} to {:?}: an upload is not sent after a redirect",
+                            shown(&url),
+                            shown(&to)
                         )));
                     }
                     301 | 302 | 303 | 307 | 308 => {
                         let location = header(&resp, "location")
-                            .ok_or_else(|| self.error(format!("{url}: a redirect without a Location")))?;
+                            .ok_or_else(|| self.error(format!("{}: a redirect without a Location", shown(&url))))?;
                         redirects += 1;
                         if redirects > MAX_REDIRECTS {
-                            return Err(self.error(format!("{url}: more than {MAX_REDIRECTS} redirects")));
+                            return Err(self.error(format!("{}: more than {MAX_REDIRECTS} redirects", shown(&url))));
                         }
-                        url = redirect_target(&url, &location).map_err(|m| self.error(format!("{url}: {m}")))?;
+                        url = redirect_target(&url, &location)
+                            .map_err(|m| self.error(format!("{}: {m}", shown(&url))))?;
                         continue;
                     }
                     // A challenge is answered only for the registry itself:
@@ -250,7 +253,7 @@ impl Registry {
                         if streamed {
                             // A token that expired during a long push: renewed,
                             // and the caller sends the body again from its start.
-                            let fault = format!("{url}: HTTP 401, the authentication renewed");
+                            let fault = format!("{}: HTTP 401, the authentication renewed", shown(&url));
                             return Err(self.gave_up(what, fault, 1));
                         }
                         continue;
@@ -274,9 +277,10 @@ impl Registry {
                         }
                     }
                     s @ (429 | 500..=599) => {
-                        return Err(self.gave_up(what, format!("{url}: HTTP {s}{}", reason(resp)), attempt + 1));
+                        let fault = format!("{}: HTTP {s}{}", shown(&url), reason(resp));
+                        return Err(self.gave_up(what, fault, attempt + 1));
                     }
-                    s => return Err(self.error(format!("{what}: {url}: HTTP {s}{}", reason(resp)))),
+                    s => return Err(self.error(format!("{what}: {}: HTTP {s}{}", shown(&url), reason(resp)))),
                 },
             };
             attempt += 1;
@@ -362,6 +366,13 @@ impl Registry {
             }
         }
     }
+}
+
+/// A URL as errors and logs show it: without its query, which for blob
+/// storage (a redirect, an upload's `Location`) is a signature that
+/// grants access to whoever reads it.
+fn shown(url: &str) -> &str {
+    url.split_once('?').map_or(url, |(path, _)| path)
 }
 
 pub(super) fn header(resp: &Response<ureq::Body>, name: &str) -> Option<String> {

@@ -221,3 +221,19 @@ fn credentials_go_only_to_the_registrys_own_origin() {
     let seen = seen.lock().unwrap().clone();
     assert_eq!(seen, [("/v2/x/blobs/uploads/1".to_string(), false), ("/storage/blob".to_string(), false)]);
 }
+
+/// A signed URL's query (blob storage's signature) is a credential: an
+/// error names the URL without it.
+#[test]
+fn errors_name_a_url_without_its_signed_query() {
+    for first in ["HTTP/1.1 400 Bad Request\r\n", "HTTP/1.1 503 Service Unavailable\r\n"] {
+        let (port, _) = answering_registry(first);
+        let reference = ImageRef::parse(&format!("127.0.0.1:{port}/x:t")).unwrap();
+        let r = Registry::for_push(&reference, &RegistryOptions::default(), &[]);
+        let url = r.url("blobs/uploads/1?X-Amz-Signature=topsecret");
+        let mut blob: &[u8] = b"hello";
+        let e = r.send(Method::Put, url, &[], &mut Body::Stream(&mut blob, 5), &[], "blob sha256:1").unwrap_err();
+        let text = e.to_string();
+        assert!(text.contains("/v2/x/blobs/uploads/1: HTTP") && !text.contains("topsecret"), "{text}");
+    }
+}
