@@ -203,7 +203,7 @@ fn a_streamed_body_is_never_sent_again_by_a_challenge_or_a_redirect() {
             assert!(matches!(*r.auth.lock().unwrap(), Auth::Basic(_)), "the credentials are taken up");
         }
         let seen = seen.lock().unwrap().clone();
-        assert_eq!(seen, [(format!("PUT /v2/x/blobs/uploads/1?digest=sha256%3A1 HTTP/1.1"), true)], "{first}");
+        assert_eq!(seen, [("PUT /v2/x/blobs/uploads/1?digest=sha256%3A1 HTTP/1.1".to_string(), true)], "{first}");
     }
 }
 
