@@ -27,6 +27,7 @@ use nix::sys::stat::{FileStat, SFlag, fstatat};
 use serde::Serialize;
 use tar::EntryType;
 
+use crate::runtime::cgroups::Cgroup;
 use crate::runtime::image::ImageError;
 use crate::runtime::image::guard::{TarGuard, TarLimits};
 use crate::runtime::image::pack::Packer;
@@ -47,6 +48,10 @@ pub enum CopyError {
         #[source]
         source: std::io::Error,
     },
+    /// The pid no longer names the container's process (it ended, and the
+    /// number may be another process's now).
+    #[error("{label}: process {pid} is not the container's any more ({reason})")]
+    NotTheContainer { label: String, pid: i32, reason: &'static str },
     #[error("{path}: not an absolute path")]
     Relative { path: String },
     #[error("{path}: no such file or directory")]
@@ -114,12 +119,48 @@ struct Located {
 }
 
 impl Root {
-    /// The root of the container whose first process is `pid`.
-    pub fn of_process(pid: i32, label: &str) -> Result<Root> {
-        Root::at(Path::new(&format!("/proc/{pid}/root")), label).map_err(|e| match e {
-            CopyError::Lookup { source, .. } => CopyError::OpenRoot { pid, source: source.into() },
-            e => e,
-        })
+    /// The root of the container whose first process is `pid`, a member
+    /// of `cgroup`.
+    ///
+    /// A pid is only a number: the container may have ended since it was
+    /// read, and the number may name another process by now (a host
+    /// process, whose root is the host's `/`: a copy in would write the
+    /// host's files). So the process is held by a descriptor of its
+    /// `/proc` directory (which never names another process), its root is
+    /// opened through that, and only then is it checked to still be in
+    /// the container's cgroup and alive: alive then, it is the process
+    /// the cgroup listed. A root that is the daemon's own is refused
+    /// whatever the check says.
+    pub fn of_process(pid: i32, cgroup: &Cgroup, label: &str) -> Result<Root> {
+        let open_error = |source: Errno| CopyError::OpenRoot { pid, source: source.into() };
+        let gone = |reason| CopyError::NotTheContainer { label: label.to_string(), pid, reason };
+        let process = nix::fcntl::open(
+            Path::new(&format!("/proc/{pid}")),
+            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .map_err(|e| if e == Errno::ENOENT { gone("it has ended") } else { open_error(e) })?;
+        let fd = nix::fcntl::openat(
+            process.as_fd(),
+            "root",
+            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .map_err(|e| if e == Errno::ENOENT { gone("it has ended") } else { open_error(e) })?;
+        let member = cgroup.procs().is_ok_and(|pids| pids.iter().any(|p| i64::from(*p) == i64::from(pid)));
+        if !member {
+            return Err(gone("it is not in the container's cgroup"));
+        }
+        // Looked up in the held directory: fails once that process is gone.
+        if fstatat(process.as_fd(), "stat", AtFlags::AT_SYMLINK_NOFOLLOW).is_err() {
+            return Err(gone("it has ended"));
+        }
+        let ours = nix::sys::stat::stat("/").map_err(open_error)?;
+        let theirs = nix::sys::stat::fstat(fd.as_fd()).map_err(open_error)?;
+        if (ours.st_dev, ours.st_ino) == (theirs.st_dev, theirs.st_ino) {
+            return Err(gone("its root is the host's"));
+        }
+        Ok(Root { fd, label: label.to_string() })
     }
 
     /// `dir` as a root (a container's, or one made by a test).
@@ -381,6 +422,43 @@ mod tests {
             out.push((String::from_utf8_lossy(&e.path_bytes()).into_owned(), data));
         }
         out
+    }
+
+    /// A cgroup made up for the test: a directory whose `cgroup.procs`
+    /// lists `pids`.
+    fn fake_cgroup(dir: &Path, pids: &[u32]) -> Cgroup {
+        let list: String = pids.iter().map(|p| format!("{p}\n")).collect();
+        std::fs::write(dir.join("cgroup.procs"), list).unwrap();
+        Cgroup::V2(dir.to_path_buf())
+    }
+
+    #[test]
+    fn a_pid_that_is_not_the_containers_process_is_refused() {
+        let t = tempfile::tempdir().unwrap();
+        // A process of the host (its root is the host's `/`), as a
+        // container's pid reused after the container ended would be.
+        let mut child = std::process::Command::new("sleep").arg("60").spawn().unwrap();
+        let pid = child.id();
+        let in_cgroup = fake_cgroup(t.path(), &[pid]);
+        let e = Root::of_process(pid as i32, &in_cgroup, "web").err().expect("the host's root is refused");
+        assert!(e.to_string().contains("its root is the host's"), "{e}");
+        let elsewhere = fake_cgroup(t.path(), &[1]);
+        let e = Root::of_process(pid as i32, &elsewhere, "web").err().expect("not in the cgroup");
+        assert!(e.to_string().starts_with("web: process") && e.to_string().contains("cgroup"), "{e}");
+        // The check that the process is still there relies on a held
+        // /proc directory failing lookups once its process is gone.
+        let held = nix::fcntl::open(
+            Path::new(&format!("/proc/{pid}")),
+            OFlag::O_PATH | OFlag::O_DIRECTORY,
+            nix::sys::stat::Mode::empty(),
+        )
+        .unwrap();
+        assert!(fstatat(held.as_fd(), "stat", AtFlags::AT_SYMLINK_NOFOLLOW).is_ok());
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(fstatat(held.as_fd(), "stat", AtFlags::AT_SYMLINK_NOFOLLOW).is_err());
+        let e = Root::of_process(pid as i32, &in_cgroup, "web").err().expect("an ended process is refused");
+        assert!(e.to_string().contains("ended"), "{e}");
     }
 
     #[test]

@@ -16,8 +16,10 @@ use tokio::sync::mpsc;
 
 use super::http::{self, Request};
 use super::peer::Peer;
-use super::{Control, unit_status};
+use super::{Control, ask};
+use crate::runtime::cgroups::Cgroup;
 use crate::runtime::copy::{CopyError, Root, base_name};
+use crate::supervisor::engine::Command;
 
 /// How long an archive being copied in may stop coming.
 const IDLE: Duration = Duration::from_secs(60);
@@ -28,17 +30,26 @@ async fn root_of(stream: &mut UnixStream, control: &Control, name: &str, peer: P
         http::error(stream, 403, "only root may copy files into or out of a container").await?;
         return Ok(None);
     }
-    let Some(status) = unit_status(control, name).await else {
-        http::error(stream, 404, &format!("no unit named {name:?}")).await?;
-        return Ok(None);
+    let v = match ask(control, |tx| Command::Inspect(name.to_string(), tx)).await {
+        Some(Some(v)) => v,
+        Some(None) => return http::error(stream, 404, &format!("no unit named {name:?}")).await.map(|()| None),
+        None => return http::error(stream, 500, "the supervisor is shutting down").await.map(|()| None),
     };
-    let Some(pid) = status.pid else {
+    let pid = v["status"]["pid"].as_i64().and_then(|p| i32::try_from(p).ok());
+    let cgroup = serde_json::from_value::<Cgroup>(v["cgroup"].clone()).ok();
+    let (Some(pid), Some(cgroup)) = (pid, cgroup) else {
         http::error(stream, 409, &format!("{name} is not running (cp needs its running container)")).await?;
         return Ok(None);
     };
-    match Root::of_process(pid, name) {
-        Ok(root) => Ok(Some(root)),
-        Err(e) => http::error(stream, 409, &e.to_string()).await.map(|()| None),
+    match tokio::task::spawn_blocking({
+        let name = name.to_string();
+        move || Root::of_process(pid, &cgroup, &name)
+    })
+    .await
+    {
+        Ok(Ok(root)) => Ok(Some(root)),
+        Ok(Err(e)) => http::error(stream, 409, &e.to_string()).await.map(|()| None),
+        Err(e) => http::error(stream, 500, &e.to_string()).await.map(|()| None),
     }
 }
 
