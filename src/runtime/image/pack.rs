@@ -139,15 +139,21 @@ impl<'a, W: Write> Packer<'a, W> {
                     }
                     self.links.insert(key, name.clone());
                 }
-                let flags =
-                    OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_NOCTTY | OFlag::O_CLOEXEC;
-                // Gone or replaced since the walk saw it: left out.
-                let Ok(fd) = openat(parent, file_name, flags, Mode::empty()) else { return Ok(false) };
-                let file = File::from(fd);
-                let now = fstat(&file).map_err(|e| self.error(path, "stat")(e.into()))?;
+                // Gone or replaced since the walk saw it: left out. Held
+                // first by a path descriptor, which opens nothing: the tree's
+                // owner may have swapped the file for a device node since
+                // (a container with CAP_MKNOD makes any it likes, and its
+                // device cgroup does not bind the daemon), and a real open
+                // of one has effects of its own (a watchdog armed, a tape
+                // rewound), whatever is read after.
+                let flags = OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+                let Ok(held) = openat(parent, file_name, flags, Mode::empty()) else { return Ok(false) };
+                let now = fstat(&held).map_err(|e| self.error(path, "stat")(e.into()))?;
                 if kind(&now) != SFlag::S_IFREG {
                     return Ok(false);
                 }
+                // The very inode held, opened for reading.
+                let Ok(file) = reopen(held.as_fd()) else { return Ok(false) };
                 let xattrs = xattrs(file.as_fd());
                 self.refuse_redirect(&xattrs, path)?;
                 self.pax(&name, &xattrs, path)?;
@@ -266,6 +272,16 @@ impl<W: Write> Visit for Packer<'_, W> {
         }
         Ok(self.add(e.parent, e.name, e.path, e.stat, e.dir)?.then_some(()))
     }
+}
+
+/// Opens the regular file `held` (an `O_PATH` descriptor) for reading,
+/// through its `/proc/self/fd` link: the same inode, not a name that may
+/// name something else by now.
+fn reopen(held: BorrowedFd<'_>) -> io::Result<File> {
+    let link = format!("/proc/self/fd/{}", held.as_raw_fd());
+    let flags = OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_NOCTTY | OFlag::O_CLOEXEC;
+    let fd = nix::fcntl::open(Path::new(&link), flags, Mode::empty())?;
+    Ok(File::from(fd))
 }
 
 /// overlayfs' own attributes (whiteouts, redirects, origins): never
@@ -407,6 +423,32 @@ mod tests {
                 || (b.0 == EntryType::Regular && a == (EntryType::Link, "etc/same".into())),
             "{a:?} {b:?}"
         );
+    }
+
+    #[test]
+    fn a_file_swapped_for_a_special_one_after_the_walk_saw_it_is_never_opened() {
+        let t = tempfile::tempdir().unwrap();
+        std::fs::write(t.path().join("f"), "file").unwrap();
+        let seen = nix::sys::stat::stat(&t.path().join("f")).unwrap();
+        // The swap, made before the step: a FIFO stands in for a device
+        // node (making one needs root; opening either is what must not
+        // happen), and inotify tells whether anything opened it.
+        std::fs::remove_file(t.path().join("f")).unwrap();
+        nix::unistd::mkfifo(&t.path().join("f"), Mode::from_bits_truncate(0o600)).unwrap();
+        let mut inotify = inotify::Inotify::init().unwrap();
+        inotify.watches().add(t.path(), inotify::WatchMask::OPEN).unwrap();
+        let dir = Dir::open(t.path(), OFlag::O_RDONLY | OFlag::O_DIRECTORY, Mode::empty()).unwrap();
+        let mut builder = tar::Builder::new(Vec::new());
+        let mut packer = Packer::new(&mut builder, "root", b"");
+        assert!(!packer.add(dir.as_fd(), OsStr::new("f"), b"/f", &seen, None).unwrap());
+        assert_eq!(packer.entries, 0, "left out, as a file gone since the walk");
+        let mut buf = [0u8; 1024];
+        let opened = match inotify.read_events(&mut buf) {
+            Ok(events) => events.count(),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+            Err(e) => panic!("{e}"),
+        };
+        assert_eq!(opened, 0, "the FIFO was opened");
     }
 
     #[test]
