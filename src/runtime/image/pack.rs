@@ -129,15 +129,13 @@ impl<'a, W: Write> Packer<'a, W> {
                 return Ok(true);
             }
             SFlag::S_IFREG => {
-                if st.st_nlink > 1 {
-                    let key = (st.st_dev, st.st_ino);
-                    if let Some(first) = self.links.get(&key).cloned() {
-                        h.set_entry_type(EntryType::Link);
-                        h.set_size(0);
-                        self.link(&mut h, &name, &first, path)?;
-                        return Ok(false);
-                    }
-                    self.links.insert(key, name.clone());
+                if st.st_nlink > 1
+                    && let Some(first) = self.links.get(&(st.st_dev, st.st_ino)).cloned()
+                {
+                    h.set_entry_type(EntryType::Link);
+                    h.set_size(0);
+                    self.link(&mut h, &name, &first, path)?;
+                    return Ok(false);
                 }
                 // Gone or replaced since the walk saw it: left out. Held
                 // first by a path descriptor, which opens nothing: the tree's
@@ -163,6 +161,11 @@ impl<'a, W: Write> Packer<'a, W> {
                 h.set_size(size);
                 let content = Exactly { inner: file.take(size), left: size };
                 self.append(&mut h, &name, content, path)?;
+                // Its other names link to this one, now that it is in the
+                // archive (a file left out above must not be a link target).
+                if now.st_nlink > 1 {
+                    self.links.insert((now.st_dev, now.st_ino), name);
+                }
             }
             SFlag::S_IFLNK => {
                 let Ok(target) = readlinkat(parent, file_name) else { return Ok(false) };
@@ -444,11 +447,42 @@ mod tests {
         assert_eq!(packer.entries, 0, "left out, as a file gone since the walk");
         let mut buf = [0u8; 1024];
         let opened = match inotify.read_events(&mut buf) {
-            Ok(events) => events.count(),
+            Ok(events) => events.filter(|e| e.name == Some(OsStr::new("f"))).count(),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
             Err(e) => panic!("{e}"),
         };
         assert_eq!(opened, 0, "the FIFO was opened");
+    }
+
+    #[test]
+    fn a_hard_linked_file_gone_after_the_walk_is_no_link_target() {
+        let t = tempfile::tempdir().unwrap();
+        std::fs::write(t.path().join("a"), "same").unwrap();
+        std::fs::hard_link(t.path().join("a"), t.path().join("b")).unwrap();
+        std::fs::hard_link(t.path().join("a"), t.path().join("c")).unwrap();
+        let seen = nix::sys::stat::stat(&t.path().join("a")).unwrap();
+        // The walk saw `a`; it is removed before the packer opens it.
+        std::fs::remove_file(t.path().join("a")).unwrap();
+        let dir = Dir::open(t.path(), OFlag::O_RDONLY | OFlag::O_DIRECTORY, Mode::empty()).unwrap();
+        let mut builder = tar::Builder::new(Vec::new());
+        let mut packer = Packer::new(&mut builder, "root", b"");
+        packer.add(dir.as_fd(), OsStr::new("a"), b"/a", &seen, None).unwrap();
+        for name in ["b", "c"] {
+            let st = nix::sys::stat::stat(&t.path().join(name)).unwrap();
+            packer.add(dir.as_fd(), OsStr::new(name), format!("/{name}").as_bytes(), &st, None).unwrap();
+        }
+        let bytes = builder.into_inner().unwrap();
+        let mut archive = tar::Archive::new(bytes.as_slice());
+        let mut entries = archive.entries().unwrap();
+        let mut b = entries.next().unwrap().unwrap();
+        assert_eq!((&*b.path_bytes(), b.header().entry_type()), (&b"b"[..], EntryType::Regular));
+        let mut content = String::new();
+        b.read_to_string(&mut content).unwrap();
+        assert_eq!(content, "same");
+        let c = entries.next().unwrap().unwrap();
+        assert_eq!(c.header().entry_type(), EntryType::Link);
+        assert_eq!(&*c.link_name_bytes().unwrap(), b"b", "a link to a name in the archive");
+        assert!(entries.next().is_none());
     }
 
     #[test]
