@@ -33,9 +33,11 @@ use tar::{EntryType, Header};
 use super::error::{ImageError, Result};
 use super::walk::{Entry, Visit, is_whiteout, kind};
 
-/// The overlayfs attributes that make a directory opaque (`user.` when
-/// the overlay is mounted with `userxattr`).
-const OPAQUE: [&[u8]; 2] = [b"trusted.overlay.opaque", b"user.overlay.opaque"];
+/// The overlayfs attribute that makes a directory opaque. Only the
+/// `trusted.` one: our overlays are never mounted with `userxattr`, so a
+/// `user.overlay.` attribute is one any file owner in the container may
+/// set, and means nothing to overlayfs.
+const OPAQUE: &[u8] = b"trusted.overlay.opaque";
 
 /// Writes entries of a tree into a tar.
 pub struct Packer<'a, W: Write> {
@@ -118,7 +120,7 @@ impl<'a, W: Write> Packer<'a, W> {
                     dir_name.push(b'/');
                     self.append(&mut h, &dir_name, io::empty(), path)?;
                 }
-                if self.overlay && xattrs.iter().any(|(k, v)| OPAQUE.contains(&k.as_slice()) && v == b"y") {
+                if self.overlay && xattrs.iter().any(|(k, v)| k == OPAQUE && v == b"y") {
                     let marker = if name.is_empty() {
                         b".wh..wh..opq".to_vec()
                     } else {
@@ -207,7 +209,7 @@ impl<'a, W: Write> Packer<'a, W> {
     /// than written wrong (our mounts use neither).
     fn refuse_redirect(&self, xattrs: &[(Vec<u8>, Vec<u8>)], path: &[u8]) -> Result<()> {
         let held_below = |k: &[u8]| k.ends_with(b"overlay.redirect") || k.ends_with(b"overlay.metacopy");
-        if self.overlay && xattrs.iter().any(|(k, _)| overlays_own(k) && held_below(k)) {
+        if self.overlay && xattrs.iter().any(|(k, _)| k.starts_with(b"trusted.overlay.") && held_below(k)) {
             return Err(ImageError::Invalid(format!(
                 "{}{}: its content is in a lower layer (an overlay redirect or metacopy): cannot be committed",
                 self.label,
@@ -483,6 +485,40 @@ mod tests {
         assert_eq!(c.header().entry_type(), EntryType::Link);
         assert_eq!(&*c.link_name_bytes().unwrap(), b"b", "a link to a name in the archive");
         assert!(entries.next().is_none());
+    }
+
+    #[test]
+    fn user_overlay_attributes_a_container_can_set_are_not_overlay_markers() {
+        // Our overlays are mounted without `userxattr`: there a `user.`
+        // attribute is any file owner's to set, not overlayfs' word.
+        let t = tempfile::tempdir().unwrap();
+        std::fs::create_dir(t.path().join("dir")).unwrap();
+        std::fs::write(t.path().join("dir/kept"), "k").unwrap();
+        std::fs::write(t.path().join("file"), "f").unwrap();
+        let set = |path: &Path, name: &str, value: &[u8]| {
+            let (p, n) = (
+                std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap(),
+                std::ffi::CString::new(name).unwrap(),
+            );
+            // SAFETY: both strings are NUL-terminated; value is readable
+            // for its length.
+            unsafe { libc::setxattr(p.as_ptr(), n.as_ptr(), value.as_ptr().cast(), value.len(), 0) == 0 }
+        };
+        if !set(&t.path().join("dir"), "user.overlay.opaque", b"y") {
+            eprintln!("skipped: no user xattrs on {}", t.path().display());
+            return;
+        }
+        assert!(set(&t.path().join("file"), "user.overlay.metacopy", b""));
+        let mut builder = tar::Builder::new(Vec::new());
+        let mut packer = Packer::new(&mut builder, "upper", b"").overlay(&[]);
+        let top = Dir::open(t.path(), OFlag::O_RDONLY | OFlag::O_DIRECTORY, Mode::empty()).unwrap();
+        super::super::walk::walk(top, &(), &mut packer, "upper", 100).unwrap();
+        let bytes = builder.into_inner().unwrap();
+        let mut archive = tar::Archive::new(bytes.as_slice());
+        let mut names: Vec<String> =
+            archive.entries().unwrap().map(|e| String::from_utf8_lossy(&e.unwrap().path_bytes()).into_owned()).collect();
+        names.sort();
+        assert_eq!(names, ["dir/", "dir/kept", "file"]);
     }
 
     #[test]
