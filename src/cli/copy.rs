@@ -160,7 +160,14 @@ fn out_to_host(client: &Client, unit: &str, path: &str, dest: &Path, follow: boo
         Ok(b) => b,
         Err(r) => return Err(r.error()),
     };
-    extract(dir, &mut body).map(|_| ()).map_err(|e| format!("copy {unit}:{path} to {}: {e}", dest.display()))
+    let made = extract(dir, &mut body).map_err(|e| format!("copy {unit}:{path} to {}: {e}", dest.display()))?;
+    if made.devices_left_out > 0 {
+        eprintln!(
+            "supervisorctl: {unit}:{path}: {} device nodes left out (a container's are not made on the host)",
+            made.devices_left_out
+        );
+    }
+    Ok(())
 }
 
 /// An anonymous file in the temporary directory, for a tar whose length

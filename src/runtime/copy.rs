@@ -292,28 +292,45 @@ impl Root {
         let mut tree = SafeTree::in_root(root);
         let base: Vec<&[u8]> = components(dir.trim_start_matches('/').as_bytes())
             .map_err(|e| CopyError::Entry { entry: dir.to_string(), reason: e.to_string() })?;
-        extract_into(&mut tree, &base, input)
+        extract_into(&mut tree, &base, input, false).map(|e| e.entries)
     }
+}
+
+/// What an extraction onto the host made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Extracted {
+    pub entries: u64,
+    /// Device nodes of the archive that were not made.
+    pub devices_left_out: u64,
 }
 
 /// Extracts the tar `input` (from a container: hostile) into the host
 /// directory `dest`, which must exist: no entry can leave it, through
 /// `..`, an absolute name or a symlink (none is followed).
-pub fn extract(dest: &Path, input: &mut dyn Read) -> Result<u64> {
+///
+/// Nor does it bring the container's privileges onto the host: a
+/// container makes device nodes (CAP_MKNOD; its device cgroup, not the
+/// node, keeps it from the disk), setuid files and file capabilities of
+/// its choosing, which on the host would open the host's disks or run as
+/// root for whoever reaches `dest`. So device nodes are left out (and
+/// counted), setuid and setgid bits dropped, and only `user.` extended
+/// attributes kept (`security.capability`, `trusted.` ones are not).
+pub fn extract(dest: &Path, input: &mut dyn Read) -> Result<Extracted> {
     let mut tree = SafeTree::open(dest).map_err(|e| CopyError::Lookup {
         path: dest.display().to_string(),
         op: "open",
         source: Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
     })?;
-    extract_into(&mut tree, &[], input)
+    extract_into(&mut tree, &[], input, true)
 }
 
-/// Writes each entry of `input` under `base` in `tree`.
-fn extract_into(tree: &mut SafeTree, base: &[&[u8]], input: &mut dyn Read) -> Result<u64> {
+/// Writes each entry of `input` under `base` in `tree`; `from_container`:
+/// onto the host (see [`extract`]).
+fn extract_into(tree: &mut SafeTree, base: &[&[u8]], input: &mut dyn Read, from_container: bool) -> Result<Extracted> {
     let mut guard = TarGuard::new(input, TarLimits::default());
     let mut archive = tar::Archive::new(&mut guard as &mut dyn Read);
     let mut dir_times: Vec<(Vec<Vec<u8>>, i64)> = Vec::new();
-    let mut entries = 0;
+    let (mut entries, mut devices_left_out) = (0, 0);
     for entry in archive.entries().map_err(CopyError::Read)? {
         let mut entry = entry.map_err(CopyError::Read)?;
         let path = entry.path_bytes().into_owned();
@@ -325,8 +342,16 @@ fn extract_into(tree: &mut SafeTree, base: &[&[u8]], input: &mut dyn Read) -> Re
         };
         let comps = components(&path).map_err(fail)?;
         let full: Vec<&[u8]> = base.iter().copied().chain(comps.iter().copied()).collect();
-        let meta = meta_of(&mut entry).map_err(CopyError::Read)?;
+        let mut meta = meta_of(&mut entry).map_err(CopyError::Read)?;
         let kind = entry.header().entry_type();
+        if from_container {
+            if matches!(kind, EntryType::Char | EntryType::Block) {
+                devices_left_out += 1;
+                continue;
+            }
+            meta.mode &= !(libc::S_ISUID | libc::S_ISGID);
+            meta.xattrs.retain(|(name, _)| name.starts_with(b"user."));
+        }
         if full.is_empty() && kind != EntryType::Directory {
             return Err(refuse("only a directory can be the root".into()));
         }
@@ -376,7 +401,7 @@ fn extract_into(tree: &mut SafeTree, base: &[&[u8]], input: &mut dyn Read) -> Re
             reason: e.to_string(),
         })?;
     }
-    Ok(entries)
+    Ok(Extracted { entries, devices_left_out })
 }
 
 /// The name `cp` gives a copy of `path` when none is asked for: its last
@@ -390,180 +415,5 @@ pub fn base_name(path: &str) -> &OsStr {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
-
-    fn root_with_escapes() -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
-        let t = tempfile::tempdir().unwrap();
-        let (root, host) = (t.path().join("root"), t.path().join("host"));
-        std::fs::create_dir_all(root.join("etc")).unwrap();
-        std::fs::create_dir_all(root.join("data/sub")).unwrap();
-        std::fs::create_dir_all(&host).unwrap();
-        std::fs::write(root.join("etc/passwd"), "container").unwrap();
-        std::fs::write(host.join("passwd"), "host").unwrap();
-        std::fs::write(root.join("data/sub/file"), "hello").unwrap();
-        std::fs::set_permissions(root.join("data/sub/file"), std::fs::Permissions::from_mode(0o640)).unwrap();
-        // Links that name the host's directory by its absolute path, and
-        // one that climbs out with `..`.
-        symlink(&host, root.join("hostdir")).unwrap();
-        symlink(host.join("passwd"), root.join("leak")).unwrap();
-        symlink("../../../../../../../../host/passwd", root.join("data/climb")).unwrap();
-        (t, root, host)
-    }
-
-    fn unpacked(bytes: &[u8]) -> Vec<(String, Vec<u8>)> {
-        let mut a = tar::Archive::new(bytes);
-        let mut out = Vec::new();
-        for e in a.entries().unwrap() {
-            let mut e = e.unwrap();
-            let mut data = Vec::new();
-            e.read_to_end(&mut data).unwrap();
-            out.push((String::from_utf8_lossy(&e.path_bytes()).into_owned(), data));
-        }
-        out
-    }
-
-    /// A cgroup made up for the test: a directory whose `cgroup.procs`
-    /// lists `pids`.
-    fn fake_cgroup(dir: &Path, pids: &[u32]) -> Cgroup {
-        let list: String = pids.iter().map(|p| format!("{p}\n")).collect();
-        std::fs::write(dir.join("cgroup.procs"), list).unwrap();
-        Cgroup::V2(dir.to_path_buf())
-    }
-
-    #[test]
-    fn a_pid_that_is_not_the_containers_process_is_refused() {
-        let t = tempfile::tempdir().unwrap();
-        // A process of the host (its root is the host's `/`), as a
-        // container's pid reused after the container ended would be.
-        let mut child = std::process::Command::new("sleep").arg("60").spawn().unwrap();
-        let pid = child.id();
-        let in_cgroup = fake_cgroup(t.path(), &[pid]);
-        let e = Root::of_process(pid as i32, &in_cgroup, "web").err().expect("the host's root is refused");
-        assert!(e.to_string().contains("its root is the host's"), "{e}");
-        let elsewhere = fake_cgroup(t.path(), &[1]);
-        let e = Root::of_process(pid as i32, &elsewhere, "web").err().expect("not in the cgroup");
-        assert!(e.to_string().starts_with("web: process") && e.to_string().contains("cgroup"), "{e}");
-        // The check that the process is still there relies on a held
-        // /proc directory failing lookups once its process is gone.
-        let held = nix::fcntl::open(
-            Path::new(&format!("/proc/{pid}")),
-            OFlag::O_PATH | OFlag::O_DIRECTORY,
-            nix::sys::stat::Mode::empty(),
-        )
-        .unwrap();
-        assert!(fstatat(held.as_fd(), "stat", AtFlags::AT_SYMLINK_NOFOLLOW).is_ok());
-        child.kill().unwrap();
-        child.wait().unwrap();
-        assert!(fstatat(held.as_fd(), "stat", AtFlags::AT_SYMLINK_NOFOLLOW).is_err());
-        let e = Root::of_process(pid as i32, &in_cgroup, "web").err().expect("an ended process is refused");
-        assert!(e.to_string().contains("ended"), "{e}");
-    }
-
-    #[test]
-    fn paths_resolve_inside_the_root_and_never_reach_the_host() {
-        let (_t, root, host) = root_with_escapes();
-        let r = Root::at(&root, "web").unwrap();
-        // The absolute link is the container's /…/host/passwd: not there.
-        let e = r.stat("/leak", true).unwrap_err().to_string();
-        assert!(e.contains("no such file or directory"), "{e}");
-        assert_eq!(r.stat("/leak", false).unwrap().kind, "symlink");
-        let e = r.stat("/hostdir/passwd", false).unwrap_err().to_string();
-        assert!(e.contains("no such file or directory"), "{e}");
-        let e = r.stat("/data/climb", true).unwrap_err().to_string();
-        assert!(e.contains("no such file or directory"), "{e}");
-        // Once the container has a /host/passwd, the link is that file.
-        std::fs::create_dir_all(root.join("host")).unwrap();
-        std::fs::write(root.join("host/passwd"), "inside").unwrap();
-        let mut out = Vec::new();
-        r.pack("/data/climb", true, b"climb", &mut out).unwrap();
-        assert_eq!(unpacked(&out), [("climb".to_string(), b"inside".to_vec())]);
-        assert_eq!(std::fs::read_to_string(host.join("passwd")).unwrap(), "host");
-    }
-
-    #[test]
-    fn a_directory_goes_out_with_its_modes_and_comes_back_in_beside_it() {
-        let (_t, root, _host) = root_with_escapes();
-        let r = Root::at(&root, "web").unwrap();
-        let mut out = Vec::new();
-        r.pack("/data", false, b"copy", &mut out).unwrap();
-        let names: Vec<String> = unpacked(&out).into_iter().map(|(n, _)| n).collect();
-        assert!(names.contains(&"copy/".to_string()) && names.contains(&"copy/sub/file".to_string()), "{names:?}");
-        assert!(names.contains(&"copy/climb".to_string()), "{names:?}");
-        // Into the container, beside the original.
-        r.extract("/", &mut out.as_slice()).unwrap();
-        let copied = root.join("copy/sub/file");
-        assert_eq!(std::fs::read_to_string(&copied).unwrap(), "hello");
-        assert_eq!(std::fs::metadata(&copied).unwrap().mode() & 0o7777, 0o640);
-        assert!(std::fs::symlink_metadata(root.join("copy/climb")).unwrap().file_type().is_symlink());
-        // Into a directory below the root.
-        r.extract("/data/sub/", &mut out.as_slice()).unwrap();
-        assert_eq!(std::fs::read_to_string(root.join("data/sub/copy/sub/file")).unwrap(), "hello");
-    }
-
-    #[test]
-    fn an_extraction_through_a_link_stays_in_the_root() {
-        let (_t, root, host) = root_with_escapes();
-        let r = Root::at(&root, "web").unwrap();
-        let mut tar = tar::Builder::new(Vec::new());
-        let mut h = tar::Header::new_gnu();
-        h.set_size(2);
-        h.set_mode(0o644);
-        h.set_uid(0);
-        h.set_gid(0);
-        h.set_mtime(0);
-        h.set_cksum();
-        tar.append_data(&mut h, "hostdir/new", &b"hi"[..]).unwrap();
-        let bytes = tar.into_inner().unwrap();
-        // /hostdir names the host's directory; in the root it names
-        // /…/host, which does not exist there: refused, nothing written.
-        assert!(r.extract("/", &mut bytes.as_slice()).is_err());
-        assert!(!host.join("new").exists());
-        // Into a directory named through the link: the same.
-        assert!(r.extract("/hostdir", &mut bytes.as_slice()).is_err());
-        assert!(!host.join("hostdir").exists());
-    }
-
-    #[test]
-    fn an_archive_cut_short_is_an_error_not_a_partial_success() {
-        let (t, root, _host) = root_with_escapes();
-        let mut out = Vec::new();
-        Root::at(&root, "web").unwrap().pack("/data", false, b"data", &mut out).unwrap();
-        // Without its end blocks: as a stream the sender stopped.
-        let cut = &out[..out.len() - 1024];
-        let dest = t.path().join("dest");
-        std::fs::create_dir(&dest).unwrap();
-        let e = extract(&dest, &mut &cut[..]).unwrap_err();
-        assert!(matches!(e, CopyError::CutShort { .. }), "{e}");
-        assert_eq!(extract(&dest, &mut out.as_slice()).unwrap(), 4, "data/, data/sub/, data/sub/file, data/climb");
-    }
-
-    #[test]
-    fn an_archive_from_a_container_cannot_leave_the_hosts_destination() {
-        let t = tempfile::tempdir().unwrap();
-        let dest = t.path().join("dest");
-        std::fs::create_dir(&dest).unwrap();
-        let mut tar = tar::Builder::new(Vec::new());
-        let mut h = tar::Header::new_gnu();
-        h.set_entry_type(EntryType::Symlink);
-        h.set_size(0);
-        h.set_mode(0o777);
-        h.set_uid(0);
-        h.set_gid(0);
-        h.set_mtime(0);
-        tar.append_link(&mut h, "out", t.path()).unwrap();
-        let mut h = tar::Header::new_gnu();
-        h.set_size(1);
-        h.set_mode(0o644);
-        h.set_uid(0);
-        h.set_gid(0);
-        h.set_mtime(0);
-        h.set_cksum();
-        tar.append_data(&mut h, "out/planted", &b"x"[..]).unwrap();
-        let bytes = tar.into_inner().unwrap();
-        let e = extract(&dest, &mut bytes.as_slice()).unwrap_err().to_string();
-        assert!(e.contains("symbolic link"), "{e}");
-        assert!(!t.path().join("planted").exists());
-    }
-}
+#[path = "copy_tests.rs"]
+mod tests;

@@ -496,10 +496,8 @@ mod tests {
         std::fs::write(t.path().join("dir/kept"), "k").unwrap();
         std::fs::write(t.path().join("file"), "f").unwrap();
         let set = |path: &Path, name: &str, value: &[u8]| {
-            let (p, n) = (
-                std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap(),
-                std::ffi::CString::new(name).unwrap(),
-            );
+            let (p, n) =
+                (std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap(), std::ffi::CString::new(name).unwrap());
             // SAFETY: both strings are NUL-terminated; value is readable
             // for its length.
             unsafe { libc::setxattr(p.as_ptr(), n.as_ptr(), value.as_ptr().cast(), value.len(), 0) == 0 }
@@ -515,8 +513,11 @@ mod tests {
         super::super::walk::walk(top, &(), &mut packer, "upper", 100).unwrap();
         let bytes = builder.into_inner().unwrap();
         let mut archive = tar::Archive::new(bytes.as_slice());
-        let mut names: Vec<String> =
-            archive.entries().unwrap().map(|e| String::from_utf8_lossy(&e.unwrap().path_bytes()).into_owned()).collect();
+        let mut names: Vec<String> = archive
+            .entries()
+            .unwrap()
+            .map(|e| String::from_utf8_lossy(&e.unwrap().path_bytes()).into_owned())
+            .collect();
         names.sort();
         assert_eq!(names, ["dir/", "dir/kept", "file"]);
     }
