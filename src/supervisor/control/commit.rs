@@ -87,9 +87,14 @@ pub(super) async fn commit(
         let base = store.image_by_digest(&digest).map_err(|e| e.to_string())?.ok_or_else(|| {
             format!("{unit}: its image {digest} is not in the store (a dir: image cannot be committed)")
         })?;
-        // Frozen by us only if it was not already.
+        // Frozen by us only if it was not already; thawed when this ends,
+        // however it ends (a panic in the packing too: a container left
+        // frozen is a service down).
         let frozen = match &cgroup {
-            Some(c) if !c.frozen() => Some(c.freeze().map(|()| c).map_err(|e| format!("{unit}: pause: {e}"))?),
+            Some(c) if !c.frozen() => {
+                c.freeze().map_err(|e| format!("{unit}: pause: {e}"))?;
+                Some(Thaw { cgroup: c, unit: &unit })
+            }
             _ => None,
         };
         let commit = Commit {
@@ -101,11 +106,7 @@ pub(super) async fn commit(
             created_by: "supervisorctl commit",
         };
         let made = store.commit(&commit, &options);
-        if let Some(c) = frozen
-            && let Err(e) = c.thaw()
-        {
-            tracing::error!("{unit}: resume after commit: {e}");
-        }
+        drop(frozen);
         let image = made.map_err(|e| format!("{unit}: commit: {e}"))?;
         tracing::info!("committed {unit} as {} ({})", image.record.reference, image.record.manifest_digest);
         let layer = image.record.layers.last().map(|l| l.digest.to_string());
@@ -118,4 +119,18 @@ pub(super) async fn commit(
         }))
     })
     .await
+}
+
+/// Thaws a cgroup this commit froze, when dropped.
+struct Thaw<'a> {
+    cgroup: &'a Cgroup,
+    unit: &'a str,
+}
+
+impl Drop for Thaw<'_> {
+    fn drop(&mut self) {
+        if let Err(e) = self.cgroup.thaw() {
+            tracing::error!("{}: resume after commit: {e}", self.unit);
+        }
+    }
 }
