@@ -33,7 +33,7 @@ use crate::runtime::image::guard::{TarGuard, TarLimits};
 use crate::runtime::image::pack::Packer;
 use crate::runtime::image::tree::{SafeTree, TreeError, components};
 use crate::runtime::image::unpack::meta_of;
-use crate::runtime::image::walk::{kind, open_dir_at, walk};
+use crate::runtime::image::walk::{kind, on_kernel_fs, open_dir_at, walk};
 
 /// Symlinks followed at most in one lookup (the kernel's own limit).
 const MAX_LINKS: usize = 40;
@@ -67,6 +67,9 @@ pub enum CopyError {
     },
     #[error("{path}: more than {MAX_LINKS} symbolic links")]
     TooManyLinks { path: String },
+    /// `/proc`, `/sys` and the like: the kernel's, not the container's files.
+    #[error("{path}: on the kernel's own filesystem (proc, sysfs, cgroup...), not a file of the container's to copy")]
+    KernelFs { path: String },
     #[error("{path}: a copy of a file needs a name for it")]
     Unnamed { path: String },
     #[error("{0}")]
@@ -212,6 +215,16 @@ impl Root {
                 let target = target.to_string_lossy();
                 path = if target.starts_with('/') { target.into_owned() } else { format!("{parent_path}/{target}") };
                 continue;
+            }
+            let held = nix::fcntl::openat(
+                parent.as_fd(),
+                name,
+                OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                nix::sys::stat::Mode::empty(),
+            )
+            .map_err(self.lookup_error(&path, "open"))?;
+            if on_kernel_fs(held.as_fd()) {
+                return Err(CopyError::KernelFs { path: format!("{}:{path}", self.label) });
             }
             return Ok(Located { parent, name: OsString::from(name), stat, path });
         }

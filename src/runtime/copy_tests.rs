@@ -222,3 +222,16 @@ fn a_containers_devices_setuid_bits_and_privileged_xattrs_stay_off_the_host() {
     let listed = String::from_utf8_lossy(&names[..n.max(0) as usize]).into_owned();
     assert!(!listed.contains("security.capability") && !listed.contains("trusted."), "{listed:?}");
 }
+
+#[test]
+fn a_path_on_the_kernels_filesystems_is_refused() {
+    // The host's root stands in for a container's: its /proc and /sys are
+    // what a container's show.
+    let r = Root::at(Path::new("/"), "web").unwrap();
+    for path in ["/proc/cpuinfo", "/proc", "/sys/kernel"] {
+        let e = r.pack(path, false, b"x", &mut Vec::new()).unwrap_err();
+        assert!(matches!(e, CopyError::KernelFs { .. }), "{path}: {e}");
+        assert!(e.to_string().starts_with(&format!("web:{path}: on the kernel's own filesystem")), "{e}");
+    }
+    assert!(matches!(r.stat("/proc/self/status", true).unwrap_err(), CopyError::KernelFs { .. }));
+}

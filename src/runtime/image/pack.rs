@@ -31,7 +31,7 @@ use nix::sys::stat::{FileStat, Mode, SFlag, fstat, major, minor};
 use tar::{EntryType, Header};
 
 use super::error::{ImageError, Result};
-use super::walk::{Entry, Visit, is_whiteout, kind};
+use super::walk::{Entry, Visit, is_whiteout, kind, on_kernel_fs};
 
 /// The overlayfs attribute that makes a directory opaque. Only the
 /// `trusted.` one: our overlays are never mounted with `userxattr`, so a
@@ -128,7 +128,9 @@ impl<'a, W: Write> Packer<'a, W> {
                     };
                     self.marker(&marker, st, path)?;
                 }
-                return Ok(true);
+                // A mount of the kernel's (`/proc`, `/sys`) is copied as the
+                // empty directory an image has there.
+                return Ok(!on_kernel_fs(dir.as_fd()));
             }
             SFlag::S_IFREG => {
                 if st.st_nlink > 1
@@ -149,7 +151,7 @@ impl<'a, W: Write> Packer<'a, W> {
                 let flags = OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
                 let Ok(held) = openat(parent, file_name, flags, Mode::empty()) else { return Ok(false) };
                 let now = fstat(&held).map_err(|e| self.error(path, "stat")(e.into()))?;
-                if kind(&now) != SFlag::S_IFREG {
+                if kind(&now) != SFlag::S_IFREG || on_kernel_fs(held.as_fd()) {
                     return Ok(false);
                 }
                 // The very inode held, opened for reading.
@@ -520,6 +522,31 @@ mod tests {
             .collect();
         names.sort();
         assert_eq!(names, ["dir/", "dir/kept", "file"]);
+    }
+
+    #[test]
+    fn the_kernels_filesystems_are_empty_directories_and_no_files() {
+        // The host's /proc and /sys, as a container's root shows its own.
+        let root = Dir::open("/", OFlag::O_RDONLY | OFlag::O_DIRECTORY, Mode::empty()).unwrap();
+        let mut builder = tar::Builder::new(Vec::new());
+        let mut packer = Packer::new(&mut builder, "root", b"");
+        for name in ["proc", "sys"] {
+            let st = nix::sys::stat::stat(Path::new("/").join(name).as_path()).unwrap();
+            let dir = Dir::open(Path::new("/").join(name).as_path(), OFlag::O_RDONLY, Mode::empty()).unwrap();
+            let enter = packer.add(root.as_fd(), OsStr::new(name), format!("/{name}").as_bytes(), &st, Some(&dir));
+            assert!(!enter.unwrap(), "/{name} is not entered");
+        }
+        let proc = Dir::open("/proc", OFlag::O_RDONLY | OFlag::O_DIRECTORY, Mode::empty()).unwrap();
+        let st = nix::sys::stat::stat("/proc/cpuinfo").unwrap();
+        packer.add(proc.as_fd(), OsStr::new("cpuinfo"), b"/proc/cpuinfo", &st, None).unwrap();
+        let bytes = builder.into_inner().unwrap();
+        let mut archive = tar::Archive::new(bytes.as_slice());
+        let names: Vec<String> = archive
+            .entries()
+            .unwrap()
+            .map(|e| String::from_utf8_lossy(&e.unwrap().path_bytes()).into_owned())
+            .collect();
+        assert_eq!(names, ["proc/", "sys/"]);
     }
 
     #[test]

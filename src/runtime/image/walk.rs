@@ -65,6 +65,33 @@ pub fn is_whiteout(st: &FileStat) -> bool {
     kind(st) == SFlag::S_IFCHR && st.st_rdev == 0
 }
 
+/// Whether `fd` is on one of the kernel's own filesystems (`/proc`,
+/// `/sys`, cgroups, debugfs, ...): their files are views of the kernel,
+/// not anyone's content. A container's root shows its `/proc` and `/sys`
+/// (the host's devices, and without masks `/proc/kcore`, whose size is the
+/// address space) to the root daemon, which reads more of them than the
+/// container itself may.
+pub fn on_kernel_fs(fd: BorrowedFd<'_>) -> bool {
+    let Ok(st) = nix::sys::statfs::fstatfs(fd) else { return false };
+    // The constants' type differs between architectures; the magic
+    // numbers are 32 bits everywhere.
+    let kind = st.filesystem_type().0 as u32;
+    [
+        libc::PROC_SUPER_MAGIC,
+        libc::SYSFS_MAGIC,
+        libc::CGROUP_SUPER_MAGIC,
+        libc::CGROUP2_SUPER_MAGIC,
+        libc::DEBUGFS_MAGIC,
+        libc::TRACEFS_MAGIC,
+        libc::SECURITYFS_MAGIC,
+        libc::BPF_FS_MAGIC,
+        libc::SELINUX_MAGIC,
+        libc::NSFS_MAGIC,
+    ]
+    .iter()
+    .any(|magic| *magic as u32 == kind)
+}
+
 /// What to do with each entry of a walk.
 pub trait Visit {
     /// What a directory hands to its entries (the lower layers' matching

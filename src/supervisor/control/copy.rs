@@ -57,6 +57,7 @@ fn status_of(e: &CopyError) -> u16 {
     match e {
         CopyError::NotFound { .. } => 404,
         CopyError::Relative { .. } | CopyError::NotADirectory { .. } | CopyError::Unnamed { .. } => 400,
+        CopyError::KernelFs { .. } => 400,
         CopyError::Entry { .. } | CopyError::Read(_) => 400,
         _ => 500,
     }
