@@ -370,7 +370,10 @@ fn extract_into(tree: &mut SafeTree, base: &[&[u8]], input: &mut dyn Read, from_
         }
         match kind {
             EntryType::Regular | EntryType::Continuous => {
-                tree.file(&full, &meta, &mut entry, false).map_err(fail)?;
+                // Zeros from a container become holes on the host: a file
+                // it made sparse (terabytes for nothing: `truncate -s`)
+                // takes no more of the host's disk than of its own.
+                tree.file(&full, &meta, &mut entry, from_container).map_err(fail)?;
             }
             EntryType::Directory => {
                 tree.dir(&full, &meta).map_err(fail)?;

@@ -235,3 +235,20 @@ fn a_path_on_the_kernels_filesystems_is_refused() {
     }
     assert!(matches!(r.stat("/proc/self/status", true).unwrap_err(), CopyError::KernelFs { .. }));
 }
+
+#[test]
+fn a_sparse_file_from_a_container_stays_sparse_on_the_host() {
+    let t = tempfile::tempdir().unwrap();
+    let (root, dest) = (t.path().join("root"), t.path().join("dest"));
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::create_dir_all(&dest).unwrap();
+    // 256 MiB of nothing, as `truncate -s` makes it in a container.
+    let size = 256 << 20;
+    std::fs::File::create(root.join("big")).unwrap().set_len(size).unwrap();
+    let mut out = Vec::new();
+    Root::at(&root, "web").unwrap().pack("/big", false, b"big", &mut out).unwrap();
+    extract(&dest, &mut out.as_slice()).unwrap();
+    let copied = std::fs::metadata(dest.join("big")).unwrap();
+    assert_eq!(copied.len(), size);
+    assert!(copied.blocks() * 512 < 1 << 20, "{} bytes written", copied.blocks() * 512);
+}
