@@ -364,6 +364,13 @@ fn extract_into(tree: &mut SafeTree, base: &[&[u8]], input: &mut dyn Read, from_
             }
             meta.mode &= !(libc::S_ISUID | libc::S_ISGID);
             meta.xattrs.retain(|(name, _)| name.starts_with(b"user."));
+            // An entry over a directory of the host would remove that whole
+            // tree (and whatever is mounted in it): a container that swaps
+            // a directory being copied for a file must not do that.
+            let is_dir = |st: FileStat| crate::runtime::image::walk::kind(&st) == SFlag::S_IFDIR;
+            if kind != EntryType::Directory && tree.stat(&full).map_err(fail)?.is_some_and(is_dir) {
+                return Err(refuse("a directory on the host is not replaced by a file from a container".into()));
+            }
         }
         if full.is_empty() && kind != EntryType::Directory {
             return Err(refuse("only a directory can be the root".into()));

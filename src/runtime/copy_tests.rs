@@ -252,3 +252,25 @@ fn a_sparse_file_from_a_container_stays_sparse_on_the_host() {
     assert_eq!(copied.len(), size);
     assert!(copied.blocks() * 512 < 1 << 20, "{} bytes written", copied.blocks() * 512);
 }
+
+#[test]
+fn a_file_from_a_container_does_not_replace_a_directory_of_the_host() {
+    let t = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(t.path().join("config/conf.d")).unwrap();
+    std::fs::write(t.path().join("config/conf.d/site"), "host").unwrap();
+    // What the client stat as a directory, swapped for a file before
+    // the daemon packed it.
+    let mut tar = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_size(1);
+    h.set_mode(0o644);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(0);
+    h.set_cksum();
+    tar.append_data(&mut h, "config", &b"x"[..]).unwrap();
+    let bytes = tar.into_inner().unwrap();
+    let e = extract(t.path(), &mut bytes.as_slice()).unwrap_err().to_string();
+    assert!(e.starts_with("config: a directory on the host"), "{e}");
+    assert_eq!(std::fs::read_to_string(t.path().join("config/conf.d/site")).unwrap(), "host");
+}
