@@ -70,7 +70,9 @@ pub fn is_whiteout(st: &FileStat) -> bool {
 /// not anyone's content. A container's root shows its `/proc` and `/sys`
 /// (the host's devices, and without masks `/proc/kcore`, whose size is the
 /// address space) to the root daemon, which reads more of them than the
-/// container itself may.
+/// container itself may. FUSE counts too: its files are served by a
+/// process (the container's, if it mounted one), which can hold a read of
+/// the root daemon for as long as it likes.
 pub fn on_kernel_fs(fd: BorrowedFd<'_>) -> bool {
     let Ok(st) = nix::sys::statfs::fstatfs(fd) else { return false };
     // The constants' type differs between architectures; the magic
@@ -87,6 +89,7 @@ pub fn on_kernel_fs(fd: BorrowedFd<'_>) -> bool {
         libc::BPF_FS_MAGIC,
         libc::SELINUX_MAGIC,
         libc::NSFS_MAGIC,
+        libc::FUSE_SUPER_MAGIC,
     ]
     .iter()
     .any(|magic| *magic as u32 == kind)
