@@ -9,6 +9,7 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::supervisor::policy::Record;
+use crate::supervisor::policy::events::OpError;
 use crate::units::graph::dependencies;
 
 const NAMES: [&str; 5] = ["a", "b", "c", "d", "e"];
@@ -106,7 +107,12 @@ fn apply(h: &mut Harness, ev: &Ev, frozen: &mut Frozen) {
         Ev::Probe(i, ok) if running(h, NAMES[i]) => h.probe(NAMES[i], ok),
         Ev::Op(o, i) if h.core.record(NAMES[i]).is_some_and(|r| r.config.is_some()) => {
             let op = [Op::Start, Op::Stop, Op::Restart][o as usize];
-            h.op(op, &[NAMES[i]]).unwrap();
+            match h.op(op, &[NAMES[i]]) {
+                Ok(_) => {}
+                // As Docker's: a paused container is unpaused, not started.
+                Err(OpError::Paused(_)) if op == Op::Start => {}
+                Err(e) => panic!("{op:?} {}: {e}", NAMES[i]),
+            }
         }
         Ev::Advance(n) => h.advance(ms(n)),
         Ev::Shutdown if !h.core.shutting_down() => h.shutdown(),
