@@ -11,6 +11,8 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::runtime::oci::{self, OciError};
 
+mod verbs;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "supervisor-runtime",
@@ -89,6 +91,12 @@ enum Command {
         format: Format,
         id: String,
     },
+    /// Change the container's limits (runc's flags, or an OCI
+    /// LinuxResources object); what is not given stays.
+    Update(verbs::UpdateArgs),
+    /// Print the container's events: stats every interval and OOM kills
+    /// (JSON, one a line), or with --stats one stats object.
+    Events(verbs::EventsArgs),
     /// Freeze every process of the container.
     Pause { id: String },
     /// Thaw a paused container.
@@ -121,8 +129,8 @@ struct CreateArgs {
     /// Accepted (no session keyring is made).
     #[arg(long = "no-new-keyring")]
     no_new_keyring: bool,
-    /// Refused for now: pass descriptors beyond stdio.
-    #[arg(long = "preserve-fds", default_value_t = 0)]
+    /// Pass our descriptors 3 to 3+N-1 on to the container's program.
+    #[arg(long = "preserve-fds", default_value_t = 0, value_name = "N")]
     preserve_fds: u32,
     id: String,
 }
@@ -138,19 +146,26 @@ struct ExecArgs {
     detach: bool,
     #[arg(long = "pid-file", value_name = "FILE")]
     pid_file: Option<PathBuf>,
-    /// Refused for now: a terminal needs the console socket.
+    /// Where the process's terminal goes (a pseudo-terminal master sent
+    /// over this unix socket), when it has one (--tty, or the process's
+    /// `terminal`).
     #[arg(long = "console-socket", value_name = "SOCKET")]
     console_socket: Option<PathBuf>,
-    /// Refused for now: a terminal needs the console socket.
+    /// Give the command a terminal (needs --console-socket).
     #[arg(short, long)]
     tty: bool,
+    /// Its working directory (default `/`).
     #[arg(long, value_name = "DIR")]
     cwd: Option<String>,
+    /// Its environment, one variable each (default: the container's).
     #[arg(short, long, value_name = "K=V")]
     env: Vec<String>,
-    /// UID[:GID].
+    /// UID[:GID] (default 0:0).
     #[arg(short, long, value_name = "UID:GID")]
     user: Option<String>,
+    /// Pass our descriptors 3 to 3+N-1 on to it.
+    #[arg(long = "preserve-fds", default_value_t = 0, value_name = "N")]
+    preserve_fds: u32,
     id: String,
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     command: Vec<String>,
@@ -208,10 +223,7 @@ fn execute(cli: &Cli) -> Result<u8, Failure> {
     };
     let root = cli.root.as_path();
     match command {
-        Command::Create(args) => {
-            check_create(args)?;
-            oci::create(root, &args.id, &args.bundle, args.pid_file.as_deref(), args.console_socket.as_deref())?;
-        }
+        Command::Create(args) => create(root, args)?,
         Command::Start { id } => oci::start(root, id)?,
         Command::Run(args) => return run_container(root, args),
         Command::Exec(args) => return exec(root, args),
@@ -220,6 +232,8 @@ fn execute(cli: &Cli) -> Result<u8, Failure> {
         Command::Delete { force, id } => oci::delete(root, id, *force)?,
         Command::List { format, quiet } => list(root, *format, *quiet)?,
         Command::Ps { format, id } => ps(root, id, *format)?,
+        Command::Update(args) => verbs::update(root, args)?,
+        Command::Events(args) => verbs::events(root, args)?,
         Command::Pause { id } => oci::pause(root, id, true)?,
         Command::Resume { id } => oci::pause(root, id, false)?,
         Command::Spec { bundle } => write_spec(bundle)?,
@@ -228,18 +242,15 @@ fn execute(cli: &Cli) -> Result<u8, Failure> {
     Ok(0)
 }
 
-fn check_create(args: &CreateArgs) -> Result<(), Failure> {
+fn create(root: &Path, args: &CreateArgs) -> Result<(), Failure> {
     let _ = (args.no_pivot, args.no_new_keyring);
-    if args.preserve_fds > 0 {
-        return Err(failure("--preserve-fds: passing descriptors beyond stdio is not supported yet"));
-    }
-    Ok(())
+    let (pid_file, console) = (args.pid_file.as_deref(), args.console_socket.as_deref());
+    Ok(oci::create(root, &args.id, &args.bundle, pid_file, console, args.preserve_fds)?)
 }
 
 /// `run`: the container is our child; its exit code is ours.
 fn run_container(root: &Path, args: &CreateArgs) -> Result<u8, Failure> {
-    check_create(args)?;
-    oci::create(root, &args.id, &args.bundle, args.pid_file.as_deref(), args.console_socket.as_deref())?;
+    create(root, args)?;
     let pid = oci::state(root, &args.id)?.pid;
     let started = oci::start(root, &args.id);
     let code = match started {
@@ -253,9 +264,6 @@ fn run_container(root: &Path, args: &CreateArgs) -> Result<u8, Failure> {
 }
 
 fn exec(root: &Path, args: &ExecArgs) -> Result<u8, Failure> {
-    if args.console_socket.is_some() || args.tty {
-        return Err(failure("--tty/--console-socket: a terminal for exec is not supported yet"));
-    }
     let process = match &args.process {
         Some(path) => {
             let text = std::fs::read(path).map_err(|e| failure(format!("{}: {e}", path.display())))?;
@@ -263,7 +271,13 @@ fn exec(root: &Path, args: &ExecArgs) -> Result<u8, Failure> {
         }
         None => command_process(args)?,
     };
-    let code = oci::exec(root, &args.id, &process, args.detach, args.pid_file.as_deref())?;
+    let options = oci::ExecOptions {
+        detach: args.detach,
+        pid_file: args.pid_file.as_deref(),
+        console_socket: args.console_socket.as_deref(),
+        preserve_fds: args.preserve_fds,
+    };
+    let code = oci::exec(root, &args.id, &process, &options)?;
     Ok(u8::try_from(code).unwrap_or(255))
 }
 
@@ -286,7 +300,7 @@ fn command_process(args: &ExecArgs) -> Result<oci_spec::runtime::Process, Failur
     process.set_cwd(args.cwd.clone().unwrap_or_else(|| "/".into()).into());
     process.set_env((!args.env.is_empty()).then(|| args.env.clone()));
     process.set_capabilities(None);
-    process.set_terminal(Some(false));
+    process.set_terminal(Some(args.tty));
     process.set_rlimits(None);
     process.set_no_new_privileges(None);
     Ok(process)

@@ -8,7 +8,9 @@
 //! exits, and reaps it.
 
 mod documents;
+mod events;
 mod record;
+mod update;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -17,10 +19,13 @@ use nix::sys::signal::Signal;
 use oci_spec::runtime::{Process, Spec};
 
 pub use documents::{default_spec, features};
+pub use events::{Event, events, stats_event};
 use record::{Dir, Record};
 pub use record::{SPEC_VERSION, State, Status};
+pub use update::{resources_update, update};
 
 use crate::runtime::cgroups::{self, CgroupError};
+pub use crate::runtime::container::ExecOptions;
 use crate::runtime::container::{Container, PidFile, Plan, RuntimeError, Setup};
 
 /// How long `start` waits for a created container at its gate.
@@ -40,6 +45,8 @@ pub enum OciError {
     Console(&'static str),
     #[error("unknown signal {0:?}")]
     Signal(String),
+    #[error("update: linux.resources.{0} cannot be changed by this runtime")]
+    UpdateUnsupported(&'static str),
     #[error("{op} {}: {source}", path.display())]
     Io {
         op: &'static str,
@@ -85,12 +92,14 @@ fn loaded(root: &Path, id: &str) -> Result<(Dir, Record), OciError> {
 /// `create`: the bundle's container, set up, its program waiting for
 /// `start`. Writes its first process's pid to `pid_file`.
 /// With a terminal in the spec, `console_socket` is where its master goes.
+/// Our descriptors 3 to 3+`preserve_fds`-1 stay open in its program.
 pub fn create(
     root: &Path,
     id: &str,
     bundle: &Path,
     pid_file: Option<&Path>,
     console_socket: Option<&Path>,
+    preserve_fds: u32,
 ) -> Result<(), OciError> {
     check_id(id)?;
     // The container is cloned from this process: from a protected form of it.
@@ -98,7 +107,8 @@ pub fn create(
     let bundle = std::path::absolute(bundle).map_err(|e| OciError::io("resolve", bundle, e))?;
     let config = bundle.join("config.json");
     let spec = Spec::load(&config).map_err(|source| RuntimeError::LoadSpec { path: config.clone(), source })?;
-    let plan = Plan::from_spec(&spec, &bundle).map_err(RuntimeError::from)?;
+    let mut plan = Plan::from_spec(&spec, &bundle).map_err(RuntimeError::from)?;
+    plan.process.preserve_fds = preserve_fds;
     let resources = plan.resources(&spec).map_err(RuntimeError::from)?;
     let console = match (plan.terminal(), console_socket) {
         (true, Some(path)) => Some(
@@ -293,8 +303,8 @@ pub fn delete(root: &Path, id: &str, force: bool) -> Result<(), OciError> {
 }
 
 /// `exec`: `process` in the running container `id`; its exit code (0 at
-/// once with `detach`).
-pub fn exec(root: &Path, id: &str, process: &Process, detach: bool, pid_file: Option<&Path>) -> Result<i32, OciError> {
+/// once with `options.detach`).
+pub fn exec(root: &Path, id: &str, process: &Process, options: &ExecOptions) -> Result<i32, OciError> {
     let (dir, record) = loaded(root, id)?;
     let state = dir.state(&record);
     let container = dir.container(&record).filter(|_| state.status == Status::Running);
@@ -303,5 +313,5 @@ pub fn exec(root: &Path, id: &str, process: &Process, detach: bool, pid_file: Op
     };
     // It joins the container: from a protected form of our binary.
     crate::runtime::container::reexec_protected()?;
-    Ok(crate::runtime::container::exec_process(&container, process, detach, pid_file)?)
+    Ok(crate::runtime::container::exec_process(&container, process, options)?)
 }
