@@ -140,6 +140,21 @@ fn containerd_runs_tasks_on_our_runtime_through_the_runc_shim() {
     assert_eq!(c.task_status("t2"), "RUNNING");
     let out = c.ctr(&["task", "exec", "--exec-id", "e1", "t2", "sh", "-c", "echo in-exec; exit 2"]);
     assert_eq!((out.status.code(), text(&out.stdout).as_str()), (Some(2), "in-exec\n"), "{}", text(&out.stderr));
+    // exec -t: the shim hands us its console socket; ctr needs a terminal
+    // of its own (script(1) gives it one).
+    let line = format!(
+        "ctr --address {} --namespace {} task exec -t --exec-id e2 t2 sh -c 'tty; echo typed-$((2+3)); exit 5'",
+        c.dir.path().join("containerd.sock").display(),
+        c.namespace
+    );
+    let (code, shown) = common::under_script(&line, &[]);
+    assert_eq!(code, Some(5), "{shown}\n{}", c.log());
+    // ctr writes the terminal's CR LF through its own terminal's newline
+    // translation (CR CR LF, with runc too): the lines are what counts.
+    assert!(shown.replace('\r', "").contains("/dev/pts/0\ntyped-5\n"), "{shown:?}");
+    // metrics: the shim reads the task's cgroup itself.
+    let metrics = c.ok(&["task", "metrics", "t2"]);
+    assert!(metrics.contains("memory.usage_in_bytes") || metrics.contains("memory.usage"), "{metrics}");
     let ps = c.ok(&["task", "ps", "t2"]);
     assert!(ps.lines().count() >= 3, "the shell and its sleep: {ps}");
     c.ok(&["task", "pause", "t2"]);

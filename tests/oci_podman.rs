@@ -69,6 +69,21 @@ impl Podman {
         common::output_via_files(&mut c)
     }
 
+    /// The shell command line of `podman ARGS` with this storage, for
+    /// [`common::under_script`] (with [`Podman::env`]).
+    fn line(&self, args: &str) -> String {
+        format!(
+            "podman --root {} --runroot {} --runtime {} {args}",
+            self.dir.path().join("root").display(),
+            self.dir.path().join("runroot").display(),
+            Podman::runtime()
+        )
+    }
+
+    fn env(&self) -> [(&'static str, std::ffi::OsString); 1] {
+        [("CONTAINERS_CONF", self.dir.path().join("containers.conf").into_os_string())]
+    }
+
     fn ok(&self, args: &[&str]) -> String {
         let out = self.podman(args);
         assert!(out.status.success(), "podman {args:?}: {}", text(&out.stderr));
@@ -196,6 +211,13 @@ fn podman_runs_containers_on_our_runtime() {
     let out = p.podman(&["exec", "web", "sh", "-c", "exit 4"]);
     assert_eq!(out.status.code(), Some(4));
     assert_eq!(p.ok(&["exec", "--user", "1000:1000", "web", "id", "-u"]), "1000\n");
+    // exec -it: the exec'd shell's own terminal, through conmon's console
+    // socket.
+    let env = p.env();
+    let env: Vec<(&str, &std::ffi::OsStr)> = env.iter().map(|(k, v)| (*k, v.as_os_str())).collect();
+    let (code, shown) = common::under_script(&p.line("exec -it web sh -c 'tty; echo in-$((1+1)); exit 3'"), &env);
+    assert_eq!(code, Some(3), "{shown}");
+    assert!(shown.contains("/dev/pts/0\r\nin-2\r\n"), "{shown:?}");
 
     p.ok(&["pause", "web"]);
     assert_eq!(p.ok(&["inspect", "--format", "{{.State.Status}}", "web"]), "paused\n");
@@ -227,4 +249,24 @@ fn contains_container_state(dir: &Path) -> bool {
         let path = e.path();
         path.is_dir() && (path.join("exec.fifo").exists() || contains_container_state(&path))
     })
+}
+
+/// `podman run -it --rm` of a command that exits at once, on a terminal:
+/// its output shows, every time (the container may end before conmon has
+/// read its terminal).
+#[test]
+fn podman_run_it_rm_shows_the_output_of_a_command_that_exits_at_once() {
+    let test = "podman_run_it_rm_shows_the_output_of_a_command_that_exits_at_once";
+    if !common::require_root(test) || !common::require(test, common::have("podman"), "podman is not installed") {
+        return;
+    }
+    let p = Podman::new();
+    let env = p.env();
+    let env: Vec<(&str, &std::ffi::OsStr)> = env.iter().map(|(k, v)| (*k, v.as_os_str())).collect();
+    for i in 0..20 {
+        let (code, shown) = common::under_script(&p.line(&format!("run -it --rm {} echo hi-{i}", p.image)), &env);
+        assert_eq!(code, Some(0), "run {i}: {shown:?}");
+        assert!(shown.contains(&format!("hi-{i}\r\n")), "run {i} showed {shown:?}");
+    }
+    assert_eq!(p.ok(&["ps", "-aq"]), "");
 }
