@@ -283,14 +283,19 @@ fn exec_gets_a_terminal_through_the_console_socket_and_its_flags() {
             "1000:1000",
             "x1",
         ])
-        .args(["/bin/sh", "-c", "tty; echo $A $(id -u):$(id -g) $(pwd); [ -t 0 ] && echo stdin-is-a-tty; exit 6"])
+        .args([
+            "/bin/sh",
+            "-c",
+            "tty; echo $A $(id -u):$(id -g) $(pwd); [ -t 0 ] && echo stdin-is-a-tty; stat -c %u $(tty); exit 6",
+        ])
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let shown = read_terminal(socket.master());
     let out = exec.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(6), "{}", text(&out.stderr));
-    assert_eq!(shown, "/dev/pts/0\r\n1 1000:1000 /tmp\r\nstdin-is-a-tty\r\n");
+    // Its own terminal, its user's (as runc gives it).
+    assert_eq!(shown, "/dev/pts/0\r\n1 1000:1000 /tmp\r\nstdin-is-a-tty\r\n1000\r\n");
 
     // The engine's way: a process description with a terminal, detached,
     // its pid in a file; the terminal answers what is typed at it.

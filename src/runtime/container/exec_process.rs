@@ -93,7 +93,7 @@ pub fn exec_process(state: &ContainerState, process: &Process, options: &ExecOpt
         let _ = nix::unistd::setsid();
         // In the container's mount namespace: its /dev/ptmx.
         if let Some(socket) = console
-            && let Err(e) = console::attach(socket, size)
+            && let Err(e) = console::attach(socket, size, plan.uid)
         {
             return e;
         }

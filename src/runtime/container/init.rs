@@ -132,7 +132,7 @@ fn setup(plan: &Plan, go: OwnedFd, gate: Option<Gate>, console: Option<OwnedFd>)
         }
     }
     if let (Some(socket), Some(size)) = (console, plan.terminal) {
-        super::console::attach(socket, size)?;
+        super::console::attach(socket, size, plan.process.uid)?;
     }
     let never = process(&plan.process, gate)?;
     match never {}
