@@ -35,13 +35,20 @@ impl Podman {
         let network = common::network_user();
         let had = (link("cni-podman0"), CNI_TABLES.map(|(family, name)| nft_table(family, name)));
         let dir = tempfile::tempdir().unwrap();
+        // Its own libpod tmp directory (exit files, events) too: two tests
+        // sharing /run/libpod lose each other's exit codes when one resets.
         std::fs::write(
             dir.path().join("containers.conf"),
-            "[containers]\n\
-             default_ulimits = [\"nofile=1024:1024\", \"nproc=1024:1024\"]\n\
-             [engine]\n\
-             cgroup_manager = \"cgroupfs\"\n\
-             events_logger = \"file\"\n",
+            format!(
+                "[containers]\n\
+                 default_ulimits = [\"nofile=1024:1024\", \"nproc=1024:1024\"]\n\
+                 [engine]\n\
+                 cgroup_manager = \"cgroupfs\"\n\
+                 events_logger = \"file\"\n\
+                 tmp_dir = \"{tmp}\"\n\
+                 events_logfile_path = \"{tmp}/events.log\"\n",
+                tmp = dir.path().join("tmp").display()
+            ),
         )
         .unwrap();
         let mut p = Podman { dir, image: String::new(), had, _network: network };
