@@ -47,7 +47,12 @@ pub fn events(root: &Path, id: &str, interval: Duration, mut emit: impl FnMut(Ev
     let mut ooms = cg.oom_kills();
     let mut next_stats = Instant::now();
     loop {
-        let (dir, record) = loaded(root, id)?;
+        // Stopped, or deleted already: the stream ends with it.
+        let (dir, record) = match loaded(root, id) {
+            Ok(loaded) => loaded,
+            Err(OciError::NotFound(_)) => return Ok(()),
+            Err(e) => return Err(e),
+        };
         if dir.state(&record).status == Status::Stopped {
             return Ok(());
         }
