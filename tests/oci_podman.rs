@@ -148,6 +148,14 @@ fn podman_runs_containers_on_our_runtime() {
     let out = p.podman(&["run", "--rm", &image, "sh", "-c", "exit 3"]);
     assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
     assert_eq!(p.ok(&["ps", "-aq"]), "");
+    // --preserve-fds: a descriptor of ours reaches the container's program.
+    let fd3 = p.dir.path().join("fd3");
+    let line = p.line(&format!("run --rm --preserve-fds 1 {image} sh -c 'echo via-fd3 >&3'"));
+    let mut shell = Command::new("bash");
+    shell.arg("-c").arg(format!("{line} 3>>{}", fd3.display())).envs(p.env());
+    let out = common::output_via_files(&mut shell);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(std::fs::read_to_string(&fd3).unwrap(), "via-fd3\n");
 
     // Limits read back from inside.
     let limits = p.ok(&[
