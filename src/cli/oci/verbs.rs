@@ -5,7 +5,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::{Failure, failure, print_json};
+use super::{Failure, failure};
 use crate::runtime::cgroups::Update;
 use crate::runtime::oci;
 
@@ -116,23 +116,24 @@ pub(super) fn update(root: &Path, args: &UpdateArgs) -> Result<(), Failure> {
     Ok(oci::update(root, &args.id, &u)?)
 }
 
+/// One event, one compact JSON line, as runc writes them; false once our
+/// output is closed.
+fn emit(event: &oci::Event) -> bool {
+    use std::io::Write;
+    let Ok(line) = serde_json::to_string(event) else { return false };
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{line}").and_then(|()| out.flush()).is_ok()
+}
+
 pub(super) fn events(root: &Path, args: &EventsArgs) -> Result<(), Failure> {
     if args.stats {
-        print_json(&oci::stats_event(root, &args.id)?);
+        emit(&oci::stats_event(root, &args.id)?);
         return Ok(());
     }
     if args.interval.is_zero() {
         return Err(failure("--interval must be more than 0"));
     }
-    // One compact object a line, as runc streams them; a closed pipe ends us.
-    oci::events(root, &args.id, args.interval, |event| match serde_json::to_string(&event) {
-        Ok(line) => {
-            use std::io::Write;
-            let mut out = std::io::stdout().lock();
-            writeln!(out, "{line}").and_then(|()| out.flush()).is_ok()
-        }
-        Err(_) => false,
-    })?;
+    oci::events(root, &args.id, args.interval, |event| emit(&event))?;
     Ok(())
 }
 

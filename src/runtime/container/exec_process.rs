@@ -53,7 +53,8 @@ pub fn exec_process(state: &ContainerState, process: &Process, options: &ExecOpt
         (true, None) => return Err(invalid("process.terminal = true without --console-socket")),
         (false, Some(_)) => return Err(invalid("--console-socket without process.terminal = true")),
     };
-    let size = process.console_size().as_ref().map(|b| (b.height() as u16, b.width() as u16));
+    let clamp = |n: u64| u16::try_from(n).unwrap_or(u16::MAX);
+    let size = process.console_size().as_ref().map(|b| (clamp(b.height()), clamp(b.width())));
     let args = process.args().clone().unwrap_or_default();
     if args.is_empty() {
         return Err(RuntimeError::NoCommand);
