@@ -27,6 +27,11 @@ impl Bundle {
     /// The busybox fixture running `sh -c script`, with the bundle's
     /// `shared/` at `/shared`, in the cgroup `cgroup` (under a test parent).
     fn new(script: &str, cgroup: &str) -> Bundle {
+        Bundle::new_with(script, cgroup, |_| {})
+    }
+
+    /// [`Bundle::new`], its spec edited by `edit`.
+    fn new_with(script: &str, cgroup: &str, edit: impl FnOnce(&mut Value)) -> Bundle {
         let fx = common::fixtures();
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("bundle");
@@ -44,6 +49,7 @@ impl Bundle {
             "destination": "/shared", "type": "bind", "source": path.join("shared"), "options": ["rbind", "rw"]
         }));
         spec["linux"]["cgroupsPath"] = json!(format!("/supervisor-tests-verbs/{cgroup}"));
+        edit(&mut spec);
         std::fs::write(path.join("config.json"), serde_json::to_vec_pretty(&spec).unwrap()).unwrap();
         Bundle { dir, path }
     }
@@ -321,12 +327,42 @@ fn exec_gets_a_terminal_through_the_console_socket_and_its_flags() {
     let shown = read_terminal(master);
     assert!(shown.contains("40 100\r\n") && shown.contains("got typed\r\n"), "{shown:?}");
 
+    // A command line's --env comes on top of the container's environment.
+    assert_eq!(
+        b.ok(&["exec", "--env", "FROM=flag", "--env", "B=2", "x1", "/bin/sh", "-c", "echo $FROM $B $PATH"]),
+        "flag 2 /bin\n"
+    );
+    assert_eq!(b.exec("x1", "echo $FROM"), "spec\n");
+
     // A terminal needs the socket.
     let out = b.runtime(&["exec", "--tty", "x1", "/bin/true"]);
     assert!(text(&out.stderr).contains("console-socket"), "{}", text(&out.stderr));
 }
 
 use std::io::Write;
+
+#[test]
+fn exec_from_a_command_line_takes_what_it_does_not_give_from_the_container() {
+    if !common::require_root("exec_from_a_command_line_takes_what_it_does_not_give_from_the_container") {
+        return;
+    }
+    let b = Bundle::new_with("while :; do sleep 1; done", "x2", |s| {
+        s["process"]["user"] = json!({"uid": 1000, "gid": 1001});
+        s["process"]["cwd"] = json!("/tmp");
+    });
+    b.ok(&["create", "--bundle", b.path.to_str().unwrap(), "x2"]);
+    b.ok(&["start", "x2"]);
+    // runc's way: its user, group, working directory and environment.
+    assert_eq!(b.exec("x2", "echo $(id -u):$(id -g) $(pwd) $FROM"), "1000:1001 /tmp spec\n");
+    // --user UID keeps its group; UID:GID sets both.
+    assert_eq!(b.ok(&["exec", "--user", "0", "x2", "/bin/sh", "-c", "echo $(id -u):$(id -g)"]), "0:1001\n");
+    assert_eq!(
+        b.ok(&["exec", "--user", "0:0", "--cwd", "/", "x2", "/bin/sh", "-c", "echo $(id -u):$(id -g) $(pwd)"]),
+        "0:0 /\n"
+    );
+    let out = b.runtime(&["exec", "--env", "NOEQUALS", "x2", "/bin/true"]);
+    assert!(text(&out.stderr).contains("K=V"), "{}", text(&out.stderr));
+}
 
 #[test]
 fn preserved_descriptors_reach_the_program_and_no_others() {

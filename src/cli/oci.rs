@@ -154,13 +154,13 @@ struct ExecArgs {
     /// Give the command a terminal (needs --console-socket).
     #[arg(short, long)]
     tty: bool,
-    /// Its working directory (default `/`).
+    /// Its working directory (default: the container's).
     #[arg(long, value_name = "DIR")]
     cwd: Option<String>,
-    /// Its environment, one variable each (default: the container's).
+    /// A variable on top of the container's environment (repeatable).
     #[arg(short, long, value_name = "K=V")]
     env: Vec<String>,
-    /// UID[:GID] (default 0:0).
+    /// UID[:GID] (default: the container's user; its group unless given).
     #[arg(short, long, value_name = "UID:GID")]
     user: Option<String>,
     /// Pass our descriptors 3 to 3+N-1 on to it.
@@ -264,12 +264,13 @@ fn run_container(root: &Path, args: &CreateArgs) -> Result<u8, Failure> {
 }
 
 fn exec(root: &Path, args: &ExecArgs) -> Result<u8, Failure> {
-    let process = match &args.process {
+    let what = match &args.process {
         Some(path) => {
             let text = std::fs::read(path).map_err(|e| failure(format!("{}: {e}", path.display())))?;
-            serde_json::from_slice(&text).map_err(|e| failure(format!("{}: {e}", path.display())))?
+            let process = serde_json::from_slice(&text).map_err(|e| failure(format!("{}: {e}", path.display())))?;
+            oci::Exec::Process(Box::new(process))
         }
-        None => command_process(args)?,
+        None => command_line(args)?,
     };
     let options = oci::ExecOptions {
         detach: args.detach,
@@ -277,33 +278,31 @@ fn exec(root: &Path, args: &ExecArgs) -> Result<u8, Failure> {
         console_socket: args.console_socket.as_deref(),
         preserve_fds: args.preserve_fds,
     };
-    let code = oci::exec(root, &args.id, &process, &options)?;
+    let code = oci::exec(root, &args.id, &what, &options)?;
     Ok(u8::try_from(code).unwrap_or(255))
 }
 
-/// The process `exec ID CMD...` describes: root, `/`, and the container's
-/// environment unless `--env` gives one.
-fn command_process(args: &ExecArgs) -> Result<oci_spec::runtime::Process, Failure> {
+/// `exec ID CMD...`: the flags given, the rest the container's (runc's way).
+fn command_line(args: &ExecArgs) -> Result<oci::Exec, Failure> {
     if args.command.is_empty() {
         return Err(failure("exec: no command (give CMD or --process FILE)"));
     }
-    let mut user = oci_spec::runtime::User::default();
-    if let Some(spec) = &args.user {
-        let (uid, gid) = spec.split_once(':').unwrap_or((spec, "0"));
-        let number = |s: &str| s.parse::<u32>().map_err(|_| failure(format!("--user {spec:?}: UID[:GID], numbers")));
-        user.set_uid(number(uid)?);
-        user.set_gid(number(gid)?);
+    let user = match &args.user {
+        None => None,
+        Some(spec) => {
+            let number =
+                |s: &str| s.parse::<u32>().map_err(|_| failure(format!("--user {spec:?}: UID[:GID], numbers")));
+            match spec.split_once(':') {
+                Some((uid, gid)) => Some((number(uid)?, Some(number(gid)?))),
+                None => Some((number(spec)?, None)),
+            }
+        }
+    };
+    if let Some(bad) = args.env.iter().find(|e| !e.contains('=')) {
+        return Err(failure(format!("--env {bad:?}: K=V")));
     }
-    let mut process = oci_spec::runtime::Process::default();
-    process.set_args(Some(args.command.clone()));
-    process.set_user(user);
-    process.set_cwd(args.cwd.clone().unwrap_or_else(|| "/".into()).into());
-    process.set_env((!args.env.is_empty()).then(|| args.env.clone()));
-    process.set_capabilities(None);
-    process.set_terminal(Some(args.tty));
-    process.set_rlimits(None);
-    process.set_no_new_privileges(None);
-    Ok(process)
+    let command = oci::CommandLine { user, cwd: args.cwd.clone(), env: args.env.clone(), tty: args.tty };
+    Ok(oci::Exec::Command(args.command.clone(), command))
 }
 
 fn wait(pid: i32) -> Result<u8, Failure> {

@@ -17,7 +17,7 @@ use oci_spec::runtime::Process;
 
 use super::exec::enter;
 use super::pid_file::PidFile;
-use super::plan::{CapsPlan, PlanError, capabilities};
+use super::plan::{CapsPlan, PlanError, ProcessPlan, capabilities};
 use super::process::{clone_reporting, wait_exit};
 use super::state::ContainerState;
 use super::{RuntimeError, console, init};
@@ -35,26 +35,49 @@ pub struct ExecOptions<'a> {
     pub preserve_fds: u32,
 }
 
+/// `exec ID CMD...` from a command line (runc's way): what it does not
+/// give comes from the container's first process.
+#[derive(Debug, Default, Clone)]
+pub struct CommandLine {
+    /// UID and maybe GID; else the container's user (and group).
+    pub user: Option<(u32, Option<u32>)>,
+    /// Else the container's working directory.
+    pub cwd: Option<String>,
+    /// `K=V` on top of the container's environment.
+    pub env: Vec<String>,
+    /// A terminal (through the console socket).
+    pub tty: bool,
+}
+
+/// Runs `args` in the container `state` describes, as `command` says.
+pub fn exec_command(
+    state: &ContainerState,
+    args: Vec<String>,
+    command: &CommandLine,
+    options: &ExecOptions,
+) -> Result<i32, RuntimeError> {
+    if args.is_empty() {
+        return Err(RuntimeError::NoCommand);
+    }
+    let mut plan = state.process.plan(args)?;
+    if let Some((uid, gid)) = command.user {
+        (plan.uid, plan.additional_gids) = (uid, Vec::new());
+        plan.gid = gid.unwrap_or(plan.gid);
+    }
+    if let Some(cwd) = &command.cwd {
+        plan.cwd = cwd.clone();
+    }
+    for var in &command.env {
+        let key = var.split_once('=').map_or(var.as_str(), |(k, _)| k);
+        plan.env.retain(|e| e.split_once('=').map_or(e.as_str(), |(k, _)| k) != key);
+        plan.env.push(var.clone());
+    }
+    run(state, plan, command.tty, None, options)
+}
+
 /// Runs `process` in the container `state` describes. Returns its exit
 /// code (0 once started, with `detach`).
 pub fn exec_process(state: &ContainerState, process: &Process, options: &ExecOptions) -> Result<i32, RuntimeError> {
-    if !state.alive() {
-        return Err(RuntimeError::NotRunning(state.name.clone()));
-    }
-    let invalid = |what: &str| RuntimeError::Plan(PlanError::Unsupported { what: what.to_string() });
-    let terminal = process.terminal().unwrap_or(false);
-    // Connected from the host, before we enter the container.
-    let console = match (terminal, options.console_socket) {
-        (true, Some(path)) => Some(OwnedFd::from(
-            std::os::unix::net::UnixStream::connect(path)
-                .map_err(|e| RuntimeError::io("connect to the console socket", path, e))?,
-        )),
-        (false, None) => None,
-        (true, None) => return Err(invalid("process.terminal = true without --console-socket")),
-        (false, Some(_)) => return Err(invalid("--console-socket without process.terminal = true")),
-    };
-    let clamp = |n: u64| u16::try_from(n).unwrap_or(u16::MAX);
-    let size = process.console_size().as_ref().map(|b| (clamp(b.height()), clamp(b.width())));
     let args = process.args().clone().unwrap_or_default();
     if args.is_empty() {
         return Err(RuntimeError::NoCommand);
@@ -68,7 +91,6 @@ pub fn exec_process(state: &ContainerState, process: &Process, options: &ExecOpt
         plan.env = env.clone();
     }
     plan.cwd = process.cwd().to_string_lossy().into_owned();
-    plan.preserve_fds = options.preserve_fds;
     if let Some(c) = process.capabilities() {
         plan.caps = Some(CapsPlan {
             bounding: capabilities(c.bounding())?,
@@ -82,6 +104,36 @@ pub fn exec_process(state: &ContainerState, process: &Process, options: &ExecOpt
         // A process may add no_new_privs, never drop the container's.
         plan.no_new_privileges |= nnp;
     }
+    let clamp = |n: u64| u16::try_from(n).unwrap_or(u16::MAX);
+    let size = process.console_size().as_ref().map(|b| (clamp(b.height()), clamp(b.width())));
+    run(state, plan, process.terminal().unwrap_or(false), size, options)
+}
+
+/// Runs `plan` in the container; with `terminal`, on a pseudo-terminal of
+/// its own (`size`: rows and columns) whose master goes to the console
+/// socket.
+fn run(
+    state: &ContainerState,
+    mut plan: ProcessPlan,
+    terminal: bool,
+    size: Option<(u16, u16)>,
+    options: &ExecOptions,
+) -> Result<i32, RuntimeError> {
+    if !state.alive() {
+        return Err(RuntimeError::NotRunning(state.name.clone()));
+    }
+    plan.preserve_fds = options.preserve_fds;
+    let invalid = |what: &str| RuntimeError::Plan(PlanError::Unsupported { what: what.to_string() });
+    // Connected from the host, before we enter the container.
+    let console = match (terminal, options.console_socket) {
+        (true, Some(path)) => Some(OwnedFd::from(
+            std::os::unix::net::UnixStream::connect(path)
+                .map_err(|e| RuntimeError::io("connect to the console socket", path, e))?,
+        )),
+        (false, None) => None,
+        (true, None) => return Err(invalid("a terminal (--tty, process.terminal) without --console-socket")),
+        (false, Some(_)) => return Err(invalid("--console-socket without a terminal (--tty, process.terminal)")),
+    };
     // The pid file is the host's: its directory is opened before we enter
     // the container's mount namespace.
     let pid_dir = match options.pid_file {

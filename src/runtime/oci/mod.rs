@@ -25,7 +25,7 @@ pub use record::{SPEC_VERSION, State, Status};
 pub use update::{resources_update, update};
 
 use crate::runtime::cgroups::{self, CgroupError};
-pub use crate::runtime::container::ExecOptions;
+pub use crate::runtime::container::{CommandLine, ExecOptions};
 use crate::runtime::container::{Container, PidFile, Plan, RuntimeError, Setup};
 
 /// How long `start` waits for a created container at its gate.
@@ -302,9 +302,17 @@ pub fn delete(root: &Path, id: &str, force: bool) -> Result<(), OciError> {
     std::fs::remove_dir_all(&dir.0).map_err(|e| OciError::io("remove", &dir.0, e))
 }
 
-/// `exec`: `process` in the running container `id`; its exit code (0 at
+/// What `exec` runs.
+pub enum Exec {
+    /// An engine's process description (`--process FILE`).
+    Process(Box<Process>),
+    /// A command line's command, the rest from the container.
+    Command(Vec<String>, CommandLine),
+}
+
+/// `exec`: a process in the running container `id`; its exit code (0 at
 /// once with `options.detach`).
-pub fn exec(root: &Path, id: &str, process: &Process, options: &ExecOptions) -> Result<i32, OciError> {
+pub fn exec(root: &Path, id: &str, what: &Exec, options: &ExecOptions) -> Result<i32, OciError> {
     let (dir, record) = loaded(root, id)?;
     let state = dir.state(&record);
     let container = dir.container(&record).filter(|_| state.status == Status::Running);
@@ -313,5 +321,11 @@ pub fn exec(root: &Path, id: &str, process: &Process, options: &ExecOptions) -> 
     };
     // It joins the container: from a protected form of our binary.
     crate::runtime::container::reexec_protected()?;
-    Ok(crate::runtime::container::exec_process(&container, process, options)?)
+    let code = match what {
+        Exec::Process(process) => crate::runtime::container::exec_process(&container, process, options)?,
+        Exec::Command(args, command) => {
+            crate::runtime::container::exec_command(&container, args.clone(), command, options)?
+        }
+    };
+    Ok(code)
 }
