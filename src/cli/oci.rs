@@ -51,7 +51,7 @@ enum LogFormat {
 enum Command {
     /// Set a container up from a bundle; its program waits for `start`.
     Create(CreateArgs),
-    /// Let a created container's program run.
+    /// Let a created container's program run, then run its poststart hooks.
     Start { id: String },
     /// Create, start and wait for a container, then delete it; exit with
     /// its code.
@@ -69,9 +69,9 @@ enum Command {
         #[arg(default_value = "SIGTERM")]
         signal: String,
     },
-    /// Remove a stopped container.
+    /// Remove a stopped container, then run its poststop hooks.
     Delete {
-        /// Kill it first if it runs.
+        /// Kill it first if it is created, running or paused.
         #[arg(short, long)]
         force: bool,
         id: String,
@@ -224,12 +224,12 @@ fn execute(cli: &Cli) -> Result<u8, Failure> {
     let root = cli.root.as_path();
     match command {
         Command::Create(args) => create(root, args)?,
-        Command::Start { id } => oci::start(root, id)?,
-        Command::Run(args) => return run_container(root, args),
+        Command::Start { id } => warn(cli, oci::start(root, id)?),
+        Command::Run(args) => return run_container(cli, args),
         Command::Exec(args) => return exec(root, args),
         Command::State { id } => print_json(&oci::state(root, id)?),
         Command::Kill { all, id, signal } => oci::kill(root, id, oci::parse_signal(signal)?, *all)?,
-        Command::Delete { force, id } => oci::delete(root, id, *force)?,
+        Command::Delete { force, id } => warn(cli, oci::delete(root, id, *force)?),
         Command::List { format, quiet } => list(root, *format, *quiet)?,
         Command::Ps { format, id } => ps(root, id, *format)?,
         Command::Update(args) => verbs::update(root, args)?,
@@ -248,18 +248,31 @@ fn create(root: &Path, args: &CreateArgs) -> Result<(), Failure> {
     Ok(oci::create(root, &args.id, &args.bundle, pid_file, console, args.preserve_fds)?)
 }
 
+/// Hooks that failed where the spec makes a failure a warning
+/// (`poststart`, `poststop`): on stderr and in the log.
+fn warn(cli: &Cli, warnings: Vec<oci::hooks::HookError>) {
+    for w in warnings {
+        log_line(cli, "warning", &w.to_string());
+        errln!("supervisor-runtime: warning: {w}");
+    }
+}
+
 /// `run`: the container is our child; its exit code is ours.
-fn run_container(root: &Path, args: &CreateArgs) -> Result<u8, Failure> {
+fn run_container(cli: &Cli, args: &CreateArgs) -> Result<u8, Failure> {
+    let root = cli.root.as_path();
     create(root, args)?;
     let pid = oci::state(root, &args.id)?.pid;
     let started = oci::start(root, &args.id);
     let code = match started {
-        Ok(()) => wait(pid),
+        Ok(warnings) => {
+            warn(cli, warnings);
+            wait(pid)
+        }
         Err(e) => Err(e.into()),
     };
     let deleted = oci::delete(root, &args.id, true);
     let code = code?;
-    deleted?;
+    warn(cli, deleted?);
     Ok(code)
 }
 
@@ -378,11 +391,15 @@ fn write_spec(bundle: &Path) -> Result<(), Failure> {
 
 /// runc's log line, where the engine looks for the reason of a failure.
 fn log_error(cli: &Cli, message: &str) {
+    log_line(cli, "error", message);
+}
+
+fn log_line(cli: &Cli, level: &str, message: &str) {
     let Some(path) = &cli.log else { return };
     let time = humantime::format_rfc3339_nanos(std::time::SystemTime::now()).to_string();
     let line = match cli.log_format {
-        LogFormat::Json => serde_json::json!({ "level": "error", "msg": message, "time": time }).to_string(),
-        LogFormat::Text => format!("time={time:?} level=error msg={message:?}"),
+        LogFormat::Json => serde_json::json!({ "level": level, "msg": message, "time": time }).to_string(),
+        LogFormat::Text => format!("time={time:?} level={level} msg={message:?}"),
     };
     if let Ok(mut f) = std::fs::OpenOptions::new().append(true).create(true).open(path) {
         let _ = writeln!(f, "{line}");

@@ -488,6 +488,7 @@ pub fn live_resources(unit: &Unit) -> Resources {
         cpu_period: unit.resources.nano_cpus.map(|_| period),
         pids: unit.resources.pids,
         devices: None,
+        ..Resources::default()
     }
 }
 

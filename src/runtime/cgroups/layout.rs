@@ -11,7 +11,10 @@ use std::path::PathBuf;
 use super::CgroupError;
 
 /// The v1 controllers we use.
-pub const V1_CONTROLLERS: [&str; 6] = ["memory", "cpu", "cpuacct", "pids", "freezer", "devices"];
+/// The v1 controllers we use; cpuset, hugetlb, blkio, net_cls and net_prio
+/// only for a spec that asks for their limits.
+pub const V1_CONTROLLERS: [&str; 11] =
+    ["memory", "cpu", "cpuacct", "cpuset", "pids", "freezer", "devices", "hugetlb", "blkio", "net_cls", "net_prio"];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Layout {

@@ -18,6 +18,7 @@ pub mod devices;
 mod freezer;
 pub mod layout;
 mod runc_stats;
+pub mod spec_limits;
 pub mod spec_path;
 mod stats;
 mod update;
@@ -30,6 +31,7 @@ use std::time::{Duration, Instant};
 
 pub use layout::{Layout, detect, own_paths};
 pub use runc_stats::Stats as RuncStats;
+pub use spec_limits::ExtraLimits;
 pub use stats::{Io, io_service_bytes_v1, io_stat_v2};
 pub use update::{Update, shares_to_weight};
 
@@ -48,6 +50,8 @@ pub enum CgroupError {
     NotMounted,
     #[error("the cgroup did not freeze within 5 s")]
     FreezeTimeout,
+    #[error("{0} is not supported")]
+    Unsupported(&'static str),
     #[error("cgroupsPath {path:?}: {why}")]
     SpecPath { path: String, why: String },
     #[error("the container's cgroup has no {0} hierarchy (cgroup v1): its limits cannot be changed")]
@@ -86,6 +90,8 @@ pub struct Resources {
     /// Device access rules, in order, on top of "deny everything"; `None`
     /// leaves device access alone.
     pub devices: Option<Vec<DeviceRule>>,
+    /// What only an OCI spec asks for (cpuset, shares, hugetlb, ...).
+    pub extra: ExtraLimits,
 }
 
 /// `allow` a `kind` (`'c'`, `'b'` or `'a'`) device `major:minor` (`None`
@@ -126,7 +132,7 @@ pub enum Manager {
     V2(PathBuf),
 }
 
-const V2_CONTROLLERS: [&str; 3] = ["cpu", "memory", "pids"];
+const V2_CONTROLLERS: [&str; 5] = ["cpu", "cpuset", "hugetlb", "memory", "pids"];
 
 impl Manager {
     /// The manager of this host, for containers under `subtree` (a name)
@@ -190,9 +196,20 @@ impl Manager {
 
     /// Makes (or reuses) the cgroup `name`.
     pub fn create(&self, name: &str) -> Result<Cgroup> {
-        let cg = self.open(name);
+        self.create_for(name, &Resources::default())
+    }
+
+    /// Makes (or reuses) the cgroup `name` for limits `r`: the v1
+    /// hierarchies only a spec's limits need (cpuset, hugetlb) are joined
+    /// only when `r` asks for them, so that a container pays for no more
+    /// cgroup writes than it uses.
+    pub fn create_for(&self, name: &str, r: &Resources) -> Result<Cgroup> {
+        let cg = self.open_for(name, r);
         for dir in cg.dirs() {
             fs::create_dir_all(dir).map_err(|source| CgroupError::Io { op: "create", path: dir.clone(), source })?;
+        }
+        if let Some(cpuset) = cg.v1("cpuset") {
+            spec_limits::init_cpuset(cpuset)?;
         }
         Ok(cg)
     }
@@ -200,8 +217,23 @@ impl Manager {
     /// The cgroup `name`, whether or not it exists (to clean up after a
     /// crash).
     pub fn open(&self, name: &str) -> Cgroup {
+        self.open_for(name, &Resources::default())
+    }
+
+    /// The cgroup `name` as [`Manager::create_for`] makes it for `r`.
+    pub fn open_for(&self, name: &str, r: &Resources) -> Cgroup {
+        let used = |c: &str| match c {
+            "cpuset" => r.extra.cpus.is_some() || r.extra.mems.is_some(),
+            "hugetlb" => !r.extra.hugetlb.is_empty(),
+            "blkio" => r.extra.blkio != spec_limits::Blkio::default(),
+            "net_cls" => r.extra.net_class_id.is_some(),
+            "net_prio" => !r.extra.net_priorities.is_empty(),
+            _ => true,
+        };
         match self {
-            Manager::V1(bases) => Cgroup::V1(bases.iter().map(|(c, b)| (c.clone(), b.join(name))).collect()),
+            Manager::V1(bases) => {
+                Cgroup::V1(bases.iter().filter(|(c, _)| used(c)).map(|(c, b)| (c.clone(), b.join(name))).collect())
+            }
             Manager::V2(base) => Cgroup::V2(base.join(name)),
         }
     }
@@ -281,7 +313,7 @@ impl Cgroup {
                 if let Some(rules) = &r.devices {
                     devices::attach(dir, rules)?;
                 }
-                Ok(())
+                spec_limits::set_v2(dir, &r.extra)
             }
             Cgroup::V1(_) => {
                 if let Some(m) = self.v1("memory") {
@@ -302,7 +334,10 @@ impl Cgroup {
                         write(&d.join(file), &rule.v1_line())?;
                     }
                 }
-                Ok(())
+                match self {
+                    Cgroup::V1(dirs) => spec_limits::set_v1(dirs, &r.extra),
+                    Cgroup::V2(_) => Ok(()),
+                }
             }
         }
     }

@@ -20,6 +20,12 @@ pub fn run_bundle(bundle: &Path, id: &str) -> Result<i32, RuntimeError> {
     let config = bundle.join("config.json");
     let spec = Spec::load(&config).map_err(|source| RuntimeError::LoadSpec { path: config.clone(), source })?;
     let plan = Plan::from_spec(&spec, bundle)?;
+    plan.check_host(selinux_enabled())?;
+    if spec.hooks().is_some() {
+        return Err(RuntimeError::Plan(super::PlanError::Unsupported {
+            what: "hooks here (supervisor-runtime runs them)".into(),
+        }));
+    }
     if plan.terminal() {
         return Err(RuntimeError::Plan(super::PlanError::Unsupported {
             what: "process.terminal = true here (supervisor-runtime create --console-socket takes it)".into(),
@@ -43,4 +49,10 @@ pub fn run_bundle(bundle: &Path, id: &str) -> Result<i32, RuntimeError> {
         Some(e) => Err(e),
         None => result,
     }
+}
+
+/// Whether the host enforces SELinux (its filesystem is mounted), where a
+/// spec's labels would have to be applied.
+pub fn selinux_enabled() -> bool {
+    std::path::Path::new("/sys/fs/selinux/enforce").exists()
 }

@@ -401,6 +401,8 @@ pub(crate) fn enter(state: &ContainerState) -> Result<(), RuntimeError> {
     // Open every namespace first: once in the mount namespace, the host's
     // /proc is out of reach.
     let order = [
+        // The user namespace first: it owns the others.
+        ("user", CloneFlags::CLONE_NEWUSER),
         ("cgroup", CloneFlags::CLONE_NEWCGROUP),
         ("ipc", CloneFlags::CLONE_NEWIPC),
         ("uts", CloneFlags::CLONE_NEWUTS),

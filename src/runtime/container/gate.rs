@@ -9,7 +9,9 @@
 //! `start` opens it for reading. Only then does it install a
 //! `no_new_privs` seccomp filter and execute its program. `create` returns
 //! once `ready` has its byte, or with the reason the process could not get
-//! there; `start` returns once the process has passed the gate.
+//! there; `start` returns once the process has passed the gate and executed
+//! its program (the FIFO's write end closes on exec), so that a signal sent
+//! right after `start` finds the program, not our setup.
 
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::Path;
@@ -32,8 +34,10 @@ pub(crate) struct Gate {
 }
 
 impl Gate {
-    /// Says the setup is done, then waits for `start`.
-    pub(crate) fn wait(self) -> Result<(), InitError> {
+    /// Says the setup is done, then waits for `start`. Returns the FIFO's
+    /// write end (close-on-exec): kept open until `execve`, its closing
+    /// tells `start` that the program runs.
+    pub(crate) fn wait(self) -> Result<OwnedFd, InitError> {
         let Gate { ready, fifo } = self;
         let _ = nix::unistd::write(ready.as_fd(), &[1]);
         drop(ready);
@@ -45,7 +49,7 @@ impl Gate {
             .map_err(|e| InitError::Sys { op: "wait for start: open the exec fifo".into(), errno: e as i32 })?;
         nix::unistd::write(opened.as_fd(), b"0")
             .map_err(|e| InitError::Sys { op: "wait for start: write the exec fifo".into(), errno: e as i32 })?;
-        Ok(())
+        Ok(opened)
     }
 }
 
@@ -109,6 +113,25 @@ pub fn open(path: &Path, pid: i32, deadline: Instant) -> Result<Opened, RuntimeE
             Woke::Other => {}
         }
     };
+    if result == Opened::Started {
+        // Until its program runs: end-of-file once execve closed the write
+        // end, or it ended.
+        loop {
+            match nix::unistd::read(fifo.as_fd(), &mut [0u8; 1]) {
+                Ok(0) => break,
+                Ok(_) | Err(Errno::EINTR) => continue,
+                Err(Errno::EAGAIN) => {}
+                Err(e) => return Err(RuntimeError::sys("read the exec fifo", e)),
+            }
+            match watch(process.as_fd(), Some(fifo.as_fd()), Some(deadline)) {
+                Woke::Exited => break,
+                Woke::TimedOut => {
+                    return Err(RuntimeError::sys("wait for the container to run its program", Errno::ETIMEDOUT));
+                }
+                Woke::Other => {}
+            }
+        }
+    }
     let _ = std::fs::remove_file(path);
     Ok(result)
 }

@@ -14,12 +14,14 @@ use std::path::{Path, PathBuf};
 use nix::errno::Errno;
 use nix::fcntl::{OFlag, OpenHow, ResolveFlag, openat, openat2};
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
-use nix::sys::stat::{Mode, SFlag, makedev, mkdirat, mknodat};
+use nix::sys::stat::{Mode, mkdirat};
 use nix::unistd::{Gid, Uid, chdir, pivot_root, sethostname, setresgid, setresuid};
 
 use super::gate::Gate;
 use super::init_error::InitError;
-use super::plan::{MountPlan, Plan, ProcessPlan};
+use super::init_mounts::{make_dev, make_readonly, mask, mount_one};
+use super::init_net::{configure_interface, loopback_up};
+use super::plan::{Plan, ProcessPlan};
 
 pub(super) type Result<T> = std::result::Result<T, InitError>;
 
@@ -46,15 +48,45 @@ fn setup(plan: &Plan, go: OwnedFd, gate: Option<Gate>, console: Option<OwnedFd>)
         _ => return Err(InitError::Abandoned),
     }
     drop(go);
+    if let Some(adj) = plan.oom_score_adj {
+        // Our own, inherited by the program and all it starts; while we are
+        // still the host's root (in a user namespace, /proc/self is not ours).
+        std::fs::write("/proc/self/oom_score_adj", adj.to_string())
+            .map_err(|e| InitError::io("write oom_score_adj", &e))?;
+    }
+    if plan.clone_flags.contains(nix::sched::CloneFlags::CLONE_NEWUSER) {
+        // Our parent wrote the maps: become the namespace's root (our host
+        // uid 0 is not mapped in it), which owns every namespace we made.
+        let root_of = |map: &[(u32, u32, u32)]| map.iter().any(|(inside, _, size)| *inside == 0 && *size > 0);
+        if root_of(&plan.gid_map) {
+            setresgid(Gid::from_raw(0), Gid::from_raw(0), Gid::from_raw(0))
+                .map_err(err("setgid 0 in the user namespace"))?;
+        }
+        if root_of(&plan.uid_map) {
+            setresuid(Uid::from_raw(0), Uid::from_raw(0), Uid::from_raw(0))
+                .map_err(err("setuid 0 in the user namespace"))?;
+        }
+    }
     // Docker's (runc's) umask for the container, not the daemon's 0077:
     // the device nodes and mount points made below, and the service's files.
     nix::sys::stat::umask(Mode::from_bits_truncate(0o022));
-    if let Some(path) = &plan.join_network {
-        // Opened before the root changes: the path is the host's.
+    // Namespaces entered by path (the pid one was, by our parent): all
+    // opened first, while every path is the host's; the mount namespace
+    // last, as it changes how paths resolve.
+    let mut joins = Vec::new();
+    let network = plan.join_network.iter().map(|p| (libc::CLONE_NEWNET, p));
+    for (flag, path) in plan.join.iter().map(|j| (j.flag, &j.path)).chain(network) {
+        if flag == libc::CLONE_NEWPID {
+            continue;
+        }
         let fd = nix::fcntl::open(path, OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty())
             .map_err(err(format!("open {}", path.display())))?;
-        nix::sched::setns(fd, nix::sched::CloneFlags::CLONE_NEWNET)
-            .map_err(err(format!("join the network namespace {}", path.display())))?;
+        joins.push((flag == libc::CLONE_NEWNS, fd, flag, path));
+    }
+    joins.sort_by_key(|(mount, ..)| *mount);
+    for (_, fd, flag, path) in joins {
+        nix::sched::setns(fd, nix::sched::CloneFlags::from_bits_retain(flag))
+            .map_err(err(format!("join the namespace {}", path.display())))?;
     }
     if plan.cgroup_namespace {
         nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP).map_err(err("unshare the cgroup namespace"))?;
@@ -100,6 +132,11 @@ fn setup(plan: &Plan, go: OwnedFd, gate: Option<Gate>, console: Option<OwnedFd>)
     pivot_root(".", ".").map_err(err("pivot_root"))?;
     umount2(".", MntFlags::MNT_DETACH).map_err(err("detach the old root"))?;
     chdir("/").map_err(err("chdir /"))?;
+    if !plan.root_propagation.is_empty() {
+        // linux.rootfsPropagation: everything so far was private.
+        mount(None::<&str>, "/", None::<&str>, plan.root_propagation, None::<&str>)
+            .map_err(err("set the root's propagation"))?;
+    }
 
     for (name, value) in &plan.sysctls {
         let path = format!("/proc/sys/{}", name.replace('.', "/"));
@@ -162,9 +199,11 @@ pub(crate) fn process(p: &ProcessPlan, gate: Option<Gate>) -> Result<Never> {
     }
     set_user_and_caps(p)?;
     chdir(p.cwd.as_str()).map_err(err(format!("chdir to the working directory {:?}", p.cwd)))?;
-    if let Some(gate) = gate {
-        gate.wait()?;
-    }
+    // Open until execve closes it: `start` returns when it is closed.
+    let _passed = match gate {
+        Some(gate) => Some(gate.wait()?),
+        None => None,
+    };
     if p.no_new_privileges {
         nix::sys::prctl::set_no_new_privs().map_err(err("set no_new_privs"))?;
         if let Some(f) = &filter {
@@ -193,90 +232,6 @@ fn mount_overlay(target: &Path, o: &super::plan::OverlayPlan) -> Result<()> {
     }
     mount(Some("overlay"), target, Some("overlay"), MsFlags::empty(), Some(data.as_str()))
         .map_err(err(format!("mount the overlay root filesystem on {}", target.display())))
-}
-
-/// Brings up `lo` in the container's new network namespace.
-pub(crate) fn loopback_up() -> Result<()> {
-    // SAFETY: plain socket(2) and ioctl(2) calls on a zeroed ifreq that we
-    // own and whose name we fill in.
-    unsafe {
-        let sock = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
-        if sock < 0 {
-            return Err(InitError::last_os("bring up lo: socket"));
-        }
-        let mut req: libc::ifreq = std::mem::zeroed();
-        req.ifr_name[0] = b'l' as libc::c_char;
-        req.ifr_name[1] = b'o' as libc::c_char;
-        let ok = libc::ioctl(sock, libc::SIOCGIFFLAGS, &mut req) == 0 && {
-            req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
-            libc::ioctl(sock, libc::SIOCSIFFLAGS, &req) == 0
-        };
-        let e = std::io::Error::last_os_error();
-        libc::close(sock);
-        if ok { Ok(()) } else { Err(InitError::io("bring up lo", &e)) }
-    }
-}
-
-fn sockaddr_in(ip: std::net::Ipv4Addr) -> libc::sockaddr {
-    let sin = libc::sockaddr_in {
-        sin_family: libc::AF_INET as libc::sa_family_t,
-        sin_port: 0,
-        sin_addr: libc::in_addr { s_addr: u32::from(ip).to_be() },
-        sin_zero: [0; 8],
-    };
-    // SAFETY: sockaddr_in and sockaddr have the same size; the kernel reads
-    // the family to know which it is.
-    unsafe { std::mem::transmute::<libc::sockaddr_in, libc::sockaddr>(sin) }
-}
-
-/// The container's end of its veth pair (already in our namespace, down):
-/// its address, up, and the default route through the bridge. ioctls, not
-/// netlink: a few calls, no socket protocol to speak.
-fn configure_interface(net: &crate::runtime::network::NetPlan) -> Result<()> {
-    let fail = |what: &str| InitError::last_os(format!("{what} on {}", net.interface));
-    let name = net.interface.as_bytes();
-    if name.len() >= libc::IFNAMSIZ {
-        return Err(InitError::InterfaceName(net.interface.clone()));
-    }
-    // SAFETY: plain socket(2) and ioctl(2) calls on zeroed structures we
-    // own, whose fields we fill in; results are checked.
-    unsafe {
-        let sock = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
-        if sock < 0 {
-            return Err(fail("socket"));
-        }
-        let sock = <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(sock);
-        let fd = std::os::fd::AsRawFd::as_raw_fd(&sock);
-        let mut req: libc::ifreq = std::mem::zeroed();
-        for (i, b) in name.iter().enumerate() {
-            req.ifr_name[i] = *b as libc::c_char;
-        }
-        req.ifr_ifru.ifru_addr = sockaddr_in(net.address);
-        if libc::ioctl(fd, libc::SIOCSIFADDR, &req) != 0 {
-            return Err(fail("set the address"));
-        }
-        let mask = std::net::Ipv4Addr::from(crate::runtime::network::ipam::mask(net.prefix));
-        req.ifr_ifru.ifru_netmask = sockaddr_in(mask);
-        if libc::ioctl(fd, libc::SIOCSIFNETMASK, &req) != 0 {
-            return Err(fail("set the netmask"));
-        }
-        if libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut req) != 0 {
-            return Err(fail("read the flags"));
-        }
-        req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
-        if libc::ioctl(fd, libc::SIOCSIFFLAGS, &req) != 0 {
-            return Err(fail("bring up"));
-        }
-        let mut route: libc::rtentry = std::mem::zeroed();
-        route.rt_dst = sockaddr_in(std::net::Ipv4Addr::UNSPECIFIED);
-        route.rt_genmask = sockaddr_in(std::net::Ipv4Addr::UNSPECIFIED);
-        route.rt_gateway = sockaddr_in(net.gateway);
-        route.rt_flags = libc::RTF_UP | libc::RTF_GATEWAY;
-        if libc::ioctl(fd, libc::SIOCADDRT, &route) != 0 {
-            return Err(fail("add the default route"));
-        }
-    }
-    Ok(())
 }
 
 /// Opens (making directories, and the last component as a file when
@@ -316,182 +271,6 @@ pub(super) fn open_in_root(root: BorrowedFd<'_>, path: &str, file: bool) -> Resu
 
 pub(super) fn fd_path(fd: &OwnedFd) -> PathBuf {
     PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
-}
-
-fn mount_one(root: BorrowedFd<'_>, m: &MountPlan) -> Result<()> {
-    let is_file = m.bind && std::fs::metadata(&m.source).map(|md| !md.is_dir()).unwrap_or(false);
-    if m.bind && !Path::new(&m.source).exists() {
-        return Err(InitError::NoMountSource { destination: m.destination.clone(), path: m.source.clone() });
-    }
-    let target = open_in_root(root, &m.destination, is_file)?;
-    let at = fd_path(&target);
-    let what = format!("mount {} on {}", m.kind, m.destination);
-    if m.kind == "cgroup" || m.kind == "cgroup2" {
-        return super::cgroup_mounts::mount_cgroups(root, &at, m);
-    }
-    let data = (!m.data.is_empty()).then_some(m.data.as_str());
-    if m.bind {
-        mount(Some(m.source.as_str()), &at, None::<&str>, m.flags & (MsFlags::MS_BIND | MsFlags::MS_REC), None::<&str>)
-            .map_err(err(&what))?;
-    } else {
-        mount(Some(m.source.as_str()), &at, Some(m.kind.as_str()), m.flags, data).map_err(err(&what))?;
-    }
-    // The descriptor still names the directory under the new mount: what
-    // follows applies to the mount, so resolve the destination again.
-    let extra = m.flags & !(MsFlags::MS_BIND | MsFlags::MS_REC);
-    if (m.bind && !extra.is_empty()) || !m.propagation.is_empty() {
-        let mounted = open_in_root(root, &m.destination, is_file)?;
-        let at = fd_path(&mounted);
-        if m.bind && !extra.is_empty() {
-            // Bind mounts take flags like ro only on a remount.
-            mount(None::<&str>, &at, None::<&str>, MsFlags::MS_REMOUNT | MsFlags::MS_BIND | extra, None::<&str>)
-                .map_err(err(format!("{what} (remount)")))?;
-            if m.flags.contains(MsFlags::MS_REC) {
-                // The remount changed the top mount only: the mounts
-                // below it (a tmpfs mounted in a read-only volume) get
-                // the same flags, where the kernel can (Linux 5.12+).
-                set_attributes_recursively(&mounted, extra).map_err(err(format!("{what} (recursively)")))?;
-            }
-        }
-        if !m.propagation.is_empty() {
-            mount(None::<&str>, &at, None::<&str>, m.propagation, None::<&str>)
-                .map_err(err(format!("{what} (propagation)")))?;
-        }
-    }
-    Ok(())
-}
-
-/// `struct mount_attr` of mount_setattr(2) (linux/mount.h).
-#[repr(C)]
-struct MountAttr {
-    attr_set: u64,
-    attr_clr: u64,
-    propagation: u64,
-    userns_fd: u64,
-}
-
-const MOUNT_ATTR_RDONLY: u64 = 0x1;
-const MOUNT_ATTR_NOSUID: u64 = 0x2;
-const MOUNT_ATTR_NODEV: u64 = 0x4;
-const MOUNT_ATTR_NOEXEC: u64 = 0x8;
-const AT_RECURSIVE: libc::c_uint = 0x8000;
-
-/// The mount_setattr(2) attributes of mount flags (the ones it can set).
-fn mount_attributes(flags: MsFlags) -> u64 {
-    [
-        (MsFlags::MS_RDONLY, MOUNT_ATTR_RDONLY),
-        (MsFlags::MS_NOSUID, MOUNT_ATTR_NOSUID),
-        (MsFlags::MS_NODEV, MOUNT_ATTR_NODEV),
-        (MsFlags::MS_NOEXEC, MOUNT_ATTR_NOEXEC),
-    ]
-    .into_iter()
-    .filter(|(f, _)| flags.contains(*f))
-    .fold(0, |acc, (_, a)| acc | a)
-}
-
-fn mount_setattr(fd: libc::c_int, flags: libc::c_uint, attr: Option<&MountAttr>) -> std::result::Result<(), Errno> {
-    let (ptr, size) = match attr {
-        Some(a) => (a as *const MountAttr, std::mem::size_of::<MountAttr>()),
-        None => (std::ptr::null(), 0),
-    };
-    // SAFETY: mount_setattr(2) reads `size` bytes at `ptr` (a MountAttr we
-    // own, or null with size 0) and the empty path; `fd` is ours.
-    let rc = unsafe { libc::syscall(libc::SYS_mount_setattr, fd, c"".as_ptr(), flags, ptr, size) };
-    if rc == 0 { Ok(()) } else { Err(Errno::last()) }
-}
-
-/// Sets `flags` (ro, nosuid, nodev, noexec) on the mount `fd` names and on
-/// every mount below it. Without mount_setattr (Linux before 5.12) the top
-/// mount keeps them alone, as before; [`recursive_readonly`] tells.
-fn set_attributes_recursively(fd: &OwnedFd, flags: MsFlags) -> std::result::Result<(), Errno> {
-    let attr = MountAttr { attr_set: mount_attributes(flags), attr_clr: 0, propagation: 0, userns_fd: 0 };
-    if attr.attr_set == 0 {
-        return Ok(());
-    }
-    match mount_setattr(fd.as_raw_fd(), libc::AT_EMPTY_PATH as libc::c_uint | AT_RECURSIVE, Some(&attr)) {
-        Err(Errno::ENOSYS) => Ok(()),
-        other => other,
-    }
-}
-
-/// Whether the kernel makes read-only volumes read-only recursively
-/// (it has mount_setattr(2)).
-pub fn recursive_readonly() -> bool {
-    // An invalid descriptor: EBADF (or EINVAL) where the call exists.
-    mount_setattr(-1, 0, None) != Err(Errno::ENOSYS)
-}
-
-/// The default and requested device nodes, and the standard links.
-fn make_dev(root: BorrowedFd<'_>, plan: &Plan) -> Result<()> {
-    let dev = open_in_root(root, "/dev", false)?;
-    let dev = openat(dev.as_fd(), ".", OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
-        .map_err(err("open /dev"))?;
-    for d in &plan.devices {
-        let rel = d.path.strip_prefix("/dev/").ok_or_else(|| InitError::DeviceOutsideDev(d.path.clone()))?;
-        if let Some((parent, _)) = rel.rsplit_once('/') {
-            open_in_root(root, &format!("/dev/{parent}"), false)?;
-        }
-        let kind = if d.kind == 'b' { SFlag::S_IFBLK } else { SFlag::S_IFCHR };
-        mknodat(dev.as_fd(), rel, kind, Mode::from_bits_truncate(d.mode & 0o777), makedev(d.major, d.minor))
-            .map_err(err(format!("mknod {}", d.path)))?;
-        nix::sys::stat::fchmodat(
-            dev.as_fd(),
-            rel,
-            Mode::from_bits_truncate(d.mode & 0o7777),
-            nix::sys::stat::FchmodatFlags::FollowSymlink,
-        )
-        .map_err(err(format!("chmod {}", d.path)))?;
-        nix::unistd::fchownat(
-            dev.as_fd(),
-            rel,
-            Some(Uid::from_raw(d.uid)),
-            Some(Gid::from_raw(d.gid)),
-            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
-        )
-        .map_err(err(format!("chown {}", d.path)))?;
-    }
-    for (link, target) in [
-        ("fd", "/proc/self/fd"),
-        ("stdin", "/proc/self/fd/0"),
-        ("stdout", "/proc/self/fd/1"),
-        ("stderr", "/proc/self/fd/2"),
-        ("ptmx", "pts/ptmx"),
-        ("core", "/proc/kcore"),
-    ] {
-        match nix::unistd::symlinkat(target, dev.as_fd(), link) {
-            Ok(()) | Err(Errno::EEXIST) => {}
-            Err(e) => return Err(err(format!("symlink /dev/{link}"))(e)),
-        }
-    }
-    Ok(())
-}
-
-/// Hides `path`: /dev/null over a file, an empty read-only tmpfs over a
-/// directory.
-fn mask(path: &str) -> Result<()> {
-    match std::fs::symlink_metadata(path) {
-        Err(_) => Ok(()),
-        Ok(md) if md.is_dir() => mount(Some("tmpfs"), path, Some("tmpfs"), MsFlags::MS_RDONLY, Some("size=0"))
-            .map_err(err(format!("mask {path}"))),
-        Ok(_) => mount(Some("/dev/null"), path, None::<&str>, MsFlags::MS_BIND, None::<&str>)
-            .map_err(err(format!("mask {path}"))),
-    }
-}
-
-fn make_readonly(path: &str) -> Result<()> {
-    if std::fs::symlink_metadata(path).is_err() {
-        return Ok(());
-    }
-    mount(Some(path), path, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
-        .map_err(err(format!("bind {path}")))?;
-    mount(
-        None::<&str>,
-        path,
-        None::<&str>,
-        MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY | MsFlags::MS_REC,
-        None::<&str>,
-    )
-    .map_err(err(format!("make {path} read-only")))
 }
 
 /// Drops the bounding set (which needs CAP_SETPCAP, so first), switches to
@@ -539,7 +318,7 @@ fn set_user_and_caps(plan: &ProcessPlan) -> Result<()> {
 
 /// Finds the program on the container's PATH and executes it.
 fn exec(plan: &ProcessPlan) -> Result<Never> {
-    let program = &plan.args[0];
+    let Some(program) = plan.args.first() else { return Err(InitError::NoProcess) };
     let path = if program.contains('/') {
         PathBuf::from(program)
     } else {

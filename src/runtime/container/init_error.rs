@@ -32,6 +32,8 @@ pub enum InitError {
     DeviceOutsideDev(String),
     #[error("exec {program:?}: no such file in the image (searched PATH={search})")]
     NotOnPath { program: String, search: String },
+    #[error("the spec has no process to run")]
+    NoProcess,
     #[error("exec {program:?}: NUL byte in an argument")]
     NulByte { program: String },
     /// `execve` itself failed.

@@ -52,7 +52,7 @@ impl Parts {
     fn new(setup: &Setup, process: &ProcessState) -> Result<Parts, RuntimeError> {
         let parts = Parts {
             name: setup.name.to_string(),
-            cgroup: setup.cgroups.open(setup.name),
+            cgroup: setup.cgroups.open_for(setup.name, setup.resources),
             run_dir: setup.run_dir.map(Path::to_path_buf),
             dir: setup.dir.map(Path::to_path_buf),
         };
@@ -67,7 +67,7 @@ impl Parts {
                 return Err(RuntimeError::io("record the container in", path, e));
             }
         }
-        if let Err(e) = setup.cgroups.create(setup.name) {
+        if let Err(e) = setup.cgroups.create_for(setup.name, setup.resources) {
             // Nothing can be in it: what was made of it (a v1 hierarchy or
             // two) goes without a kill, with its directory and record.
             let _ = parts.cgroup.remove(Duration::ZERO);

@@ -13,12 +13,34 @@ impl Plan {
         let unsupported = |w: &str| Err(PlanError::Unsupported { what: format!("linux.resources.{w}") });
         let mut r = Resources::default();
         let Some(res) = spec.linux().as_ref().and_then(|l| l.resources().as_ref()) else { return Ok(r) };
-        if res.block_io().is_some()
-            || res.hugepage_limits().as_ref().is_some_and(|h| !h.is_empty())
-            || res.network().is_some()
-            || res.rdma().is_some()
-        {
-            return unsupported("blockIO, hugepageLimits, network or rdma");
+        if res.rdma().as_ref().is_some_and(|r| !r.is_empty()) {
+            return unsupported("rdma");
+        }
+        if let Some(b) = res.block_io() {
+            let blkio = &mut r.extra.blkio;
+            blkio.weight = b.weight();
+            blkio.leaf_weight = b.leaf_weight();
+            for d in b.weight_device().iter().flatten() {
+                blkio.weight_device.push((d.major(), d.minor(), d.weight(), d.leaf_weight()));
+            }
+            for (kind, list) in [
+                ("read_bps", b.throttle_read_bps_device()),
+                ("write_bps", b.throttle_write_bps_device()),
+                ("read_iops", b.throttle_read_iops_device()),
+                ("write_iops", b.throttle_write_iops_device()),
+            ] {
+                for d in list.iter().flatten() {
+                    blkio.throttle.push((kind, d.major(), d.minor(), d.rate()));
+                }
+            }
+        }
+        if let Some(n) = res.network() {
+            r.extra.net_class_id = n.class_id();
+            r.extra.net_priorities =
+                n.priorities().iter().flatten().map(|p| (p.name().clone(), p.priority())).collect();
+        }
+        for h in res.hugepage_limits().iter().flatten() {
+            r.extra.hugetlb.insert(h.page_size().clone(), h.limit().max(0) as u64);
         }
         if res.unified().as_ref().is_some_and(|u| !u.is_empty()) {
             return unsupported("unified");
@@ -32,12 +54,22 @@ impl Plan {
                 (Some(s), None) if s > 0 => return unsupported("memory.swap without memory.limit"),
                 _ => None,
             };
+            r.extra.memory_reservation = m.reservation().filter(|r| *r > 0).map(|r| r as u64);
+            r.extra.swappiness = m.swappiness();
+            r.extra.kernel_memory = m.kernel().filter(|k| *k != 0);
+            r.extra.kernel_tcp = m.kernel_tcp().filter(|k| *k != 0);
+            r.extra.disable_oom_killer = m.disable_oom_killer().unwrap_or(false);
         }
         if let Some(c) = res.cpu() {
             r.cpu_quota = c.quota().filter(|q| *q > 0).map(|q| q as u64);
             r.cpu_period = c.period();
-            if c.cpus().is_some() || c.mems().is_some() || c.realtime_runtime().is_some() {
-                return unsupported("cpu.cpus, cpu.mems or realtime");
+            r.extra.cpu_shares = c.shares().filter(|s| *s > 0);
+            r.extra.cpus = c.cpus().clone().filter(|s| !s.is_empty());
+            r.extra.mems = c.mems().clone().filter(|s| !s.is_empty());
+            r.extra.rt_period = c.realtime_period().filter(|p| *p > 0);
+            r.extra.rt_runtime = c.realtime_runtime().filter(|r| *r != 0);
+            if c.idle().is_some_and(|i| i != 0) || c.burst().is_some() {
+                return unsupported("cpu.idle or cpu.burst");
             }
         }
         if let Some(p) = res.pids() {
@@ -60,7 +92,8 @@ impl Plan {
                 });
             }
             // The devices every container has stay usable, and its pty.
-            for dev in &self.devices {
+            // (A FIFO is no device: no rule.)
+            for dev in self.devices.iter().filter(|d| d.kind != 'p') {
                 rules.push(DeviceRule {
                     allow: true,
                     kind: dev.kind,

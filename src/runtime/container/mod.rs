@@ -18,6 +18,8 @@ mod gate;
 mod helper;
 mod init;
 mod init_error;
+mod init_mounts;
+mod init_net;
 mod lifecycle;
 mod limits;
 mod owner;
@@ -27,6 +29,7 @@ mod process;
 mod sealed;
 mod signals;
 mod spawn;
+mod spec_fields;
 mod state;
 mod wire;
 
@@ -36,20 +39,21 @@ use nix::errno::Errno;
 
 // The commands of `supervisord runtime` and what the daemon needs besides
 // a Container: the whole surface the rest of the crate sees.
-pub use bundle::run_bundle;
+pub use bundle::{run_bundle, selinux_enabled};
 pub use exec::exec;
 pub use exec_process::{CommandLine, ExecOptions, exec_command, exec_process};
 pub(crate) use gate::make_fifo;
 pub use gate::{Opened, open as open_gate};
 pub use helper::serve as serve_spawn_helper;
-pub(crate) use init::loopback_up;
-pub use init::recursive_readonly;
 pub use init_error::InitError;
+pub use init_mounts::recursive_readonly;
+pub(crate) use init_net::loopback_up;
 pub use lifecycle::{Container, Destroyed, Pending, Setup};
 pub use limits::hard_limit;
 pub use owner::{Owner, OwnerError, own};
 pub use pid_file::PidFile;
 pub use plan::{Plan, PlanError};
+pub(crate) use process::{Woke, pidfd, watch};
 pub use sealed::{reexec_protected, sealed_self};
 pub use signals::Forwarding;
 pub use spawn::{Output, Stdio};

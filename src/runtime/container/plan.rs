@@ -11,6 +11,8 @@ use nix::sched::CloneFlags;
 use oci_spec::runtime::{LinuxNamespaceType, Spec};
 use serde::{Deserialize, Serialize};
 
+use super::spec_fields::seccomp_profile;
+pub(crate) use super::spec_fields::{capabilities, default_devices, parse_mount_options, rlimit_resource};
 use crate::runtime::seccomp::default_filter;
 
 /// A spec this runtime cannot run as it is written.
@@ -22,7 +24,7 @@ pub enum PlanError {
     Invalid(String),
 }
 
-fn invalid(message: impl ToString) -> PlanError {
+pub(crate) fn invalid(message: impl ToString) -> PlanError {
     PlanError::Invalid(message.to_string())
 }
 
@@ -54,6 +56,13 @@ pub(crate) struct DevicePlan {
     pub(crate) mode: u32,
     pub(crate) uid: u32,
     pub(crate) gid: u32,
+}
+
+/// A namespace to enter: its `CLONE_NEW*` flag and its path.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct JoinPlan {
+    pub(crate) flag: i32,
+    pub(crate) path: PathBuf,
 }
 
 /// Capabilities by set, as `caps` names them.
@@ -114,10 +123,37 @@ pub struct Plan {
     /// Enter this network namespace (another container's) instead of a
     /// new one.
     pub(crate) join_network: Option<PathBuf>,
+    /// The other namespaces entered by path (`linux.namespaces[].path`):
+    /// the pid namespace by the parent before the clone (it applies to
+    /// children), the others by the child.
+    #[serde(default)]
+    pub(crate) join: Vec<JoinPlan>,
+    /// With a new user namespace (`CLONE_NEWUSER` in the flags): its uid
+    /// and gid maps (container id, host id, size), written by the parent
+    /// before the child goes on.
+    #[serde(default)]
+    pub(crate) uid_map: Vec<(u32, u32, u32)>,
+    #[serde(default)]
+    pub(crate) gid_map: Vec<(u32, u32, u32)>,
+    /// `process.oomScoreAdj`, written before anything else.
+    #[serde(default)]
+    pub(crate) oom_score_adj: Option<i32>,
+    /// `linux.rootfsPropagation`, set on `/` once it is the root.
+    #[serde(default = "no_flags", with = "super::wire::ms_flags")]
+    pub(crate) root_propagation: MsFlags,
+    /// The spec gives SELinux labels (`process.selinuxLabel`,
+    /// `linux.mountLabel`): applied nowhere, so only a host without SELinux
+    /// may run it (as runc and crun ignore labels there).
+    #[serde(default)]
+    pub(crate) selinux_labels: bool,
     /// A pseudo-terminal for its stdio (`process.terminal`), made in the
     /// container and handed to the engine's console socket; its size.
     #[serde(default)]
     pub(crate) terminal: Option<Option<(u16, u16)>>,
+}
+
+fn no_flags() -> MsFlags {
+    MsFlags::empty()
 }
 
 /// What a process in the container runs as and runs: the container's first
@@ -141,164 +177,6 @@ pub(crate) struct ProcessPlan {
     pub(crate) preserve_fds: u32,
 }
 
-/// The devices every container has (the runtime spec's "default devices").
-pub(crate) fn default_devices() -> Vec<DevicePlan> {
-    [("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8), ("urandom", 1, 9), ("tty", 5, 0)]
-        .into_iter()
-        .map(|(n, major, minor)| DevicePlan {
-            path: format!("/dev/{n}"),
-            kind: 'c',
-            major,
-            minor,
-            mode: 0o666,
-            uid: 0,
-            gid: 0,
-        })
-        .collect()
-}
-
-/// Splits mount options into flags, propagation and data, as mount(8) does.
-pub(crate) fn parse_mount_options(options: &[String]) -> (MsFlags, MsFlags, String, bool) {
-    let mut flags = MsFlags::empty();
-    let mut propagation = MsFlags::empty();
-    let mut data = Vec::new();
-    let mut bind = false;
-    for o in options {
-        let (set, clear) = match o.as_str() {
-            "ro" => (MsFlags::MS_RDONLY, MsFlags::empty()),
-            "rw" => (MsFlags::empty(), MsFlags::MS_RDONLY),
-            "nosuid" => (MsFlags::MS_NOSUID, MsFlags::empty()),
-            "suid" => (MsFlags::empty(), MsFlags::MS_NOSUID),
-            "nodev" => (MsFlags::MS_NODEV, MsFlags::empty()),
-            "dev" => (MsFlags::empty(), MsFlags::MS_NODEV),
-            "noexec" => (MsFlags::MS_NOEXEC, MsFlags::empty()),
-            "exec" => (MsFlags::empty(), MsFlags::MS_NOEXEC),
-            "sync" => (MsFlags::MS_SYNCHRONOUS, MsFlags::empty()),
-            "async" => (MsFlags::empty(), MsFlags::MS_SYNCHRONOUS),
-            "dirsync" => (MsFlags::MS_DIRSYNC, MsFlags::empty()),
-            "noatime" => (MsFlags::MS_NOATIME, MsFlags::empty()),
-            "atime" => (MsFlags::empty(), MsFlags::MS_NOATIME),
-            "nodiratime" => (MsFlags::MS_NODIRATIME, MsFlags::empty()),
-            "diratime" => (MsFlags::empty(), MsFlags::MS_NODIRATIME),
-            "relatime" => (MsFlags::MS_RELATIME, MsFlags::empty()),
-            "norelatime" => (MsFlags::empty(), MsFlags::MS_RELATIME),
-            "strictatime" => (MsFlags::MS_STRICTATIME, MsFlags::empty()),
-            "nostrictatime" => (MsFlags::empty(), MsFlags::MS_STRICTATIME),
-            "bind" => {
-                bind = true;
-                (MsFlags::MS_BIND, MsFlags::empty())
-            }
-            "rbind" => {
-                bind = true;
-                (MsFlags::MS_BIND | MsFlags::MS_REC, MsFlags::empty())
-            }
-            "private" | "rprivate" | "shared" | "rshared" | "slave" | "rslave" | "unbindable" | "runbindable" => {
-                let p = match o.trim_start_matches('r') {
-                    "private" => MsFlags::MS_PRIVATE,
-                    "shared" => MsFlags::MS_SHARED,
-                    "slave" => MsFlags::MS_SLAVE,
-                    _ => MsFlags::MS_UNBINDABLE,
-                };
-                propagation |= p;
-                if o.starts_with('r') {
-                    propagation |= MsFlags::MS_REC;
-                }
-                continue;
-            }
-            other => {
-                data.push(other.to_string());
-                continue;
-            }
-        };
-        flags.insert(set);
-        flags.remove(clear);
-    }
-    (flags, propagation, data.join(","), bind)
-}
-
-pub(crate) fn capabilities(set: &Option<oci_spec::runtime::Capabilities>) -> Result<Vec<caps::Capability>, PlanError> {
-    let mut out: Vec<caps::Capability> = Vec::new();
-    for c in set.iter().flatten() {
-        let name = c.to_string();
-        let name = if name.starts_with("CAP_") { name } else { format!("CAP_{}", name.to_uppercase()) };
-        out.push(name.parse().map_err(|_| invalid(format!("unknown capability {name}")))?);
-    }
-    out.sort_by_key(|c| c.index());
-    Ok(out)
-}
-
-/// The resource number of an rlimit named as the runtime spec names it
-/// (`RLIMIT_NOFILE`).
-pub(crate) fn rlimit_resource(name: &str) -> Option<i32> {
-    Some(match name {
-        "RLIMIT_AS" => libc::RLIMIT_AS,
-        "RLIMIT_CORE" => libc::RLIMIT_CORE,
-        "RLIMIT_CPU" => libc::RLIMIT_CPU,
-        "RLIMIT_DATA" => libc::RLIMIT_DATA,
-        "RLIMIT_FSIZE" => libc::RLIMIT_FSIZE,
-        "RLIMIT_LOCKS" => libc::RLIMIT_LOCKS,
-        "RLIMIT_MEMLOCK" => libc::RLIMIT_MEMLOCK,
-        "RLIMIT_MSGQUEUE" => libc::RLIMIT_MSGQUEUE,
-        "RLIMIT_NICE" => libc::RLIMIT_NICE,
-        "RLIMIT_NOFILE" => libc::RLIMIT_NOFILE,
-        "RLIMIT_NPROC" => libc::RLIMIT_NPROC,
-        "RLIMIT_RSS" => libc::RLIMIT_RSS,
-        "RLIMIT_RTPRIO" => libc::RLIMIT_RTPRIO,
-        "RLIMIT_RTTIME" => libc::RLIMIT_RTTIME,
-        "RLIMIT_SIGPENDING" => libc::RLIMIT_SIGPENDING,
-        "RLIMIT_STACK" => libc::RLIMIT_STACK,
-        _ => return None,
-    } as i32)
-}
-
-/// An OCI seccomp profile as a filter. Calls this architecture does not
-/// have are skipped (as libseccomp does); other architectures' calls are
-/// refused outright (the filter kills them).
-fn seccomp_profile(profile: &oci_spec::runtime::LinuxSeccomp) -> Result<Vec<(u16, u8, u8, u32)>, PlanError> {
-    use crate::runtime::seccomp::{ArgCmp, ArgOp, Rule, action, profile_filter, syscall_number};
-    let name = |v: serde_json::Result<serde_json::Value>| {
-        v.ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()
-    };
-    if profile.flags().as_ref().is_some_and(|f| !f.is_empty()) || profile.listener_path().is_some() {
-        return Err(invalid("seccomp flags and listenerPath are not supported by this runtime"));
-    }
-    if let Some(archs) = profile.architectures()
-        && !archs.is_empty()
-        && !archs.iter().any(|a| name(serde_json::to_value(a)) == "SCMP_ARCH_X86_64")
-    {
-        return Err(invalid("the seccomp profile does not cover SCMP_ARCH_X86_64"));
-    }
-    let default =
-        action(&name(serde_json::to_value(profile.default_action())), profile.default_errno_ret()).map_err(invalid)?;
-    let mut rules = Vec::new();
-    for call in profile.syscalls().iter().flatten() {
-        let act = action(&name(serde_json::to_value(call.action())), call.errno_ret()).map_err(invalid)?;
-        let mut args = Vec::new();
-        for a in call.args().iter().flatten() {
-            let op = match name(serde_json::to_value(a.op())).as_str() {
-                "SCMP_CMP_EQ" => ArgOp::Eq,
-                "SCMP_CMP_NE" => ArgOp::Ne,
-                "SCMP_CMP_LT" => ArgOp::Lt,
-                "SCMP_CMP_LE" => ArgOp::Le,
-                "SCMP_CMP_GT" => ArgOp::Gt,
-                "SCMP_CMP_GE" => ArgOp::Ge,
-                "SCMP_CMP_MASKED_EQ" => ArgOp::MaskedEq,
-                other => return Err(invalid(format!("the seccomp operator {other:?} is not supported"))),
-            };
-            let index =
-                u8::try_from(a.index()).map_err(|_| invalid(format!("seccomp argument index {}", a.index())))?;
-            args.push(ArgCmp { index, op, value: a.value(), value_two: a.value_two().unwrap_or(0) });
-        }
-        for n in call.names() {
-            if let Some(nr) = syscall_number(n) {
-                rules.push(Rule { nr, args: args.clone(), action: act });
-            }
-        }
-    }
-    let program = profile_filter(&rules, default).map_err(invalid)?;
-    Ok(program.iter().map(|i| (i.code, i.jt, i.jf, i.k)).collect())
-}
-
 /// Builds the plan of a bundle's spec. The spec is the whole truth: none of
 /// our defaults are added (beyond the devices the runtime spec requires),
 /// and a field we do not support is an error, never silently ignored.
@@ -312,53 +190,68 @@ pub(crate) fn from_spec(spec: &Spec, bundle: &Path) -> Result<Plan, PlanError> {
     {
         return Err(invalid(format!("ociVersion {version} is not supported (1.0 to 1.3 are)")));
     }
-    if spec.hooks().is_some() {
-        return unsupported("hooks");
+    // No process: a container that can be created, never started (the
+    // spec makes `process` required only by `start`).
+    let nothing;
+    let process = match spec.process() {
+        Some(p) => p,
+        None => {
+            nothing = {
+                let mut p = oci_spec::runtime::Process::default();
+                p.set_terminal(Some(false));
+                p
+            };
+            &nothing
+        }
+    };
+    if process.apparmor_profile().is_some() {
+        return unsupported("an AppArmor profile");
     }
-    let process = spec.process().as_ref().ok_or_else(|| invalid("no process"))?;
-    if process.apparmor_profile().is_some() || process.selinux_label().is_some() {
-        return unsupported("an AppArmor profile or SELinux label");
+    if process.scheduler().is_some() || process.io_priority().is_some() {
+        return unsupported("scheduler or ioPriority");
     }
-    if process.oom_score_adj().is_some() || process.scheduler().is_some() || process.io_priority().is_some() {
-        return unsupported("oomScoreAdj, scheduler or ioPriority");
-    }
-    let args = process.args().clone().unwrap_or_default();
-    if args.is_empty() {
+    let args = if spec.process().is_some() { process.args().clone().unwrap_or_default() } else { Vec::new() };
+    if args.is_empty() && spec.process().is_some() {
         return Err(invalid("process.args is empty"));
     }
     let root = spec.root().as_ref().ok_or_else(|| invalid("no root"))?;
     let rootfs = if root.path().is_absolute() { root.path().clone() } else { bundle.join(root.path()) };
     let linux = spec.linux().as_ref().ok_or_else(|| invalid("no linux section"))?;
-    if linux.uid_mappings().as_ref().is_some_and(|m| !m.is_empty())
-        || linux.gid_mappings().as_ref().is_some_and(|m| !m.is_empty())
-    {
-        return unsupported("a user namespace (uidMappings)");
-    }
+    let id_map = |m: &Option<Vec<oci_spec::runtime::LinuxIdMapping>>| -> Vec<(u32, u32, u32)> {
+        m.iter().flatten().map(|m| (m.container_id(), m.host_id(), m.size())).collect()
+    };
+    let (uid_map, gid_map) = (id_map(linux.uid_mappings()), id_map(linux.gid_mappings()));
     if linux.intel_rdt().is_some() || linux.personality().is_some() || linux.time_offsets().is_some() {
         return unsupported("intelRdt, personality or timeOffsets");
     }
-    if linux.mount_label().is_some() {
-        return unsupported("mountLabel");
-    }
-    if let Some(p) = linux.rootfs_propagation()
-        && !p.is_empty()
-        && p != "private"
-        && p != "rprivate"
-    {
-        return unsupported(&format!("rootfsPropagation {p:?}"));
-    }
+    let root_propagation = match linux.rootfs_propagation().as_deref() {
+        None | Some("") => MsFlags::empty(),
+        Some(p) => match parse_mount_options(&[p.to_string()]) {
+            (_, propagation, _, _) if !propagation.is_empty() => propagation,
+            _ => return Err(invalid(format!("rootfsPropagation {p:?} is not a propagation"))),
+        },
+    };
 
     let mut clone_flags = CloneFlags::empty();
     let mut cgroup_namespace = false;
     let mut join_network = None;
+    let mut join = Vec::new();
     for ns in linux.namespaces().iter().flatten() {
         if let Some(path) = ns.path() {
-            // Another container's network (a pod): the only namespace
-            // joined by path so far.
-            if ns.typ() != LinuxNamespaceType::Network {
-                return unsupported("joining a namespace other than the network by path");
-            }
-            join_network = Some(path.clone());
+            // An existing namespace (a pod's, or one the engine made).
+            let flag = match ns.typ() {
+                LinuxNamespaceType::Network => {
+                    join_network = Some(path.clone());
+                    continue;
+                }
+                LinuxNamespaceType::Mount => CloneFlags::CLONE_NEWNS,
+                LinuxNamespaceType::Pid => CloneFlags::CLONE_NEWPID,
+                LinuxNamespaceType::Uts => CloneFlags::CLONE_NEWUTS,
+                LinuxNamespaceType::Ipc => CloneFlags::CLONE_NEWIPC,
+                LinuxNamespaceType::Cgroup => CloneFlags::CLONE_NEWCGROUP,
+                other => return unsupported(&format!("joining the {other:?} namespace by path")),
+            };
+            join.push(JoinPlan { flag: flag.bits(), path: path.clone() });
             continue;
         }
         match ns.typ() {
@@ -368,14 +261,26 @@ pub(crate) fn from_spec(spec: &Spec, bundle: &Path) -> Result<Plan, PlanError> {
             LinuxNamespaceType::Ipc => clone_flags |= CloneFlags::CLONE_NEWIPC,
             LinuxNamespaceType::Network => clone_flags |= CloneFlags::CLONE_NEWNET,
             LinuxNamespaceType::Cgroup => cgroup_namespace = true,
+            LinuxNamespaceType::User => clone_flags |= CloneFlags::CLONE_NEWUSER,
             other => return unsupported(&format!("the {other:?} namespace")),
         }
     }
-    if !clone_flags.contains(CloneFlags::CLONE_NEWNS) {
+    let user_namespace = clone_flags.contains(CloneFlags::CLONE_NEWUSER);
+    if user_namespace && (uid_map.is_empty() || gid_map.is_empty()) {
+        return Err(invalid("a new user namespace needs uidMappings and gidMappings"));
+    }
+    if !user_namespace && (!uid_map.is_empty() || !gid_map.is_empty()) {
+        return Err(invalid("uidMappings and gidMappings need a new user namespace"));
+    }
+    // Without a mount namespace of its own the container's mounts and
+    // pivot_root would be the host's: refused (an existing one is fine).
+    let joins_mount = join.iter().any(|j| j.flag == CloneFlags::CLONE_NEWNS.bits());
+    if !clone_flags.contains(CloneFlags::CLONE_NEWNS) && !joins_mount {
         return unsupported("a container without a mount namespace");
     }
+    let joins_uts = join.iter().any(|j| j.flag == CloneFlags::CLONE_NEWUTS.bits());
     let hostname = spec.hostname().clone().filter(|h| !h.is_empty());
-    if hostname.is_some() && !clone_flags.contains(CloneFlags::CLONE_NEWUTS) {
+    if hostname.is_some() && !clone_flags.contains(CloneFlags::CLONE_NEWUTS) && !joins_uts {
         return Err(invalid("hostname needs a UTS namespace"));
     }
 
@@ -412,6 +317,7 @@ pub(crate) fn from_spec(spec: &Spec, bundle: &Path) -> Result<Plan, PlanError> {
     for d in linux.devices().iter().flatten() {
         let kind = match d.typ() {
             oci_spec::runtime::LinuxDeviceType::C | oci_spec::runtime::LinuxDeviceType::U => 'c',
+            oci_spec::runtime::LinuxDeviceType::P => 'p',
             oci_spec::runtime::LinuxDeviceType::B => 'b',
             other => return unsupported(&format!("a device of type {other:?}")),
         };
@@ -483,6 +389,12 @@ pub(crate) fn from_spec(spec: &Spec, bundle: &Path) -> Result<Plan, PlanError> {
         new_session: false,
         network: None,
         join_network,
+        join,
+        uid_map,
+        gid_map,
+        oom_score_adj: process.oom_score_adj(),
+        root_propagation,
+        selinux_labels: process.selinux_label().is_some() || linux.mount_label().is_some(),
         terminal: process
             .terminal()
             .unwrap_or(false)
@@ -514,14 +426,23 @@ impl Plan {
         self
     }
 
-    /// The interface the caller puts in the container's network namespace
-    /// before it lets the container run, configured by the container's init.
+    /// Refuses what this host cannot honour: SELinux labels on a host with
+    /// SELinux enabled (`selinux_enabled`), which we would not apply.
+    pub fn check_host(&self, selinux_enabled: bool) -> Result<(), PlanError> {
+        if self.selinux_labels && selinux_enabled {
+            return Err(PlanError::Unsupported { what: "SELinux labels (selinuxLabel, mountLabel)".into() });
+        }
+        Ok(())
+    }
+
     /// Whether its stdio is a terminal (which needs an engine's console
     /// socket to hand it to).
     pub fn terminal(&self) -> bool {
         self.terminal.is_some()
     }
 
+    /// The interface the caller puts in the container's network namespace
+    /// before it lets the container run, configured by the container's init.
     pub fn set_network(&mut self, network: Option<crate::runtime::network::NetPlan>) {
         self.network = network;
     }
@@ -584,11 +505,32 @@ mod tests {
     }
 
     #[test]
+    fn user_namespace_and_namespaces_by_path() {
+        let json = r#"{"ociVersion": "1.2.0", "process": {"user": {"uid": 0, "gid": 0}, "args": ["sh"], "cwd": "/"},
+          "root": {"path": "rootfs"},
+          "linux": {"namespaces": [{"type": "user"}, {"type": "mount"}, {"type": "pid", "path": "/proc/7/ns/pid"},
+                                   {"type": "ipc", "path": "/proc/7/ns/ipc"}],
+                    "uidMappings": [{"containerID": 0, "hostID": 1000, "size": 2000}],
+                    "gidMappings": [{"containerID": 0, "hostID": 1000, "size": 3000}],
+                    "rootfsPropagation": "rshared"}
+        }"#;
+        let spec: Spec = serde_json::from_str(json).unwrap();
+        let plan = from_spec(&spec, Path::new("/b")).unwrap();
+        assert_eq!(plan.clone_flags, CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWNS);
+        assert_eq!((plan.uid_map.clone(), plan.gid_map.clone()), (vec![(0, 1000, 2000)], vec![(0, 1000, 3000)]));
+        let joined: Vec<(i32, &str)> = plan.join.iter().map(|j| (j.flag, j.path.to_str().unwrap())).collect();
+        assert_eq!(joined, vec![(libc::CLONE_NEWPID, "/proc/7/ns/pid"), (libc::CLONE_NEWIPC, "/proc/7/ns/ipc")]);
+        assert_eq!(plan.root_propagation, MsFlags::MS_SHARED | MsFlags::MS_REC);
+        let no_maps = json.replace(r#""uidMappings""#, r#""x""#);
+        let spec: Spec = serde_json::from_str(&no_maps).unwrap();
+        assert!(from_spec(&spec, Path::new("/b")).unwrap_err().to_string().contains("needs uidMappings"));
+    }
+
+    #[test]
     fn unsupported_fields_are_errors() {
         let base = r#"{"ociVersion": "1.0.2", "process": {"user": {"uid": 0, "gid": 0}, "args": ["sh"], "cwd": "/"},
                        "root": {"path": "rootfs"}, "linux": {"namespaces": [{"type": "mount"}] EXTRA }}"#;
         for (extra, what) in [
-            (r#", "uidMappings": [{"containerID": 0, "hostID": 1000, "size": 1}]"#, "user namespace"),
             (r#", "seccomp": {"defaultAction": "SCMP_ACT_NOTIFY"}"#, "SCMP_ACT_NOTIFY"),
             (r#", "personality": {"domain": "LINUX32"}"#, "personality"),
         ] {
@@ -596,6 +538,9 @@ mod tests {
             let err = from_spec(&spec, Path::new("/b")).unwrap_err().to_string();
             assert!(err.contains(what) && err.contains("not supported"), "{what}: {err}");
         }
+        let maps_alone = r#", "uidMappings": [{"containerID": 0, "hostID": 1000, "size": 1}]"#;
+        let spec: Spec = serde_json::from_str(&base.replace("EXTRA", maps_alone)).unwrap();
+        assert!(from_spec(&spec, Path::new("/b")).unwrap_err().to_string().contains("need a new user namespace"));
         let spec: Spec = serde_json::from_str(&base.replace("EXTRA", "").replace("1.0.2", "2.0.0")).unwrap();
         assert!(from_spec(&spec, Path::new("/b")).unwrap_err().to_string().contains("ociVersion"));
     }

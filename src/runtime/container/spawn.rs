@@ -82,6 +82,13 @@ pub(crate) fn spawn(
             Some((null, p()?, p()?))
         }
     };
+    if let Some(j) = plan.join.iter().find(|j| j.flag == libc::CLONE_NEWPID) {
+        // A pid namespace is entered for our children: the container is
+        // cloned into it.
+        let fd = std::fs::File::open(&j.path).map_err(|e| RuntimeError::io("open", &j.path, e))?;
+        nix::sched::setns(fd, nix::sched::CloneFlags::CLONE_NEWPID)
+            .map_err(|e| RuntimeError::sys("join the pid namespace", e))?;
+    }
     let (go_r, go_w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| RuntimeError::sys("pipe", e))?;
     let ready = match options.gate {
         Some(_) => Some(pipe2(OFlag::O_CLOEXEC).map_err(|e| RuntimeError::sys("pipe", e))?),
@@ -120,10 +127,16 @@ pub(crate) fn spawn(
     // Keep only the read ends: the container's exit then ends the streams.
     let output =
         pipes.map(|(_, (out_r, _), (err_r, _))| Output { stdout: File::from(out_r), stderr: File::from(err_r) });
-    let cloned = cgroup.add(pid.as_raw() as u32).map_err(RuntimeError::Cgroup).and_then(|()| match options.on_cloned {
-        Some(hook) => hook(pid),
-        None => Ok(()),
-    });
+    // A new user namespace gets its maps before the child goes on (it
+    // waits for our byte): only a process outside it may write them.
+    let mapped = write_id_maps(pid, plan);
+    let cloned =
+        mapped.and_then(|()| cgroup.add(pid.as_raw() as u32).map_err(RuntimeError::Cgroup)).and_then(
+            |()| match options.on_cloned {
+                Some(hook) => hook(pid),
+                None => Ok(()),
+            },
+        );
     if let Err(e) = cloned {
         child.abort();
         return Err(e);
@@ -143,4 +156,18 @@ pub(crate) fn spawn(
         }
     }
     Ok((pid, output))
+}
+
+/// Writes the uid and gid maps of the child's new user namespace, if any.
+fn write_id_maps(pid: Pid, plan: &Plan) -> Result<(), RuntimeError> {
+    for (file, map) in [("uid_map", &plan.uid_map), ("gid_map", &plan.gid_map)] {
+        if map.is_empty() {
+            continue;
+        }
+        let text: String = map.iter().map(|(inside, outside, size)| format!("{inside} {outside} {size}\n")).collect();
+        let path = format!("/proc/{}/{file}", pid.as_raw());
+        // One write: the kernel takes a map only whole, and only once.
+        std::fs::write(&path, text).map_err(|e| RuntimeError::io("write", path, e))?;
+    }
+    Ok(())
 }

@@ -9,6 +9,7 @@
 
 mod documents;
 mod events;
+pub mod hooks;
 mod record;
 mod update;
 
@@ -20,6 +21,7 @@ use oci_spec::runtime::{Process, Spec};
 
 pub use documents::{default_spec, features};
 pub use events::{Event, events, stats_event};
+use hooks::{HookError, Point};
 use record::{Dir, Record};
 pub use record::{SPEC_VERSION, State, Status};
 pub use update::{resources_update, update};
@@ -58,6 +60,12 @@ pub enum OciError {
     Runtime(#[from] RuntimeError),
     #[error(transparent)]
     Cgroup(#[from] CgroupError),
+    #[error(transparent)]
+    Hook(#[from] HookError),
+    #[error("container {0:?} has no process (config.json): it cannot start, and is stopped")]
+    NoProcess(String),
+    #[error("hooks.{0} (hooks run inside the container) is not supported by this runtime")]
+    HookPoint(&'static str),
 }
 
 impl OciError {
@@ -109,6 +117,16 @@ pub fn create(
     let spec = Spec::load(&config).map_err(|source| RuntimeError::LoadSpec { path: config.clone(), source })?;
     let mut plan = Plan::from_spec(&spec, &bundle).map_err(RuntimeError::from)?;
     plan.process.preserve_fds = preserve_fds;
+    plan.check_host(crate::runtime::container::selinux_enabled()).map_err(RuntimeError::from)?;
+    let spec_hooks = spec.hooks().clone();
+    if let Some(h) = &spec_hooks {
+        if h.create_container().as_ref().is_some_and(|l| !l.is_empty()) {
+            return Err(OciError::HookPoint("createContainer"));
+        }
+        if h.start_container().as_ref().is_some_and(|l| !l.is_empty()) {
+            return Err(OciError::HookPoint("startContainer"));
+        }
+    }
     let resources = plan.resources(&spec).map_err(RuntimeError::from)?;
     let console = match (plan.terminal(), console_socket) {
         (true, Some(path)) => Some(
@@ -142,19 +160,31 @@ pub fn create(
             created: humantime::format_rfc3339_nanos(std::time::SystemTime::now()).to_string(),
             annotations: spec.annotations().clone().unwrap_or_default().into_iter().collect(),
             name: name.clone(),
+            hooks: spec_hooks.clone(),
+            no_process: spec.process().is_none(),
         };
         dir.save(&record)?;
         let fifo = crate::runtime::container::make_fifo(&dir.fifo())?;
         let setup = Setup { name: &name, cgroups: &manager, resources: &resources, run_dir: Some(&dir.0), dir: None };
         let console = console.as_ref().map(std::os::fd::AsFd::as_fd);
         let container = Container::create_at_gate(&setup, &plan, std::os::fd::AsFd::as_fd(&fifo), console)?;
-        if let Some(path) = pid_file {
-            let written = PidFile::open(path).and_then(|f| f.write(container.pid()));
-            if let Err(e) = written {
-                let _ = container.kill_all();
-                let _ = container.destroy();
-                return Err(e.into());
-            }
+        let written = match pid_file {
+            Some(path) => PidFile::open(path).and_then(|f| f.write(container.pid())).map_err(OciError::from),
+            None => Ok(()),
+        };
+        // The container waits at its gate: the hooks of the runtime's
+        // namespace that come before its program, in the spec's order. One
+        // that fails stops the container, which never runs its program.
+        let hooked = written.and_then(|()| {
+            let Some(h) = &spec_hooks else { return Ok(()) };
+            let state = dir.state(&record).for_hook(Status::Created);
+            hooks::run(h, Point::CreateRuntime, &state)?;
+            Ok(hooks::run(h, Point::Prestart, &state)?)
+        });
+        if let Err(e) = hooked {
+            let _ = container.kill_all();
+            let _ = container.destroy();
+            return Err(e);
         }
         Ok(())
     })();
@@ -174,15 +204,27 @@ fn make_private_dir(path: &Path, exclusive: bool) -> Result<(), OciError> {
     made.map_err(|e| OciError::io("create", path, e))
 }
 
-/// `start`: lets a created container's program run.
-pub fn start(root: &Path, id: &str) -> Result<(), OciError> {
+/// `start`: lets a created container's program run, then runs its
+/// `poststart` hooks; the hooks that failed (warnings: the container runs).
+pub fn start(root: &Path, id: &str) -> Result<Vec<HookError>, OciError> {
     let (dir, record) = loaded(root, id)?;
     let state = dir.state(&record);
     if state.status != Status::Created {
         return Err(OciError::WrongState { id: id.into(), status: state.status, op: "start", wanted: "created" });
     }
+    if record.no_process {
+        // It can never run: it stops, so that it can be deleted.
+        if let Some(c) = dir.container(&record) {
+            c.cgroup.kill_all()?;
+        }
+        let _ = std::fs::remove_file(dir.fifo());
+        return Err(OciError::NoProcess(id.into()));
+    }
     match crate::runtime::container::open_gate(&dir.fifo(), state.pid, Instant::now() + START_TIMEOUT)? {
-        crate::runtime::container::Opened::Started => Ok(()),
+        crate::runtime::container::Opened::Started => Ok(match &record.hooks {
+            Some(h) => hooks::run_all(h, Point::Poststart, &state.for_hook(Status::Running)),
+            None => Vec::new(),
+        }),
         crate::runtime::container::Opened::Gone => {
             Err(OciError::WrongState { id: id.into(), status: Status::Stopped, op: "start", wanted: "created" })
         }
@@ -273,21 +315,25 @@ pub fn pids(root: &Path, id: &str) -> Result<Vec<u32>, OciError> {
     }
 }
 
-/// `delete`: removes a stopped (or created) container; with `force`, a
-/// running one is killed first.
-pub fn delete(root: &Path, id: &str, force: bool) -> Result<(), OciError> {
+/// `delete`: removes a stopped container; with `force`, a created,
+/// running or paused one is killed first. Then its `poststop` hooks run;
+/// those that failed are returned (warnings: it is deleted).
+pub fn delete(root: &Path, id: &str, force: bool) -> Result<Vec<HookError>, OciError> {
     check_id(id)?;
     let dir = Dir::of(root, id);
     let record = match dir.load(id) {
         Ok(r) => r,
         // Made by a create that died before its record: only the directory.
         Err(OciError::NotFound(_)) if dir.0.is_dir() => {
-            return std::fs::remove_dir_all(&dir.0).map_err(|e| OciError::io("remove", &dir.0, e));
+            std::fs::remove_dir_all(&dir.0).map_err(|e| OciError::io("remove", &dir.0, e))?;
+            return Ok(Vec::new());
         }
         Err(e) => return Err(e),
     };
     let state = dir.state(&record);
-    if matches!(state.status, Status::Running | Status::Paused) && !force {
+    // A created container is not stopped either (the spec's rule; engines
+    // delete one with --force).
+    if matches!(state.status, Status::Created | Status::Running | Status::Paused) && !force {
         return Err(OciError::WrongState { id: id.into(), status: state.status, op: "delete", wanted: "stopped" });
     }
     if state.status == Status::Paused {
@@ -299,7 +345,11 @@ pub fn delete(root: &Path, id: &str, force: bool) -> Result<(), OciError> {
     // Whatever runs of it is killed, then its cgroup and records go: the
     // cleanup after a crash, which also finds a create that died halfway.
     crate::runtime::container::clean_up(&dir.0);
-    std::fs::remove_dir_all(&dir.0).map_err(|e| OciError::io("remove", &dir.0, e))
+    std::fs::remove_dir_all(&dir.0).map_err(|e| OciError::io("remove", &dir.0, e))?;
+    Ok(match &record.hooks {
+        Some(h) => hooks::run_all(h, Point::Poststop, &State { pid: 0, ..state }.for_hook(Status::Stopped)),
+        None => Vec::new(),
+    })
 }
 
 /// What `exec` runs.

@@ -31,6 +31,12 @@ pub struct Record {
     pub annotations: BTreeMap<String, String>,
     /// The name of the container's own record (its cgroup's).
     pub name: String,
+    /// The spec's hooks: `start` and `delete` run theirs.
+    #[serde(default)]
+    pub hooks: Option<oci_spec::runtime::Hooks>,
+    /// The spec has no `process`: created, never started.
+    #[serde(default)]
+    pub no_process: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -40,6 +46,15 @@ pub enum Status {
     Running,
     Paused,
     Stopped,
+}
+
+impl State {
+    /// The state as a hook reads it on its stdin, with `status` as the
+    /// hook point has it.
+    pub fn for_hook(&self, status: Status) -> Vec<u8> {
+        let state = State { status, ..self.clone() };
+        serde_json::to_vec(&state).unwrap_or_default()
+    }
 }
 
 impl std::fmt::Display for Status {
