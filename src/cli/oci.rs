@@ -144,6 +144,7 @@ struct ExecArgs {
     /// Return once it runs; its engine reaps it.
     #[arg(short, long)]
     detach: bool,
+    /// Write the process's pid here.
     #[arg(long = "pid-file", value_name = "FILE")]
     pid_file: Option<PathBuf>,
     /// Where the process's terminal goes (a pseudo-terminal master sent
