@@ -140,6 +140,28 @@ fn containerd_runs_tasks_on_our_runtime_through_the_runc_shim() {
     assert_eq!(c.task_status("t2"), "RUNNING");
     let out = c.ctr(&["task", "exec", "--exec-id", "e1", "t2", "sh", "-c", "echo in-exec; exit 2"]);
     assert_eq!((out.status.code(), text(&out.stdout).as_str()), (Some(2), "in-exec\n"), "{}", text(&out.stderr));
+    // exec -t: the shim hands us its console socket; ctr needs a terminal
+    // of its own (script(1) gives it one).
+    let line = format!(
+        "ctr --address {} --namespace {} task exec -t --exec-id e2 t2 sh -c 'tty; echo typed-$((2+3)); exit 5'",
+        c.dir.path().join("containerd.sock").display(),
+        c.namespace
+    );
+    let (code, shown) = common::under_script(&line, &[]);
+    assert_eq!(code, Some(5), "{shown}\n{}", c.log());
+    // ctr writes the terminal's CR LF through its own terminal's newline
+    // translation (CR CR LF, with runc too): the lines are what counts.
+    assert!(shown.replace('\r', "").contains("/dev/pts/0\ntyped-5\n"), "{shown:?}");
+    // metrics: the shim reads the task's cgroup itself (with any runtime,
+    // only where every v1 hierarchy a process is in is mounted).
+    if every_v1_hierarchy_is_mounted() {
+        let metrics = c.ok(&["task", "metrics", "t2"]);
+        assert!(metrics.contains("memory.usage_in_bytes") || metrics.contains("memory.usage"), "{metrics}");
+    } else {
+        eprintln!(
+            "not checked: ctr task metrics (a cgroup v1 hierarchy of ours is not mounted: the shim cannot load it)"
+        );
+    }
     let ps = c.ok(&["task", "ps", "t2"]);
     assert!(ps.lines().count() >= 3, "the shell and its sleep: {ps}");
     c.ok(&["task", "pause", "t2"]);
@@ -159,4 +181,21 @@ fn containerd_runs_tasks_on_our_runtime_through_the_runc_shim() {
         .map(|d| d.flatten().map(|e| e.file_name()).collect())
         .unwrap_or_default();
     assert!(left.is_empty(), "left in the runtime root: {left:?}");
+}
+
+/// Whether each v1 hierarchy in /proc/self/cgroup has a mount (containerd's
+/// cgroups library, in the shim, refuses to load a cgroup otherwise).
+fn every_v1_hierarchy_is_mounted() -> bool {
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let options: Vec<&str> = mounts
+        .lines()
+        .filter_map(|l| l.split_once(" - ").map(|(_, r)| r))
+        .filter(|r| r.starts_with("cgroup "))
+        .filter_map(|r| r.split(' ').nth(2))
+        .collect();
+    let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+    own.lines()
+        .filter_map(|l| l.split(':').nth(1))
+        .filter(|c| !c.is_empty())
+        .all(|controllers| controllers.split(',').all(|c| options.iter().any(|o| o.split(',').any(|x| x == c))))
 }

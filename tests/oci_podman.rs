@@ -35,13 +35,20 @@ impl Podman {
         let network = common::network_user();
         let had = (link("cni-podman0"), CNI_TABLES.map(|(family, name)| nft_table(family, name)));
         let dir = tempfile::tempdir().unwrap();
+        // Its own libpod tmp directory (exit files, events) too: two tests
+        // sharing /run/libpod lose each other's exit codes when one resets.
         std::fs::write(
             dir.path().join("containers.conf"),
-            "[containers]\n\
-             default_ulimits = [\"nofile=1024:1024\", \"nproc=1024:1024\"]\n\
-             [engine]\n\
-             cgroup_manager = \"cgroupfs\"\n\
-             events_logger = \"file\"\n",
+            format!(
+                "[containers]\n\
+                 default_ulimits = [\"nofile=1024:1024\", \"nproc=1024:1024\"]\n\
+                 [engine]\n\
+                 cgroup_manager = \"cgroupfs\"\n\
+                 events_logger = \"file\"\n\
+                 tmp_dir = \"{tmp}\"\n\
+                 events_logfile_path = \"{tmp}/events.log\"\n",
+                tmp = dir.path().join("tmp").display()
+            ),
         )
         .unwrap();
         let mut p = Podman { dir, image: String::new(), had, _network: network };
@@ -67,6 +74,21 @@ impl Podman {
             .args(["--runtime", Podman::runtime()])
             .args(args);
         common::output_via_files(&mut c)
+    }
+
+    /// The shell command line of `podman ARGS` with this storage, for
+    /// [`common::under_script`] (with [`Podman::env`]).
+    fn line(&self, args: &str) -> String {
+        format!(
+            "podman --root {} --runroot {} --runtime {} {args}",
+            self.dir.path().join("root").display(),
+            self.dir.path().join("runroot").display(),
+            Podman::runtime()
+        )
+    }
+
+    fn env(&self) -> [(&'static str, std::ffi::OsString); 1] {
+        [("CONTAINERS_CONF", self.dir.path().join("containers.conf").into_os_string())]
     }
 
     fn ok(&self, args: &[&str]) -> String {
@@ -126,6 +148,14 @@ fn podman_runs_containers_on_our_runtime() {
     let out = p.podman(&["run", "--rm", &image, "sh", "-c", "exit 3"]);
     assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
     assert_eq!(p.ok(&["ps", "-aq"]), "");
+    // --preserve-fds: a descriptor of ours reaches the container's program.
+    let fd3 = p.dir.path().join("fd3");
+    let line = p.line(&format!("run --rm --preserve-fds 1 {image} sh -c 'echo via-fd3 >&3'"));
+    let mut shell = Command::new("bash");
+    shell.arg("-c").arg(format!("{line} 3>>{}", fd3.display())).envs(p.env());
+    let out = common::output_via_files(&mut shell);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(std::fs::read_to_string(&fd3).unwrap(), "via-fd3\n");
 
     // Limits read back from inside.
     let limits = p.ok(&[
@@ -196,6 +226,13 @@ fn podman_runs_containers_on_our_runtime() {
     let out = p.podman(&["exec", "web", "sh", "-c", "exit 4"]);
     assert_eq!(out.status.code(), Some(4));
     assert_eq!(p.ok(&["exec", "--user", "1000:1000", "web", "id", "-u"]), "1000\n");
+    // exec -it: the exec'd shell's own terminal, through conmon's console
+    // socket.
+    let env = p.env();
+    let env: Vec<(&str, &std::ffi::OsStr)> = env.iter().map(|(k, v)| (*k, v.as_os_str())).collect();
+    let (code, shown) = common::under_script(&p.line("exec -it web sh -c 'tty; echo in-$((1+1)); exit 3'"), &env);
+    assert_eq!(code, Some(3), "{shown}");
+    assert!(shown.contains("/dev/pts/0\r\nin-2\r\n"), "{shown:?}");
 
     p.ok(&["pause", "web"]);
     assert_eq!(p.ok(&["inspect", "--format", "{{.State.Status}}", "web"]), "paused\n");
@@ -227,4 +264,24 @@ fn contains_container_state(dir: &Path) -> bool {
         let path = e.path();
         path.is_dir() && (path.join("exec.fifo").exists() || contains_container_state(&path))
     })
+}
+
+/// `podman run -it --rm` of a command that exits at once, on a terminal:
+/// its output shows, every time (the container may end before conmon has
+/// read its terminal).
+#[test]
+fn podman_run_it_rm_shows_the_output_of_a_command_that_exits_at_once() {
+    let test = "podman_run_it_rm_shows_the_output_of_a_command_that_exits_at_once";
+    if !common::require_root(test) || !common::require(test, common::have("podman"), "podman is not installed") {
+        return;
+    }
+    let p = Podman::new();
+    let env = p.env();
+    let env: Vec<(&str, &std::ffi::OsStr)> = env.iter().map(|(k, v)| (*k, v.as_os_str())).collect();
+    for i in 0..20 {
+        let (code, shown) = common::under_script(&p.line(&format!("run -it --rm {} echo hi-{i}", p.image)), &env);
+        assert_eq!(code, Some(0), "run {i}: {shown:?}");
+        assert!(shown.contains(&format!("hi-{i}\r\n")), "run {i} showed {shown:?}");
+    }
+    assert_eq!(p.ok(&["ps", "-aq"]), "");
 }

@@ -11,6 +11,8 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::runtime::oci::{self, OciError};
 
+mod verbs;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "supervisor-runtime",
@@ -89,6 +91,12 @@ enum Command {
         format: Format,
         id: String,
     },
+    /// Change the container's limits (runc's flags, or an OCI
+    /// LinuxResources object); what is not given stays.
+    Update(verbs::UpdateArgs),
+    /// Print the container's events: stats every interval and OOM kills
+    /// (JSON, one a line), or with --stats one stats object.
+    Events(verbs::EventsArgs),
     /// Freeze every process of the container.
     Pause { id: String },
     /// Thaw a paused container.
@@ -121,8 +129,8 @@ struct CreateArgs {
     /// Accepted (no session keyring is made).
     #[arg(long = "no-new-keyring")]
     no_new_keyring: bool,
-    /// Refused for now: pass descriptors beyond stdio.
-    #[arg(long = "preserve-fds", default_value_t = 0)]
+    /// Pass our descriptors 3 to 3+N-1 on to the container's program.
+    #[arg(long = "preserve-fds", default_value_t = 0, value_name = "N")]
     preserve_fds: u32,
     id: String,
 }
@@ -136,21 +144,29 @@ struct ExecArgs {
     /// Return once it runs; its engine reaps it.
     #[arg(short, long)]
     detach: bool,
+    /// Write the process's pid here.
     #[arg(long = "pid-file", value_name = "FILE")]
     pid_file: Option<PathBuf>,
-    /// Refused for now: a terminal needs the console socket.
+    /// Where the process's terminal goes (a pseudo-terminal master sent
+    /// over this unix socket), when it has one (--tty, or the process's
+    /// `terminal`).
     #[arg(long = "console-socket", value_name = "SOCKET")]
     console_socket: Option<PathBuf>,
-    /// Refused for now: a terminal needs the console socket.
+    /// Give the command a terminal (needs --console-socket).
     #[arg(short, long)]
     tty: bool,
+    /// Its working directory (default: the container's).
     #[arg(long, value_name = "DIR")]
     cwd: Option<String>,
+    /// A variable on top of the container's environment (repeatable).
     #[arg(short, long, value_name = "K=V")]
     env: Vec<String>,
-    /// UID[:GID].
+    /// UID[:GID] (default: the container's user; its group unless given).
     #[arg(short, long, value_name = "UID:GID")]
     user: Option<String>,
+    /// Pass our descriptors 3 to 3+N-1 on to it.
+    #[arg(long = "preserve-fds", default_value_t = 0, value_name = "N")]
+    preserve_fds: u32,
     id: String,
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     command: Vec<String>,
@@ -208,10 +224,7 @@ fn execute(cli: &Cli) -> Result<u8, Failure> {
     };
     let root = cli.root.as_path();
     match command {
-        Command::Create(args) => {
-            check_create(args)?;
-            oci::create(root, &args.id, &args.bundle, args.pid_file.as_deref(), args.console_socket.as_deref())?;
-        }
+        Command::Create(args) => create(root, args)?,
         Command::Start { id } => warn(cli, oci::start(root, id)?),
         Command::Run(args) => return run_container(cli, args),
         Command::Exec(args) => return exec(root, args),
@@ -220,6 +233,8 @@ fn execute(cli: &Cli) -> Result<u8, Failure> {
         Command::Delete { force, id } => warn(cli, oci::delete(root, id, *force)?),
         Command::List { format, quiet } => list(root, *format, *quiet)?,
         Command::Ps { format, id } => ps(root, id, *format)?,
+        Command::Update(args) => verbs::update(root, args)?,
+        Command::Events(args) => verbs::events(root, args)?,
         Command::Pause { id } => oci::pause(root, id, true)?,
         Command::Resume { id } => oci::pause(root, id, false)?,
         Command::Spec { bundle } => write_spec(bundle)?,
@@ -228,12 +243,10 @@ fn execute(cli: &Cli) -> Result<u8, Failure> {
     Ok(0)
 }
 
-fn check_create(args: &CreateArgs) -> Result<(), Failure> {
+fn create(root: &Path, args: &CreateArgs) -> Result<(), Failure> {
     let _ = (args.no_pivot, args.no_new_keyring);
-    if args.preserve_fds > 0 {
-        return Err(failure("--preserve-fds: passing descriptors beyond stdio is not supported yet"));
-    }
-    Ok(())
+    let (pid_file, console) = (args.pid_file.as_deref(), args.console_socket.as_deref());
+    Ok(oci::create(root, &args.id, &args.bundle, pid_file, console, args.preserve_fds)?)
 }
 
 /// Hooks that failed where the spec makes a failure a warning
@@ -248,8 +261,7 @@ fn warn(cli: &Cli, warnings: Vec<oci::hooks::HookError>) {
 /// `run`: the container is our child; its exit code is ours.
 fn run_container(cli: &Cli, args: &CreateArgs) -> Result<u8, Failure> {
     let root = cli.root.as_path();
-    check_create(args)?;
-    oci::create(root, &args.id, &args.bundle, args.pid_file.as_deref(), args.console_socket.as_deref())?;
+    create(root, args)?;
     let pid = oci::state(root, &args.id)?.pid;
     let started = oci::start(root, &args.id);
     let code = match started {
@@ -266,43 +278,45 @@ fn run_container(cli: &Cli, args: &CreateArgs) -> Result<u8, Failure> {
 }
 
 fn exec(root: &Path, args: &ExecArgs) -> Result<u8, Failure> {
-    if args.console_socket.is_some() || args.tty {
-        return Err(failure("--tty/--console-socket: a terminal for exec is not supported yet"));
-    }
-    let process = match &args.process {
+    let what = match &args.process {
         Some(path) => {
             let text = std::fs::read(path).map_err(|e| failure(format!("{}: {e}", path.display())))?;
-            serde_json::from_slice(&text).map_err(|e| failure(format!("{}: {e}", path.display())))?
+            let process = serde_json::from_slice(&text).map_err(|e| failure(format!("{}: {e}", path.display())))?;
+            oci::Exec::Process(Box::new(process))
         }
-        None => command_process(args)?,
+        None => command_line(args)?,
     };
-    let code = oci::exec(root, &args.id, &process, args.detach, args.pid_file.as_deref())?;
+    let options = oci::ExecOptions {
+        detach: args.detach,
+        pid_file: args.pid_file.as_deref(),
+        console_socket: args.console_socket.as_deref(),
+        preserve_fds: args.preserve_fds,
+    };
+    let code = oci::exec(root, &args.id, &what, &options)?;
     Ok(u8::try_from(code).unwrap_or(255))
 }
 
-/// The process `exec ID CMD...` describes: root, `/`, and the container's
-/// environment unless `--env` gives one.
-fn command_process(args: &ExecArgs) -> Result<oci_spec::runtime::Process, Failure> {
+/// `exec ID CMD...`: the flags given, the rest the container's (runc's way).
+fn command_line(args: &ExecArgs) -> Result<oci::Exec, Failure> {
     if args.command.is_empty() {
         return Err(failure("exec: no command (give CMD or --process FILE)"));
     }
-    let mut user = oci_spec::runtime::User::default();
-    if let Some(spec) = &args.user {
-        let (uid, gid) = spec.split_once(':').unwrap_or((spec, "0"));
-        let number = |s: &str| s.parse::<u32>().map_err(|_| failure(format!("--user {spec:?}: UID[:GID], numbers")));
-        user.set_uid(number(uid)?);
-        user.set_gid(number(gid)?);
+    let user = match &args.user {
+        None => None,
+        Some(spec) => {
+            let number =
+                |s: &str| s.parse::<u32>().map_err(|_| failure(format!("--user {spec:?}: UID[:GID], numbers")));
+            match spec.split_once(':') {
+                Some((uid, gid)) => Some((number(uid)?, Some(number(gid)?))),
+                None => Some((number(spec)?, None)),
+            }
+        }
+    };
+    if let Some(bad) = args.env.iter().find(|e| !e.contains('=')) {
+        return Err(failure(format!("--env {bad:?}: K=V")));
     }
-    let mut process = oci_spec::runtime::Process::default();
-    process.set_args(Some(args.command.clone()));
-    process.set_user(user);
-    process.set_cwd(args.cwd.clone().unwrap_or_else(|| "/".into()).into());
-    process.set_env((!args.env.is_empty()).then(|| args.env.clone()));
-    process.set_capabilities(None);
-    process.set_terminal(Some(false));
-    process.set_rlimits(None);
-    process.set_no_new_privileges(None);
-    Ok(process)
+    let command = oci::CommandLine { user, cwd: args.cwd.clone(), env: args.env.clone(), tty: args.tty };
+    Ok(oci::Exec::Command(args.command.clone(), command))
 }
 
 fn wait(pid: i32) -> Result<u8, Failure> {

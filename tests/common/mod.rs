@@ -296,3 +296,24 @@ pub fn compile_static(dir: &std::path::Path, name: &str, source: &str) -> std::p
     assert!(st.is_ok_and(|s| s.success()), "cc -static (gcc and libc6-dev) is needed for this test");
     bin
 }
+
+/// Runs the shell command `line` on a pseudo-terminal of script(1)'s, as
+/// a person at a terminal would; its exit code and what the terminal
+/// showed. Its input stays open (and empty) until it exits: an input that
+/// ends sends the terminal an end-of-file, which is not what a person does.
+pub fn under_script(line: &str, env: &[(&str, &std::ffi::OsStr)]) -> (Option<i32>, String) {
+    use std::io::Read;
+    use std::process::{Command, Stdio};
+    let mut c = Command::new("script");
+    c.args(["-qec", line, "/dev/null"]).stdin(Stdio::piped()).stdout(Stdio::piped());
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let mut child = c.spawn().unwrap_or_else(|e| panic!("script: {e}"));
+    let input = child.stdin.take();
+    let mut shown = Vec::new();
+    child.stdout.take().expect("piped").read_to_end(&mut shown).unwrap();
+    let status = child.wait().unwrap();
+    drop(input);
+    (status.code(), text(&shown))
+}

@@ -17,9 +17,11 @@
 pub mod devices;
 mod freezer;
 pub mod layout;
+mod runc_stats;
 pub mod spec_limits;
 pub mod spec_path;
 mod stats;
+mod update;
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -28,8 +30,10 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 pub use layout::{Layout, detect, own_paths};
+pub use runc_stats::Stats as RuncStats;
 pub use spec_limits::ExtraLimits;
 pub use stats::{Io, io_service_bytes_v1, io_stat_v2};
+pub use update::{Update, shares_to_weight};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CgroupError {
@@ -50,6 +54,14 @@ pub enum CgroupError {
     Unsupported(&'static str),
     #[error("cgroupsPath {path:?}: {why}")]
     SpecPath { path: String, why: String },
+    #[error("the container's cgroup has no {0} hierarchy (cgroup v1): its limits cannot be changed")]
+    NotJoined(&'static str),
+    #[error("{}: no swap accounting on this host (boot with swapaccount=1)", .0.display())]
+    NoSwapAccounting(PathBuf),
+    #[error("{}: not there (its cgroup v2 controller is not enabled)", .0.display())]
+    NoFile(PathBuf),
+    #[error("a swap limit needs a memory limit")]
+    SwapWithoutMemory,
 }
 
 type Result<T> = std::result::Result<T, CgroupError>;

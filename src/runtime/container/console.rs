@@ -15,8 +15,10 @@ use super::init::{Result, err};
 use super::init_error::InitError;
 
 /// Makes the terminal and hands its master to `socket` (connected to the
-/// engine's console socket). `size` is rows and columns.
-pub(super) fn attach(socket: OwnedFd, size: Option<(u16, u16)>) -> Result<()> {
+/// engine's console socket). `size` is rows and columns. The terminal
+/// belongs to `uid`, the user the process will run as, as runc gives it:
+/// a program that reopens its terminal (`/dev/tty`) may then do so.
+pub(super) fn attach(socket: OwnedFd, size: Option<(u16, u16)>, uid: u32) -> Result<()> {
     let master = nix::fcntl::open("/dev/ptmx", OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC, Mode::empty())
         .map_err(err("open /dev/ptmx"))?;
     let unlock: libc::c_int = 0;
@@ -32,6 +34,8 @@ pub(super) fn attach(socket: OwnedFd, size: Option<(u16, u16)>) -> Result<()> {
         }
         OwnedFd::from_raw_fd(fd)
     };
+    nix::unistd::fchown(&slave, Some(nix::unistd::Uid::from_raw(uid)), None)
+        .map_err(err("give the terminal to the process's user"))?;
     if let Some((rows, cols)) = size {
         let ws = libc::winsize { ws_row: rows, ws_col: cols, ws_xpixel: 0, ws_ypixel: 0 };
         // SAFETY: TIOCSWINSZ reads one winsize we own.

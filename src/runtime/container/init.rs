@@ -169,7 +169,7 @@ fn setup(plan: &Plan, go: OwnedFd, gate: Option<Gate>, console: Option<OwnedFd>)
         }
     }
     if let (Some(socket), Some(size)) = (console, plan.terminal) {
-        super::console::attach(socket, size)?;
+        super::console::attach(socket, size, plan.process.uid)?;
     }
     let never = process(&plan.process, gate)?;
     match never {}
@@ -337,10 +337,12 @@ fn exec(plan: &ProcessPlan) -> Result<Never> {
     let args: Vec<CString> = plan.args.iter().map(|a| c(a)).collect::<Result<_>>()?;
     let env: Vec<CString> = plan.env.iter().map(|a| c(a)).collect::<Result<_>>()?;
     let file = c(&path.to_string_lossy())?;
-    // Every descriptor but stdio closes on exec (the error pipe already does).
-    // SAFETY: close_range(2) with constant arguments only changes flags of
+    // Every descriptor but stdio and those preserved closes on exec (the
+    // error pipe already does).
+    let first = 3u32.saturating_add(plan.preserve_fds);
+    // SAFETY: close_range(2) with integer arguments only changes flags of
     // our own descriptors; nothing in this process uses them after exec.
-    unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, libc::CLOSE_RANGE_CLOEXEC) };
+    unsafe { libc::syscall(libc::SYS_close_range, first, u32::MAX, libc::CLOSE_RANGE_CLOEXEC) };
     let e = nix::unistd::execve(&file, &args, &env).unwrap_err();
     Err(InitError::Exec { program: program.clone(), errno: e as i32 })
 }

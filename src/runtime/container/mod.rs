@@ -41,7 +41,7 @@ use nix::errno::Errno;
 // a Container: the whole surface the rest of the crate sees.
 pub use bundle::{run_bundle, selinux_enabled};
 pub use exec::exec;
-pub use exec_process::exec_process;
+pub use exec_process::{CommandLine, ExecOptions, exec_command, exec_process};
 pub(crate) use gate::make_fifo;
 pub use gate::{Opened, open as open_gate};
 pub use helper::serve as serve_spawn_helper;

@@ -170,6 +170,11 @@ pub(crate) struct ProcessPlan {
     pub(crate) cwd: String,
     pub(crate) args: Vec<String>,
     pub(crate) env: Vec<String>,
+    /// Descriptors 3 to 3+N-1 that stay open in the program (an engine's
+    /// `--preserve-fds N`, systemd's LISTEN_FDS style); every other one
+    /// closes on exec.
+    #[serde(default)]
+    pub(crate) preserve_fds: u32,
 }
 
 /// Builds the plan of a bundle's spec. The spec is the whole truth: none of
@@ -379,6 +384,7 @@ pub(crate) fn from_spec(spec: &Spec, bundle: &Path) -> Result<Plan, PlanError> {
             cwd,
             args,
             env: process.env().clone().unwrap_or_default(),
+            preserve_fds: 0,
         },
         new_session: false,
         network: None,

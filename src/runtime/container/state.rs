@@ -84,6 +84,7 @@ impl ProcessState {
             cwd: self.cwd.clone(),
             args,
             env: self.env.clone(),
+            preserve_fds: 0,
         })
     }
 }
@@ -189,6 +190,7 @@ mod tests {
             cwd: "/".into(),
             args: vec!["sh".into()],
             env: vec!["A=1".into()],
+            preserve_fds: 0,
         };
         let dir = tempfile::tempdir().unwrap();
         let state = ContainerState {

@@ -8,8 +8,10 @@
 //! exits, and reaps it.
 
 mod documents;
+mod events;
 pub mod hooks;
 mod record;
+mod update;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -18,11 +20,14 @@ use nix::sys::signal::Signal;
 use oci_spec::runtime::{Process, Spec};
 
 pub use documents::{default_spec, features};
+pub use events::{Event, events, stats_event};
 use hooks::{HookError, Point};
 use record::{Dir, Record};
 pub use record::{SPEC_VERSION, State, Status};
+pub use update::{resources_update, update};
 
 use crate::runtime::cgroups::{self, CgroupError};
+pub use crate::runtime::container::{CommandLine, ExecOptions};
 use crate::runtime::container::{Container, PidFile, Plan, RuntimeError, Setup};
 
 /// How long `start` waits for a created container at its gate.
@@ -42,6 +47,8 @@ pub enum OciError {
     Console(&'static str),
     #[error("unknown signal {0:?}")]
     Signal(String),
+    #[error("update: linux.resources.{0} cannot be changed by this runtime")]
+    UpdateUnsupported(&'static str),
     #[error("{op} {}: {source}", path.display())]
     Io {
         op: &'static str,
@@ -93,12 +100,14 @@ fn loaded(root: &Path, id: &str) -> Result<(Dir, Record), OciError> {
 /// `create`: the bundle's container, set up, its program waiting for
 /// `start`. Writes its first process's pid to `pid_file`.
 /// With a terminal in the spec, `console_socket` is where its master goes.
+/// Our descriptors 3 to 3+`preserve_fds`-1 stay open in its program.
 pub fn create(
     root: &Path,
     id: &str,
     bundle: &Path,
     pid_file: Option<&Path>,
     console_socket: Option<&Path>,
+    preserve_fds: u32,
 ) -> Result<(), OciError> {
     check_id(id)?;
     // The container is cloned from this process: from a protected form of it.
@@ -106,7 +115,8 @@ pub fn create(
     let bundle = std::path::absolute(bundle).map_err(|e| OciError::io("resolve", bundle, e))?;
     let config = bundle.join("config.json");
     let spec = Spec::load(&config).map_err(|source| RuntimeError::LoadSpec { path: config.clone(), source })?;
-    let plan = Plan::from_spec(&spec, &bundle).map_err(RuntimeError::from)?;
+    let mut plan = Plan::from_spec(&spec, &bundle).map_err(RuntimeError::from)?;
+    plan.process.preserve_fds = preserve_fds;
     plan.check_host(crate::runtime::container::selinux_enabled()).map_err(RuntimeError::from)?;
     let spec_hooks = spec.hooks().clone();
     if let Some(h) = &spec_hooks {
@@ -342,9 +352,17 @@ pub fn delete(root: &Path, id: &str, force: bool) -> Result<Vec<HookError>, OciE
     })
 }
 
-/// `exec`: `process` in the running container `id`; its exit code (0 at
-/// once with `detach`).
-pub fn exec(root: &Path, id: &str, process: &Process, detach: bool, pid_file: Option<&Path>) -> Result<i32, OciError> {
+/// What `exec` runs.
+pub enum Exec {
+    /// An engine's process description (`--process FILE`).
+    Process(Box<Process>),
+    /// A command line's command, the rest from the container.
+    Command(Vec<String>, CommandLine),
+}
+
+/// `exec`: a process in the running container `id`; its exit code (0 at
+/// once with `options.detach`).
+pub fn exec(root: &Path, id: &str, what: &Exec, options: &ExecOptions) -> Result<i32, OciError> {
     let (dir, record) = loaded(root, id)?;
     let state = dir.state(&record);
     let container = dir.container(&record).filter(|_| state.status == Status::Running);
@@ -353,5 +371,11 @@ pub fn exec(root: &Path, id: &str, process: &Process, detach: bool, pid_file: Op
     };
     // It joins the container: from a protected form of our binary.
     crate::runtime::container::reexec_protected()?;
-    Ok(crate::runtime::container::exec_process(&container, process, detach, pid_file)?)
+    let code = match what {
+        Exec::Process(process) => crate::runtime::container::exec_process(&container, process, options)?,
+        Exec::Command(args, command) => {
+            crate::runtime::container::exec_command(&container, args.clone(), command, options)?
+        }
+    };
+    Ok(code)
 }
