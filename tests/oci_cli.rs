@@ -5,68 +5,18 @@
 
 mod common;
 
+use common::bundle::Bundle;
 use common::text;
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use oci_spec::runtime::Spec;
 use serde_json::{Value, json};
 
-struct Bundle {
-    dir: tempfile::TempDir,
-    path: PathBuf,
-}
-
 impl Bundle {
-    /// The busybox fixture running `sh -c script`, with a host directory
-    /// `/shared` (the bundle's `shared/`) to see what it did.
+    /// The busybox fixture running `sh -c script` (see [`Bundle::busybox`]).
     fn new(script: &str, edit: impl FnOnce(&mut Value)) -> Bundle {
-        let fx = common::fixtures();
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("bundle");
-        std::fs::create_dir_all(path.join("shared")).unwrap();
-        // Writable by the unprivileged user an exec runs as.
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(path.join("shared"), std::fs::Permissions::from_mode(0o777)).unwrap();
-        let ok = Command::new("cp").arg("-a").arg(fx.join("unpacked/base")).arg(path.join("rootfs")).status().unwrap();
-        assert!(ok.success());
-        let mut spec = serde_json::to_value(Spec::default()).unwrap();
-        spec["root"]["path"] = json!("rootfs");
-        spec["process"]["args"] = json!(["/bin/sh", "-c", script]);
-        spec["process"]["env"] = json!(["PATH=/bin"]);
-        spec["process"]["terminal"] = json!(false);
-        spec["mounts"].as_array_mut().unwrap().push(json!({
-            "destination": "/shared", "type": "bind", "source": path.join("shared"), "options": ["rbind", "rw"]
-        }));
-        edit(&mut spec);
-        std::fs::write(path.join("config.json"), serde_json::to_vec_pretty(&spec).unwrap()).unwrap();
-        Bundle { dir, path }
-    }
-
-    fn shared(&self, name: &str) -> PathBuf {
-        self.path.join("shared").join(name)
-    }
-
-    fn root(&self) -> PathBuf {
-        self.dir.path().join("state")
-    }
-
-    fn runtime(&self, args: &[&str]) -> Output {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_supervisor-runtime"));
-        c.arg("--root").arg(self.root()).args(args);
-        common::output_via_files(&mut c)
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.runtime(args);
-        assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
-        text(&out.stdout)
-    }
-
-    fn state(&self, id: &str) -> Value {
-        serde_json::from_str(&self.ok(&["state", id])).unwrap()
+        Bundle::busybox(script, |s, _| edit(s))
     }
 }
 

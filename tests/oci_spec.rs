@@ -6,77 +6,35 @@
 
 mod common;
 
+use common::bundle::Bundle;
 use common::text;
 
 use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use oci_spec::runtime::Spec;
 use serde_json::{Value, json};
 
-struct Bundle {
-    dir: tempfile::TempDir,
-    path: PathBuf,
-}
-
 impl Bundle {
-    /// The busybox fixture running `sh -c script`, with a host directory
-    /// `/shared` (the bundle's `shared/`, writable by anyone) to see what
-    /// it did.
+    /// The busybox fixture running `sh -c script` (see
+    /// [`Bundle::busybox`]), with its mount points made beforehand: a
+    /// user namespace's root may not make them in a root filesystem that
+    /// the host's root owns.
     fn new(script: &str, edit: impl FnOnce(&mut Value, &std::path::Path)) -> Bundle {
-        use std::os::unix::fs::PermissionsExt;
-        let fx = common::fixtures();
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("bundle");
-        std::fs::create_dir_all(path.join("shared")).unwrap();
-        std::fs::set_permissions(path.join("shared"), std::fs::Permissions::from_mode(0o777)).unwrap();
-        let ok = Command::new("cp").arg("-a").arg(fx.join("unpacked/base")).arg(path.join("rootfs")).status().unwrap();
-        assert!(ok.success());
-        // Mount points made here: a user namespace's root may not make
-        // them in a root filesystem that the host's root owns.
-        for d in ["shared", "proc", "dev", "sys", "tmp"] {
-            std::fs::create_dir_all(path.join("rootfs").join(d)).unwrap();
-        }
-        let mut spec = serde_json::to_value(Spec::default()).unwrap();
-        spec["root"]["path"] = json!("rootfs");
-        spec["process"]["args"] = json!(["/bin/sh", "-c", script]);
-        spec["process"]["env"] = json!(["PATH=/bin"]);
-        spec["process"]["terminal"] = json!(false);
-        spec["mounts"].as_array_mut().unwrap().push(json!({
-            "destination": "/shared", "type": "bind", "source": path.join("shared"), "options": ["rbind", "rw"]
-        }));
-        edit(&mut spec, &path);
-        std::fs::write(path.join("config.json"), serde_json::to_vec_pretty(&spec).unwrap()).unwrap();
-        Bundle { dir, path }
-    }
-
-    fn shared(&self, name: &str) -> PathBuf {
-        self.path.join("shared").join(name)
+        Bundle::busybox(script, |spec, path| {
+            for d in ["shared", "proc", "dev", "sys", "tmp"] {
+                std::fs::create_dir_all(path.join("rootfs").join(d)).unwrap();
+            }
+            edit(spec, path);
+        })
     }
 
     fn read(&self, name: &str) -> String {
         std::fs::read_to_string(self.shared(name)).unwrap_or_default()
     }
 
-    fn runtime(&self, args: &[&str]) -> Output {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_supervisor-runtime"));
-        c.arg("--root").arg(self.dir.path().join("state")).args(args);
-        common::output_via_files(&mut c)
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.runtime(args);
-        assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
-        text(&out.stdout)
-    }
-
     fn create(&self, id: &str) {
         self.ok(&["create", "--bundle", self.path.to_str().unwrap(), id]);
-    }
-
-    fn state(&self, id: &str) -> Value {
-        serde_json::from_str(&self.ok(&["state", id])).unwrap()
     }
 
     /// Created, started, waited for until stopped, deleted.

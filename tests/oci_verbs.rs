@@ -6,76 +6,33 @@
 
 mod common;
 
+use common::bundle::Bundle;
 use common::text;
 
 use std::io::{BufRead, BufReader, Read};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use oci_spec::runtime::Spec;
 use serde_json::{Value, json};
 
-struct Bundle {
-    dir: tempfile::TempDir,
-    path: PathBuf,
-}
-
 impl Bundle {
-    /// The busybox fixture running `sh -c script`, with the bundle's
-    /// `shared/` at `/shared`, in the cgroup `cgroup` (under a test parent).
+    /// The busybox fixture running `sh -c script` (see
+    /// [`Bundle::busybox`]), `FROM=spec` in its environment, in the cgroup
+    /// `cgroup` (under a test parent).
     fn new(script: &str, cgroup: &str) -> Bundle {
         Bundle::new_with(script, cgroup, |_| {})
     }
 
     /// [`Bundle::new`], its spec edited by `edit`.
     fn new_with(script: &str, cgroup: &str, edit: impl FnOnce(&mut Value)) -> Bundle {
-        let fx = common::fixtures();
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("bundle");
-        std::fs::create_dir_all(path.join("shared")).unwrap();
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(path.join("shared"), std::fs::Permissions::from_mode(0o777)).unwrap();
-        let ok = Command::new("cp").arg("-a").arg(fx.join("unpacked/base")).arg(path.join("rootfs")).status().unwrap();
-        assert!(ok.success());
-        let mut spec = serde_json::to_value(Spec::default()).unwrap();
-        spec["root"]["path"] = json!("rootfs");
-        spec["process"]["args"] = json!(["/bin/sh", "-c", script]);
-        spec["process"]["env"] = json!(["PATH=/bin", "FROM=spec"]);
-        spec["process"]["terminal"] = json!(false);
-        spec["mounts"].as_array_mut().unwrap().push(json!({
-            "destination": "/shared", "type": "bind", "source": path.join("shared"), "options": ["rbind", "rw"]
-        }));
-        spec["linux"]["cgroupsPath"] = json!(format!("/supervisor-tests-verbs/{cgroup}"));
-        edit(&mut spec);
-        std::fs::write(path.join("config.json"), serde_json::to_vec_pretty(&spec).unwrap()).unwrap();
-        Bundle { dir, path }
-    }
-
-    fn shared(&self, name: &str) -> PathBuf {
-        self.path.join("shared").join(name)
-    }
-
-    fn root(&self) -> PathBuf {
-        self.dir.path().join("state")
-    }
-
-    fn command(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_supervisor-runtime"));
-        c.arg("--root").arg(self.root()).args(args);
-        c
-    }
-
-    fn runtime(&self, args: &[&str]) -> Output {
-        common::output_via_files(&mut self.command(args))
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.runtime(args);
-        assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
-        text(&out.stdout)
+        Bundle::busybox(script, |spec, _| {
+            spec["process"]["env"] = json!(["PATH=/bin", "FROM=spec"]);
+            spec["linux"]["cgroupsPath"] = json!(format!("/supervisor-tests-verbs/{cgroup}"));
+            edit(spec);
+        })
     }
 
     /// Created and started, running `script`.

@@ -205,6 +205,7 @@ pub fn host_network() -> String {
     out
 }
 
+pub mod bundle;
 pub mod daemon;
 pub mod http;
 pub mod proxy;
