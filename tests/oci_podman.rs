@@ -18,7 +18,12 @@ struct Podman {
     /// (ip filter, ip nat, ip6 nat) were there before us.
     had: (bool, [bool; 3]),
     _network: Option<common::HostLock>,
+    /// One podman test at a time: each removes, when done, the CNI bridge
+    /// and tables it found missing, which another one may still be using.
+    _one: std::sync::MutexGuard<'static, ()>,
 }
+
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 const CNI_TABLES: [(&str, &str); 3] = [("ip", "filter"), ("ip", "nat"), ("ip6", "nat")];
 
@@ -32,6 +37,7 @@ fn link(name: &str) -> bool {
 
 impl Podman {
     fn new() -> Podman {
+        let one = ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let network = common::network_user();
         let had = (link("cni-podman0"), CNI_TABLES.map(|(family, name)| nft_table(family, name)));
         let dir = tempfile::tempdir().unwrap();
@@ -51,7 +57,7 @@ impl Podman {
             ),
         )
         .unwrap();
-        let mut p = Podman { dir, image: String::new(), had, _network: network };
+        let mut p = Podman { dir, image: String::new(), had, _network: network, _one: one };
         // The busybox of units.example, into this storage.
         let busybox = common::daemon::busybox();
         let out = p.podman(&["pull", "-q", &busybox]);

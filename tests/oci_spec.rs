@@ -64,13 +64,22 @@ fn hooks_run_in_order_with_the_state_and_a_failing_prestart_leaves_nothing() {
     if !common::require_root("hooks_run_in_order_with_the_state_and_a_failing_prestart_leaves_nothing") {
         return;
     }
-    let log = tempfile::tempdir().unwrap();
-    let log = log.path().join("hooks.log");
-    let b = Bundle::new("echo ran > /shared/ran", |s, _| {
+    // One log for all: the host's hooks and createContainer (run before
+    // pivot_root, when the host's paths are still there) write its host
+    // path, startContainer (run in the container's root) its /shared path.
+    let mut log = PathBuf::new();
+    let b = Bundle::new("echo ran > /shared/ran", |s, path| {
+        log = path.join("shared/hooks.log");
+        let in_container = |name: &str, log: &str| {
+            let script = format!("echo {name} $(cat) >> {log}; readlink /proc/self/ns/mnt > {log}.{name}");
+            json!({"path": "/bin/sh", "args": ["sh", "-c", script]})
+        };
         s["annotations"] = json!({"org.example": "x"});
         s["hooks"] = json!({
             "createRuntime": [hook(&log, "createRuntime")],
             "prestart": [hook(&log, "prestart1"), hook(&log, "prestart2")],
+            "createContainer": [in_container("createContainer", &log.display().to_string())],
+            "startContainer": [in_container("startContainer", "/shared/hooks.log")],
             "poststart": [hook(&log, "poststart")],
             "poststop": [hook(&log, "poststop")],
         });
@@ -78,6 +87,9 @@ fn hooks_run_in_order_with_the_state_and_a_failing_prestart_leaves_nothing() {
     b.create("h1");
     let pid = b.state("h1")["pid"].clone();
     assert!(!b.shared("ran").exists(), "the program ran at create");
+    assert!(!b.shared("hooks.log.startContainer").exists(), "startContainer ran at create");
+    let container_mnt = std::fs::read_link(format!("/proc/{pid}/ns/mnt")).unwrap();
+    let host_mnt = std::fs::read_link("/proc/self/ns/mnt").unwrap();
     b.ok(&["start", "h1"]);
     wait_until("stopped", 10, || b.state("h1")["status"] == "stopped");
     assert_eq!(b.read("ran"), "ran\n");
@@ -91,7 +103,10 @@ fn hooks_run_in_order_with_the_state_and_a_failing_prestart_leaves_nothing() {
         })
         .collect();
     let names: Vec<&str> = lines.iter().map(|(n, _)| n.as_str()).collect();
-    assert_eq!(names, ["createRuntime", "prestart1", "prestart2", "poststart", "poststop"]);
+    assert_eq!(
+        names,
+        ["createRuntime", "prestart1", "prestart2", "createContainer", "startContainer", "poststart", "poststop"]
+    );
     for (name, state) in &lines {
         assert_eq!((&state["id"], &state["bundle"]), (&json!("h1"), &json!(b.path)), "{name}: {state}");
         assert_eq!(state["annotations"]["org.example"], "x", "{name}: {state}");
@@ -101,9 +116,17 @@ fn hooks_run_in_order_with_the_state_and_a_failing_prestart_leaves_nothing() {
             _ => "created",
         };
         assert_eq!(state["status"], status, "{name}: {state}");
-        if name != "poststop" {
-            assert_eq!(state["pid"], pid, "{name}: {state}");
+        match name.as_str() {
+            "poststop" => {}
+            // The container's own pid, as runc gives it: its pid namespace's.
+            "createContainer" | "startContainer" => assert_eq!(state["pid"], 1, "{name}: {state}"),
+            _ => assert_eq!(state["pid"], pid, "{name}: {state}"),
         }
+    }
+    for name in ["createContainer", "startContainer"] {
+        let mnt = b.read(&format!("hooks.log.{name}"));
+        assert_eq!(mnt.trim(), container_mnt.to_str().unwrap(), "{name} did not run in the container's mounts");
+        assert_ne!(mnt.trim(), host_mnt.to_str().unwrap());
     }
 
     // A prestart hook that fails: create fails, naming it; the program
@@ -115,6 +138,16 @@ fn hooks_run_in_order_with_the_state_and_a_failing_prestart_leaves_nothing() {
     assert!(!out.status.success());
     assert!(text(&out.stderr).contains("prestart hook /bin/false: exited with status 1"), "{}", text(&out.stderr));
     assert!(text(&failing.runtime(&["state", "h2"]).stderr).contains("does not exist"));
+    assert!(!failing.shared("ran").exists());
+    // So does a createContainer hook.
+    let failing = Bundle::new("echo ran > /shared/ran", |s, _| {
+        s["hooks"] = json!({"createContainer": [{"path": "/bin/false", "args": ["false"]}]});
+    });
+    let out = failing.runtime(&["create", "--bundle", failing.path.to_str().unwrap(), "h4"]);
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("createContainer hook /bin/false: exited with status 1"), "{stderr}");
+    assert!(text(&failing.runtime(&["state", "h4"]).stderr).contains("does not exist"));
     assert!(!failing.shared("ran").exists());
     // A poststart hook that fails is a warning: the container runs.
     let warned = Bundle::new("echo ran > /shared/ran", |s, _| {

@@ -351,7 +351,7 @@ pub fn exec(
         let _ = nix::unistd::dup2_stdin(child_io.0);
         let _ = nix::unistd::dup2_stdout(child_io.1);
         let _ = nix::unistd::dup2_stderr(child_io.2);
-        match init::process(&plan, None) {
+        match init::process(&plan, None, &Default::default()) {
             Ok(never) => match never {},
             Err(e) => e,
         }

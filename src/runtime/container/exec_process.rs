@@ -150,7 +150,7 @@ fn run(
         {
             return e;
         }
-        match init::process(&plan, None) {
+        match init::process(&plan, None, &Default::default()) {
             Ok(never) => match never {},
             Err(e) => e,
         }

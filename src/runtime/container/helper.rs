@@ -130,7 +130,7 @@ fn run(input: &mut BufReader<UnixStream>, out: &mut UnixStream) -> Result<(), Ru
             Err(_) => Err(RuntimeError::NoGo),
         }
     };
-    let options = Options { sibling: true, on_cloned: Some(&on_cloned), gate: None, console: None };
+    let options = Options { sibling: true, on_cloned: Some(&on_cloned), ..Options::default() };
     spawn(&plan, &cgroup, Stdio::Inherit, &options)?;
     send(out, &Reply::Running)
 }

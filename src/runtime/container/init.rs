@@ -18,6 +18,7 @@ use nix::sys::stat::{Mode, mkdirat};
 use nix::unistd::{Gid, Uid, chdir, pivot_root, sethostname, setresgid, setresuid};
 
 use super::gate::Gate;
+use super::hooks::{InContainer, Point};
 use super::init_error::InitError;
 use super::init_mounts::{make_dev, make_readonly, mask, mount_one};
 use super::init_net::{configure_interface, loopback_up};
@@ -47,7 +48,6 @@ fn setup(plan: &Plan, go: OwnedFd, gate: Option<Gate>, console: Option<OwnedFd>)
         Ok(1) => {}
         _ => return Err(InitError::Abandoned),
     }
-    drop(go);
     if let Some(adj) = plan.oom_score_adj {
         // Our own, inherited by the program and all it starts; while we are
         // still the host's root (in a user namespace, /proc/self is not ours).
@@ -125,6 +125,13 @@ fn setup(plan: &Plan, go: OwnedFd, gate: Option<Gate>, console: Option<OwnedFd>)
     if dev_is_tmpfs {
         make_dev(root.as_fd(), plan)?;
     }
+    // The runtime's createRuntime and prestart hooks, then ours, while the
+    // host's root is still here.
+    if let (true, Some(gate)) = (plan.hooks.pause, &gate) {
+        gate.pause(go.as_fd())?;
+    }
+    drop(go);
+    plan.hooks.run(Point::CreateContainer, "created").map_err(|e| InitError::Hook { message: e.to_string() })?;
 
     chdir(&plan.rootfs).map_err(err("chdir to the root filesystem"))?;
     // pivot_root(".", "."): the old root ends up on top of the new one and
@@ -171,15 +178,16 @@ fn setup(plan: &Plan, go: OwnedFd, gate: Option<Gate>, console: Option<OwnedFd>)
     if let (Some(socket), Some(size)) = (console, plan.terminal) {
         super::console::attach(socket, size, plan.process.uid)?;
     }
-    let never = process(&plan.process, gate)?;
+    let never = process(&plan.process, gate, &plan.hooks)?;
     match never {}
 }
 
 /// Becomes the process `p` describes: user and capabilities, working
 /// directory, no_new_privs and seccomp, then `execve`. The container's
 /// first process ends its setup here (with a `gate`, waiting there for
-/// `start`), and `exec` runs only this.
-pub(crate) fn process(p: &ProcessPlan, gate: Option<Gate>) -> Result<Never> {
+/// `start`, then running its `startContainer` hooks), and `exec` runs
+/// only this.
+pub(crate) fn process(p: &ProcessPlan, gate: Option<Gate>, hooks: &InContainer) -> Result<Never> {
     // An exec'd process too gets the container's umask, not the daemon's.
     nix::sys::stat::umask(Mode::from_bits_truncate(0o022));
     // Our runtime ignores SIGPIPE, and an ignored signal stays ignored
@@ -204,6 +212,7 @@ pub(crate) fn process(p: &ProcessPlan, gate: Option<Gate>) -> Result<Never> {
         Some(gate) => Some(gate.wait()?),
         None => None,
     };
+    hooks.run(Point::StartContainer, "created").map_err(|e| InitError::Hook { message: e.to_string() })?;
     if p.no_new_privileges {
         nix::sys::prctl::set_no_new_privs().map_err(err("set no_new_privs"))?;
         if let Some(f) = &filter {

@@ -20,6 +20,9 @@ pub enum InitError {
     Seccomp { message: String },
     #[error("mount cgroups: {message}")]
     Cgroups { message: String },
+    /// A `createContainer` or `startContainer` hook failed.
+    #[error("{message}")]
+    Hook { message: String },
     #[error("the runtime went away before the container started")]
     Abandoned,
     #[error("the image has too many layers ({0}) for one overlay mount")]

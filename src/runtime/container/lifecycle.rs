@@ -183,8 +183,9 @@ impl Container {
         plan: &Plan,
         fifo: BorrowedFd,
         console: Option<BorrowedFd>,
+        before_pivot: &dyn Fn(Pid) -> Result<(), RuntimeError>,
     ) -> Result<Container, RuntimeError> {
-        let options = Options { gate: Some(fifo), console, ..Options::default() };
+        let options = Options { gate: Some(fifo), console, before_pivot: Some(before_pivot), ..Options::default() };
         Ok(Container::create_with(setup, plan, Stdio::Inherit, &options)?.0)
     }
 

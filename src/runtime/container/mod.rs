@@ -16,6 +16,7 @@ mod exec;
 mod exec_process;
 mod gate;
 mod helper;
+pub mod hooks;
 mod init;
 mod init_error;
 mod init_mounts;
@@ -53,7 +54,7 @@ pub use limits::hard_limit;
 pub use owner::{Owner, OwnerError, own};
 pub use pid_file::PidFile;
 pub use plan::{Plan, PlanError};
-pub(crate) use process::{Woke, pidfd, watch};
+
 pub use sealed::{reexec_protected, sealed_self};
 pub use signals::Forwarding;
 pub use spawn::{Output, Stdio};
@@ -123,6 +124,8 @@ pub enum RuntimeError {
     HelperFailed { message: String, code: u8 },
     #[error("the supervisor did not let the container start")]
     NoGo,
+    #[error(transparent)]
+    Hook(#[from] hooks::HookError),
 }
 
 impl RuntimeError {

@@ -11,6 +11,7 @@ use nix::sched::CloneFlags;
 use oci_spec::runtime::{LinuxNamespaceType, Spec};
 use serde::{Deserialize, Serialize};
 
+use super::hooks::InContainer;
 use super::spec_fields::seccomp_profile;
 pub(crate) use super::spec_fields::{capabilities, default_devices, parse_mount_options, rlimit_resource};
 use crate::runtime::seccomp::default_filter;
@@ -150,6 +151,9 @@ pub struct Plan {
     /// container and handed to the engine's console socket; its size.
     #[serde(default)]
     pub(crate) terminal: Option<Option<(u16, u16)>>,
+    /// The spec's hooks that involve the first process.
+    #[serde(default)]
+    pub(crate) hooks: InContainer,
 }
 
 fn no_flags() -> MsFlags {
@@ -399,6 +403,7 @@ pub(crate) fn from_spec(spec: &Spec, bundle: &Path) -> Result<Plan, PlanError> {
             .terminal()
             .unwrap_or(false)
             .then(|| process.console_size().as_ref().map(|b| (b.height() as u16, b.width() as u16))),
+        hooks: InContainer::of(spec.hooks().as_ref()),
     })
 }
 
@@ -433,6 +438,12 @@ impl Plan {
             return Err(PlanError::Unsupported { what: "SELinux labels (selinuxLabel, mountLabel)".into() });
         }
         Ok(())
+    }
+
+    /// The OCI state its `createContainer` and `startContainer` hooks read
+    /// (the container sets its `pid` and `status`).
+    pub fn set_hook_state(&mut self, state: serde_json::Map<String, serde_json::Value>) {
+        self.hooks.state = state;
     }
 
     /// Whether its stdio is a terminal (which needs an engine's console

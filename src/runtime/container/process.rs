@@ -75,10 +75,16 @@ impl Cloned {
     /// Waits until the child is set up and waits at its start gate (a byte
     /// on `ready`), or reaps it and returns why it could not get there.
     pub(crate) fn at_gate(self, ready: OwnedFd) -> Result<Pid, RuntimeError> {
+        Ok(self.reached(ready.as_fd())?.pid)
+    }
+
+    /// Waits until the child says it reached a point of its setup (a byte
+    /// on `ready`), or reaps it and returns why it could not get there.
+    pub(crate) fn reached(self, ready: BorrowedFd) -> Result<Cloned, RuntimeError> {
         let mut byte = [0u8; 1];
         loop {
-            match nix::unistd::read(ready.as_fd(), &mut byte) {
-                Ok(1) => return Ok(self.pid),
+            match nix::unistd::read(ready, &mut byte) {
+                Ok(1) => return Ok(self),
                 Err(Errno::EINTR) => continue,
                 // It ended (or closed its end) without getting there.
                 _ => return self.executed().and(Err(RuntimeError::Start(InitError::Abandoned))),

@@ -18,7 +18,7 @@ use super::RuntimeError;
 use super::gate::Gate;
 use super::init;
 use super::plan::Plan;
-use super::process::clone_reporting;
+use super::process::{Cloned, clone_reporting};
 use crate::runtime::cgroups::Cgroup;
 
 fn threads() -> usize {
@@ -57,6 +57,10 @@ pub(crate) struct Options<'a> {
     pub(crate) gate: Option<BorrowedFd<'a>>,
     /// The engine's console socket (connected), for a plan with a terminal.
     pub(crate) console: Option<BorrowedFd<'a>>,
+    /// With a gate, for a plan whose process pauses before `pivot_root`
+    /// ([`super::hooks::InContainer::pause`]): called with its pid then;
+    /// an error stops it there.
+    pub(crate) before_pivot: Option<&'a dyn Fn(Pid) -> Result<(), RuntimeError>>,
 }
 
 /// Starts the container's first process; returns once its program runs.
@@ -145,10 +149,13 @@ pub(crate) fn spawn(
         child.abort();
         return Err(RuntimeError::sys("start the container", e));
     }
-    drop(go_w);
     match ready {
         Some((ready_r, ready_w)) => {
             drop(ready_w);
+            let child = match plan.hooks.pause {
+                true => paused(child, ready_r.as_fd(), go_w, options.before_pivot)?,
+                false => child,
+            };
             child.at_gate(ready_r)?;
         }
         None => {
@@ -156,6 +163,26 @@ pub(crate) fn spawn(
         }
     }
     Ok((pid, output))
+}
+
+/// The child has stopped before `pivot_root` (a byte on `ready`): runs
+/// `before_pivot`, then lets it go on (a second byte on `go`).
+fn paused(
+    child: Cloned,
+    ready: BorrowedFd,
+    go: OwnedFd,
+    before_pivot: Option<&dyn Fn(Pid) -> Result<(), RuntimeError>>,
+) -> Result<Cloned, RuntimeError> {
+    let child = child.reached(ready)?;
+    if let Err(e) = before_pivot.map_or(Ok(()), |f| f(child.pid)) {
+        child.abort();
+        return Err(e);
+    }
+    if let Err(e) = nix::unistd::write(go.as_fd(), &[1]) {
+        child.abort();
+        return Err(RuntimeError::sys("let the container go on", e));
+    }
+    Ok(child)
 }
 
 /// Writes the uid and gid maps of the child's new user namespace, if any.

@@ -9,7 +9,6 @@
 
 mod documents;
 mod events;
-pub mod hooks;
 mod record;
 mod update;
 
@@ -19,6 +18,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 use oci_spec::runtime::{Process, Spec};
 
+pub use crate::runtime::container::hooks;
 pub use documents::{default_spec, features};
 pub use events::{Event, events, stats_event};
 use hooks::{HookError, Point};
@@ -64,8 +64,6 @@ pub enum OciError {
     Hook(#[from] HookError),
     #[error("container {0:?} has no process (config.json): it cannot start, and is stopped")]
     NoProcess(String),
-    #[error("hooks.{0} (hooks run inside the container) is not supported by this runtime")]
-    HookPoint(&'static str),
 }
 
 impl OciError {
@@ -119,14 +117,6 @@ pub fn create(
     plan.process.preserve_fds = preserve_fds;
     plan.check_host(crate::runtime::container::selinux_enabled()).map_err(RuntimeError::from)?;
     let spec_hooks = spec.hooks().clone();
-    if let Some(h) = &spec_hooks {
-        if h.create_container().as_ref().is_some_and(|l| !l.is_empty()) {
-            return Err(OciError::HookPoint("createContainer"));
-        }
-        if h.start_container().as_ref().is_some_and(|l| !l.is_empty()) {
-            return Err(OciError::HookPoint("startContainer"));
-        }
-    }
     let resources = plan.resources(&spec).map_err(RuntimeError::from)?;
     let console = match (plan.terminal(), console_socket) {
         (true, Some(path)) => Some(
@@ -164,24 +154,29 @@ pub fn create(
             no_process: spec.process().is_none(),
         };
         dir.save(&record)?;
+        let mut plan = plan;
+        if let Ok(serde_json::Value::Object(state)) = serde_json::to_value(dir.state(&record)) {
+            plan.set_hook_state(state);
+        }
         let fifo = crate::runtime::container::make_fifo(&dir.fifo())?;
         let setup = Setup { name: &name, cgroups: &manager, resources: &resources, run_dir: Some(&dir.0), dir: None };
         let console = console.as_ref().map(std::os::fd::AsFd::as_fd);
-        let container = Container::create_at_gate(&setup, &plan, std::os::fd::AsFd::as_fd(&fifo), console)?;
+        // The hooks of the runtime's namespace that come first, in the
+        // spec's order, while the first process waits before pivot_root.
+        // One that fails stops it: its program never runs.
+        let before_pivot = |pid: nix::unistd::Pid| -> Result<(), RuntimeError> {
+            let Some(h) = &spec_hooks else { return Ok(()) };
+            let state = State { pid: pid.as_raw(), ..dir.state(&record) }.for_hook(Status::Created);
+            hooks::run(h, Point::CreateRuntime, &state)?;
+            Ok(hooks::run(h, Point::Prestart, &state)?)
+        };
+        let container =
+            Container::create_at_gate(&setup, &plan, std::os::fd::AsFd::as_fd(&fifo), console, &before_pivot)?;
         let written = match pid_file {
             Some(path) => PidFile::open(path).and_then(|f| f.write(container.pid())).map_err(OciError::from),
             None => Ok(()),
         };
-        // The container waits at its gate: the hooks of the runtime's
-        // namespace that come before its program, in the spec's order. One
-        // that fails stops the container, which never runs its program.
-        let hooked = written.and_then(|()| {
-            let Some(h) = &spec_hooks else { return Ok(()) };
-            let state = dir.state(&record).for_hook(Status::Created);
-            hooks::run(h, Point::CreateRuntime, &state)?;
-            Ok(hooks::run(h, Point::Prestart, &state)?)
-        });
-        if let Err(e) = hooked {
+        if let Err(e) = written {
             let _ = container.kill_all();
             let _ = container.destroy();
             return Err(e);

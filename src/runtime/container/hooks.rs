@@ -1,12 +1,20 @@
-//! The spec's hooks that run in the runtime's namespaces: `createRuntime`
-//! and `prestart` (by `create`, once the container waits at its start
-//! gate), `poststart` (by `start`, once it passed the gate) and `poststop`
-//! (by `delete`, once it is gone). Each hook is a program of the host,
-//! given the container's state (the OCI state JSON) on its stdin, run in
-//! the listed order, and killed when its `timeout` passes.
+//! The runtime spec's hooks. Each hook is a program given the container's
+//! state (the OCI state JSON) on its stdin, run in the listed order, and
+//! killed when its `timeout` passes.
 //!
-//! `createContainer` and `startContainer` run inside the container's
-//! namespaces: not supported yet, and refused by `create`.
+//! In the runtime's namespaces, as programs of the host: `createRuntime`
+//! and `prestart` (by `create`, while the container's first process waits
+//! before `pivot_root` for them: see [`InContainer::pause`]), `poststart`
+//! (by `start`, once it passed its gate) and `poststop` (by `delete`, once
+//! it is gone).
+//!
+//! In the container's namespaces, run by its first process: `createContainer`
+//! after its mounts and before `pivot_root` (the path is the host's, as the
+//! spec says: the host's root is still there), and `startContainer` once
+//! `start` opened its gate, just before its program (the path is the
+//! container's). They run as runc runs them: with the container's pid as
+//! seen inside it, `startContainer` as the container's user, with its
+//! capabilities.
 
 use std::io::Write;
 use std::os::fd::AsFd;
@@ -16,14 +24,17 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use oci_spec::runtime::{Hook, Hooks};
+use serde::{Deserialize, Serialize};
 
-use crate::runtime::container::{Woke, pidfd, watch};
+use super::process::{Woke, pidfd, watch};
 
 /// The hook points, as the spec names them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Point {
     CreateRuntime,
     Prestart,
+    CreateContainer,
+    StartContainer,
     Poststart,
     Poststop,
 }
@@ -33,6 +44,8 @@ impl std::fmt::Display for Point {
         f.write_str(match self {
             Point::CreateRuntime => "createRuntime",
             Point::Prestart => "prestart",
+            Point::CreateContainer => "createContainer",
+            Point::StartContainer => "startContainer",
             Point::Poststart => "poststart",
             Point::Poststop => "poststop",
         })
@@ -59,6 +72,8 @@ pub fn of(hooks: &Hooks, point: Point) -> &[Hook] {
     let list = match point {
         Point::CreateRuntime => hooks.create_runtime(),
         Point::Prestart => hooks.prestart(),
+        Point::CreateContainer => hooks.create_container(),
+        Point::StartContainer => hooks.start_container(),
         Point::Poststart => hooks.poststart(),
         Point::Poststop => hooks.poststop(),
     };
@@ -75,6 +90,51 @@ pub fn run(hooks: &Hooks, point: Point, state: &[u8]) -> Result<(), HookError> {
 /// `poststop`: a failure is a warning); the failures.
 pub fn run_all(hooks: &Hooks, point: Point, state: &[u8]) -> Vec<HookError> {
     of(hooks, point).iter().filter_map(|h| run_one(h, point, state).err()).collect()
+}
+
+/// The hooks the container's first process runs itself, and what it
+/// gives them; part of its [`super::Plan`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct InContainer {
+    /// Wait before `pivot_root` until the parent has run the hooks of the
+    /// runtime's namespace that come first (`createRuntime`, `prestart`):
+    /// a byte on the start gate's `ready` pipe, then one more on `go`.
+    pub(crate) pause: bool,
+    pub(crate) create_container: Vec<Hook>,
+    pub(crate) start_container: Vec<Hook>,
+    /// The container's OCI state; the process sets `pid` and `status`.
+    pub(crate) state: serde_json::Map<String, serde_json::Value>,
+}
+
+impl InContainer {
+    /// Those of `hooks` (a spec's).
+    pub(crate) fn of(hooks: Option<&Hooks>) -> InContainer {
+        let Some(h) = hooks else { return InContainer::default() };
+        InContainer {
+            pause: !of(h, Point::CreateRuntime).is_empty() || !of(h, Point::Prestart).is_empty(),
+            create_container: of(h, Point::CreateContainer).to_vec(),
+            start_container: of(h, Point::StartContainer).to_vec(),
+            state: serde_json::Map::new(),
+        }
+    }
+
+    /// Runs the hooks of `point` (`createContainer` or `startContainer`)
+    /// from inside the container, `status` the state's.
+    pub(crate) fn run(&self, point: Point, status: &str) -> Result<(), HookError> {
+        let list = match point {
+            Point::CreateContainer => &self.create_container,
+            Point::StartContainer => &self.start_container,
+            _ => return Ok(()),
+        };
+        if list.is_empty() {
+            return Ok(());
+        }
+        let mut state = self.state.clone();
+        state.insert("pid".into(), std::process::id().into());
+        state.insert("status".into(), status.into());
+        let bytes = serde_json::to_vec(&state).unwrap_or_default();
+        list.iter().try_for_each(|h| run_one(h, point, &bytes))
+    }
 }
 
 fn run_one(hook: &Hook, point: Point, state: &[u8]) -> Result<(), HookError> {
