@@ -194,6 +194,61 @@ fn oom_score_adj_root_propagation_and_a_user_namespace() {
 }
 
 #[test]
+fn a_user_namespace_joined_by_path_owns_the_new_namespaces() {
+    if !common::require_root("a_user_namespace_joined_by_path_owns_the_new_namespaces") {
+        return;
+    }
+    let in_user_namespace = |s: &mut Value| {
+        s["linux"]["namespaces"].as_array_mut().unwrap().push(json!({"type": "user"}));
+        s["linux"]["uidMappings"] = json!([{"containerID": 0, "hostID": 200000, "size": 65536}]);
+        s["linux"]["gidMappings"] = json!([{"containerID": 0, "hostID": 200000, "size": 65536}]);
+        // v1 cgroup hierarchies are not ours to mount in a user namespace.
+        s["mounts"].as_array_mut().unwrap().retain(|m| m["type"] != "cgroup");
+    };
+    let first = Bundle::new("echo up > /shared/up; while :; do sleep 1; done", |s, _| in_user_namespace(s));
+    first.create("j1");
+    first.ok(&["start", "j1"]);
+    wait_until("the first container", 10, || first.shared("up").exists());
+    let pid = first.state("j1")["pid"].as_i64().unwrap();
+    // The second enters the first's user namespace and makes the others
+    // (mount, pid, network, ...) in it, as its own.
+    let script = "cat /proc/self/uid_map > /shared/uid_map; id -u > /shared/uid; hostname > /shared/hostname; \
+                  mount -t tmpfs none /tmp && echo mounted > /shared/mount";
+    let second = Bundle::new(script, |s, _| {
+        in_user_namespace(s);
+        let list = s["linux"]["namespaces"].as_array_mut().unwrap();
+        list.last_mut().unwrap()["path"] = json!(format!("/proc/{pid}/ns/user"));
+        s["linux"].as_object_mut().unwrap().retain(|k, _| k != "uidMappings" && k != "gidMappings");
+        s["process"]["capabilities"]["bounding"].as_array_mut().unwrap().push(json!("CAP_SYS_ADMIN"));
+        s["process"]["capabilities"]["effective"].as_array_mut().unwrap().push(json!("CAP_SYS_ADMIN"));
+        s["process"]["capabilities"]["permitted"].as_array_mut().unwrap().push(json!("CAP_SYS_ADMIN"));
+        s["hostname"] = json!("joined");
+    });
+    second.create("j2");
+    let pid2 = second.state("j2")["pid"].as_i64().unwrap();
+    let ns = |pid: i64, name: &str| std::fs::read_link(format!("/proc/{pid}/ns/{name}")).unwrap();
+    assert_eq!(ns(pid2, "user"), ns(pid, "user"));
+    for name in ["mnt", "pid", "uts", "net"] {
+        assert_ne!(ns(pid2, name), ns(pid, name), "{name}");
+    }
+    second.ok(&["start", "j2"]);
+    wait_until("stopped", 10, || second.state("j2")["status"] == "stopped");
+    assert_eq!(second.read("uid_map").split_whitespace().collect::<Vec<_>>(), ["0", "200000", "65536"]);
+    assert_eq!(second.read("uid").trim(), "0");
+    assert_eq!(second.read("hostname").trim(), "joined");
+    // Its mount namespace is owned by the joined user namespace, where it
+    // is root with CAP_SYS_ADMIN: it may mount (it could not in a mount
+    // namespace the host's user namespace owns).
+    assert_eq!(second.read("mount").trim(), "mounted");
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(std::fs::metadata(second.shared("uid")).unwrap().uid(), 200000);
+    second.ok(&["delete", "j2"]);
+    first.ok(&["kill", "j1", "KILL"]);
+    wait_until("stopped", 10, || first.state("j1")["status"] == "stopped");
+    first.ok(&["delete", "j1"]);
+}
+
+#[test]
 fn namespaces_joined_by_path_are_the_other_containers() {
     if !common::require_root("namespaces_joined_by_path_are_the_other_containers") {
         return;

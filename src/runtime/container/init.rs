@@ -54,10 +54,13 @@ fn setup(plan: &Plan, go: OwnedFd, gate: Option<Gate>, console: Option<OwnedFd>)
         std::fs::write("/proc/self/oom_score_adj", adj.to_string())
             .map_err(|e| InitError::io("write oom_score_adj", &e))?;
     }
-    if plan.clone_flags.contains(nix::sched::CloneFlags::CLONE_NEWUSER) {
-        // Our parent wrote the maps: become the namespace's root (our host
-        // uid 0 is not mapped in it), which owns every namespace we made.
-        let root_of = |map: &[(u32, u32, u32)]| map.iter().any(|(inside, _, size)| *inside == 0 && *size > 0);
+    if plan.user_namespace() {
+        // Our parent wrote the maps, or the namespace we joined has them:
+        // become the namespace's root (our host uid 0 is not mapped in
+        // it), which owns every namespace we made. A joined one must map
+        // its root, as runc requires.
+        let joined = plan.join_user.is_some();
+        let root_of = |map: &[(u32, u32, u32)]| joined || map.iter().any(|(inside, _, size)| *inside == 0 && *size > 0);
         if root_of(&plan.gid_map) {
             setresgid(Gid::from_raw(0), Gid::from_raw(0), Gid::from_raw(0))
                 .map_err(err("setgid 0 in the user namespace"))?;

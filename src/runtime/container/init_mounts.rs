@@ -120,7 +120,7 @@ pub fn recursive_readonly() -> bool {
 
 /// The default and requested device nodes, and the standard links.
 pub(super) fn make_dev(root: BorrowedFd<'_>, plan: &Plan) -> Result<()> {
-    let user_namespace = plan.clone_flags.contains(nix::sched::CloneFlags::CLONE_NEWUSER);
+    let user_namespace = plan.user_namespace();
     let dev = open_in_root(root, "/dev", false)?;
     let dev = openat(dev.as_fd(), ".", OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
         .map_err(err("open /dev"))?;

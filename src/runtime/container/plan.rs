@@ -136,6 +136,11 @@ pub struct Plan {
     pub(crate) uid_map: Vec<(u32, u32, u32)>,
     #[serde(default)]
     pub(crate) gid_map: Vec<(u32, u32, u32)>,
+    /// A user namespace entered by path instead: the process that clones
+    /// the container enters it first, so that the namespaces made for the
+    /// container are owned by it.
+    #[serde(default)]
+    pub(crate) join_user: Option<PathBuf>,
     /// `process.oomScoreAdj`, written before anything else.
     #[serde(default)]
     pub(crate) oom_score_adj: Option<i32>,
@@ -240,12 +245,17 @@ pub(crate) fn from_spec(spec: &Spec, bundle: &Path) -> Result<Plan, PlanError> {
     let mut cgroup_namespace = false;
     let mut join_network = None;
     let mut join = Vec::new();
+    let mut join_user = None;
     for ns in linux.namespaces().iter().flatten() {
         if let Some(path) = ns.path() {
             // An existing namespace (a pod's, or one the engine made).
             let flag = match ns.typ() {
                 LinuxNamespaceType::Network => {
                     join_network = Some(path.clone());
+                    continue;
+                }
+                LinuxNamespaceType::User => {
+                    join_user = Some(path.clone());
                     continue;
                 }
                 LinuxNamespaceType::Mount => CloneFlags::CLONE_NEWNS,
@@ -396,6 +406,7 @@ pub(crate) fn from_spec(spec: &Spec, bundle: &Path) -> Result<Plan, PlanError> {
         join,
         uid_map,
         gid_map,
+        join_user,
         oom_score_adj: process.oom_score_adj(),
         root_propagation,
         selinux_labels: process.selinux_label().is_some() || linux.mount_label().is_some(),
@@ -444,6 +455,12 @@ impl Plan {
     /// (the container sets its `pid` and `status`).
     pub fn set_hook_state(&mut self, state: serde_json::Map<String, serde_json::Value>) {
         self.hooks.state = state;
+    }
+
+    /// Whether the container is in a user namespace of its own or joined
+    /// (its root is not the host's).
+    pub(crate) fn user_namespace(&self) -> bool {
+        self.clone_flags.contains(CloneFlags::CLONE_NEWUSER) || self.join_user.is_some()
     }
 
     /// Whether its stdio is a terminal (which needs an engine's console
@@ -535,6 +552,15 @@ mod tests {
         let no_maps = json.replace(r#""uidMappings""#, r#""x""#);
         let spec: Spec = serde_json::from_str(&no_maps).unwrap();
         assert!(from_spec(&spec, Path::new("/b")).unwrap_err().to_string().contains("needs uidMappings"));
+        // A user namespace joined by path: entered, not made; no maps of ours.
+        let joined = json.replace(r#"{"type": "user"}"#, r#"{"type": "user", "path": "/proc/7/ns/user"}"#);
+        let without_maps = joined.replace(r#""uidMappings""#, r#""x""#).replace(r#""gidMappings""#, r#""y""#);
+        let plan = from_spec(&serde_json::from_str(&without_maps).unwrap(), Path::new("/b")).unwrap();
+        assert_eq!(plan.clone_flags, CloneFlags::CLONE_NEWNS);
+        assert_eq!(plan.join_user.as_deref(), Some(Path::new("/proc/7/ns/user")));
+        assert!(plan.user_namespace());
+        let err = from_spec(&serde_json::from_str(&joined).unwrap(), Path::new("/b")).unwrap_err();
+        assert!(err.to_string().contains("need a new user namespace"), "{err}");
     }
 
     #[test]

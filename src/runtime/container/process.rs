@@ -31,32 +31,86 @@ pub(crate) struct Cloned {
 /// could not be executed.
 pub(crate) fn clone_reporting(flags: libc::c_ulong, child: impl FnOnce() -> InitError) -> Result<Cloned, RuntimeError> {
     let (report_r, report_w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| RuntimeError::sys("pipe", e))?;
+    let pid = raw_clone(flags).map_err(|e| RuntimeError::sys("clone", e))?;
+    if pid == 0 {
+        drop(report_r);
+        report_and_exit(report_w, child);
+    }
+    drop(report_w);
+    Ok(Cloned { pid: Pid::from_raw(pid), report: report_r })
+}
+
+/// As [`clone_reporting`], the child made (as our child: `CLONE_PARENT`)
+/// by a short-lived process that first enters the user namespace `user`:
+/// the namespaces `flags` make are then owned by that one, whose root the
+/// child can become. That process also enters the pid namespace `pid` for
+/// the child: its own stays ours, so the pid it reports is ours too.
+pub(crate) fn clone_reporting_in(
+    user: BorrowedFd,
+    pid: Option<BorrowedFd>,
+    flags: libc::c_ulong,
+    child: impl FnOnce() -> InitError,
+) -> Result<Cloned, RuntimeError> {
+    let (report_r, report_w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| RuntimeError::sys("pipe", e))?;
+    let (pid_r, pid_w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| RuntimeError::sys("pipe", e))?;
+    let middle = raw_clone(0).map_err(|e| RuntimeError::sys("clone", e))?;
+    if middle == 0 {
+        drop((report_r, pid_r));
+        // The new child's pid, or minus the errno of what failed.
+        let entered = nix::sched::setns(user, nix::sched::CloneFlags::CLONE_NEWUSER)
+            .and_then(|()| pid.map_or(Ok(()), |fd| nix::sched::setns(fd, nix::sched::CloneFlags::CLONE_NEWPID)));
+        let pid = match entered {
+            Err(e) => -(e as i32),
+            Ok(()) => match raw_clone(flags | libc::CLONE_PARENT as libc::c_ulong) {
+                Ok(0) => {
+                    drop(pid_w);
+                    report_and_exit(report_w, child)
+                }
+                Ok(pid) => pid,
+                Err(e) => -(e as i32),
+            },
+        };
+        let _ = nix::unistd::write(pid_w.as_fd(), &pid.to_ne_bytes());
+        // SAFETY: as in report_and_exit: nothing of the parent's runs here.
+        unsafe { libc::_exit(0) };
+    }
+    drop((report_w, pid_w));
+    let mut bytes = [0u8; 4];
+    let read = std::fs::File::from(pid_r).read_exact(&mut bytes);
+    let _ = waitpid(Pid::from_raw(middle), None);
+    match (read, i32::from_ne_bytes(bytes)) {
+        (Ok(()), pid) if pid > 0 => Ok(Cloned { pid: Pid::from_raw(pid), report: report_r }),
+        (Ok(()), errno) => Err(RuntimeError::sys("enter the user namespace and clone in it", Errno::from_raw(-errno))),
+        (Err(_), _) => Err(RuntimeError::sys("enter the user namespace and clone in it", Errno::EIO)),
+    }
+}
+
+/// A fork-like `clone` with `flags` (SIGCHLD added): 0 in the child.
+fn raw_clone(flags: libc::c_ulong) -> Result<i32, Errno> {
     // SAFETY: a raw clone without a new stack behaves like fork(2); every
     // caller is single-threaded (checked by them), so the child's copy of
     // the heap and of every lock is consistent.
     let rc = unsafe {
         libc::syscall(libc::SYS_clone, flags | libc::SIGCHLD as libc::c_ulong, 0usize, 0usize, 0usize, 0usize)
     };
-    if rc < 0 {
-        return Err(RuntimeError::sys("clone", Errno::last()));
+    if rc < 0 { Err(Errno::last()) } else { Ok(rc as i32) }
+}
+
+/// In the child: runs `child` and reports why it could not execute its
+/// program on `report`, then exits.
+fn report_and_exit(report: OwnedFd, child: impl FnOnce() -> InitError) -> ! {
+    let error = child();
+    let bytes = serde_json::to_vec(&error).unwrap_or_default();
+    // Past a start gate, whoever created us may be gone: the reason
+    // then goes to our stderr (the engine's log of the container).
+    // SAFETY: SIG_IGN installs no handler; we exit right after.
+    let _ = unsafe { nix::sys::signal::signal(Signal::SIGPIPE, nix::sys::signal::SigHandler::SigIgn) };
+    if nix::unistd::write(report.as_fd(), &bytes).is_err() {
+        let _ = nix::unistd::write(std::io::stderr(), format!("{error}\n").as_bytes());
     }
-    if rc == 0 {
-        drop(report_r);
-        let error = child();
-        let bytes = serde_json::to_vec(&error).unwrap_or_default();
-        // Past a start gate, whoever created us may be gone: the reason
-        // then goes to our stderr (the engine's log of the container).
-        // SAFETY: SIG_IGN installs no handler; we exit right after.
-        let _ = unsafe { nix::sys::signal::signal(Signal::SIGPIPE, nix::sys::signal::SigHandler::SigIgn) };
-        if nix::unistd::write(report_w.as_fd(), &bytes).is_err() {
-            let _ = nix::unistd::write(std::io::stderr(), format!("{error}\n").as_bytes());
-        }
-        // SAFETY: _exit(2) ends the child at once, without running the
-        // parent's atexit handlers or destructors on state it copied.
-        unsafe { libc::_exit(127) };
-    }
-    drop(report_w);
-    Ok(Cloned { pid: Pid::from_raw(rc as i32), report: report_r })
+    // SAFETY: _exit(2) ends the child at once, without running the
+    // parent's atexit handlers or destructors on state it copied.
+    unsafe { libc::_exit(127) };
 }
 
 impl Cloned {

@@ -18,7 +18,7 @@ use super::RuntimeError;
 use super::gate::Gate;
 use super::init;
 use super::plan::Plan;
-use super::process::{Cloned, clone_reporting};
+use super::process::{Cloned, clone_reporting, clone_reporting_in};
 use crate::runtime::cgroups::Cgroup;
 
 fn threads() -> usize {
@@ -86,10 +86,12 @@ pub(crate) fn spawn(
             Some((null, p()?, p()?))
         }
     };
-    if let Some(j) = plan.join.iter().find(|j| j.flag == libc::CLONE_NEWPID) {
-        // A pid namespace is entered for our children: the container is
-        // cloned into it.
-        let fd = std::fs::File::open(&j.path).map_err(|e| RuntimeError::io("open", &j.path, e))?;
+    let open = |path: &std::path::Path| File::open(path).map_err(|e| RuntimeError::io("open", path, e));
+    // A pid namespace is entered for our children: the container is cloned
+    // into it (after the user namespace, by the process that enters that).
+    let pid_ns = plan.join.iter().find(|j| j.flag == libc::CLONE_NEWPID).map(|j| open(&j.path)).transpose()?;
+    let user = plan.join_user.as_deref().map(open).transpose()?;
+    if let (Some(fd), None) = (&pid_ns, &user) {
         nix::sched::setns(fd, nix::sched::CloneFlags::CLONE_NEWPID)
             .map_err(|e| RuntimeError::sys("join the pid namespace", e))?;
     }
@@ -106,7 +108,7 @@ pub(crate) fn spawn(
     }
     let go_w_raw = go_w.as_raw_fd();
     let stdio_fds = pipes.as_ref().map(|(null, (_, out_w), (_, err_w))| (null.as_fd(), out_w.as_fd(), err_w.as_fd()));
-    let child = clone_reporting(flags, move || {
+    let child = move || {
         // Our copy of the parent's end: the parent's going away must end
         // our wait for it.
         // SAFETY: in the child, `go_w_raw` is our copy of the parent's
@@ -126,7 +128,11 @@ pub(crate) fn spawn(
         // SAFETY: as above, our copy of the caller's console socket.
         let console = console_fd.map(|fd| unsafe { OwnedFd::from_raw_fd(fd) });
         init::run(plan, go_r, gate, console)
-    })?;
+    };
+    let child = match &user {
+        Some(ns) => clone_reporting_in(ns.as_fd(), pid_ns.as_ref().map(|f| f.as_fd()), flags, child)?,
+        None => clone_reporting(flags, child)?,
+    };
     let pid = child.pid;
     // Keep only the read ends: the container's exit then ends the streams.
     let output =
