@@ -12,7 +12,8 @@
 # busybox image of units.example.
 #
 # Usage (as root): bench/engines.sh [RUNS]   (default 20)
-# Needs: podman, containerd, ctr, skopeo, crun, runc.
+# Needs: podman, containerd, ctr, skopeo, crun, runc. Moves hugetlb to a v1
+# hierarchy on a hybrid host, as bench/run.sh does (crun needs it).
 set -euo pipefail
 runs=${1:-20}
 cd "$(dirname "$0")/.."
@@ -22,6 +23,7 @@ source bench/lib.sh
 
 cargo build -q --release --bins
 ours=$PWD/target/release/supervisor-runtime
+crun_on_hybrid
 image_dir=$PWD/units.example/images/busybox
 [[ -f $image_dir/index.json ]] || scripts/build-example-images.sh
 

@@ -16,6 +16,17 @@
 # A run that fails stops the script: a figure of a failed run means
 # nothing.
 
+# crun 1.8 refuses hybrid cgroup hosts while a controller is left on the
+# cgroup2 mount (here: hugetlb): moves hugetlb to a v1 hierarchy
+# (idempotent, and harmless to the others).
+crun_on_hybrid() {
+  if [[ -n $(cat /sys/fs/cgroup/unified/cgroup.controllers 2>/dev/null) ]]; then
+    echo "== moving the hugetlb controller to a v1 hierarchy, for crun" >&2
+    mkdir -p /sys/fs/cgroup/hugetlb
+    mount -t cgroup -o hugetlb cgroup /sys/fs/cgroup/hugetlb
+  fi
+}
+
 median() { sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
 alternate() {

@@ -27,11 +27,7 @@ source bench/lib.sh
 cargo build -q --release --bins
 ours=$PWD/target/release/supervisord
 
-if [[ -n $(cat /sys/fs/cgroup/unified/cgroup.controllers 2>/dev/null) ]]; then
-  echo "== moving the hugetlb controller to a v1 hierarchy, for crun" >&2
-  mkdir -p /sys/fs/cgroup/hugetlb
-  mount -t cgroup -o hugetlb cgroup /sys/fs/cgroup/hugetlb
-fi
+crun_on_hybrid
 
 bundle=$work/bundle
 mkdir -p "$bundle/rootfs/bin"
