@@ -51,6 +51,19 @@ fn containers_get_an_address_and_find_each_other_by_name_across_restarts() {
     assert!(out.contains(&format!("inet {addr}/24")), "{out}");
     assert!(out.contains("default via "), "{out}");
     assert!(out.contains("eth0") && out.contains("lo"), "{out}");
+    // IPv4 only: no IPv6 on the container's interface or on its ports of
+    // the bridge (nothing for the bridge to flood to every container).
+    let out = text(&sh(&d, &a, "cat /proc/sys/net/ipv6/conf/eth0/disable_ipv6; ip -6 -o addr show eth0").stdout);
+    assert_eq!(out.trim(), "1", "{out}");
+    let ports: Vec<_> = std::fs::read_dir(format!("/sys/class/net/{}/brif", bridge_of(&d)))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(ports.len(), 2, "{ports:?}");
+    for port in ports {
+        let v = std::fs::read_to_string(format!("/proc/sys/net/ipv6/conf/{port}/disable_ipv6")).unwrap();
+        assert_eq!(v.trim(), "1", "{port}");
+    }
 
     // b reaches a by name and by alias.
     let fetch = |host: &str| {

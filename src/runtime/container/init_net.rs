@@ -1,5 +1,6 @@
 //! The container's network setup from inside it, before its program runs:
-//! `lo` up, and the address and default route of its end of a veth pair.
+//! `lo` up, and the address and default route of its end of a veth pair
+//! (IPv4 only).
 
 use std::os::fd::OwnedFd;
 
@@ -48,6 +49,18 @@ pub(super) fn configure_interface(net: &crate::runtime::network::NetPlan) -> Res
     let name = net.interface.as_bytes();
     if name.len() >= libc::IFNAMSIZ {
         return Err(InitError::InterfaceName(net.interface.clone()));
+    }
+    // The bridge network is IPv4 only: no IPv6 on the interface, set while
+    // it is down, so that it never sends (duplicate address detection,
+    // router and multicast listener messages, which the bridge floods to
+    // every container) and drops what others send at once. `lo` keeps ::1.
+    // A kernel without IPv6 has no such file.
+    let sysctl = format!("/proc/sys/net/ipv6/conf/{}/disable_ipv6", net.interface);
+    match std::fs::write(&sysctl, "1") {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(InitError::io(format!("disable IPv6 on {}", net.interface), &e));
+        }
+        _ => {}
     }
     // SAFETY: plain socket(2) and ioctl(2) calls on zeroed structures we
     // own, whose fields we fill in; results are checked.

@@ -402,10 +402,17 @@ impl Bridge {
         let n = self.next_veth.fetch_add(1, Ordering::Relaxed);
         let host = format!("sv{:x}{n:x}", std::process::id() & 0xffff);
         self.netlink.veth_into(&host, self.index, pid, &plan.interface, mac(plan.address)).await?;
-        // A container may reach its own published port through the host.
-        let hairpin = format!("/sys/class/net/{host}/brport/hairpin_mode");
-        if let Err(e) = std::fs::write(&hairpin, "1") {
-            tracing::debug!("network: {hairpin}: {e}");
+        // A container may reach its own published port through the host;
+        // and its port of the bridge, like the container's end, has no
+        // IPv6 (the network is IPv4 only), so that it sends nothing the
+        // bridge would flood to every container.
+        for (file, value) in [
+            (format!("/sys/class/net/{host}/brport/hairpin_mode"), "1"),
+            (format!("/proc/sys/net/ipv6/conf/{host}/disable_ipv6"), "1"),
+        ] {
+            if let Err(e) = std::fs::write(&file, value) {
+                tracing::debug!("network: {file}: {e}");
+            }
         }
         self.add_name(holder, plan.address, naming);
         Ok(host)
