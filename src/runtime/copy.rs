@@ -32,7 +32,7 @@ use crate::runtime::image::ImageError;
 use crate::runtime::image::guard::{TarGuard, TarLimits};
 use crate::runtime::image::pack::Packer;
 use crate::runtime::image::tree::{SafeTree, TreeError, components};
-use crate::runtime::image::unpack::meta_of;
+use crate::runtime::image::unpack::{meta_of, node_of};
 use crate::runtime::image::walk::{kind, on_kernel_fs, open_dir_at, walk};
 
 /// Symlinks followed at most in one lookup (the kernel's own limit).
@@ -397,14 +397,7 @@ fn extract_into(tree: &mut SafeTree, base: &[&[u8]], input: &mut dyn Read, from_
                 tree.hardlink(&full, &target).map_err(fail)?;
             }
             EntryType::Char | EntryType::Block | EntryType::Fifo => {
-                let h = entry.header();
-                let major = h.device_major().ok().flatten().unwrap_or(0).into();
-                let minor = h.device_minor().ok().flatten().unwrap_or(0).into();
-                let sflag = match kind {
-                    EntryType::Char => SFlag::S_IFCHR,
-                    EntryType::Block => SFlag::S_IFBLK,
-                    _ => SFlag::S_IFIFO,
-                };
+                let (sflag, major, minor) = node_of(kind, entry.header());
                 tree.node(&full, sflag, major, minor, &meta).map_err(fail)?;
             }
             // Extension headers are read by the tar crate; nothing else

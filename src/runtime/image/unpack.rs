@@ -182,14 +182,7 @@ pub fn unpack_layer(
                 tree.hardlink(&comps, &target).map_err(fail)?;
             }
             EntryType::Char | EntryType::Block | EntryType::Fifo => {
-                let h = entry.header();
-                let major = h.device_major().ok().flatten().unwrap_or(0).into();
-                let minor = h.device_minor().ok().flatten().unwrap_or(0).into();
-                let sflag = match kind {
-                    EntryType::Char => SFlag::S_IFCHR,
-                    EntryType::Block => SFlag::S_IFBLK,
-                    _ => SFlag::S_IFIFO,
-                };
+                let (sflag, major, minor) = node_of(kind, entry.header());
                 tree.node(&comps, sflag, major, minor, &meta).map_err(fail)?;
             }
             // Extension headers are read by the tar crate; anything else
@@ -207,6 +200,19 @@ pub fn unpack_layer(
     }
     tree.sync().map_err(ImageError::io("sync layer", dest))?;
     Ok(stats)
+}
+
+/// A device or FIFO entry (`kind`) as [`SafeTree::node`] makes it: its
+/// file type and device numbers (0 where the header has none).
+pub fn node_of(kind: EntryType, h: &tar::Header) -> (SFlag, u64, u64) {
+    let major = h.device_major().ok().flatten().unwrap_or(0).into();
+    let minor = h.device_minor().ok().flatten().unwrap_or(0).into();
+    let sflag = match kind {
+        EntryType::Char => SFlag::S_IFCHR,
+        EntryType::Block => SFlag::S_IFBLK,
+        _ => SFlag::S_IFIFO,
+    };
+    (sflag, major, minor)
 }
 
 /// Metadata of an entry, with PAX overrides (large ids, xattrs).
