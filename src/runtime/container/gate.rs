@@ -35,13 +35,10 @@ pub(crate) struct Gate {
 
 impl Gate {
     /// Says the setup stopped for the parent (see
-    /// [`super::hooks::InContainer::pause`]) and waits for its byte on `go`.
-    pub(crate) fn pause(&self, go: std::os::fd::BorrowedFd) -> Result<(), InitError> {
+    /// [`super::hooks::InContainer::pause`]); the caller then waits for its
+    /// byte on `go`.
+    pub(crate) fn pause(&self) {
         let _ = nix::unistd::write(self.ready.as_fd(), b"h");
-        match nix::unistd::read(go, &mut [0u8; 1]) {
-            Ok(1) => Ok(()),
-            _ => Err(InitError::Abandoned),
-        }
     }
 
     /// Says the setup is done, then waits for `start`. Returns the FIFO's

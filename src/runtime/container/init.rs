@@ -41,13 +41,17 @@ pub(crate) fn run(plan: &Plan, go: OwnedFd, gate: Option<Gate>, console: Option<
 
 pub(crate) enum Never {}
 
+/// Waits for our parent's byte on `go`: the end of its work for us.
+fn wait_for_go(go: &OwnedFd) -> Result<()> {
+    match nix::unistd::read(go.as_fd(), &mut [0u8; 1]) {
+        Ok(1) => Ok(()),
+        _ => Err(InitError::Abandoned),
+    }
+}
+
 fn setup(plan: &Plan, go: OwnedFd, gate: Option<Gate>, console: Option<OwnedFd>) -> Result<Never> {
     // Wait until the parent has put us in our cgroup (and networking).
-    let mut byte = [0u8; 1];
-    match nix::unistd::read(go.as_fd(), &mut byte) {
-        Ok(1) => {}
-        _ => return Err(InitError::Abandoned),
-    }
+    wait_for_go(&go)?;
     if let Some(adj) = plan.oom_score_adj {
         // Our own, inherited by the program and all it starts; while we are
         // still the host's root (in a user namespace, /proc/self is not ours).
@@ -131,7 +135,8 @@ fn setup(plan: &Plan, go: OwnedFd, gate: Option<Gate>, console: Option<OwnedFd>)
     // The runtime's createRuntime and prestart hooks, then ours, while the
     // host's root is still here.
     if let (true, Some(gate)) = (plan.hooks.pause, &gate) {
-        gate.pause(go.as_fd())?;
+        gate.pause();
+        wait_for_go(&go)?;
     }
     drop(go);
     plan.hooks.run(Point::CreateContainer, "created").map_err(|e| InitError::Hook { message: e.to_string() })?;

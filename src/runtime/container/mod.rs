@@ -54,7 +54,6 @@ pub use limits::hard_limit;
 pub use owner::{Owner, OwnerError, own};
 pub use pid_file::PidFile;
 pub use plan::{Plan, PlanError};
-
 pub use sealed::{reexec_protected, sealed_self};
 pub use signals::Forwarding;
 pub use spawn::{Output, Stdio};

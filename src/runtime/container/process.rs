@@ -43,11 +43,11 @@ pub(crate) fn clone_reporting(flags: libc::c_ulong, child: impl FnOnce() -> Init
 /// As [`clone_reporting`], the child made (as our child: `CLONE_PARENT`)
 /// by a short-lived process that first enters the user namespace `user`:
 /// the namespaces `flags` make are then owned by that one, whose root the
-/// child can become. That process also enters the pid namespace `pid` for
-/// the child: its own stays ours, so the pid it reports is ours too.
+/// child can become. That process also enters the pid namespace `pid_ns`
+/// for the child: its own stays ours, so the pid it reports is ours too.
 pub(crate) fn clone_reporting_in(
     user: BorrowedFd,
-    pid: Option<BorrowedFd>,
+    pid_ns: Option<BorrowedFd>,
     flags: libc::c_ulong,
     child: impl FnOnce() -> InitError,
 ) -> Result<Cloned, RuntimeError> {
@@ -58,7 +58,7 @@ pub(crate) fn clone_reporting_in(
         drop((report_r, pid_r));
         // The new child's pid, or minus the errno of what failed.
         let entered = nix::sched::setns(user, nix::sched::CloneFlags::CLONE_NEWUSER)
-            .and_then(|()| pid.map_or(Ok(()), |fd| nix::sched::setns(fd, nix::sched::CloneFlags::CLONE_NEWPID)));
+            .and_then(|()| pid_ns.map_or(Ok(()), |fd| nix::sched::setns(fd, nix::sched::CloneFlags::CLONE_NEWPID)));
         let pid = match entered {
             Err(e) => -(e as i32),
             Ok(()) => match raw_clone(flags | libc::CLONE_PARENT as libc::c_ulong) {

@@ -60,8 +60,6 @@ pub enum OciError {
     Runtime(#[from] RuntimeError),
     #[error(transparent)]
     Cgroup(#[from] CgroupError),
-    #[error(transparent)]
-    Hook(#[from] HookError),
     #[error("container {0:?} has no process (config.json): it cannot start, and is stopped")]
     NoProcess(String),
 }
