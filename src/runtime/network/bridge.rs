@@ -55,13 +55,17 @@ pub struct Bridge {
     config: Config,
     index: u32,
     netlink: Netlink,
-    pool: Mutex<Pool>,
+    pool: Arc<Mutex<Pool>>,
     pool_path: PathBuf,
     /// Each change of the pool is numbered (under its lock); the number of
-    /// the last one written, under the lock that orders the writes. A write
-    /// older than the one on disk is skipped.
-    pool_changes: AtomicU64,
+    /// the last one written, under the lock that orders the writes. A
+    /// change already on disk is not written again.
+    pool_changes: Arc<AtomicU64>,
     pool_written: Arc<Mutex<u64>>,
+    /// Whose turn it is to write the pool: the others wait here, not on a
+    /// thread of the blocking pool, and find their change written by the
+    /// one before them.
+    pool_saving: tokio::sync::Mutex<()>,
     dir: PathBuf,
     /// Holder (a container's runtime name) -> the name it answers to.
     names: Mutex<BTreeMap<String, Named>>,
@@ -250,10 +254,11 @@ impl Bridge {
             config,
             index,
             netlink,
-            pool: Mutex::new(pool),
+            pool: Arc::new(Mutex::new(pool)),
             pool_path,
-            pool_changes: AtomicU64::new(0),
+            pool_changes: Arc::new(AtomicU64::new(0)),
             pool_written: Arc::new(Mutex::new(0)),
+            pool_saving: tokio::sync::Mutex::new(()),
             dir,
             names: Mutex::new(BTreeMap::new()),
             published: Mutex::new(BTreeMap::new()),
@@ -282,21 +287,35 @@ impl Bridge {
 
     /// Saved after every change, synced (see [`Pool::save`]), on the
     /// blocking pool: a sync takes milliseconds, too long for the loop's
-    /// threads. A failure is logged, not fatal: the next start frees every
-    /// address anyway.
+    /// threads. Saves are committed as a group: each write takes the pool
+    /// as it is then, with every change made so far, so the saves that
+    /// waited for it have nothing left to write (500 stops at once sync
+    /// the file a few times, not 500). A failure is logged, not fatal: the
+    /// next start frees every address anyway.
     async fn save_pool(&self) {
-        let (pool, change) = {
-            let pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
-            (pool.clone(), self.pool_changes.fetch_add(1, Ordering::SeqCst) + 1)
+        let change = {
+            let _pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
+            self.pool_changes.fetch_add(1, Ordering::SeqCst) + 1
         };
+        let _turn = self.pool_saving.lock().await;
+        if *self.pool_written.lock().unwrap_or_else(|e| e.into_inner()) >= change {
+            return;
+        }
+        let (pool, changes) = (self.pool.clone(), self.pool_changes.clone());
         let (path, written) = (self.pool_path.clone(), self.pool_written.clone());
+        // The file's writers are ordered by `written`'s lock too: a save
+        // whose caller gave up (and so gave up its turn) may still run.
         let saved = tokio::task::spawn_blocking(move || {
             let mut last = written.lock().unwrap_or_else(|e| e.into_inner());
-            if *last >= change {
+            let (pool, newest) = {
+                let pool = pool.lock().unwrap_or_else(|e| e.into_inner());
+                (pool.clone(), changes.load(Ordering::SeqCst))
+            };
+            if *last >= newest {
                 return Ok(());
             }
             pool.save(&path)?;
-            *last = change;
+            *last = newest;
             Ok::<(), NetworkError>(())
         })
         .await;
