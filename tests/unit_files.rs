@@ -194,3 +194,66 @@ fn files_others_can_write_are_refused() {
     );
     assert!(set.errors.iter().map(short).any(|e| e.starts_with(&msg)), "{:#?}", set.errors);
 }
+
+/// A unit as a rescan test compares it: name, hash, command, env file.
+type Seen = (String, String, Option<Vec<String>>, Vec<(String, String)>);
+
+/// The daemon's rescans parse only the files whose text changed: what
+/// they load must be what a fresh load of the directory gives, after any
+/// edit, including two writes of a file within one time stamp and an edit
+/// of an `env_file` (whose unit's text does not change).
+#[test]
+fn a_rescan_that_keeps_parses_loads_what_a_fresh_load_does() {
+    use supervisor::units::{ParseCache, load_dir_cached};
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let unit = |cmd: &str| format!("[container]\nimage = \"busybox\"\ncommand = [\"sleep\", \"{cmd}\"]\n");
+    fs::write(d.join("a.toml"), unit("1")).unwrap();
+    fs::write(d.join("b.toml"), "[container\n").unwrap();
+    fs::write(d.join("c.toml"), "[container]\nimage = \"busybox\"\nenv_file = \"c.env\"\n").unwrap();
+    fs::write(d.join("c.env"), "GREETING=hello\n").unwrap();
+    let mut cache = ParseCache::default();
+    let seen = |cache: &mut ParseCache| {
+        let cached = load_dir_cached(d, cache).unwrap();
+        let fresh = load_dir(d).unwrap();
+        let view = |s: &supervisor::units::UnitSet| {
+            let units: Vec<Seen> = s
+                .units
+                .iter()
+                .map(|u| {
+                    let env = u.unit.container.env_file_vars.clone().into_iter().collect();
+                    (u.unit.name.clone(), u.hash.clone(), u.unit.container.command.clone(), env)
+                })
+                .collect();
+            (units, s.errors.iter().map(short).collect::<Vec<_>>())
+        };
+        assert_eq!(view(&cached), view(&fresh));
+        view(&cached)
+    };
+    let (units, errors) = seen(&mut cache);
+    assert_eq!(units.iter().map(|u| u.0.as_str()).collect::<Vec<_>>(), ["a", "c"]);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    // a and b are kept; c read its env file, so it is parsed every time.
+    assert_eq!(cache.len(), 2);
+    // Two writes in a row, of the same length: no time stamp tells them
+    // apart, the text does.
+    fs::write(d.join("a.toml"), unit("2")).unwrap();
+    let (units, _) = seen(&mut cache);
+    assert_eq!(units[0].2.as_deref(), Some(&["sleep".to_string(), "2".to_string()][..]));
+    fs::write(d.join("a.toml"), unit("3")).unwrap();
+    let (units, _) = seen(&mut cache);
+    assert_eq!(units[0].2.as_deref(), Some(&["sleep".to_string(), "3".to_string()][..]));
+    // The env file changes, its unit's file does not.
+    fs::write(d.join("c.env"), "GREETING=bye\n").unwrap();
+    let (units, _) = seen(&mut cache);
+    assert_eq!(units[1].3, [("GREETING".to_string(), "bye".to_string())]);
+    // The broken file mended, then a file removed: its parse is dropped.
+    fs::write(d.join("b.toml"), unit("4")).unwrap();
+    let (units, errors) = seen(&mut cache);
+    assert_eq!(units.iter().map(|u| u.0.as_str()).collect::<Vec<_>>(), ["a", "b", "c"]);
+    assert!(errors.is_empty(), "{errors:?}");
+    fs::remove_file(d.join("a.toml")).unwrap();
+    let (units, _) = seen(&mut cache);
+    assert_eq!(units.iter().map(|u| u.0.as_str()).collect::<Vec<_>>(), ["b", "c"]);
+    assert_eq!(cache.len(), 1);
+}

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+use super::cache::{ParseCache, Parsed};
 use super::diag::{Diagnostic, Source};
 use super::graph;
 use super::hash::Hashes;
@@ -78,9 +79,17 @@ pub fn load_dir(dir: &Path) -> io::Result<UnitSet> {
     Ok(load_files(&list_unit_files(dir)?))
 }
 
+/// [`load_dir`], parsing again only the files whose text changed since
+/// the last load with the same `cache` (the daemon's rescans).
+pub fn load_dir_cached(dir: &Path, cache: &mut ParseCache) -> io::Result<UnitSet> {
+    let set = load(&list_unit_files(dir)?, &|path| read_text(path), Some(&mut *cache));
+    cache.end_load();
+    Ok(set)
+}
+
 /// Loads the given unit files as one set.
 pub fn load_files(paths: &[PathBuf]) -> UnitSet {
-    load(paths, &|path| read_text(path))
+    load(paths, &|path| read_text(path), None)
 }
 
 /// Loads `dir` as it would be with `changes` made, writing nothing: each
@@ -95,10 +104,11 @@ pub fn load_dir_changed(dir: &Path, changes: &BTreeMap<String, Option<String>>) 
     paths.sort();
     let given: BTreeMap<PathBuf, &str> =
         changes.iter().filter_map(|(name, text)| Some((path_of(name), text.as_deref()?))).collect();
-    Ok(load(&paths, &|path| match given.get(path) {
+    let read = |path: &Path| match given.get(path) {
         Some(text) => Ok(text.to_string()),
         None => read_text(path),
-    }))
+    };
+    Ok(load(&paths, &read, None))
 }
 
 /// Checks unit files given as text, as if they were the files of `dir`
@@ -131,8 +141,13 @@ pub fn check_texts(
     set
 }
 
-/// Loads `paths` as one set, each file's text from `read`.
-fn load(paths: &[PathBuf], read: &dyn Fn(&Path) -> Result<String, Box<Diagnostic>>) -> UnitSet {
+/// Loads `paths` as one set, each file's text from `read`, the parse of
+/// a text seen before from `cache`.
+fn load(
+    paths: &[PathBuf],
+    read: &dyn Fn(&Path) -> Result<String, Box<Diagnostic>>,
+    mut cache: Option<&mut ParseCache>,
+) -> UnitSet {
     let mut set = UnitSet::default();
     let mut texts: BTreeMap<String, (PathBuf, String)> = BTreeMap::new();
     let mut dirs: BTreeMap<PathBuf, Option<String>> = BTreeMap::new();
@@ -181,14 +196,27 @@ fn load(paths: &[PathBuf], read: &dyn Fn(&Path) -> Result<String, Box<Diagnostic
                 continue;
             }
         };
-        let base = path.parent().unwrap_or(Path::new("."));
-        let input = ParseInput {
-            name: &name,
-            source: Source { path, text: &text },
-            base_dir: base,
-            read_file: &|p| read_text(p).map_err(|d| d.message),
-        };
-        add_parsed(&mut set, &input);
+        let kept = cache.as_deref_mut().and_then(|c| c.get(path, &text));
+        let parsed = kept.unwrap_or_else(|| {
+            // Whether it read another file: then its parse depends on more
+            // than its text, and is not kept.
+            let read_other = std::cell::Cell::new(false);
+            let input = ParseInput {
+                name: &name,
+                source: Source { path, text: &text },
+                base_dir: path.parent().unwrap_or(Path::new(".")),
+                read_file: &|p| {
+                    read_other.set(true);
+                    read_text(p).map_err(|d| d.message)
+                },
+            };
+            let parsed = parse(&input);
+            if let Some(c) = cache.as_deref_mut().filter(|_| !read_other.get()) {
+                c.put(path, text.clone(), parsed.clone());
+            }
+            parsed
+        });
+        add(&mut set, parsed);
         texts.insert(name, (path.clone(), text));
     }
     let source_of = |name: &str| texts.get(name).map(|(p, t)| Source { path: p, text: t });
@@ -207,22 +235,38 @@ fn load(paths: &[PathBuf], read: &dyn Fn(&Path) -> Result<String, Box<Diagnostic
 /// Parses one unit into `set`: the unit with its hashes, or its errors
 /// (each naming the unit's file).
 fn add_parsed(set: &mut UnitSet, input: &ParseInput) {
+    add(set, parse(input));
+}
+
+/// Parses one unit: the unit with its hashes, or its errors (each naming
+/// the unit's file).
+fn parse(input: &ParseInput) -> Parsed {
     let path = input.source.path;
     match parse_unit(input) {
         Ok(parsed) => {
             let hashes = Hashes::of(&parsed.unit);
-            set.units.push(LoadedUnit {
+            Ok(LoadedUnit {
                 unit: parsed.unit,
                 file: path.to_path_buf(),
                 hash: hashes.unit.clone(),
                 hashes,
                 spans: parsed.spans,
-            });
+            })
         }
-        Err(errs) => set.errors.extend(errs.into_iter().map(|mut d| {
-            d.unit_file = Some(path.to_path_buf());
-            d
-        })),
+        Err(errs) => Err(errs
+            .into_iter()
+            .map(|mut d| {
+                d.unit_file = Some(path.to_path_buf());
+                d
+            })
+            .collect()),
+    }
+}
+
+fn add(set: &mut UnitSet, parsed: Parsed) {
+    match parsed {
+        Ok(unit) => set.units.push(unit),
+        Err(errs) => set.errors.extend(errs),
     }
 }
 

@@ -11,6 +11,7 @@
 //! `dir` loads a directory and `graph` checks the set as a whole; `hash`
 //! gives the normalized unit its identity.
 
+pub mod cache;
 pub mod diag;
 pub mod dir;
 pub mod envfile;
@@ -23,7 +24,8 @@ pub mod schema;
 pub mod suggest;
 pub mod values;
 
+pub use cache::ParseCache;
 pub use diag::Diagnostic;
-pub use dir::{LoadedUnit, UnitSet, load_dir, load_dir_changed, load_files};
+pub use dir::{LoadedUnit, UnitSet, load_dir, load_dir_cached, load_dir_changed, load_files};
 pub use hash::{Change, Hashes};
 pub use model::Unit;

@@ -29,7 +29,7 @@ pub use wire::{
 
 use super::policy::reload::Step;
 use super::policy::{Action, Core, Level, Now, Phase};
-use crate::units::load_dir;
+use crate::units::{ParseCache, load_dir_cached};
 
 /// The clocks now: the loop reads them, the core never does.
 fn now() -> Now {
@@ -46,6 +46,9 @@ fn random_fraction() -> f64 {
 
 pub struct Engine<B: Backend> {
     units_dir: PathBuf,
+    /// Each unit file's text and parse at the last rescan: an edit of
+    /// one file parses that file, not the directory.
+    parsed: ParseCache,
     core: Core,
     backend: B,
     tx: mpsc::UnboundedSender<Event>,
@@ -71,6 +74,7 @@ impl<B: Backend> Engine<B> {
         let metrics = super::metrics::Counters::default();
         Engine {
             units_dir,
+            parsed: ParseCache::default(),
             core: Core::new(),
             backend,
             tx,
@@ -202,7 +206,7 @@ impl<B: Backend> Engine<B> {
 
     /// Reads the directory and carries out (or only returns) the plan.
     fn rescan(&mut self, dry_run: bool) -> Result<BTreeMap<String, Step>, ReloadError> {
-        let set = match load_dir(&self.units_dir) {
+        let set = match load_dir_cached(&self.units_dir, &mut self.parsed) {
             Ok(set) => set,
             Err(e) => {
                 let err = ReloadError { dir: self.units_dir.clone(), source: e };
