@@ -21,8 +21,11 @@ use inotify::{EventMask, Inotify, WatchDescriptor, WatchMask};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
-/// Quiet time after the last event before the directory is read.
-pub const SETTLE: Duration = Duration::from_millis(25);
+/// Quiet time after the last event before the directory is read: long
+/// enough to take a burst of files (a `cp`, a checkout) in one read,
+/// short beside an edit's latency. A read parses only the files that
+/// changed, so one that comes mid-burst costs little.
+pub const SETTLE: Duration = Duration::from_millis(10);
 /// The longest a file still open for writing delays a rescan.
 pub const MAX_SETTLE: Duration = Duration::from_secs(2);
 
