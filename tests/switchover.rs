@@ -130,6 +130,7 @@ fn a_units_traffic_moves_to_its_second_container_in_one_step_without_a_failed_re
             bridge: Some(bridge.clone()),
             pulls: Default::default(),
             metrics: Default::default(),
+            cleanups: Semaphore::new(supervisor::supervisor::starter::CLEANUPS_AT_ONCE),
         });
         let starts = Arc::new(Semaphore::new(4));
         let request = |content: &str, instance: Option<&str>| Request {

@@ -371,6 +371,7 @@ async fn daemon(options: &Options, pid1: bool, boot: &Timeline) -> Result<Option
         bridge: bridge.clone(),
         pulls: Default::default(),
         metrics: counters.clone(),
+        cleanups: tokio::sync::Semaphore::new(super::starter::CLEANUPS_AT_ONCE),
     });
     let (tx, rx) = mpsc::unbounded_channel();
     let (events, _) = broadcast::channel(1024);

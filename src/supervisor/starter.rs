@@ -49,7 +49,15 @@ pub struct Env {
     pub pulls: Pulls,
     /// Pulls and their bytes are counted for the metrics.
     pub metrics: super::metrics::Counters,
+    /// Turns of ended containers' clean-up ([`CLEANUPS_AT_ONCE`]).
+    pub cleanups: Semaphore,
 }
+
+/// Ended containers cleaned up at once (cgroups, mounts, directories:
+/// kernel work on shared locks, on the blocking pool). A shutdown of 500
+/// otherwise ran hundreds of threads at once, each one created for it,
+/// and all contending for the same locks.
+pub const CLEANUPS_AT_ONCE: usize = 8;
 
 /// Pulls at once from one registry (each fetches up to four layers at
 /// once): a registry that stalls holds its own pulls back, never a start
@@ -422,6 +430,8 @@ pub async fn finish(env: &Env, container: Container, veth: Option<&str>) -> bool
     if let Some(b) = &env.bridge {
         b.detach(&name, veth).await;
     }
+    // Closed never: the semaphore lives as long as the daemon.
+    let _turn = env.cleanups.acquire().await;
     match spawn_blocking(move || container.destroy()).await {
         Ok(destroyed) => {
             if let Some(e) = destroyed.error {
