@@ -44,6 +44,25 @@ fn random_fraction() -> f64 {
     (bits >> 11) as f64 / (1u64 << 53) as f64
 }
 
+/// The most events handled before the core decides.
+const BATCH: usize = 64;
+
+/// Whether `event` only reports what the runtime did (it may be handled in
+/// a batch before the core decides); not a command, a rescan or a shutdown.
+fn reports_only(event: &Event) -> bool {
+    matches!(
+        event,
+        Event::Phase { .. }
+            | Event::Started { .. }
+            | Event::Exited { .. }
+            | Event::Frozen { .. }
+            | Event::Switched { .. }
+            | Event::Timer(_)
+            | Event::Probe { .. }
+            | Event::Notify { .. }
+    )
+}
+
 pub struct Engine<B: Backend> {
     units_dir: PathBuf,
     /// Each unit file's text and parse at the last rescan: an edit of
@@ -100,9 +119,33 @@ impl<B: Backend> Engine<B> {
         self.converge();
         self.metrics.reconciled(began.elapsed());
         let _ = ready.send(());
-        while let Some(event) = rx.recv().await {
+        // A command or a rescan waiting behind a batch: it comes next, alone.
+        let mut held = None;
+        loop {
+            let event = match held.take() {
+                Some(e) => e,
+                None => match rx.recv().await {
+                    Some(e) => e,
+                    None => return,
+                },
+            };
             let began = std::time::Instant::now();
+            let batch = reports_only(&event);
             self.handle(event);
+            // The runtime's reports that came meanwhile are handled before
+            // deciding: one pass over every unit for a burst (a shutdown's
+            // hundreds of exits), not one per report. Each one's state
+            // changes are still reported, in order. A command or a rescan
+            // is decided on after what came before it, as always.
+            for _ in 1..if batch { BATCH } else { 1 } {
+                let Ok(next) = rx.try_recv() else { break };
+                if !reports_only(&next) {
+                    held = Some(next);
+                    break;
+                }
+                self.core.report(now());
+                self.handle(next);
+            }
             self.converge();
             self.metrics.reconciled(began.elapsed());
             if self.core.all_stopped() {

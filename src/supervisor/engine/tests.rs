@@ -470,3 +470,45 @@ async fn the_metrics_sample_has_each_unit_and_the_loop_counts_its_passes_and_rel
     let reload = text.lines().find_map(|l| l.strip_prefix("supervisor_last_reload_success_timestamp_seconds "));
     assert!(reload.and_then(|t| t.parse::<f64>().ok()).is_some_and(|t| t > 1.7e9), "{text}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_burst_of_reports_is_decided_on_once_and_each_change_is_still_reported() {
+    let counters = crate::supervisor::metrics::Counters::default();
+    let mut l = Loop::counting(&[("a", PLAIN), ("b", PLAIN), ("c", PLAIN)], counters.clone()).await;
+    for name in ["a", "b", "c"] {
+        assert_eq!(l.call().await, start(name, 1, "1000"));
+    }
+    let passes = || {
+        let text = crate::supervisor::metrics::exposition(
+            crate::supervisor::metrics::Units { units: Vec::new(), now: std::time::SystemTime::now() },
+            &counters,
+            true,
+        );
+        text.lines()
+            .find_map(|l| l.strip_prefix("supervisor_reconcile_duration_seconds_count "))
+            .and_then(|c| c.parse::<u64>().ok())
+            .expect("the pass count")
+    };
+    let before = passes();
+    let mut events = l.events.subscribe();
+    // Four reports queued before the loop runs again: a starts and ends
+    // within the burst.
+    l.started("a", 1, 10);
+    l.started("b", 1, 11);
+    l.started("c", 1, 12);
+    l.exited("a", 1, 1);
+    assert_eq!(l.state("b").await, State::Running);
+    // One pass for the four reports, one for the status command.
+    assert_eq!(passes() - before, 2);
+    let mut seen = Vec::new();
+    while let Ok(e) = events.try_recv() {
+        seen.push(format!("{} {}->{}", e.unit, e.old, e.new));
+    }
+    // a's running is reported though it exited in the same burst; the
+    // changes come in the order of the reports.
+    assert_eq!(
+        seen[..4],
+        ["a starting->running", "b starting->running", "c starting->running", "a running->backoff"],
+        "{seen:?}"
+    );
+}

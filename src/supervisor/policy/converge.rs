@@ -210,8 +210,11 @@ impl Core {
         }
     }
 
-    /// Emits state changes since the last report.
-    fn report(&mut self, now: Now) {
+    /// Emits state changes since the last report ([`Core::converge`]
+    /// does too): a caller that handles several events before deciding
+    /// calls it between them, so that each event's changes are reported,
+    /// in order, as if it had been decided on alone.
+    pub fn report(&mut self, now: Now) {
         let down = self.shutting_down;
         let mut changes = Vec::new();
         for r in self.records.values_mut() {
