@@ -69,8 +69,8 @@ impl Default for Counters {
 }
 
 impl Counters {
-    /// One pass of the engine loop (an event handled, the units
-    /// converged) took `took`.
+    /// One pass of the engine loop (an event, or a burst of the runtime's
+    /// reports, handled; the units converged) took `took`.
     pub fn reconciled(&self, took: Duration) {
         self.reconcile.observe(took.as_secs_f64());
     }
@@ -95,7 +95,7 @@ impl Counters {
     fn register(&self, registry: &mut Registry) {
         registry.register_with_unit(
             "reconcile_duration",
-            "How long one pass of the engine loop took: an event handled and every unit converged",
+            "How long one pass of the engine loop took: an event (or a burst of the runtime's reports) handled and every unit converged",
             Unit::Seconds,
             self.reconcile.clone(),
         );
