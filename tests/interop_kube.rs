@@ -297,6 +297,42 @@ impl Podman {
     }
 }
 
+/// crun 1.8 (the runtime under `clamp-runtime`) refuses to run on a
+/// hybrid cgroup host while a controller is left on the cgroup2 mount:
+/// hugetlb, on a fresh machine of this kind, which mounts every other one
+/// as v1. For the test, hugetlb gets a v1 hierarchy (as `bench/lib.sh`'s
+/// `crun_on_hybrid` does), unmounted again at the end, which puts it back.
+struct HugetlbOnV1 {
+    mount: Option<PathBuf>,
+}
+
+impl HugetlbOnV1 {
+    fn for_crun() -> HugetlbOnV1 {
+        let on_v2 = fs::read_to_string("/sys/fs/cgroup/unified/cgroup.controllers").unwrap_or_default();
+        if !on_v2.split_whitespace().any(|c| c == "hugetlb") {
+            return HugetlbOnV1 { mount: None };
+        }
+        let mount = PathBuf::from("/sys/fs/cgroup/hugetlb");
+        fs::create_dir_all(&mount).unwrap();
+        let out = Command::new("mount").args(["-t", "cgroup", "-o", "hugetlb", "cgroup"]).arg(&mount).output().unwrap();
+        assert!(out.status.success(), "cannot give hugetlb a v1 hierarchy for crun: {}", text(&out.stderr));
+        HugetlbOnV1 { mount: Some(mount) }
+    }
+}
+
+impl Drop for HugetlbOnV1 {
+    fn drop(&mut self) {
+        if let Some(m) = &self.mount {
+            let out = Command::new("umount").arg(m).output().unwrap();
+            if out.status.success() {
+                let _ = fs::remove_dir(m);
+            } else {
+                eprintln!("hugetlb stays on its v1 hierarchy at {}: {}", m.display(), text(&out.stderr));
+            }
+        }
+    }
+}
+
 fn nft_tables() -> String {
     Command::new("nft").args(["list", "tables"]).output().map(|o| text(&o.stdout)).unwrap_or_default()
 }
@@ -359,6 +395,8 @@ fn the_examples_run_under_podman_kube_play() {
     let data = state.join("volumes/db-data");
     fs::create_dir_all(&data).unwrap();
     std::os::unix::fs::chown(&data, Some(999), Some(999)).unwrap();
+    // Before podman, so that it is given back after podman's cleanup.
+    let _hugetlb = HugetlbOnV1::for_crun();
     let podman = Podman::new(&tmp.path().join("podman"), &common::unique_name("kube"));
     // The example's local images, under the names the YAML gives them.
     for name in ["busybox", "redis"] {
