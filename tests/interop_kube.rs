@@ -323,6 +323,28 @@ impl HugetlbOnV1 {
 impl Drop for HugetlbOnV1 {
     fn drop(&mut self) {
         if let Some(m) = &self.mount {
+            // The cgroups podman's Pods left (libpod_parent), deepest
+            // first: a hierarchy unmounted with cgroups in it lives on,
+            // unseen, and keeps hugetlb from cgroup2.
+            let mut dirs: Vec<PathBuf> = Vec::new();
+            let mut todo = vec![m.clone()];
+            while let Some(d) = todo.pop() {
+                for e in fs::read_dir(&d).into_iter().flatten().flatten() {
+                    if e.file_type().is_ok_and(|t| t.is_dir()) {
+                        todo.push(e.path());
+                        dirs.push(e.path());
+                    }
+                }
+            }
+            for d in dirs.iter().rev() {
+                let _ = fs::remove_dir(d);
+            }
+            // Until the kernel has freed them (they are counted until
+            // then): unmounted earlier, the hierarchy would stay.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while hugetlb_cgroups() > 1 && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
             let out = Command::new("umount").arg(m).output().unwrap();
             if out.status.success() {
                 let _ = fs::remove_dir(m);
@@ -331,6 +353,18 @@ impl Drop for HugetlbOnV1 {
             }
         }
     }
+}
+
+/// How many cgroups hugetlb's hierarchy has (`/proc/cgroups`).
+fn hugetlb_cgroups() -> u64 {
+    let table = fs::read_to_string("/proc/cgroups").unwrap_or_default();
+    table
+        .lines()
+        .find_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.first() == Some(&"hugetlb")).then(|| f.get(2)?.parse().ok()).flatten()
+        })
+        .unwrap_or(0)
 }
 
 fn nft_tables() -> String {
