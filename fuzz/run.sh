@@ -10,6 +10,8 @@
 # New inputs go into fuzz/corpus/<target>/; a crash or a failed check is
 # written to fuzz/artifacts/<target>/: fix it, and commit the input under
 # fuzz/regressions/<target>/. FUZZ_LOGS=DIR keeps each target's libFuzzer log.
+# Do not pause a run (SIGSTOP, to measure something else): -timeout is
+# wall-clock time, so the input under way is reported as a timeout.
 set -euo pipefail
 seconds=${1:?usage: fuzz/run.sh SECONDS [TARGET...]}
 shift
