@@ -10,8 +10,8 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Instant;
 
 use super::conntrack;
@@ -19,6 +19,7 @@ use super::ipam::{Pool, Subnet};
 use super::netlink::{Netlink, index};
 use super::nft::nft;
 use super::ports::{self, Publish, Published};
+use super::saved_pool::SavedPool;
 use super::{NetPlan, NetworkError};
 use crate::runtime::reaper::Reaper;
 
@@ -55,17 +56,7 @@ pub struct Bridge {
     config: Config,
     index: u32,
     netlink: Netlink,
-    pool: Arc<Mutex<Pool>>,
-    pool_path: PathBuf,
-    /// Each change of the pool is numbered (under its lock); the number of
-    /// the last one written, under the lock that orders the writes. A
-    /// change already on disk is not written again.
-    pool_changes: Arc<AtomicU64>,
-    pool_written: Arc<Mutex<u64>>,
-    /// Whose turn it is to write the pool: the others wait here, not on a
-    /// thread of the blocking pool, and find their change written by the
-    /// one before them.
-    pool_saving: tokio::sync::Mutex<()>,
+    pool: SavedPool,
     dir: PathBuf,
     /// Holder (a container's runtime name) -> the name it answers to.
     names: Mutex<BTreeMap<String, Named>>,
@@ -254,11 +245,7 @@ impl Bridge {
             config,
             index,
             netlink,
-            pool: Arc::new(Mutex::new(pool)),
-            pool_path,
-            pool_changes: Arc::new(AtomicU64::new(0)),
-            pool_written: Arc::new(Mutex::new(0)),
-            pool_saving: tokio::sync::Mutex::new(()),
+            pool: SavedPool::new(pool, pool_path),
             dir,
             names: Mutex::new(BTreeMap::new()),
             published: Mutex::new(BTreeMap::new()),
@@ -267,7 +254,7 @@ impl Bridge {
             forward_was,
             reaper,
         };
-        bridge.save_pool().await;
+        bridge.pool.save().await;
         bridge.write_hosts();
         Ok(bridge)
     }
@@ -285,47 +272,6 @@ impl Bridge {
         self.dir.join("resolv.conf")
     }
 
-    /// Saved after every change, synced (see [`Pool::save`]), on the
-    /// blocking pool: a sync takes milliseconds, too long for the loop's
-    /// threads. Saves are committed as a group: each write takes the pool
-    /// as it is then, with every change made so far, so the saves that
-    /// waited for it have nothing left to write (500 stops at once sync
-    /// the file a few times, not 500). A failure is logged, not fatal: the
-    /// next start frees every address anyway.
-    async fn save_pool(&self) {
-        let change = {
-            let _pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
-            self.pool_changes.fetch_add(1, Ordering::SeqCst) + 1
-        };
-        let _turn = self.pool_saving.lock().await;
-        if *self.pool_written.lock().unwrap_or_else(|e| e.into_inner()) >= change {
-            return;
-        }
-        let (pool, changes) = (self.pool.clone(), self.pool_changes.clone());
-        let (path, written) = (self.pool_path.clone(), self.pool_written.clone());
-        // The file's writers are ordered by `written`'s lock too: a save
-        // whose caller gave up (and so gave up its turn) may still run.
-        let saved = tokio::task::spawn_blocking(move || {
-            let mut last = written.lock().unwrap_or_else(|e| e.into_inner());
-            let (pool, newest) = {
-                let pool = pool.lock().unwrap_or_else(|e| e.into_inner());
-                (pool.clone(), changes.load(Ordering::SeqCst))
-            };
-            if *last >= newest {
-                return Ok(());
-            }
-            pool.save(&path)?;
-            *last = newest;
-            Ok::<(), NetworkError>(())
-        })
-        .await;
-        match saved {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::warn!("network: cannot save the address pool: {e}"),
-            Err(e) => tracing::warn!("network: cannot save the address pool: {e}"),
-        }
-    }
-
     fn write_hosts(&self) {
         // Written under the lock: two writers in place would mix.
         let names = self.names.lock().unwrap_or_else(|e| e.into_inner());
@@ -337,8 +283,8 @@ impl Bridge {
     /// An address for `holder` and its published ports (held from now
     /// on, and in the table), and what its container will configure.
     pub async fn reserve(&self, holder: &str, publish: &[Publish]) -> Result<(NetPlan, Vec<String>), NetworkError> {
-        let ip = self.pool.lock().unwrap_or_else(|e| e.into_inner()).allocate(holder)?;
-        self.save_pool().await;
+        let ip = self.pool.update(|p| p.allocate(holder))?;
+        self.pool.save().await;
         let mut held = Vec::new();
         for p in publish {
             match ports::hold(p) {
@@ -396,8 +342,8 @@ impl Bridge {
             }
         }
         let address = self.pool_address(holder);
-        self.pool.lock().unwrap_or_else(|e| e.into_inner()).release(holder);
-        self.save_pool().await;
+        self.pool.update(|p| p.release(holder));
+        self.pool.save().await;
         // Its rules are gone: no new flow can reach the address. Only a
         // published port brings clients whose source ports come again;
         // the dump walks the whole table, which a crash-looping fleet
@@ -498,8 +444,7 @@ impl Bridge {
 
     /// The address the pool gave `holder`.
     fn pool_address(&self, holder: &str) -> Option<Ipv4Addr> {
-        let pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
-        pool.used.iter().find(|(_, h)| h.as_str() == holder).map(|(ip, _)| *ip)
+        self.pool.read(|p| p.used.iter().find(|(_, h)| h.as_str() == holder).map(|(ip, _)| *ip))
     }
 
     /// Takes `holder` off the bridge: its name, its address, its veth.

@@ -8,6 +8,7 @@ pub mod ipam;
 pub mod netlink;
 mod nft;
 pub mod ports;
+mod saved_pool;
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
