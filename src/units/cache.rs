@@ -8,7 +8,7 @@
 //! A unit that read another file while it was parsed (an `env_file`) is
 //! never kept: its outcome depends on more than its text.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use super::diag::Diagnostic;
@@ -23,13 +23,13 @@ pub struct ParseCache {
     entries: HashMap<PathBuf, (String, Parsed)>,
     /// The files of the load under way: an entry not among them when it
     /// ends is dropped (its file is gone or unreadable).
-    seen: Vec<PathBuf>,
+    seen: HashSet<PathBuf>,
 }
 
 impl ParseCache {
     /// What parsing `path` gave last time, if its text was `text`.
     pub fn get(&mut self, path: &Path, text: &str) -> Option<Parsed> {
-        self.seen.push(path.to_path_buf());
+        self.seen.insert(path.to_path_buf());
         match self.entries.get(path) {
             Some((kept, parsed)) if kept == text => Some(parsed.clone()),
             Some(_) => {
@@ -49,7 +49,7 @@ impl ParseCache {
 
     /// Ends a load: forgets every file it did not look up.
     pub fn end_load(&mut self) {
-        let seen: std::collections::HashSet<PathBuf> = self.seen.drain(..).collect();
+        let seen = std::mem::take(&mut self.seen);
         self.entries.retain(|p, _| seen.contains(p));
     }
 
