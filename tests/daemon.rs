@@ -997,3 +997,28 @@ fn boot_lists_each_step_of_the_start_on_the_kernels_clock() {
     assert_eq!(table.lines().count(), 6, "{table}");
     assert!(table.contains("first unit ran") && table.contains("all units ran"), "{table}");
 }
+
+#[test]
+fn two_daemons_with_units_of_one_name_keep_to_their_own_containers() {
+    root_only!("two_daemons_with_units_of_one_name_keep_to_their_own_containers");
+    // Two supervisors on one host (each with its own directories), started
+    // from the same cgroup, both with a unit `name`.
+    let first = Daemon::start();
+    let mut second = Daemon::start();
+    let name = common::unique_name("tw");
+    first.write_unit(&name, &sleeper());
+    second.write_unit(&name, &sleeper());
+    let kept = pid(&first.wait_state(&name, "running"));
+    pid(&second.wait_state(&name, "running"));
+    let (mine, theirs) = (first.cgroup_dirs(&name), second.cgroup_dirs(&name));
+    assert!(mine.iter().all(|c| !theirs.contains(c)), "one cgroup for both: {mine:?}");
+    // The second one stops its container, and ends: the first one's runs on.
+    assert!(second.terminate(30).success(), "{}", second.log());
+    assert!(alive(kept), "the other supervisor's container was killed");
+    let u = first.unit(&name).unwrap();
+    assert_eq!((u["state"].as_str(), pid(&u)), (Some("running"), kept), "{u}");
+    assert!(mine.iter().all(|c| c.exists()), "the other supervisor removed the cgroup");
+    // Its cgroups, in a directory of its own, went with it.
+    let left: Vec<_> = theirs.iter().filter_map(|c| c.parent()).filter(|p| p.exists()).collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}

@@ -6,7 +6,7 @@ mod common;
 
 use common::text;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 /// The fixture image with every kind of layer entry (see tests/fixtures).
@@ -82,7 +82,8 @@ volumes = ["data:/vol"]
     assert!(!state.join("containers").join(&name).exists());
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert!(!mountinfo.contains(state.to_str().unwrap()), "a mount leaked");
-    let cg = supervisor::runtime::cgroups::Manager::for_host("supervisor").unwrap().open(&name);
+    let default = Path::new(supervisor::supervisor::config::DEFAULT_RUN_DIR);
+    let cg = supervisor::supervisor::config::cgroups_for(default).unwrap().open(&name);
     assert!(cg.paths().iter().all(|p| !p.exists()), "the cgroup leaked");
 }
 
@@ -260,7 +261,7 @@ fn what_a_dead_supervisor_left_is_cleaned_up() {
     wait_running(&run, &name);
     let record = run.join("containers").join(format!("{name}.json"));
     // Once both sleeps run in the container's cgroup...
-    let cg = supervisor::runtime::cgroups::Manager::for_host("supervisor").unwrap().open(&name);
+    let cg = supervisor::supervisor::config::cgroups_for(&run).unwrap().open(&name);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     while cg.procs().map_or(0, |p| p.len()) < 2 {
         assert!(std::time::Instant::now() < deadline, "the container's processes: {:?}", cg.procs());
@@ -315,7 +316,7 @@ fn the_example_database_serves_and_answers_through_exec() {
     assert_eq!(text(&exec(&["redis-cli", "get", "k"]).stdout), "v\n");
     // It runs as the image's redis user, under the unit's 256M limit.
     assert_eq!(text(&exec(&["redis-cli", "config", "get", "dir"]).stdout), "dir\n/data\n");
-    let cg = supervisor::runtime::cgroups::Manager::for_host("supervisor").unwrap().open(&name);
+    let cg = supervisor::supervisor::config::cgroups_for(&run).unwrap().open(&name);
     let status = std::fs::read_to_string(format!("/proc/{}/status", cg.procs().unwrap()[0])).unwrap();
     assert!(status.lines().any(|l| l.starts_with("Uid:") && l.contains("999")), "{status}");
     // redis saves its data set on SIGTERM (the unit's stop signal) and exits 0.
@@ -382,6 +383,14 @@ fn many_unit_runs_leave_nothing_behind() {
     .unwrap();
     let mounts = || std::fs::read_to_string("/proc/self/mountinfo").unwrap().lines().count();
     let before = mounts();
+    // The directory of this run directory's cgroups (made here, if it was not).
+    let bases: Vec<PathBuf> = supervisor::supervisor::config::cgroups_for(&run)
+        .unwrap()
+        .open(&name)
+        .paths()
+        .iter()
+        .map(|p| p.parent().unwrap().to_path_buf())
+        .collect();
     for i in 0..300 {
         let out = daemon(&state, &run).args(["runtime", "run-unit"]).arg(&file).output().unwrap();
         assert_eq!(out.status.code(), Some(0), "run {i}: {}", text(&out.stderr));
@@ -389,8 +398,9 @@ fn many_unit_runs_leave_nothing_behind() {
     assert_eq!(mounts(), before, "mounts leaked");
     assert!(!state.join("containers").join(&name).exists(), "the container directory leaked");
     assert!(std::fs::read_dir(run.join("containers")).map_or(true, |mut d| d.next().is_none()), "state records leaked");
-    let cg = supervisor::runtime::cgroups::Manager::for_host("supervisor").unwrap().open(&name);
-    assert!(cg.paths().iter().all(|p| !p.exists()), "the cgroup leaked");
+    // The container's cgroup went with it, and the directory of the run
+    // directory's cgroups with the last one.
+    assert!(bases.iter().all(|p| !p.exists()), "a cgroup leaked: {bases:?}");
 }
 
 #[test]

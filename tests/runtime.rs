@@ -129,7 +129,7 @@ fn exit_codes_signals_and_start_errors() {
     let b = bundle("echo ready; busybox sleep 60", |_| {});
     let mut child = runtime(&b.path, &id).stdout(Stdio::piped()).spawn().unwrap();
     std::io::Read::read_exact(child.stdout.as_mut().unwrap(), &mut first).unwrap();
-    let cg = Manager::for_host("supervisor-runtime").unwrap().open(&id);
+    let cg = Manager::for_host("supervisor-runtime", None).unwrap().open(&id);
     let init = *cg.procs().unwrap().iter().min().unwrap();
     // SAFETY: kill(2) on the container's first process.
     unsafe { libc::kill(init as i32, libc::SIGKILL) };
@@ -179,7 +179,7 @@ fn half_a_cpu_is_half_a_cpu() {
     let mut child = runtime(&b.path, &id).stdout(Stdio::piped()).spawn().unwrap();
     let mut ready = [0u8; 6];
     std::io::Read::read_exact(child.stdout.as_mut().unwrap(), &mut ready).unwrap();
-    let cg = Manager::for_host("supervisor-runtime").unwrap().open(&id);
+    let cg = Manager::for_host("supervisor-runtime", None).unwrap().open(&id);
     let before = (cg.usage().cpu_ns.unwrap(), Instant::now());
     std::thread::sleep(Duration::from_secs(3));
     let used = cg.usage().cpu_ns.unwrap() - before.0;
@@ -216,7 +216,7 @@ fn bind_volumes_read_write_and_read_only() {
 /// Everything a container leaves on the host that we can count.
 fn host_state() -> (usize, Vec<PathBuf>) {
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap().lines().count();
-    let cgroups: Vec<PathBuf> = match Manager::for_host("supervisor-runtime").unwrap() {
+    let cgroups: Vec<PathBuf> = match Manager::for_host("supervisor-runtime", None).unwrap() {
         Manager::V1(bases) => bases
             .values()
             .flat_map(|b| std::fs::read_dir(b).unwrap())

@@ -124,7 +124,7 @@ fn a_units_traffic_moves_to_its_second_container_in_one_step_without_a_failed_re
             run_dir: run_dir.clone(),
             store: Store::open(&state).unwrap(),
             pull: PullOptions::default(),
-            cgroups: Manager::for_host(&common::unique_name("sw")).unwrap(),
+            cgroups: Manager::for_host(&common::unique_name("sw"), None).unwrap(),
             reaper: reaper.clone(),
             helper: PathBuf::from(env!("CARGO_BIN_EXE_supervisord")),
             bridge: Some(bridge.clone()),

@@ -119,7 +119,7 @@ pub fn run(args: Args) -> ExitCode {
     let paths = Paths {
         units: pick(&args.units, &config.units, "/etc/units.d"),
         state_dir: pick(&args.state_dir, &config.state_dir, "/var/lib/supervisor"),
-        run_dir: pick(&args.run_dir, &config.run_dir, "/run/supervisor"),
+        run_dir: pick(&args.run_dir, &config.run_dir, crate::supervisor::config::DEFAULT_RUN_DIR),
         log_dir: pick(&args.log_dir, &config.log_dir, "/var/log/supervisor"),
     };
     run_with(args, paths, config)

@@ -9,9 +9,28 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::runtime::cgroups::{self, CgroupError, Manager};
+
 /// How often units with `auto = "registry"` look for a new image, unless
 /// the file says otherwise.
 pub const DEFAULT_AUTO_UPDATE_INTERVAL: Duration = Duration::from_secs(3600);
+
+/// The run directory of the host's supervisor.
+pub const DEFAULT_RUN_DIR: &str = "/run/supervisor";
+
+/// Where the containers of the supervisor (or `run-unit`) whose run
+/// directory is `run_dir` get their cgroups: `supervisor/<unit>`, one level
+/// deeper for any run directory but the default (see
+/// [`crate::runtime::cgroups::instance`]).
+pub fn cgroups_for(run_dir: &Path) -> Result<Manager, CgroupError> {
+    Manager::for_host("supervisor", cgroup_instance(run_dir).as_deref())
+}
+
+/// The directory of its own under `supervisor/` that the containers of
+/// `run_dir` get; none for the default run directory.
+pub fn cgroup_instance(run_dir: &Path) -> Option<String> {
+    cgroups::instance(run_dir, Path::new(DEFAULT_RUN_DIR))
+}
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]

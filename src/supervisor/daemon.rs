@@ -17,7 +17,6 @@ use super::engine::{Engine, Event, Real};
 use super::logs::Hub;
 use super::starter::Env;
 use super::{pid1, watch as watcher};
-use crate::runtime::cgroups::Manager;
 use crate::runtime::container::clean_up;
 use crate::runtime::image::{PullOptions, RegistryOptions, Store};
 use crate::runtime::network::NetworkError;
@@ -317,7 +316,7 @@ async fn daemon(options: &Options, pid1: bool, boot: &Timeline) -> Result<Option
     for (what, name) in sweep_leftovers(paths) {
         tracing::info!("{name}: removed the {what} an earlier supervisor left");
     }
-    let cgroups = Manager::for_host("supervisor").map_err(DaemonError::Cgroups)?;
+    let cgroups = super::config::cgroups_for(&paths.run_dir).map_err(DaemonError::Cgroups)?;
     let store = Store::open(&paths.state_dir).map_err(DaemonError::Images)?;
     // Offline prune and rmi stay out while we run (see Store::hold_for_daemon).
     let _store_in_use = store.hold_for_daemon().map_err(DaemonError::Images)?;
@@ -455,6 +454,9 @@ async fn daemon(options: &Options, pid1: bool, boot: &Timeline) -> Result<Option
         if outcome.is_ok() {
             b.teardown().await;
         }
+    }
+    if outcome.is_ok() && super::config::cgroup_instance(&paths.run_dir).is_some() {
+        env.cgroups.remove_empty_bases();
     }
     match outcome {
         Ok(()) => {

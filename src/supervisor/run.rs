@@ -10,7 +10,6 @@ use std::path::{Path, PathBuf};
 use nix::sys::signal::Signal;
 
 use super::prepare::{PrepareError, image, prepare};
-use crate::runtime::cgroups::Manager;
 use crate::runtime::container::Forwarding;
 use crate::runtime::container::{Container, RuntimeError, Setup, Stdio};
 use crate::runtime::image::{ImageError, PullOptions, Quiet, Store};
@@ -86,7 +85,7 @@ pub fn run_unit(file: &Path, state_dir: &Path, run_dir: &Path, log: Option<&Path
         },
         None => None,
     };
-    let cgroups = Manager::for_host("supervisor").map_err(RuntimeError::from)?;
+    let cgroups = crate::supervisor::config::cgroups_for(run_dir).map_err(RuntimeError::from)?;
     let setup = Setup {
         name,
         cgroups: &cgroups,
@@ -112,6 +111,9 @@ pub fn run_unit(file: &Path, state_dir: &Path, run_dir: &Path, log: Option<&Path
         }
     });
     let destroyed = container.destroy();
+    if super::config::cgroup_instance(run_dir).is_some() {
+        cgroups.remove_empty_bases();
+    }
     if destroyed.oom_killed {
         eprintln!(
             "supervisord: {name}: the kernel's OOM killer killed a process of the container (memory limit reached)"

@@ -17,6 +17,7 @@
 pub mod devices;
 mod freezer;
 pub mod layout;
+mod manager;
 mod runc_stats;
 pub mod spec_limits;
 pub mod spec_path;
@@ -30,6 +31,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 pub use layout::{Layout, detect, own_paths};
+pub use manager::{Manager, instance};
 pub use runc_stats::Stats as RuncStats;
 pub use spec_limits::ExtraLimits;
 pub use stats::{Io, io_service_bytes_v1, io_stat_v2};
@@ -121,136 +123,6 @@ pub struct Usage {
     pub memory: Option<u64>,
     pub memory_peak: Option<u64>,
     pub pids: Option<u64>,
-}
-
-/// Where the supervisor's containers' cgroups live.
-#[derive(Debug, Clone)]
-pub enum Manager {
-    /// A base directory per v1 controller.
-    V1(BTreeMap<String, PathBuf>),
-    /// The v2 directory the containers' cgroups are made in.
-    V2(PathBuf),
-}
-
-const V2_CONTROLLERS: [&str; 5] = ["cpu", "cpuset", "hugetlb", "memory", "pids"];
-
-impl Manager {
-    /// The manager of this host, for containers under `subtree` (a name)
-    /// of this process's own cgroup.
-    pub fn for_host(subtree: &str) -> Result<Manager> {
-        let mountinfo = read(Path::new("/proc/self/mountinfo"))?;
-        let own = read(Path::new("/proc/self/cgroup"))?;
-        let layout = detect(&mountinfo)?;
-        Manager::new(&layout, &own_paths(&own), subtree, std::process::id())
-    }
-
-    /// The manager for a `layout`, with this process (`pid`) in the cgroups
-    /// `own` names.
-    pub fn new(layout: &Layout, own: &BTreeMap<String, String>, subtree: &str, pid: u32) -> Result<Manager> {
-        let join = |root: &Path, rel: &str| root.join(rel.trim_start_matches('/'));
-        match layout {
-            Layout::Legacy { controllers, .. } => {
-                let mut bases = BTreeMap::new();
-                for (name, mount) in controllers {
-                    let own_path = own.get(name).map_or("/", String::as_str);
-                    let base = join(&join(mount, own_path), subtree);
-                    fs::create_dir_all(&base).map_err(|source| CgroupError::Io {
-                        op: "create",
-                        path: base.clone(),
-                        source,
-                    })?;
-                    bases.insert(name.clone(), base);
-                }
-                Ok(Manager::V1(bases))
-            }
-            Layout::Unified { root } => {
-                let own_path = own.get("").map_or("/", String::as_str);
-                let base = if own_path == "/" {
-                    // The root cgroup may hold processes and delegate: a
-                    // subtree of our own under it.
-                    let base = join(root, subtree);
-                    fs::create_dir_all(&base).map_err(|source| CgroupError::Io {
-                        op: "create",
-                        path: base.clone(),
-                        source,
-                    })?;
-                    enable_controllers(root)?;
-                    base
-                } else {
-                    // Leave our cgroup for a leaf, so that it may delegate.
-                    let base = join(root, own_path);
-                    let leaf = base.join(crate::names::label::DAEMON_CGROUP_LEAF);
-                    fs::create_dir_all(&leaf).map_err(|source| CgroupError::Io {
-                        op: "create",
-                        path: leaf.clone(),
-                        source,
-                    })?;
-                    write(&leaf.join("cgroup.procs"), &pid.to_string())?;
-                    base
-                };
-                enable_controllers(&base)?;
-                Ok(Manager::V2(base))
-            }
-        }
-    }
-
-    /// Makes (or reuses) the cgroup `name`.
-    pub fn create(&self, name: &str) -> Result<Cgroup> {
-        self.create_for(name, &Resources::default())
-    }
-
-    /// Makes (or reuses) the cgroup `name` for limits `r`: the v1
-    /// hierarchies only a spec's limits need (cpuset, hugetlb) are joined
-    /// only when `r` asks for them, so that a container pays for no more
-    /// cgroup writes than it uses.
-    pub fn create_for(&self, name: &str, r: &Resources) -> Result<Cgroup> {
-        let cg = self.open_for(name, r);
-        for dir in cg.dirs() {
-            fs::create_dir_all(dir).map_err(|source| CgroupError::Io { op: "create", path: dir.clone(), source })?;
-        }
-        if let Some(cpuset) = cg.v1("cpuset") {
-            spec_limits::init_cpuset(cpuset)?;
-        }
-        Ok(cg)
-    }
-
-    /// The cgroup `name`, whether or not it exists (to clean up after a
-    /// crash).
-    pub fn open(&self, name: &str) -> Cgroup {
-        self.open_for(name, &Resources::default())
-    }
-
-    /// The cgroup `name` as [`Manager::create_for`] makes it for `r`.
-    pub fn open_for(&self, name: &str, r: &Resources) -> Cgroup {
-        let used = |c: &str| match c {
-            "cpuset" => r.extra.cpus.is_some() || r.extra.mems.is_some(),
-            "hugetlb" => !r.extra.hugetlb.is_empty(),
-            "blkio" => r.extra.blkio != spec_limits::Blkio::default(),
-            "net_cls" => r.extra.net_class_id.is_some(),
-            "net_prio" => !r.extra.net_priorities.is_empty(),
-            _ => true,
-        };
-        match self {
-            Manager::V1(bases) => {
-                Cgroup::V1(bases.iter().filter(|(c, _)| used(c)).map(|(c, b)| (c.clone(), b.join(name))).collect())
-            }
-            Manager::V2(base) => Cgroup::V2(base.join(name)),
-        }
-    }
-}
-
-/// Turns on the controllers we use for `dir`'s children (those it has).
-fn enable_controllers(dir: &Path) -> Result<()> {
-    let available = read(&dir.join("cgroup.controllers"))?;
-    let wanted: Vec<String> = V2_CONTROLLERS
-        .iter()
-        .filter(|c| available.split_whitespace().any(|a| a == **c))
-        .map(|c| format!("+{c}"))
-        .collect();
-    if wanted.is_empty() {
-        return Ok(());
-    }
-    write(&dir.join("cgroup.subtree_control"), &wanted.join(" "))
 }
 
 /// One container's cgroup.
@@ -480,7 +352,7 @@ mod tests {
         fs::write(own.join("cgroup.subtree_control"), "").unwrap();
         let layout = Layout::Unified { root: root.to_path_buf() };
         let own_map = own_paths("0::/user/app\n");
-        let m = Manager::new(&layout, &own_map, "supervisor", 4242).unwrap();
+        let m = Manager::new(&layout, &own_map, "supervisor", None, 4242).unwrap();
         (t, m)
     }
 
@@ -535,7 +407,7 @@ mod tests {
         fs::create_dir(t.path().join("supervisor")).unwrap();
         fs::write(t.path().join("supervisor/cgroup.controllers"), "memory pids\n").unwrap();
         fs::write(t.path().join("supervisor/cgroup.subtree_control"), "").unwrap();
-        let m = Manager::new(&layout, &own_paths("0::/\n"), "supervisor", 1).unwrap();
+        let m = Manager::new(&layout, &own_paths("0::/\n"), "supervisor", None, 1).unwrap();
         assert!(matches!(m, Manager::V2(ref b) if *b == t.path().join("supervisor")));
         assert_eq!(fs::read_to_string(t.path().join("cgroup.subtree_control")).unwrap(), "+memory +pids");
     }
@@ -548,7 +420,7 @@ mod tests {
             controllers.insert(c.to_string(), t.path().join(c));
         }
         let layout = Layout::Legacy { controllers, unified: None };
-        let m = Manager::new(&layout, &own_paths("4:memory:/a\n"), "supervisor", 1).unwrap();
+        let m = Manager::new(&layout, &own_paths("4:memory:/a\n"), "supervisor", None, 1).unwrap();
         let cg = m.create("db").unwrap();
         let mem = t.path().join("memory/a/supervisor/db");
         assert!(mem.is_dir());

@@ -6,7 +6,8 @@
 use std::collections::BTreeMap;
 use std::path::{Component, Path};
 
-use super::{CgroupError, Layout, Manager, Result, enable_controllers};
+use super::manager::enable_controllers;
+use super::{CgroupError, Layout, Manager, Result};
 
 /// The manager (made in the cgroup's parent) and the name under it of the
 /// cgroup `cgroups_path` names.

@@ -32,7 +32,7 @@ pub fn run_bundle(bundle: &Path, id: &str) -> Result<i32, RuntimeError> {
         }));
     }
     let resources = plan.resources(&spec)?;
-    let cgroups = Manager::for_host("supervisor-runtime")?;
+    let cgroups = Manager::for_host("supervisor-runtime", None)?;
     let setup = Setup { name: id, cgroups: &cgroups, resources: &resources, run_dir: None, dir: None };
     let signals = [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP, Signal::SIGQUIT, Signal::SIGUSR1, Signal::SIGUSR2];
     let forwarding = Forwarding::each(&signals)?;
