@@ -1003,7 +1003,7 @@ fn two_daemons_with_units_of_one_name_keep_to_their_own_containers() {
     root_only!("two_daemons_with_units_of_one_name_keep_to_their_own_containers");
     // Two supervisors on one host (each with its own directories), started
     // from the same cgroup, both with a unit `name`.
-    let first = Daemon::start();
+    let mut first = Daemon::start();
     let mut second = Daemon::start();
     let name = common::unique_name("tw");
     first.write_unit(&name, &sleeper());
@@ -1020,5 +1020,20 @@ fn two_daemons_with_units_of_one_name_keep_to_their_own_containers() {
     assert!(mine.iter().all(|c| c.exists()), "the other supervisor removed the cgroup");
     // Its cgroups, in a directory of its own, went with it.
     let left: Vec<_> = theirs.iter().filter_map(|c| c.parent()).filter(|p| p.exists()).collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+    // The first one dies; `runtime cleanup` of its run directory removes
+    // its container and the directory of its cgroups.
+    let mut child = first.child.take().unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_supervisord"))
+        .arg("--run-dir")
+        .arg(first.dir.path().join("run"))
+        .args(["runtime", "cleanup"])
+        .output()
+        .unwrap();
+    assert_eq!(text(&out.stdout), format!("removed {name}\n"), "{}", text(&out.stderr));
+    assert!(!alive(kept));
+    let left: Vec<_> = mine.iter().filter_map(|c| c.parent()).filter(|p| p.exists()).collect();
     assert!(left.is_empty(), "left behind: {left:?}");
 }

@@ -176,6 +176,7 @@ fn run_with(args: Args, paths: Paths, config: Config) -> ExitCode {
         for name in crate::runtime::container::clean_up(&paths.run_dir).containers {
             outln!("removed {name}");
         }
+        crate::supervisor::config::remove_cgroup_instance(&paths.run_dir);
         return ExitCode::SUCCESS;
     }
     if let Some(Command::Runtime(RuntimeCommand::Exec { tty, timeout, name, command })) = &args.command {

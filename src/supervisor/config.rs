@@ -18,12 +18,23 @@ pub const DEFAULT_AUTO_UPDATE_INTERVAL: Duration = Duration::from_secs(3600);
 /// The run directory of the host's supervisor.
 pub const DEFAULT_RUN_DIR: &str = "/run/supervisor";
 
+const CGROUP_SUBTREE: &str = "supervisor";
+
 /// Where the containers of the supervisor (or `run-unit`) whose run
 /// directory is `run_dir` get their cgroups: `supervisor/<unit>`, one level
 /// deeper for any run directory but the default (see
 /// [`crate::runtime::cgroups::instance`]).
 pub fn cgroups_for(run_dir: &Path) -> Result<Manager, CgroupError> {
-    Manager::for_host("supervisor", cgroup_instance(run_dir).as_deref())
+    Manager::for_host(CGROUP_SUBTREE, cgroup_instance(run_dir).as_deref())
+}
+
+/// After the supervisor of `run_dir` died and its leftovers are cleaned
+/// up: the directory of its cgroups, if it had one of its own and it is
+/// empty (from the cgroup the supervisor ran in).
+pub fn remove_cgroup_instance(run_dir: &Path) {
+    if let Some(instance) = cgroup_instance(run_dir) {
+        cgroups::remove_empty_instance(CGROUP_SUBTREE, &instance);
+    }
 }
 
 /// The directory of its own under `supervisor/` that the containers of

@@ -62,36 +62,33 @@ impl Manager {
         instance: Option<&str>,
         pid: u32,
     ) -> Result<Manager> {
-        let join = |root: &Path, rel: &str| root.join(rel.trim_start_matches('/'));
         match layout {
             Layout::Legacy { controllers, .. } => {
                 let mut bases = BTreeMap::new();
                 for (name, mount) in controllers {
-                    let own_path = own.get(name).map_or("/", String::as_str);
-                    let base = join(&join(mount, own_path), subtree);
-                    let base = instance.map_or_else(|| base.clone(), |i| base.join(i));
+                    let base = v1_base(mount, own, name, subtree);
+                    let base = match instance {
+                        Some(i) => base.join(i),
+                        None => base,
+                    };
                     create_dir(&base)?;
                     bases.insert(name.clone(), base);
                 }
                 Ok(Manager::V1(bases))
             }
             Layout::Unified { root } => {
-                let own_path = own.get("").map_or("/", String::as_str);
-                let base = if own_path == "/" {
+                let base = v2_base(root, own, subtree);
+                if own.get("").is_none_or(|p| p == "/") {
                     // The root cgroup may hold processes and delegate: a
                     // subtree of our own under it.
-                    let base = join(root, subtree);
                     create_dir(&base)?;
                     enable_controllers(root)?;
-                    base
                 } else {
                     // Leave our cgroup for a leaf, so that it may delegate.
-                    let base = join(root, own_path);
                     let leaf = base.join(crate::names::label::DAEMON_CGROUP_LEAF);
                     create_dir(&leaf)?;
                     write(&leaf.join("cgroup.procs"), &pid.to_string())?;
-                    base
-                };
+                }
                 enable_controllers(&base)?;
                 let Some(instance) = instance else { return Ok(Manager::V2(base)) };
                 let base = base.join(instance);
@@ -157,6 +154,44 @@ impl Manager {
         for base in bases {
             let _ = fs::remove_dir(base);
         }
+    }
+}
+
+/// The directory of the v1 `controller` (mounted at `mount`) that the
+/// containers' cgroups are made in: `subtree` of this process's cgroup.
+fn v1_base(mount: &Path, own: &BTreeMap<String, String>, controller: &str, subtree: &str) -> PathBuf {
+    let own_path = own.get(controller).map_or("/", String::as_str);
+    mount.join(own_path.trim_start_matches('/')).join(subtree)
+}
+
+/// The v2 directory the containers' cgroups are made in: `subtree` of the
+/// root cgroup for a process in it, else the process's own cgroup (which it
+/// leaves for a leaf).
+fn v2_base(root: &Path, own: &BTreeMap<String, String>, subtree: &str) -> PathBuf {
+    match own.get("").map_or("/", String::as_str) {
+        "/" => root.join(subtree),
+        own_path => root.join(own_path.trim_start_matches('/')),
+    }
+}
+
+/// Removes the directory `instance` of this host's `subtree` where it is
+/// empty, making nothing: what `runtime cleanup` does for a supervisor that
+/// died, from the same cgroup the supervisor ran in.
+pub fn remove_empty_instance(subtree: &str, instance: &str) {
+    let (Ok(mountinfo), Ok(own)) = (read(Path::new("/proc/self/mountinfo")), read(Path::new("/proc/self/cgroup")))
+    else {
+        return;
+    };
+    let Ok(layout) = detect(&mountinfo) else { return };
+    let own = own_paths(&own);
+    let bases = match &layout {
+        Layout::Legacy { controllers, .. } => {
+            controllers.iter().map(|(name, mount)| v1_base(mount, &own, name, subtree)).collect()
+        }
+        Layout::Unified { root } => vec![v2_base(root, &own, subtree)],
+    };
+    for base in bases {
+        let _ = fs::remove_dir(base.join(instance));
     }
 }
 

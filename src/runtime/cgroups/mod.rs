@@ -31,7 +31,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 pub use layout::{Layout, detect, own_paths};
-pub use manager::{Manager, instance};
+pub use manager::{Manager, instance, remove_empty_instance};
 pub use runc_stats::Stats as RuncStats;
 pub use spec_limits::ExtraLimits;
 pub use stats::{Io, io_service_bytes_v1, io_stat_v2};
