@@ -233,11 +233,20 @@ impl Cgroup {
     /// SIGKILLs every process in the cgroup, with no window for one to fork
     /// a new one unseen: `cgroup.kill` where the kernel has it (5.14), else
     /// freeze, kill each, thaw.
+    ///
+    /// An empty cgroup (a container whose pid namespace went with its
+    /// init, the usual case at its removal) is left alone: with no process
+    /// in it none can fork into it, and a freeze and thaw would flip a
+    /// kernel static key twice (v1's freezer), which patches kernel text on
+    /// every CPU, one cgroup at a time.
     pub fn kill_all(&self) -> Result<()> {
         if let Cgroup::V2(dir) = self
             && dir.join("cgroup.kill").exists()
         {
             return write(&dir.join("cgroup.kill"), "1");
+        }
+        if self.procs()?.is_empty() {
+            return Ok(());
         }
         let freezer = match self {
             Cgroup::V2(dir) => Some((dir.join("cgroup.freeze"), "1", "0")),
@@ -436,5 +445,27 @@ mod tests {
         // devices.deny "a" then the allow line (a real file keeps only the last write).
         assert_eq!(rd("devices/supervisor/db/devices.allow"), "c 1:3 rwm");
         assert_eq!(rd("devices/supervisor/db/devices.deny"), "a");
+    }
+
+    #[test]
+    fn v1_kill_all_freezes_only_a_cgroup_with_processes_in_it() {
+        use std::os::unix::process::ExitStatusExt;
+        let t = tempfile::tempdir().unwrap();
+        let dirs: BTreeMap<String, PathBuf> =
+            ["freezer", "pids"].map(|c| (c.to_string(), t.path().join(c))).into_iter().collect();
+        for d in dirs.values() {
+            fs::create_dir(d).unwrap();
+            fs::write(d.join("cgroup.procs"), "").unwrap();
+        }
+        let cg = Cgroup::V1(dirs);
+        let state = t.path().join("freezer/freezer.state");
+        cg.kill_all().unwrap();
+        assert!(!state.exists(), "an empty cgroup was frozen");
+        let mut child = std::process::Command::new("sleep").arg("100").spawn().unwrap();
+        fs::write(t.path().join("pids/cgroup.procs"), format!("{}\n", child.id())).unwrap();
+        cg.kill_all().unwrap();
+        assert_eq!(child.wait().unwrap().signal(), Some(libc::SIGKILL));
+        // Frozen around the kill and thawed after (a file keeps the last write).
+        assert_eq!(fs::read_to_string(&state).unwrap(), "THAWED");
     }
 }
