@@ -54,19 +54,22 @@ pub fn is_unit_file_name(name: &str) -> bool {
     name.len() > ".toml".len() && name.ends_with(".toml") && !name.starts_with('.')
 }
 
+/// [`is_unit_file_name`] for a directory entry's name; a non-UTF-8 name
+/// that still looks like a unit's is one (and reported as a bad name).
+pub fn is_unit_file(name: &std::ffi::OsStr) -> bool {
+    match name.to_str() {
+        Some(n) => is_unit_file_name(n),
+        None => name.as_encoded_bytes().ends_with(b".toml") && !name.as_encoded_bytes().starts_with(b"."),
+    }
+}
+
 /// Lists the unit files of `dir`, sorted. Fails only when the directory
 /// itself cannot be read.
 pub fn list_unit_files(dir: &Path) -> io::Result<Vec<PathBuf>> {
     let mut files = Vec::new();
     for entry in fs::read_dir(dir)? {
         let entry = entry?;
-        let name = entry.file_name();
-        let keep = match name.to_str() {
-            Some(n) => is_unit_file_name(n),
-            // A non-UTF-8 name that still looks like a unit is reported.
-            None => name.as_encoded_bytes().ends_with(b".toml") && !name.as_encoded_bytes().starts_with(b"."),
-        };
-        if keep {
+        if is_unit_file(&entry.file_name()) {
             files.push(entry.path());
         }
     }
